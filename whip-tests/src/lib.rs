@@ -1,0 +1,1 @@
+//! whip-tests
