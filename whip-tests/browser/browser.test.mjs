@@ -320,4 +320,21 @@ describe("gateway pages in headless Chromium", { timeout: OVERALL_MS }, () => {
       await pages.index.locator(`tr[data-stream="${STREAM}"]`).waitFor({ state: "detached", timeout: 8_000 });
     });
   });
+
+  it("index form leads to a player that waits for a stream without publisher", async (t) => {
+    await withDiagnostics("form", async () => {
+      const page = pages.index;
+      assert.ok(page, "needs the index page of the tests before");
+      await page.fill("#stream", "not live yet");
+      await Promise.all([
+        page.waitForURL((u) => u.pathname === "/watch/not%20live%20yet", { timeout: 5_000 }),
+        page.click('button[value="watch"]'),
+      ]);
+      assert.equal((await page.textContent("#name")).trim(), "not live yet");
+      await page.waitForFunction(() => window.whep && window.whep.state === "waiting", null, { timeout: 8_000 });
+      const status = await page.textContent("#status");
+      assert.match(status, /waiting for the stream/i);
+      t.diagnostic(`player status: ${status}`);
+    });
+  });
 });
