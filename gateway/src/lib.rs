@@ -1,1 +1,18 @@
-//! gateway
+//! WHIP/WHEP broadcast gateway: HTTP API, WebRTC termination (str0m, RTP mode), the UDP shell and
+//! media workers. Everything after a packet leaves an `Rtc` is the `relay` crate's sans-IO code.
+
+pub mod auth;
+pub mod config;
+pub mod demux;
+pub mod http;
+pub mod ids;
+pub mod node;
+pub mod peer;
+pub mod registry;
+pub mod sdp_info;
+pub mod server;
+pub mod session;
+pub mod sessions;
+pub mod track;
+pub mod udp;
+pub mod worker;

@@ -1,0 +1,144 @@
+//! Bearer-token checks for publishing, playing and the session/track API. Tokens are compared in
+//! constant time so their bytes cannot be recovered by timing the 401s.
+
+use subtle::ConstantTimeEq;
+
+use crate::config::{Config, TokenRule};
+
+/// What a request wants to do to a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Publish,
+    Play,
+}
+
+/// Outcome of a check, so the HTTP layer can tell 401 (who are you) from 403 (not this stream).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Unauthenticated,
+    Forbidden,
+}
+
+/// Token rules plus the anonymous policy, built once from the config.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    rules: Vec<TokenRule>,
+    apps: Vec<(String, String)>,
+    anonymous_publish: bool,
+    anonymous_play: bool,
+}
+
+impl Auth {
+    pub fn new(config: &Config) -> Self {
+        Auth {
+            rules: config.tokens.clone(),
+            apps: config.apps.iter().map(|a| (a.id.clone(), a.secret.clone())).collect(),
+            anonymous_publish: config.anonymous_publish(),
+            anonymous_play: config.anonymous_play(),
+        }
+    }
+
+    pub fn anonymous(&self, action: Action) -> bool {
+        match action {
+            Action::Publish => self.anonymous_publish,
+            Action::Play => self.anonymous_play,
+        }
+    }
+
+    /// May the holder of `token` (from `Authorization: Bearer`) do `action` on `stream`?
+    pub fn check(&self, token: Option<&str>, action: Action, stream: &str) -> Verdict {
+        if self.anonymous(action) {
+            return Verdict::Allowed;
+        }
+        let Some(token) = token else {
+            return Verdict::Unauthenticated;
+        };
+        // Every rule is compared, matched or not, so timing does not reveal which one matched.
+        let mut known = false;
+        let mut allowed = false;
+        for rule in &self.rules {
+            let equal: bool = rule.token.as_bytes().ct_eq(token.as_bytes()).into();
+            known |= equal;
+            let patterns = match action {
+                Action::Publish => &rule.publish,
+                Action::Play => &rule.play,
+            };
+            allowed |= equal && patterns.iter().any(|p| pattern_matches(p, stream));
+        }
+        match (known, allowed) {
+            (_, true) => Verdict::Allowed,
+            (true, false) => Verdict::Forbidden,
+            (false, false) => Verdict::Unauthenticated,
+        }
+    }
+
+    /// Is `secret` the secret of app `id`?
+    pub fn check_app(&self, id: &str, secret: Option<&str>) -> Verdict {
+        let Some(secret) = secret else {
+            return Verdict::Unauthenticated;
+        };
+        let mut ok = false;
+        for (app, app_secret) in &self.apps {
+            let equal: bool = app_secret.as_bytes().ct_eq(secret.as_bytes()).into();
+            ok |= equal && app == id;
+        }
+        if ok { Verdict::Allowed } else { Verdict::Unauthenticated }
+    }
+}
+
+fn pattern_matches(pattern: &str, stream: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => stream.starts_with(prefix),
+        None => pattern == stream,
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header value, if that is what it is.
+pub fn bearer(value: Option<&str>) -> Option<&str> {
+    let value = value?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cli, Config};
+
+    fn auth(cli: Cli) -> Auth {
+        Auth::new(&Config::load(cli).expect("config"))
+    }
+
+    #[test]
+    fn tokens_are_scoped_to_actions() {
+        let a = auth(Cli {
+            publish_tokens: vec!["pub-secret-1".into()],
+            play_tokens: vec!["play-secret-1".into()],
+            ..Cli::default()
+        });
+        assert_eq!(a.check(Some("pub-secret-1"), Action::Publish, "s"), Verdict::Allowed);
+        assert_eq!(a.check(Some("play-secret-1"), Action::Publish, "s"), Verdict::Forbidden);
+        assert_eq!(a.check(Some("nope-nope-nope"), Action::Publish, "s"), Verdict::Unauthenticated);
+        assert_eq!(a.check(None, Action::Play, "s"), Verdict::Unauthenticated);
+        assert_eq!(a.check(Some("play-secret-1"), Action::Play, "s"), Verdict::Allowed);
+    }
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("*", "x"));
+        assert!(pattern_matches("studio-*", "studio-a"));
+        assert!(!pattern_matches("studio-*", "other"));
+        assert!(pattern_matches("exact", "exact"));
+        assert!(!pattern_matches("exact", "exact2"));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("Bearer ")), None);
+        assert_eq!(bearer(None), None);
+    }
+}

@@ -1,0 +1,311 @@
+//! Node configuration: embedded defaults, an optional TOML file, then environment variables and
+//! command-line flags (clap merges the last two), in that order of precedence.
+//!
+//! With no file and no flags the gateway is ready for OBS and a browser on a laptop: HTTP on 8080,
+//! WebRTC on UDP 8189, every local interface as a host candidate, anonymous publish and play
+//! (with a warning at start-up, since anyone who can reach the port can then publish).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command-line flags. Each may also be given as an environment variable.
+#[derive(Debug, Parser, Default)]
+#[command(name = "gateway", version, about = "WHIP/WHEP broadcast gateway")]
+pub struct Cli {
+    /// Optional TOML configuration file (flags and environment override it).
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP(S) listen address.
+    #[arg(long, env = "GATEWAY_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// The one UDP address all WebRTC sessions share.
+    #[arg(long, env = "GATEWAY_UDP_LISTEN")]
+    pub udp_listen: Option<SocketAddr>,
+    /// Host candidate addresses to advertise (repeatable). Default: every local interface address.
+    #[arg(long = "candidate-ip", env = "GATEWAY_CANDIDATE_IPS", value_delimiter = ',')]
+    pub candidate_ips: Vec<IpAddr>,
+    /// Public address of a 1:1 NAT in front of this node (repeatable); advertised first.
+    #[arg(long = "public-ip", env = "GATEWAY_PUBLIC_IPS", value_delimiter = ',')]
+    pub public_ips: Vec<IpAddr>,
+    /// Media worker count (0 = one per core).
+    #[arg(long, env = "GATEWAY_WORKERS")]
+    pub workers: Option<usize>,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, env = "GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A bearer token allowed to publish every stream (repeatable).
+    #[arg(long = "publish-token", env = "GATEWAY_PUBLISH_TOKENS", value_delimiter = ',')]
+    pub publish_tokens: Vec<String>,
+    /// A bearer token allowed to play every stream (repeatable).
+    #[arg(long = "play-token", env = "GATEWAY_PLAY_TOKENS", value_delimiter = ',')]
+    pub play_tokens: Vec<String>,
+    /// An app for the session/track API as `id:secret` (repeatable).
+    #[arg(long = "app", env = "GATEWAY_APPS", value_delimiter = ',')]
+    pub apps: Vec<String>,
+}
+
+/// A bearer token and the streams it may publish and play. A pattern is a stream name, `*`, or a
+/// prefix ending in `*` (`studio-*`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRule {
+    pub token: String,
+    #[serde(default)]
+    pub publish: Vec<String>,
+    #[serde(default)]
+    pub play: Vec<String>,
+}
+
+/// An application allowed to use the session/track API with its secret as bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    pub id: String,
+    pub secret: String,
+}
+
+/// A STUN/TURN server announced to clients in `Link` headers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+/// The merged configuration the node runs with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub http_listen: SocketAddr,
+    pub udp_listen: SocketAddr,
+    pub candidate_ips: Vec<IpAddr>,
+    pub public_ips: Vec<IpAddr>,
+    pub workers: usize,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `None`: anonymous publishing is allowed only when no token is configured at all.
+    pub allow_anonymous_publish: Option<bool>,
+    pub allow_anonymous_play: Option<bool>,
+    pub tokens: Vec<TokenRule>,
+    pub apps: Vec<App>,
+    pub ice_servers: Vec<IceServer>,
+    /// Largest accepted HTTP body (SDP offers are a few KiB; OBS simulcast offers under 16 KiB).
+    pub max_body_bytes: usize,
+    /// Sessions on this node at most; beyond it new sessions get 503 + Retry-After.
+    pub max_sessions: usize,
+    /// A session that has not connected by then is reaped (the client vanished before ICE).
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// A connected session that has received nothing for this long is reaped (consent expired).
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+    /// Per-track keyframe cache bound.
+    pub keyframe_cache_bytes: usize,
+    /// Keyframe requests toward a publisher at most once per this interval.
+    #[serde(with = "millis")]
+    pub keyframe_request_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            candidate_ips: Vec::new(),
+            public_ips: Vec::new(),
+            workers: 0,
+            tls_cert: None,
+            tls_key: None,
+            allow_anonymous_publish: None,
+            allow_anonymous_play: None,
+            tokens: Vec::new(),
+            apps: Vec::new(),
+            ice_servers: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            max_sessions: 20_000,
+            connect_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(15),
+            keyframe_cache_bytes: 16 * 1024 * 1024,
+            keyframe_request_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid TOML in {path}: {source}")]
+    Toml { path: PathBuf, source: toml::de::Error },
+    #[error("invalid --app {0:?}: expected id:secret")]
+    App(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Merge the file named by the flags (if any) with the flags themselves.
+    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Toml {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply(cli)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, cli: Cli) -> Result<(), ConfigError> {
+        if let Some(a) = cli.http_listen {
+            self.http_listen = a;
+        }
+        if let Some(a) = cli.udp_listen {
+            self.udp_listen = a;
+        }
+        if !cli.candidate_ips.is_empty() {
+            self.candidate_ips = cli.candidate_ips;
+        }
+        if !cli.public_ips.is_empty() {
+            self.public_ips = cli.public_ips;
+        }
+        if let Some(w) = cli.workers {
+            self.workers = w;
+        }
+        if cli.tls_cert.is_some() {
+            self.tls_cert = cli.tls_cert;
+            self.tls_key = cli.tls_key;
+        }
+        for token in cli.publish_tokens {
+            self.tokens.push(TokenRule { token, publish: vec!["*".into()], play: vec![] });
+        }
+        for token in cli.play_tokens {
+            self.tokens.push(TokenRule { token, publish: vec![], play: vec!["*".into()] });
+        }
+        for app in cli.apps {
+            let (id, secret) = app.split_once(':').ok_or_else(|| ConfigError::App(app.clone()))?;
+            self.apps.push(App { id: id.into(), secret: secret.into() });
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.tokens.iter().any(|t| t.token.len() < 8) {
+            return Err(ConfigError::Invalid("tokens must be at least 8 characters".into()));
+        }
+        if self.apps.iter().any(|a| a.secret.len() < 16 || a.id.is_empty()) {
+            return Err(ConfigError::Invalid("app secrets must be at least 16 characters".into()));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
+        }
+        Ok(())
+    }
+
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    /// Anonymous publishing: explicit setting, else allowed only when no publish token exists.
+    pub fn anonymous_publish(&self) -> bool {
+        self.allow_anonymous_publish
+            .unwrap_or_else(|| self.tokens.iter().all(|t| t.publish.is_empty()))
+    }
+
+    pub fn anonymous_play(&self) -> bool {
+        self.allow_anonymous_play
+            .unwrap_or_else(|| self.tokens.iter().all(|t| t.play.is_empty()))
+    }
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        f64::deserialize(d).and_then(|s| {
+            Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)
+        })
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_ready_for_a_laptop() {
+        let c = Config::load(Cli::default()).expect("defaults load");
+        assert_eq!(c.http_listen.port(), 8080);
+        assert_eq!(c.udp_listen.port(), 8189);
+        assert!(c.anonymous_publish() && c.anonymous_play());
+    }
+
+    #[test]
+    fn a_publish_token_turns_anonymous_publishing_off_but_not_playing() {
+        let cli = Cli { publish_tokens: vec!["secret-token".into()], ..Cli::default() };
+        let c = Config::load(cli).expect("loads");
+        assert!(!c.anonymous_publish());
+        assert!(c.anonymous_play());
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.toml");
+        std::fs::write(
+            &path,
+            "http_listen = \"127.0.0.1:9000\"\nidle_timeout = 3\n[[tokens]]\ntoken = \"abcdefghij\"\nplay = [\"x\"]\n",
+        )
+        .expect("write");
+        let cli = Cli {
+            config: Some(path),
+            udp_listen: Some("127.0.0.1:9001".parse().expect("addr")),
+            ..Cli::default()
+        };
+        let c = Config::load(cli).expect("loads");
+        assert_eq!(c.http_listen.port(), 9000);
+        assert_eq!(c.udp_listen.port(), 9001);
+        assert_eq!(c.idle_timeout, Duration::from_secs(3));
+        assert!(!c.anonymous_play());
+    }
+
+    #[test]
+    fn unknown_keys_and_short_tokens_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "htp_listen = 1\n").expect("write");
+        let cli = Cli { config: Some(path), ..Cli::default() };
+        assert!(matches!(Config::load(cli), Err(ConfigError::Toml { .. })));
+        let cli = Cli { publish_tokens: vec!["short".into()], ..Cli::default() };
+        assert!(Config::load(cli).is_err());
+    }
+}

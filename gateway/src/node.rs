@@ -1,0 +1,136 @@
+//! One gateway node: the UDP shell, the media workers and the directory, started together and
+//! stopped together. The HTTP layer talks to the node only through `Node`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::demux::{DemuxUpdate, Route};
+use crate::ids::SessionId;
+use crate::peer::PeerFactory;
+use crate::registry::Registry;
+use crate::udp::UdpShell;
+use crate::worker::{Worker, WorkerCtx, WorkerMsg, WorkerStats};
+
+/// Handle shared by every HTTP handler.
+pub struct Node {
+    pub config: Arc<Config>,
+    pub auth: Auth,
+    pub registry: Arc<Registry>,
+    pub peers: PeerFactory,
+    pub udp: Arc<UdpShell>,
+    workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+    demux: mpsc::UnboundedSender<DemuxUpdate>,
+    stats: Vec<Arc<WorkerStats>>,
+    next_worker: AtomicUsize,
+}
+
+/// Node-wide counters for `/v1/stats`.
+#[derive(Debug, Serialize)]
+pub struct NodeStats {
+    pub sessions: usize,
+    pub worker_sessions: Vec<usize>,
+    pub tracks: usize,
+    pub streams: usize,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub cross_worker_packets: u64,
+    pub keyframe_runs_served: u64,
+    pub keyframe_requests_received: u64,
+    pub keyframe_requests_sent: u64,
+    pub udp_received: u64,
+    pub udp_sent: u64,
+    pub udp_unrouted: u64,
+    pub udp_send_errors: u64,
+}
+
+impl Node {
+    /// Bind the UDP socket and start the workers; they stop when `shutdown` is cancelled.
+    pub fn start(config: Config, shutdown: CancellationToken, tasks: &mut JoinSet<()>) -> Result<Arc<Node>, String> {
+        let config = Arc::new(config);
+        let udp = UdpShell::bind(config.udp_listen)
+            .map_err(|e| format!("cannot bind UDP {}: {e}", config.udp_listen))?;
+        let peers = PeerFactory::new(&config, udp.local_addr())?;
+        let registry = Arc::new(Registry::default());
+        let n = config.worker_count();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let (demux_tx, demux_rx) = mpsc::unbounded_channel();
+        let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::default()).collect();
+        let ctx = Arc::new(WorkerCtx {
+            peers: senders.clone(),
+            udp: udp.clone(),
+            demux: demux_tx.clone(),
+            registry: registry.clone(),
+            config: config.clone(),
+            stats: stats.clone(),
+        });
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let worker = Worker::new(i, ctx.clone());
+            tasks.spawn(worker.run(rx, shutdown.clone()));
+        }
+        tasks.spawn(udp.clone().receive_loop(demux_rx, senders.clone(), shutdown.clone()));
+        Ok(Arc::new(Node {
+            auth: Auth::new(&config),
+            config,
+            registry,
+            peers,
+            udp,
+            workers: senders,
+            demux: demux_tx,
+            stats,
+            next_worker: AtomicUsize::new(0),
+        }))
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp.local_addr()
+    }
+
+    /// The worker a new session goes to.
+    pub fn pick_worker(&self) -> usize {
+        self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len()
+    }
+
+    pub fn send(&self, worker: usize, msg: WorkerMsg) -> bool {
+        self.workers.get(worker).is_some_and(|w| w.send(msg).is_ok())
+    }
+
+    pub fn broadcast(&self, make: impl Fn() -> WorkerMsg) {
+        for w in &self.workers {
+            let _ = w.send(make());
+        }
+    }
+
+    /// Route datagrams naming `ufrag` to the session.
+    pub fn route_ufrag(&self, ufrag: String, worker: usize, session: SessionId) {
+        let _ = self.demux.send(DemuxUpdate::Ufrag { ufrag, route: Route { worker, session } });
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let sum = |f: &dyn Fn(&WorkerStats) -> u64| self.stats.iter().map(|s| f(s)).sum::<u64>();
+        let r = Ordering::Relaxed;
+        NodeStats {
+            sessions: self.registry.session_count(),
+            worker_sessions: self.stats.iter().map(|s| s.sessions.load(r)).collect(),
+            tracks: self.stats.iter().map(|s| s.tracks.load(r)).sum(),
+            streams: self.registry.streams().len(),
+            packets_in: sum(&|s| s.packets_in.load(r)),
+            packets_out: sum(&|s| s.packets_out.load(r)),
+            cross_worker_packets: sum(&|s| s.cross_worker_packets.load(r)),
+            keyframe_runs_served: sum(&|s| s.keyframe_runs_served.load(r)),
+            keyframe_requests_received: sum(&|s| s.keyframe_requests_received.load(r)),
+            keyframe_requests_sent: sum(&|s| s.keyframe_requests_sent.load(r)),
+            udp_received: self.udp.received.load(r),
+            udp_sent: self.udp.sent.load(r),
+            udp_unrouted: self.udp.unrouted.load(r),
+            udp_send_errors: self.udp.send_errors.load(r),
+        }
+    }
+}

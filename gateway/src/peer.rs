@@ -1,0 +1,243 @@
+//! Building one str0m `Rtc` per session from a client's offer: RTP mode (we forward packets, never
+//! frames), ICE-lite with preset credentials (so the UDP shell can route the first STUN by ufrag),
+//! one DTLS certificate and crypto provider for the whole node (made once at start-up instead of
+//! once per peer), and host candidates for every configured address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{MediaKind, Mid};
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
+
+use crate::config::Config;
+use crate::http::problem::Problem;
+use crate::ids::random_token;
+use crate::registry::TrackInfo;
+use crate::sdp_info::{self, Direction, MLine};
+
+/// A negotiated peer, ready to be handed to a worker.
+pub struct NewPeer {
+    pub rtc: Rtc,
+    pub answer: String,
+    pub ufrag: String,
+    /// The answer's m-lines (mid, kind) that carry media.
+    pub media: Vec<(Mid, MediaKind)>,
+}
+
+/// Node-wide ingredients shared by every `Rtc`.
+pub struct PeerFactory {
+    provider: Arc<CryptoProvider>,
+    cert: DtlsCert,
+    candidates: Vec<SocketAddr>,
+}
+
+/// Largest offer m-line count we negotiate; real clients send 2 (3 with a data channel).
+const MAX_MLINES: usize = 16;
+
+impl PeerFactory {
+    pub fn new(config: &Config, udp_local: SocketAddr) -> Result<Self, String> {
+        let provider = str0m::crypto::from_feature_flags();
+        let cert = provider
+            .dtls_provider
+            .generate_certificate()
+            .ok_or("the crypto provider cannot generate a DTLS certificate")?;
+        let candidates = candidate_addrs(config, udp_local);
+        if candidates.is_empty() {
+            return Err("no usable host candidate address; pass --candidate-ip".into());
+        }
+        Ok(PeerFactory { provider: Arc::new(provider), cert, candidates })
+    }
+
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    fn base(&self) -> (RtcConfig, String) {
+        let creds = IceCreds { ufrag: random_token(16), pass: random_token(32) };
+        let ufrag = creds.ufrag.clone();
+        let config = Rtc::builder()
+            .set_rtp_mode(true)
+            .set_ice_lite(true)
+            .set_crypto_provider(self.provider.clone())
+            .set_dtls_cert(self.cert.clone())
+            .set_local_ice_credentials(creds);
+        (config, ufrag)
+    }
+
+    fn finish(&self, mut rtc: Rtc, offer: SdpOffer, ufrag: String) -> Result<NewPeer, Problem> {
+        for addr in &self.candidates {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| Problem::bad_request(format!("offer refused: {e}")))?;
+        let answer = crlf(&answer.to_sdp_string());
+        let media = sdp_info::mlines(&answer)
+            .into_iter()
+            .filter(|m| m.is_media() && !m.rejected())
+            .filter_map(|m| {
+                let kind = if m.kind == "audio" { MediaKind::Audio } else { MediaKind::Video };
+                Some((Mid::from(m.mid?.as_str()), kind))
+            })
+            .collect();
+        Ok(NewPeer { rtc, answer, ufrag, media })
+    }
+
+    /// A publisher (WHIP, or pushing tracks through the API): every media m-line must send, and
+    /// every one must be accepted — a partial answer would leave the encoder sending into nothing.
+    pub fn publisher(&self, offer_sdp: &str, now: Instant) -> Result<NewPeer, Problem> {
+        let offer = parse_offer(offer_sdp)?;
+        let lines = check_offer(offer_sdp)?;
+        if let Some(m) = lines.iter().find(|m| {
+            m.is_media() && !m.rejected() && matches!(m.direction, Direction::RecvOnly | Direction::Inactive)
+        }) {
+            return Err(Problem::unprocessable(format!(
+                "the {} m-line does not send; a publisher's offer must be sendonly",
+                m.kind
+            )));
+        }
+        let (mut config, ufrag) = self.base();
+        let codecs = config.codec_config();
+        // Safari and hardware encoders announce Constrained High; level is negotiable.
+        codecs.add_h264(116.into(), None, true, 0x640c1f);
+        codecs.add_h264(117.into(), None, true, 0x4d401f);
+        let peer = self.finish(config.build(now), offer, ufrag)?;
+        let offered = lines.iter().filter(|m| m.is_media() && !m.rejected()).count();
+        if peer.media.len() != offered {
+            return Err(Problem::unprocessable(
+                "no supported codec for one of the offered tracks (video: H264, H265, VP8, VP9, AV1; audio: Opus)",
+            ));
+        }
+        Ok(peer)
+    }
+
+    /// A viewer (WHEP, or pulling tracks): the only codecs it is offered are the ones the
+    /// publisher actually sends, so whatever it accepts can be forwarded without transcoding.
+    pub fn viewer(
+        &self,
+        offer_sdp: &str,
+        tracks: &[Arc<TrackInfo>],
+        now: Instant,
+    ) -> Result<NewPeer, Problem> {
+        let offer = parse_offer(offer_sdp)?;
+        let lines = check_offer(offer_sdp)?;
+        if let Some(m) = lines.iter().find(|m| {
+            m.is_media() && !m.rejected() && matches!(m.direction, Direction::SendOnly | Direction::Inactive)
+        }) {
+            return Err(Problem::unprocessable(format!(
+                "the {} m-line does not receive; a player's offer must be recvonly",
+                m.kind
+            )));
+        }
+        let (mut config, ufrag) = self.base();
+        let codecs = config.codec_config();
+        codecs.clear();
+        let mut used: Vec<u8> = tracks.iter().flat_map(|t| t.params.iter().map(|p| *p.pt())).collect();
+        for p in tracks.iter().flat_map(|t| t.params.iter()) {
+            let spec = p.spec();
+            // Browsers repair video with RTX; offer it even when the publisher (OBS) has none.
+            let resend = p.resend().or_else(|| spec.codec.is_video().then(|| free_pt(&mut used)).flatten());
+            codecs.add_config(p.pt(), resend, spec.codec, spec.clock_rate, spec.channels, spec.format);
+        }
+        let peer = self.finish(config.build(now), offer, ufrag)?;
+        if peer.media.is_empty() {
+            return Err(Problem::unprocessable(format!(
+                "the player accepts none of the stream's codecs ({})",
+                codec_names(tracks)
+            )));
+        }
+        Ok(peer)
+    }
+}
+
+fn check_offer(sdp: &str) -> Result<Vec<MLine>, Problem> {
+    let lines = sdp_info::mlines(sdp);
+    if lines.len() > MAX_MLINES {
+        return Err(Problem::unprocessable(format!("more than {MAX_MLINES} m-lines")));
+    }
+    if !lines.iter().any(|m| m.is_media() && !m.rejected()) {
+        return Err(Problem::unprocessable("the offer has no audio or video m-line"));
+    }
+    Ok(lines)
+}
+
+fn parse_offer(sdp: &str) -> Result<SdpOffer, Problem> {
+    SdpOffer::from_sdp_string(sdp).map_err(|e| Problem::bad_request(format!("malformed SDP offer: {e}")))
+}
+
+fn free_pt(used: &mut Vec<u8>) -> Option<str0m::media::Pt> {
+    let pt = (96u8..=127).find(|p| !used.contains(p))?;
+    used.push(pt);
+    Some(pt.into())
+}
+
+fn codec_names(tracks: &[Arc<TrackInfo>]) -> String {
+    let mut names: Vec<String> = tracks
+        .iter()
+        .flat_map(|t| t.params.iter().map(|p| p.spec().codec.to_string()))
+        .collect();
+    names.dedup();
+    names.join(", ")
+}
+
+/// The payload parameters str0m negotiated for a publisher's m-line, primary codecs first.
+pub fn negotiated_params(rtc: &Rtc, mid: Mid) -> Vec<PayloadParams> {
+    let Some(media) = rtc.media(mid) else {
+        return Vec::new();
+    };
+    let pts = media.remote_pts();
+    rtc.codec_config()
+        .params()
+        .iter()
+        .filter(|p| pts.contains(&p.pt()) && p.spec().codec != Codec::Rtx)
+        .copied()
+        .collect()
+}
+
+/// SDP wants CRLF line ends (RFC 8866); some clients refuse a bare LF answer.
+fn crlf(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    for line in sdp.lines() {
+        out.push_str(line.trim_end_matches('\r'));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The host candidates: public (NAT 1:1) addresses first, then the configured or discovered
+/// interface addresses, IPv4 before IPv6 because FFmpeg uses only the first one.
+fn candidate_addrs(config: &Config, udp_local: SocketAddr) -> Vec<SocketAddr> {
+    let port = udp_local.port();
+    let mut ips: Vec<IpAddr> = config.public_ips.clone();
+    if !config.candidate_ips.is_empty() {
+        ips.extend(&config.candidate_ips);
+    } else if !udp_local.ip().is_unspecified() {
+        ips.push(udp_local.ip());
+    } else {
+        let mut found: Vec<IpAddr> = if_addrs::get_if_addrs()
+            .map(|list| list.into_iter().map(|i| i.ip()).collect())
+            .unwrap_or_default();
+        found.retain(|ip| match ip {
+            IpAddr::V4(v) => !v.is_link_local() && udp_local.is_ipv4(),
+            // Link-local v6 needs a scope id a candidate cannot carry.
+            IpAddr::V6(v) => (v.segments()[0] & 0xffc0) != 0xfe80 && udp_local.is_ipv6(),
+        });
+        found.sort_by_key(|ip| (ip.is_ipv6(), ip.is_loopback()));
+        ips.extend(found);
+    }
+    let mut seen = Vec::new();
+    for ip in ips {
+        let addr = SocketAddr::new(ip, port);
+        if !seen.contains(&addr) {
+            seen.push(addr);
+        }
+    }
+    seen
+}

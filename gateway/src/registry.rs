@@ -1,0 +1,231 @@
+//! The node's directory: which sessions exist, on which worker, and which session currently
+//! publishes each stream. It is the control plane only — touched when sessions come and go,
+//! never per packet — so one mutex is enough.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, Mid};
+
+use crate::ids::{SessionId, TrackId};
+
+/// A pushed track, addressed globally by (session id, track name).
+#[derive(Debug)]
+pub struct TrackInfo {
+    pub id: TrackId,
+    pub session: SessionId,
+    pub name: String,
+    pub kind: MediaKind,
+    /// The publisher's m-line carrying it.
+    pub mid: Mid,
+    /// Payload types the publisher may send on it, as negotiated with the publisher.
+    pub params: Vec<PayloadParams>,
+    /// The worker that owns the publishing session, where every packet of the track enters.
+    pub origin_worker: usize,
+}
+
+/// What a session was created for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Whip,
+    Whep,
+    Api,
+}
+
+/// Registry view of one session.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    pub worker: usize,
+    pub role: Role,
+    pub stream: Option<Arc<str>>,
+    pub app: Option<String>,
+    /// Strong ETag of the ICE session (changes on ICE restart).
+    pub etag: String,
+    pub pushed: Vec<Arc<TrackInfo>>,
+}
+
+#[derive(Debug)]
+struct StreamEntry {
+    publisher: SessionId,
+    tracks: Vec<Arc<TrackInfo>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<SessionId, SessionEntry>,
+    streams: HashMap<Arc<str>, StreamEntry>,
+    viewers: HashMap<Arc<str>, usize>,
+}
+
+/// One per node, shared by the HTTP handlers and the workers.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+    next_track: AtomicU64,
+}
+
+/// A live stream as listed on `/` and `/v1/streams`.
+#[derive(Debug, Serialize)]
+pub struct StreamSummary {
+    pub name: String,
+    pub viewers: usize,
+    pub tracks: Vec<String>,
+    pub session: String,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock would be a bug in a few lines of map code; the maps
+        // are still consistent enough to keep serving, so recover rather than cascade.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn next_track_id(&self) -> TrackId {
+        TrackId(self.next_track.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    pub fn insert_session(&self, id: SessionId, entry: SessionEntry) {
+        let mut inner = self.lock();
+        if entry.role == Role::Whep {
+            if let Some(s) = &entry.stream {
+                *inner.viewers.entry(s.clone()).or_default() += 1;
+            }
+        }
+        inner.sessions.insert(id, entry);
+    }
+
+    /// Forget a session. If it was a stream's current publisher, the stream goes offline.
+    /// Returns the entry if it was still registered (so exactly one caller acts on a removal).
+    pub fn remove_session(&self, id: SessionId) -> Option<SessionEntry> {
+        let mut inner = self.lock();
+        let entry = inner.sessions.remove(&id)?;
+        if let Some(stream) = &entry.stream {
+            match entry.role {
+                Role::Whip => {
+                    if inner.streams.get(stream).is_some_and(|s| s.publisher == id) {
+                        inner.streams.remove(stream);
+                    }
+                }
+                Role::Whep => {
+                    if let Some(n) = inner.viewers.get_mut(stream) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            inner.viewers.remove(stream);
+                        }
+                    }
+                }
+                Role::Api => {}
+            }
+        }
+        Some(entry)
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
+        self.lock().sessions.get(&id).cloned()
+    }
+
+    pub fn set_etag(&self, id: SessionId, etag: String) {
+        if let Some(s) = self.lock().sessions.get_mut(&id) {
+            s.etag = etag;
+        }
+    }
+
+    pub fn add_pushed(&self, id: SessionId, tracks: &[Arc<TrackInfo>]) {
+        if let Some(s) = self.lock().sessions.get_mut(&id) {
+            s.pushed.extend(tracks.iter().cloned());
+        }
+    }
+
+    /// Make `publisher` the stream's publisher; returns the one it replaces, if any.
+    pub fn publish(
+        &self,
+        stream: Arc<str>,
+        publisher: SessionId,
+        tracks: Vec<Arc<TrackInfo>>,
+    ) -> Option<SessionId> {
+        let mut inner = self.lock();
+        let old = inner.streams.insert(stream, StreamEntry { publisher, tracks });
+        old.map(|o| o.publisher).filter(|p| *p != publisher)
+    }
+
+    /// The stream's current publisher and tracks.
+    pub fn stream(&self, name: &str) -> Option<(SessionId, Vec<Arc<TrackInfo>>)> {
+        self.lock().streams.get(name).map(|s| (s.publisher, s.tracks.clone()))
+    }
+
+    /// A pushed track by its global address.
+    pub fn track(&self, session: SessionId, name: &str) -> Option<Arc<TrackInfo>> {
+        let inner = self.lock();
+        inner.sessions.get(&session)?.pushed.iter().find(|t| t.name == name).cloned()
+    }
+
+    pub fn streams(&self) -> Vec<StreamSummary> {
+        let inner = self.lock();
+        let mut list: Vec<StreamSummary> = inner
+            .streams
+            .iter()
+            .map(|(name, s)| StreamSummary {
+                name: name.to_string(),
+                viewers: inner.viewers.get(name).copied().unwrap_or(0),
+                tracks: s.tracks.iter().map(|t| t.name.clone()).collect(),
+                session: s.publisher.to_string(),
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(role: Role, stream: &str) -> SessionEntry {
+        SessionEntry {
+            worker: 0,
+            role,
+            stream: Some(stream.into()),
+            app: None,
+            etag: String::new(),
+            pushed: vec![],
+        }
+    }
+
+    #[test]
+    fn a_replaced_publisher_leaving_does_not_take_the_stream_down() {
+        let r = Registry::default();
+        let (a, b) = (SessionId::random(), SessionId::random());
+        r.insert_session(a, entry(Role::Whip, "s"));
+        assert_eq!(r.publish("s".into(), a, vec![]), None);
+        r.insert_session(b, entry(Role::Whip, "s"));
+        assert_eq!(r.publish("s".into(), b, vec![]), Some(a));
+        assert!(r.remove_session(a).is_some());
+        assert_eq!(r.stream("s").map(|s| s.0), Some(b));
+        assert!(r.remove_session(a).is_none(), "second removal finds nothing");
+        r.remove_session(b);
+        assert!(r.stream("s").is_none());
+    }
+
+    #[test]
+    fn viewer_counts() {
+        let r = Registry::default();
+        let p = SessionId::random();
+        r.insert_session(p, entry(Role::Whip, "s"));
+        r.publish("s".into(), p, vec![]);
+        let v: Vec<_> = (0..3).map(|_| SessionId::random()).collect();
+        for id in &v {
+            r.insert_session(*id, entry(Role::Whep, "s"));
+        }
+        assert_eq!(r.streams()[0].viewers, 3);
+        r.remove_session(v[0]);
+        assert_eq!(r.streams()[0].viewers, 2);
+    }
+}

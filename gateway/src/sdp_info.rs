@@ -1,0 +1,141 @@
+//! A small read-only view of an SDP's m-lines (kind, port, mid, direction), enough to validate an
+//! offer before str0m sees it and to check str0m's answer. str0m's own parsed SDP is not public.
+
+/// Direction attribute of an m-line, from the writer's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+/// One m-line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MLine {
+    pub kind: String,
+    pub port: u16,
+    pub mid: Option<String>,
+    pub direction: Direction,
+    pub rids: usize,
+}
+
+impl MLine {
+    pub fn is_media(&self) -> bool {
+        self.kind == "audio" || self.kind == "video"
+    }
+    pub fn rejected(&self) -> bool {
+        self.port == 0
+    }
+}
+
+/// The m-lines of an SDP, in order. Lines that do not parse are skipped: str0m is the judge of
+/// validity, this only summarises.
+pub fn mlines(sdp: &str) -> Vec<MLine> {
+    let mut out: Vec<MLine> = Vec::new();
+    let mut session_direction = Direction::SendRecv;
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(rest) = line.strip_prefix("m=") {
+            let mut parts = rest.split(' ');
+            let kind = parts.next().unwrap_or_default().to_string();
+            let port = parts.next().and_then(|p| p.split('/').next()?.parse().ok()).unwrap_or(0);
+            out.push(MLine { kind, port, mid: None, direction: session_direction, rids: 0 });
+            continue;
+        }
+        let direction = match line {
+            "a=sendrecv" => Some(Direction::SendRecv),
+            "a=sendonly" => Some(Direction::SendOnly),
+            "a=recvonly" => Some(Direction::RecvOnly),
+            "a=inactive" => Some(Direction::Inactive),
+            _ => None,
+        };
+        match (out.last_mut(), direction) {
+            (Some(m), Some(d)) => m.direction = d,
+            (None, Some(d)) => session_direction = d,
+            (Some(m), None) => {
+                if let Some(mid) = line.strip_prefix("a=mid:") {
+                    m.mid = Some(mid.trim().to_string());
+                } else if line.starts_with("a=rid:") {
+                    m.rids += 1;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// The ICE credentials and candidates of an `application/trickle-ice-sdpfrag` body (RFC 8840).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SdpFrag {
+    pub ufrag: Option<String>,
+    pub pwd: Option<String>,
+    pub candidates: Vec<String>,
+    pub end_of_candidates: bool,
+}
+
+/// Parse a trickle/restart fragment. Errors name the offending line.
+pub fn sdpfrag(body: &str) -> Result<SdpFrag, String> {
+    let mut frag = SdpFrag::default();
+    for line in body.lines() {
+        let line = line.trim_end_matches('\r').trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+            frag.ufrag = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+            frag.pwd = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("a=candidate:") {
+            frag.candidates.push(format!("candidate:{}", v.trim()));
+        } else if line == "a=end-of-candidates" {
+            frag.end_of_candidates = true;
+        } else if line.starts_with("m=") || line.starts_with("a=") {
+            // m=, a=mid, a=ice-options and the like are allowed and carry nothing we need.
+        } else {
+            return Err(format!("not an SDP fragment line: {:.60}", line));
+        }
+    }
+    let ufrag_ok = frag.ufrag.as_ref().is_none_or(|u| (4..=256).contains(&u.len()));
+    let pwd_ok = frag.pwd.as_ref().is_none_or(|p| (22..=256).contains(&p.len()));
+    if !ufrag_ok || !pwd_ok {
+        return Err("ice-ufrag must be 4-256 and ice-pwd 22-256 characters".into());
+    }
+    if frag.ufrag.is_some() != frag.pwd.is_some() {
+        return Err("ice-ufrag and ice-pwd must come together".into());
+    }
+    Ok(frag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OBS: &str = "v=0\r\no=rtc 1 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=rid:0 send\r\na=rid:1 send\r\n";
+
+    #[test]
+    fn reads_mlines() {
+        let m = mlines(OBS);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].kind, "audio");
+        assert_eq!(m[0].mid.as_deref(), Some("0"));
+        assert_eq!(m[1].direction, Direction::SendOnly);
+        assert_eq!(m[1].rids, 2);
+        assert_eq!(m[1].port, 9);
+        assert!(mlines("m=video 0 UDP 96\r\n")[0].rejected());
+    }
+
+    #[test]
+    fn reads_sdpfrags() {
+        let f = sdpfrag("a=ice-ufrag:abcd\r\na=ice-pwd:0123456789012345678901\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\na=candidate:1 1 udp 1 10.0.0.1 5000 typ host\r\na=end-of-candidates\r\n").expect("parses");
+        assert_eq!(f.ufrag.as_deref(), Some("abcd"));
+        assert_eq!(f.candidates.len(), 1);
+        assert!(f.end_of_candidates);
+        assert!(sdpfrag("garbage").is_err());
+        assert!(sdpfrag("a=ice-ufrag:abcd\r\n").is_err());
+        assert!(sdpfrag("a=ice-ufrag:ab\r\na=ice-pwd:0123456789012345678901\r\n").is_err());
+    }
+}

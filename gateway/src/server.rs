@@ -1,0 +1,98 @@
+//! Running a node: bind, announce readiness, serve HTTP(S), and shut everything down once, in
+//! order, on SIGINT/SIGTERM (stop accepting, let requests finish, stop the media workers).
+
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http;
+use crate::node::Node;
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), String> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => Some(http::tls::server_config(c, k)?),
+        _ => None,
+    };
+    if config.anonymous_publish() {
+        tracing::warn!("anonymous publishing is allowed: anyone who reaches this port can publish (set tokens to stop it)");
+    }
+    let listener = TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|e| format!("cannot bind HTTP {}: {e}", config.http_listen))?;
+    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut tasks = JoinSet::new();
+    let node = Node::start(config, shutdown.clone(), &mut tasks)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        "gateway ready: {scheme}://{http_addr}/ (WHIP {scheme}://<host>:{}/whip/<stream>), WebRTC on UDP {}, candidates {:?}",
+        http_addr.port(),
+        node.udp_addr(),
+        node.peers.candidates()
+    );
+    // Machine-readable line for scripts and tests that start the gateway on port 0.
+    println!("READY http={http_addr} udp={}", node.udp_addr());
+    let app = http::router(node);
+
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Some(tls) => serve_tls(listener, app, tls, shutdown.clone()).await,
+    }
+    shutdown.cancel();
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("media tasks did not stop within 5 s; exiting anyway");
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn serve_tls(listener: TcpListener, app: axum::Router, tls: std::sync::Arc<rustls::ServerConfig>, shutdown: CancellationToken) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = TowerToHyperService::new(app);
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn.into_owned()).await;
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}

@@ -1,0 +1,129 @@
+//! Creating and ending sessions — the operations WHIP, WHEP and the session/track API share.
+//! WHIP is "a session that pushes a stream's tracks", WHEP "a session that pulls them".
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::media::MediaKind;
+use tokio::sync::oneshot;
+
+use crate::http::problem::Problem;
+use crate::ids::{SessionId, random_token};
+use crate::node::Node;
+use crate::peer::negotiated_params;
+use crate::registry::{Role, SessionEntry, TrackInfo};
+use crate::session::Pull;
+use crate::worker::{Adopt, WorkerMsg};
+
+/// A session the HTTP layer can describe to its client.
+pub struct Created {
+    pub id: SessionId,
+    pub answer: String,
+    pub etag: String,
+    pub tracks: Vec<Arc<TrackInfo>>,
+}
+
+fn check_capacity(node: &Node) -> Result<(), Problem> {
+    if node.registry.session_count() >= node.config.max_sessions {
+        return Err(Problem::unavailable("this node is at its session limit"));
+    }
+    Ok(())
+}
+
+/// A session that pushes the tracks of `offer`. With a stream name, it becomes that stream's
+/// publisher, replacing (and closing) any previous one: an encoder that reconnects after a
+/// network failure often cannot DELETE its old session first (OBS does exactly this).
+pub fn push(node: &Node, stream: Option<Arc<str>>, role: Role, app: Option<String>, offer: &str) -> Result<Created, Problem> {
+    check_capacity(node)?;
+    let peer = node.peers.publisher(offer, Instant::now())?;
+    let id = SessionId::random();
+    let worker = node.pick_worker();
+    let mut tracks = Vec::new();
+    for (mid, kind) in &peer.media {
+        let base = if *kind == MediaKind::Audio { "audio" } else { "video" };
+        let name = if tracks.iter().any(|t: &Arc<TrackInfo>| t.name == base) { format!("{base}-{mid}") } else { base.to_string() };
+        tracks.push(Arc::new(TrackInfo {
+            id: node.registry.next_track_id(),
+            session: id,
+            name,
+            kind: *kind,
+            mid: *mid,
+            params: negotiated_params(&peer.rtc, *mid),
+            origin_worker: worker,
+        }));
+    }
+    let etag = random_token(16);
+    node.registry.insert_session(
+        id,
+        SessionEntry { worker, role, stream: stream.clone(), app, etag: etag.clone(), pushed: tracks.clone() },
+    );
+    node.route_ufrag(peer.ufrag, worker, id);
+    node.send(worker, WorkerMsg::Adopt(Box::new(Adopt { id, rtc: peer.rtc, pushed: tracks.clone(), pulls: vec![] })));
+    if let Some(stream) = stream {
+        if let Some(old) = node.registry.publish(stream.clone(), id, tracks.clone()) {
+            tracing::info!(%stream, %old, new = %id, "a new publisher replaces the old one");
+            close(node, old);
+        }
+        let live = tracks.clone();
+        node.broadcast(|| WorkerMsg::StreamLive { stream: stream.clone(), tracks: live.clone() });
+        tracing::info!(%stream, session = %id, tracks = tracks.len(), "publishing");
+    }
+    Ok(Created { id, answer: peer.answer, etag, tracks })
+}
+
+/// A session that pulls a stream's current tracks and follows the stream across republishes.
+pub fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Problem> {
+    check_capacity(node)?;
+    let Some((_, tracks)) = node.registry.stream(&stream) else {
+        return Err(Problem::new(http::StatusCode::CONFLICT, format!("stream {stream:?} has no publisher yet")).retry_after(2));
+    };
+    let peer = node.peers.viewer(offer, &tracks, Instant::now())?;
+    let mut assigned: Vec<Arc<TrackInfo>> = Vec::new();
+    let mut pulls = Vec::new();
+    for (mid, kind) in &peer.media {
+        let track = tracks
+            .iter()
+            .find(|t| t.kind == *kind && !assigned.iter().any(|a| a.id == t.id))
+            .cloned();
+        if let Some(t) = &track {
+            assigned.push(t.clone());
+        }
+        pulls.push(Pull::new(*mid, *kind, track, Some(stream.clone())));
+    }
+    let id = SessionId::random();
+    let worker = node.pick_worker();
+    let etag = random_token(16);
+    node.registry.insert_session(
+        id,
+        SessionEntry { worker, role: Role::Whep, stream: Some(stream.clone()), app: None, etag: etag.clone(), pushed: vec![] },
+    );
+    node.route_ufrag(peer.ufrag, worker, id);
+    node.send(worker, WorkerMsg::Adopt(Box::new(Adopt { id, rtc: peer.rtc, pushed: vec![], pulls })));
+    tracing::info!(%stream, session = %id, "playing");
+    Ok(Created { id, answer: peer.answer, etag, tracks: assigned })
+}
+
+/// End a session. False if there was none.
+pub fn close(node: &Node, id: SessionId) -> bool {
+    let Some(entry) = node.registry.remove_session(id) else { return false };
+    node.send(entry.worker, WorkerMsg::Close { session: id });
+    true
+}
+
+/// ICE restart: new remote credentials in, new local credentials and ETag out.
+pub async fn ice_restart(node: &Node, id: SessionId, ufrag: String, pwd: String) -> Result<(String, String, String), Problem> {
+    let entry = node.registry.session(id).ok_or_else(|| Problem::not_found("no such session"))?;
+    let (tx, rx) = oneshot::channel();
+    let remote = str0m::IceCreds { ufrag, pass: pwd };
+    node.send(entry.worker, WorkerMsg::IceRestart { session: id, remote, reply: tx });
+    let local = rx.await.ok().flatten().ok_or_else(|| Problem::not_found("session ended"))?;
+    let etag = random_token(16);
+    node.registry.set_etag(id, etag.clone());
+    Ok((local.ufrag, local.pass, etag))
+}
+
+pub fn trickle(node: &Node, id: SessionId, candidates: Vec<String>) -> Result<(), Problem> {
+    let entry = node.registry.session(id).ok_or_else(|| Problem::not_found("no such session"))?;
+    node.send(entry.worker, WorkerMsg::Trickle { session: id, candidates });
+    Ok(())
+}

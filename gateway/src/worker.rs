@@ -1,0 +1,634 @@
+//! A media worker: owns a shard of the node's sessions (one owner per `Rtc`, no lock on the
+//! packet path), drives them with datagrams and time, and fans published packets out.
+//!
+//! A packet published on worker A reaches A's own viewers directly and every other worker with
+//! viewers of that track exactly once (an `Arc`, never a copy); each of those workers keeps its
+//! own packet and keyframe cache of the track, so joins and repairs stay local to the viewer's
+//! worker — the same shape a relay tree has between nodes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaKind};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::RtpPacket;
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use relay::{MediaPacket, SharedPacket};
+
+use crate::config::Config;
+use crate::demux::{DemuxUpdate, Route};
+use crate::ids::{SessionId, TrackId, random_token};
+use crate::registry::{Registry, TrackInfo};
+use crate::session::{Pull, PullState, Session};
+use crate::track::TrackState;
+use crate::udp::{Datagram, UdpShell};
+
+/// A new session handed over by the HTTP layer.
+pub struct Adopt {
+    pub id: SessionId,
+    pub rtc: str0m::Rtc,
+    pub pushed: Vec<Arc<TrackInfo>>,
+    pub pulls: Vec<Pull>,
+}
+
+/// Everything a worker is told.
+pub enum WorkerMsg {
+    Datagram(Datagram),
+    Adopt(Box<Adopt>),
+    Close { session: SessionId },
+    Trickle { session: SessionId, candidates: Vec<String> },
+    IceRestart { session: SessionId, remote: IceCreds, reply: oneshot::Sender<Option<IceCreds>> },
+    /// Origin → worker with viewers: one packet of a track.
+    Media { track: TrackId, packet: SharedPacket },
+    /// Worker with viewers → origin: start sending me this track (keyframe run first).
+    Subscribe { track: Arc<TrackInfo>, worker: usize },
+    Unsubscribe { track: TrackId, worker: usize },
+    /// Worker with viewers → origin: a viewer asked for a keyframe.
+    KeyframeRequest { track: TrackId },
+    /// Origin → worker with viewers: the publisher is gone.
+    TrackEnded { track: TrackId },
+    /// A stream has a (new) publisher: viewers following it re-attach.
+    StreamLive { stream: Arc<str>, tracks: Vec<Arc<TrackInfo>> },
+}
+
+/// Counters readable from the HTTP side without asking the worker.
+#[derive(Default)]
+pub struct WorkerStats {
+    pub sessions: AtomicUsize,
+    pub tracks: AtomicUsize,
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub cross_worker_packets: AtomicU64,
+    pub keyframe_runs_served: AtomicU64,
+    pub keyframe_requests_received: AtomicU64,
+    pub keyframe_requests_sent: AtomicU64,
+}
+
+/// What every worker shares.
+pub struct WorkerCtx {
+    pub peers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+    pub udp: Arc<UdpShell>,
+    pub demux: mpsc::UnboundedSender<DemuxUpdate>,
+    pub registry: Arc<Registry>,
+    pub config: Arc<Config>,
+    pub stats: Vec<Arc<WorkerStats>>,
+}
+
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+pub struct Worker {
+    index: usize,
+    ctx: Arc<WorkerCtx>,
+    stats: Arc<WorkerStats>,
+    sessions: HashMap<SessionId, Session>,
+    tracks: HashMap<TrackId, TrackState>,
+    timers: BTreeSet<(Instant, SessionId)>,
+    dirty: Vec<SessionId>,
+    pending_keyframes: Vec<TrackId>,
+    out: Vec<Transmit>,
+    next_housekeeping: Instant,
+}
+
+impl Worker {
+    pub fn new(index: usize, ctx: Arc<WorkerCtx>) -> Worker {
+        let stats = ctx.stats[index].clone();
+        Worker {
+            index,
+            ctx,
+            stats,
+            sessions: HashMap::new(),
+            tracks: HashMap::new(),
+            timers: BTreeSet::new(),
+            dirty: Vec::new(),
+            pending_keyframes: Vec::new(),
+            out: Vec::new(),
+            next_housekeeping: Instant::now() + HOUSEKEEPING,
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shutdown: CancellationToken) {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    let now = Instant::now();
+                    self.handle(msg, now);
+                    // Take what else is queued before polling, so a burst costs one poll per session.
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(msg) => self.handle(msg, now),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            let now = Instant::now();
+            self.expire_timers(now);
+            if now >= self.next_housekeeping {
+                self.housekeeping(now);
+            }
+            self.drive(now);
+            self.flush_keyframe_requests(now);
+            self.drive(now);
+            self.send().await;
+        }
+        for id in self.sessions.keys().copied().collect::<Vec<_>>() {
+            self.reap(id, Instant::now());
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut d = self.next_housekeeping;
+        if let Some((t, _)) = self.timers.first() {
+            d = d.min(*t);
+        }
+        for t in &self.pending_keyframes {
+            if let Some(when) = self.tracks.get(t).and_then(|t| t.keyframe_requests.poll_timeout()) {
+                d = d.min(when);
+            }
+        }
+        d
+    }
+
+    fn mark(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if !s.dirty {
+                s.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: WorkerMsg, now: Instant) {
+        match msg {
+            WorkerMsg::Datagram(d) => self.on_datagram(d),
+            WorkerMsg::Adopt(a) => self.adopt(*a, now),
+            WorkerMsg::Close { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.rtc.disconnect();
+                    self.mark(session);
+                }
+            }
+            WorkerMsg::Trickle { session, candidates } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    for c in candidates {
+                        match Candidate::from_sdp_string(&c) {
+                            // mDNS names cannot be resolved here and are dropped silently.
+                            Ok(c) => s.rtc.add_remote_candidate(c),
+                            Err(e) => tracing::debug!(%session, error = %e, "ignored trickled candidate"),
+                        }
+                    }
+                    self.mark(session);
+                }
+            }
+            WorkerMsg::IceRestart { session, remote, reply } => {
+                let local = self.sessions.get_mut(&session).map(|s| {
+                    let local = IceCreds { ufrag: random_token(16), pass: random_token(32) };
+                    let mut api = s.rtc.direct_api();
+                    api.set_remote_ice_credentials(remote);
+                    api.set_local_ice_credentials(local.clone());
+                    local
+                });
+                if let Some(l) = &local {
+                    let route = Route { worker: self.index, session };
+                    let _ = self.ctx.demux.send(DemuxUpdate::Ufrag { ufrag: l.ufrag.clone(), route });
+                    self.mark(session);
+                }
+                let _ = reply.send(local);
+            }
+            WorkerMsg::Media { track, packet } => self.fan_out(track, packet, now),
+            WorkerMsg::Subscribe { track, worker } => self.on_subscribe(track, worker),
+            WorkerMsg::Unsubscribe { track, worker } => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    t.remote_workers.retain(|w| *w != worker);
+                }
+            }
+            WorkerMsg::KeyframeRequest { track } => self.request_keyframe(track, now),
+            WorkerMsg::TrackEnded { track } => {
+                if let Some(t) = self.tracks.remove(&track) {
+                    self.detach_all(&t.subscribers, track, now);
+                }
+            }
+            WorkerMsg::StreamLive { stream, tracks } => self.on_stream_live(&stream, &tracks, now),
+        }
+    }
+
+    fn on_datagram(&mut self, d: Datagram) {
+        let Some(s) = self.sessions.get_mut(&d.session) else { return };
+        let Ok(contents) = d.data.as_slice().try_into() else { return };
+        let input = Input::Receive(
+            d.at,
+            Receive { proto: Protocol::Udp, source: d.source, destination: d.destination, contents },
+        );
+        if let Err(e) = s.rtc.handle_input(input) {
+            tracing::debug!(session = %d.session, error = %e, "input refused");
+        }
+        s.last_input = d.at;
+        self.mark(d.session);
+    }
+
+    fn adopt(&mut self, a: Adopt, now: Instant) {
+        let id = a.id;
+        for info in &a.pushed {
+            let t = TrackState::new(
+                info.clone(),
+                true,
+                self.ctx.config.keyframe_cache_bytes,
+                self.ctx.config.keyframe_request_interval,
+            );
+            self.tracks.insert(info.id, t);
+        }
+        let attach: Vec<(usize, Arc<TrackInfo>)> =
+            a.pulls.iter().enumerate().filter_map(|(i, p)| Some((i, p.track.clone()?))).collect();
+        self.sessions.insert(id, Session::new(id, a.rtc, a.pushed, a.pulls, now));
+        for (i, track) in attach {
+            self.subscribe_local(id, i, track, now);
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            let _ = s.rtc.handle_input(Input::Timeout(now));
+        }
+        self.mark(id);
+        self.update_gauges();
+    }
+
+    /// Make session `id`'s pull `i` receive `track` through this worker's copy of it.
+    fn subscribe_local(&mut self, id: SessionId, i: usize, track: Arc<TrackInfo>, now: Instant) {
+        let track_id = track.id;
+        if !self.tracks.contains_key(&track_id) {
+            if track.origin_worker == self.index {
+                // The publisher is already gone from this worker.
+                return;
+            }
+            let t = TrackState::new(
+                track.clone(),
+                false,
+                self.ctx.config.keyframe_cache_bytes,
+                self.ctx.config.keyframe_request_interval,
+            );
+            self.tracks.insert(track_id, t);
+            if let Some(origin) = self.ctx.peers.get(track.origin_worker) {
+                let _ = origin.send(WorkerMsg::Subscribe { track, worker: self.index });
+            }
+        }
+        if let Some(t) = self.tracks.get_mut(&track_id) {
+            if !t.subscribers.contains(&id) {
+                t.subscribers.push(id);
+            }
+        }
+        let connected = self.sessions.get(&id).is_some_and(|s| s.connected);
+        if connected {
+            self.start_pull(id, i, now);
+        }
+    }
+
+    /// A connected viewer's pull begins: video from the cached keyframe run when there is one,
+    /// otherwise from the next keyframe (and the publisher is asked for one).
+    fn start_pull(&mut self, id: SessionId, i: usize, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(pull) = s.pulls.get_mut(i) else { return };
+        let Some(track_id) = pull.track_id() else { return };
+        let Some(t) = self.tracks.get(&track_id) else { return };
+        if pull.kind == MediaKind::Audio {
+            pull.state = PullState::Live;
+            return;
+        }
+        if t.keyframes.has_keyframe() {
+            pull.state = PullState::Live;
+            for p in t.keyframes.run() {
+                pull.write(&mut s.rtc, p, now);
+            }
+            self.stats.keyframe_runs_served.fetch_add(1, Ordering::Relaxed);
+            self.mark(id);
+        } else {
+            pull.state = PullState::WaitKeyframe;
+            self.request_keyframe(track_id, now);
+        }
+    }
+
+    fn on_subscribe(&mut self, track: Arc<TrackInfo>, worker: usize) {
+        let Some(peer) = self.ctx.peers.get(worker) else { return };
+        let Some(t) = self.tracks.get_mut(&track.id) else {
+            let _ = peer.send(WorkerMsg::TrackEnded { track: track.id });
+            return;
+        };
+        if !t.remote_workers.contains(&worker) {
+            t.remote_workers.push(worker);
+        }
+        // The run goes first, in order, on the same channel the live packets follow.
+        for p in t.keyframes.run() {
+            let _ = peer.send(WorkerMsg::Media { track: track.id, packet: p.clone() });
+        }
+    }
+
+    fn on_stream_live(&mut self, stream: &str, tracks: &[Arc<TrackInfo>], now: Instant) {
+        let mut moves = Vec::new();
+        for (id, s) in &self.sessions {
+            for (i, pull) in s.pulls.iter().enumerate() {
+                if pull.follow.as_deref() != Some(stream) {
+                    continue;
+                }
+                let Some(new) = tracks.iter().find(|t| t.kind == pull.kind) else { continue };
+                if pull.track_id() != Some(new.id) {
+                    moves.push((*id, i, pull.track_id(), new.clone()));
+                }
+            }
+        }
+        for (id, i, old, new) in moves {
+            if let Some(old) = old {
+                self.unsubscribe_local(id, old);
+            }
+            if let Some(s) = self.sessions.get_mut(&id) {
+                let connected = s.connected;
+                if let Some(p) = s.pulls.get_mut(i) {
+                    p.retarget(Some(new.clone()), connected, now);
+                }
+            }
+            self.subscribe_local(id, i, new, now);
+        }
+    }
+
+    fn unsubscribe_local(&mut self, id: SessionId, track: TrackId) {
+        let Some(t) = self.tracks.get_mut(&track) else { return };
+        t.subscribers.retain(|s| *s != id);
+        if t.subscribers.is_empty() && !t.origin {
+            let origin = t.info.origin_worker;
+            self.tracks.remove(&track);
+            if let Some(o) = self.ctx.peers.get(origin) {
+                let _ = o.send(WorkerMsg::Unsubscribe { track, worker: self.index });
+            }
+        }
+    }
+
+    /// The source track is gone: its viewers wait (WHEP viewers resume on republish).
+    fn detach_all(&mut self, subscribers: &[SessionId], track: TrackId, now: Instant) {
+        for id in subscribers {
+            if let Some(s) = self.sessions.get_mut(id) {
+                let connected = s.connected;
+                for p in s.pulls.iter_mut().filter(|p| p.track_id() == Some(track)) {
+                    p.retarget(None, connected, now);
+                }
+            }
+        }
+    }
+
+    fn request_keyframe(&mut self, track: TrackId, now: Instant) {
+        let Some(t) = self.tracks.get_mut(&track) else { return };
+        if !t.origin {
+            if let Some(o) = self.ctx.peers.get(t.info.origin_worker) {
+                let _ = o.send(WorkerMsg::KeyframeRequest { track });
+            }
+            return;
+        }
+        self.stats.keyframe_requests_received.fetch_add(1, Ordering::Relaxed);
+        t.keyframe_requests.request(now);
+        if !self.pending_keyframes.contains(&track) {
+            self.pending_keyframes.push(track);
+        }
+    }
+
+    fn flush_keyframe_requests(&mut self, now: Instant) {
+        let mut still = Vec::new();
+        for track in std::mem::take(&mut self.pending_keyframes) {
+            let Some(t) = self.tracks.get_mut(&track) else { continue };
+            if t.keyframe_requests.poll(now) {
+                if let Some(s) = self.sessions.get_mut(&t.info.session) {
+                    if let Some(rx) = s.rtc.direct_api().stream_rx_by_mid(t.info.mid, None) {
+                        rx.request_keyframe(KeyframeRequestKind::Pli);
+                        self.stats.keyframe_requests_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let id = s.id;
+                    self.mark(id);
+                }
+            }
+            if self.tracks.get(&track).is_some_and(|t| t.keyframe_requests.poll_timeout().is_some()) {
+                still.push(track);
+            }
+        }
+        self.pending_keyframes = still;
+    }
+
+    /// One packet of a track enters this worker: cache it once, give it to each local viewer,
+    /// and (origin only) to each other worker with viewers.
+    fn fan_out(&mut self, track: TrackId, pkt: SharedPacket, now: Instant) {
+        let Some(t) = self.tracks.get_mut(&track) else { return };
+        t.cache.insert(pkt.clone(), now);
+        t.keyframes.push(&pkt);
+        t.packets += 1;
+        t.bytes += pkt.payload.len() as u64;
+        if pkt.keyframe_start {
+            t.keyframes_seen += 1;
+        }
+        if t.origin {
+            for w in &t.remote_workers {
+                if let Some(peer) = self.ctx.peers.get(*w) {
+                    let _ = peer.send(WorkerMsg::Media { track, packet: pkt.clone() });
+                    self.stats.cross_worker_packets.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut written = 0u64;
+        for id in &t.subscribers {
+            let Some(s) = self.sessions.get_mut(id) else { continue };
+            let mut wrote = false;
+            for pull in s.pulls.iter_mut().filter(|p| p.track_id() == Some(track)) {
+                match pull.state {
+                    PullState::WaitConnect => continue,
+                    PullState::WaitKeyframe if !pkt.keyframe_start => continue,
+                    PullState::WaitKeyframe | PullState::Live => pull.state = PullState::Live,
+                }
+                wrote |= pull.write(&mut s.rtc, &pkt, now);
+            }
+            if wrote {
+                written += 1;
+                if !s.dirty {
+                    s.dirty = true;
+                    self.dirty.push(*id);
+                }
+            }
+        }
+        self.stats.packets_out.fetch_add(written, Ordering::Relaxed);
+    }
+
+    fn on_rtp(&mut self, id: SessionId, rtp: RtpPacket) {
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        s.packets_in += 1;
+        let Some(track) = s.track_for_ssrc(rtp.header.ssrc) else { return };
+        let Some(t) = self.tracks.get(&track) else { return };
+        let pt = *rtp.header.payload_type;
+        let codec = t.codec_of(pt);
+        let packet = Arc::new(MediaPacket {
+            seq: *rtp.seq_no,
+            rtp_time: rtp.time.numer(),
+            marker: rtp.header.marker,
+            keyframe_start: relay::is_keyframe_start(codec, &rtp.payload),
+            payload: rtp.payload,
+            pt,
+            received: rtp.timestamp,
+        });
+        self.stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.fan_out(track, packet, rtp.timestamp);
+    }
+
+    fn on_event(&mut self, id: SessionId, event: Event, now: Instant) {
+        match event {
+            Event::RtpPacket(p) => self.on_rtp(id, p),
+            Event::Connected => {
+                let Some(s) = self.sessions.get_mut(&id) else { return };
+                s.connected = true;
+                tracing::info!(session = %id, after_ms = now.duration_since(s.created).as_millis() as u64, "connected");
+                let n = s.pulls.len();
+                for i in 0..n {
+                    self.start_pull(id, i, now);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                // ICE-lite: consent from the client stopped. The client reconnects with a new POST.
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    tracing::info!(session = %id, "ICE disconnected");
+                    s.rtc.disconnect();
+                }
+            }
+            Event::KeyframeRequest(KeyframeRequest { mid, .. }) => {
+                let track = self
+                    .sessions
+                    .get(&id)
+                    .and_then(|s| s.pulls.iter().find(|p| p.mid == mid))
+                    .and_then(|p| p.track_id());
+                if let Some(track) = track {
+                    self.request_keyframe(track, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Poll every session that had input until it has nothing more to say.
+    fn drive(&mut self, now: Instant) {
+        while let Some(id) = self.dirty.pop() {
+            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            s.dirty = false;
+            let mut events = Vec::new();
+            let alive = loop {
+                if !s.rtc.is_alive() {
+                    break false;
+                }
+                match s.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => self.out.push(t),
+                    Ok(Output::Timeout(t)) => {
+                        if s.timeout != Some(t) {
+                            if let Some(old) = s.timeout.take() {
+                                self.timers.remove(&(old, id));
+                            }
+                            self.timers.insert((t, id));
+                            s.timeout = Some(t);
+                        }
+                        break true;
+                    }
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        tracing::info!(session = %id, error = %e, "session failed");
+                        s.rtc.disconnect();
+                        break false;
+                    }
+                }
+            };
+            for e in events {
+                self.on_event(id, e, now);
+            }
+            if !alive {
+                self.reap(id, now);
+            }
+        }
+    }
+
+    fn expire_timers(&mut self, now: Instant) {
+        while let Some((t, id)) = self.timers.first().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.timeout = None;
+                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(session = %id, error = %e, "timeout refused");
+                }
+            }
+            self.mark(id);
+        }
+    }
+
+    /// Reap sessions whose client vanished: never connected, or silent past the idle timeout.
+    fn housekeeping(&mut self, now: Instant) {
+        self.next_housekeeping = now + HOUSEKEEPING;
+        let config = &self.ctx.config;
+        let mut dead = Vec::new();
+        for (id, s) in &mut self.sessions {
+            let stale = if s.connected {
+                now.duration_since(s.last_input) > config.idle_timeout
+            } else {
+                now.duration_since(s.created) > config.connect_timeout
+            };
+            if stale {
+                tracing::info!(session = %id, connected = s.connected, "reaping silent session");
+                s.rtc.disconnect();
+                dead.push(*id);
+            }
+        }
+        for id in dead {
+            self.reap(id, now);
+        }
+    }
+
+    /// Remove a session and everything that hangs off it.
+    fn reap(&mut self, id: SessionId, now: Instant) {
+        let Some(s) = self.sessions.remove(&id) else { return };
+        if let Some(t) = s.timeout {
+            self.timers.remove(&(t, id));
+        }
+        self.ctx.registry.remove_session(id);
+        let _ = self.ctx.demux.send(DemuxUpdate::Remove { session: id });
+        for info in &s.pushed {
+            if let Some(t) = self.tracks.remove(&info.id) {
+                for w in &t.remote_workers {
+                    if let Some(peer) = self.ctx.peers.get(*w) {
+                        let _ = peer.send(WorkerMsg::TrackEnded { track: info.id });
+                    }
+                }
+                self.detach_all(&t.subscribers, info.id, now);
+            }
+        }
+        for pull in &s.pulls {
+            if let Some(track) = pull.track_id() {
+                self.unsubscribe_local(id, track);
+            }
+        }
+        tracing::info!(session = %id, packets_in = s.packets_in, "session closed");
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        self.stats.sessions.store(self.sessions.len(), Ordering::Relaxed);
+        self.stats.tracks.store(self.tracks.len(), Ordering::Relaxed);
+    }
+
+    async fn send(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut self.out);
+        for t in &out {
+            self.ctx.udp.send(t.source, t.destination, &t.contents).await;
+        }
+        self.out = out;
+        self.out.clear();
+    }
+}
