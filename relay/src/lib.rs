@@ -1,1 +1,22 @@
-//! Media plane (sans-IO).
+//! Media plane primitives, sans-IO in the style of str0m and quinn-proto: packets, per-track caches, keyframe
+//! detection, per-viewer rewriting and keyframe request aggregation. Nothing here owns a socket, a thread or a
+//! clock; time always comes in as an `Instant` argument, so every state machine is driven and tested
+//! deterministically by its caller.
+
+mod codec;
+mod keyframe_cache;
+mod keyframe_request;
+mod nack;
+mod packet;
+mod packet_cache;
+mod rewrite;
+#[cfg(test)]
+mod test_support;
+
+pub use codec::{Codec, h264_parameter_sets, is_keyframe_start};
+pub use keyframe_cache::KeyframeCache;
+pub use keyframe_request::KeyframeRequests;
+pub use nack::NackStats;
+pub use packet::{MediaPacket, SharedPacket};
+pub use packet_cache::{CacheLimits, PacketCache};
+pub use rewrite::Rewriter;
