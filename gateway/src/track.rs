@@ -24,6 +24,9 @@ pub struct TrackState {
     pub packets: u64,
     pub bytes: u64,
     pub keyframes_seen: u64,
+    /// Highest sequence number seen and how many numbers were skipped (loss before this node).
+    pub highest_seq: Option<u64>,
+    pub seq_gaps: u64,
 }
 
 impl TrackState {
@@ -45,6 +48,8 @@ impl TrackState {
             packets: 0,
             bytes: 0,
             keyframes_seen: 0,
+            highest_seq: None,
+            seq_gaps: 0,
         }
     }
 

@@ -233,7 +233,10 @@ impl Worker {
             tracing::debug!(session = %d.session, error = %e, "input refused");
         }
         s.last_input = d.at;
+        // str0m expects its output drained after every input; a second input first would
+        // overwrite what the first produced (we lost single packets that way).
         self.mark(d.session);
+        self.drive(d.at);
     }
 
     fn adopt(&mut self, a: Adopt, now: Instant) {
@@ -424,6 +427,16 @@ impl Worker {
         t.keyframes.push(&pkt);
         t.packets += 1;
         t.bytes += pkt.payload.len() as u64;
+        match t.highest_seq {
+            Some(h) if pkt.seq > h + 1 => {
+                t.seq_gaps += pkt.seq - h - 1;
+                tracing::debug!(track = t.info.id.0, from = h, to = pkt.seq, origin = t.origin, "sequence gap");
+            }
+            _ => {}
+        }
+        if t.highest_seq.is_none_or(|h| pkt.seq > h) {
+            t.highest_seq = Some(pkt.seq);
+        }
         if pkt.keyframe_start {
             t.keyframes_seen += 1;
         }
