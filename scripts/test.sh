@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The project's test command: sets up what a fresh Debian machine lacks (Chromium, the browser
+# test's npm packages), builds the gateway, runs every Rust test, then the headless-browser test.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash scripts/setup-browser.sh
+
+# The integration tests start this binary as a real process.
+cargo build -p gateway --bin gateway
+
+# Integration tests start gateways and WebRTC peers; two at a time fit a 2-core machine.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast --test-threads 2
+else
+  cargo test --workspace --no-fail-fast -- --test-threads 2
+fi
+
+# Real browser: headless Chromium publishes through /publish/… and plays through /watch/….
+(cd whip-tests/browser && GATEWAY_BIN="$ROOT/target/debug/gateway" npm test)
