@@ -103,6 +103,33 @@ pub fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created
     Ok(Created { id, answer: peer.answer, etag, tracks: assigned })
 }
 
+/// A session that pulls given tracks, each on the offer's m-line with the given mid (the
+/// session/track API's remote tracks, when the client makes the offer).
+pub fn pull_tracks(node: &Node, app: String, offer: &str, wanted: Vec<(String, Arc<TrackInfo>)>) -> Result<Created, Problem> {
+    check_capacity(node)?;
+    let tracks: Vec<Arc<TrackInfo>> = wanted.iter().map(|(_, t)| t.clone()).collect();
+    let peer = node.peers.viewer(offer, &tracks, Instant::now())?;
+    let mut pulls = Vec::new();
+    for (mid, kind) in &peer.media {
+        let track = wanted.iter().find(|(m, t)| m.as_str() == &**mid && t.kind == *kind).map(|(_, t)| t.clone());
+        pulls.push(Pull::new(*mid, *kind, track, None));
+    }
+    if pulls.iter().all(|p| p.track.is_none()) {
+        return Err(Problem::unprocessable("no offered m-line matches a requested track's mid and kind"));
+    }
+    let id = SessionId::random();
+    let worker = node.pick_worker();
+    let etag = random_token(16);
+    let assigned = pulls.iter().filter_map(|p| p.track.clone()).collect();
+    node.registry.insert_session(
+        id,
+        SessionEntry { worker, role: Role::Api, stream: None, app: Some(app), etag: etag.clone(), pushed: vec![] },
+    );
+    node.route_ufrag(peer.ufrag, worker, id);
+    node.send(worker, WorkerMsg::Adopt(Box::new(Adopt { id, rtc: peer.rtc, pushed: vec![], pulls })));
+    Ok(Created { id, answer: peer.answer, etag, tracks: assigned })
+}
+
 /// End a session. False if there was none.
 pub fn close(node: &Node, id: SessionId) -> bool {
     let Some(entry) = node.registry.remove_session(id) else { return false };

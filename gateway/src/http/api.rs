@@ -105,17 +105,56 @@ pub async fn new_session(
     if desc.kind != "offer" {
         return Err(Problem::bad_request("sessionDescription.type must be \"offer\""));
     }
-    let c = sessions::push(&node, None, Role::Api, Some(app), &desc.sdp)?;
+    let remote: Vec<&TrackObject> = req.tracks.iter().filter(|t| t.location.as_deref() == Some("remote")).collect();
+    if remote.is_empty() {
+        let c = sessions::push(&node, None, Role::Api, Some(app), &desc.sdp)?;
+        let body = serde_json::json!({
+            "sessionId": c.id.to_string(),
+            "sessionDescription": { "type": "answer", "sdp": c.answer },
+            "tracks": c.tracks.iter().map(|t| TrackObject {
+                location: Some("local".into()),
+                mid: Some(t.mid.to_string()),
+                track_name: Some(t.name.clone()),
+                session_id: Some(c.id.to_string()),
+                ..TrackObject::default()
+            }).collect::<Vec<_>>(),
+        });
+        return Ok((StatusCode::CREATED, Json(body)).into_response());
+    }
+    if remote.len() != req.tracks.len() {
+        return Err(Problem::unprocessable("a session either pushes its offer's tracks or pulls remote ones, not both yet"));
+    }
+    // Remote tracks are pulled by their global address; each names the m-line (mid) of the offer.
+    let mut wanted = Vec::new();
+    let mut results = Vec::new();
+    for t in remote {
+        let mut out = t.clone();
+        let found = match (&t.session_id, &t.track_name, &t.mid) {
+            (Some(sid), Some(name), Some(mid)) => sid
+                .parse::<SessionId>()
+                .ok()
+                .and_then(|sid| node.registry.track(sid, name))
+                .map(|track| (mid.clone(), track)),
+            _ => None,
+        };
+        match found {
+            Some(w) => wanted.push(w),
+            None => {
+                out.error_code = Some("not_found".into());
+                out.error_description = Some("no such track (sessionId, trackName, mid are required)".into());
+            }
+        }
+        results.push(out);
+    }
+    if wanted.is_empty() {
+        return Err(Problem::not_found("none of the requested remote tracks exists"));
+    }
+    let c = sessions::pull_tracks(&node, app, &desc.sdp, wanted)?;
     let body = serde_json::json!({
         "sessionId": c.id.to_string(),
         "sessionDescription": { "type": "answer", "sdp": c.answer },
-        "tracks": c.tracks.iter().map(|t| TrackObject {
-            location: Some("local".into()),
-            mid: Some(t.mid.to_string()),
-            track_name: Some(t.name.clone()),
-            session_id: Some(c.id.to_string()),
-            ..TrackObject::default()
-        }).collect::<Vec<_>>(),
+        "tracks": results,
+        "requiresImmediateRenegotiation": false,
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
