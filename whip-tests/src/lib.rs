@@ -1,1 +1,19 @@
-//! whip-tests
+//! Client side of the gateway's tests: a WHIP publisher and a WHEP player built on str0m, MP4
+//! media to publish and to verify against, a harness that runs the real gateway, and the CLIs.
+
+pub mod annexb;
+pub mod harness;
+pub mod media_source;
+pub mod rtc_loop;
+pub mod sample_entry;
+pub mod sequence_check;
+pub mod signaling;
+pub mod whep_client;
+pub mod whip_client;
+
+pub use harness::Gateway;
+pub use media_source::{FrameCatalog, Kind, MediaSample, MediaSource};
+pub use sequence_check::SequenceStats;
+pub use signaling::{HttpStatusError, http_status};
+pub use whep_client::{PlayOptions, PlayReport, WhepPlayer, play};
+pub use whip_client::{PublishOptions, PublishStats, WhipPublisher};

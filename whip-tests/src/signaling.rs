@@ -1,0 +1,179 @@
+//! The HTTP half of WHIP and WHEP as a client sees it: POST an SDP offer, get 201 + answer +
+//! `Location`, DELETE that resource when done. Both protocols are identical at this level.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use reqwest::{Client, StatusCode, Url};
+
+/// The server said something other than what the protocol requires (kept as a typed error so
+/// tests can assert on the status, e.g. WHEP's 409 before any publisher).
+#[derive(Debug, Clone)]
+pub struct HttpStatusError {
+    /// What was being done, e.g. "POST offer".
+    pub action: &'static str,
+    /// Status code received.
+    pub status: u16,
+    /// Response body (truncated), often the server's reason.
+    pub body: String,
+    /// `Retry-After`, if the server sent one.
+    pub retry_after: Option<String>,
+}
+
+impl std::fmt::Display for HttpStatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: HTTP {}", self.action, self.status)?;
+        if !self.body.is_empty() {
+            write!(f, ": {}", self.body)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for HttpStatusError {}
+
+/// The HTTP status of an error chain, if it came from [`HttpStatusError`].
+pub fn http_status(err: &anyhow::Error) -> Option<u16> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<HttpStatusError>())
+        .map(|e| e.status)
+}
+
+/// Builds the HTTP client used for signaling.
+///
+/// The workspace builds reqwest with rustls but without a built-in crypto provider, so one has to
+/// be installed process-wide before the first client exists, even for plain http URLs.
+pub fn http_client() -> Result<Client> {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // Fails only if something else installed one first, which is just as good.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+    Client::builder()
+        // OBS gives up after 8 s; a test client should not be more patient than real ones.
+        .timeout(Duration::from_secs(8))
+        .user_agent(concat!("whip-tests/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building HTTP client")
+}
+
+/// A session resource created by a successful POST.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// Absolute URL of the session (the `Location`, resolved against the endpoint).
+    pub url: Url,
+    /// `ETag` of the session, if the server sent one (needed for ICE restarts).
+    pub etag: Option<String>,
+    client: Client,
+    token: Option<String>,
+}
+
+impl Resource {
+    /// Ends the session. Returns the status; anything but 200 is an error, because the WHIP RFC
+    /// says DELETE answers 200.
+    pub async fn delete(&self) -> Result<u16> {
+        let mut req = self.client.delete(self.url.clone());
+        if let Some(t) = &self.token {
+            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("DELETE {}", self.url))?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            return Err(status_error("DELETE session", resp).await.into());
+        }
+        Ok(status.as_u16())
+    }
+}
+
+/// What the endpoint answered.
+#[derive(Debug)]
+pub struct Answer {
+    /// The SDP answer text.
+    pub sdp: String,
+    /// The session to DELETE later.
+    pub resource: Resource,
+}
+
+/// POSTs `offer` to a WHIP or WHEP endpoint and insists on 201 with an SDP answer and a
+/// `Location`, as RFC 9725 requires (OBS accepts nothing else either).
+pub async fn post_offer(
+    client: &Client,
+    endpoint: &str,
+    token: Option<&str>,
+    offer: &str,
+) -> Result<Answer> {
+    let url = Url::parse(endpoint).with_context(|| format!("invalid endpoint URL {endpoint:?}"))?;
+    let mut req = client
+        .post(url.clone())
+        .header(CONTENT_TYPE, "application/sdp")
+        .body(offer.to_owned());
+    if let Some(t) = token {
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+    if resp.status() != StatusCode::CREATED {
+        return Err(status_error("POST offer", resp).await.into());
+    }
+    let location = resp
+        .headers()
+        .get(LOCATION)
+        .context("201 without a Location header")?
+        .to_str()
+        .context("Location is not ASCII")?
+        .to_owned();
+    let resource_url = url
+        .join(&location)
+        .with_context(|| format!("unusable Location {location:?}"))?;
+    let etag = resp
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let content_type = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let sdp = resp.text().await.context("reading SDP answer")?;
+    if !content_type.starts_with("application/sdp") {
+        anyhow::bail!("answer has Content-Type {content_type:?}, expected application/sdp");
+    }
+    Ok(Answer {
+        sdp,
+        resource: Resource {
+            url: resource_url,
+            etag,
+            client: client.clone(),
+            token: token.map(str::to_owned),
+        },
+    })
+}
+
+async fn status_error(action: &'static str, resp: reqwest::Response) -> HttpStatusError {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut body = resp.text().await.unwrap_or_default();
+    if body.len() > 500 {
+        let cut = (0..=500)
+            .rev()
+            .find(|i| body.is_char_boundary(*i))
+            .unwrap_or(0);
+        body.truncate(cut);
+    }
+    HttpStatusError {
+        action,
+        status,
+        body,
+        retry_after,
+    }
+}

@@ -1,0 +1,359 @@
+//! A WHEP player that checks what it receives: every video frame is looked up in the fixture by
+//! its slice data, so the report says how long the first picture took and whether the stream was
+//! whole, in order and decodable.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use reqwest::Url;
+use serde::Serialize;
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::{Event, IceConnectionState, Rtc};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::media_source::FrameCatalog;
+use crate::rtc_loop::{RtcLoop, Woke};
+use crate::sequence_check::{SequenceChecker, SequenceStats};
+use crate::signaling::{Resource, http_client, post_offer};
+
+/// How to play.
+#[derive(Debug, Clone)]
+pub struct PlayOptions {
+    /// WHEP endpoint, e.g. `http://127.0.0.1:8080/whep/concert`.
+    pub url: String,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+    /// Local UDP address to receive on.
+    pub bind: SocketAddr,
+    /// Play at most this long after the POST.
+    pub duration: Duration,
+    /// Stop as soon as this many video frames have arrived (1 = measure the join only).
+    pub stop_after_frames: Option<u64>,
+    /// Stop as soon as a keyframe has arrived (measure the join to the first decodable picture).
+    pub stop_at_first_keyframe: bool,
+    /// Like a browser: send PLI when the picture cannot be decoded (first frame not a keyframe,
+    /// or a gap), at most once a second.
+    pub request_keyframes: bool,
+    /// ICE and DTLS must be done within this time after the answer.
+    pub connect_timeout: Duration,
+}
+
+impl PlayOptions {
+    /// Five seconds from 127.0.0.1, asking for keyframes like a browser.
+    pub fn new(url: impl Into<String>) -> Self {
+        PlayOptions {
+            url: url.into(),
+            token: None,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            duration: Duration::from_secs(5),
+            stop_after_frames: None,
+            stop_at_first_keyframe: false,
+            request_keyframes: true,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a viewer saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlayReport {
+    /// The WHEP endpoint.
+    pub url: String,
+    /// The session resource, once created.
+    pub resource: Option<String>,
+    /// POST to 201.
+    pub answer_ms: Option<f64>,
+    /// POST to ICE + DTLS done.
+    pub connected_ms: Option<f64>,
+    /// POST to the first complete video frame, whatever it was.
+    pub first_frame_ms: Option<f64>,
+    /// POST to the first keyframe.
+    pub first_keyframe_ms: Option<f64>,
+    /// Video frames received.
+    pub video_frames: u64,
+    /// Of which keyframes.
+    pub keyframes: u64,
+    /// Opus packets received.
+    pub audio_packets: u64,
+    /// Opus packets not found in the fixture.
+    pub audio_unknown: u64,
+    /// Frames str0m flagged as not following on from the previous one (RTP loss).
+    pub non_contiguous: u64,
+    /// PLIs this player sent.
+    pub keyframe_requests_sent: u64,
+    /// Frame-by-frame verdict against the fixture.
+    pub sequence: SequenceStats,
+    /// Whole, in order, nothing missing, starting with a keyframe.
+    pub whole_in_order: bool,
+    /// From POST to the end of playing.
+    pub ran_ms: f64,
+    /// Why playing ended early, if it did.
+    pub error: Option<String>,
+    /// Why the DELETE at the end failed, if it did (e.g. 404 because the gateway had already
+    /// ended the session).
+    pub delete_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct State {
+    report: PlayReport,
+    checker: SequenceChecker,
+}
+
+/// A running player.
+pub struct WhepPlayer {
+    resource: Resource,
+    state: Arc<Mutex<State>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+}
+
+/// Plays `opts.url` until its duration or frame limit and returns the report (after DELETE).
+pub async fn play(catalog: Arc<FrameCatalog>, opts: PlayOptions) -> Result<PlayReport> {
+    WhepPlayer::start(catalog, opts).await?.finish().await
+}
+
+impl WhepPlayer {
+    /// POSTs a recvonly offer; fails unless the endpoint answers 201. Playing continues in the
+    /// background.
+    pub async fn start(catalog: Arc<FrameCatalog>, opts: PlayOptions) -> Result<Self> {
+        let rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_h264(true)
+            .enable_opus(true, false)
+            .build(Instant::now());
+        let mut lp = RtcLoop::bind(rtc, opts.bind).await?;
+        let mut change = lp.rtc.sdp_api();
+        let _audio = change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let video_mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = change.apply().context("str0m made no offer")?;
+
+        let client = http_client()?;
+        // The clock starts here: what a viewer waits for includes the HTTP round trip.
+        let t0 = Instant::now();
+        let answer = post_offer(
+            &client,
+            &opts.url,
+            opts.token.as_deref(),
+            &offer.to_sdp_string(),
+        )
+        .await?;
+        let answer_ms = ms(t0.elapsed());
+        let sdp = SdpAnswer::from_sdp_string(&answer.sdp).context("parsing the SDP answer")?;
+        lp.rtc
+            .sdp_api()
+            .accept_answer(pending, sdp)
+            .context("str0m refused the answer")?;
+
+        let state = Arc::new(Mutex::new(State {
+            report: PlayReport {
+                url: opts.url.clone(),
+                resource: Some(answer.resource.url.to_string()),
+                answer_ms: Some(answer_ms),
+                ..PlayReport::default()
+            },
+            checker: SequenceChecker::new(catalog.video_len()),
+        }));
+        let (stop, stop_rx) = watch::channel(false);
+        let receiver = Receiver {
+            lp,
+            catalog,
+            opts,
+            state: state.clone(),
+            video_mid,
+            t0,
+            last_pli: None,
+        };
+        let task = tokio::spawn(receiver.run(stop_rx));
+        Ok(WhepPlayer {
+            resource: answer.resource,
+            state,
+            stop,
+            task,
+        })
+    }
+
+    /// The session resource (`Location`).
+    pub fn resource_url(&self) -> &Url {
+        &self.resource.url
+    }
+
+    /// What has been received so far.
+    pub fn report(&self) -> PlayReport {
+        snapshot(&lock(&self.state))
+    }
+
+    /// Waits for the duration or frame limit, then DELETEs the session. Failures while playing
+    /// or deleting end up in the report rather than as an error, so the counters survive.
+    pub async fn finish(self) -> Result<PlayReport> {
+        self.end(false).await
+    }
+
+    /// Stops now and DELETEs the session.
+    pub async fn stop(self) -> Result<PlayReport> {
+        self.end(true).await
+    }
+
+    async fn end(self, now: bool) -> Result<PlayReport> {
+        if now {
+            let _ = self.stop.send(true);
+        }
+        let outcome = self.task.await.context("player task panicked")?;
+        let deleted = self.resource.delete().await;
+        let mut report = snapshot(&lock(&self.state));
+        if let Err(e) = outcome {
+            report.error = Some(format!("{e:#}"));
+        }
+        if let Err(e) = deleted {
+            report.delete_error = Some(format!("{e:#}"));
+        }
+        Ok(report)
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves counters that are still worth reading.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn snapshot(s: &State) -> PlayReport {
+    let mut r = s.report.clone();
+    r.sequence = s.checker.stats().clone();
+    r.whole_in_order = r.sequence.is_perfect();
+    r
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Receiver {
+    lp: RtcLoop,
+    catalog: Arc<FrameCatalog>,
+    opts: PlayOptions,
+    state: Arc<Mutex<State>>,
+    video_mid: Mid,
+    t0: Instant,
+    last_pli: Option<Instant>,
+}
+
+impl Receiver {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let end = self.t0 + self.opts.duration;
+        let connect_deadline = Instant::now() + self.opts.connect_timeout;
+        let mut connected = false;
+        let mut events = Vec::new();
+        self.lp.drain(&mut events).await?;
+        let result = loop {
+            let mut want_pli = false;
+            for e in events.drain(..) {
+                match e {
+                    Event::Connected => {
+                        connected = true;
+                        lock(&self.state).report.connected_ms = Some(ms(self.t0.elapsed()));
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        lock(&self.state).report.ran_ms = ms(self.t0.elapsed());
+                        anyhow::bail!("ICE disconnected");
+                    }
+                    Event::MediaData(data) => want_pli |= self.on_media(&data),
+                    _ => {}
+                }
+            }
+            if want_pli && self.opts.request_keyframes {
+                self.request_keyframe();
+                self.lp.drain(&mut events).await?;
+                continue;
+            }
+            let now = Instant::now();
+            if now >= end {
+                break Ok(());
+            }
+            if !connected && now > connect_deadline {
+                break Err(anyhow::anyhow!(
+                    "not connected within {:?}",
+                    self.opts.connect_timeout
+                ));
+            }
+            if self.limit_reached() {
+                break Ok(());
+            }
+            if !self.lp.rtc.is_alive() {
+                break Err(anyhow::anyhow!("the WebRTC session died"));
+            }
+            let deadline = if connected {
+                end
+            } else {
+                end.min(connect_deadline)
+            };
+            match self.lp.wait(Some(deadline), &mut stop).await? {
+                Woke::Stop => break Ok(()),
+                Woke::Input => self.lp.drain(&mut events).await?,
+                Woke::Deadline => {}
+            }
+        };
+        lock(&self.state).report.ran_ms = ms(self.t0.elapsed());
+        result
+    }
+
+    fn limit_reached(&self) -> bool {
+        let st = lock(&self.state);
+        let frames = self
+            .opts
+            .stop_after_frames
+            .is_some_and(|n| st.report.video_frames >= n);
+        frames || (self.opts.stop_at_first_keyframe && st.report.keyframes > 0)
+    }
+
+    /// Records one frame; returns whether the decoder would now want a keyframe.
+    fn on_media(&mut self, data: &MediaData) -> bool {
+        let elapsed = ms(self.t0.elapsed());
+        let mut st = lock(&self.state);
+        if data.params.spec().codec.is_audio() {
+            st.report.audio_packets += 1;
+            if !self.catalog.knows_audio(&data.data) {
+                st.report.audio_unknown += 1;
+            }
+            return false;
+        }
+        let index = self.catalog.identify(&data.data);
+        let key = index.map_or_else(|| data.is_keyframe(), |i| self.catalog.is_keyframe(i));
+        let r = &mut st.report;
+        r.video_frames += 1;
+        r.first_frame_ms.get_or_insert(elapsed);
+        if key {
+            r.keyframes += 1;
+            r.first_keyframe_ms.get_or_insert(elapsed);
+        }
+        if !data.contiguous {
+            r.non_contiguous += 1;
+        }
+        let before = st.checker.stats().undecodable;
+        st.checker.push(index, &self.catalog);
+        st.checker.stats().undecodable > before
+    }
+
+    fn request_keyframe(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_pli
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        let Some(mut writer) = self.lp.rtc.writer(self.video_mid) else {
+            return;
+        };
+        if writer
+            .request_keyframe(None, KeyframeRequestKind::Pli)
+            .is_ok()
+        {
+            self.last_pli = Some(now);
+            lock(&self.state).report.keyframe_requests_sent += 1;
+        }
+    }
+}
