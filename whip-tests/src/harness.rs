@@ -90,7 +90,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the gateway with only the listening flags.
+    /// Starts the gateway with only the listening flags. Blocks (it may run `cargo build` and
+    /// waits for `READY`): from async tests call it through `tokio::task::spawn_blocking`.
     pub fn start() -> Result<Self> {
         Self::start_with_args(&[])
     }

@@ -1,5 +1,16 @@
 //! Client side of the gateway's tests: a WHIP publisher and a WHEP player built on str0m, MP4
 //! media to publish and to verify against, a harness that runs the real gateway, and the CLIs.
+//!
+//! ```text
+//! cargo run -p whip-tests --bin whip-publish -- --url http://127.0.0.1:8080/whip/demo \
+//!     --ignore-pli --duration 60 whip-tests/fixtures/long-gop.mp4
+//! cargo run -p whip-tests --bin whep-play -- --url http://127.0.0.1:8080/whep/demo \
+//!     --duration 10 --fixture whip-tests/fixtures/long-gop.mp4
+//! ```
+//!
+//! The fixtures are made by `fixtures/make-fixtures.sh`; the player identifies each received
+//! frame by a hash of its slice data (see [`annexb::vcl_hash`]), so its report can say whether
+//! the stream arrived whole and in order.
 
 pub mod annexb;
 pub mod harness;

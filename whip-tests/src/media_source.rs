@@ -124,10 +124,15 @@ impl MediaSource {
                     video = Some(read_video(&mut reader, id)?);
                 }
                 TrackType::Audio if audio.is_none() => {
-                    if codec != "Opus" {
-                        bail!("audio track {id} is {codec:?}, only Opus is supported");
+                    // WebRTC audio is Opus; publishing the picture alone beats refusing a file
+                    // with AAC sound.
+                    if codec == "Opus" {
+                        audio = Some(read_track(&mut reader, id, Kind::Audio)?);
+                    } else {
+                        tracing::warn!(
+                            "audio track {id} is {codec:?}, not Opus: sending video only"
+                        );
                     }
-                    audio = Some(read_track(&mut reader, id, Kind::Audio)?);
                 }
                 _ => {}
             }

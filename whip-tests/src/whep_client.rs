@@ -143,11 +143,18 @@ impl WhepPlayer {
         )
         .await?;
         let answer_ms = ms(t0.elapsed());
-        let sdp = SdpAnswer::from_sdp_string(&answer.sdp).context("parsing the SDP answer")?;
-        lp.rtc
-            .sdp_api()
-            .accept_answer(pending, sdp)
-            .context("str0m refused the answer")?;
+        let sdp = SdpAnswer::from_sdp_string(&answer.sdp).context("parsing the SDP answer");
+        let accepted = sdp.and_then(|sdp| {
+            lp.rtc
+                .sdp_api()
+                .accept_answer(pending, sdp)
+                .context("str0m refused the answer")
+        });
+        if let Err(e) = accepted {
+            // Do not leave a viewer session behind on the gateway.
+            let _ = answer.resource.delete().await;
+            return Err(e);
+        }
 
         let state = Arc::new(Mutex::new(State {
             report: PlayReport {

@@ -103,7 +103,6 @@ impl WhipPublisher {
     /// Negotiates with the WHIP endpoint (fails unless it answers 201) and starts sending in the
     /// background once ICE and DTLS are up.
     pub async fn start(media: Arc<MediaSource>, opts: PublishOptions) -> Result<Self> {
-        let t0 = Instant::now();
         let mut cfg = Rtc::builder().clear_codecs().enable_opus(true, false);
         // What OBS offers: one H264 format, constrained baseline 3.1, packetization mode 1, no RTX.
         cfg.codec_config()
@@ -117,6 +116,7 @@ impl WhipPublisher {
         let (offer, pending) = change.apply().context("str0m made no offer")?;
 
         let client = http_client()?;
+        let t0 = Instant::now();
         let answer = post_offer(
             &client,
             &opts.url,
@@ -124,16 +124,27 @@ impl WhipPublisher {
             &offer.to_sdp_string(),
         )
         .await?;
-        let sdp = SdpAnswer::from_sdp_string(&answer.sdp).context("parsing the SDP answer")?;
-        lp.rtc
-            .sdp_api()
-            .accept_answer(pending, sdp)
-            .context("str0m refused the answer")?;
-
-        let video_pt =
-            pick_pt(&mut lp.rtc, video_mid, Codec::H264).context("video not accepted")?;
-        let audio_pt =
-            pick_pt(&mut lp.rtc, audio_mid, Codec::Opus).context("audio not accepted")?;
+        let negotiated = (|| {
+            let sdp = SdpAnswer::from_sdp_string(&answer.sdp).context("parsing the SDP answer")?;
+            lp.rtc
+                .sdp_api()
+                .accept_answer(pending, sdp)
+                .context("str0m refused the answer")?;
+            let video =
+                pick_pt(&mut lp.rtc, video_mid, Codec::H264).context("video not accepted")?;
+            let audio =
+                pick_pt(&mut lp.rtc, audio_mid, Codec::Opus).context("audio not accepted")?;
+            anyhow::Ok((video, audio))
+        })();
+        let (video_pt, audio_pt) = match negotiated {
+            Ok(pts) => pts,
+            Err(e) => {
+                // The gateway holds a session for us already; leaving it would look like a stuck
+                // publisher under this stream name until it times out.
+                let _ = answer.resource.delete().await;
+                return Err(e);
+            }
+        };
 
         let counters = Arc::new(Counters::default());
         let (stop, stop_rx) = watch::channel(false);
