@@ -20,7 +20,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const GATEWAY_BIN = path.resolve(HERE, process.env.GATEWAY_BIN || "../../target/debug/gateway");
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const STREAM = "browsertest";
-const OVERALL_MS = 60_000;
+const OVERALL_MS = 75_000; // hard stop for the whole file (a normal run takes ~20 s)
 const MIN_FRAMES = 30;
 
 const CHROMIUM_ARGS = [
@@ -61,12 +61,9 @@ const CHROMIUM_ARGS = [
 // ---------------------------------------------------------------------------------------------
 // State shared by the hooks and tests, and the diagnostics printed on failure.
 
-let gateway = null; // child process
-let gatewayExited = null; // { code, signal } once it exits
-const gatewayStderr = []; // tail of its stderr (and stdout after READY)
-let base = ""; // http://127.0.0.1:PORT
-let context = null; // Playwright persistent context (one fresh user-data-dir)
+let context = null; // Playwright persistent context (one fresh user-data-dir), shared by both suites
 let userDataDir = null;
+const gateways = []; // every Gateway started, for diagnostics and cleanup
 const consoleLogs = []; // "[page] type: text"
 const pages = {}; // label -> Page
 
@@ -75,11 +72,93 @@ function remember(buf, line, max = 300) {
   if (buf.length > max) buf.splice(0, buf.length - max);
 }
 
+/** The gateway binary as a child process, on ephemeral loopback ports. */
+class Gateway {
+  constructor(label, extraArgs = []) {
+    this.label = label;
+    this.extraArgs = extraArgs;
+    this.proc = null;
+    this.exited = null; // { code, signal } once it exits
+    this.log = []; // tail of stderr (and stdout other than READY)
+    this.base = ""; // http://127.0.0.1:PORT
+    gateways.push(this);
+  }
+
+  start() {
+    return new Promise((resolve, reject) => {
+      if (!fs.existsSync(GATEWAY_BIN)) {
+        reject(new Error(`gateway binary not found at ${GATEWAY_BIN} (build it with \`cargo build -p gateway\` or set GATEWAY_BIN)`));
+        return;
+      }
+      const args = ["--http-listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0", "--candidate-ip", "127.0.0.1",
+        ...this.extraArgs];
+      const env = { ...process.env };
+      if (!env.RUST_LOG) env.RUST_LOG = "info";
+      if (!env.NO_COLOR) env.NO_COLOR = "1";
+      const proc = spawn(GATEWAY_BIN, args, { stdio: ["ignore", "pipe", "pipe"], env });
+      this.proc = proc;
+      let ready = false;
+      const timer = setTimeout(() => {
+        if (!ready) reject(new Error(`gateway (${this.label}) printed no READY line within 20 s`));
+      }, 20_000);
+      const lines = (stream, onLine) => {
+        let buf = "";
+        stream.setEncoding("utf8");
+        stream.on("data", (chunk) => {
+          buf += chunk;
+          let nl;
+          while ((nl = buf.indexOf("\n")) >= 0) {
+            onLine(buf.slice(0, nl).trimEnd());
+            buf = buf.slice(nl + 1);
+          }
+        });
+      };
+      lines(proc.stdout, (line) => {
+        const m = /^READY http=(\S+) udp=(\S+)/.exec(line);
+        if (!ready && m) {
+          ready = true;
+          clearTimeout(timer);
+          this.base = `http://${m[1]}`;
+          resolve(this);
+        } else {
+          remember(this.log, `[stdout] ${line}`);
+        }
+      });
+      lines(proc.stderr, (line) => remember(this.log, line));
+      proc.on("error", (e) => { clearTimeout(timer); reject(e); });
+      proc.on("exit", (code, signal) => {
+        this.exited = { code, signal };
+        if (!ready) {
+          clearTimeout(timer);
+          reject(new Error(`gateway (${this.label}) exited before READY (code ${code}, signal ${signal}):\n` +
+            this.log.slice(-30).join("\n")));
+        }
+      });
+    });
+  }
+
+  kill() {
+    if (this.proc && this.exited === null) {
+      try { this.proc.kill("SIGKILL"); } catch (_) {}
+    }
+  }
+
+  async stop() {
+    if (!this.proc || this.exited !== null) return;
+    const exited = new Promise((r) => this.proc.once("exit", r));
+    this.proc.kill("SIGTERM");
+    const t = setTimeout(() => this.kill(), 3000);
+    await exited;
+    clearTimeout(t);
+  }
+}
+
 async function pageState(label, page) {
   try {
     return await page.evaluate(() => {
       const s = (o) => (o ? { state: o.state, connectionState: o.pc && o.pc.connectionState,
-        iceConnectionState: o.pc && o.pc.iceConnectionState, location: o.location, codec: o.codec } : undefined);
+        iceConnectionState: o.pc && o.pc.iceConnectionState, location: o.location, codec: o.codec,
+        offered: o.offered } : undefined);
       const st = document.getElementById("status");
       return JSON.stringify({ url: location.href, status: st && st.textContent, whip: s(window.whip), whep: s(window.whep) });
     });
@@ -91,9 +170,10 @@ async function pageState(label, page) {
 async function dumpDiagnostics(why) {
   const out = [];
   out.push(`\n===== browser test failure: ${why} =====`);
-  out.push(`gateway: ${GATEWAY_BIN} base=${base || "(not ready)"} exited=${JSON.stringify(gatewayExited)}`);
-  out.push("----- gateway stderr (tail) -----");
-  out.push(...gatewayStderr.slice(-80));
+  for (const g of gateways) {
+    out.push(`----- gateway "${g.label}" ${GATEWAY_BIN} base=${g.base || "(not ready)"} exited=${JSON.stringify(g.exited)}; log tail -----`);
+    out.push(...g.log.slice(-60));
+  }
   out.push("----- page states -----");
   for (const [label, page] of Object.entries(pages)) {
     if (!page.isClosed()) out.push(`${label}: ${await pageState(label, page)}`);
@@ -104,7 +184,7 @@ async function dumpDiagnostics(why) {
   console.error(out.join("\n"));
 }
 
-/** Runs a test body; on failure prints the gateway's stderr and the pages' consoles, then rethrows. */
+/** Runs a test body; on failure prints the gateways' logs and the pages' consoles, then rethrows. */
 async function withDiagnostics(name, fn) {
   try {
     await fn();
@@ -114,97 +194,50 @@ async function withDiagnostics(name, fn) {
   }
 }
 
-function killGateway() {
-  if (gateway && gatewayExited === null) {
-    try { gateway.kill("SIGKILL"); } catch (_) {}
-  }
-}
-
-// Last resort: never leave the gateway behind, never hang past the overall budget.
-process.on("exit", killGateway);
+// Last resort: never leave a gateway behind, never hang past the overall budget.
+process.on("exit", () => gateways.forEach((g) => g.kill()));
 const guard = setTimeout(async () => {
-  await dumpDiagnostics(`overall timeout of ${OVERALL_MS + 30_000} ms`);
-  killGateway();
+  await dumpDiagnostics(`overall timeout of ${OVERALL_MS} ms`);
+  gateways.forEach((g) => g.kill());
   process.exit(1);
-}, OVERALL_MS + 30_000);
+}, OVERALL_MS);
 guard.unref();
 
-// ---------------------------------------------------------------------------------------------
-
-function startGateway() {
-  return new Promise((resolve, reject) => {
-    if (!fs.existsSync(GATEWAY_BIN)) {
-      reject(new Error(`gateway binary not found at ${GATEWAY_BIN} (build it with \`cargo build -p gateway\` or set GATEWAY_BIN)`));
-      return;
-    }
-    const args = ["--http-listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0", "--candidate-ip", "127.0.0.1"];
-    const env = { ...process.env };
-    if (!env.RUST_LOG) env.RUST_LOG = "info";
-    gateway = spawn(GATEWAY_BIN, args, { stdio: ["ignore", "pipe", "pipe"], env });
-    let ready = false;
-    const timer = setTimeout(() => {
-      if (!ready) reject(new Error("gateway printed no READY line within 20 s"));
-    }, 20_000);
-
-    let outBuf = "";
-    gateway.stdout.setEncoding("utf8");
-    gateway.stdout.on("data", (chunk) => {
-      outBuf += chunk;
-      let nl;
-      while ((nl = outBuf.indexOf("\n")) >= 0) {
-        const line = outBuf.slice(0, nl).trimEnd();
-        outBuf = outBuf.slice(nl + 1);
-        const m = /^READY http=(\S+) udp=(\S+)/.exec(line);
-        if (!ready && m) {
-          ready = true;
-          clearTimeout(timer);
-          base = `http://${m[1]}`;
-          resolve({ http: m[1], udp: m[2] });
-        } else {
-          remember(gatewayStderr, `[stdout] ${line}`);
-        }
-      }
-    });
-    let errBuf = "";
-    gateway.stderr.setEncoding("utf8");
-    gateway.stderr.on("data", (chunk) => {
-      errBuf += chunk;
-      let nl;
-      while ((nl = errBuf.indexOf("\n")) >= 0) {
-        remember(gatewayStderr, errBuf.slice(0, nl).trimEnd());
-        errBuf = errBuf.slice(nl + 1);
-      }
-    });
-    gateway.on("error", (e) => { clearTimeout(timer); reject(e); });
-    gateway.on("exit", (code, signal) => {
-      gatewayExited = { code, signal };
-      if (!ready) {
-        clearTimeout(timer);
-        reject(new Error(`gateway exited before READY (code ${code}, signal ${signal}):\n${gatewayStderr.slice(-30).join("\n")}`));
-      }
-    });
-  });
-}
-
-async function stopGateway() {
-  if (!gateway || gatewayExited !== null) return;
-  const exited = new Promise((r) => gateway.once("exit", r));
-  gateway.kill("SIGTERM");
-  const t = setTimeout(() => killGateway(), 3000);
-  await exited;
-  clearTimeout(t);
-}
-
-async function openPage(label, urlPath) {
+async function openPage(label, url) {
   const page = await context.newPage();
   pages[label] = page;
   page.on("console", (m) => remember(consoleLogs, `[${label}] ${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => remember(consoleLogs, `[${label}] PAGE ERROR: ${e.message}`));
   page.on("requestfailed", (r) => remember(consoleLogs, `[${label}] request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
-  const resp = await page.goto(base + urlPath, { waitUntil: "load", timeout: 10_000 });
-  assert.ok(resp, `no response for ${urlPath}`);
-  assert.equal(resp.status(), 200, `GET ${urlPath} -> ${resp.status()}`);
+  const resp = await page.goto(url, { waitUntil: "load", timeout: 10_000 });
+  assert.ok(resp, `no response for ${url}`);
+  assert.equal(resp.status(), 200, `GET ${url} -> ${resp.status()}`);
   return page;
+}
+
+/** Closes the open pages (so none keeps retrying against a gateway that is about to stop). */
+async function closePages() {
+  for (const [label, page] of Object.entries(pages)) {
+    await page.close().catch(() => {});
+    delete pages[label];
+  }
+}
+
+function waitConnected(page, which, timeout) {
+  return page.waitForFunction(
+    (w) => window[w] && window[w].pc && window[w].pc.connectionState === "connected",
+    which, { timeout, polling: 200 });
+}
+
+/** Polls the watch page until it has decoded more than minFrames with a size, or the time is up. */
+async function waitFrames(page, minFrames, ms) {
+  const deadline = Date.now() + ms;
+  let s = await watchStats(page);
+  while (Date.now() < deadline && !(s.framesDecoded > minFrames && s.frameWidth > 0 && s.videoWidth > 0)) {
+    await new Promise((r) => setTimeout(r, 500));
+    s = await watchStats(page);
+  }
+  return s;
 }
 
 /** Inbound video stats of the watch page, plus the <video> element's size. */
@@ -213,7 +246,7 @@ function watchStats(page) {
     const pc = window.whep && window.whep.pc;
     const v = document.querySelector("video");
     const r = { state: window.whep && window.whep.state, framesDecoded: 0, frameWidth: 0, frameHeight: 0,
-      videoWidth: v ? v.videoWidth : 0, videoHeight: v ? v.videoHeight : 0, codec: null, bytes: 0 };
+      videoWidth: v ? v.videoWidth : 0, videoHeight: v ? v.videoHeight : 0, codec: null, bytes: 0, more: {} };
     if (!pc) return r;
     const stats = await pc.getStats();
     const codecs = new Map();
@@ -225,6 +258,33 @@ function watchStats(page) {
         r.frameHeight = s.frameHeight || 0;
         r.bytes = s.bytesReceived || 0;
         r.codec = codecs.get(s.codecId) || null;
+        for (const k of ["packetsReceived", "packetsLost", "framesReceived", "framesDropped", "keyFramesDecoded",
+          "nackCount", "pliCount", "firCount", "freezeCount", "totalFreezesDuration", "decoderImplementation"]) {
+          r.more[k] = s[k];
+        }
+      }
+    });
+    return r;
+  });
+}
+
+/** Outbound video stats of the publish page (for diagnostics). */
+function publishStats(page) {
+  return page.evaluate(async () => {
+    const pc = window.whip && window.whip.pc;
+    const r = {};
+    if (!pc) return r;
+    const stats = await pc.getStats();
+    const codecs = new Map();
+    stats.forEach((s) => { if (s.type === "codec") codecs.set(s.id, s.mimeType); });
+    stats.forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video") {
+        r.codec = codecs.get(s.codecId) || null;
+        for (const k of ["packetsSent", "framesEncoded", "keyFramesEncoded", "frameWidth", "frameHeight",
+          "framesPerSecond", "nackCount", "pliCount", "firCount", "retransmittedPacketsSent",
+          "qualityLimitationReason", "encoderImplementation"]) {
+          r[k] = s[k];
+        }
       }
     });
     return r;
@@ -233,62 +293,59 @@ function watchStats(page) {
 
 // ---------------------------------------------------------------------------------------------
 
-describe("gateway pages in headless Chromium", { timeout: OVERALL_MS }, () => {
-  before(async () => {
-    assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
-    await startGateway();
-    userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-browser-profile-"));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM_BIN,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 1000, height: 700 },
-      permissions: ["camera", "microphone"],
-      timeout: 20_000,
-    });
-    context.setDefaultTimeout(10_000);
-    // Belt and braces: the pages may only fetch from 127.0.0.1.
-    await context.route("**/*", (route) => {
-      const u = new URL(route.request().url());
-      if (u.hostname === "127.0.0.1" || u.protocol === "data:" || u.protocol === "blob:") return route.continue();
-      remember(consoleLogs, `[route] blocked ${u.href}`);
-      return route.abort("blockedbyclient");
-    });
-  }, { timeout: 40_000 });
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-browser-profile-"));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM_BIN,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1000, height: 700 },
+    permissions: ["camera", "microphone"],
+    timeout: 20_000,
+  });
+  context.setDefaultTimeout(10_000);
+  // Belt and braces: the pages may only fetch from 127.0.0.1.
+  await context.route("**/*", (route) => {
+    const u = new URL(route.request().url());
+    if (u.hostname === "127.0.0.1" || u.protocol === "data:" || u.protocol === "blob:") return route.continue();
+    remember(consoleLogs, `[route] blocked ${u.href}`);
+    return route.abort("blockedbyclient");
+  });
+}, { timeout: 25_000 });
 
-  after(async () => {
-    clearTimeout(guard);
-    if (context) {
-      await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-    }
-    await stopGateway();
-    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
-  }, { timeout: 15_000 });
+after(async () => {
+  clearTimeout(guard);
+  if (context) {
+    await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+  }
+  await Promise.all(gateways.map((g) => g.stop()));
+  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+}, { timeout: 15_000 });
+
+describe("gateway pages in headless Chromium", { timeout: 40_000 }, () => {
+  const gw = new Gateway("open");
+  before(() => gw.start(), { timeout: 25_000 });
+  after(async () => { await closePages(); await gw.stop(); }, { timeout: 10_000 });
 
   it("publish page connects via WHIP", async (t) => {
     await withDiagnostics("publish", async () => {
-      const page = await openPage("publish", `/publish/${STREAM}`);
-      await page.waitForFunction(
-        () => window.whip && window.whip.pc && window.whip.pc.connectionState === "connected",
-        null, { timeout: 20_000, polling: 200 });
+      const page = await openPage("publish", `${gw.base}/publish/${STREAM}`);
+      await waitConnected(page, "whip", 20_000);
       t.diagnostic(`publisher connected: ${await pageState("publish", page)}`);
     });
   });
 
   it("watch page plays the stream via WHEP", async (t) => {
     await withDiagnostics("watch", async () => {
-      const page = await openPage("watch", `/watch/${STREAM}`);
-      await page.waitForFunction(
-        () => window.whep && window.whep.pc && window.whep.pc.connectionState === "connected",
-        null, { timeout: 15_000, polling: 200 });
-      const deadline = Date.now() + 20_000;
-      let s = await watchStats(page);
-      while (Date.now() < deadline && !(s.framesDecoded > MIN_FRAMES && s.frameWidth > 0 && s.videoWidth > 0)) {
-        await new Promise((r) => setTimeout(r, 500));
-        s = await watchStats(page);
-      }
+      const page = await openPage("watch", `${gw.base}/watch/${STREAM}`);
+      await waitConnected(page, "whep", 15_000);
+      const s = await waitFrames(page, MIN_FRAMES, 20_000);
       t.diagnostic(`viewer: framesDecoded=${s.framesDecoded} frame=${s.frameWidth}x${s.frameHeight} ` +
-        `video=${s.videoWidth}x${s.videoHeight} codec=${s.codec} bytes=${s.bytes}`);
+        `video=${s.videoWidth}x${s.videoHeight} codec=${s.codec} bytes=${s.bytes} ${JSON.stringify(s.more)}`);
+      if (pages.publish && !pages.publish.isClosed()) {
+        t.diagnostic(`publisher: ${JSON.stringify(await publishStats(pages.publish).catch((e) => e.message))}`);
+      }
       assert.ok(s.framesDecoded > MIN_FRAMES, `framesDecoded ${s.framesDecoded} <= ${MIN_FRAMES}`);
       assert.ok(s.frameWidth > 0 && s.frameHeight > 0, `frame size ${s.frameWidth}x${s.frameHeight}`);
       assert.ok(s.videoWidth > 0 && s.videoHeight > 0, `<video> size ${s.videoWidth}x${s.videoHeight}`);
@@ -301,7 +358,7 @@ describe("gateway pages in headless Chromium", { timeout: OVERALL_MS }, () => {
 
   it("index page lists the live stream", async (t) => {
     await withDiagnostics("index", async () => {
-      const page = await openPage("index", "/");
+      const page = await openPage("index", `${gw.base}/`);
       const row = page.locator(`tr[data-stream="${STREAM}"]`);
       await row.waitFor({ state: "visible", timeout: 6_000 });
       const link = row.locator(`a[href="/watch/${STREAM}"]`).first();
@@ -315,7 +372,7 @@ describe("gateway pages in headless Chromium", { timeout: OVERALL_MS }, () => {
       const publish = pages.publish;
       assert.ok(publish && pages.index, "needs the publish and index pages of the tests before");
       await publish.click("#stop");
-      await publish.waitForFunction(() => window.whip.state === "stopped", null, { timeout: 2_000 });
+      await publish.waitForFunction(() => window.whip.state === "stopped", null, { timeout: 5_000 });
       // The index refreshes every 2 s; the row goes once the gateway has dropped the stream.
       await pages.index.locator(`tr[data-stream="${STREAM}"]`).waitFor({ state: "detached", timeout: 8_000 });
     });
@@ -325,16 +382,60 @@ describe("gateway pages in headless Chromium", { timeout: OVERALL_MS }, () => {
     await withDiagnostics("form", async () => {
       const page = pages.index;
       assert.ok(page, "needs the index page of the tests before");
-      await page.fill("#stream", "not live yet");
+      await page.fill("#stream", "not-live-yet");
       await Promise.all([
-        page.waitForURL((u) => u.pathname === "/watch/not%20live%20yet", { timeout: 5_000 }),
+        page.waitForURL((u) => u.pathname === "/watch/not-live-yet", { timeout: 5_000 }),
         page.click('button[value="watch"]'),
       ]);
-      assert.equal((await page.textContent("#name")).trim(), "not live yet");
+      assert.equal((await page.textContent("#name")).trim(), "not-live-yet");
       await page.waitForFunction(() => window.whep && window.whep.state === "waiting", null, { timeout: 8_000 });
       const status = await page.textContent("#status");
       assert.match(status, /waiting for the stream/i);
       t.diagnostic(`player status: ${status}`);
+    });
+  });
+});
+
+describe("pages with bearer tokens (?token=)", { timeout: 30_000 }, () => {
+  const PUB = "pub-secret-browser";
+  const PLAY = "play-secret-browser";
+  const gw = new Gateway("tokens", ["--publish-token", PUB, "--play-token", PLAY]);
+  before(() => gw.start(), { timeout: 25_000 });
+  after(async () => { await closePages(); await gw.stop(); }, { timeout: 10_000 });
+
+  it("without a token the publish page says it is not allowed", async () => {
+    await withDiagnostics("publish without token", async () => {
+      const page = await openPage("publish-notoken", `${gw.base}/publish/secured`);
+      await page.waitForFunction(() => window.whip && window.whip.state === "error", null, { timeout: 8_000 });
+      assert.match(await page.textContent("#status"), /not allowed/i);
+      await page.close();
+    });
+  });
+
+  it("publish and watch with tokens from the page URL", async (t) => {
+    await withDiagnostics("tokens", async () => {
+      const pub = await openPage("publish-token", `${gw.base}/publish/secured?token=${PUB}`);
+      await waitConnected(pub, "whip", 15_000);
+      const watch = await openPage("watch-token", `${gw.base}/watch/secured?token=${PLAY}`);
+      await waitConnected(watch, "whep", 10_000);
+      const s = await waitFrames(watch, 10, 10_000);
+      t.diagnostic(`viewer with token: framesDecoded=${s.framesDecoded} frame=${s.frameWidth}x${s.frameHeight}`);
+      assert.ok(s.framesDecoded > 10, `framesDecoded ${s.framesDecoded} <= 10`);
+      // The links on the pages carry the token along.
+      assert.equal(await watch.getAttribute("#home", "href"), `/?token=${PLAY}`);
+      // Leaving the pages ends both sessions (pagehide: DELETE with the token, and the peer
+      // connections close) and the stream goes away.
+      await watch.goto("about:blank");
+      await pub.goto("about:blank");
+      const deadline = Date.now() + 5_000;
+      let names = null;
+      while (Date.now() < deadline) {
+        const r = await fetch(`${gw.base}/v1/streams`, { headers: { Authorization: `Bearer ${PLAY}` } });
+        names = r.ok ? (await r.json()).streams.map((x) => x.name) : `HTTP ${r.status}`;
+        if (Array.isArray(names) && !names.includes("secured")) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.ok(Array.isArray(names) && !names.includes("secured"), `stream still listed after pagehide: ${names}`);
     });
   });
 });
