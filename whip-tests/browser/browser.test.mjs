@@ -1,9 +1,13 @@
 // End-to-end test of the gateway's own pages in a real browser (Debian's headless Chromium):
 // /publish/NAME publishes the fake camera via WHIP, /watch/NAME plays it back via WHEP, / lists it.
 //
-//   GATEWAY_BIN=/path/to/gateway npm test      (default: ../../target/debug/gateway)
+//   scripts/setup-browser.sh && cargo build -p gateway && (cd whip-tests/browser && npm test)
+//   GATEWAY_BIN=/path/to/gateway npm test      (default ../../target/debug/gateway; a relative
+//                                               path is taken from this folder)
 //   CHROMIUM_BIN=/usr/bin/chromium             (default)
 //
+// Two suites, each against its own gateway: the open one (publish, watch, list, stop, waiting
+// player) and one started with --publish-token/--play-token (pages take ?token=).
 // The browser only ever talks to 127.0.0.1: the gateway listens there, its only ICE candidate is
 // 127.0.0.1, other host names do not resolve, and page requests to any other host are aborted.
 
@@ -20,7 +24,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const GATEWAY_BIN = path.resolve(HERE, process.env.GATEWAY_BIN || "../../target/debug/gateway");
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const STREAM = "browsertest";
-const OVERALL_MS = 75_000; // hard stop for the whole file (a normal run takes ~20 s)
+const OVERALL_MS = 75_000; // hard stop for the whole file (a normal run takes ~15 s)
 const MIN_FRAMES = 30;
 
 const CHROMIUM_ARGS = [
