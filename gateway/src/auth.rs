@@ -33,7 +33,11 @@ impl Auth {
     pub fn new(config: &Config) -> Self {
         Auth {
             rules: config.tokens.clone(),
-            apps: config.apps.iter().map(|a| (a.id.clone(), a.secret.clone())).collect(),
+            apps: config
+                .apps
+                .iter()
+                .map(|a| (a.id.clone(), a.secret.clone()))
+                .collect(),
             anonymous_publish: config.anonymous_publish(),
             anonymous_play: config.anonymous_play(),
         }
@@ -83,7 +87,11 @@ impl Auth {
             let equal: bool = app_secret.as_bytes().ct_eq(secret.as_bytes()).into();
             ok |= equal && app == id;
         }
-        if ok { Verdict::Allowed } else { Verdict::Unauthenticated }
+        if ok {
+            Verdict::Allowed
+        } else {
+            Verdict::Unauthenticated
+        }
     }
 }
 
@@ -98,7 +106,10 @@ fn pattern_matches(pattern: &str, stream: &str) -> bool {
 pub fn bearer(value: Option<&str>) -> Option<&str> {
     let value = value?.trim();
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -117,11 +128,23 @@ mod tests {
             play_tokens: vec!["play-secret-1".into()],
             ..Cli::default()
         });
-        assert_eq!(a.check(Some("pub-secret-1"), Action::Publish, "s"), Verdict::Allowed);
-        assert_eq!(a.check(Some("play-secret-1"), Action::Publish, "s"), Verdict::Forbidden);
-        assert_eq!(a.check(Some("nope-nope-nope"), Action::Publish, "s"), Verdict::Unauthenticated);
+        assert_eq!(
+            a.check(Some("pub-secret-1"), Action::Publish, "s"),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            a.check(Some("play-secret-1"), Action::Publish, "s"),
+            Verdict::Forbidden
+        );
+        assert_eq!(
+            a.check(Some("nope-nope-nope"), Action::Publish, "s"),
+            Verdict::Unauthenticated
+        );
         assert_eq!(a.check(None, Action::Play, "s"), Verdict::Unauthenticated);
-        assert_eq!(a.check(Some("play-secret-1"), Action::Play, "s"), Verdict::Allowed);
+        assert_eq!(
+            a.check(Some("play-secret-1"), Action::Play, "s"),
+            Verdict::Allowed
+        );
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_UDP_LISTEN")]
     pub udp_listen: Option<SocketAddr>,
     /// Host candidate addresses to advertise (repeatable). Default: every local interface address.
-    #[arg(long = "candidate-ip", env = "GATEWAY_CANDIDATE_IPS", value_delimiter = ',')]
+    #[arg(
+        long = "candidate-ip",
+        env = "GATEWAY_CANDIDATE_IPS",
+        value_delimiter = ','
+    )]
     pub candidate_ips: Vec<IpAddr>,
     /// Public address of a 1:1 NAT in front of this node (repeatable); advertised first.
     #[arg(long = "public-ip", env = "GATEWAY_PUBLIC_IPS", value_delimiter = ',')]
@@ -41,10 +45,18 @@ pub struct Cli {
     #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// A bearer token allowed to publish every stream (repeatable).
-    #[arg(long = "publish-token", env = "GATEWAY_PUBLISH_TOKENS", value_delimiter = ',')]
+    #[arg(
+        long = "publish-token",
+        env = "GATEWAY_PUBLISH_TOKENS",
+        value_delimiter = ','
+    )]
     pub publish_tokens: Vec<String>,
     /// A bearer token allowed to play every stream (repeatable).
-    #[arg(long = "play-token", env = "GATEWAY_PLAY_TOKENS", value_delimiter = ',')]
+    #[arg(
+        long = "play-token",
+        env = "GATEWAY_PLAY_TOKENS",
+        value_delimiter = ','
+    )]
     pub play_tokens: Vec<String>,
     /// An app for the session/track API as `id:secret` (repeatable).
     #[arg(long = "app", env = "GATEWAY_APPS", value_delimiter = ',')]
@@ -143,9 +155,15 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid TOML in {path}: {source}")]
-    Toml { path: PathBuf, source: toml::de::Error },
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("invalid --app {0:?}: expected id:secret")]
     App(String),
     #[error("{0}")]
@@ -194,27 +212,64 @@ impl Config {
             self.tls_key = cli.tls_key;
         }
         for token in cli.publish_tokens {
-            self.tokens.push(TokenRule { token, publish: vec!["*".into()], play: vec![] });
+            self.tokens.push(TokenRule {
+                token,
+                publish: vec!["*".into()],
+                play: vec![],
+            });
         }
         for token in cli.play_tokens {
-            self.tokens.push(TokenRule { token, publish: vec![], play: vec!["*".into()] });
+            self.tokens.push(TokenRule {
+                token,
+                publish: vec![],
+                play: vec!["*".into()],
+            });
         }
         for app in cli.apps {
-            let (id, secret) = app.split_once(':').ok_or_else(|| ConfigError::App(app.clone()))?;
-            self.apps.push(App { id: id.into(), secret: secret.into() });
+            let (id, secret) = app
+                .split_once(':')
+                .ok_or_else(|| ConfigError::App(app.clone()))?;
+            self.apps.push(App {
+                id: id.into(),
+                secret: secret.into(),
+            });
         }
         Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.tokens.iter().any(|t| t.token.len() < 8) {
-            return Err(ConfigError::Invalid("tokens must be at least 8 characters".into()));
+            return Err(ConfigError::Invalid(
+                "tokens must be at least 8 characters".into(),
+            ));
         }
-        if self.apps.iter().any(|a| a.secret.len() < 16 || a.id.is_empty()) {
-            return Err(ConfigError::Invalid("app secrets must be at least 16 characters".into()));
+        if self
+            .apps
+            .iter()
+            .any(|a| a.secret.len() < 16 || a.id.is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "app secrets must be at least 16 characters".into(),
+            ));
+        }
+        let quotable = |v: &str| !v.chars().any(|c| c == '"' || c == '\\' || c.is_control());
+        for server in &self.ice_servers {
+            let fields = [
+                Some(&server.url),
+                server.username.as_ref(),
+                server.credential.as_ref(),
+            ];
+            if !fields.into_iter().flatten().all(|v| quotable(v)) || server.url.contains('>') {
+                return Err(ConfigError::Invalid(format!(
+                    "ICE server {:?}: values may not contain quotes, backslashes, '>' or control characters",
+                    server.url
+                )));
+            }
         }
         if self.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
         }
         Ok(())
     }
@@ -223,7 +278,9 @@ impl Config {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 
@@ -243,9 +300,8 @@ mod secs {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        f64::deserialize(d).and_then(|s| {
-            Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom)
-        })
+        f64::deserialize(d)
+            .and_then(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
     }
 }
 
@@ -271,7 +327,10 @@ mod tests {
 
     #[test]
     fn a_publish_token_turns_anonymous_publishing_off_but_not_playing() {
-        let cli = Cli { publish_tokens: vec!["secret-token".into()], ..Cli::default() };
+        let cli = Cli {
+            publish_tokens: vec!["secret-token".into()],
+            ..Cli::default()
+        };
         let c = Config::load(cli).expect("loads");
         assert!(!c.anonymous_publish());
         assert!(c.anonymous_play());
@@ -303,9 +362,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("g.toml");
         std::fs::write(&path, "htp_listen = 1\n").expect("write");
-        let cli = Cli { config: Some(path), ..Cli::default() };
+        let cli = Cli {
+            config: Some(path),
+            ..Cli::default()
+        };
         assert!(matches!(Config::load(cli), Err(ConfigError::Toml { .. })));
-        let cli = Cli { publish_tokens: vec!["short".into()], ..Cli::default() };
+        let cli = Cli {
+            publish_tokens: vec!["short".into()],
+            ..Cli::default()
+        };
         assert!(Config::load(cli).is_err());
     }
 }

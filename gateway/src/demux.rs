@@ -48,11 +48,17 @@ impl Demux {
     pub fn apply(&mut self, update: DemuxUpdate) {
         match update {
             DemuxUpdate::Ufrag { ufrag, route } => {
-                self.keys.entry(route.session).or_default().ufrags.push(ufrag.clone());
+                self.keys
+                    .entry(route.session)
+                    .or_default()
+                    .ufrags
+                    .push(ufrag.clone());
                 self.by_ufrag.insert(ufrag, route);
             }
             DemuxUpdate::Remove { session } => {
-                let Some(keys) = self.keys.remove(&session) else { return };
+                let Some(keys) = self.keys.remove(&session) else {
+                    return;
+                };
                 for u in keys.ufrags {
                     self.by_ufrag.remove(&u);
                 }
@@ -67,10 +73,10 @@ impl Demux {
 
     /// The owner of a datagram from `source`, if any.
     pub fn route(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<Route> {
-        if is_stun(datagram) {
-            if let Some(route) = self.route_stun(source, datagram) {
-                return Some(route);
-            }
+        if is_stun(datagram)
+            && let Some(route) = self.route_stun(source, datagram)
+        {
+            return Some(route);
         }
         self.by_addr.get(&source).copied()
     }
@@ -87,7 +93,11 @@ impl Demux {
             keys.addrs.push(source);
             if keys.addrs.len() > MAX_ADDRS_PER_SESSION {
                 let old = keys.addrs.remove(0);
-                if self.by_addr.get(&old).is_some_and(|r| r.session == route.session) {
+                if self
+                    .by_addr
+                    .get(&old)
+                    .is_some_and(|r| r.session == route.session)
+                {
                     self.by_addr.remove(&old);
                 }
             }
@@ -117,7 +127,9 @@ mod tests {
     fn stun(username: &str) -> Vec<u8> {
         let msg = StunMessage::binding_request(username, TransId::new(), true, 1, 1, false);
         let mut buf = vec![0u8; 512];
-        let n = msg.to_bytes(Some(b"0123456789012345678901"), &mut buf, |_, _| [7u8; 20]).expect("serialises");
+        let n = msg
+            .to_bytes(Some(b"0123456789012345678901"), &mut buf, |_, _| [7u8; 20])
+            .expect("serialises");
         buf.truncate(n);
         buf
     }
@@ -126,13 +138,27 @@ mod tests {
     fn stun_routes_by_ufrag_then_media_by_address() {
         let mut d = Demux::default();
         let s = SessionId::random();
-        let route = Route { worker: 1, session: s };
-        d.apply(DemuxUpdate::Ufrag { ufrag: "ourufrag".into(), route });
+        let route = Route {
+            worker: 1,
+            session: s,
+        };
+        d.apply(DemuxUpdate::Ufrag {
+            ufrag: "ourufrag".into(),
+            route,
+        });
         let peer: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        assert_eq!(d.route(peer, &[0x80, 0, 0, 0]), None, "media before STUN is unknown");
+        assert_eq!(
+            d.route(peer, &[0x80, 0, 0, 0]),
+            None,
+            "media before STUN is unknown"
+        );
         assert_eq!(d.route(peer, &stun("ourufrag:theirs")), Some(route));
         assert_eq!(d.route(peer, &[0x80, 0, 0, 0]), Some(route));
-        assert_eq!(d.route(peer, &stun("other:theirs")), Some(route), "falls back to address");
+        assert_eq!(
+            d.route(peer, &stun("other:theirs")),
+            Some(route),
+            "falls back to address"
+        );
         d.apply(DemuxUpdate::Remove { session: s });
         assert_eq!(d.route(peer, &[0x80, 0, 0, 0]), None);
         assert_eq!(d.sessions(), 0);
@@ -142,23 +168,45 @@ mod tests {
     #[test]
     fn an_address_moves_to_the_session_its_stun_names() {
         let mut d = Demux::default();
-        let a = Route { worker: 0, session: SessionId::random() };
-        let b = Route { worker: 1, session: SessionId::random() };
-        d.apply(DemuxUpdate::Ufrag { ufrag: "aaaa".into(), route: a });
-        d.apply(DemuxUpdate::Ufrag { ufrag: "bbbb".into(), route: b });
+        let a = Route {
+            worker: 0,
+            session: SessionId::random(),
+        };
+        let b = Route {
+            worker: 1,
+            session: SessionId::random(),
+        };
+        d.apply(DemuxUpdate::Ufrag {
+            ufrag: "aaaa".into(),
+            route: a,
+        });
+        d.apply(DemuxUpdate::Ufrag {
+            ufrag: "bbbb".into(),
+            route: b,
+        });
         let peer: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
         d.route(peer, &stun("aaaa:x"));
         d.route(peer, &stun("bbbb:x"));
         assert_eq!(d.route(peer, &[0x80]), Some(b));
         d.apply(DemuxUpdate::Remove { session: a.session });
-        assert_eq!(d.route(peer, &[0x80]), Some(b), "removing a leaves b's address");
+        assert_eq!(
+            d.route(peer, &[0x80]),
+            Some(b),
+            "removing a leaves b's address"
+        );
     }
 
     #[test]
     fn addresses_per_session_are_bounded() {
         let mut d = Demux::default();
-        let a = Route { worker: 0, session: SessionId::random() };
-        d.apply(DemuxUpdate::Ufrag { ufrag: "aaaa".into(), route: a });
+        let a = Route {
+            worker: 0,
+            session: SessionId::random(),
+        };
+        d.apply(DemuxUpdate::Ufrag {
+            ufrag: "aaaa".into(),
+            route: a,
+        });
         for port in 0..100u16 {
             let peer = SocketAddr::from(([127, 0, 0, 1], 6000 + port));
             d.route(peer, &stun("aaaa:x"));

@@ -37,7 +37,11 @@ impl fmt::Debug for SessionId {
 impl FromStr for SessionId {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        if s.len() != 32
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
             return Err(());
         }
         u128::from_str_radix(s, 16).map(SessionId).map_err(|_| ())
@@ -57,14 +61,19 @@ pub fn random_token(len: usize) -> String {
         .try_fill_bytes(&mut bytes)
         .expect("operating system random number generator");
     // 62 does not divide 256, so there is a tiny bias; 4+ bits of margin per char keep it harmless.
-    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// Stream names are URL path segments chosen by users: keep them to a safe alphabet.
 pub fn valid_stream_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
         && name != "."
         && name != ".."
 }
@@ -80,7 +89,10 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.to_string().parse::<SessionId>(), Ok(a));
         assert!("xyz".parse::<SessionId>().is_err());
-        assert!(a.to_string().to_uppercase().parse::<SessionId>().is_err() || a.to_string().chars().all(|c| c.is_ascii_digit()));
+        assert!(
+            a.to_string().to_uppercase().parse::<SessionId>().is_err()
+                || a.to_string().chars().all(|c| c.is_ascii_digit())
+        );
     }
 
     #[test]

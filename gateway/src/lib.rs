@@ -6,6 +6,7 @@ pub mod config;
 pub mod demux;
 pub mod http;
 pub mod ids;
+pub mod negotiation;
 pub mod node;
 pub mod peer;
 pub mod registry;

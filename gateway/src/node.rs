@@ -53,14 +53,19 @@ pub struct NodeStats {
 
 impl Node {
     /// Bind the UDP socket and start the workers; they stop when `shutdown` is cancelled.
-    pub fn start(config: Config, shutdown: CancellationToken, tasks: &mut JoinSet<()>) -> Result<Arc<Node>, String> {
+    pub fn start(
+        config: Config,
+        shutdown: CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<Arc<Node>, String> {
         let config = Arc::new(config);
         let udp = UdpShell::bind(config.udp_listen)
             .map_err(|e| format!("cannot bind UDP {}: {e}", config.udp_listen))?;
         let peers = PeerFactory::new(&config, udp.local_addr())?;
         let registry = Arc::new(Registry::default());
         let n = config.worker_count();
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| mpsc::unbounded_channel()).unzip();
         let (demux_tx, demux_rx) = mpsc::unbounded_channel();
         let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::default()).collect();
         let ctx = Arc::new(WorkerCtx {
@@ -75,7 +80,10 @@ impl Node {
             let worker = Worker::new(i, ctx.clone());
             tasks.spawn(worker.run(rx, shutdown.clone()));
         }
-        tasks.spawn(udp.clone().receive_loop(demux_rx, senders.clone(), shutdown.clone()));
+        tasks.spawn(
+            udp.clone()
+                .receive_loop(demux_rx, senders.clone(), shutdown.clone()),
+        );
         Ok(Arc::new(Node {
             auth: Auth::new(&config),
             config,
@@ -99,7 +107,9 @@ impl Node {
     }
 
     pub fn send(&self, worker: usize, msg: WorkerMsg) -> bool {
-        self.workers.get(worker).is_some_and(|w| w.send(msg).is_ok())
+        self.workers
+            .get(worker)
+            .is_some_and(|w| w.send(msg).is_ok())
     }
 
     pub fn broadcast(&self, make: impl Fn() -> WorkerMsg) {
@@ -110,7 +120,10 @@ impl Node {
 
     /// Route datagrams naming `ufrag` to the session.
     pub fn route_ufrag(&self, ufrag: String, worker: usize, session: SessionId) {
-        let _ = self.demux.send(DemuxUpdate::Ufrag { ufrag, route: Route { worker, session } });
+        let _ = self.demux.send(DemuxUpdate::Ufrag {
+            ufrag,
+            route: Route { worker, session },
+        });
     }
 
     pub fn stats(&self) -> NodeStats {

@@ -49,7 +49,11 @@ impl PeerFactory {
         if candidates.is_empty() {
             return Err("no usable host candidate address; pass --candidate-ip".into());
         }
-        Ok(PeerFactory { provider: Arc::new(provider), cert, candidates })
+        Ok(PeerFactory {
+            provider: Arc::new(provider),
+            cert,
+            candidates,
+        })
     }
 
     pub fn candidates(&self) -> &[SocketAddr] {
@@ -57,7 +61,10 @@ impl PeerFactory {
     }
 
     fn base(&self) -> (RtcConfig, String) {
-        let creds = IceCreds { ufrag: random_token(16), pass: random_token(32) };
+        let creds = IceCreds {
+            ufrag: random_token(16),
+            pass: random_token(32),
+        };
         let ufrag = creds.ufrag.clone();
         let config = Rtc::builder()
             .set_rtp_mode(true)
@@ -69,25 +76,32 @@ impl PeerFactory {
     }
 
     fn finish(&self, mut rtc: Rtc, offer: SdpOffer, ufrag: String) -> Result<NewPeer, Problem> {
+        self.add_candidates(&mut rtc);
+        let (answer, media) = answer_offer(&mut rtc, offer)?;
+        Ok(NewPeer {
+            rtc,
+            answer,
+            ufrag,
+            media,
+        })
+    }
+
+    fn add_candidates(&self, rtc: &mut Rtc) {
         for addr in &self.candidates {
             if let Ok(c) = Candidate::host(*addr, "udp") {
                 rtc.add_local_candidate(c);
             }
         }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| Problem::bad_request(format!("offer refused: {e}")))?;
-        let answer = crlf(&answer.to_sdp_string());
-        let media = sdp_info::mlines(&answer)
-            .into_iter()
-            .filter(|m| m.is_media() && !m.rejected())
-            .filter_map(|m| {
-                let kind = if m.kind == "audio" { MediaKind::Audio } else { MediaKind::Video };
-                Some((Mid::from(m.mid?.as_str()), kind))
-            })
-            .collect();
-        Ok(NewPeer { rtc, answer, ufrag, media })
+    }
+
+    /// A session with nothing negotiated yet (the session/track API creates these); it can
+    /// push and pull any codec str0m knows.
+    pub fn empty(&self, now: Instant) -> (Rtc, String) {
+        let (mut config, ufrag) = self.base();
+        add_publisher_codecs(&mut config);
+        let mut rtc = config.build(now);
+        self.add_candidates(&mut rtc);
+        (rtc, ufrag)
     }
 
     /// A publisher (WHIP, or pushing tracks through the API): every media m-line must send, and
@@ -96,7 +110,9 @@ impl PeerFactory {
         let offer = parse_offer(offer_sdp)?;
         let lines = check_offer(offer_sdp)?;
         if let Some(m) = lines.iter().find(|m| {
-            m.is_media() && !m.rejected() && matches!(m.direction, Direction::RecvOnly | Direction::Inactive)
+            m.is_media()
+                && !m.rejected()
+                && matches!(m.direction, Direction::RecvOnly | Direction::Inactive)
         }) {
             return Err(Problem::unprocessable(format!(
                 "the {} m-line does not send; a publisher's offer must be sendonly",
@@ -104,12 +120,12 @@ impl PeerFactory {
             )));
         }
         let (mut config, ufrag) = self.base();
-        let codecs = config.codec_config();
-        // Safari and hardware encoders announce Constrained High; level is negotiable.
-        codecs.add_h264(116.into(), None, true, 0x640c1f);
-        codecs.add_h264(117.into(), None, true, 0x4d401f);
+        add_publisher_codecs(&mut config);
         let peer = self.finish(config.build(now), offer, ufrag)?;
-        let offered = lines.iter().filter(|m| m.is_media() && !m.rejected()).count();
+        let offered = lines
+            .iter()
+            .filter(|m| m.is_media() && !m.rejected())
+            .count();
         if peer.media.len() != offered {
             return Err(Problem::unprocessable(
                 "no supported codec for one of the offered tracks (video: H264, H265, VP8, VP9, AV1; audio: Opus)",
@@ -129,7 +145,9 @@ impl PeerFactory {
         let offer = parse_offer(offer_sdp)?;
         let lines = check_offer(offer_sdp)?;
         if let Some(m) = lines.iter().find(|m| {
-            m.is_media() && !m.rejected() && matches!(m.direction, Direction::SendOnly | Direction::Inactive)
+            m.is_media()
+                && !m.rejected()
+                && matches!(m.direction, Direction::SendOnly | Direction::Inactive)
         }) {
             return Err(Problem::unprocessable(format!(
                 "the {} m-line does not receive; a player's offer must be recvonly",
@@ -139,12 +157,24 @@ impl PeerFactory {
         let (mut config, ufrag) = self.base();
         let codecs = config.codec_config();
         codecs.clear();
-        let mut used: Vec<u8> = tracks.iter().flat_map(|t| t.params.iter().map(|p| *p.pt())).collect();
+        let mut used: Vec<u8> = tracks
+            .iter()
+            .flat_map(|t| t.params.iter().map(|p| *p.pt()))
+            .collect();
         for p in tracks.iter().flat_map(|t| t.params.iter()) {
             let spec = p.spec();
             // Browsers repair video with RTX; offer it even when the publisher (OBS) has none.
-            let resend = p.resend().or_else(|| spec.codec.is_video().then(|| free_pt(&mut used)).flatten());
-            codecs.add_config(p.pt(), resend, spec.codec, spec.clock_rate, spec.channels, spec.format);
+            let resend = p
+                .resend()
+                .or_else(|| spec.codec.is_video().then(|| free_pt(&mut used)).flatten());
+            codecs.add_config(
+                p.pt(),
+                resend,
+                spec.codec,
+                spec.clock_rate,
+                spec.channels,
+                spec.format,
+            );
         }
         let peer = self.finish(config.build(now), offer, ufrag)?;
         if peer.media.is_empty() {
@@ -157,19 +187,110 @@ impl PeerFactory {
     }
 }
 
+/// str0m's default codecs, plus the H264 profiles Safari and hardware encoders announce
+/// (Constrained High, Main); the level is negotiable.
+fn add_publisher_codecs(config: &mut RtcConfig) {
+    let codecs = config.codec_config();
+    codecs.add_h264(116.into(), None, true, 0x640c1f);
+    codecs.add_h264(117.into(), None, true, 0x4d401f);
+}
+
+/// Accept an offer on an `Rtc` (new or already negotiated): the answer (CRLF) and the answer's
+/// accepted media m-lines, old and new.
+pub fn answer_offer(
+    rtc: &mut Rtc,
+    offer: SdpOffer,
+) -> Result<(String, Vec<(Mid, MediaKind)>), Problem> {
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| Problem::bad_request(format!("offer refused: {e}")))?;
+    let answer = crlf(&answer.to_sdp_string());
+    let media = accepted_media(&answer);
+    Ok((answer, media))
+}
+
+/// The media m-lines an SDP accepts (port not 0), with their mids.
+pub fn accepted_media(sdp: &str) -> Vec<(Mid, MediaKind)> {
+    sdp_info::mlines(sdp)
+        .into_iter()
+        .filter(|m| m.is_media() && !m.rejected() && m.direction != Direction::Inactive)
+        .filter_map(|m| {
+            let kind = if m.kind == "audio" {
+                MediaKind::Audio
+            } else {
+                MediaKind::Video
+            };
+            Some((Mid::from(m.mid?.as_str()), kind))
+        })
+        .collect()
+}
+
 fn check_offer(sdp: &str) -> Result<Vec<MLine>, Problem> {
     let lines = sdp_info::mlines(sdp);
     if lines.len() > MAX_MLINES {
-        return Err(Problem::unprocessable(format!("more than {MAX_MLINES} m-lines")));
+        return Err(Problem::unprocessable(format!(
+            "more than {MAX_MLINES} m-lines"
+        )));
     }
     if !lines.iter().any(|m| m.is_media() && !m.rejected()) {
-        return Err(Problem::unprocessable("the offer has no audio or video m-line"));
+        return Err(Problem::unprocessable(
+            "the offer has no audio or video m-line",
+        ));
     }
     Ok(lines)
 }
 
-fn parse_offer(sdp: &str) -> Result<SdpOffer, Problem> {
-    SdpOffer::from_sdp_string(sdp).map_err(|e| Problem::bad_request(format!("malformed SDP offer: {e}")))
+pub fn parse_offer(sdp: &str) -> Result<SdpOffer, Problem> {
+    // RFC 8866 requires v=, o=, s= and t=; str0m is lenient about the last three.
+    let has = |prefix: &str| sdp.lines().any(|l| l.starts_with(prefix));
+    if !sdp.starts_with("v=0") || !has("o=") || !has("s=") || !has("t=") {
+        return Err(Problem::bad_request(
+            "malformed SDP offer: it needs v=0, o=, s= and t= lines",
+        ));
+    }
+    let mline_ok = |l: &str| {
+        let f: Vec<&str> = l.trim_end().split(' ').collect();
+        f.len() >= 4 && f[1].split('/').all(|p| p.parse::<u16>().is_ok())
+    };
+    if let Some(bad) = sdp
+        .lines()
+        .filter(|l| l.starts_with("m="))
+        .find(|l| !mline_ok(l))
+    {
+        return Err(Problem::bad_request(format!(
+            "malformed SDP offer: bad m-line {:.60}",
+            bad
+        )));
+    }
+    SdpOffer::from_sdp_string(sdp).map_err(|e| {
+        Problem::bad_request(format!(
+            "malformed SDP offer: {}",
+            sdp_error(&e.to_string())
+        ))
+    })
+}
+
+/// str0m's parse errors name a `PointerOffset(0x…)`: a heap address, which must not reach a
+/// client. Keep the human part, drop the pointer.
+pub fn sdp_error(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("PointerOffset(") {
+        out.push_str(&rest[..at]);
+        rest = rest[at..].split_once(')').map(|(_, r)| r).unwrap_or("");
+        out.push_str("the input");
+    }
+    out.push_str(rest);
+    out.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("; ")
+        .chars()
+        .take(200)
+        .collect()
 }
 
 fn free_pt(used: &mut Vec<u8>) -> Option<str0m::media::Pt> {
@@ -202,7 +323,7 @@ pub fn negotiated_params(rtc: &Rtc, mid: Mid) -> Vec<PayloadParams> {
 }
 
 /// SDP wants CRLF line ends (RFC 8866); some clients refuse a bare LF answer.
-fn crlf(sdp: &str) -> String {
+pub fn crlf(sdp: &str) -> String {
     let mut out = String::with_capacity(sdp.len() + 64);
     for line in sdp.lines() {
         out.push_str(line.trim_end_matches('\r'));
@@ -240,4 +361,20 @@ fn candidate_addrs(config: &Config, udp_local: SocketAddr) -> Vec<SocketAddr> {
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_carry_no_addresses() {
+        let e = sdp_error(
+            "SDP parse: Parse error at PointerOffset(0x7fb990007ea0)\nUnexpected `h`\nExpected `v=`",
+        );
+        assert!(!e.contains("0x"), "{e}");
+        assert!(e.contains("Unexpected"), "{e}");
+        let p = parse_offer("hello world").expect_err("garbage is refused");
+        assert!(!p.detail.contains("0x7f"), "{}", p.detail);
+    }
 }

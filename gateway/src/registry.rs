@@ -68,6 +68,13 @@ pub struct Registry {
     next_track: AtomicU64,
 }
 
+/// Why an ETag could not be replaced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EtagError {
+    NoSession,
+    Stale,
+}
+
 /// A live stream as listed on `/` and `/v1/streams`.
 #[derive(Debug, Serialize)]
 pub struct StreamSummary {
@@ -94,10 +101,10 @@ impl Registry {
 
     pub fn insert_session(&self, id: SessionId, entry: SessionEntry) {
         let mut inner = self.lock();
-        if entry.role == Role::Whep {
-            if let Some(s) = &entry.stream {
-                *inner.viewers.entry(s.clone()).or_default() += 1;
-            }
+        if entry.role == Role::Whep
+            && let Some(s) = &entry.stream
+        {
+            *inner.viewers.entry(s.clone()).or_default() += 1;
         }
         inner.sessions.insert(id, entry);
     }
@@ -132,15 +139,33 @@ impl Registry {
         self.lock().sessions.get(&id).cloned()
     }
 
-    pub fn set_etag(&self, id: SessionId, etag: String) {
-        if let Some(s) = self.lock().sessions.get_mut(&id) {
-            s.etag = etag;
+    /// Replace the session's ETag if it still is `expected` (`None`: any, for `If-Match: *`).
+    /// Checking and replacing under one lock makes concurrent ICE restarts with the same ETag
+    /// succeed exactly once.
+    pub fn swap_etag(
+        &self,
+        id: SessionId,
+        expected: Option<&str>,
+        new: String,
+    ) -> Result<(), EtagError> {
+        let mut inner = self.lock();
+        let s = inner.sessions.get_mut(&id).ok_or(EtagError::NoSession)?;
+        if expected.is_some_and(|e| e != s.etag) {
+            return Err(EtagError::Stale);
         }
+        s.etag = new;
+        Ok(())
     }
 
     pub fn add_pushed(&self, id: SessionId, tracks: &[Arc<TrackInfo>]) {
         if let Some(s) = self.lock().sessions.get_mut(&id) {
             s.pushed.extend(tracks.iter().cloned());
+        }
+    }
+
+    pub fn remove_pushed(&self, id: SessionId, tracks: &[Arc<TrackInfo>]) {
+        if let Some(s) = self.lock().sessions.get_mut(&id) {
+            s.pushed.retain(|t| !tracks.iter().any(|e| e.id == t.id));
         }
     }
 
@@ -152,19 +177,30 @@ impl Registry {
         tracks: Vec<Arc<TrackInfo>>,
     ) -> Option<SessionId> {
         let mut inner = self.lock();
-        let old = inner.streams.insert(stream, StreamEntry { publisher, tracks });
+        let old = inner
+            .streams
+            .insert(stream, StreamEntry { publisher, tracks });
         old.map(|o| o.publisher).filter(|p| *p != publisher)
     }
 
     /// The stream's current publisher and tracks.
     pub fn stream(&self, name: &str) -> Option<(SessionId, Vec<Arc<TrackInfo>>)> {
-        self.lock().streams.get(name).map(|s| (s.publisher, s.tracks.clone()))
+        self.lock()
+            .streams
+            .get(name)
+            .map(|s| (s.publisher, s.tracks.clone()))
     }
 
     /// A pushed track by its global address.
     pub fn track(&self, session: SessionId, name: &str) -> Option<Arc<TrackInfo>> {
         let inner = self.lock();
-        inner.sessions.get(&session)?.pushed.iter().find(|t| t.name == name).cloned()
+        inner
+            .sessions
+            .get(&session)?
+            .pushed
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
     }
 
     pub fn streams(&self) -> Vec<StreamSummary> {
@@ -209,7 +245,10 @@ mod tests {
         assert_eq!(r.publish("s".into(), b, vec![]), Some(a));
         assert!(r.remove_session(a).is_some());
         assert_eq!(r.stream("s").map(|s| s.0), Some(b));
-        assert!(r.remove_session(a).is_none(), "second removal finds nothing");
+        assert!(
+            r.remove_session(a).is_none(),
+            "second removal finds nothing"
+        );
         r.remove_session(b);
         assert!(r.stream("s").is_none());
     }

@@ -39,8 +39,17 @@ pub fn mlines(sdp: &str) -> Vec<MLine> {
         if let Some(rest) = line.strip_prefix("m=") {
             let mut parts = rest.split(' ');
             let kind = parts.next().unwrap_or_default().to_string();
-            let port = parts.next().and_then(|p| p.split('/').next()?.parse().ok()).unwrap_or(0);
-            out.push(MLine { kind, port, mid: None, direction: session_direction, rids: 0 });
+            let port = parts
+                .next()
+                .and_then(|p| p.split('/').next()?.parse().ok())
+                .unwrap_or(0);
+            out.push(MLine {
+                kind,
+                port,
+                mid: None,
+                direction: session_direction,
+                rids: 0,
+            });
             continue;
         }
         let direction = match line {
@@ -97,8 +106,14 @@ pub fn sdpfrag(body: &str) -> Result<SdpFrag, String> {
             return Err(format!("not an SDP fragment line: {:.60}", line));
         }
     }
-    let ufrag_ok = frag.ufrag.as_ref().is_none_or(|u| (4..=256).contains(&u.len()));
-    let pwd_ok = frag.pwd.as_ref().is_none_or(|p| (22..=256).contains(&p.len()));
+    let ufrag_ok = frag
+        .ufrag
+        .as_ref()
+        .is_none_or(|u| (4..=256).contains(&u.len()));
+    let pwd_ok = frag
+        .pwd
+        .as_ref()
+        .is_none_or(|p| (22..=256).contains(&p.len()));
     if !ufrag_ok || !pwd_ok {
         return Err("ice-ufrag must be 4-256 and ice-pwd 22-256 characters".into());
     }

@@ -21,7 +21,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
         _ => None,
     };
     if config.anonymous_publish() {
-        tracing::warn!("anonymous publishing is allowed: anyone who reaches this port can publish (set tokens to stop it)");
+        tracing::warn!(
+            "anonymous publishing is allowed: anyone who reaches this port can publish (set tokens to stop it)"
+        );
     }
     let listener = TcpListener::bind(config.http_listen)
         .await
@@ -61,7 +63,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
     Ok(())
 }
 
-async fn serve_tls(listener: TcpListener, app: axum::Router, tls: std::sync::Arc<rustls::ServerConfig>, shutdown: CancellationToken) {
+async fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     loop {
@@ -80,14 +87,15 @@ async fn serve_tls(listener: TcpListener, app: axum::Router, tls: std::sync::Arc
         let app = app.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let service = TowerToHyperService::new(app);
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

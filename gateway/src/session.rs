@@ -39,8 +39,17 @@ pub struct Pull {
 }
 
 impl Pull {
-    pub fn new(mid: Mid, kind: MediaKind, track: Option<Arc<TrackInfo>>, follow: Option<Arc<str>>) -> Pull {
-        let clock = if kind == MediaKind::Audio { 48_000 } else { 90_000 };
+    pub fn new(
+        mid: Mid,
+        kind: MediaKind,
+        track: Option<Arc<TrackInfo>>,
+        follow: Option<Arc<str>>,
+    ) -> Pull {
+        let clock = if kind == MediaKind::Audio {
+            48_000
+        } else {
+            90_000
+        };
         Pull {
             mid,
             kind,
@@ -61,7 +70,11 @@ impl Pull {
         self.track = track;
         self.pt_map.clear();
         self.rewriter.switch_source(now);
-        self.state = if connected { PullState::WaitKeyframe } else { PullState::WaitConnect };
+        self.state = if connected {
+            PullState::WaitKeyframe
+        } else {
+            PullState::WaitConnect
+        };
     }
 
     fn out_pt(&mut self, rtc: &Rtc, pt: u8) -> Option<Pt> {
@@ -69,14 +82,19 @@ impl Pull {
             return *out;
         }
         let params = self.track.as_ref()?.params.iter().find(|p| *p.pt() == pt)?;
-        let remote = rtc.media(self.mid).map(|m| m.remote_pts().to_vec()).unwrap_or_default();
+        let remote = rtc
+            .media(self.mid)
+            .map(|m| m.remote_pts().to_vec())
+            .unwrap_or_default();
         let out = rtc
             .codec_config()
             .params()
             .iter()
             .filter(|p| remote.contains(&p.pt()))
             .filter(|p| p.spec().codec == params.spec().codec)
-            .max_by_key(|p| p.spec().format.profile_level_id == params.spec().format.profile_level_id)
+            .max_by_key(|p| {
+                p.spec().format.profile_level_id == params.spec().format.profile_level_id
+            })
             .map(|p| p.pt());
         if out.is_none() {
             tracing::warn!(mid = %self.mid, pt, "viewer has no payload type for this codec; packets dropped");
@@ -87,15 +105,27 @@ impl Pull {
 
     /// Rewrite one packet for this viewer and hand it to str0m. False if nothing was written.
     pub fn write(&mut self, rtc: &mut Rtc, pkt: &SharedPacket, now: Instant) -> bool {
-        let Some(pt) = self.out_pt(rtc, pkt.pt) else { return false };
-        let Some((seq, time)) = self.rewriter.rewrite(pkt.seq, pkt.rtp_time) else { return false };
+        let Some(pt) = self.out_pt(rtc, pkt.pt) else {
+            return false;
+        };
+        let Some((seq, time)) = self.rewriter.rewrite(pkt.seq, pkt.rtp_time) else {
+            return false;
+        };
         let mut api = rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(self.mid, None) else { return false };
+        let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
+            return false;
+        };
         // The publisher's arrival time as wallclock keeps RTP time ↔ NTP time consistent in
         // our sender reports even for cached packets replayed seconds later.
-        let write = RtpWrite::new(pt, seq.into(), time as u32, pkt.received, pkt.payload.clone())
-            .marker(pkt.marker)
-            .nackable(self.kind == MediaKind::Video);
+        let write = RtpWrite::new(
+            pt,
+            seq.into(),
+            time as u32,
+            pkt.received,
+            pkt.payload.clone(),
+        )
+        .marker(pkt.marker)
+        .nackable(self.kind == MediaKind::Video);
         tx.write_rtp(write);
         self.rewriter.note_sent(now);
         true
@@ -117,10 +147,18 @@ pub struct Session {
     pub ssrcs: Vec<(Ssrc, Option<TrackId>)>,
     pub pulls: Vec<Pull>,
     pub packets_in: u64,
+    /// Our offer waiting for the client's answer (session/track API).
+    pub pending: Option<crate::negotiation::PendingOffer>,
 }
 
 impl Session {
-    pub fn new(id: SessionId, rtc: Rtc, pushed: Vec<Arc<TrackInfo>>, pulls: Vec<Pull>, now: Instant) -> Session {
+    pub fn new(
+        id: SessionId,
+        rtc: Rtc,
+        pushed: Vec<Arc<TrackInfo>>,
+        pulls: Vec<Pull>,
+        now: Instant,
+    ) -> Session {
         Session {
             id,
             rtc,
@@ -133,6 +171,7 @@ impl Session {
             ssrcs: Vec::new(),
             pulls,
             packets_in: 0,
+            pending: None,
         }
     }
 
@@ -148,10 +187,16 @@ impl Session {
             (rx.mid(), rx.rid())
         };
         let taken = rid.is_some()
-            && self.ssrcs.iter().filter_map(|(_, t)| *t).any(|t| {
-                self.pushed.iter().any(|p| p.id == t && p.mid == mid)
-            });
-        let track = if taken { None } else { self.pushed.iter().find(|t| t.mid == mid).map(|t| t.id) };
+            && self
+                .ssrcs
+                .iter()
+                .filter_map(|(_, t)| *t)
+                .any(|t| self.pushed.iter().any(|p| p.id == t && p.mid == mid));
+        let track = if taken {
+            None
+        } else {
+            self.pushed.iter().find(|t| t.mid == mid).map(|t| t.id)
+        };
         if self.ssrcs.len() < 64 {
             self.ssrcs.push((ssrc, track));
         }

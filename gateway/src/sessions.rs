@@ -11,7 +11,7 @@ use crate::http::problem::Problem;
 use crate::ids::{SessionId, random_token};
 use crate::node::Node;
 use crate::peer::negotiated_params;
-use crate::registry::{Role, SessionEntry, TrackInfo};
+use crate::registry::{EtagError, Role, SessionEntry, TrackInfo};
 use crate::session::Pull;
 use crate::worker::{Adopt, WorkerMsg};
 
@@ -33,15 +33,29 @@ fn check_capacity(node: &Node) -> Result<(), Problem> {
 /// A session that pushes the tracks of `offer`. With a stream name, it becomes that stream's
 /// publisher, replacing (and closing) any previous one: an encoder that reconnects after a
 /// network failure often cannot DELETE its old session first (OBS does exactly this).
-pub fn push(node: &Node, stream: Option<Arc<str>>, role: Role, app: Option<String>, offer: &str) -> Result<Created, Problem> {
+pub fn push(
+    node: &Node,
+    stream: Option<Arc<str>>,
+    role: Role,
+    app: Option<String>,
+    offer: &str,
+) -> Result<Created, Problem> {
     check_capacity(node)?;
     let peer = node.peers.publisher(offer, Instant::now())?;
     let id = SessionId::random();
     let worker = node.pick_worker();
     let mut tracks = Vec::new();
     for (mid, kind) in &peer.media {
-        let base = if *kind == MediaKind::Audio { "audio" } else { "video" };
-        let name = if tracks.iter().any(|t: &Arc<TrackInfo>| t.name == base) { format!("{base}-{mid}") } else { base.to_string() };
+        let base = if *kind == MediaKind::Audio {
+            "audio"
+        } else {
+            "video"
+        };
+        let name = if tracks.iter().any(|t: &Arc<TrackInfo>| t.name == base) {
+            format!("{base}-{mid}")
+        } else {
+            base.to_string()
+        };
         tracks.push(Arc::new(TrackInfo {
             id: node.registry.next_track_id(),
             session: id,
@@ -55,27 +69,54 @@ pub fn push(node: &Node, stream: Option<Arc<str>>, role: Role, app: Option<Strin
     let etag = random_token(16);
     node.registry.insert_session(
         id,
-        SessionEntry { worker, role, stream: stream.clone(), app, etag: etag.clone(), pushed: tracks.clone() },
+        SessionEntry {
+            worker,
+            role,
+            stream: stream.clone(),
+            app,
+            etag: etag.clone(),
+            pushed: tracks.clone(),
+        },
     );
     node.route_ufrag(peer.ufrag, worker, id);
-    node.send(worker, WorkerMsg::Adopt(Box::new(Adopt { id, rtc: peer.rtc, pushed: tracks.clone(), pulls: vec![] })));
+    node.send(
+        worker,
+        WorkerMsg::Adopt(Box::new(Adopt {
+            id,
+            rtc: peer.rtc,
+            pushed: tracks.clone(),
+            pulls: vec![],
+        })),
+    );
     if let Some(stream) = stream {
         if let Some(old) = node.registry.publish(stream.clone(), id, tracks.clone()) {
             tracing::info!(%stream, %old, new = %id, "a new publisher replaces the old one");
             close(node, old);
         }
         let live = tracks.clone();
-        node.broadcast(|| WorkerMsg::StreamLive { stream: stream.clone(), tracks: live.clone() });
+        node.broadcast(|| WorkerMsg::StreamLive {
+            stream: stream.clone(),
+            tracks: live.clone(),
+        });
         tracing::info!(%stream, session = %id, tracks = tracks.len(), "publishing");
     }
-    Ok(Created { id, answer: peer.answer, etag, tracks })
+    Ok(Created {
+        id,
+        answer: peer.answer,
+        etag,
+        tracks,
+    })
 }
 
 /// A session that pulls a stream's current tracks and follows the stream across republishes.
 pub fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Problem> {
     check_capacity(node)?;
     let Some((_, tracks)) = node.registry.stream(&stream) else {
-        return Err(Problem::new(http::StatusCode::CONFLICT, format!("stream {stream:?} has no publisher yet")).retry_after(2));
+        return Err(Problem::new(
+            http::StatusCode::CONFLICT,
+            format!("stream {stream:?} has no publisher yet"),
+        )
+        .retry_after(2));
     };
     let peer = node.peers.viewer(offer, &tracks, Instant::now())?;
     let mut assigned: Vec<Arc<TrackInfo>> = Vec::new();
@@ -95,27 +136,57 @@ pub fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created
     let etag = random_token(16);
     node.registry.insert_session(
         id,
-        SessionEntry { worker, role: Role::Whep, stream: Some(stream.clone()), app: None, etag: etag.clone(), pushed: vec![] },
+        SessionEntry {
+            worker,
+            role: Role::Whep,
+            stream: Some(stream.clone()),
+            app: None,
+            etag: etag.clone(),
+            pushed: vec![],
+        },
     );
     node.route_ufrag(peer.ufrag, worker, id);
-    node.send(worker, WorkerMsg::Adopt(Box::new(Adopt { id, rtc: peer.rtc, pushed: vec![], pulls })));
+    node.send(
+        worker,
+        WorkerMsg::Adopt(Box::new(Adopt {
+            id,
+            rtc: peer.rtc,
+            pushed: vec![],
+            pulls,
+        })),
+    );
     tracing::info!(%stream, session = %id, "playing");
-    Ok(Created { id, answer: peer.answer, etag, tracks: assigned })
+    Ok(Created {
+        id,
+        answer: peer.answer,
+        etag,
+        tracks: assigned,
+    })
 }
 
 /// A session that pulls given tracks, each on the offer's m-line with the given mid (the
 /// session/track API's remote tracks, when the client makes the offer).
-pub fn pull_tracks(node: &Node, app: String, offer: &str, wanted: Vec<(String, Arc<TrackInfo>)>) -> Result<Created, Problem> {
+pub fn pull_tracks(
+    node: &Node,
+    app: String,
+    offer: &str,
+    wanted: Vec<(String, Arc<TrackInfo>)>,
+) -> Result<Created, Problem> {
     check_capacity(node)?;
     let tracks: Vec<Arc<TrackInfo>> = wanted.iter().map(|(_, t)| t.clone()).collect();
     let peer = node.peers.viewer(offer, &tracks, Instant::now())?;
     let mut pulls = Vec::new();
     for (mid, kind) in &peer.media {
-        let track = wanted.iter().find(|(m, t)| m.as_str() == &**mid && t.kind == *kind).map(|(_, t)| t.clone());
+        let track = wanted
+            .iter()
+            .find(|(m, t)| m.as_str() == &**mid && t.kind == *kind)
+            .map(|(_, t)| t.clone());
         pulls.push(Pull::new(*mid, *kind, track, None));
     }
     if pulls.iter().all(|p| p.track.is_none()) {
-        return Err(Problem::unprocessable("no offered m-line matches a requested track's mid and kind"));
+        return Err(Problem::unprocessable(
+            "no offered m-line matches a requested track's mid and kind",
+        ));
     }
     let id = SessionId::random();
     let worker = node.pick_worker();
@@ -123,34 +194,95 @@ pub fn pull_tracks(node: &Node, app: String, offer: &str, wanted: Vec<(String, A
     let assigned = pulls.iter().filter_map(|p| p.track.clone()).collect();
     node.registry.insert_session(
         id,
-        SessionEntry { worker, role: Role::Api, stream: None, app: Some(app), etag: etag.clone(), pushed: vec![] },
+        SessionEntry {
+            worker,
+            role: Role::Api,
+            stream: None,
+            app: Some(app),
+            etag: etag.clone(),
+            pushed: vec![],
+        },
     );
     node.route_ufrag(peer.ufrag, worker, id);
-    node.send(worker, WorkerMsg::Adopt(Box::new(Adopt { id, rtc: peer.rtc, pushed: vec![], pulls })));
-    Ok(Created { id, answer: peer.answer, etag, tracks: assigned })
+    node.send(
+        worker,
+        WorkerMsg::Adopt(Box::new(Adopt {
+            id,
+            rtc: peer.rtc,
+            pushed: vec![],
+            pulls,
+        })),
+    );
+    Ok(Created {
+        id,
+        answer: peer.answer,
+        etag,
+        tracks: assigned,
+    })
 }
 
 /// End a session. False if there was none.
 pub fn close(node: &Node, id: SessionId) -> bool {
-    let Some(entry) = node.registry.remove_session(id) else { return false };
+    let Some(entry) = node.registry.remove_session(id) else {
+        return false;
+    };
     node.send(entry.worker, WorkerMsg::Close { session: id });
     true
 }
 
-/// ICE restart: new remote credentials in, new local credentials and ETag out.
-pub async fn ice_restart(node: &Node, id: SessionId, ufrag: String, pwd: String) -> Result<(String, String, String), Problem> {
-    let entry = node.registry.session(id).ok_or_else(|| Problem::not_found("no such session"))?;
+/// ICE restart: new remote credentials in, new local credentials and ETag out. `if_match` is the
+/// request's ETag without quotes (`None` for `*`); a stale one fails without touching the session.
+pub async fn ice_restart(
+    node: &Node,
+    id: SessionId,
+    if_match: Option<&str>,
+    ufrag: String,
+    pwd: String,
+) -> Result<(String, String, String), Problem> {
+    let entry = node
+        .registry
+        .session(id)
+        .ok_or_else(|| Problem::not_found("no such session"))?;
+    let etag = random_token(16);
+    match node.registry.swap_etag(id, if_match, etag.clone()) {
+        Ok(()) => {}
+        Err(EtagError::NoSession) => return Err(Problem::not_found("no such session")),
+        Err(EtagError::Stale) => {
+            return Err(Problem::new(
+                http::StatusCode::PRECONDITION_FAILED,
+                "the ICE session changed (stale ETag)",
+            ));
+        }
+    }
     let (tx, rx) = oneshot::channel();
     let remote = str0m::IceCreds { ufrag, pass: pwd };
-    node.send(entry.worker, WorkerMsg::IceRestart { session: id, remote, reply: tx });
-    let local = rx.await.ok().flatten().ok_or_else(|| Problem::not_found("session ended"))?;
-    let etag = random_token(16);
-    node.registry.set_etag(id, etag.clone());
+    node.send(
+        entry.worker,
+        WorkerMsg::IceRestart {
+            session: id,
+            remote,
+            reply: tx,
+        },
+    );
+    let local = rx
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| Problem::not_found("session ended"))?;
     Ok((local.ufrag, local.pass, etag))
 }
 
 pub fn trickle(node: &Node, id: SessionId, candidates: Vec<String>) -> Result<(), Problem> {
-    let entry = node.registry.session(id).ok_or_else(|| Problem::not_found("no such session"))?;
-    node.send(entry.worker, WorkerMsg::Trickle { session: id, candidates });
+    let entry = node
+        .registry
+        .session(id)
+        .ok_or_else(|| Problem::not_found("no such session"))?;
+    node.send(
+        entry.worker,
+        WorkerMsg::Trickle {
+            session: id,
+            candidates,
+        },
+    );
     Ok(())
 }

@@ -30,7 +30,12 @@ pub struct TrackState {
 }
 
 impl TrackState {
-    pub fn new(info: Arc<TrackInfo>, origin: bool, keyframe_cache_bytes: usize, kf_interval: Duration) -> TrackState {
+    pub fn new(
+        info: Arc<TrackInfo>,
+        origin: bool,
+        keyframe_cache_bytes: usize,
+        kf_interval: Duration,
+    ) -> TrackState {
         let codec = info
             .params
             .first()
@@ -56,7 +61,9 @@ impl TrackState {
     /// The codec of a packet's payload type (a publisher may negotiate several).
     pub fn codec_of(&self, pt: u8) -> relay::Codec {
         match self.info.params.iter().find(|p| *p.pt() == pt) {
-            Some(p) if p.pt() != self.info.params[0].pt() => relay::Codec::from_name(&p.spec().codec.to_string()),
+            Some(p) if p.pt() != self.info.params[0].pt() => {
+                relay::Codec::from_name(&p.spec().codec.to_string())
+            }
             _ => self.codec,
         }
     }

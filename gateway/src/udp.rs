@@ -45,8 +45,13 @@ pub struct UdpShell {
 
 impl UdpShell {
     pub fn bind(addr: SocketAddr) -> io::Result<Arc<UdpShell>> {
-        let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
-        let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        let domain = if addr.is_ipv4() {
+            socket2::Domain::IPV4
+        } else {
+            socket2::Domain::IPV6
+        };
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         let socket: std::net::UdpSocket = socket.into();
@@ -74,11 +79,23 @@ impl UdpShell {
     /// Send one datagram from `source` (a local candidate) to `destination`. A full socket
     /// buffer waits for room; any other error is counted and the datagram dropped, as UDP would.
     pub async fn send(&self, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
-        let src_ip = self.local.ip().is_unspecified().then_some(source.ip()).filter(|ip| !ip.is_unspecified());
-        let transmit = quinn_udp::Transmit { destination, ecn: None, contents, segment_size: None, src_ip };
+        let src_ip = self
+            .local
+            .ip()
+            .is_unspecified()
+            .then_some(source.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let transmit = quinn_udp::Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip,
+        };
         loop {
             let r = self.socket.try_io(Interest::WRITABLE, || {
-                self.state.try_send(UdpSockRef::from(&self.socket), &transmit)
+                self.state
+                    .try_send(UdpSockRef::from(&self.socket), &transmit)
             });
             match r {
                 Ok(()) => {
@@ -91,7 +108,11 @@ impl UdpShell {
                     }
                 }
                 Err(e) => {
-                    if self.send_errors.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+                    if self
+                        .send_errors
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(1000)
+                    {
                         tracing::warn!(%destination, error = %e, "UDP send failed");
                     }
                     return;
@@ -139,9 +160,11 @@ impl UdpShell {
         workers: &[mpsc::UnboundedSender<WorkerMsg>],
     ) {
         loop {
-            let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let mut slices: Vec<IoSliceMut<'_>> =
+                bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
             let r = self.socket.try_io(Interest::READABLE, || {
-                self.state.recv(UdpSockRef::from(&self.socket), &mut slices, metas)
+                self.state
+                    .recv(UdpSockRef::from(&self.socket), &mut slices, metas)
             });
             let n = match r {
                 Ok(n) => n,
@@ -154,7 +177,8 @@ impl UdpShell {
             };
             let at = Instant::now();
             for (meta, buf) in metas.iter().zip(bufs.iter()).take(n) {
-                let destination = SocketAddr::new(meta.dst_ip.unwrap_or(self.local.ip()), self.local.port());
+                let destination =
+                    SocketAddr::new(meta.dst_ip.unwrap_or(self.local.ip()), self.local.port());
                 let stride = meta.stride.max(1);
                 for chunk in buf[..meta.len].chunks(stride) {
                     self.received.fetch_add(1, Ordering::Relaxed);
@@ -163,7 +187,13 @@ impl UdpShell {
                         self.unrouted.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
-                    let datagram = Datagram { session: route.session, source, destination, data: chunk.to_vec(), at };
+                    let datagram = Datagram {
+                        session: route.session,
+                        source,
+                        destination,
+                        data: chunk.to_vec(),
+                        at,
+                    };
                     if let Some(w) = workers.get(route.worker) {
                         let _ = w.send(WorkerMsg::Datagram(datagram));
                     }

@@ -40,20 +40,52 @@ pub struct Adopt {
 pub enum WorkerMsg {
     Datagram(Datagram),
     Adopt(Box<Adopt>),
-    Close { session: SessionId },
-    Trickle { session: SessionId, candidates: Vec<String> },
-    IceRestart { session: SessionId, remote: IceCreds, reply: oneshot::Sender<Option<IceCreds>> },
+    Close {
+        session: SessionId,
+    },
+    Trickle {
+        session: SessionId,
+        candidates: Vec<String>,
+    },
+    IceRestart {
+        session: SessionId,
+        remote: IceCreds,
+        reply: oneshot::Sender<Option<IceCreds>>,
+    },
     /// Origin → worker with viewers: one packet of a track.
-    Media { track: TrackId, packet: SharedPacket },
+    Media {
+        track: TrackId,
+        packet: SharedPacket,
+    },
     /// Worker with viewers → origin: start sending me this track (keyframe run first).
-    Subscribe { track: Arc<TrackInfo>, worker: usize },
-    Unsubscribe { track: TrackId, worker: usize },
+    Subscribe {
+        track: Arc<TrackInfo>,
+        worker: usize,
+    },
+    Unsubscribe {
+        track: TrackId,
+        worker: usize,
+    },
     /// Worker with viewers → origin: a viewer asked for a keyframe.
-    KeyframeRequest { track: TrackId },
+    KeyframeRequest {
+        track: TrackId,
+    },
     /// Origin → worker with viewers: the publisher is gone.
-    TrackEnded { track: TrackId },
+    TrackEnded {
+        track: TrackId,
+    },
+    /// The session/track API renegotiates a session.
+    Negotiate {
+        session: SessionId,
+        negotiation: crate::negotiation::Negotiation,
+        reply:
+            oneshot::Sender<Result<crate::negotiation::Negotiated, crate::http::problem::Problem>>,
+    },
     /// A stream has a (new) publisher: viewers following it re-attach.
-    StreamLive { stream: Arc<str>, tracks: Vec<Arc<TrackInfo>> },
+    StreamLive {
+        stream: Arc<str>,
+        tracks: Vec<Arc<TrackInfo>>,
+    },
 }
 
 /// Counters readable from the HTTP side without asking the worker.
@@ -82,11 +114,11 @@ pub struct WorkerCtx {
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
 
 pub struct Worker {
-    index: usize,
-    ctx: Arc<WorkerCtx>,
+    pub(crate) index: usize,
+    pub(crate) ctx: Arc<WorkerCtx>,
     stats: Arc<WorkerStats>,
-    sessions: HashMap<SessionId, Session>,
-    tracks: HashMap<TrackId, TrackState>,
+    pub(crate) sessions: HashMap<SessionId, Session>,
+    pub(crate) tracks: HashMap<TrackId, TrackState>,
     timers: BTreeSet<(Instant, SessionId)>,
     dirty: Vec<SessionId>,
     pending_keyframes: Vec<TrackId>,
@@ -111,7 +143,11 @@ impl Worker {
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WorkerMsg>, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<WorkerMsg>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -152,19 +188,23 @@ impl Worker {
             d = d.min(*t);
         }
         for t in &self.pending_keyframes {
-            if let Some(when) = self.tracks.get(t).and_then(|t| t.keyframe_requests.poll_timeout()) {
+            if let Some(when) = self
+                .tracks
+                .get(t)
+                .and_then(|t| t.keyframe_requests.poll_timeout())
+            {
                 d = d.min(when);
             }
         }
         d
     }
 
-    fn mark(&mut self, id: SessionId) {
-        if let Some(s) = self.sessions.get_mut(&id) {
-            if !s.dirty {
-                s.dirty = true;
-                self.dirty.push(id);
-            }
+    pub(crate) fn mark(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id)
+            && !s.dirty
+        {
+            s.dirty = true;
+            self.dirty.push(id);
         }
     }
 
@@ -178,29 +218,47 @@ impl Worker {
                     self.mark(session);
                 }
             }
-            WorkerMsg::Trickle { session, candidates } => {
+            WorkerMsg::Trickle {
+                session,
+                candidates,
+            } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     for c in candidates {
                         match Candidate::from_sdp_string(&c) {
                             // mDNS names cannot be resolved here and are dropped silently.
                             Ok(c) => s.rtc.add_remote_candidate(c),
-                            Err(e) => tracing::debug!(%session, error = %e, "ignored trickled candidate"),
+                            Err(e) => {
+                                tracing::debug!(%session, error = %e, "ignored trickled candidate")
+                            }
                         }
                     }
                     self.mark(session);
                 }
             }
-            WorkerMsg::IceRestart { session, remote, reply } => {
+            WorkerMsg::IceRestart {
+                session,
+                remote,
+                reply,
+            } => {
                 let local = self.sessions.get_mut(&session).map(|s| {
-                    let local = IceCreds { ufrag: random_token(16), pass: random_token(32) };
+                    let local = IceCreds {
+                        ufrag: random_token(16),
+                        pass: random_token(32),
+                    };
                     let mut api = s.rtc.direct_api();
                     api.set_remote_ice_credentials(remote);
                     api.set_local_ice_credentials(local.clone());
                     local
                 });
                 if let Some(l) = &local {
-                    let route = Route { worker: self.index, session };
-                    let _ = self.ctx.demux.send(DemuxUpdate::Ufrag { ufrag: l.ufrag.clone(), route });
+                    let route = Route {
+                        worker: self.index,
+                        session,
+                    };
+                    let _ = self.ctx.demux.send(DemuxUpdate::Ufrag {
+                        ufrag: l.ufrag.clone(),
+                        route,
+                    });
                     self.mark(session);
                 }
                 let _ = reply.send(local);
@@ -219,15 +277,31 @@ impl Worker {
                 }
             }
             WorkerMsg::StreamLive { stream, tracks } => self.on_stream_live(&stream, &tracks, now),
+            WorkerMsg::Negotiate {
+                session,
+                negotiation,
+                reply,
+            } => {
+                let _ = reply.send(self.negotiate(session, negotiation, now));
+            }
         }
     }
 
     fn on_datagram(&mut self, d: Datagram) {
-        let Some(s) = self.sessions.get_mut(&d.session) else { return };
-        let Ok(contents) = d.data.as_slice().try_into() else { return };
+        let Some(s) = self.sessions.get_mut(&d.session) else {
+            return;
+        };
+        let Ok(contents) = d.data.as_slice().try_into() else {
+            return;
+        };
         let input = Input::Receive(
             d.at,
-            Receive { proto: Protocol::Udp, source: d.source, destination: d.destination, contents },
+            Receive {
+                proto: Protocol::Udp,
+                source: d.source,
+                destination: d.destination,
+                contents,
+            },
         );
         if let Err(e) = s.rtc.handle_input(input) {
             tracing::debug!(session = %d.session, error = %e, "input refused");
@@ -250,9 +324,14 @@ impl Worker {
             );
             self.tracks.insert(info.id, t);
         }
-        let attach: Vec<(usize, Arc<TrackInfo>)> =
-            a.pulls.iter().enumerate().filter_map(|(i, p)| Some((i, p.track.clone()?))).collect();
-        self.sessions.insert(id, Session::new(id, a.rtc, a.pushed, a.pulls, now));
+        let attach: Vec<(usize, Arc<TrackInfo>)> = a
+            .pulls
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.track.clone()?)))
+            .collect();
+        self.sessions
+            .insert(id, Session::new(id, a.rtc, a.pushed, a.pulls, now));
         for (i, track) in attach {
             self.subscribe_local(id, i, track, now);
         }
@@ -264,7 +343,13 @@ impl Worker {
     }
 
     /// Make session `id`'s pull `i` receive `track` through this worker's copy of it.
-    fn subscribe_local(&mut self, id: SessionId, i: usize, track: Arc<TrackInfo>, now: Instant) {
+    pub(crate) fn subscribe_local(
+        &mut self,
+        id: SessionId,
+        i: usize,
+        track: Arc<TrackInfo>,
+        now: Instant,
+    ) {
         let track_id = track.id;
         if !self.tracks.contains_key(&track_id) {
             if track.origin_worker == self.index {
@@ -279,13 +364,16 @@ impl Worker {
             );
             self.tracks.insert(track_id, t);
             if let Some(origin) = self.ctx.peers.get(track.origin_worker) {
-                let _ = origin.send(WorkerMsg::Subscribe { track, worker: self.index });
+                let _ = origin.send(WorkerMsg::Subscribe {
+                    track,
+                    worker: self.index,
+                });
             }
         }
-        if let Some(t) = self.tracks.get_mut(&track_id) {
-            if !t.subscribers.contains(&id) {
-                t.subscribers.push(id);
-            }
+        if let Some(t) = self.tracks.get_mut(&track_id)
+            && !t.subscribers.contains(&id)
+        {
+            t.subscribers.push(id);
         }
         let connected = self.sessions.get(&id).is_some_and(|s| s.connected);
         if connected {
@@ -296,10 +384,18 @@ impl Worker {
     /// A connected viewer's pull begins: video from the cached keyframe run when there is one,
     /// otherwise from the next keyframe (and the publisher is asked for one).
     fn start_pull(&mut self, id: SessionId, i: usize, now: Instant) {
-        let Some(s) = self.sessions.get_mut(&id) else { return };
-        let Some(pull) = s.pulls.get_mut(i) else { return };
-        let Some(track_id) = pull.track_id() else { return };
-        let Some(t) = self.tracks.get(&track_id) else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(pull) = s.pulls.get_mut(i) else {
+            return;
+        };
+        let Some(track_id) = pull.track_id() else {
+            return;
+        };
+        let Some(t) = self.tracks.get(&track_id) else {
+            return;
+        };
         if pull.kind == MediaKind::Audio {
             pull.state = PullState::Live;
             return;
@@ -309,7 +405,9 @@ impl Worker {
             for p in t.keyframes.run() {
                 pull.write(&mut s.rtc, p, now);
             }
-            self.stats.keyframe_runs_served.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .keyframe_runs_served
+                .fetch_add(1, Ordering::Relaxed);
             self.mark(id);
         } else {
             pull.state = PullState::WaitKeyframe;
@@ -318,7 +416,9 @@ impl Worker {
     }
 
     fn on_subscribe(&mut self, track: Arc<TrackInfo>, worker: usize) {
-        let Some(peer) = self.ctx.peers.get(worker) else { return };
+        let Some(peer) = self.ctx.peers.get(worker) else {
+            return;
+        };
         let Some(t) = self.tracks.get_mut(&track.id) else {
             let _ = peer.send(WorkerMsg::TrackEnded { track: track.id });
             return;
@@ -328,7 +428,10 @@ impl Worker {
         }
         // The run goes first, in order, on the same channel the live packets follow.
         for p in t.keyframes.run() {
-            let _ = peer.send(WorkerMsg::Media { track: track.id, packet: p.clone() });
+            let _ = peer.send(WorkerMsg::Media {
+                track: track.id,
+                packet: p.clone(),
+            });
         }
     }
 
@@ -339,7 +442,9 @@ impl Worker {
                 if pull.follow.as_deref() != Some(stream) {
                     continue;
                 }
-                let Some(new) = tracks.iter().find(|t| t.kind == pull.kind) else { continue };
+                let Some(new) = tracks.iter().find(|t| t.kind == pull.kind) else {
+                    continue;
+                };
                 if pull.track_id() != Some(new.id) {
                     moves.push((*id, i, pull.track_id(), new.clone()));
                 }
@@ -359,14 +464,19 @@ impl Worker {
         }
     }
 
-    fn unsubscribe_local(&mut self, id: SessionId, track: TrackId) {
-        let Some(t) = self.tracks.get_mut(&track) else { return };
+    pub(crate) fn unsubscribe_local(&mut self, id: SessionId, track: TrackId) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
         t.subscribers.retain(|s| *s != id);
         if t.subscribers.is_empty() && !t.origin {
             let origin = t.info.origin_worker;
             self.tracks.remove(&track);
             if let Some(o) = self.ctx.peers.get(origin) {
-                let _ = o.send(WorkerMsg::Unsubscribe { track, worker: self.index });
+                let _ = o.send(WorkerMsg::Unsubscribe {
+                    track,
+                    worker: self.index,
+                });
             }
         }
     }
@@ -384,14 +494,18 @@ impl Worker {
     }
 
     fn request_keyframe(&mut self, track: TrackId, now: Instant) {
-        let Some(t) = self.tracks.get_mut(&track) else { return };
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
         if !t.origin {
             if let Some(o) = self.ctx.peers.get(t.info.origin_worker) {
                 let _ = o.send(WorkerMsg::KeyframeRequest { track });
             }
             return;
         }
-        self.stats.keyframe_requests_received.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .keyframe_requests_received
+            .fetch_add(1, Ordering::Relaxed);
         t.keyframe_requests.request(now);
         if !self.pending_keyframes.contains(&track) {
             self.pending_keyframes.push(track);
@@ -401,18 +515,26 @@ impl Worker {
     fn flush_keyframe_requests(&mut self, now: Instant) {
         let mut still = Vec::new();
         for track in std::mem::take(&mut self.pending_keyframes) {
-            let Some(t) = self.tracks.get_mut(&track) else { continue };
-            if t.keyframe_requests.poll(now) {
-                if let Some(s) = self.sessions.get_mut(&t.info.session) {
-                    if let Some(rx) = s.rtc.direct_api().stream_rx_by_mid(t.info.mid, None) {
-                        rx.request_keyframe(KeyframeRequestKind::Pli);
-                        self.stats.keyframe_requests_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let id = s.id;
-                    self.mark(id);
+            let Some(t) = self.tracks.get_mut(&track) else {
+                continue;
+            };
+            if t.keyframe_requests.poll(now)
+                && let Some(s) = self.sessions.get_mut(&t.info.session)
+            {
+                if let Some(rx) = s.rtc.direct_api().stream_rx_by_mid(t.info.mid, None) {
+                    rx.request_keyframe(KeyframeRequestKind::Pli);
+                    self.stats
+                        .keyframe_requests_sent
+                        .fetch_add(1, Ordering::Relaxed);
                 }
+                let id = s.id;
+                self.mark(id);
             }
-            if self.tracks.get(&track).is_some_and(|t| t.keyframe_requests.poll_timeout().is_some()) {
+            if self
+                .tracks
+                .get(&track)
+                .is_some_and(|t| t.keyframe_requests.poll_timeout().is_some())
+            {
                 still.push(track);
             }
         }
@@ -422,7 +544,9 @@ impl Worker {
     /// One packet of a track enters this worker: cache it once, give it to each local viewer,
     /// and (origin only) to each other worker with viewers.
     fn fan_out(&mut self, track: TrackId, pkt: SharedPacket, now: Instant) {
-        let Some(t) = self.tracks.get_mut(&track) else { return };
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
         t.cache.insert(pkt.clone(), now);
         t.keyframes.push(&pkt);
         t.packets += 1;
@@ -430,7 +554,13 @@ impl Worker {
         match t.highest_seq {
             Some(h) if pkt.seq > h + 1 => {
                 t.seq_gaps += pkt.seq - h - 1;
-                tracing::debug!(track = t.info.id.0, from = h, to = pkt.seq, origin = t.origin, "sequence gap");
+                tracing::debug!(
+                    track = t.info.id.0,
+                    from = h,
+                    to = pkt.seq,
+                    origin = t.origin,
+                    "sequence gap"
+                );
             }
             _ => {}
         }
@@ -443,14 +573,21 @@ impl Worker {
         if t.origin {
             for w in &t.remote_workers {
                 if let Some(peer) = self.ctx.peers.get(*w) {
-                    let _ = peer.send(WorkerMsg::Media { track, packet: pkt.clone() });
-                    self.stats.cross_worker_packets.fetch_add(1, Ordering::Relaxed);
+                    let _ = peer.send(WorkerMsg::Media {
+                        track,
+                        packet: pkt.clone(),
+                    });
+                    self.stats
+                        .cross_worker_packets
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
         let mut written = 0u64;
         for id in &t.subscribers {
-            let Some(s) = self.sessions.get_mut(id) else { continue };
+            let Some(s) = self.sessions.get_mut(id) else {
+                continue;
+            };
             let mut wrote = false;
             for pull in s.pulls.iter_mut().filter(|p| p.track_id() == Some(track)) {
                 match pull.state {
@@ -472,10 +609,16 @@ impl Worker {
     }
 
     fn on_rtp(&mut self, id: SessionId, rtp: RtpPacket) {
-        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         s.packets_in += 1;
-        let Some(track) = s.track_for_ssrc(rtp.header.ssrc) else { return };
-        let Some(t) = self.tracks.get(&track) else { return };
+        let Some(track) = s.track_for_ssrc(rtp.header.ssrc) else {
+            return;
+        };
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
         let pt = *rtp.header.payload_type;
         let codec = t.codec_of(pt);
         let packet = Arc::new(MediaPacket {
@@ -495,7 +638,9 @@ impl Worker {
         match event {
             Event::RtpPacket(p) => self.on_rtp(id, p),
             Event::Connected => {
-                let Some(s) = self.sessions.get_mut(&id) else { return };
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
                 s.connected = true;
                 tracing::info!(session = %id, after_ms = now.duration_since(s.created).as_millis() as u64, "connected");
                 let n = s.pulls.len();
@@ -527,7 +672,9 @@ impl Worker {
     /// Poll every session that had input until it has nothing more to say.
     fn drive(&mut self, now: Instant) {
         while let Some(id) = self.dirty.pop() {
-            let Some(s) = self.sessions.get_mut(&id) else { continue };
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
             s.dirty = false;
             let mut events = Vec::new();
             let alive = loop {
@@ -603,21 +750,16 @@ impl Worker {
 
     /// Remove a session and everything that hangs off it.
     fn reap(&mut self, id: SessionId, now: Instant) {
-        let Some(s) = self.sessions.remove(&id) else { return };
+        let Some(s) = self.sessions.remove(&id) else {
+            return;
+        };
         if let Some(t) = s.timeout {
             self.timers.remove(&(t, id));
         }
         self.ctx.registry.remove_session(id);
         let _ = self.ctx.demux.send(DemuxUpdate::Remove { session: id });
         for info in &s.pushed {
-            if let Some(t) = self.tracks.remove(&info.id) {
-                for w in &t.remote_workers {
-                    if let Some(peer) = self.ctx.peers.get(*w) {
-                        let _ = peer.send(WorkerMsg::TrackEnded { track: info.id });
-                    }
-                }
-                self.detach_all(&t.subscribers, info.id, now);
-            }
+            self.end_track(info.id, now);
         }
         for pull in &s.pulls {
             if let Some(track) = pull.track_id() {
@@ -628,9 +770,25 @@ impl Worker {
         self.update_gauges();
     }
 
-    fn update_gauges(&self) {
-        self.stats.sessions.store(self.sessions.len(), Ordering::Relaxed);
-        self.stats.tracks.store(self.tracks.len(), Ordering::Relaxed);
+    /// A pushed track ends: other workers drop their copies, local viewers wait.
+    pub(crate) fn end_track(&mut self, track: TrackId, now: Instant) {
+        if let Some(t) = self.tracks.remove(&track) {
+            for w in &t.remote_workers {
+                if let Some(peer) = self.ctx.peers.get(*w) {
+                    let _ = peer.send(WorkerMsg::TrackEnded { track });
+                }
+            }
+            self.detach_all(&t.subscribers, track, now);
+        }
+    }
+
+    pub(crate) fn update_gauges(&self) {
+        self.stats
+            .sessions
+            .store(self.sessions.len(), Ordering::Relaxed);
+        self.stats
+            .tracks
+            .store(self.tracks.len(), Ordering::Relaxed);
     }
 
     async fn send(&mut self) {
@@ -639,7 +797,10 @@ impl Worker {
         }
         let out = std::mem::take(&mut self.out);
         for t in &out {
-            self.ctx.udp.send(t.source, t.destination, &t.contents).await;
+            self.ctx
+                .udp
+                .send(t.source, t.destination, &t.contents)
+                .await;
         }
         self.out = out;
         self.out.clear();

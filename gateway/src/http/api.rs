@@ -76,12 +76,19 @@ fn own_session(node: &Node, app: &str, id: &str) -> Result<SessionId, Problem> {
     Ok(id)
 }
 
-async fn json_body<T: for<'de> Deserialize<'de> + Default>(node: &Node, headers: &HeaderMap, body: Body) -> Result<T, Problem> {
+async fn json_body<T: for<'de> Deserialize<'de> + Default>(
+    node: &Node,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, Problem> {
     let bytes = read_body(body, node.config.max_body_bytes).await?;
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     if !ct.starts_with("application/json") {
         return Err(Problem::unsupported_media_type("application/json"));
     }
@@ -103,9 +110,15 @@ pub async fn new_session(
         ));
     };
     if desc.kind != "offer" {
-        return Err(Problem::bad_request("sessionDescription.type must be \"offer\""));
+        return Err(Problem::bad_request(
+            "sessionDescription.type must be \"offer\"",
+        ));
     }
-    let remote: Vec<&TrackObject> = req.tracks.iter().filter(|t| t.location.as_deref() == Some("remote")).collect();
+    let remote: Vec<&TrackObject> = req
+        .tracks
+        .iter()
+        .filter(|t| t.location.as_deref() == Some("remote"))
+        .collect();
     if remote.is_empty() {
         let c = sessions::push(&node, None, Role::Api, Some(app), &desc.sdp)?;
         let body = serde_json::json!({
@@ -122,7 +135,9 @@ pub async fn new_session(
         return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
     if remote.len() != req.tracks.len() {
-        return Err(Problem::unprocessable("a session either pushes its offer's tracks or pulls remote ones, not both yet"));
+        return Err(Problem::unprocessable(
+            "a session either pushes its offer's tracks or pulls remote ones, not both yet",
+        ));
     }
     // Remote tracks are pulled by their global address; each names the m-line (mid) of the offer.
     let mut wanted = Vec::new();
@@ -141,13 +156,16 @@ pub async fn new_session(
             Some(w) => wanted.push(w),
             None => {
                 out.error_code = Some("not_found".into());
-                out.error_description = Some("no such track (sessionId, trackName, mid are required)".into());
+                out.error_description =
+                    Some("no such track (sessionId, trackName, mid are required)".into());
             }
         }
         results.push(out);
     }
     if wanted.is_empty() {
-        return Err(Problem::not_found("none of the requested remote tracks exists"));
+        return Err(Problem::not_found(
+            "none of the requested remote tracks exists",
+        ));
     }
     let c = sessions::pull_tracks(&node, app, &desc.sdp, wanted)?;
     let body = serde_json::json!({
@@ -167,7 +185,10 @@ pub async fn get_session(
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
     let id = own_session(&node, &app, &id)?;
-    let entry = node.registry.session(id).ok_or_else(|| Problem::not_found("no such session"))?;
+    let entry = node
+        .registry
+        .session(id)
+        .ok_or_else(|| Problem::not_found("no such session"))?;
     let tracks: Vec<TrackObject> = entry
         .pushed
         .iter()
@@ -199,11 +220,16 @@ pub async fn new_tracks(
         .into_iter()
         .map(|mut t| {
             t.error_code = Some("not_supported".into());
-            t.error_description = Some("adding tracks to an existing session is not implemented yet".into());
+            t.error_description =
+                Some("adding tracks to an existing session is not implemented yet".into());
             t
         })
         .collect();
-    let resp = TracksResponse { session_description: None, tracks, requires_immediate_renegotiation: false };
+    let resp = TracksResponse {
+        session_description: None,
+        tracks,
+        requires_immediate_renegotiation: false,
+    };
     Ok((StatusCode::NOT_IMPLEMENTED, Json(resp)).into_response())
 }
 
@@ -215,7 +241,10 @@ pub async fn renegotiate(
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
     own_session(&node, &app, &id)?;
-    Err(Problem::new(StatusCode::NOT_IMPLEMENTED, "renegotiation is not implemented yet"))
+    Err(Problem::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "renegotiation is not implemented yet",
+    ))
 }
 
 /// `PUT …/tracks/close`: closing every track of the session ends it.
@@ -227,5 +256,8 @@ pub async fn close_tracks(
     app_auth(&node, &app, &headers)?;
     let id = own_session(&node, &app, &id)?;
     sessions::close(&node, id);
-    Ok(Json(serde_json::json!({ "tracks": [], "requiresImmediateRenegotiation": false })).into_response())
+    Ok(
+        Json(serde_json::json!({ "tracks": [], "requiresImmediateRenegotiation": false }))
+            .into_response(),
+    )
 }

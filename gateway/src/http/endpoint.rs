@@ -19,7 +19,9 @@ fn stream_name(stream: &str) -> Result<Arc<str>, Problem> {
     if valid_stream_name(stream) {
         Ok(stream.into())
     } else {
-        Err(Problem::bad_request("stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~"))
+        Err(Problem::bad_request(
+            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
+        ))
     }
 }
 
@@ -27,14 +29,20 @@ fn created(node: &crate::node::Node, prefix: &str, stream: &str, c: Created) -> 
     let location = format!("/{prefix}/{stream}/{}", c.id);
     let mut r = (StatusCode::CREATED, c.answer).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", c.etag)) {
         h.insert(header::ETAG, v);
     }
-    h.insert("accept-patch", HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+    h.insert(
+        "accept-patch",
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
     with_links(r, node)
 }
 
@@ -46,7 +54,13 @@ pub async fn whip_post(
 ) -> Result<Response, Problem> {
     let name = stream_name(&stream)?;
     authorize(&node, &headers, Action::Publish, &name)?;
-    let offer = read_text(&headers, body, "application/sdp", node.config.max_body_bytes).await?;
+    let offer = read_text(
+        &headers,
+        body,
+        "application/sdp",
+        node.config.max_body_bytes,
+    )
+    .await?;
     let c = sessions::push(&node, Some(name), Role::Whip, None, &offer)?;
     Ok(created(&node, "whip", &stream, c))
 }
@@ -59,7 +73,13 @@ pub async fn whep_post(
 ) -> Result<Response, Problem> {
     let name = stream_name(&stream)?;
     authorize(&node, &headers, Action::Play, &name)?;
-    let offer = read_text(&headers, body, "application/sdp", node.config.max_body_bytes).await?;
+    let offer = read_text(
+        &headers,
+        body,
+        "application/sdp",
+        node.config.max_body_bytes,
+    )
+    .await?;
     let c = sessions::pull_stream(&node, name, &offer)?;
     Ok(created(&node, "whep", &stream, c))
 }
@@ -67,8 +87,12 @@ pub async fn whep_post(
 /// CORS preflight and ICE-server discovery (some players read the `Link`s from OPTIONS).
 pub async fn options(State(node): State<AppState>) -> Response {
     let mut r = empty(StatusCode::OK);
-    r.headers_mut().insert("accept-post", HeaderValue::from_static("application/sdp"));
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST, GET, HEAD"));
+    r.headers_mut()
+        .insert("accept-post", HeaderValue::from_static("application/sdp"));
+    r.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("OPTIONS, POST, GET, HEAD"),
+    );
     with_links(r, &node)
 }
 
@@ -82,6 +106,9 @@ pub async fn probe(Path(stream): Path<String>) -> Result<Response, Problem> {
 pub async fn whep_head(Path(stream): Path<String>) -> Result<Response, Problem> {
     stream_name(&stream)?;
     let mut r = empty(StatusCode::OK);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     Ok(r)
 }

@@ -34,28 +34,52 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/stats", get(pages::stats))
         .route(
             "/whip/{stream}",
-            post(endpoint::whip_post).options(endpoint::options).get(endpoint::probe).head(endpoint::probe),
+            post(endpoint::whip_post)
+                .options(endpoint::options)
+                .get(endpoint::probe)
+                .head(endpoint::probe),
         )
         .route(
             "/whep/{stream}",
-            post(endpoint::whep_post).options(endpoint::options).get(endpoint::probe).head(endpoint::whep_head),
+            post(endpoint::whep_post)
+                .options(endpoint::options)
+                .get(endpoint::probe)
+                .head(endpoint::whep_head),
         )
         .route(
             "/whip/{stream}/{session}",
-            get(resource::get).patch(resource::patch).delete(resource::delete).options(resource::options),
+            get(resource::get)
+                .patch(resource::patch)
+                .delete(resource::delete)
+                .options(resource::options),
         )
         .route(
             "/whep/{stream}/{session}",
-            get(resource::get).patch(resource::patch).delete(resource::delete).options(resource::options),
+            get(resource::get)
+                .patch(resource::patch)
+                .delete(resource::delete)
+                .options(resource::options),
         )
         .route("/v1/apps/{app}/sessions/new", post(api::new_session))
         .route("/v1/apps/{app}/sessions/{id}", get(api::get_session))
-        .route("/v1/apps/{app}/sessions/{id}/tracks/new", post(api::new_tracks))
-        .route("/v1/apps/{app}/sessions/{id}/renegotiate", put(api::renegotiate))
-        .route("/v1/apps/{app}/sessions/{id}/tracks/close", put(api::close_tracks))
+        .route(
+            "/v1/apps/{app}/sessions/{id}/tracks/new",
+            post(api::new_tracks),
+        )
+        .route(
+            "/v1/apps/{app}/sessions/{id}/renegotiate",
+            put(api::renegotiate),
+        )
+        .route(
+            "/v1/apps/{app}/sessions/{id}/tracks/close",
+            put(api::close_tracks),
+        )
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+            Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here",
+            )
         })
         .layer(middleware::from_fn(cors))
         .with_state(node)
@@ -66,7 +90,10 @@ pub fn router(node: Arc<Node>) -> Router {
 async fn cors(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, POST, PATCH, PUT, DELETE, OPTIONS"),
@@ -79,20 +106,34 @@ async fn cors(request: Request, next: Next) -> Response {
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After"),
     );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     response
 }
 
 /// The request body, refused with 413 past the configured limit.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
     axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Problem::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes"))
+        Problem::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {limit} bytes"),
+        )
     })
 }
 
 /// The body as UTF-8 text of the expected media type.
-pub async fn read_text(headers: &HeaderMap, body: Body, expected: &str, limit: usize) -> Result<String, Problem> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+pub async fn read_text(
+    headers: &HeaderMap,
+    body: Body,
+    expected: &str,
+    limit: usize,
+) -> Result<String, Problem> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let essence = ct.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case(expected) {
         return Err(Problem::unsupported_media_type(expected));
@@ -102,11 +143,20 @@ pub async fn read_text(headers: &HeaderMap, body: Body, expected: &str, limit: u
 }
 
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+    auth::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// 401/403 unless the request may do `action` on `stream`.
-pub fn authorize(node: &Node, headers: &HeaderMap, action: Action, stream: &str) -> Result<(), Problem> {
+pub fn authorize(
+    node: &Node,
+    headers: &HeaderMap,
+    action: Action,
+    stream: &str,
+) -> Result<(), Problem> {
     match node.auth.check(bearer(headers), action, stream) {
         Verdict::Allowed => Ok(()),
         Verdict::Unauthenticated => Err(Problem::unauthorized()),
@@ -122,7 +172,9 @@ pub fn ice_server_links(node: &Node) -> Vec<HeaderValue> {
         .filter_map(|s| {
             let mut v = format!("<{}>; rel=\"ice-server\"", s.url);
             if let (Some(u), Some(c)) = (&s.username, &s.credential) {
-                v.push_str(&format!("; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""));
+                v.push_str(&format!(
+                    "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+                ));
             }
             HeaderValue::from_str(&v).ok()
         })

@@ -32,7 +32,8 @@ pub async fn asset(Path(file): Path<String>) -> Result<Response, Problem> {
         _ => return Err(Problem::not_found("no such asset")),
     };
     let mut r = body.into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     Ok(r)
 }
 

@@ -18,7 +18,12 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Problem { status, detail: detail.into(), retry_after: None, challenge: false }
+        Problem {
+            status,
+            detail: detail.into(),
+            retry_after: None,
+            challenge: false,
+        }
     }
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, detail)
@@ -36,13 +41,22 @@ impl Problem {
         )
     }
     pub fn unauthorized() -> Self {
-        Problem { challenge: true, ..Self::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required") }
+        Problem {
+            challenge: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required")
+        }
     }
     pub fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "this token may not do that on this stream")
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "this token may not do that on this stream",
+        )
     }
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Problem { retry_after: Some(5), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, detail) }
+        Problem {
+            retry_after: Some(5),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+        }
     }
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
@@ -70,11 +84,19 @@ impl IntoResponse for Problem {
         } else {
             tracing::info!(status = self.status.as_u16(), detail = %self.detail, "request refused");
         }
-        let body = Body { kind: "about:blank", title, status: self.status.as_u16(), detail: &self.detail };
+        let body = Body {
+            kind: "about:blank",
+            title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+        };
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, json).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

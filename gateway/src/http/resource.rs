@@ -18,11 +18,21 @@ use crate::registry::{Role, SessionEntry};
 use crate::sdp_info;
 use crate::sessions;
 
-fn find(node: &Node, stream: &str, session: &str, headers: &HeaderMap, kind: &str) -> Result<(SessionId, SessionEntry), Problem> {
+fn find(
+    node: &Node,
+    stream: &str,
+    session: &str,
+    headers: &HeaderMap,
+    kind: &str,
+) -> Result<(SessionId, SessionEntry), Problem> {
     let missing = || Problem::not_found("no such session");
     let id: SessionId = session.parse().map_err(|_| missing())?;
     let entry = node.registry.session(id).ok_or_else(missing)?;
-    let (role, action) = if kind == "whip" { (Role::Whip, Action::Publish) } else { (Role::Whep, Action::Play) };
+    let (role, action) = if kind == "whip" {
+        (Role::Whip, Action::Publish)
+    } else {
+        (Role::Whep, Action::Play)
+    };
     if entry.role != role || entry.stream.as_deref() != Some(stream) {
         return Err(missing());
     }
@@ -33,7 +43,11 @@ fn find(node: &Node, stream: &str, session: &str, headers: &HeaderMap, kind: &st
 }
 
 fn kind_of(uri: &axum::http::Uri) -> &'static str {
-    if uri.path().starts_with("/whip/") { "whip" } else { "whep" }
+    if uri.path().starts_with("/whip/") {
+        "whip"
+    } else {
+        "whep"
+    }
 }
 
 pub async fn delete(
@@ -61,8 +75,14 @@ pub async fn get(
 
 pub async fn options() -> Response {
     let mut r = empty(StatusCode::OK);
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("OPTIONS, GET, PATCH, DELETE"));
-    r.headers_mut().insert("accept-patch", HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+    r.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("OPTIONS, GET, PATCH, DELETE"),
+    );
+    r.headers_mut().insert(
+        "accept-patch",
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
     r
 }
 
@@ -74,20 +94,37 @@ pub async fn patch(
     body: Body,
 ) -> Result<Response, Problem> {
     let (id, entry) = find(&node, &stream, &session, &headers, kind_of(&uri))?;
-    let text = read_text(&headers, body, "application/trickle-ice-sdpfrag", node.config.max_body_bytes).await?;
+    let text = read_text(
+        &headers,
+        body,
+        "application/trickle-ice-sdpfrag",
+        node.config.max_body_bytes,
+    )
+    .await?;
     let frag = sdp_info::sdpfrag(&text).map_err(Problem::bad_request)?;
-    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::trim);
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
     let current = format!("\"{}\"", entry.etag);
     let matches = |v: &str| v == "*" || v == "\"*\"" || v == current;
     match (frag.ufrag, frag.pwd) {
         (Some(ufrag), Some(pwd)) => {
             let Some(v) = if_match else {
-                return Err(Problem::new(StatusCode::PRECONDITION_REQUIRED, "an ICE restart needs If-Match"));
+                return Err(Problem::new(
+                    StatusCode::PRECONDITION_REQUIRED,
+                    "an ICE restart needs If-Match",
+                ));
             };
             if !matches(v) {
-                return Err(Problem::new(StatusCode::PRECONDITION_FAILED, "the ICE session changed (stale ETag)"));
+                return Err(Problem::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "the ICE session changed (stale ETag)",
+                ));
             }
-            let (lufrag, lpwd, etag) = sessions::ice_restart(&node, id, ufrag, pwd).await?;
+            let expected = (v != "*" && v != "\"*\"").then_some(entry.etag.as_str());
+            let (lufrag, lpwd, etag) =
+                sessions::ice_restart(&node, id, expected, ufrag, pwd).await?;
             let mut body = format!("a=ice-ufrag:{lufrag}\r\na=ice-pwd:{lpwd}\r\n");
             for (i, addr) in node.peers.candidates().iter().enumerate() {
                 body.push_str(&format!(
@@ -100,17 +137,23 @@ pub async fn patch(
             }
             body.push_str("a=end-of-candidates\r\n");
             let mut r = (StatusCode::OK, body).into_response();
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+            );
             if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
                 r.headers_mut().insert(header::ETAG, v);
             }
             Ok(r)
         }
         _ => {
-            if let Some(v) = if_match {
-                if !matches(v) {
-                    return Err(Problem::new(StatusCode::PRECONDITION_FAILED, "the ICE session changed (stale ETag)"));
-                }
+            if let Some(v) = if_match
+                && !matches(v)
+            {
+                return Err(Problem::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "the ICE session changed (stale ETag)",
+                ));
             }
             sessions::trickle(&node, id, frag.candidates)?;
             Ok(empty(StatusCode::NO_CONTENT))

@@ -1,0 +1,300 @@
+//! Renegotiating a live session inside its worker (the session/track API): a client offer that
+//! pushes more tracks, a server offer that adds pulled tracks, the client's answer to it, and
+//! closing tracks. Runs on the worker because only the worker may touch the session's `Rtc`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind, Mid};
+
+use crate::http::problem::Problem;
+use crate::ids::SessionId;
+use crate::peer::{self, negotiated_params};
+use crate::registry::TrackInfo;
+use crate::session::Pull;
+use crate::track::TrackState;
+use crate::worker::{Worker, WorkerMsg};
+
+/// What a client asked for.
+#[derive(Debug)]
+pub enum Negotiation {
+    /// A client offer: its new sending m-lines become pushed tracks, named by mid → name.
+    Offer {
+        sdp: String,
+        names: Vec<(String, String)>,
+    },
+    /// Add sendonly m-lines pulling these tracks; we make the offer.
+    Pull { tracks: Vec<Arc<TrackInfo>> },
+    /// The client's answer to our pending offer.
+    Answer { sdp: String },
+    /// Stop these m-lines (pushed or pulled).
+    Close { mids: Vec<String> },
+}
+
+/// What the client gets back.
+#[derive(Debug)]
+pub enum Negotiated {
+    Answer {
+        sdp: String,
+        pushed: Vec<Arc<TrackInfo>>,
+    },
+    Offer {
+        sdp: String,
+        pulls: Vec<(Mid, Arc<TrackInfo>)>,
+        ended: Vec<Arc<TrackInfo>>,
+    },
+    Done {
+        ended: Vec<Arc<TrackInfo>>,
+    },
+}
+
+/// A server offer waiting for its answer, with the pulls it will start.
+pub struct PendingOffer {
+    pub offer: SdpPendingOffer,
+    pub pulls: Vec<(Mid, Arc<TrackInfo>)>,
+}
+
+impl Worker {
+    pub(crate) fn negotiate(
+        &mut self,
+        id: SessionId,
+        n: Negotiation,
+        now: Instant,
+    ) -> Result<Negotiated, Problem> {
+        let result = match n {
+            Negotiation::Offer { sdp, names } => self.accept_client_offer(id, &sdp, &names),
+            Negotiation::Pull { tracks } => self.offer_pulls(id, tracks),
+            Negotiation::Answer { sdp } => self.accept_client_answer(id, &sdp, now),
+            Negotiation::Close { mids } => self.close_mids(id, &mids, now),
+        };
+        self.mark(id);
+        result
+    }
+
+    fn accept_client_offer(
+        &mut self,
+        id: SessionId,
+        sdp: &str,
+        names: &[(String, String)],
+    ) -> Result<Negotiated, Problem> {
+        let offer = peer::parse_offer(sdp)?;
+        let index = self.index;
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| Problem::not_found("no such session"))?;
+        // An offer from the client supersedes one of ours still waiting for its answer.
+        s.pending = None;
+        let (answer, media) = peer::answer_offer(&mut s.rtc, offer)?;
+        let known = |mid: &Mid| {
+            s.pushed.iter().any(|t| t.mid == *mid) || s.pulls.iter().any(|p| p.mid == *mid)
+        };
+        let new: Vec<(Mid, MediaKind)> = media.into_iter().filter(|(m, _)| !known(m)).collect();
+        let mut pushed = Vec::new();
+        for (mid, kind) in new {
+            let receiving = s.rtc.media(mid).is_some_and(|m| {
+                m.direction() == Direction::RecvOnly || m.direction() == Direction::SendRecv
+            });
+            if !receiving {
+                continue;
+            }
+            let name = names
+                .iter()
+                .find(|(m, _)| m.as_str() == &*mid)
+                .map(|(_, n)| n.clone())
+                .unwrap_or_else(|| {
+                    format!(
+                        "{}-{mid}",
+                        if kind == MediaKind::Audio {
+                            "audio"
+                        } else {
+                            "video"
+                        }
+                    )
+                });
+            if s.pushed.iter().any(|t| t.name == name) {
+                return Err(Problem::unprocessable(format!(
+                    "track name {name:?} is already used in this session"
+                )));
+            }
+            let info = Arc::new(TrackInfo {
+                id: self.ctx.registry.next_track_id(),
+                session: id,
+                name,
+                kind,
+                mid,
+                params: negotiated_params(&s.rtc, mid),
+                origin_worker: index,
+            });
+            s.pushed.push(info.clone());
+            pushed.push(info);
+        }
+        for info in &pushed {
+            let t = TrackState::new(
+                info.clone(),
+                true,
+                self.ctx.config.keyframe_cache_bytes,
+                self.ctx.config.keyframe_request_interval,
+            );
+            self.tracks.insert(info.id, t);
+        }
+        self.ctx.registry.add_pushed(id, &pushed);
+        self.update_gauges();
+        Ok(Negotiated::Answer {
+            sdp: answer,
+            pushed,
+        })
+    }
+
+    fn offer_pulls(
+        &mut self,
+        id: SessionId,
+        tracks: Vec<Arc<TrackInfo>>,
+    ) -> Result<Negotiated, Problem> {
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| Problem::not_found("no such session"))?;
+        if s.pending.is_some() {
+            return Err(Problem::new(
+                http::StatusCode::CONFLICT,
+                "an offer is already waiting for its answer (PUT renegotiate)",
+            ));
+        }
+        let mut api = s.rtc.sdp_api();
+        let mut pulls = Vec::new();
+        for t in tracks {
+            let mid = api.add_media(
+                t.kind,
+                Direction::SendOnly,
+                Some(t.session.to_string()),
+                Some(t.name.clone()),
+                None,
+            );
+            pulls.push((mid, t));
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return Err(Problem::unprocessable("nothing to negotiate"));
+        };
+        s.pending = Some(PendingOffer {
+            offer: pending,
+            pulls: pulls.clone(),
+        });
+        Ok(Negotiated::Offer {
+            sdp: peer::crlf(&offer.to_sdp_string()),
+            pulls,
+            ended: vec![],
+        })
+    }
+
+    fn accept_client_answer(
+        &mut self,
+        id: SessionId,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<Negotiated, Problem> {
+        let answer = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| Problem::bad_request(format!("malformed SDP answer: {e}")))?;
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| Problem::not_found("no such session"))?;
+        let Some(pending) = s.pending.take() else {
+            return Err(Problem::new(
+                http::StatusCode::CONFLICT,
+                "no offer of ours is waiting for an answer",
+            ));
+        };
+        s.rtc
+            .sdp_api()
+            .accept_answer(pending.offer, answer)
+            .map_err(|e| Problem::bad_request(format!("answer refused: {e}")))?;
+        let accepted = peer::accepted_media(sdp);
+        let mut start = Vec::new();
+        for (mid, track) in pending.pulls {
+            if !accepted.iter().any(|(m, _)| *m == mid) {
+                continue;
+            }
+            s.pulls
+                .push(Pull::new(mid, track.kind, Some(track.clone()), None));
+            start.push((s.pulls.len() - 1, track));
+        }
+        for (i, track) in start {
+            self.subscribe_local(id, i, track, now);
+        }
+        Ok(Negotiated::Done { ended: vec![] })
+    }
+
+    fn close_mids(
+        &mut self,
+        id: SessionId,
+        mids: &[String],
+        now: Instant,
+    ) -> Result<Negotiated, Problem> {
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| Problem::not_found("no such session"))?;
+        if s.pending.is_some() {
+            return Err(Problem::new(
+                http::StatusCode::CONFLICT,
+                "an offer is already waiting for its answer (PUT renegotiate)",
+            ));
+        }
+        let mut ended_pushes = Vec::new();
+        let mut ended_pulls = Vec::new();
+        let mut api = s.rtc.sdp_api();
+        for mid in mids {
+            let mid = Mid::from(mid.as_str());
+            if let Some(i) = s.pushed.iter().position(|t| t.mid == mid) {
+                ended_pushes.push(s.pushed.remove(i));
+            } else if let Some(i) = s.pulls.iter().position(|p| p.mid == mid) {
+                ended_pulls.push(s.pulls.remove(i));
+            } else {
+                return Err(Problem::not_found(format!("no track on mid {mid}")));
+            }
+            api.stop_media(mid);
+        }
+        let offer = api.apply().map(|(offer, pending)| {
+            s.pending = Some(PendingOffer {
+                offer: pending,
+                pulls: vec![],
+            });
+            peer::crlf(&offer.to_sdp_string())
+        });
+        for pull in ended_pulls {
+            if let Some(track) = pull.track_id() {
+                self.unsubscribe_local(id, track);
+            }
+        }
+        for info in &ended_pushes {
+            self.end_track(info.id, now);
+        }
+        self.ctx.registry.remove_pushed(id, &ended_pushes);
+        self.update_gauges();
+        Ok(match offer {
+            Some(sdp) => Negotiated::Offer {
+                sdp,
+                pulls: vec![],
+                ended: ended_pushes,
+            },
+            None => Negotiated::Done {
+                ended: ended_pushes,
+            },
+        })
+    }
+}
+
+/// Convenience for the HTTP side.
+pub fn message(
+    session: SessionId,
+    n: Negotiation,
+    reply: tokio::sync::oneshot::Sender<Result<Negotiated, Problem>>,
+) -> WorkerMsg {
+    WorkerMsg::Negotiate {
+        session,
+        negotiation: n,
+        reply,
+    }
+}
