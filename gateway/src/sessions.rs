@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::http::problem::Problem;
 use crate::ids::{SessionId, random_token};
+use crate::negotiation::{Negotiated, Negotiation};
 use crate::node::Node;
 use crate::peer::negotiated_params;
 use crate::registry::{EtagError, Role, SessionEntry, TrackInfo};
@@ -219,6 +220,29 @@ pub fn pull_tracks(
         etag,
         tracks: assigned,
     })
+}
+
+/// A session with nothing negotiated yet (session/track API); tracks come with renegotiation.
+pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
+    check_capacity(node)?;
+    let (rtc, ufrag) = node.peers.empty(Instant::now());
+    let id = SessionId::random();
+    let worker = node.pick_worker();
+    node.registry.insert_session(
+        id,
+        SessionEntry { worker, role: Role::Api, stream: None, app: Some(app), etag: random_token(16), pushed: vec![] },
+    );
+    node.route_ufrag(ufrag, worker, id);
+    node.send(worker, WorkerMsg::Adopt(Box::new(Adopt { id, rtc, pushed: vec![], pulls: vec![] })));
+    Ok(id)
+}
+
+/// Renegotiate a session on its worker.
+pub async fn negotiate(node: &Node, id: SessionId, n: Negotiation) -> Result<Negotiated, Problem> {
+    let entry = node.registry.session(id).ok_or_else(|| Problem::not_found("no such session"))?;
+    let (tx, rx) = oneshot::channel();
+    node.send(entry.worker, crate::negotiation::message(id, n, tx));
+    rx.await.map_err(|_| Problem::not_found("session ended"))?
 }
 
 /// End a session. False if there was none.

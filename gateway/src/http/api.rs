@@ -1,5 +1,7 @@
-//! The session/track API, shaped like Cloudflare Calls: an app creates sessions, pushes local
-//! tracks from an offer, and pulls remote tracks by (session id, track name).
+//! The session/track API, shaped like Cloudflare Calls' published API, so an app written for it
+//! can point here: an app creates sessions, pushes local tracks from its offers, pulls remote
+//! tracks by (session id, track name) through offers we make (`requiresImmediateRenegotiation`),
+//! answers them with `renegotiate`, and closes tracks by mid.
 
 use axum::Json;
 use axum::body::Body;
@@ -12,12 +14,12 @@ use super::problem::Problem;
 use super::{AppState, bearer, read_body};
 use crate::auth::Verdict;
 use crate::ids::SessionId;
+use crate::negotiation::{Negotiated, Negotiation};
 use crate::node::Node;
 use crate::registry::Role;
 use crate::sessions;
 
 #[derive(Debug, Deserialize, Serialize, Clone)]
-#[serde(rename_all = "camelCase")]
 pub struct SessionDescription {
     #[serde(rename = "type")]
     pub kind: String,
@@ -27,7 +29,7 @@ pub struct SessionDescription {
 #[derive(Debug, Deserialize, Serialize, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackObject {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mid: Option<String>,
@@ -50,9 +52,11 @@ pub struct TracksRequest {
     pub tracks: Vec<TrackObject>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct TracksResponse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_description: Option<SessionDescription>,
     tracks: Vec<TrackObject>,
@@ -76,26 +80,61 @@ fn own_session(node: &Node, app: &str, id: &str) -> Result<SessionId, Problem> {
     Ok(id)
 }
 
-async fn json_body<T: for<'de> Deserialize<'de> + Default>(
-    node: &Node,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<T, Problem> {
+async fn json_body<T: for<'de> Deserialize<'de> + Default>(node: &Node, headers: &HeaderMap, body: Body) -> Result<T, Problem> {
     let bytes = read_body(body, node.config.max_body_bytes).await?;
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     if !ct.starts_with("application/json") {
         return Err(Problem::unsupported_media_type("application/json"));
     }
     serde_json::from_slice(&bytes).map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")))
 }
 
-/// `POST /v1/apps/{app}/sessions/new`, optionally with an offer whose tracks are pushed at once.
+fn description(kind: &str, sdp: String) -> Option<SessionDescription> {
+    Some(SessionDescription { kind: kind.into(), sdp })
+}
+
+fn local(mid: &str, name: &str, session: SessionId) -> TrackObject {
+    TrackObject {
+        location: Some("local".into()),
+        mid: Some(mid.into()),
+        track_name: Some(name.into()),
+        session_id: Some(session.to_string()),
+        ..TrackObject::default()
+    }
+}
+
+fn is_remote(t: &TrackObject) -> bool {
+    t.location.as_deref() == Some("remote")
+}
+
+/// Look up requested remote tracks; unknown ones come back with an error code.
+fn resolve_remote(node: &Node, requested: &[TrackObject]) -> (Vec<(TrackObject, std::sync::Arc<crate::registry::TrackInfo>)>, Vec<TrackObject>) {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for t in requested {
+        let track = match (&t.session_id, &t.track_name) {
+            (Some(sid), Some(name)) => sid.parse::<SessionId>().ok().and_then(|sid| node.registry.track(sid, name)),
+            _ => None,
+        };
+        match track {
+            Some(track) => found.push((t.clone(), track)),
+            None => {
+                let mut t = t.clone();
+                t.error_code = Some("not_found".into());
+                t.error_description = Some("no such track: sessionId and trackName must name a pushed track".into());
+                missing.push(t);
+            }
+        }
+    }
+    (found, missing)
+}
+
+/// `POST /v1/apps/{app}/sessions/new`. Without a body: an empty session. With an offer: the
+/// session pushes the offer's tracks, or — when `tracks` lists remote tracks with the mids of
+/// the offer's recvonly m-lines — pulls those.
 pub async fn new_session(
     State(node): State<AppState>,
     Path(app): Path<String>,
@@ -105,76 +144,40 @@ pub async fn new_session(
     app_auth(&node, &app, &headers)?;
     let req: TracksRequest = json_body(&node, &headers, body).await?;
     let Some(desc) = req.session_description else {
-        return Err(Problem::unprocessable(
-            "this node creates a session together with its first offer: send sessionDescription",
-        ));
+        let id = sessions::create_empty(&node, app)?;
+        let resp = TracksResponse { session_id: Some(id.to_string()), ..TracksResponse::default() };
+        return Ok((StatusCode::CREATED, Json(resp)).into_response());
     };
     if desc.kind != "offer" {
-        return Err(Problem::bad_request(
-            "sessionDescription.type must be \"offer\"",
-        ));
+        return Err(Problem::bad_request("sessionDescription.type must be \"offer\""));
     }
-    let remote: Vec<&TrackObject> = req
-        .tracks
-        .iter()
-        .filter(|t| t.location.as_deref() == Some("remote"))
-        .collect();
-    if remote.is_empty() {
+    if !req.tracks.iter().any(is_remote) {
         let c = sessions::push(&node, None, Role::Api, Some(app), &desc.sdp)?;
-        let body = serde_json::json!({
-            "sessionId": c.id.to_string(),
-            "sessionDescription": { "type": "answer", "sdp": c.answer },
-            "tracks": c.tracks.iter().map(|t| TrackObject {
-                location: Some("local".into()),
-                mid: Some(t.mid.to_string()),
-                track_name: Some(t.name.clone()),
-                session_id: Some(c.id.to_string()),
-                ..TrackObject::default()
-            }).collect::<Vec<_>>(),
-        });
-        return Ok((StatusCode::CREATED, Json(body)).into_response());
-    }
-    if remote.len() != req.tracks.len() {
-        return Err(Problem::unprocessable(
-            "a session either pushes its offer's tracks or pulls remote ones, not both yet",
-        ));
-    }
-    // Remote tracks are pulled by their global address; each names the m-line (mid) of the offer.
-    let mut wanted = Vec::new();
-    let mut results = Vec::new();
-    for t in remote {
-        let mut out = t.clone();
-        let found = match (&t.session_id, &t.track_name, &t.mid) {
-            (Some(sid), Some(name), Some(mid)) => sid
-                .parse::<SessionId>()
-                .ok()
-                .and_then(|sid| node.registry.track(sid, name))
-                .map(|track| (mid.clone(), track)),
-            _ => None,
+        let resp = TracksResponse {
+            session_id: Some(c.id.to_string()),
+            session_description: description("answer", c.answer),
+            tracks: c.tracks.iter().map(|t| local(&t.mid, &t.name, c.id)).collect(),
+            requires_immediate_renegotiation: false,
         };
-        match found {
-            Some(w) => wanted.push(w),
-            None => {
-                out.error_code = Some("not_found".into());
-                out.error_description =
-                    Some("no such track (sessionId, trackName, mid are required)".into());
-            }
-        }
-        results.push(out);
+        return Ok((StatusCode::CREATED, Json(resp)).into_response());
     }
+    if !req.tracks.iter().all(is_remote) {
+        return Err(Problem::unprocessable("a new session either pushes its offer's tracks or pulls remote ones, not both"));
+    }
+    let (found, mut results) = resolve_remote(&node, &req.tracks);
+    let wanted: Vec<_> = found.iter().filter_map(|(t, track)| Some((t.mid.clone()?, track.clone()))).collect();
     if wanted.is_empty() {
-        return Err(Problem::not_found(
-            "none of the requested remote tracks exists",
-        ));
+        return Err(Problem::not_found("none of the requested remote tracks exists (each needs sessionId, trackName and mid)"));
     }
     let c = sessions::pull_tracks(&node, app, &desc.sdp, wanted)?;
-    let body = serde_json::json!({
-        "sessionId": c.id.to_string(),
-        "sessionDescription": { "type": "answer", "sdp": c.answer },
-        "tracks": results,
-        "requiresImmediateRenegotiation": false,
-    });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    results.extend(found.into_iter().map(|(t, _)| t));
+    let resp = TracksResponse {
+        session_id: Some(c.id.to_string()),
+        session_description: description("answer", c.answer),
+        tracks: results,
+        requires_immediate_renegotiation: false,
+    };
+    Ok((StatusCode::CREATED, Json(resp)).into_response())
 }
 
 /// `GET /v1/apps/{app}/sessions/{id}`: the session's pushed tracks.
@@ -185,27 +188,13 @@ pub async fn get_session(
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
     let id = own_session(&node, &app, &id)?;
-    let entry = node
-        .registry
-        .session(id)
-        .ok_or_else(|| Problem::not_found("no such session"))?;
-    let tracks: Vec<TrackObject> = entry
-        .pushed
-        .iter()
-        .map(|t| TrackObject {
-            location: Some("local".into()),
-            mid: Some(t.mid.to_string()),
-            track_name: Some(t.name.clone()),
-            session_id: Some(id.to_string()),
-            ..TrackObject::default()
-        })
-        .collect();
+    let entry = node.registry.session(id).ok_or_else(|| Problem::not_found("no such session"))?;
+    let tracks: Vec<TrackObject> = entry.pushed.iter().map(|t| local(&t.mid, &t.name, id)).collect();
     Ok(Json(serde_json::json!({ "sessionId": id.to_string(), "tracks": tracks })).into_response())
 }
 
-/// `POST …/tracks/new`. Pulling remote tracks into an existing session needs renegotiation of
-/// that session, which this node does not do yet: the request is refused per track, in the API's
-/// own error shape, instead of pretending.
+/// `POST …/tracks/new`: local tracks with the client's offer (answered at once), or remote
+/// tracks without one (we offer; the client answers with `renegotiate`).
 pub async fn new_tracks(
     State(node): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -213,42 +202,102 @@ pub async fn new_tracks(
     body: Body,
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
-    own_session(&node, &app, &id)?;
+    let id = own_session(&node, &app, &id)?;
     let req: TracksRequest = json_body(&node, &headers, body).await?;
-    let tracks = req
-        .tracks
-        .into_iter()
-        .map(|mut t| {
-            t.error_code = Some("not_supported".into());
-            t.error_description =
-                Some("adding tracks to an existing session is not implemented yet".into());
-            t
-        })
-        .collect();
-    let resp = TracksResponse {
-        session_description: None,
-        tracks,
-        requires_immediate_renegotiation: false,
+    if req.tracks.is_empty() {
+        return Err(Problem::bad_request("tracks must not be empty"));
+    }
+    if req.tracks.iter().all(is_remote) {
+        if req.session_description.is_some() {
+            return Err(Problem::unprocessable("remote tracks are offered by the server: send them without sessionDescription"));
+        }
+        let (found, mut results) = resolve_remote(&node, &req.tracks);
+        if found.is_empty() {
+            return Err(Problem::not_found("none of the requested remote tracks exists"));
+        }
+        let tracks = found.iter().map(|(_, t)| t.clone()).collect();
+        let Negotiated::Offer { sdp, pulls, .. } = sessions::negotiate(&node, id, Negotiation::Pull { tracks }).await? else {
+            return Err(Problem::internal("expected an offer"));
+        };
+        for ((mut t, _), (mid, _)) in found.into_iter().zip(pulls) {
+            t.mid = Some(mid.to_string());
+            results.push(t);
+        }
+        let resp = TracksResponse {
+            session_description: description("offer", sdp),
+            tracks: results,
+            requires_immediate_renegotiation: true,
+            ..TracksResponse::default()
+        };
+        return Ok(Json(resp).into_response());
+    }
+    if req.tracks.iter().any(is_remote) {
+        return Err(Problem::unprocessable("push local tracks and pull remote ones in separate requests"));
+    }
+    let Some(desc) = req.session_description.filter(|d| d.kind == "offer") else {
+        return Err(Problem::bad_request("local tracks need a sessionDescription of type offer"));
     };
-    Ok((StatusCode::NOT_IMPLEMENTED, Json(resp)).into_response())
+    let names = req.tracks.iter().filter_map(|t| Some((t.mid.clone()?, t.track_name.clone()?))).collect();
+    let Negotiated::Answer { sdp, pushed } = sessions::negotiate(&node, id, Negotiation::Offer { sdp: desc.sdp, names }).await? else {
+        return Err(Problem::internal("expected an answer"));
+    };
+    let resp = TracksResponse {
+        session_description: description("answer", sdp),
+        tracks: pushed.iter().map(|t| local(&t.mid, &t.name, id)).collect(),
+        requires_immediate_renegotiation: false,
+        ..TracksResponse::default()
+    };
+    Ok(Json(resp).into_response())
 }
 
-/// `PUT …/renegotiate`: see `new_tracks`.
+/// `PUT …/renegotiate`: the client's answer to our last offer.
 pub async fn renegotiate(
     State(node): State<AppState>,
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
-    own_session(&node, &app, &id)?;
-    Err(Problem::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "renegotiation is not implemented yet",
-    ))
+    let id = own_session(&node, &app, &id)?;
+    let req: TracksRequest = json_body(&node, &headers, body).await?;
+    let Some(desc) = req.session_description.filter(|d| d.kind == "answer") else {
+        return Err(Problem::bad_request("renegotiate takes a sessionDescription of type answer"));
+    };
+    sessions::negotiate(&node, id, Negotiation::Answer { sdp: desc.sdp }).await?;
+    Ok(Json(serde_json::json!({})).into_response())
 }
 
-/// `PUT …/tracks/close`: closing every track of the session ends it.
+/// `PUT …/tracks/close`: stop the listed mids; an offer comes back when the client must
+/// renegotiate. Pushed tracks that close end for everyone pulling them.
 pub async fn close_tracks(
+    State(node): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    app_auth(&node, &app, &headers)?;
+    let id = own_session(&node, &app, &id)?;
+    let req: TracksRequest = json_body(&node, &headers, body).await?;
+    let mids: Vec<String> = req.tracks.iter().filter_map(|t| t.mid.clone()).collect();
+    if mids.is_empty() {
+        return Err(Problem::bad_request("name the tracks to close by mid"));
+    }
+    let result = sessions::negotiate(&node, id, Negotiation::Close { mids: mids.clone() }).await?;
+    let tracks = mids.iter().map(|m| TrackObject { mid: Some(m.clone()), ..TrackObject::default() }).collect();
+    let resp = match result {
+        Negotiated::Offer { sdp, .. } => TracksResponse {
+            session_description: description("offer", sdp),
+            tracks,
+            requires_immediate_renegotiation: true,
+            ..TracksResponse::default()
+        },
+        _ => TracksResponse { tracks, ..TracksResponse::default() },
+    };
+    Ok(Json(resp).into_response())
+}
+
+/// `DELETE /v1/apps/{app}/sessions/{id}` (an addition to the Calls shape): end the session.
+pub async fn delete_session(
     State(node): State<AppState>,
     Path((app, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -256,8 +305,5 @@ pub async fn close_tracks(
     app_auth(&node, &app, &headers)?;
     let id = own_session(&node, &app, &id)?;
     sessions::close(&node, id);
-    Ok(
-        Json(serde_json::json!({ "tracks": [], "requiresImmediateRenegotiation": false }))
-            .into_response(),
-    )
+    Ok(super::empty(StatusCode::OK))
 }
