@@ -26,6 +26,8 @@ pub struct NewPeer {
     pub ufrag: String,
     /// The answer's m-lines (mid, kind) that carry media.
     pub media: Vec<(Mid, MediaKind)>,
+    /// The viewer has no RTX: we answer its NACKs ourselves, resending on the media SSRC.
+    pub same_ssrc_repair: bool,
 }
 
 /// Node-wide ingredients shared by every `Rtc`.
@@ -83,6 +85,7 @@ impl PeerFactory {
             answer,
             ufrag,
             media,
+            same_ssrc_repair: false,
         })
     }
 
@@ -155,6 +158,13 @@ impl PeerFactory {
             )));
         }
         let (mut config, ufrag) = self.base();
+        // str0m repairs only through RTX. A player that offers video without it gets its NACKs
+        // answered by the worker, which needs to see the viewer's RTCP.
+        let same_ssrc_repair = lines.iter().any(|m| m.kind == "video" && !m.rejected())
+            && !offer_sdp.to_ascii_lowercase().contains(" rtx/90000");
+        if same_ssrc_repair {
+            config = config.enable_raw_packets(true);
+        }
         let codecs = config.codec_config();
         codecs.clear();
         let mut used: Vec<u8> = tracks
@@ -176,7 +186,8 @@ impl PeerFactory {
                 spec.format,
             );
         }
-        let peer = self.finish(config.build(now), offer, ufrag)?;
+        let mut peer = self.finish(config.build(now), offer, ufrag)?;
+        peer.same_ssrc_repair = same_ssrc_repair;
         if peer.media.is_empty() {
             return Err(Problem::unprocessable(format!(
                 "the player accepts none of the stream's codecs ({})",

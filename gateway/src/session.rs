@@ -34,6 +34,8 @@ pub struct Pull {
     pub follow: Option<Arc<str>>,
     pub state: PullState,
     pub rewriter: Rewriter,
+    /// Highest sequence number written to this viewer (extends the 16-bit ones in its NACKs).
+    last_out: Option<u64>,
     /// Publisher payload type → this viewer's, resolved once per payload type.
     pt_map: Vec<(u8, Option<Pt>)>,
 }
@@ -57,8 +59,13 @@ impl Pull {
             follow,
             state: PullState::WaitConnect,
             rewriter: Rewriter::new(clock, rand::random::<u16>() & 0x7fff),
+            last_out: None,
             pt_map: Vec::new(),
         }
+    }
+
+    pub fn last_out_seq(&self) -> Option<u64> {
+        self.last_out
     }
 
     pub fn track_id(&self) -> Option<TrackId> {
@@ -128,6 +135,7 @@ impl Pull {
         .nackable(self.kind == MediaKind::Video);
         tx.write_rtp(write);
         self.rewriter.note_sent(now);
+        self.last_out = Some(self.last_out.map_or(seq, |l| l.max(seq)));
         true
     }
 }
@@ -147,6 +155,8 @@ pub struct Session {
     pub ssrcs: Vec<(Ssrc, Option<TrackId>)>,
     pub pulls: Vec<Pull>,
     pub packets_in: u64,
+    /// This viewer has no RTX; the worker answers its NACKs (see `Worker::on_viewer_nack`).
+    pub same_ssrc_repair: bool,
     /// Our offer waiting for the client's answer (session/track API).
     pub pending: Option<crate::negotiation::PendingOffer>,
 }
@@ -172,6 +182,7 @@ impl Session {
             pulls,
             packets_in: 0,
             pending: None,
+            same_ssrc_repair: false,
         }
     }
 
@@ -184,6 +195,9 @@ impl Session {
         let (mid, rid) = {
             let mut api = self.rtc.direct_api();
             let rx = api.stream_rx(&ssrc)?;
+            // str0m sends NACKs only where RTX was negotiated; OBS has no RTX but re-sends
+            // NACKed packets on the media SSRC, so ask it anyway.
+            rx.suppress_nack(false);
             (rx.mid(), rx.rid())
         };
         let taken = rid.is_some()

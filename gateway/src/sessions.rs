@@ -85,6 +85,7 @@ pub fn push(
         WorkerMsg::Adopt(Box::new(Adopt {
             id,
             rtc: peer.rtc,
+            same_ssrc_repair: false,
             pushed: tracks.clone(),
             pulls: vec![],
         })),
@@ -152,6 +153,7 @@ pub fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created
         WorkerMsg::Adopt(Box::new(Adopt {
             id,
             rtc: peer.rtc,
+            same_ssrc_repair: peer.same_ssrc_repair,
             pushed: vec![],
             pulls,
         })),
@@ -210,6 +212,7 @@ pub fn pull_tracks(
         WorkerMsg::Adopt(Box::new(Adopt {
             id,
             rtc: peer.rtc,
+            same_ssrc_repair: peer.same_ssrc_repair,
             pushed: vec![],
             pulls,
         })),
@@ -230,16 +233,35 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
     let worker = node.pick_worker();
     node.registry.insert_session(
         id,
-        SessionEntry { worker, role: Role::Api, stream: None, app: Some(app), etag: random_token(16), pushed: vec![] },
+        SessionEntry {
+            worker,
+            role: Role::Api,
+            stream: None,
+            app: Some(app),
+            etag: random_token(16),
+            pushed: vec![],
+        },
     );
     node.route_ufrag(ufrag, worker, id);
-    node.send(worker, WorkerMsg::Adopt(Box::new(Adopt { id, rtc, pushed: vec![], pulls: vec![] })));
+    node.send(
+        worker,
+        WorkerMsg::Adopt(Box::new(Adopt {
+            id,
+            rtc,
+            same_ssrc_repair: false,
+            pushed: vec![],
+            pulls: vec![],
+        })),
+    );
     Ok(id)
 }
 
 /// Renegotiate a session on its worker.
 pub async fn negotiate(node: &Node, id: SessionId, n: Negotiation) -> Result<Negotiated, Problem> {
-    let entry = node.registry.session(id).ok_or_else(|| Problem::not_found("no such session"))?;
+    let entry = node
+        .registry
+        .session(id)
+        .ok_or_else(|| Problem::not_found("no such session"))?;
     let (tx, rx) = oneshot::channel();
     node.send(entry.worker, crate::negotiation::message(id, n, tx));
     rx.await.map_err(|_| Problem::not_found("session ended"))?

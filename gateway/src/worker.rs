@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaKind};
 use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::RawPacket;
 use str0m::rtp::RtpPacket;
+use str0m::rtp::rtcp::{Nack, Rtcp};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,8 @@ use crate::udp::{Datagram, UdpShell};
 pub struct Adopt {
     pub id: SessionId,
     pub rtc: str0m::Rtc,
+    /// Answer this viewer's NACKs from the cache on its media SSRC (it has no RTX).
+    pub same_ssrc_repair: bool,
     pub pushed: Vec<Arc<TrackInfo>>,
     pub pulls: Vec<Pull>,
 }
@@ -99,6 +103,10 @@ pub struct WorkerStats {
     pub keyframe_runs_served: AtomicU64,
     pub keyframe_requests_received: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
+    /// NACKed packets from viewers without RTX: asked for, resent from the cache, not found.
+    pub nacks_received: AtomicU64,
+    pub nacks_answered: AtomicU64,
+    pub nacks_missed: AtomicU64,
 }
 
 /// What every worker shares.
@@ -330,8 +338,10 @@ impl Worker {
             .enumerate()
             .filter_map(|(i, p)| Some((i, p.track.clone()?)))
             .collect();
-        self.sessions
-            .insert(id, Session::new(id, a.rtc, a.pushed, a.pulls, now));
+        let mut session = Session::new(id, a.rtc, a.pushed, a.pulls, now);
+        session.same_ssrc_repair = a.same_ssrc_repair;
+        tracing::debug!(session = %id, same_ssrc_repair = a.same_ssrc_repair, "adopted");
+        self.sessions.insert(id, session);
         for (i, track) in attach {
             self.subscribe_local(id, i, track, now);
         }
@@ -655,6 +665,12 @@ impl Worker {
                     s.rtc.disconnect();
                 }
             }
+            Event::RawPacket(raw) => {
+                tracing::trace!(session = %id, ?raw, "raw packet");
+                if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = *raw {
+                    self.on_viewer_nack(id, &nack, now);
+                }
+            }
             Event::KeyframeRequest(KeyframeRequest { mid, .. }) => {
                 let track = self
                     .sessions
@@ -667,6 +683,48 @@ impl Worker {
             }
             _ => {}
         }
+    }
+
+    /// A viewer without RTX lost packets: resend them from this worker's cache on the media SSRC,
+    /// with the same rewritten sequence numbers (the repair goes no further upstream here).
+    fn on_viewer_nack(&mut self, id: SessionId, nack: &Nack, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if !s.same_ssrc_repair {
+            return;
+        }
+        let Some(i) = s.pulls.iter().position(|p| {
+            let mut api = s.rtc.direct_api();
+            api.stream_tx_by_mid(p.mid, None)
+                .is_some_and(|tx| tx.ssrc() == nack.ssrc)
+        }) else {
+            return;
+        };
+        let pull = &mut s.pulls[i];
+        let Some(t) = pull.track_id().and_then(|t| self.tracks.get(&t)) else {
+            return;
+        };
+        let Some(last) = pull.last_out_seq() else {
+            return;
+        };
+        let mut stats = relay::NackStats::default();
+        let mut resend = Vec::new();
+        for entry in nack.reports.iter() {
+            for seq in entry.into_iter(last.into()) {
+                if let Some(p) = stats.answer(&t.cache, &pull.rewriter, *seq) {
+                    resend.push(p.clone());
+                }
+            }
+        }
+        for p in &resend {
+            pull.write(&mut s.rtc, p, now);
+        }
+        let r = Ordering::Relaxed;
+        self.stats.nacks_received.fetch_add(stats.received, r);
+        self.stats.nacks_answered.fetch_add(stats.answered, r);
+        self.stats.nacks_missed.fetch_add(stats.missed, r);
+        self.mark(id);
     }
 
     /// Poll every session that had input until it has nothing more to say.

@@ -32,6 +32,10 @@ pub struct RtcLoop {
     local: SocketAddr,
     next_timeout: Instant,
     buf: Vec<u8>,
+    /// Drop every Nth incoming media datagram (tests of loss repair); counts what was dropped.
+    drop_every: Option<u32>,
+    media_seen: u64,
+    pub dropped: u64,
 }
 
 impl RtcLoop {
@@ -54,7 +58,15 @@ impl RtcLoop {
             local,
             next_timeout: Instant::now(),
             buf: vec![0; 2000],
+            drop_every: None,
+            media_seen: 0,
+            dropped: 0,
         })
+    }
+
+    /// Simulate loss: drop every `n`th incoming RTP datagram (not STUN, DTLS or small RTCP).
+    pub fn set_drop_every(&mut self, n: Option<u32>) {
+        self.drop_every = n.filter(|n| *n > 1);
     }
 
     /// The socket address media flows from.
@@ -112,6 +124,15 @@ impl RtcLoop {
                 let Some(packet) = self.buf.get(..n) else {
                     return Ok(Woke::Deadline);
                 };
+                // SRTP media: first byte 128..=191, RTCP payload types 200..=207 excluded.
+                let is_rtp = packet.len() > 12 && (128..192).contains(&packet[0]) && !(200..=207).contains(&packet[1]);
+                if let (Some(every), true) = (self.drop_every, is_rtp) {
+                    self.media_seen += 1;
+                    if self.media_seen.is_multiple_of(u64::from(every)) {
+                        self.dropped += 1;
+                        return Ok(Woke::Deadline);
+                    }
+                }
                 let Ok(contents) = packet.try_into() else {
                     // Not STUN/DTLS/RTP: someone else's traffic, not our problem.
                     return Ok(Woke::Deadline);

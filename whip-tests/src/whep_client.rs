@@ -40,6 +40,10 @@ pub struct PlayOptions {
     pub request_keyframes: bool,
     /// ICE and DTLS must be done within this time after the answer.
     pub connect_timeout: Duration,
+    /// Offer H264 without RTX, so repairs must come on the media SSRC (some hardware players).
+    pub no_rtx: bool,
+    /// Drop every Nth incoming media datagram before str0m sees it (loss for repair tests).
+    pub drop_every: Option<u32>,
 }
 
 impl PlayOptions {
@@ -54,6 +58,8 @@ impl PlayOptions {
             stop_at_first_keyframe: false,
             request_keyframes: true,
             connect_timeout: Duration::from_secs(10),
+            no_rtx: false,
+            drop_every: None,
         }
     }
 }
@@ -121,12 +127,20 @@ impl WhepPlayer {
     /// POSTs a recvonly offer; fails unless the endpoint answers 201. Playing continues in the
     /// background.
     pub async fn start(catalog: Arc<FrameCatalog>, opts: PlayOptions) -> Result<Self> {
-        let rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_h264(true)
-            .enable_opus(true, false)
-            .build(Instant::now());
+        let mut config = Rtc::builder().clear_codecs().enable_opus(true, false);
+        if opts.no_rtx {
+            config
+                .codec_config()
+                .add_h264(102.into(), None, true, 0x42e01f);
+            config
+                .codec_config()
+                .add_h264(103.into(), None, true, 0x42001f);
+        } else {
+            config = config.enable_h264(true);
+        }
+        let rtc = config.build(Instant::now());
         let mut lp = RtcLoop::bind(rtc, opts.bind).await?;
+        lp.set_drop_every(opts.drop_every);
         let mut change = lp.rtc.sdp_api();
         let _audio = change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         let video_mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
@@ -154,6 +168,13 @@ impl WhepPlayer {
             // Do not leave a viewer session behind on the gateway.
             let _ = answer.resource.delete().await;
             return Err(e);
+        }
+        if opts.no_rtx {
+            // str0m NACKs only streams with RTX; a player without RTX that still NACKs (and
+            // expects repairs on the media SSRC) is what this mode imitates.
+            if let Some(rx) = lp.rtc.direct_api().stream_rx_by_mid(video_mid, None) {
+                rx.suppress_nack(false);
+            }
         }
 
         let state = Arc::new(Mutex::new(State {

@@ -80,12 +80,19 @@ fn own_session(node: &Node, app: &str, id: &str) -> Result<SessionId, Problem> {
     Ok(id)
 }
 
-async fn json_body<T: for<'de> Deserialize<'de> + Default>(node: &Node, headers: &HeaderMap, body: Body) -> Result<T, Problem> {
+async fn json_body<T: for<'de> Deserialize<'de> + Default>(
+    node: &Node,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, Problem> {
     let bytes = read_body(body, node.config.max_body_bytes).await?;
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     if !ct.starts_with("application/json") {
         return Err(Problem::unsupported_media_type("application/json"));
     }
@@ -93,7 +100,10 @@ async fn json_body<T: for<'de> Deserialize<'de> + Default>(node: &Node, headers:
 }
 
 fn description(kind: &str, sdp: String) -> Option<SessionDescription> {
-    Some(SessionDescription { kind: kind.into(), sdp })
+    Some(SessionDescription {
+        kind: kind.into(),
+        sdp,
+    })
 }
 
 fn local(mid: &str, name: &str, session: SessionId) -> TrackObject {
@@ -111,12 +121,21 @@ fn is_remote(t: &TrackObject) -> bool {
 }
 
 /// Look up requested remote tracks; unknown ones come back with an error code.
-fn resolve_remote(node: &Node, requested: &[TrackObject]) -> (Vec<(TrackObject, std::sync::Arc<crate::registry::TrackInfo>)>, Vec<TrackObject>) {
+fn resolve_remote(
+    node: &Node,
+    requested: &[TrackObject],
+) -> (
+    Vec<(TrackObject, std::sync::Arc<crate::registry::TrackInfo>)>,
+    Vec<TrackObject>,
+) {
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for t in requested {
         let track = match (&t.session_id, &t.track_name) {
-            (Some(sid), Some(name)) => sid.parse::<SessionId>().ok().and_then(|sid| node.registry.track(sid, name)),
+            (Some(sid), Some(name)) => sid
+                .parse::<SessionId>()
+                .ok()
+                .and_then(|sid| node.registry.track(sid, name)),
             _ => None,
         };
         match track {
@@ -124,7 +143,8 @@ fn resolve_remote(node: &Node, requested: &[TrackObject]) -> (Vec<(TrackObject, 
             None => {
                 let mut t = t.clone();
                 t.error_code = Some("not_found".into());
-                t.error_description = Some("no such track: sessionId and trackName must name a pushed track".into());
+                t.error_description =
+                    Some("no such track: sessionId and trackName must name a pushed track".into());
                 missing.push(t);
             }
         }
@@ -145,29 +165,45 @@ pub async fn new_session(
     let req: TracksRequest = json_body(&node, &headers, body).await?;
     let Some(desc) = req.session_description else {
         let id = sessions::create_empty(&node, app)?;
-        let resp = TracksResponse { session_id: Some(id.to_string()), ..TracksResponse::default() };
+        let resp = TracksResponse {
+            session_id: Some(id.to_string()),
+            ..TracksResponse::default()
+        };
         return Ok((StatusCode::CREATED, Json(resp)).into_response());
     };
     if desc.kind != "offer" {
-        return Err(Problem::bad_request("sessionDescription.type must be \"offer\""));
+        return Err(Problem::bad_request(
+            "sessionDescription.type must be \"offer\"",
+        ));
     }
     if !req.tracks.iter().any(is_remote) {
         let c = sessions::push(&node, None, Role::Api, Some(app), &desc.sdp)?;
         let resp = TracksResponse {
             session_id: Some(c.id.to_string()),
             session_description: description("answer", c.answer),
-            tracks: c.tracks.iter().map(|t| local(&t.mid, &t.name, c.id)).collect(),
+            tracks: c
+                .tracks
+                .iter()
+                .map(|t| local(&t.mid, &t.name, c.id))
+                .collect(),
             requires_immediate_renegotiation: false,
         };
         return Ok((StatusCode::CREATED, Json(resp)).into_response());
     }
     if !req.tracks.iter().all(is_remote) {
-        return Err(Problem::unprocessable("a new session either pushes its offer's tracks or pulls remote ones, not both"));
+        return Err(Problem::unprocessable(
+            "a new session either pushes its offer's tracks or pulls remote ones, not both",
+        ));
     }
     let (found, mut results) = resolve_remote(&node, &req.tracks);
-    let wanted: Vec<_> = found.iter().filter_map(|(t, track)| Some((t.mid.clone()?, track.clone()))).collect();
+    let wanted: Vec<_> = found
+        .iter()
+        .filter_map(|(t, track)| Some((t.mid.clone()?, track.clone())))
+        .collect();
     if wanted.is_empty() {
-        return Err(Problem::not_found("none of the requested remote tracks exists (each needs sessionId, trackName and mid)"));
+        return Err(Problem::not_found(
+            "none of the requested remote tracks exists (each needs sessionId, trackName and mid)",
+        ));
     }
     let c = sessions::pull_tracks(&node, app, &desc.sdp, wanted)?;
     results.extend(found.into_iter().map(|(t, _)| t));
@@ -188,8 +224,15 @@ pub async fn get_session(
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
     let id = own_session(&node, &app, &id)?;
-    let entry = node.registry.session(id).ok_or_else(|| Problem::not_found("no such session"))?;
-    let tracks: Vec<TrackObject> = entry.pushed.iter().map(|t| local(&t.mid, &t.name, id)).collect();
+    let entry = node
+        .registry
+        .session(id)
+        .ok_or_else(|| Problem::not_found("no such session"))?;
+    let tracks: Vec<TrackObject> = entry
+        .pushed
+        .iter()
+        .map(|t| local(&t.mid, &t.name, id))
+        .collect();
     Ok(Json(serde_json::json!({ "sessionId": id.to_string(), "tracks": tracks })).into_response())
 }
 
@@ -209,14 +252,20 @@ pub async fn new_tracks(
     }
     if req.tracks.iter().all(is_remote) {
         if req.session_description.is_some() {
-            return Err(Problem::unprocessable("remote tracks are offered by the server: send them without sessionDescription"));
+            return Err(Problem::unprocessable(
+                "remote tracks are offered by the server: send them without sessionDescription",
+            ));
         }
         let (found, mut results) = resolve_remote(&node, &req.tracks);
         if found.is_empty() {
-            return Err(Problem::not_found("none of the requested remote tracks exists"));
+            return Err(Problem::not_found(
+                "none of the requested remote tracks exists",
+            ));
         }
         let tracks = found.iter().map(|(_, t)| t.clone()).collect();
-        let Negotiated::Offer { sdp, pulls, .. } = sessions::negotiate(&node, id, Negotiation::Pull { tracks }).await? else {
+        let Negotiated::Offer { sdp, pulls, .. } =
+            sessions::negotiate(&node, id, Negotiation::Pull { tracks }).await?
+        else {
             return Err(Problem::internal("expected an offer"));
         };
         for ((mut t, _), (mid, _)) in found.into_iter().zip(pulls) {
@@ -232,13 +281,30 @@ pub async fn new_tracks(
         return Ok(Json(resp).into_response());
     }
     if req.tracks.iter().any(is_remote) {
-        return Err(Problem::unprocessable("push local tracks and pull remote ones in separate requests"));
+        return Err(Problem::unprocessable(
+            "push local tracks and pull remote ones in separate requests",
+        ));
     }
     let Some(desc) = req.session_description.filter(|d| d.kind == "offer") else {
-        return Err(Problem::bad_request("local tracks need a sessionDescription of type offer"));
+        return Err(Problem::bad_request(
+            "local tracks need a sessionDescription of type offer",
+        ));
     };
-    let names = req.tracks.iter().filter_map(|t| Some((t.mid.clone()?, t.track_name.clone()?))).collect();
-    let Negotiated::Answer { sdp, pushed } = sessions::negotiate(&node, id, Negotiation::Offer { sdp: desc.sdp, names }).await? else {
+    let names = req
+        .tracks
+        .iter()
+        .filter_map(|t| Some((t.mid.clone()?, t.track_name.clone()?)))
+        .collect();
+    let Negotiated::Answer { sdp, pushed } = sessions::negotiate(
+        &node,
+        id,
+        Negotiation::Offer {
+            sdp: desc.sdp,
+            names,
+        },
+    )
+    .await?
+    else {
         return Err(Problem::internal("expected an answer"));
     };
     let resp = TracksResponse {
@@ -261,7 +327,9 @@ pub async fn renegotiate(
     let id = own_session(&node, &app, &id)?;
     let req: TracksRequest = json_body(&node, &headers, body).await?;
     let Some(desc) = req.session_description.filter(|d| d.kind == "answer") else {
-        return Err(Problem::bad_request("renegotiate takes a sessionDescription of type answer"));
+        return Err(Problem::bad_request(
+            "renegotiate takes a sessionDescription of type answer",
+        ));
     };
     sessions::negotiate(&node, id, Negotiation::Answer { sdp: desc.sdp }).await?;
     Ok(Json(serde_json::json!({})).into_response())
@@ -283,7 +351,13 @@ pub async fn close_tracks(
         return Err(Problem::bad_request("name the tracks to close by mid"));
     }
     let result = sessions::negotiate(&node, id, Negotiation::Close { mids: mids.clone() }).await?;
-    let tracks = mids.iter().map(|m| TrackObject { mid: Some(m.clone()), ..TrackObject::default() }).collect();
+    let tracks = mids
+        .iter()
+        .map(|m| TrackObject {
+            mid: Some(m.clone()),
+            ..TrackObject::default()
+        })
+        .collect();
     let resp = match result {
         Negotiated::Offer { sdp, .. } => TracksResponse {
             session_description: description("offer", sdp),
@@ -291,7 +365,10 @@ pub async fn close_tracks(
             requires_immediate_renegotiation: true,
             ..TracksResponse::default()
         },
-        _ => TracksResponse { tracks, ..TracksResponse::default() },
+        _ => TracksResponse {
+            tracks,
+            ..TracksResponse::default()
+        },
     };
     Ok(Json(resp).into_response())
 }

@@ -61,7 +61,10 @@ pub fn router(node: Arc<Node>) -> Router {
                 .options(resource::options),
         )
         .route("/v1/apps/{app}/sessions/new", post(api::new_session))
-        .route("/v1/apps/{app}/sessions/{id}", get(api::get_session).delete(api::delete_session))
+        .route(
+            "/v1/apps/{app}/sessions/{id}",
+            get(api::get_session).delete(api::delete_session),
+        )
         .route(
             "/v1/apps/{app}/sessions/{id}/tracks/new",
             post(api::new_tracks),
