@@ -39,6 +39,9 @@ pub struct PublishOptions {
     pub bind: SocketAddr,
     /// ICE and DTLS must be done within this time after the answer.
     pub connect_timeout: Duration,
+    /// Send the offer without `a=candidate` lines, as OBS 30.2+ does: the server then only learns
+    /// our address from our connectivity checks (a peer-reflexive candidate).
+    pub strip_candidates: bool,
 }
 
 impl PublishOptions {
@@ -52,6 +55,7 @@ impl PublishOptions {
             duration: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             connect_timeout: Duration::from_secs(10),
+            strip_candidates: false,
         }
     }
 }
@@ -115,15 +119,16 @@ impl WhipPublisher {
         let video_mid = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let (offer, pending) = change.apply().context("str0m made no offer")?;
 
+        let mut offer_sdp = offer.to_sdp_string();
+        if opts.strip_candidates {
+            offer_sdp = offer_sdp
+                .split_inclusive('\n')
+                .filter(|l| !l.starts_with("a=candidate") && !l.starts_with("a=end-of-candidates"))
+                .collect();
+        }
         let client = http_client()?;
         let t0 = Instant::now();
-        let answer = post_offer(
-            &client,
-            &opts.url,
-            opts.token.as_deref(),
-            &offer.to_sdp_string(),
-        )
-        .await?;
+        let answer = post_offer(&client, &opts.url, opts.token.as_deref(), &offer_sdp).await?;
         let negotiated = (|| {
             let sdp = SdpAnswer::from_sdp_string(&answer.sdp).context("parsing the SDP answer")?;
             lp.rtc
