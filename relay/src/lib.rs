@@ -4,6 +4,7 @@
 //! deterministically by its caller.
 
 mod codec;
+mod gap_tracker;
 mod keyframe_cache;
 mod keyframe_request;
 mod nack;
@@ -14,6 +15,7 @@ mod rewrite;
 mod test_support;
 
 pub use codec::{Codec, h264_parameter_sets, is_keyframe_start};
+pub use gap_tracker::{Arrival, GapTracker, RepairConfig, RepairStats};
 pub use keyframe_cache::KeyframeCache;
 pub use keyframe_request::KeyframeRequests;
 pub use nack::NackStats;
