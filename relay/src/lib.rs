@@ -11,6 +11,7 @@ mod nack;
 mod packet;
 mod packet_cache;
 mod rewrite;
+pub mod shell;
 #[cfg(test)]
 mod test_support;
 
