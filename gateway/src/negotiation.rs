@@ -242,11 +242,23 @@ impl Worker {
                 "an offer is already waiting for its answer (PUT renegotiate)",
             ));
         }
+        // Check every mid before touching anything: an unknown one refuses the whole request
+        // rather than leaving the ones before it half closed (gone from the session, still
+        // negotiated in the SDP). A mid named twice is closed once.
+        let mut unique: Vec<Mid> = Vec::with_capacity(mids.len());
+        for mid in mids {
+            let mid = Mid::from(mid.as_str());
+            if !s.pushed.iter().any(|t| t.mid == mid) && !s.pulls.iter().any(|p| p.mid == mid) {
+                return Err(Problem::not_found(format!("no track on mid {mid}")));
+            }
+            if !unique.contains(&mid) {
+                unique.push(mid);
+            }
+        }
         let mut ended_pushes = Vec::new();
         let mut ended_pulls = Vec::new();
         let mut api = s.rtc.sdp_api();
-        for mid in mids {
-            let mid = Mid::from(mid.as_str());
+        for mid in unique {
             if let Some(i) = s.pushed.iter().position(|t| t.mid == mid) {
                 ended_pushes.push(s.pushed.remove(i));
             } else if let Some(i) = s.pulls.iter().position(|p| p.mid == mid) {
