@@ -7,6 +7,7 @@ mod codec;
 mod gap_tracker;
 mod keyframe_cache;
 mod keyframe_request;
+pub mod link;
 mod nack;
 mod packet;
 mod packet_cache;
