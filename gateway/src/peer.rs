@@ -198,12 +198,14 @@ impl PeerFactory {
     }
 }
 
-/// str0m's default codecs, plus the H264 profiles Safari and hardware encoders announce
-/// (Constrained High, Main); the level is negotiable.
+/// str0m's default codecs plus H264 Constrained High (`640c1f`), which Safari and hardware
+/// encoders announce and str0m's set lacks. Only profiles str0m tells apart may be added: a
+/// second format of one profile (Main `4d401f` beside `4d001f`) makes both claim the peer's
+/// payload type in an answer to our offer, which str0m asserts against.
 fn add_publisher_codecs(config: &mut RtcConfig) {
-    let codecs = config.codec_config();
-    codecs.add_h264(116.into(), None, true, 0x640c1f);
-    codecs.add_h264(117.into(), None, true, 0x4d401f);
+    config
+        .codec_config()
+        .add_h264(116.into(), None, true, 0x640c1f);
 }
 
 /// Accept an offer on an `Rtc` (new or already negotiated): the answer (CRLF) and the answer's

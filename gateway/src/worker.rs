@@ -103,6 +103,8 @@ pub struct WorkerStats {
     pub keyframe_runs_served: AtomicU64,
     pub keyframe_requests_received: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
+    /// Panics caught inside str0m (each cost one session).
+    pub panics: AtomicU64,
     /// NACKed packets from viewers without RTX: asked for, resent from the cache, not found.
     pub nacks_received: AtomicU64,
     pub nacks_answered: AtomicU64,
@@ -132,6 +134,8 @@ pub struct Worker {
     pending_keyframes: Vec<TrackId>,
     out: Vec<Transmit>,
     next_housekeeping: Instant,
+    /// The session whose `Rtc` is being called, so a panic inside str0m costs that session only.
+    touching: Option<SessionId>,
 }
 
 impl Worker {
@@ -148,6 +152,7 @@ impl Worker {
             pending_keyframes: Vec::new(),
             out: Vec::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING,
+            touching: None,
         }
     }
 
@@ -164,11 +169,11 @@ impl Worker {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
                     let now = Instant::now();
-                    self.handle(msg, now);
+                    self.guarded(|w| w.handle(msg, now));
                     // Take what else is queued before polling, so a burst costs one poll per session.
                     for _ in 0..256 {
                         match rx.try_recv() {
-                            Ok(msg) => self.handle(msg, now),
+                            Ok(msg) => self.guarded(|w| w.handle(msg, now)),
                             Err(_) => break,
                         }
                     }
@@ -176,18 +181,41 @@ impl Worker {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             let now = Instant::now();
-            self.expire_timers(now);
+            self.guarded(|w| w.expire_timers(now));
             if now >= self.next_housekeeping {
-                self.housekeeping(now);
+                self.guarded(|w| w.housekeeping(now));
             }
-            self.drive(now);
-            self.flush_keyframe_requests(now);
-            self.drive(now);
+            self.guarded(|w| w.drive(now));
+            self.guarded(|w| w.flush_keyframe_requests(now));
+            self.guarded(|w| w.drive(now));
             self.send().await;
         }
         for id in self.sessions.keys().copied().collect::<Vec<_>>() {
             self.reap(id, Instant::now());
         }
+    }
+
+    /// Run one step; if str0m panics inside it (its invariants are its own, but "panic means
+    /// bug" must not take a whole worker and every session on it down), drop only the session
+    /// that was being driven and carry on.
+    fn guarded(&mut self, step: impl FnOnce(&mut Self)) {
+        self.touching = None;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(self)));
+        let Err(panic) = result else { return };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        self.stats.panics.fetch_add(1, Ordering::Relaxed);
+        match self.touching.take() {
+            Some(id) => {
+                tracing::error!(session = %id, panic = %what, "a session panicked; it is closed, the worker goes on");
+                self.reap(id, Instant::now());
+            }
+            None => tracing::error!(panic = %what, "a worker step panicked; the worker goes on"),
+        }
+        self.dirty.retain(|id| self.sessions.contains_key(id));
     }
 
     fn next_deadline(&self) -> Instant {
@@ -217,6 +245,14 @@ impl Worker {
     }
 
     fn handle(&mut self, msg: WorkerMsg, now: Instant) {
+        self.touching = match &msg {
+            WorkerMsg::Close { session }
+            | WorkerMsg::Trickle { session, .. }
+            | WorkerMsg::IceRestart { session, .. }
+            | WorkerMsg::Negotiate { session, .. } => Some(*session),
+            WorkerMsg::Adopt(a) => Some(a.id),
+            _ => None,
+        };
         match msg {
             WorkerMsg::Datagram(d) => self.on_datagram(d),
             WorkerMsg::Adopt(a) => self.adopt(*a, now),
@@ -299,6 +335,7 @@ impl Worker {
         let Some(s) = self.sessions.get_mut(&d.session) else {
             return;
         };
+        self.touching = Some(d.session);
         let Ok(contents) = d.data.as_slice().try_into() else {
             return;
         };
@@ -397,6 +434,7 @@ impl Worker {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
+        self.touching = Some(id);
         let Some(pull) = s.pulls.get_mut(i) else {
             return;
         };
@@ -531,6 +569,7 @@ impl Worker {
             if t.keyframe_requests.poll(now)
                 && let Some(s) = self.sessions.get_mut(&t.info.session)
             {
+                self.touching = Some(t.info.session);
                 if let Some(rx) = s.rtc.direct_api().stream_rx_by_mid(t.info.mid, None) {
                     rx.request_keyframe(KeyframeRequestKind::Pli);
                     self.stats
@@ -598,6 +637,7 @@ impl Worker {
             let Some(s) = self.sessions.get_mut(id) else {
                 continue;
             };
+            self.touching = Some(*id);
             let mut wrote = false;
             for pull in s.pulls.iter_mut().filter(|p| p.track_id() == Some(track)) {
                 match pull.state {
@@ -691,6 +731,7 @@ impl Worker {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
+        self.touching = Some(id);
         if !s.same_ssrc_repair {
             return;
         }
@@ -733,6 +774,7 @@ impl Worker {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
+            self.touching = Some(id);
             s.dirty = false;
             let mut events = Vec::new();
             let alive = loop {
@@ -775,6 +817,7 @@ impl Worker {
             }
             self.timers.pop_first();
             if let Some(s) = self.sessions.get_mut(&id) {
+                self.touching = Some(id);
                 s.timeout = None;
                 if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                     tracing::debug!(session = %id, error = %e, "timeout refused");
@@ -862,5 +905,68 @@ impl Worker {
         }
         self.out = out;
         self.out.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cli, Config};
+    use crate::peer::PeerFactory;
+
+    fn worker() -> (Worker, PeerFactory) {
+        let mut config = Config::load(Cli::default()).expect("defaults");
+        config.udp_listen = "127.0.0.1:0".parse().expect("addr");
+        let udp = UdpShell::bind(config.udp_listen).expect("bind");
+        let peers = PeerFactory::new(&config, udp.local_addr()).expect("peers");
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (demux, _demux_rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(WorkerCtx {
+            peers: vec![tx],
+            udp,
+            demux,
+            registry: Arc::new(Registry::default()),
+            config: Arc::new(config),
+            stats: vec![Arc::default()],
+        });
+        (Worker::new(0, ctx), peers)
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_a_session_closes_that_session_only() {
+        let (mut w, peers) = worker();
+        let now = Instant::now();
+        let (a, b) = (SessionId::random(), SessionId::random());
+        for id in [a, b] {
+            let (rtc, _) = peers.empty(now);
+            w.guarded(|w| {
+                w.adopt(
+                    Adopt {
+                        id,
+                        rtc,
+                        same_ssrc_repair: false,
+                        pushed: vec![],
+                        pulls: vec![],
+                    },
+                    now,
+                )
+            });
+        }
+        assert_eq!(w.sessions.len(), 2);
+        w.guarded(|w| {
+            w.touching = Some(a);
+            panic!("a bug inside str0m");
+        });
+        assert!(
+            !w.sessions.contains_key(&a),
+            "the panicking session is gone"
+        );
+        assert!(w.sessions.contains_key(&b), "the other session lives on");
+        assert_eq!(w.stats.panics.load(Ordering::Relaxed), 1);
+        w.guarded(|w| w.drive(now));
+        assert!(
+            w.sessions.contains_key(&b),
+            "and the worker keeps driving it"
+        );
     }
 }
