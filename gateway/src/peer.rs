@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::format::{Codec, PayloadParams};
-use str0m::media::{MediaKind, Mid};
+use str0m::format::{Codec, CodecSpec, PayloadParams};
+use str0m::media::{MediaKind, Mid, Pt};
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 use crate::config::Config;
@@ -122,9 +122,25 @@ impl PeerFactory {
                 m.kind
             )));
         }
+        // Answer one codec per m-line, the client's first choice among those we can forward:
+        // a client sends the first codec of the answer, and viewers are offered exactly what
+        // the publisher negotiated, so a longer list would let a viewer pick a codec the
+        // publisher never sends (browsers and GStreamer offer several).
+        let chosen = self.publisher_codecs(offer, &lines, now)?;
         let (mut config, ufrag) = self.base();
-        add_publisher_codecs(&mut config);
-        let peer = self.finish(config.build(now), offer, ufrag)?;
+        let codecs = config.codec_config();
+        codecs.clear();
+        for (pt, resend, spec) in chosen {
+            codecs.add_config(
+                pt,
+                resend,
+                spec.codec,
+                spec.clock_rate,
+                spec.channels,
+                spec.format,
+            );
+        }
+        let peer = self.finish(config.build(now), parse_offer(offer_sdp)?, ufrag)?;
         let offered = lines
             .iter()
             .filter(|m| m.is_media() && !m.rejected())
@@ -135,6 +151,51 @@ impl PeerFactory {
             ));
         }
         Ok(peer)
+    }
+
+    /// The codec each media m-line of a publisher's offer will carry, as (payload type, RTX
+    /// payload type, codec): str0m negotiates the offer once with every codec we can forward
+    /// (that `Rtc` is then dropped), and of the payload types it accepts the one the client
+    /// lists first wins, with the client's RTX for it if it offered one.
+    fn publisher_codecs(
+        &self,
+        offer: SdpOffer,
+        lines: &[MLine],
+        now: Instant,
+    ) -> Result<Vec<(Pt, Option<Pt>, CodecSpec)>, Problem> {
+        let (mut config, _) = self.base();
+        add_publisher_codecs(&mut config);
+        let mut probe = config.build(now);
+        self.add_candidates(&mut probe);
+        answer_offer(&mut probe, offer)?;
+        let params = probe.codec_config().params();
+        let mut chosen: Vec<(Pt, Option<Pt>, CodecSpec)> = Vec::new();
+        for line in lines.iter().filter(|m| m.is_media() && !m.rejected()) {
+            let Some(media) = line
+                .mid
+                .as_deref()
+                .and_then(|mid| probe.media(Mid::from(mid)))
+            else {
+                continue;
+            };
+            let accepted = media.remote_pts();
+            let first = line.pts.iter().map(|pt| Pt::from(*pt)).find_map(|pt| {
+                if !accepted.contains(&pt) {
+                    return None;
+                }
+                // RTX/RED/FEC and DTMF ride along with a codec; they are never the choice.
+                params.iter().find(|p| {
+                    p.pt() == pt && (p.spec().codec.is_audio() || p.spec().codec.is_video())
+                })
+            });
+            let Some(first) = first else { continue };
+            if chosen.iter().any(|(pt, _, _)| *pt == first.pt()) {
+                continue;
+            }
+            let resend = line.rtx_for(*first.pt()).map(Pt::from);
+            chosen.push((first.pt(), resend, first.spec()));
+        }
+        Ok(chosen)
     }
 
     /// A viewer (WHEP, or pulling tracks): the only codecs it is offered are the ones the
@@ -169,7 +230,9 @@ impl PeerFactory {
         codecs.clear();
         let mut used: Vec<u8> = tracks
             .iter()
-            .flat_map(|t| t.params.iter().map(|p| *p.pt()))
+            .flat_map(|t| t.params.iter())
+            .flat_map(|p| [Some(*p.pt()), p.resend().map(|r| *r)])
+            .flatten()
             .collect();
         for p in tracks.iter().flat_map(|t| t.params.iter()) {
             let spec = p.spec();
@@ -193,6 +256,22 @@ impl PeerFactory {
                 "the player accepts none of the stream's codecs ({})",
                 codec_names(tracks)
             )));
+        }
+        // Never a partial answer either: a player that offers video but cannot take the
+        // stream's video codec (Firefox without OpenH264 for an H264 stream) would play black.
+        for (kind, name) in [(MediaKind::Audio, "audio"), (MediaKind::Video, "video")] {
+            let ours: Vec<Arc<TrackInfo>> =
+                tracks.iter().filter(|t| t.kind == kind).cloned().collect();
+            let wanted = lines
+                .iter()
+                .any(|m| m.kind == name && !m.rejected() && m.direction != Direction::Inactive);
+            let got = peer.media.iter().any(|(_, k)| *k == kind);
+            if !ours.is_empty() && wanted && !got {
+                return Err(Problem::unprocessable(format!(
+                    "the player accepts none of the stream's {name} codecs ({})",
+                    codec_names(&ours)
+                )));
+            }
         }
         Ok(peer)
     }

@@ -18,14 +18,30 @@ pub struct MLine {
     pub mid: Option<String>,
     pub direction: Direction,
     pub rids: usize,
+    /// Port 0 with `a=bundle-only`, the mid in a BUNDLE group (RFC 8843): the m-line is wanted
+    /// and shares the group's transport. webrtcbin (GStreamer) and Firefox offer every m-line
+    /// but the first this way under the max-bundle policy.
+    pub bundle_only: bool,
+    /// Payload types in m-line order: the writer's preference.
+    pub pts: Vec<u8>,
+    /// `(rtx, apt)`: the RTX payload type repairing each media payload type.
+    pub rtx: Vec<(u8, u8)>,
 }
 
 impl MLine {
     pub fn is_media(&self) -> bool {
         self.kind == "audio" || self.kind == "video"
     }
+    /// Port 0 and not bundle-only: the writer does not want this m-line.
     pub fn rejected(&self) -> bool {
-        self.port == 0
+        self.port == 0 && !self.bundle_only
+    }
+    /// The RTX payload type that repairs `pt`, if the writer gave one.
+    pub fn rtx_for(&self, pt: u8) -> Option<u8> {
+        self.rtx
+            .iter()
+            .find(|(_, apt)| *apt == pt)
+            .map(|(rtx, _)| *rtx)
     }
 }
 
@@ -34,6 +50,11 @@ impl MLine {
 pub fn mlines(sdp: &str) -> Vec<MLine> {
     let mut out: Vec<MLine> = Vec::new();
     let mut session_direction = Direction::SendRecv;
+    let mut bundled: Vec<String> = Vec::new();
+    // Per m-line: the payload types named `rtx` and every `apt=` seen (in either line order:
+    // Firefox writes a=fmtp before a=rtpmap).
+    let mut rtx_pts: Vec<Vec<u8>> = Vec::new();
+    let mut apts: Vec<Vec<(u8, u8)>> = Vec::new();
     for line in sdp.lines() {
         let line = line.trim_end_matches('\r');
         if let Some(rest) = line.strip_prefix("m=") {
@@ -43,16 +64,22 @@ pub fn mlines(sdp: &str) -> Vec<MLine> {
                 .next()
                 .and_then(|p| p.split('/').next()?.parse().ok())
                 .unwrap_or(0);
+            let pts = parts.skip(1).filter_map(|f| f.parse().ok()).collect();
             out.push(MLine {
                 kind,
                 port,
                 mid: None,
                 direction: session_direction,
                 rids: 0,
+                bundle_only: false,
+                pts,
+                rtx: Vec::new(),
             });
+            rtx_pts.push(Vec::new());
+            apts.push(Vec::new());
             continue;
         }
-        let direction = match line {
+        let direction = match line.trim_end() {
             "a=sendrecv" => Some(Direction::SendRecv),
             "a=sendonly" => Some(Direction::SendOnly),
             "a=recvonly" => Some(Direction::RecvOnly),
@@ -67,10 +94,45 @@ pub fn mlines(sdp: &str) -> Vec<MLine> {
                     m.mid = Some(mid.trim().to_string());
                 } else if line.starts_with("a=rid:") {
                     m.rids += 1;
+                } else if line.trim_end() == "a=bundle-only" {
+                    m.bundle_only = true;
+                } else if let Some((pt, value)) = line
+                    .strip_prefix("a=rtpmap:")
+                    .and_then(|v| v.split_once(' '))
+                {
+                    if value.to_ascii_lowercase().starts_with("rtx/")
+                        && let Ok(pt) = pt.parse()
+                        && let Some(list) = rtx_pts.last_mut()
+                    {
+                        list.push(pt);
+                    }
+                } else if let Some((pt, value)) =
+                    line.strip_prefix("a=fmtp:").and_then(|v| v.split_once(' '))
+                    && let Ok(pt) = pt.parse::<u8>()
+                    && let Some(apt) = value
+                        .split(';')
+                        .find_map(|kv| kv.trim().strip_prefix("apt="))
+                        .and_then(|a| a.trim().parse::<u8>().ok())
+                    && let Some(list) = apts.last_mut()
+                {
+                    list.push((pt, apt));
                 }
             }
-            (None, None) => {}
+            (None, None) => {
+                if let Some(mids) = line.strip_prefix("a=group:BUNDLE") {
+                    bundled.extend(mids.split_whitespace().map(str::to_string));
+                }
+            }
         }
+    }
+    for (i, m) in out.iter_mut().enumerate() {
+        // bundle-only means something only inside a BUNDLE group; elsewhere port 0 rejects.
+        m.bundle_only &= m.mid.as_ref().is_some_and(|mid| bundled.contains(mid));
+        m.rtx = apts[i]
+            .iter()
+            .filter(|(pt, _)| rtx_pts[i].contains(pt))
+            .copied()
+            .collect();
     }
     out
 }
@@ -140,7 +202,26 @@ mod tests {
         assert_eq!(m[1].direction, Direction::SendOnly);
         assert_eq!(m[1].rids, 2);
         assert_eq!(m[1].port, 9);
+        assert_eq!(m[1].pts, vec![96]);
         assert!(mlines("m=video 0 UDP 96\r\n")[0].rejected());
+    }
+
+    #[test]
+    fn bundle_only_is_not_rejected() {
+        // webrtcbin / Firefox max-bundle: port 0 + a=bundle-only inside the group.
+        let sdp = "v=0\r\na=group:BUNDLE video0 audio1\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\na=mid:video0\r\n\
+            a=fmtp:97 apt=96\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\n\
+            a=rtpmap:98 red/90000\r\na=rtpmap:99 rtx/90000\r\na=fmtp:99 apt=98\r\n\
+            m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=bundle-only\r\na=mid:audio1\r\n\
+            m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=bundle-only\r\na=mid:stray\r\n";
+        let m = mlines(sdp);
+        assert!(!m[1].rejected(), "bundle-only inside the group is wanted");
+        assert!(m[2].rejected(), "bundle-only outside any group is refused");
+        assert_eq!(m[0].pts, vec![96, 97, 98, 99]);
+        assert_eq!(m[0].rtx_for(96), Some(97));
+        assert_eq!(m[0].rtx_for(98), Some(99));
+        assert_eq!(m[0].rtx_for(97), None);
     }
 
     #[test]
