@@ -33,8 +33,9 @@ impl Default for RepairConfig {
             min_retry_interval: Duration::from_millis(10),
             max_nacks: 10,
             give_up_after: Duration::from_millis(1000),
-            max_gap: 1000,
-            max_missing: 2048,
+            // Seconds of video at high packet rates: a re-parent's outage must still be repaired.
+            max_gap: 5000,
+            max_missing: 5000,
         }
     }
 }
@@ -68,6 +69,8 @@ pub struct RepairStats {
 pub struct GapTracker {
     config: RepairConfig,
     highest: Option<u64>,
+    /// Where the parent said its first packet would be, before any arrived.
+    expected_first: Option<u64>,
     missing: BTreeMap<u64, Missing>,
     stats: RepairStats,
 }
@@ -85,12 +88,35 @@ pub enum Arrival {
 
 impl GapTracker {
     pub fn new(config: RepairConfig) -> Self {
-        GapTracker { config, highest: None, missing: BTreeMap::new(), stats: RepairStats::default() }
+        GapTracker {
+            config,
+            highest: None,
+            expected_first: None,
+            missing: BTreeMap::new(),
+            stats: RepairStats::default(),
+        }
     }
 
     /// Note a packet from the parent.
     pub fn on_packet(&mut self, seq: u64, now: Instant) -> Arrival {
         let Some(highest) = self.highest else {
+            if let Some(first) = self.expected_first.take() {
+                // The stream was announced to start at `first`: what came before `seq` was lost.
+                if seq > first && seq - first <= self.config.max_gap {
+                    let first_nack = now + self.config.reorder_delay;
+                    for s in first..seq {
+                        self.missing.insert(
+                            s,
+                            Missing {
+                                since: now,
+                                next_nack: first_nack,
+                                nacks: 0,
+                            },
+                        );
+                    }
+                    self.stats.detected += seq - first;
+                }
+            }
             self.highest = Some(seq);
             return Arrival::New;
         };
@@ -112,7 +138,14 @@ impl GapTracker {
         } else {
             let first_nack = now + self.config.reorder_delay;
             for s in highest + 1..seq {
-                self.missing.insert(s, Missing { since: now, next_nack: first_nack, nacks: 0 });
+                self.missing.insert(
+                    s,
+                    Missing {
+                        since: now,
+                        next_nack: first_nack,
+                        nacks: 0,
+                    },
+                );
             }
             self.stats.detected += gap;
             while self.missing.len() > self.config.max_missing {
@@ -128,7 +161,8 @@ impl GapTracker {
     pub fn poll_nacks(&mut self, now: Instant, rtt: Duration) -> Vec<u64> {
         let give_up = self.config.give_up_after;
         let before = self.missing.len();
-        self.missing.retain(|_, m| now.saturating_duration_since(m.since) < give_up);
+        self.missing
+            .retain(|_, m| now.saturating_duration_since(m.since) < give_up);
         let mut out = Vec::new();
         let spacing = rtt.max(self.config.min_retry_interval);
         let max_nacks = self.config.max_nacks;
@@ -152,7 +186,18 @@ impl GapTracker {
     /// When `poll_nacks` has something to do next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let give_up = self.config.give_up_after;
-        self.missing.values().map(|m| m.next_nack.min(m.since + give_up)).min()
+        self.missing
+            .values()
+            .map(|m| m.next_nack.min(m.since + give_up))
+            .min()
+    }
+
+    /// The sender announced that its first packet is `seq`: before anything has arrived, this
+    /// lets the loss of the very first packets be noticed and repaired too.
+    pub fn expect_from(&mut self, seq: u64, _now: Instant) {
+        if self.highest.is_none() {
+            self.expected_first = Some(seq);
+        }
     }
 
     /// Is this sequence number known to be missing (a repair is under way)?
@@ -197,7 +242,10 @@ mod tests {
         for s in 100..200 {
             assert_eq!(g.on_packet(s, t0()), Arrival::New);
         }
-        assert!(g.poll_nacks(at_ms(100), Duration::from_millis(20)).is_empty());
+        assert!(
+            g.poll_nacks(at_ms(100), Duration::from_millis(20))
+                .is_empty()
+        );
         assert_eq!(g.poll_timeout(), None);
         assert_eq!(g.stats(), RepairStats::default());
     }
@@ -207,9 +255,15 @@ mod tests {
         let mut g = tracker();
         g.on_packet(1, t0());
         g.on_packet(3, t0());
-        assert!(g.poll_nacks(at_ms(1), Duration::from_millis(20)).is_empty(), "inside the reorder delay");
+        assert!(
+            g.poll_nacks(at_ms(1), Duration::from_millis(20)).is_empty(),
+            "inside the reorder delay"
+        );
         assert_eq!(g.on_packet(2, at_ms(2)), Arrival::Recovered);
-        assert!(g.poll_nacks(at_ms(10), Duration::from_millis(20)).is_empty());
+        assert!(
+            g.poll_nacks(at_ms(10), Duration::from_millis(20))
+                .is_empty()
+        );
         assert_eq!(g.stats().recovered, 1);
         assert_eq!(g.stats().nacks_sent, 0);
     }
@@ -220,8 +274,15 @@ mod tests {
         g.on_packet(1, t0());
         g.on_packet(4, t0());
         assert_eq!(g.poll_timeout(), Some(at_ms(5)));
-        assert_eq!(g.poll_nacks(at_ms(5), Duration::from_millis(30)), vec![2, 3]);
-        assert!(g.poll_nacks(at_ms(20), Duration::from_millis(30)).is_empty(), "not before one RTT");
+        assert_eq!(
+            g.poll_nacks(at_ms(5), Duration::from_millis(30)),
+            vec![2, 3]
+        );
+        assert!(
+            g.poll_nacks(at_ms(20), Duration::from_millis(30))
+                .is_empty(),
+            "not before one RTT"
+        );
         assert_eq!(g.poll_timeout(), Some(at_ms(35)));
         g.on_packet(2, at_ms(30));
         assert_eq!(g.poll_nacks(at_ms(35), Duration::from_millis(30)), vec![3]);
@@ -232,7 +293,10 @@ mod tests {
 
     #[test]
     fn retries_are_bounded_and_old_losses_given_up() {
-        let config = RepairConfig { max_nacks: 3, ..RepairConfig::default() };
+        let config = RepairConfig {
+            max_nacks: 3,
+            ..RepairConfig::default()
+        };
         let mut g = GapTracker::new(config);
         g.on_packet(1, t0());
         g.on_packet(3, t0());
@@ -260,12 +324,18 @@ mod tests {
         g.on_packet(1_000_000, t0());
         assert_eq!(g.stats().restarts, 1);
         assert_eq!(g.missing(), 0);
-        let config = RepairConfig { max_missing: 10, ..RepairConfig::default() };
+        let config = RepairConfig {
+            max_missing: 10,
+            ..RepairConfig::default()
+        };
         let mut g = GapTracker::new(config);
         g.on_packet(0, t0());
         g.on_packet(500, t0());
         assert_eq!(g.missing(), 10);
-        assert!(g.is_missing(499) && !g.is_missing(1), "the newest gaps are kept");
+        assert!(
+            g.is_missing(499) && !g.is_missing(1),
+            "the newest gaps are kept"
+        );
     }
 
     #[test]
@@ -275,6 +345,23 @@ mod tests {
         assert_eq!(g.on_packet(10, t0()), Arrival::Duplicate);
         assert_eq!(g.on_packet(3, t0()), Arrival::Duplicate);
         assert_eq!(g.stats().duplicates, 2);
+    }
+
+    #[test]
+    fn a_lost_first_packet_is_repaired_when_the_start_was_announced() {
+        let mut g = tracker();
+        g.expect_from(100, t0());
+        g.on_packet(102, t0());
+        assert!(g.is_missing(100) && g.is_missing(101));
+        assert_eq!(
+            g.poll_nacks(at_ms(5), Duration::from_millis(20)),
+            vec![100, 101]
+        );
+        assert_eq!(g.on_packet(100, at_ms(6)), Arrival::Recovered);
+        let mut g = tracker();
+        g.expect_from(100, t0());
+        g.on_packet(100, t0());
+        assert_eq!(g.missing(), 0);
     }
 
     #[test]

@@ -11,10 +11,12 @@ pub mod link;
 mod nack;
 mod packet;
 mod packet_cache;
+pub mod placement;
 mod rewrite;
 pub mod shell;
 #[cfg(test)]
 mod test_support;
+pub mod tree;
 
 pub use codec::{Codec, h264_parameter_sets, is_keyframe_start};
 pub use gap_tracker::{Arrival, GapTracker, RepairConfig, RepairStats};

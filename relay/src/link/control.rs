@@ -107,6 +107,10 @@ pub struct SubscribeOk {
     pub track: TrackKey,
     /// Link-local number of this track in media datagrams, chosen by the parent.
     pub channel: u32,
+    /// Sequence number of the first packet the parent sends on this channel (the start of its
+    /// keyframe run), or `u64::MAX` when it has none yet. Lets the child repair the very first
+    /// packets too: datagrams may arrive before this message, and any of them may be lost.
+    pub first_seq: u64,
     pub codec: Codec,
     /// RTP clock rate (90000 for video, 48000 for Opus).
     pub clock_rate: u32,
@@ -231,6 +235,7 @@ impl ControlMessage {
             ControlMessage::SubscribeOk(ok) => {
                 ok.track.put(out)?;
                 out.put_u32(ok.channel);
+                out.put_u64(ok.first_seq);
                 out.put_u8(codec_to_wire(ok.codec));
                 out.put_u32(ok.clock_rate);
                 out.put_u8(ok.pt);
@@ -301,6 +306,7 @@ impl ControlMessage {
             SUBSCRIBE_OK => ControlMessage::SubscribeOk(SubscribeOk {
                 track: TrackKey::read(&mut r)?,
                 channel: r.u32("channel")?,
+                first_seq: r.u64("first seq")?,
                 codec: codec_from_wire(r.u8("codec")?),
                 clock_rate: r.u32("clock rate")?,
                 pt: r.u8("payload type")?,
@@ -405,6 +411,7 @@ mod tests {
             ControlMessage::SubscribeOk(SubscribeOk {
                 track: track.clone(),
                 channel: u32::MAX,
+                first_seq: u64::MAX,
                 codec: Codec::Av1,
                 clock_rate: u32::MAX,
                 pt: u8::MAX,
@@ -517,16 +524,18 @@ mod tests {
                 name: "a".into(),
             },
             channel: 0x0102_0304,
+            first_seq: 5,
             codec: Codec::Opus,
             clock_rate: 48000,
             pt: 111,
             audio_channels: 2,
             fmtp: "x".into(),
         });
-        let mut expected = vec![0, 0, 0, 34, 0x12, 1, b'o'];
+        let mut expected = vec![0, 0, 0, 42, 0x12, 1, b'o'];
         expected.extend_from_slice(&[0; 16]);
         expected.extend_from_slice(&[1, b'a']);
         expected.extend_from_slice(&[1, 2, 3, 4]); // channel
+        expected.extend_from_slice(&5u64.to_be_bytes()); // first seq
         expected.push(1); // Opus
         expected.extend_from_slice(&48000u32.to_be_bytes());
         expected.extend_from_slice(&[111, 2, 1, b'x']);
@@ -621,6 +630,7 @@ mod tests {
         let msg = ControlMessage::SubscribeOk(SubscribeOk {
             track: key("v"),
             channel: 1,
+            first_seq: 0,
             codec: Codec::H264,
             clock_rate: 90000,
             pt: 96,

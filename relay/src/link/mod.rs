@@ -27,7 +27,7 @@
 //! | 0x05 | `Pong`             | u64 t                                                                      |
 //! | 0x10 | `Subscribe`        | track                                                                      |
 //! | 0x11 | `Unsubscribe`      | track                                                                      |
-//! | 0x12 | `SubscribeOk`      | track, u32 channel, u8 codec, u32 clock_rate, u8 pt, u8 audio_channels, str fmtp |
+//! | 0x12 | `SubscribeOk`      | track, u32 channel, u64 first_seq, u8 codec, u32 clock_rate, u8 pt, u8 audio_channels, str fmtp |
 //! | 0x13 | `TrackEnded`       | track                                                                      |
 //! | 0x14 | `KeyframeRequest`  | u32 channel                                                                |
 //! | 0x15 | `Nack`             | u32 channel, u16 n, n × (u64 first, u16 mask)                              |

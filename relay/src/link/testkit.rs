@@ -77,6 +77,7 @@ pub fn one_of_each() -> Vec<ControlMessage> {
         ControlMessage::SubscribeOk(SubscribeOk {
             track: key("video"),
             channel: 3,
+            first_seq: 1234,
             codec: Codec::H264,
             clock_rate: 90_000,
             pt: 102,

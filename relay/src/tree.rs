@@ -1,0 +1,1095 @@
+//! One node's part in the per-track cascading trees — sans-IO, like quinn-proto: links, control
+//! messages, datagrams and time go in; control messages, datagrams and local deliveries come out.
+//!
+//! For each track a node touches it keeps a packet cache, a keyframe cache and a gap tracker, its
+//! parent (the track's origin, or the rendezvous choice among the live members of the nearest tier
+//! above) and its children. Every hop repairs its own link (NACKs to its parent, retried by RTT)
+//! and answers its children's NACKs from its caches — the NACK shield — so the origin hears one
+//! NACK per lost packet per child link, however many viewers sit below. A child that joins gets
+//! the keyframe run at once; a parent that dies is replaced by the next rendezvous choice, whose
+//! keyframe run fills the gap without any viewer reconnecting. Tracks nobody wants any more are
+//! pruned upward after a grace period.
+//!
+//! Streams are found through a directory with no central database: a stream's home node is the
+//! rendezvous choice among tier-0 members (the gateways); the origin announces there and any
+//! gateway looks it up there.
+//!
+//! The shell (QUIC) exchanges `Hello`s before reporting a link up, measures RTT, and carries the
+//! outputs; this type never sees a socket or a clock.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::gap_tracker::{Arrival, GapTracker, RepairConfig};
+use crate::keyframe_cache::KeyframeCache;
+use crate::keyframe_request::KeyframeRequests;
+use crate::link::{
+    ControlMessage, StreamOrigin, SubscribeOk, TrackKey, decode_datagram, encode_datagram,
+    nack_messages,
+};
+use crate::packet::SharedPacket;
+use crate::packet_cache::{CacheLimits, PacketCache};
+use crate::placement;
+
+/// The shell's handle for one link (one QUIC connection to one peer).
+pub type LinkId = u64;
+
+/// Settings of a node's tree behaviour.
+#[derive(Debug, Clone)]
+pub struct TreeConfig {
+    pub node_id: String,
+    /// 0 for gateways (origins and edges), 1.. for relay tiers (higher is nearer the origins).
+    pub tier: u8,
+    pub cache: CacheLimits,
+    pub keyframe_cache_bytes: usize,
+    pub repair: RepairConfig,
+    /// A track nobody below wants is kept this long before the node unsubscribes upward.
+    pub prune_grace: Duration,
+    pub keyframe_request_interval: Duration,
+    /// Largest datagram the links carry.
+    pub max_datagram: usize,
+    /// A peer whose link failed is not chosen as a parent again for this long.
+    pub failed_peer_backoff: Duration,
+}
+
+impl TreeConfig {
+    pub fn new(node_id: impl Into<String>, tier: u8) -> Self {
+        TreeConfig {
+            node_id: node_id.into(),
+            tier,
+            cache: CacheLimits::default(),
+            keyframe_cache_bytes: 16 * 1024 * 1024,
+            // A re-parent takes about a link idle timeout; missing packets stay worth asking for.
+            repair: RepairConfig {
+                give_up_after: Duration::from_secs(3),
+                ..RepairConfig::default()
+            },
+            prune_grace: Duration::from_secs(5),
+            keyframe_request_interval: Duration::from_millis(500),
+            max_datagram: 1400,
+            failed_peer_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the node asks its shell (or its gateway) to do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Open a link to this peer (its node id is its cluster address).
+    Connect {
+        peer: String,
+    },
+    Send {
+        link: LinkId,
+        msg: ControlMessage,
+    },
+    Datagram {
+        link: LinkId,
+        bytes: Bytes,
+    },
+    /// A packet of a track subscribed locally (the gateway's viewers).
+    Deliver {
+        track: TrackKey,
+        packet: SharedPacket,
+    },
+    /// A locally subscribed track is flowing; its codec description.
+    TrackReady {
+        track: TrackKey,
+        info: SubscribeOk,
+    },
+    /// A locally subscribed track is gone (its publisher left or its origin is unreachable).
+    TrackEnded {
+        track: TrackKey,
+    },
+    /// Origin only: ask the local publisher for a keyframe.
+    KeyframeRequest {
+        track: TrackKey,
+    },
+    /// The answer to a local `lookup`.
+    StreamLocation {
+        stream: String,
+        origin: Option<StreamOrigin>,
+    },
+}
+
+/// Counters for the node's stats endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    pub packets_in: u64,
+    pub datagrams_out: u64,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub nacks_received: u64,
+    pub nacks_answered: u64,
+    /// NACKed packets this node misses too: its own repair brings them, once, to everyone.
+    pub nacks_waiting: u64,
+    pub nacks_missed: u64,
+    /// NACKed packets older than this node's own first packet, asked of the parent once for
+    /// however many children wanted them.
+    pub nacks_forwarded: u64,
+    pub nacks_sent: u64,
+    pub keyframe_requests_received: u64,
+    pub keyframe_requests_sent: u64,
+    pub keyframe_requests_aggregated: u64,
+    pub reparents: u64,
+    pub pruned: u64,
+    pub bad_datagrams: u64,
+    pub oversized: u64,
+}
+
+/// A link's view of one track: a child's, or the parent's.
+#[derive(Debug)]
+struct Link {
+    peer: String,
+    next_channel: u32,
+    /// Channels we assigned for tracks we send on this link.
+    out: HashMap<u32, TrackKey>,
+    /// Channels the peer assigned for tracks it sends us.
+    inbound: HashMap<u32, TrackKey>,
+    /// Datagrams that overtook their channel's `SubscribeOk` (QUIC does not order datagrams
+    /// against stream data), replayed when it arrives.
+    early: Vec<(u32, SharedPacket, bool)>,
+    rtt: Duration,
+}
+
+/// Early datagrams kept per link at most (a keyframe run is a few hundred packets).
+const MAX_EARLY: usize = 4096;
+/// Child NACKs forwarded upstream and not yet answered, per track at most.
+const MAX_UPSTREAM: usize = 4096;
+
+#[derive(Debug)]
+struct NodeTrack {
+    hash_key: Vec<u8>,
+    info: Option<SubscribeOk>,
+    origin: bool,
+    parent: Option<String>,
+    parent_link: Option<LinkId>,
+    parent_channel: Option<u32>,
+    subscribed: bool,
+    cache: PacketCache,
+    keyframes: KeyframeCache,
+    gaps: GapTracker,
+    children: Vec<(LinkId, u32)>,
+    waiting_children: Vec<LinkId>,
+    /// Packets asked of the parent on behalf of children: seq → (asked at, who asked).
+    upstream: BTreeMap<u64, (Instant, Vec<LinkId>)>,
+    local: bool,
+    idle_since: Option<Instant>,
+    keyframe_requests: KeyframeRequests,
+}
+
+impl NodeTrack {
+    fn new(key: &TrackKey, config: &TreeConfig) -> NodeTrack {
+        NodeTrack {
+            hash_key: hash_key(key),
+            info: None,
+            origin: false,
+            parent: None,
+            parent_link: None,
+            parent_channel: None,
+            subscribed: false,
+            cache: PacketCache::new(config.cache),
+            keyframes: KeyframeCache::new(config.keyframe_cache_bytes),
+            gaps: GapTracker::new(config.repair),
+            children: Vec::new(),
+            waiting_children: Vec::new(),
+            upstream: BTreeMap::new(),
+            local: false,
+            idle_since: None,
+            keyframe_requests: KeyframeRequests::new(config.keyframe_request_interval),
+        }
+    }
+
+    fn wanted(&self) -> bool {
+        self.local || !self.children.is_empty() || !self.waiting_children.is_empty()
+    }
+
+    /// A packet by sequence number, from the recent-packet cache or the keyframe run (which
+    /// reaches further back, so a hop that lost its parent for a second can still be repaired).
+    fn find(&self, seq: u64) -> Option<&SharedPacket> {
+        self.cache
+            .get(seq)
+            .or_else(|| self.keyframes.run().find(|p| p.seq == seq))
+    }
+}
+
+fn hash_key(key: &TrackKey) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.origin.len() + key.name.len() + 18);
+    v.extend_from_slice(key.origin.as_bytes());
+    v.push(b'/');
+    v.extend_from_slice(&key.session);
+    v.push(b'/');
+    v.extend_from_slice(key.name.as_bytes());
+    v
+}
+
+/// One node's tree state.
+#[derive(Debug)]
+pub struct TreeNode {
+    config: TreeConfig,
+    links: HashMap<LinkId, Link>,
+    by_peer: HashMap<String, LinkId>,
+    members: BTreeMap<u8, Vec<String>>,
+    failed: HashMap<String, Instant>,
+    connecting: HashSet<String>,
+    tracks: HashMap<TrackKey, NodeTrack>,
+    /// As a stream's home node: where its publisher is.
+    directory: HashMap<String, StreamOrigin>,
+    /// As an origin: what we announced, re-sent when a home link comes (back) up.
+    announced: HashMap<String, StreamOrigin>,
+    lookups: HashSet<String>,
+    out: VecDeque<Output>,
+    stats: TreeStats,
+}
+
+impl TreeNode {
+    pub fn new(config: TreeConfig) -> TreeNode {
+        TreeNode {
+            config,
+            links: HashMap::new(),
+            by_peer: HashMap::new(),
+            members: BTreeMap::new(),
+            failed: HashMap::new(),
+            connecting: HashSet::new(),
+            tracks: HashMap::new(),
+            directory: HashMap::new(),
+            announced: HashMap::new(),
+            lookups: HashSet::new(),
+            out: VecDeque::new(),
+            stats: TreeStats::default(),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.config.node_id
+    }
+
+    pub fn stats(&self) -> TreeStats {
+        self.stats
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Tracks this node holds, with their child count and parent.
+    pub fn tracks(&self) -> Vec<(TrackKey, usize, Option<String>)> {
+        self.tracks
+            .iter()
+            .map(|(k, t)| (k.clone(), t.children.len(), t.parent.clone()))
+            .collect()
+    }
+
+    pub fn parent_of(&self, track: &TrackKey) -> Option<&str> {
+        self.tracks.get(track).and_then(|t| t.parent.as_deref())
+    }
+
+    // ----- membership and links -----
+
+    /// The live members of one tier (ids include this node when it is in that tier).
+    pub fn set_members(&mut self, tier: u8, mut ids: Vec<String>, now: Instant) {
+        ids.sort();
+        ids.dedup();
+        self.members.insert(tier, ids);
+        if tier == 0 {
+            // A stream's home may have moved.
+            let streams: Vec<String> = self.announced.keys().cloned().collect();
+            for s in streams {
+                self.send_announce(&s);
+            }
+        }
+        let _ = now;
+    }
+
+    /// The shell connected to `peer` (Hellos exchanged).
+    pub fn link_up(&mut self, link: LinkId, peer: String, now: Instant) {
+        self.connecting.remove(&peer);
+        self.failed.remove(&peer);
+        self.by_peer.insert(peer.clone(), link);
+        self.links.insert(
+            link,
+            Link {
+                peer: peer.clone(),
+                next_channel: 1,
+                out: HashMap::new(),
+                inbound: HashMap::new(),
+                early: Vec::new(),
+                rtt: Duration::from_millis(20),
+            },
+        );
+        let waiting: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.parent.as_deref() == Some(peer.as_str()) && !t.subscribed)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in waiting {
+            self.subscribe_upstream(&key, now);
+        }
+        let home_streams: Vec<String> = self
+            .announced
+            .keys()
+            .filter(|s| self.home(s).as_deref() == Some(peer.as_str()))
+            .cloned()
+            .collect();
+        for s in home_streams {
+            self.send_announce(&s);
+        }
+        let lookups: Vec<String> = self
+            .lookups
+            .iter()
+            .filter(|s| self.home(s).as_deref() == Some(peer.as_str()))
+            .cloned()
+            .collect();
+        for s in lookups {
+            self.out.push_back(Output::Send {
+                link,
+                msg: ControlMessage::StreamLookup { stream: s },
+            });
+        }
+    }
+
+    /// A connection attempt to `peer` failed.
+    pub fn connect_failed(&mut self, peer: &str, now: Instant) {
+        self.connecting.remove(peer);
+        self.failed.insert(peer.to_string(), now);
+        self.reparent_from(peer, now);
+    }
+
+    /// A link closed or timed out.
+    pub fn link_down(&mut self, link: LinkId, now: Instant) {
+        let Some(l) = self.links.remove(&link) else {
+            return;
+        };
+        if self.by_peer.get(&l.peer) == Some(&link) {
+            self.by_peer.remove(&l.peer);
+        }
+        self.failed.insert(l.peer.clone(), now);
+        // Children behind this link are gone.
+        let keys: Vec<TrackKey> = self.tracks.keys().cloned().collect();
+        for key in &keys {
+            if let Some(t) = self.tracks.get_mut(key) {
+                t.children.retain(|(c, _)| *c != link);
+                t.waiting_children.retain(|c| *c != link);
+                if !t.wanted() && !t.origin && t.idle_since.is_none() {
+                    t.idle_since = Some(now);
+                }
+            }
+        }
+        self.directory.retain(|_, o| o.node != l.peer);
+        self.reparent_from(&l.peer, now);
+    }
+
+    pub fn set_rtt(&mut self, link: LinkId, rtt: Duration) {
+        if let Some(l) = self.links.get_mut(&link) {
+            l.rtt = rtt;
+        }
+    }
+
+    fn reparent_from(&mut self, peer: &str, now: Instant) {
+        let orphans: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.parent.as_deref() == Some(peer))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in orphans {
+            if let Some(t) = self.tracks.get_mut(&key) {
+                t.parent = None;
+                t.parent_link = None;
+                t.parent_channel = None;
+                t.subscribed = false;
+            }
+            self.stats.reparents += 1;
+            self.attach_upstream(&key, now);
+        }
+    }
+
+    fn link_to(&mut self, peer: &str) -> Option<LinkId> {
+        if let Some(l) = self.by_peer.get(peer) {
+            return Some(*l);
+        }
+        if self.connecting.insert(peer.to_string()) {
+            self.out.push_back(Output::Connect {
+                peer: peer.to_string(),
+            });
+        }
+        None
+    }
+
+    fn usable(&self, peer: &str, now: Instant) -> bool {
+        peer != self.config.node_id
+            && self.failed.get(peer).is_none_or(|t| {
+                now.saturating_duration_since(*t) >= self.config.failed_peer_backoff
+            })
+    }
+
+    /// The parent for a track: the rendezvous choice in the nearest tier above that has a
+    /// usable member, else the origin itself.
+    fn choose_parent(&self, key: &TrackKey, hash_key: &[u8], now: Instant) -> Option<String> {
+        for (_, members) in self.members.range(self.config.tier + 1..) {
+            let live: Vec<&str> = members
+                .iter()
+                .map(String::as_str)
+                .filter(|m| self.usable(m, now))
+                .collect();
+            if let Some(p) = placement::parent(&live, hash_key) {
+                return Some(p.to_string());
+            }
+        }
+        (key.origin != self.config.node_id && self.usable(&key.origin, now))
+            .then(|| key.origin.clone())
+    }
+
+    fn attach_upstream(&mut self, key: &TrackKey, now: Instant) {
+        let Some(t) = self.tracks.get(key) else {
+            return;
+        };
+        if t.origin {
+            return;
+        }
+        match self.choose_parent(key, &t.hash_key.clone(), now) {
+            Some(parent) => {
+                if let Some(t) = self.tracks.get_mut(key) {
+                    t.parent = Some(parent.clone());
+                }
+                if self.link_to(&parent).is_some() {
+                    self.subscribe_upstream(key, now);
+                }
+            }
+            None => self.end_track(key),
+        }
+    }
+
+    fn subscribe_upstream(&mut self, key: &TrackKey, now: Instant) {
+        let Some(t) = self.tracks.get_mut(key) else {
+            return;
+        };
+        let Some(parent) = t.parent.clone() else {
+            return;
+        };
+        let Some(link) = self.by_peer.get(&parent).copied() else {
+            return;
+        };
+        t.parent_link = Some(link);
+        t.subscribed = true;
+        t.gaps.parent_changed(now);
+        self.out.push_back(Output::Send {
+            link,
+            msg: ControlMessage::Subscribe { track: key.clone() },
+        });
+    }
+
+    // ----- local (gateway) side -----
+
+    /// This node's publisher has a track (we are its origin).
+    pub fn publish(&mut self, info: SubscribeOk) {
+        let key = info.track.clone();
+        let t = self
+            .tracks
+            .entry(key)
+            .or_insert_with_key(|k| NodeTrack::new(k, &self.config));
+        t.origin = true;
+        t.info = Some(info);
+        t.idle_since = None;
+    }
+
+    /// A packet of a published track, from the local publisher.
+    pub fn local_packet(&mut self, track: &TrackKey, packet: SharedPacket, now: Instant) {
+        self.ingest(track, packet, false, false, now);
+    }
+
+    /// The local publisher's track ended.
+    pub fn unpublish(&mut self, track: &TrackKey) {
+        self.end_track(track);
+    }
+
+    /// Local viewers want a track (published anywhere in the cluster).
+    pub fn subscribe(&mut self, track: &TrackKey, now: Instant) {
+        let created = !self.tracks.contains_key(track);
+        let t = self
+            .tracks
+            .entry(track.clone())
+            .or_insert_with_key(|k| NodeTrack::new(k, &self.config));
+        t.local = true;
+        t.idle_since = None;
+        if let Some(info) = t.info.clone() {
+            self.out.push_back(Output::TrackReady {
+                track: track.clone(),
+                info,
+            });
+            let run: Vec<SharedPacket> = t.keyframes.run().cloned().collect();
+            for p in run {
+                self.stats.delivered += 1;
+                self.out.push_back(Output::Deliver {
+                    track: track.clone(),
+                    packet: p,
+                });
+            }
+        }
+        if created {
+            if track.origin == self.config.node_id {
+                self.end_track(track);
+            } else {
+                self.attach_upstream(track, now);
+            }
+        }
+    }
+
+    pub fn unsubscribe(&mut self, track: &TrackKey, now: Instant) {
+        if let Some(t) = self.tracks.get_mut(track) {
+            t.local = false;
+            if !t.wanted() && !t.origin {
+                t.idle_since = Some(now);
+            }
+        }
+    }
+
+    /// A local viewer asked for a keyframe.
+    pub fn request_keyframe(&mut self, track: &TrackKey, now: Instant) {
+        if let Some(t) = self.tracks.get_mut(track) {
+            t.keyframe_requests.request(now);
+            self.stats.keyframe_requests_received += 1;
+        }
+    }
+
+    /// Register a stream published here at its home node.
+    pub fn announce(&mut self, stream: String, origin: StreamOrigin) {
+        self.announced.insert(stream.clone(), origin);
+        self.send_announce(&stream);
+    }
+
+    pub fn withdraw(&mut self, stream: &str, session: [u8; 16]) {
+        if self
+            .announced
+            .get(stream)
+            .is_some_and(|o| o.session == session)
+        {
+            self.announced.remove(stream);
+        }
+        match self.home(stream) {
+            Some(home)
+                if home == self.config.node_id
+                    && self
+                        .directory
+                        .get(stream)
+                        .is_some_and(|o| o.session == session) =>
+            {
+                self.directory.remove(stream);
+            }
+            Some(home) => {
+                if let Some(link) = self.by_peer.get(&home).copied() {
+                    let msg = ControlMessage::StreamWithdraw {
+                        stream: stream.to_string(),
+                        session,
+                    };
+                    self.out.push_back(Output::Send { link, msg });
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Where is this stream published? Answered with `Output::StreamLocation`.
+    pub fn lookup(&mut self, stream: &str) {
+        match self.home(stream) {
+            Some(home) if home == self.config.node_id => {
+                let origin = self.directory.get(stream).cloned();
+                self.out.push_back(Output::StreamLocation {
+                    stream: stream.to_string(),
+                    origin,
+                });
+            }
+            Some(home) => {
+                self.lookups.insert(stream.to_string());
+                if let Some(link) = self.link_to(&home) {
+                    let msg = ControlMessage::StreamLookup {
+                        stream: stream.to_string(),
+                    };
+                    self.out.push_back(Output::Send { link, msg });
+                }
+            }
+            None => self.out.push_back(Output::StreamLocation {
+                stream: stream.to_string(),
+                origin: None,
+            }),
+        }
+    }
+
+    fn home(&self, stream: &str) -> Option<String> {
+        let gateways = self.members.get(&0)?;
+        placement::home_node(stream, gateways).map(str::to_string)
+    }
+
+    fn send_announce(&mut self, stream: &str) {
+        let Some(origin) = self.announced.get(stream).cloned() else {
+            return;
+        };
+        match self.home(stream) {
+            Some(home) if home == self.config.node_id => {
+                self.directory.insert(stream.to_string(), origin);
+            }
+            Some(home) => {
+                if let Some(link) = self.link_to(&home) {
+                    let msg = ControlMessage::StreamAnnounce {
+                        stream: stream.to_string(),
+                        origin,
+                    };
+                    self.out.push_back(Output::Send { link, msg });
+                }
+            }
+            None => {}
+        }
+    }
+
+    // ----- from links -----
+
+    pub fn on_control(&mut self, link: LinkId, msg: ControlMessage, now: Instant) {
+        if !self.links.contains_key(&link) {
+            return;
+        }
+        match msg {
+            ControlMessage::Subscribe { track } => self.on_subscribe(link, track, now),
+            ControlMessage::Unsubscribe { track } => {
+                if let Some(t) = self.tracks.get_mut(&track) {
+                    t.children.retain(|(c, _)| *c != link);
+                    t.waiting_children.retain(|c| *c != link);
+                    if !t.wanted() && !t.origin {
+                        t.idle_since = Some(now);
+                    }
+                }
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.out.retain(|_, k| *k != track);
+                }
+            }
+            ControlMessage::SubscribeOk(ok) => self.on_subscribe_ok(link, ok, now),
+            ControlMessage::TrackEnded { track } => {
+                let from_parent = self
+                    .tracks
+                    .get(&track)
+                    .is_some_and(|t| t.parent_link == Some(link));
+                if from_parent {
+                    self.end_track(&track);
+                }
+            }
+            ControlMessage::KeyframeRequest { channel } => {
+                let key = self
+                    .links
+                    .get(&link)
+                    .and_then(|l| l.out.get(&channel))
+                    .cloned();
+                if let Some(key) = key {
+                    self.request_keyframe(&key, now);
+                }
+            }
+            ControlMessage::Nack { channel, seqs } => self.on_nack(link, channel, &seqs, now),
+            ControlMessage::StreamAnnounce { stream, origin } => {
+                self.directory.insert(stream, origin);
+            }
+            ControlMessage::StreamWithdraw { stream, session } => {
+                if self
+                    .directory
+                    .get(&stream)
+                    .is_some_and(|o| o.session == session)
+                {
+                    self.directory.remove(&stream);
+                }
+            }
+            ControlMessage::StreamLookup { stream } => {
+                let origin = self.directory.get(&stream).cloned();
+                self.out.push_back(Output::Send {
+                    link,
+                    msg: ControlMessage::StreamLocation { stream, origin },
+                });
+            }
+            ControlMessage::StreamLocation { stream, origin } => {
+                if self.lookups.remove(&stream) {
+                    self.out
+                        .push_back(Output::StreamLocation { stream, origin });
+                }
+            }
+            // Handshake, keep-alive and close are the shell's business.
+            ControlMessage::Hello(_)
+            | ControlMessage::HelloAck
+            | ControlMessage::Close { .. }
+            | ControlMessage::Ping { .. }
+            | ControlMessage::Pong { .. } => {}
+        }
+    }
+
+    fn on_subscribe(&mut self, link: LinkId, track: TrackKey, now: Instant) {
+        let exists = self.tracks.contains_key(&track);
+        if !exists && track.origin == self.config.node_id {
+            // Our publisher is gone (or never was).
+            self.out.push_back(Output::Send {
+                link,
+                msg: ControlMessage::TrackEnded { track },
+            });
+            return;
+        }
+        let t = self
+            .tracks
+            .entry(track.clone())
+            .or_insert_with_key(|k| NodeTrack::new(k, &self.config));
+        t.idle_since = None;
+        if t.children.iter().any(|(c, _)| *c == link) || t.waiting_children.contains(&link) {
+            return;
+        }
+        if t.info.is_some() {
+            self.accept_child(&track, link);
+        } else {
+            t.waiting_children.push(link);
+        }
+        if !exists {
+            self.attach_upstream(&track, now);
+        }
+    }
+
+    /// Give a child the track: a channel, the codec description, then the keyframe run.
+    fn accept_child(&mut self, key: &TrackKey, link: LinkId) {
+        let (Some(t), Some(l)) = (self.tracks.get_mut(key), self.links.get_mut(&link)) else {
+            return;
+        };
+        let Some(mut info) = t.info.clone() else {
+            return;
+        };
+        let channel = l.next_channel;
+        l.next_channel = l.next_channel.wrapping_add(1).max(1);
+        l.out.insert(channel, key.clone());
+        info.channel = channel;
+        info.track = key.clone();
+        info.first_seq = t.keyframes.run().next().map_or(u64::MAX, |p| p.seq);
+        t.children.push((link, channel));
+        self.out.push_back(Output::Send {
+            link,
+            msg: ControlMessage::SubscribeOk(info),
+        });
+        for p in t.keyframes.run() {
+            match encode_datagram(p, channel, false, self.config.max_datagram) {
+                Ok(bytes) => {
+                    self.stats.datagrams_out += 1;
+                    self.out.push_back(Output::Datagram { link, bytes });
+                }
+                Err(_) => self.stats.oversized += 1,
+            }
+        }
+    }
+
+    fn on_subscribe_ok(&mut self, link: LinkId, ok: SubscribeOk, now: Instant) {
+        let key = ok.track.clone();
+        let Some(t) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        if t.parent_link != Some(link) {
+            return;
+        }
+        t.parent_channel = Some(ok.channel);
+        let first = t.info.is_none();
+        t.info = Some(ok.clone());
+        t.gaps.parent_changed(now);
+        if first && ok.first_seq != u64::MAX {
+            // Everything from the run's start on is wanted, even if its first packets are lost.
+            t.gaps.expect_from(ok.first_seq, now);
+        }
+        let mut early = Vec::new();
+        if let Some(l) = self.links.get_mut(&link) {
+            l.inbound.insert(ok.channel, key.clone());
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut l.early)
+                .into_iter()
+                .partition(|(c, ..)| *c == ok.channel);
+            l.early = rest;
+            early = mine;
+        }
+        for (_, packet, retransmission) in early {
+            self.ingest(&key, packet, true, retransmission, now);
+        }
+        let Some(t) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        let waiting = std::mem::take(&mut t.waiting_children);
+        let local = t.local;
+        for child in waiting {
+            self.accept_child(&key, child);
+        }
+        if first && local {
+            self.out.push_back(Output::TrackReady {
+                track: key,
+                info: ok,
+            });
+        }
+    }
+
+    /// Answer a child's NACK from the caches; what this node misses too arrives through its own
+    /// repair, to every child at once.
+    fn on_nack(&mut self, link: LinkId, channel: u32, seqs: &[u64], now: Instant) {
+        let Some(key) = self
+            .links
+            .get(&link)
+            .and_then(|l| l.out.get(&channel))
+            .cloned()
+        else {
+            return;
+        };
+        let Some(t) = self.tracks.get_mut(&key) else {
+            return;
+        };
+        let mut forward = Vec::new();
+        for seq in seqs {
+            self.stats.nacks_received += 1;
+            match t.find(*seq) {
+                Some(p) => match encode_datagram(p, channel, true, self.config.max_datagram) {
+                    Ok(bytes) => {
+                        self.stats.nacks_answered += 1;
+                        self.stats.datagrams_out += 1;
+                        self.out.push_back(Output::Datagram { link, bytes });
+                    }
+                    Err(_) => self.stats.oversized += 1,
+                },
+                None if t.gaps.is_missing(*seq) => self.stats.nacks_waiting += 1,
+                // Older than anything this node received (it joined the tree later): ask the
+                // parent once, and hand the answer to everyone who asked.
+                None if !t.origin
+                    && t.parent_channel.is_some()
+                    && t.gaps.highest().is_some_and(|h| *seq < h) =>
+                {
+                    let entry = t.upstream.entry(*seq).or_insert_with(|| (now, Vec::new()));
+                    if entry.1.is_empty() {
+                        forward.push(*seq);
+                    }
+                    if !entry.1.contains(&link) {
+                        entry.1.push(link);
+                    }
+                }
+                None => self.stats.nacks_missed += 1,
+            }
+        }
+        while t.upstream.len() > MAX_UPSTREAM {
+            t.upstream.pop_first();
+        }
+        if let (false, Some(parent), Some(pchannel)) =
+            (forward.is_empty(), t.parent_link, t.parent_channel)
+        {
+            self.stats.nacks_forwarded += forward.len() as u64;
+            self.stats.nacks_sent += forward.len() as u64;
+            for msg in nack_messages(pchannel, &forward) {
+                self.out.push_back(Output::Send { link: parent, msg });
+            }
+        }
+    }
+
+    pub fn on_datagram(&mut self, link: LinkId, bytes: &[u8], now: Instant) {
+        let Ok(d) = decode_datagram(bytes, now) else {
+            self.stats.bad_datagrams += 1;
+            return;
+        };
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let Some(key) = l.inbound.get(&d.channel).cloned() else {
+            if l.early.len() < MAX_EARLY {
+                l.early
+                    .push((d.channel, std::sync::Arc::new(d.packet), d.retransmission));
+            } else {
+                self.stats.bad_datagrams += 1;
+            }
+            return;
+        };
+        if self
+            .tracks
+            .get(&key)
+            .is_none_or(|t| t.parent_link != Some(link))
+        {
+            return;
+        }
+        self.ingest(
+            &key,
+            std::sync::Arc::new(d.packet),
+            true,
+            d.retransmission,
+            now,
+        );
+    }
+
+    /// A packet enters this node: cache it once, send it to every child and local viewer.
+    fn ingest(
+        &mut self,
+        key: &TrackKey,
+        packet: SharedPacket,
+        from_parent: bool,
+        _retransmission: bool,
+        now: Instant,
+    ) {
+        let Some(t) = self.tracks.get_mut(key) else {
+            return;
+        };
+        if from_parent {
+            let requested = t.upstream.remove(&packet.seq);
+            if t.gaps.on_packet(packet.seq, now) == Arrival::Duplicate {
+                match requested {
+                    // A repair fetched for children that asked: only they get it.
+                    Some((_, askers)) => {
+                        t.cache.insert(packet.clone(), now);
+                        for link in askers {
+                            let Some(channel) = t
+                                .children
+                                .iter()
+                                .find(|(c, _)| *c == link)
+                                .map(|(_, ch)| *ch)
+                            else {
+                                continue;
+                            };
+                            if let Ok(bytes) =
+                                encode_datagram(&packet, channel, true, self.config.max_datagram)
+                            {
+                                self.stats.datagrams_out += 1;
+                                self.out.push_back(Output::Datagram { link, bytes });
+                            }
+                        }
+                    }
+                    None => self.stats.duplicates += 1,
+                }
+                return;
+            }
+        }
+        self.stats.packets_in += 1;
+        t.cache.insert(packet.clone(), now);
+        t.keyframes.push(&packet);
+        for (link, channel) in &t.children {
+            match encode_datagram(&packet, *channel, false, self.config.max_datagram) {
+                Ok(bytes) => {
+                    self.stats.datagrams_out += 1;
+                    self.out.push_back(Output::Datagram { link: *link, bytes });
+                }
+                Err(_) => self.stats.oversized += 1,
+            }
+        }
+        if t.local {
+            self.stats.delivered += 1;
+            self.out.push_back(Output::Deliver {
+                track: key.clone(),
+                packet,
+            });
+        }
+    }
+
+    fn end_track(&mut self, key: &TrackKey) {
+        let Some(t) = self.tracks.remove(key) else {
+            return;
+        };
+        for (link, _) in &t.children {
+            self.out.push_back(Output::Send {
+                link: *link,
+                msg: ControlMessage::TrackEnded { track: key.clone() },
+            });
+        }
+        for link in &t.waiting_children {
+            self.out.push_back(Output::Send {
+                link: *link,
+                msg: ControlMessage::TrackEnded { track: key.clone() },
+            });
+        }
+        for (link, _) in &t.children {
+            if let Some(l) = self.links.get_mut(link) {
+                l.out.retain(|_, k| k != key);
+            }
+        }
+        if let Some(link) = t.parent_link {
+            if let Some(l) = self.links.get_mut(&link) {
+                l.inbound.retain(|_, k| k != key);
+            }
+            if !t.origin {
+                self.out.push_back(Output::Send {
+                    link,
+                    msg: ControlMessage::Unsubscribe { track: key.clone() },
+                });
+            }
+        }
+        if t.local {
+            self.out
+                .push_back(Output::TrackEnded { track: key.clone() });
+        }
+    }
+
+    // ----- time -----
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let keys: Vec<TrackKey> = self.tracks.keys().cloned().collect();
+        let mut prune = Vec::new();
+        let mut retry = Vec::new();
+        for key in keys {
+            let Some(t) = self.tracks.get_mut(&key) else {
+                continue;
+            };
+            if let (Some(link), Some(channel)) = (t.parent_link, t.parent_channel) {
+                let rtt = self
+                    .links
+                    .get(&link)
+                    .map_or(Duration::from_millis(20), |l| l.rtt);
+                let seqs = t.gaps.poll_nacks(now, rtt);
+                if !seqs.is_empty() {
+                    self.stats.nacks_sent += seqs.len() as u64;
+                    for msg in nack_messages(channel, &seqs) {
+                        self.out.push_back(Output::Send { link, msg });
+                    }
+                }
+            }
+            let give_up = self.config.repair.give_up_after;
+            t.upstream
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < give_up);
+            if t.keyframe_requests.poll(now) {
+                if t.origin {
+                    self.stats.keyframe_requests_sent += 1;
+                    self.out
+                        .push_back(Output::KeyframeRequest { track: key.clone() });
+                } else if let (Some(link), Some(channel)) = (t.parent_link, t.parent_channel) {
+                    self.stats.keyframe_requests_sent += 1;
+                    self.out.push_back(Output::Send {
+                        link,
+                        msg: ControlMessage::KeyframeRequest { channel },
+                    });
+                }
+            }
+            if t.idle_since
+                .is_some_and(|s| now.saturating_duration_since(s) >= self.config.prune_grace)
+                && !t.wanted()
+            {
+                prune.push(key.clone());
+            }
+            if !t.origin && t.parent.is_none() {
+                retry.push(key.clone());
+            }
+        }
+        for key in prune {
+            self.stats.pruned += 1;
+            self.end_track(&key);
+        }
+        for key in retry {
+            self.attach_upstream(&key, now);
+        }
+        self.stats.keyframe_requests_aggregated = self
+            .tracks
+            .values()
+            .map(|t| t.keyframe_requests.aggregated())
+            .sum::<u64>()
+            .max(self.stats.keyframe_requests_aggregated);
+    }
+
+    /// When `handle_timeout` should next run (at the latest every `max_wait`).
+    pub fn poll_timeout(&self, now: Instant, max_wait: Duration) -> Instant {
+        let mut at = now + max_wait;
+        for t in self.tracks.values() {
+            if let Some(g) = t.gaps.poll_timeout() {
+                at = at.min(g);
+            }
+            if let Some(k) = t.keyframe_requests.poll_timeout() {
+                at = at.min(k);
+            }
+            if let Some(s) = t.idle_since {
+                at = at.min(s + self.config.prune_grace);
+            }
+        }
+        at
+    }
+}

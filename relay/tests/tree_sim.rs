@@ -1,0 +1,517 @@
+//! A whole cluster of `TreeNode`s in one process: links are in-memory, with latency and a seeded
+//! loss rate on media datagrams, and time is simulated, so every run is the same. Proves the tree
+//! properties without sockets: delivery under loss on every hop, the NACK shield (the origin's
+//! NACK count does not grow with the number of viewers), re-parenting after a relay dies, pruning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use relay::link::{ControlMessage, StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
+use relay::tree::{LinkId, Output, TreeConfig, TreeNode};
+use relay::{Codec, MediaPacket};
+
+const LATENCY: Duration = Duration::from_millis(5);
+const STEP: Duration = Duration::from_millis(1);
+/// How long a dead peer takes to notice (the QUIC idle timeout of the real links).
+const DEAD_AFTER: Duration = Duration::from_millis(1000);
+
+enum Msg {
+    Control(ControlMessage),
+    Datagram(bytes::Bytes),
+    Down,
+}
+
+struct Net {
+    nodes: BTreeMap<String, TreeNode>,
+    /// (node, link) → (peer node, peer's link id for the same connection)
+    links: HashMap<(String, LinkId), (String, LinkId)>,
+    next_link: LinkId,
+    inflight: Vec<(Instant, String, LinkId, Msg)>,
+    now: Instant,
+    rng: u64,
+    loss: f64,
+    delivered: HashMap<String, Vec<u64>>,
+    keyframe_requests_at_origin: u64,
+    locations: HashMap<String, Vec<(String, Option<StreamOrigin>)>>,
+}
+
+impl Net {
+    fn new(loss: f64, seed: u64) -> Net {
+        Net {
+            nodes: BTreeMap::new(),
+            links: HashMap::new(),
+            next_link: 1,
+            inflight: Vec::new(),
+            now: Instant::now(),
+            rng: seed | 1,
+            loss,
+            delivered: HashMap::new(),
+            keyframe_requests_at_origin: 0,
+            locations: HashMap::new(),
+        }
+    }
+
+    fn random(&mut self) -> f64 {
+        // xorshift64*: deterministic, good enough for loss decisions.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn add(&mut self, id: &str, tier: u8) {
+        let mut config = TreeConfig::new(id, tier);
+        config.prune_grace = Duration::from_secs(2);
+        self.nodes.insert(id.to_string(), TreeNode::new(config));
+    }
+
+    fn set_members(&mut self, tiers: &[(u8, Vec<&str>)]) {
+        let now = self.now;
+        for node in self.nodes.values_mut() {
+            for (tier, ids) in tiers {
+                node.set_members(*tier, ids.iter().map(|s| s.to_string()).collect(), now);
+            }
+        }
+    }
+
+    fn node(&mut self, id: &str) -> &mut TreeNode {
+        self.nodes.get_mut(id).expect("node exists")
+    }
+
+    fn connect(&mut self, from: &str, to: &str) {
+        let now = self.now;
+        if !self.nodes.contains_key(to) {
+            self.node(from).connect_failed(to, now);
+            return;
+        }
+        let (a, b) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        self.links
+            .insert((from.to_string(), a), (to.to_string(), b));
+        self.links
+            .insert((to.to_string(), b), (from.to_string(), a));
+        self.node(to).link_up(b, from.to_string(), now);
+        self.node(from).link_up(a, to.to_string(), now);
+    }
+
+    /// Kill a node: its peers notice after `DEAD_AFTER`.
+    fn kill(&mut self, id: &str) {
+        self.nodes.remove(id);
+        let at = self.now + DEAD_AFTER;
+        let peers: Vec<((String, LinkId), (String, LinkId))> = self
+            .links
+            .iter()
+            .filter(|(_, (p, _))| p == id)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((node, link), _) in peers {
+            self.inflight.push((at, node.clone(), link, Msg::Down));
+            self.links.remove(&(node, link));
+        }
+        self.links.retain(|(n, _), _| n != id);
+    }
+
+    /// Carry every node's outputs until nothing is left to do right now.
+    fn pump(&mut self) {
+        loop {
+            let mut work = Vec::new();
+            for (id, node) in self.nodes.iter_mut() {
+                while let Some(o) = node.poll_output() {
+                    work.push((id.clone(), o));
+                }
+            }
+            if work.is_empty() {
+                return;
+            }
+            for (id, o) in work {
+                match o {
+                    Output::Connect { peer } => self.connect(&id, &peer),
+                    Output::Send { link, msg } => {
+                        if let Some((peer, plink)) = self.links.get(&(id.clone(), link)).cloned() {
+                            self.inflight.push((
+                                self.now + LATENCY,
+                                peer,
+                                plink,
+                                Msg::Control(msg),
+                            ));
+                        }
+                    }
+                    Output::Datagram { link, bytes } => {
+                        if self.random() < self.loss {
+                            continue;
+                        }
+                        if let Some((peer, plink)) = self.links.get(&(id.clone(), link)).cloned() {
+                            self.inflight.push((
+                                self.now + LATENCY,
+                                peer,
+                                plink,
+                                Msg::Datagram(bytes),
+                            ));
+                        }
+                    }
+                    Output::Deliver { packet, .. } => {
+                        self.delivered.entry(id).or_default().push(packet.seq)
+                    }
+                    Output::KeyframeRequest { .. } => self.keyframe_requests_at_origin += 1,
+                    Output::StreamLocation { stream, origin } => {
+                        self.locations.entry(id).or_default().push((stream, origin))
+                    }
+                    Output::TrackReady { .. } | Output::TrackEnded { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// Advance simulated time by `d`, delivering what is due and firing timers.
+    fn run(&mut self, d: Duration, mut each_step: impl FnMut(&mut Net)) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += STEP;
+            each_step(self);
+            let now = self.now;
+            // Stable: messages sent earlier are delivered first (control is ordered per link).
+            let (mut due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.inflight)
+                .into_iter()
+                .partition(|(t, ..)| *t <= now);
+            self.inflight = later;
+            // Control is ordered per link: deliver in send order (stable by time, then insertion).
+            due.sort_by_key(|(t, ..)| *t);
+            for (_, node, link, msg) in due {
+                let Some(n) = self.nodes.get_mut(&node) else {
+                    continue;
+                };
+                match msg {
+                    Msg::Control(m) => n.on_control(link, m, now),
+                    Msg::Datagram(b) => n.on_datagram(link, &b, now),
+                    Msg::Down => n.link_down(link, now),
+                }
+            }
+            for n in self.nodes.values_mut() {
+                n.handle_timeout(now);
+            }
+            self.pump();
+        }
+    }
+}
+
+fn track() -> TrackKey {
+    TrackKey {
+        origin: "origin".into(),
+        session: [7; 16],
+        name: "video".into(),
+    }
+}
+
+fn info() -> SubscribeOk {
+    SubscribeOk {
+        track: track(),
+        channel: 0,
+        first_seq: u64::MAX,
+        codec: Codec::H264,
+        clock_rate: 90_000,
+        pt: 96,
+        audio_channels: 0,
+        fmtp: String::new(),
+    }
+}
+
+/// The origin's publisher: 200 packets/s, a keyframe every 100 packets.
+struct Publisher {
+    seq: u64,
+}
+
+impl Publisher {
+    fn tick(&mut self, net: &mut Net) {
+        let now = net.now;
+        let Some(origin) = net.nodes.get_mut("origin") else {
+            return;
+        };
+        if now.elapsed().as_millis() > 0 {
+            // (Instant::now is only the base; simulated time is `net.now`.)
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        let packet = Arc::new(MediaPacket {
+            seq,
+            rtp_time: seq * 450,
+            marker: seq % 5 == 4,
+            pt: 96,
+            payload: Arc::from(vec![(seq % 251) as u8; 900]),
+            keyframe_start: seq.is_multiple_of(100),
+            received: now,
+        });
+        origin.local_packet(&track(), packet, now);
+    }
+}
+
+fn cluster(edges: usize, loss: f64, seed: u64) -> Net {
+    let mut net = Net::new(loss, seed);
+    net.add("origin", 0);
+    net.add("relay-a", 1);
+    net.add("relay-b", 1);
+    let edge_ids: Vec<String> = (0..edges).map(|i| format!("edge-{i}")).collect();
+    for e in &edge_ids {
+        net.add(e, 0);
+    }
+    let mut gateways: Vec<&str> = vec!["origin"];
+    gateways.extend(edge_ids.iter().map(String::as_str));
+    net.set_members(&[(0, gateways), (1, vec!["relay-a", "relay-b"])]);
+    net.node("origin").publish(info());
+    net
+}
+
+/// Run a publisher with `edges` edge gateways each subscribed; returns the net after `secs`.
+fn play(edges: usize, loss: f64, secs: u64, seed: u64) -> (Net, Publisher) {
+    let mut net = cluster(edges, loss, seed);
+    let mut publisher = Publisher { seq: 0 };
+    // Half a second of publishing first, so edges join mid-GOP.
+    net.run(Duration::from_millis(500), |n| publisher.tick(n));
+    let now = net.now;
+    for i in 0..edges {
+        net.node(&format!("edge-{i}")).subscribe(&track(), now);
+    }
+    net.pump();
+    net.run(Duration::from_secs(secs), |n| {
+        if n.now.duration_since(now).as_millis() % 5 == 0 {
+            publisher.tick(n);
+        }
+    });
+    (net, publisher)
+}
+
+/// Fraction of the sequence numbers from an edge's first delivery to `last` that it delivered.
+fn delivery_ratio(seqs: &[u64], last: u64) -> f64 {
+    let Some(first) = seqs.iter().min().copied() else {
+        return 0.0;
+    };
+    let mut unique: Vec<u64> = seqs.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    unique.len() as f64 / (last - first + 1) as f64
+}
+
+#[test]
+fn every_edge_gets_everything_under_five_percent_loss_per_hop() {
+    let (net, publisher) = play(3, 0.05, 5, 42);
+    // The tail may still be in repair; judge up to half a second before the end.
+    let last = publisher.seq.saturating_sub(100);
+    for i in 0..3 {
+        let id = format!("edge-{i}");
+        let seqs: Vec<u64> = net
+            .delivered
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| *s <= last)
+            .collect();
+        let ratio = delivery_ratio(&seqs, last);
+        let first = seqs.iter().min().copied().unwrap_or(u64::MAX);
+        println!("{id}: first seq {first}, delivery {:.4}", ratio);
+        assert_eq!(
+            first % 100,
+            0,
+            "{id} starts at a keyframe (the cached run), not mid-GOP: {first}"
+        );
+        assert!(
+            ratio >= 0.995,
+            "{id} delivered {ratio:.4} of packets under 5 % loss per hop"
+        );
+    }
+    let origin = net.nodes["origin"].stats();
+    println!("origin: {origin:?}");
+    assert!(origin.nacks_answered > 0, "the origin repaired its links");
+}
+
+#[test]
+fn the_origin_hears_no_more_nacks_for_thirty_edges_than_for_one() {
+    // Same seed, same loss: NACKs at the origin come from relay links only.
+    let (one, _) = play(1, 0.05, 4, 7);
+    let (thirty, _) = play(30, 0.05, 4, 7);
+    let (n1, n30) = (
+        one.nodes["origin"].stats().nacks_received,
+        thirty.nodes["origin"].stats().nacks_received,
+    );
+    let children = |net: &Net| {
+        net.nodes["origin"]
+            .tracks()
+            .iter()
+            .map(|(_, c, _)| *c)
+            .sum::<usize>()
+    };
+    println!(
+        "origin NACKs: 1 edge {n1} ({} relay children), 30 edges {n30} ({} relay children)",
+        children(&one),
+        children(&thirty)
+    );
+    let relays_30: u64 = ["relay-a", "relay-b"]
+        .iter()
+        .map(|r| thirty.nodes[*r].stats().nacks_received)
+        .sum();
+    println!("NACKs received by relays with 30 edges: {relays_30}");
+    // Each relay child loses ~5 % independently; two relay children may at most double the count.
+    assert!(
+        n30 as f64 <= 2.5 * n1 as f64 + 20.0,
+        "origin NACKs grew with viewers: {n1} → {n30}"
+    );
+    assert!(relays_30 > n30, "the relays absorbed the edges' NACKs");
+}
+
+#[test]
+fn viewers_resume_after_their_relay_dies() {
+    let mut net = cluster(3, 0.0, 3);
+    let mut publisher = Publisher { seq: 0 };
+    net.run(Duration::from_millis(300), |n| publisher.tick(n));
+    let now = net.now;
+    for i in 0..3 {
+        net.node(&format!("edge-{i}")).subscribe(&track(), now);
+    }
+    net.pump();
+    // 200 packets/s, a realistic video rate.
+    let mut step = 0u64;
+    net.run(Duration::from_secs(1), |n| {
+        step += 1;
+        if step.is_multiple_of(5) {
+            publisher.tick(n)
+        }
+    });
+    let parent = net.nodes["edge-0"]
+        .parent_of(&track())
+        .map(str::to_string)
+        .expect("edge-0 has a parent");
+    assert!(
+        parent.starts_with("relay-"),
+        "edges hang below a relay, not the origin: {parent}"
+    );
+    let before = net.delivered["edge-0"].len();
+    let killed_at = publisher.seq;
+    net.kill(&parent);
+    let killed_time = net.now;
+    let mut resumed_after = None;
+    let before_kill = net.delivered["edge-0"].len();
+    net.run(Duration::from_secs(3), |n| {
+        step += 1;
+        if step.is_multiple_of(5) {
+            publisher.tick(n)
+        }
+        if resumed_after.is_none() && n.delivered["edge-0"].len() > before_kill + 5 {
+            resumed_after = Some(n.now.duration_since(killed_time));
+        }
+    });
+    println!(
+        "edge-0 resumed {resumed_after:?} after its relay was killed (dead peers are noticed after {DEAD_AFTER:?})"
+    );
+    let new_parent = net.nodes["edge-0"].parent_of(&track()).map(str::to_string);
+    assert!(
+        new_parent.as_deref().is_some_and(|p| p != parent),
+        "edge-0 re-parented: {new_parent:?}"
+    );
+    let seqs = &net.delivered["edge-0"];
+    assert!(
+        seqs.len() > before + 400,
+        "delivery continued after the relay died"
+    );
+    assert!(
+        resumed_after.is_some_and(|d| d < DEAD_AFTER + Duration::from_millis(200)),
+        "resumed within ~a second"
+    );
+    // Packets published while the relay was dead reach the edge through the new parent's
+    // keyframe run and repair: nothing published after the kill is missing (up to the tail).
+    let last = publisher.seq - 20;
+    let mut got: Vec<u64> = seqs
+        .iter()
+        .copied()
+        .filter(|s| *s >= killed_at && *s <= last)
+        .collect();
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(
+        got.len() as u64,
+        last - killed_at + 1,
+        "gap after re-parenting"
+    );
+    println!(
+        "edge-0: parent {parent} died, new parent {new_parent:?}, stats {:?}",
+        net.nodes["edge-0"].stats()
+    );
+}
+
+#[test]
+fn a_tree_is_pruned_after_its_viewers_leave() {
+    let mut net = cluster(2, 0.0, 9);
+    let mut publisher = Publisher { seq: 0 };
+    let now = net.now;
+    for i in 0..2 {
+        net.node(&format!("edge-{i}")).subscribe(&track(), now);
+    }
+    net.pump();
+    net.run(Duration::from_secs(1), |n| publisher.tick(n));
+    let holders = |net: &Net| {
+        net.nodes
+            .iter()
+            .filter(|(_, n)| !n.tracks().is_empty())
+            .count()
+    };
+    assert!(
+        holders(&net) >= 3,
+        "origin, a relay and the edges hold the track"
+    );
+    let now = net.now;
+    for i in 0..2 {
+        net.node(&format!("edge-{i}")).unsubscribe(&track(), now);
+    }
+    net.run(Duration::from_secs(5), |n| publisher.tick(n));
+    assert_eq!(holders(&net), 1, "only the origin keeps the track");
+    let origin_children: usize = net.nodes["origin"]
+        .tracks()
+        .iter()
+        .map(|(_, c, _)| *c)
+        .sum();
+    assert_eq!(origin_children, 0);
+}
+
+#[test]
+fn streams_are_found_through_their_home_node() {
+    let mut net = cluster(3, 0.0, 5);
+    let origin = StreamOrigin {
+        node: "origin".into(),
+        session: [7; 16],
+        tracks: vec![StreamTrack {
+            name: "video".into(),
+            kind: TrackKind::Video,
+        }],
+    };
+    net.node("origin")
+        .announce("concert".into(), origin.clone());
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    for i in 0..3 {
+        net.node(&format!("edge-{i}")).lookup("concert");
+        net.node(&format!("edge-{i}"))
+            .lookup("nobody-publishes-this");
+    }
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    for i in 0..3 {
+        let id = format!("edge-{i}");
+        let answers = net.locations.get(&id).cloned().unwrap_or_default();
+        assert!(
+            answers.contains(&("concert".to_string(), Some(origin.clone()))),
+            "{id}: {answers:?}"
+        );
+        assert!(
+            answers.contains(&("nobody-publishes-this".to_string(), None)),
+            "{id}: {answers:?}"
+        );
+    }
+    // Withdrawn by the publishing session: gone.
+    net.node("origin").withdraw("concert", [7; 16]);
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    net.node("edge-1").lookup("concert");
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    let last = net.locations["edge-1"].last().cloned();
+    assert_eq!(last, Some(("concert".to_string(), None)));
+}
