@@ -33,7 +33,10 @@ pub struct LinkTiming {
 
 impl Default for LinkTiming {
     fn default() -> Self {
-        LinkTiming { keep_alive: Duration::from_millis(200), idle_timeout: Duration::from_millis(1000) }
+        LinkTiming {
+            keep_alive: Duration::from_millis(200),
+            idle_timeout: Duration::from_millis(1000),
+        }
     }
 }
 
@@ -45,21 +48,26 @@ pub struct ClusterIdentity {
 
 impl ClusterIdentity {
     pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        let cert_pem = std::fs::read_to_string(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
-        let key_pem = std::fs::read_to_string(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+        let cert_pem = std::fs::read_to_string(cert)
+            .map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+        let key_pem = std::fs::read_to_string(key)
+            .map_err(|e| format!("cannot read {}: {e}", key.display()))?;
         Self::from_pem(&cert_pem, &key_pem)
     }
 
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
-        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| format!("bad cluster certificate: {e}"))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| format!("bad cluster key: {e}"))?;
+        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| format!("bad cluster certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| format!("bad cluster key: {e}"))?;
         Ok(ClusterIdentity { cert, key })
     }
 
     /// A fresh cluster certificate and key, as PEM (for `relay cluster-cert` and tests).
     pub fn generate() -> Result<(String, String), String> {
         let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-        let params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).map_err(|e| e.to_string())?;
+        let params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])
+            .map_err(|e| e.to_string())?;
         let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
         Ok((cert.pem(), key.serialize_pem()))
     }
@@ -70,13 +78,21 @@ impl ClusterIdentity {
 
     fn pinned(&self) -> Arc<Pinned> {
         let provider = Self::provider();
-        Arc::new(Pinned { cert: self.cert.clone(), algorithms: provider.signature_verification_algorithms })
+        Arc::new(Pinned {
+            cert: self.cert.clone(),
+            algorithms: provider.signature_verification_algorithms,
+        })
     }
 
     fn transport(timing: LinkTiming) -> Result<Arc<quinn::TransportConfig>, String> {
         let mut t = quinn::TransportConfig::default();
         t.keep_alive_interval(Some(timing.keep_alive));
-        t.max_idle_timeout(Some(timing.idle_timeout.try_into().map_err(|e| format!("idle timeout: {e}"))?));
+        t.max_idle_timeout(Some(
+            timing
+                .idle_timeout
+                .try_into()
+                .map_err(|e| format!("idle timeout: {e}"))?,
+        ));
         // Media rides in datagrams; a few MB of buffering absorbs a keyframe burst.
         t.datagram_receive_buffer_size(Some(8 * 1024 * 1024));
         t.datagram_send_buffer_size(8 * 1024 * 1024);
@@ -126,7 +142,9 @@ impl Pinned {
         if presented.as_ref() == self.cert.as_ref() {
             Ok(())
         } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
 }
@@ -140,7 +158,8 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity).map(|_| ServerCertVerified::assertion())
+        self.check(end_entity)
+            .map(|_| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -177,7 +196,8 @@ impl ClientCertVerifier for Pinned {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity).map(|_| ClientCertVerified::assertion())
+        self.check(end_entity)
+            .map(|_| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -210,8 +230,16 @@ mod tests {
 
     async fn endpoint(id: &ClusterIdentity) -> quinn::Endpoint {
         let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        let mut ep = quinn::Endpoint::server(id.server_config(LinkTiming::default()).expect("server config"), addr).expect("bind");
-        ep.set_default_client_config(id.client_config(LinkTiming::default()).expect("client config"));
+        let mut ep = quinn::Endpoint::server(
+            id.server_config(LinkTiming::default())
+                .expect("server config"),
+            addr,
+        )
+        .expect("bind");
+        ep.set_default_client_config(
+            id.client_config(LinkTiming::default())
+                .expect("client config"),
+        );
         ep
     }
 
@@ -229,7 +257,9 @@ mod tests {
             async move {
                 let mut ok = 0;
                 for _ in 0..2 {
-                    let Some(incoming) = server.accept().await else { break };
+                    let Some(incoming) = server.accept().await else {
+                        break;
+                    };
                     if incoming.await.is_ok() {
                         ok += 1;
                     }
@@ -246,7 +276,10 @@ mod tests {
         let conn = bogus.connect(addr, SERVER_NAME).expect("connect").await;
         assert!(conn.is_err(), "a node without the cluster key is refused");
 
-        let accepted = tokio::time::timeout(Duration::from_secs(5), accept).await.expect("accept loop").expect("join");
+        let accepted = tokio::time::timeout(Duration::from_secs(5), accept)
+            .await
+            .expect("accept loop")
+            .expect("join");
         assert_eq!(accepted, 1);
     }
 }
