@@ -3,12 +3,12 @@
 //! limit, and that a membership change moves exactly the tracks it must and no others.
 //!
 //! Size: the full 1,000 members × 100,000 tracks under `--release`. Debug builds (plain `cargo test`) do not
-//! optimise this crate, which makes one placement pass ~15× slower, so they run 200 members × 20,000 tracks:
+//! optimise this crate, which makes one placement pass ~15× slower, so they run 100 members × 10,000 tracks:
 //! the same 100 tracks per member, so every statistical bound below holds unchanged (the bounds are union
 //! bounds over members, and fewer members only make them safer).
 //!
 //! The statistics are deterministic (fixed seeds), but each bound is chosen so that a uniform random placement
-//! would break it with probability below ~1e-4, while a biased hash (one that favours some members, or sends
+//! would break it with probability below ~1e-3 (most far below), while a biased hash (one that favours some members, or sends
 //! a departed member's tracks to one neighbour as a hash ring does) breaks it by a wide margin.
 
 use relay::placement::{Assignment, Tier, assign, parent, parent_for, score};
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 /// (members, tracks): see the module comment.
 const SIZE: (usize, usize) = if cfg!(debug_assertions) {
-    (200, 20_000)
+    (100, 10_000)
 } else {
     (1_000, 100_000)
 };
@@ -143,7 +143,7 @@ fn check_assignment(a: &Assignment<'_, '_>, distinct: usize, tier: &Tier, track:
     );
     assert!(
         !a.is_overloaded(),
-        "{track}: ≤ 200 children always fit under 200+ members at L = 50"
+        "{track}: ≤ 200 children always fit under 4+ members at L = 50"
     );
     assert_eq!(
         a.parents().len(),
@@ -365,10 +365,10 @@ fn one_leave_and_one_join_move_only_what_they_must() {
         *landed.entry(after[t]).or_default() += 1;
     }
     let pile = landed.values().copied().max().unwrap_or(0);
-    // ~100 tracks over N − 1 survivors: P(any survivor gets ≥ 8) < 1e-4 at N = 200 and far less at 1,000. A hash
-    // ring would hand all of them to one neighbour.
+    // ~100 tracks over N − 1 survivors: P(any survivor gets ≥ 10) < 3e-4 at N = 100 (even for 130 tracks) and
+    // < 1e-12 at N = 1,000. A hash ring would hand all of them to one neighbour.
     assert!(
-        pile <= 7,
+        pile <= 9,
         "{pile} of the leaver's tracks landed on one member"
     );
 
