@@ -137,6 +137,42 @@ pub fn mlines(sdp: &str) -> Vec<MLine> {
     out
 }
 
+/// Put every m-line of an answer in one MediaStream: a recvonly offer carries no msid, so str0m
+/// picks a stream id per m-line, and players that attach `ontrack`'s `streams[0]` to a `<video>`
+/// would then show the video without its audio (or the reverse). The track ids stay.
+pub fn unify_msid(sdp: &str, stream_id: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        if let Some(rest) = body.strip_prefix("a=msid:") {
+            let track = rest.split_once(' ').map(|(_, t)| t);
+            out.push_str("a=msid:");
+            out.push_str(stream_id);
+            if let Some(t) = track {
+                out.push(' ');
+                out.push_str(t);
+            }
+        } else if let Some((head, msid)) = body
+            .strip_prefix("a=ssrc:")
+            .and_then(|r| r.split_once(" msid:"))
+        {
+            out.push_str("a=ssrc:");
+            out.push_str(head);
+            out.push_str(" msid:");
+            out.push_str(stream_id);
+            if let Some((_, t)) = msid.split_once(' ') {
+                out.push(' ');
+                out.push_str(t);
+            }
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(ending);
+    }
+    out
+}
+
 /// The ICE credentials and candidates of an `application/trickle-ice-sdpfrag` body (RFC 8840).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SdpFrag {
@@ -222,6 +258,16 @@ mod tests {
         assert_eq!(m[0].rtx_for(96), Some(97));
         assert_eq!(m[0].rtx_for(98), Some(99));
         assert_eq!(m[0].rtx_for(97), None);
+    }
+
+    #[test]
+    fn one_media_stream_for_all_mlines() {
+        let sdp = "m=audio 9 X 111\r\na=msid:abc t1\r\na=ssrc:1 msid:abc t1\r\nm=video 9 X 96\r\na=msid:def t2\r\na=ssrc:2 msid:def t2\r\n";
+        let u = unify_msid(sdp, "live");
+        assert_eq!(
+            u,
+            "m=audio 9 X 111\r\na=msid:live t1\r\na=ssrc:1 msid:live t1\r\nm=video 9 X 96\r\na=msid:live t2\r\na=ssrc:2 msid:live t2\r\n"
+        );
     }
 
     #[test]

@@ -161,7 +161,7 @@ pub fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created
     tracing::info!(%stream, session = %id, "playing");
     Ok(Created {
         id,
-        answer: peer.answer,
+        answer: crate::sdp_info::unify_msid(&peer.answer, &stream),
         etag,
         tracks: assigned,
     })

@@ -844,7 +844,6 @@ async fn whep_firefox_vs_obs_h265_is_422() -> Result<()> {
 /// MediaStream (one `a=msid` stream id); with two, the last track event (audio) replaces the
 /// video. A recvonly offer carries no msid, so str0m gives each m-line a random stream id.
 #[tokio::test]
-#[ignore = "gateway bug: WHEP answers give audio and video different a=msid stream ids"]
 async fn whep_answer_puts_audio_and_video_in_one_stream() -> Result<()> {
     let (gw, publisher) = with_publisher("obs30-h264.sdp").await?;
     let answer = whep_case(&gw, "live", &publisher, "chrome-whep-recvonly.sdp").await?;
