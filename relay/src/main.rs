@@ -1,0 +1,284 @@
+//! The `relay` binary: one mid-tier node of the cluster. No WebRTC, only forwarding between nodes:
+//! it runs `relay::shell::cluster` with no local publishers or viewers, and serves its stats.
+//!
+//! `relay cluster-cert --out DIR` writes a fresh cluster certificate and key (the content of the
+//! Kubernetes Secret every node mounts). Every flag also reads `RELAY_*` from the environment, so a
+//! pod can set `RELAY_NODE_ID=$(POD_IP):7000` without templating its command line.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use clap::{Args, Parser, Subcommand};
+use relay::shell::cluster::{self, ClusterConfig, ClusterHandle};
+use relay::shell::cluster_tls::{ClusterIdentity, LinkTiming};
+use relay::tree::TreeConfig;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "relay",
+    version,
+    about = "Mid-tier relay node of a WHIP/WHEP cluster"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a new cluster certificate and key (cluster.pem, cluster.key) into DIR.
+    ClusterCert {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// UDP address of the cluster (QUIC) listener. Port 0 picks a free port.
+    #[arg(long, env = "RELAY_LISTEN", default_value = "0.0.0.0:7000")]
+    listen: SocketAddr,
+    /// This node's cluster address as peers dial it (default: the listen address; in Kubernetes
+    /// the pod IP and port).
+    #[arg(long, env = "RELAY_NODE_ID")]
+    node_id: Option<String>,
+    /// Relay tier: 1 is next to the gateways, higher is nearer the origins.
+    #[arg(long, env = "RELAY_TIER", default_value_t = 1)]
+    tier: u8,
+    /// Cluster name; nodes of other clusters are refused.
+    #[arg(long, env = "RELAY_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// Cluster certificate (PEM), shared by every node.
+    #[arg(long, env = "RELAY_CLUSTER_CERT")]
+    cluster_cert: Option<PathBuf>,
+    /// Cluster key (PEM), shared by every node.
+    #[arg(long, env = "RELAY_CLUSTER_KEY")]
+    cluster_key: Option<PathBuf>,
+    /// A static member, `tier:host:port` (repeatable; comma-separated in the environment).
+    #[arg(long = "member", env = "RELAY_MEMBERS", value_delimiter = ',', value_parser = parse_member)]
+    members: Vec<(u8, String)>,
+    /// Members from DNS, `tier:name:port`: every address the name resolves to is a member of that
+    /// tier (a Kubernetes headless Service). Repeatable.
+    #[arg(long = "members-dns", env = "RELAY_MEMBERS_DNS", value_delimiter = ',', value_parser = parse_member)]
+    members_dns: Vec<(u8, String)>,
+    /// How often DNS members are re-resolved.
+    #[arg(long, env = "RELAY_DNS_REFRESH_MS", default_value_t = 2000)]
+    dns_refresh_ms: u64,
+    /// HTTP address of `GET /v1/stats` and `GET /healthz`. Port 0 picks a free port.
+    #[arg(long, env = "RELAY_STATS_LISTEN", default_value = "0.0.0.0:7080")]
+    stats_listen: SocketAddr,
+    /// TEST ONLY: drop this fraction of outgoing media datagrams.
+    #[arg(long, env = "RELAY_TEST_DROP_DATAGRAMS", default_value_t = 0.0)]
+    test_drop_datagrams: f64,
+    /// TEST ONLY: seed of the datagram dropper.
+    #[arg(long, env = "RELAY_TEST_SEED", default_value_t = 1)]
+    test_seed: u64,
+}
+
+/// `tier:host:port`; the host may be a bracketed IPv6 address.
+fn parse_member(s: &str) -> Result<(u8, String), String> {
+    let (tier, addr) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected tier:host:port"))?;
+    let tier: u8 = tier
+        .parse()
+        .map_err(|_| format!("{s:?}: tier {tier:?} is not a number 0-255"))?;
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok((tier, addr.to_string()))
+        }
+        _ => Err(format!("{s:?}: expected tier:host:port")),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Some(Command::ClusterCert { out }) => write_cluster_cert(&out),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start runtime: {e}"))
+            .and_then(|rt| rt.block_on(run(cli.run))),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_cluster_cert(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let (cert, key) = ClusterIdentity::generate()?;
+    let cert_path = dir.join("cluster.pem");
+    let key_path = dir.join("cluster.key");
+    // A new certificate splits a running cluster in two: never replace one silently.
+    for p in [&cert_path, &key_path] {
+        if p.exists() {
+            return Err(format!(
+                "{} exists; remove it first to make a new cluster identity",
+                p.display()
+            ));
+        }
+    }
+    write_file(&cert_path, &cert, 0o644)?;
+    write_file(&key_path, &key, 0o600)?;
+    println!("wrote {} and {}", cert_path.display(), key_path.display());
+    Ok(())
+}
+
+fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(content.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let (Some(cert), Some(key)) = (&args.cluster_cert, &args.cluster_key) else {
+        return Err("--cluster-cert and --cluster-key are required (make them with `relay cluster-cert --out DIR`)".into());
+    };
+    let identity = ClusterIdentity::load(cert, key)?;
+    let listen = concrete_listen(args.listen)?;
+    let node_id = args.node_id.clone().unwrap_or_else(|| listen.to_string());
+    if args.node_id.is_none() && listen.ip().is_unspecified() {
+        tracing::warn!(
+            node_id,
+            "node id defaults to an unspecified address; peers cannot dial it: set --node-id"
+        );
+    }
+    if args.test_drop_datagrams > 0.0 {
+        tracing::warn!(
+            fraction = args.test_drop_datagrams,
+            "TEST ONLY: dropping outgoing media datagrams"
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let config = ClusterConfig {
+        node_id: node_id.clone(),
+        tier: args.tier,
+        cluster: args.cluster,
+        listen,
+        identity,
+        members: args.members,
+        dns: args.members_dns,
+        dns_refresh: Duration::from_millis(args.dns_refresh_ms),
+        timing: LinkTiming::default(),
+        tree: TreeConfig::new(node_id, args.tier),
+        drop_datagrams: args.test_drop_datagrams,
+        drop_seed: args.test_seed,
+    };
+    let (handle, mut events) = cluster::start(config, shutdown.clone()).await?;
+    let http = tokio::net::TcpListener::bind(args.stats_listen)
+        .await
+        .map_err(|e| format!("cannot bind stats listener {}: {e}", args.stats_listen))?;
+    let stats_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let app = Router::new()
+        .route("/v1/stats", get(stats))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(handle.clone());
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            axum::serve(http, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+        }
+    });
+    // Tests and scripts wait for this line; it carries the bound ports when 0 was asked for.
+    println!("READY cluster={} stats={stats_addr}", handle.local_addr());
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    // A relay has no local viewers; the channel ends when the node has shut down.
+    while events.recv().await.is_some() {}
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    Ok(())
+}
+
+/// The node id must be known before the node starts; with port 0, find a free port first.
+fn concrete_listen(listen: SocketAddr) -> Result<SocketAddr, String> {
+    if listen.port() != 0 {
+        return Ok(listen);
+    }
+    let probe = UdpSocket::bind(listen).map_err(|e| format!("cannot bind {listen}: {e}"))?;
+    let port = probe.local_addr().map_err(|e| e.to_string())?.port();
+    Ok(SocketAddr::new(listen.ip(), port))
+}
+
+async fn stats(State(handle): State<ClusterHandle>) -> axum::Json<cluster::ClusterStats> {
+    axum::Json(handle.stats())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse() {
+        assert_eq!(
+            parse_member("1:10.0.0.5:7000"),
+            Ok((1, "10.0.0.5:7000".into()))
+        );
+        assert_eq!(parse_member("0:[::1]:7000"), Ok((0, "[::1]:7000".into())));
+        assert_eq!(
+            parse_member("2:relay.ns.svc.cluster.local:7000"),
+            Ok((2, "relay.ns.svc.cluster.local:7000".into()))
+        );
+        assert!(parse_member("x:host:1").is_err());
+        assert!(parse_member("1:host").is_err());
+        assert!(parse_member("1:host:port").is_err());
+        assert!(parse_member("256:host:1").is_err());
+    }
+}
