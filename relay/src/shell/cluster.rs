@@ -149,7 +149,8 @@ pub struct TrackStats {
     pub parent: Option<String>,
 }
 
-/// `TreeStats` lives in the sans-IO core, which has no serde; its fields are listed here.
+/// `TreeStats` lives in the sans-IO core, which has no serde; its fields are listed here (a unit
+/// test compares this list with the struct, so a new counter cannot go missing silently).
 fn serialize_tree_stats<S: serde::Serializer>(t: &TreeStats, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeStruct;
     let fields = [
@@ -564,5 +565,32 @@ mod tests {
         let v = serde_json::to_value(&stats).expect("serializes");
         assert_eq!(v["tree"]["nacks_received"], 3);
         assert_eq!(v["node_id"], "n");
+    }
+
+    /// Every `TreeStats` counter reaches /v1/stats: the Debug form names all the struct's
+    /// fields, the JSON must have the same ones. Failing here means a field was added to
+    /// `TreeStats`: add it to `serialize_tree_stats`.
+    #[test]
+    fn every_tree_counter_is_serialized() {
+        let debug = format!("{:?}", TreeStats::default());
+        let inner = debug
+            .trim_start_matches("TreeStats {")
+            .trim_end_matches('}');
+        let mut fields: Vec<&str> = inner
+            .split(',')
+            .filter_map(|f| f.split(':').next())
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .collect();
+        fields.sort_unstable();
+        let v = serde_json::to_value(ClusterStats::default()).expect("serializes");
+        let mut keys: Vec<&str> = v["tree"]
+            .as_object()
+            .expect("tree object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, fields);
     }
 }
