@@ -52,6 +52,9 @@ pub struct TreeConfig {
     pub max_datagram: usize,
     /// A peer whose link failed is not chosen as a parent again for this long.
     pub failed_peer_backoff: Duration,
+    /// Children one node feeds for one track at most; further children are redirected to the
+    /// next rendezvous choice of the tier (an origin, with nowhere to redirect to, takes all).
+    pub fanout_limit: usize,
 }
 
 impl TreeConfig {
@@ -70,6 +73,7 @@ impl TreeConfig {
             keyframe_request_interval: Duration::from_millis(500),
             max_datagram: 1400,
             failed_peer_backoff: Duration::from_secs(10),
+            fanout_limit: 100,
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct TreeStats {
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_aggregated: u64,
     pub reparents: u64,
+    /// Children sent to the next choice because this node was at its fan-out limit.
+    pub redirects_sent: u64,
     pub pruned: u64,
     pub bad_datagrams: u64,
     pub oversized: u64,
@@ -168,6 +174,8 @@ struct NodeTrack {
     parent_link: Option<LinkId>,
     parent_channel: Option<u32>,
     subscribed: bool,
+    /// Parents that redirected this track away (full); skipped when choosing.
+    redirected_by: Vec<String>,
     cache: PacketCache,
     keyframes: KeyframeCache,
     gaps: GapTracker,
@@ -190,6 +198,7 @@ impl NodeTrack {
             parent_link: None,
             parent_channel: None,
             subscribed: false,
+            redirected_by: Vec::new(),
             cache: PacketCache::new(config.cache),
             keyframes: KeyframeCache::new(config.keyframe_cache_bytes),
             gaps: GapTracker::new(config.repair),
@@ -428,14 +437,24 @@ impl TreeNode {
 
     /// The parent for a track: the rendezvous choice in the nearest tier above that has a
     /// usable member, else the origin itself.
-    fn choose_parent(&self, key: &TrackKey, hash_key: &[u8], now: Instant) -> Option<String> {
+    fn choose_parent(
+        &self,
+        key: &TrackKey,
+        hash_key: &[u8],
+        skip: &[String],
+        now: Instant,
+    ) -> Option<String> {
         for (_, members) in self.members.range(self.config.tier + 1..) {
             let live: Vec<&str> = members
                 .iter()
                 .map(String::as_str)
                 .filter(|m| self.usable(m, now))
                 .collect();
-            if let Some(p) = placement::parent(&live, hash_key) {
+            // Rendezvous order; members that said they are full for this track are passed over.
+            let choice = placement::ranked(&live, hash_key)
+                .into_iter()
+                .find(|m| !skip.iter().any(|s| s == m));
+            if let Some(p) = choice {
                 return Some(p.to_string());
             }
         }
@@ -450,7 +469,7 @@ impl TreeNode {
         if t.origin {
             return;
         }
-        match self.choose_parent(key, &t.hash_key.clone(), now) {
+        match self.choose_parent(key, &t.hash_key.clone(), &t.redirected_by.clone(), now) {
             Some(parent) => {
                 if let Some(t) = self.tracks.get_mut(key) {
                     t.parent = Some(parent.clone());
@@ -665,6 +684,27 @@ impl TreeNode {
                 }
             }
             ControlMessage::SubscribeOk(ok) => self.on_subscribe_ok(link, ok, now),
+            ControlMessage::Redirect { track } => {
+                let from_parent = self
+                    .tracks
+                    .get(&track)
+                    .is_some_and(|t| t.parent_link == Some(link));
+                if from_parent {
+                    let peer = self
+                        .links
+                        .get(&link)
+                        .map(|l| l.peer.clone())
+                        .unwrap_or_default();
+                    if let Some(t) = self.tracks.get_mut(&track) {
+                        t.redirected_by.push(peer);
+                        t.parent = None;
+                        t.parent_link = None;
+                        t.parent_channel = None;
+                        t.subscribed = false;
+                    }
+                    self.attach_upstream(&track, now);
+                }
+            }
             ControlMessage::TrackEnded { track } => {
                 let from_parent = self
                     .tracks
@@ -735,6 +775,14 @@ impl TreeNode {
             .or_insert_with_key(|k| NodeTrack::new(k, &self.config));
         t.idle_since = None;
         if t.children.iter().any(|(c, _)| *c == link) || t.waiting_children.contains(&link) {
+            return;
+        }
+        if !t.origin && t.children.len() + t.waiting_children.len() >= self.config.fanout_limit {
+            self.stats.redirects_sent += 1;
+            self.out.push_back(Output::Send {
+                link,
+                msg: ControlMessage::Redirect { track },
+            });
             return;
         }
         if t.info.is_some() {

@@ -61,8 +61,13 @@ impl Net {
     }
 
     fn add(&mut self, id: &str, tier: u8) {
+        self.add_with(id, tier, 100);
+    }
+
+    fn add_with(&mut self, id: &str, tier: u8, fanout_limit: usize) {
         let mut config = TreeConfig::new(id, tier);
         config.prune_grace = Duration::from_secs(2);
+        config.fanout_limit = fanout_limit;
         self.nodes.insert(id.to_string(), TreeNode::new(config));
     }
 
@@ -514,4 +519,57 @@ fn streams_are_found_through_their_home_node() {
     net.run(Duration::from_millis(50), |_| {});
     let last = net.locations["edge-1"].last().cloned();
     assert_eq!(last, Some(("concert".to_string(), None)));
+}
+
+#[test]
+fn a_full_relay_redirects_children_to_the_next_choice() {
+    // Two relays that feed at most 2 edges each, and 5 edges: 2 + 2 on the relays, the fifth
+    // on the origin, which has nowhere to redirect to.
+    let mut net = Net::new(0.0, 11);
+    net.add("origin", 0);
+    net.add_with("relay-a", 1, 2);
+    net.add_with("relay-b", 1, 2);
+    let edges: Vec<String> = (0..5).map(|i| format!("edge-{i}")).collect();
+    for e in &edges {
+        net.add(e, 0);
+    }
+    let mut gateways: Vec<&str> = vec!["origin"];
+    gateways.extend(edges.iter().map(String::as_str));
+    net.set_members(&[(0, gateways), (1, vec!["relay-a", "relay-b"])]);
+    net.node("origin").publish(info());
+    let mut publisher = Publisher { seq: 0 };
+    let now = net.now;
+    for e in &edges {
+        net.node(e).subscribe(&track(), now);
+    }
+    net.pump();
+    net.run(Duration::from_secs(2), |n| publisher.tick(n));
+    let children = |net: &Net, id: &str| {
+        net.nodes[id]
+            .tracks()
+            .iter()
+            .map(|(_, c, _)| *c)
+            .sum::<usize>()
+    };
+    println!(
+        "children: relay-a {}, relay-b {}, origin {}",
+        children(&net, "relay-a"),
+        children(&net, "relay-b"),
+        children(&net, "origin")
+    );
+    assert!(
+        children(&net, "relay-a") <= 2 && children(&net, "relay-b") <= 2,
+        "fan-out limit held"
+    );
+    let redirects: u64 = ["relay-a", "relay-b"]
+        .iter()
+        .map(|r| net.nodes[*r].stats().redirects_sent)
+        .sum();
+    assert!(redirects >= 1, "someone was redirected");
+    for e in &edges {
+        assert!(
+            net.delivered.get(e).is_some_and(|d| d.len() > 1000),
+            "{e} receives"
+        );
+    }
 }

@@ -30,6 +30,7 @@ pub(crate) const SUBSCRIBE_OK: u8 = 0x12;
 pub(crate) const TRACK_ENDED: u8 = 0x13;
 pub(crate) const KEYFRAME_REQUEST: u8 = 0x14;
 pub(crate) const NACK: u8 = 0x15;
+pub(crate) const REDIRECT: u8 = 0x16;
 pub(crate) const STREAM_ANNOUNCE: u8 = 0x20;
 pub(crate) const STREAM_WITHDRAW: u8 = 0x21;
 pub(crate) const STREAM_LOOKUP: u8 = 0x22;
@@ -56,6 +57,11 @@ pub enum ControlMessage {
     },
     /// Child → parent: send me this track.
     Subscribe {
+        track: TrackKey,
+    },
+    /// Parent → child: this track already has as many children here as the fan-out limit
+    /// allows; subscribe at the next rendezvous choice instead.
+    Redirect {
         track: TrackKey,
     },
     /// Child → parent: stop sending this track (last viewer below left).
@@ -180,6 +186,7 @@ impl ControlMessage {
             ControlMessage::Unsubscribe { .. } => UNSUBSCRIBE,
             ControlMessage::SubscribeOk(_) => SUBSCRIBE_OK,
             ControlMessage::TrackEnded { .. } => TRACK_ENDED,
+            ControlMessage::Redirect { .. } => REDIRECT,
             ControlMessage::KeyframeRequest { .. } => KEYFRAME_REQUEST,
             ControlMessage::Nack { .. } => NACK,
             ControlMessage::StreamAnnounce { .. } => STREAM_ANNOUNCE,
@@ -231,7 +238,8 @@ impl ControlMessage {
             ControlMessage::Ping { t } | ControlMessage::Pong { t } => out.put_u64(*t),
             ControlMessage::Subscribe { track }
             | ControlMessage::Unsubscribe { track }
-            | ControlMessage::TrackEnded { track } => track.put(out)?,
+            | ControlMessage::TrackEnded { track }
+            | ControlMessage::Redirect { track } => track.put(out)?,
             ControlMessage::SubscribeOk(ok) => {
                 ok.track.put(out)?;
                 out.put_u32(ok.channel);
@@ -303,6 +311,9 @@ impl ControlMessage {
             TRACK_ENDED => ControlMessage::TrackEnded {
                 track: TrackKey::read(&mut r)?,
             },
+            REDIRECT => ControlMessage::Redirect {
+                track: TrackKey::read(&mut r)?,
+            },
             SUBSCRIBE_OK => ControlMessage::SubscribeOk(SubscribeOk {
                 track: TrackKey::read(&mut r)?,
                 channel: r.u32("channel")?,
@@ -370,7 +381,7 @@ mod tests {
         let mut types: Vec<u8> = all.iter().map(ControlMessage::msg_type).collect();
         types.sort_unstable();
         types.dedup();
-        assert_eq!(types.len(), 15, "one_of_each covers every message type");
+        assert_eq!(types.len(), 16, "one_of_each covers every message type");
         for msg in &all {
             assert_eq!(&round_trip(msg), msg);
         }

@@ -31,6 +31,7 @@
 //! | 0x13 | `TrackEnded`       | track                                                                      |
 //! | 0x14 | `KeyframeRequest`  | u32 channel                                                                |
 //! | 0x15 | `Nack`             | u32 channel, u16 n, n × (u64 first, u16 mask)                              |
+//! | 0x16 | `Redirect`         | track  (the parent is at its fan-out limit for it)                         |
 //! | 0x20 | `StreamAnnounce`   | str stream, origin                                                         |
 //! | 0x21 | `StreamWithdraw`   | str stream, session                                                        |
 //! | 0x22 | `StreamLookup`     | str stream                                                                 |

@@ -87,6 +87,9 @@ pub fn one_of_each() -> Vec<ControlMessage> {
         ControlMessage::TrackEnded {
             track: key("audio"),
         },
+        ControlMessage::Redirect {
+            track: key("audio"),
+        },
         ControlMessage::KeyframeRequest { channel: 3 },
         ControlMessage::Nack {
             channel: 3,
