@@ -8,7 +8,7 @@ cd "$ROOT"
 bash scripts/setup-browser.sh
 
 # The integration tests start this binary as a real process.
-cargo build -p gateway --bin gateway
+cargo build -p gateway --bin gateway -p relay --bin relay
 
 # Integration tests start gateways and WebRTC peers; two at a time fit a 2-core machine.
 if cargo nextest --version >/dev/null 2>&1; then

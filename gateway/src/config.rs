@@ -61,6 +61,84 @@ pub struct Cli {
     /// An app for the session/track API as `id:secret` (repeatable).
     #[arg(long = "app", env = "GATEWAY_APPS", value_delimiter = ',')]
     pub apps: Vec<String>,
+    /// Join a cluster: the UDP address node-to-node QUIC links listen on.
+    #[arg(long, env = "GATEWAY_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// This node's id in the cluster: the address peers dial (default: the cluster listen address).
+    #[arg(long, env = "GATEWAY_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Cluster name; nodes of another cluster are refused.
+    #[arg(long, env = "GATEWAY_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// The cluster certificate and key (PEM) every node holds (`relay cluster-cert` makes them).
+    #[arg(long, env = "GATEWAY_CLUSTER_CERT")]
+    pub cluster_cert: Option<PathBuf>,
+    #[arg(long, env = "GATEWAY_CLUSTER_KEY")]
+    pub cluster_key: Option<PathBuf>,
+    /// A cluster member as `tier:host:port` (repeatable; tier 0 = gateways, 1.. = relay tiers).
+    #[arg(
+        long = "cluster-member",
+        env = "GATEWAY_CLUSTER_MEMBERS",
+        value_delimiter = ','
+    )]
+    pub cluster_members: Vec<String>,
+    /// Members from DNS as `tier:name:port` (a Kubernetes headless Service; repeatable).
+    #[arg(
+        long = "cluster-members-dns",
+        env = "GATEWAY_CLUSTER_MEMBERS_DNS",
+        value_delimiter = ','
+    )]
+    pub cluster_members_dns: Vec<String>,
+    /// TEST ONLY: drop this fraction of outgoing node-link media datagrams (seeded).
+    #[arg(long, env = "GATEWAY_TEST_DROP_DATAGRAMS", hide = true)]
+    pub test_drop_datagrams: Option<f64>,
+}
+
+/// Cluster membership and links (absent: a single node, no relay tiers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub node_id: Option<String>,
+    #[serde(default = "default_cluster_name")]
+    pub name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// `tier:host:port`
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// `tier:name:port`
+    #[serde(default)]
+    pub members_dns: Vec<String>,
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh_ms: u64,
+    #[serde(default)]
+    pub test_drop_datagrams: f64,
+}
+
+fn default_cluster_name() -> String {
+    "default".into()
+}
+
+fn default_dns_refresh() -> u64 {
+    2000
+}
+
+/// `tier:rest` → (tier, rest).
+pub fn parse_tiered(s: &str) -> Result<(u8, String), ConfigError> {
+    let (tier, rest) = s
+        .split_once(':')
+        .ok_or_else(|| ConfigError::Invalid(format!("{s:?}: expected tier:host:port")))?;
+    let tier: u8 = tier
+        .parse()
+        .map_err(|_| ConfigError::Invalid(format!("{s:?}: tier must be a number")))?;
+    if !rest.contains(':') {
+        return Err(ConfigError::Invalid(format!(
+            "{s:?}: expected tier:host:port"
+        )));
+    }
+    Ok((tier, rest.to_string()))
 }
 
 /// A bearer token and the streams it may publish and play. A pattern is a stream name, `*`, or a
@@ -124,6 +202,7 @@ pub struct Config {
     /// Keyframe requests toward a publisher at most once per this interval.
     #[serde(with = "millis")]
     pub keyframe_request_interval: Duration,
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Default for Config {
@@ -147,6 +226,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(15),
             keyframe_cache_bytes: 16 * 1024 * 1024,
             keyframe_request_interval: Duration::from_millis(500),
+            cluster: None,
         }
     }
 }
@@ -225,6 +305,44 @@ impl Config {
                 play: vec!["*".into()],
             });
         }
+        if let Some(listen) = cli.cluster_listen {
+            let (Some(cert), Some(key)) = (cli.cluster_cert.clone(), cli.cluster_key.clone())
+            else {
+                return Err(ConfigError::Invalid(
+                    "--cluster-listen needs --cluster-cert and --cluster-key".into(),
+                ));
+            };
+            self.cluster = Some(ClusterSettings {
+                listen,
+                node_id: None,
+                name: default_cluster_name(),
+                cert,
+                key,
+                members: Vec::new(),
+                members_dns: Vec::new(),
+                dns_refresh_ms: default_dns_refresh(),
+                test_drop_datagrams: 0.0,
+            });
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            if let Some(id) = cli.node_id {
+                c.node_id = Some(id);
+            }
+            if let Some(name) = cli.cluster_name {
+                c.name = name;
+            }
+            if let Some(cert) = cli.cluster_cert {
+                c.cert = cert;
+            }
+            if let Some(key) = cli.cluster_key {
+                c.key = key;
+            }
+            c.members.extend(cli.cluster_members);
+            c.members_dns.extend(cli.cluster_members_dns);
+            if let Some(d) = cli.test_drop_datagrams {
+                c.test_drop_datagrams = d;
+            }
+        }
         for app in cli.apps {
             let (id, secret) = app
                 .split_once(':')
@@ -264,6 +382,16 @@ impl Config {
                     "ICE server {:?}: values may not contain quotes, backslashes, '>' or control characters",
                     server.url
                 )));
+            }
+        }
+        if let Some(c) = &self.cluster {
+            for m in c.members.iter().chain(&c.members_dns) {
+                parse_tiered(m)?;
+            }
+            if !(0.0..1.0).contains(&c.test_drop_datagrams) {
+                return Err(ConfigError::Invalid(
+                    "test_drop_datagrams must be in [0, 1)".into(),
+                ));
             }
         }
         if self.max_body_bytes < 1024 {

@@ -22,6 +22,17 @@ impl SessionId {
     }
 }
 
+impl SessionId {
+    /// The raw 16 bytes, as track keys carry them between nodes.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> SessionId {
+        SessionId(u128::from_be_bytes(bytes))
+    }
+}
+
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)

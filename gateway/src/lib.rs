@@ -2,6 +2,7 @@
 //! media workers. Everything after a packet leaves an `Rtc` is the `relay` crate's sans-IO code.
 
 pub mod auth;
+pub mod cluster_bridge;
 pub mod config;
 pub mod demux;
 pub mod http;

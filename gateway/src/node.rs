@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
+use crate::cluster_bridge::{Bridge, BridgeRequest};
 use crate::config::Config;
 use crate::demux::{DemuxUpdate, Route};
 use crate::ids::SessionId;
@@ -30,6 +31,14 @@ pub struct Node {
     demux: mpsc::UnboundedSender<DemuxUpdate>,
     stats: Vec<Arc<WorkerStats>>,
     next_worker: AtomicUsize,
+    /// Present when the node is part of a cluster.
+    pub cluster: Option<Cluster>,
+}
+
+/// The node's cluster membership: requests to its bridge, and its link/tree counters.
+pub struct Cluster {
+    pub bridge: mpsc::UnboundedSender<BridgeRequest>,
+    pub handle: relay::shell::cluster::ClusterHandle,
 }
 
 /// Node-wide counters for `/v1/stats`.
@@ -53,11 +62,14 @@ pub struct NodeStats {
     pub udp_sent: u64,
     pub udp_unrouted: u64,
     pub udp_send_errors: u64,
+    /// Links, tree counters (NACKs answered/forwarded, keyframe requests) and tracks, in a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<relay::shell::cluster::ClusterStats>,
 }
 
 impl Node {
     /// Bind the UDP socket and start the workers; they stop when `shutdown` is cancelled.
-    pub fn start(
+    pub async fn start(
         config: Config,
         shutdown: CancellationToken,
         tasks: &mut JoinSet<()>,
@@ -72,13 +84,36 @@ impl Node {
             (0..n).map(|_| mpsc::unbounded_channel()).unzip();
         let (demux_tx, demux_rx) = mpsc::unbounded_channel();
         let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::default()).collect();
+        // The cluster bridge, if any, is one more peer of the workers, at index n.
+        let mut peers_of_workers = senders.clone();
+        let mut cluster = None;
+        if let Some(settings) = &config.cluster {
+            let (bridge_tx, bridge_rx) = mpsc::unbounded_channel();
+            peers_of_workers.push(bridge_tx);
+            let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+            let (handle, events, node_id) =
+                crate::cluster_bridge::start_cluster(settings, shutdown.clone()).await?;
+            let bridge = Bridge::new(
+                n,
+                node_id,
+                handle.clone(),
+                peers_of_workers.clone(),
+                registry.clone(),
+            );
+            tasks.spawn(bridge.run(bridge_rx, requests_rx, events, shutdown.clone()));
+            cluster = Some(Cluster {
+                bridge: requests_tx,
+                handle,
+            });
+        }
         let ctx = Arc::new(WorkerCtx {
-            peers: senders.clone(),
+            peers: peers_of_workers,
             udp: udp.clone(),
             demux: demux_tx.clone(),
             registry: registry.clone(),
             config: config.clone(),
             stats: stats.clone(),
+            bridge: cluster.as_ref().map(|_| n),
         });
         for (i, rx) in receivers.into_iter().enumerate() {
             let worker = Worker::new(i, ctx.clone());
@@ -98,6 +133,7 @@ impl Node {
             demux: demux_tx,
             stats,
             next_worker: AtomicUsize::new(0),
+            cluster,
         }))
     }
 
@@ -152,6 +188,7 @@ impl Node {
             udp_sent: self.udp.sent.load(r),
             udp_unrouted: self.udp.unrouted.load(r),
             udp_send_errors: self.udp.send_errors.load(r),
+            cluster: self.cluster.as_ref().map(|c| c.handle.stats()),
         }
     }
 }

@@ -30,7 +30,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
         .map_err(|e| format!("cannot bind HTTP {}: {e}", config.http_listen))?;
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut tasks = JoinSet::new();
-    let node = Node::start(config, shutdown.clone(), &mut tasks)?;
+    let node = Node::start(config, shutdown.clone(), &mut tasks).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         "gateway ready: {scheme}://{http_addr}/ (WHIP {scheme}://<host>:{}/whip/<stream>), WebRTC on UDP {}, candidates {:?}",

@@ -7,6 +7,7 @@ use std::time::Instant;
 use str0m::media::MediaKind;
 use tokio::sync::oneshot;
 
+use crate::cluster_bridge::{BridgeRequest, RESOLVE_TIMEOUT};
 use crate::http::problem::Problem;
 use crate::ids::{SessionId, random_token};
 use crate::negotiation::{Negotiated, Negotiation};
@@ -90,6 +91,7 @@ pub fn push(
             pulls: vec![],
         })),
     );
+    let stream_for_cluster = stream.clone();
     if let Some(stream) = stream {
         if let Some(old) = node.registry.publish(stream.clone(), id, tracks.clone()) {
             tracing::info!(%stream, %old, new = %id, "a new publisher replaces the old one");
@@ -102,6 +104,13 @@ pub fn push(
         });
         tracing::info!(%stream, session = %id, tracks = tracks.len(), "publishing");
     }
+    if let Some(cluster) = &node.cluster {
+        let _ = cluster.bridge.send(BridgeRequest::Publish {
+            stream: stream_for_cluster,
+            session: id,
+            tracks: tracks.clone(),
+        });
+    }
     Ok(Created {
         id,
         answer: peer.answer,
@@ -111,14 +120,20 @@ pub fn push(
 }
 
 /// A session that pulls a stream's current tracks and follows the stream across republishes.
-pub fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Problem> {
+pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Problem> {
     check_capacity(node)?;
-    let Some((_, tracks)) = node.registry.stream(&stream) else {
-        return Err(Problem::new(
-            http::StatusCode::CONFLICT,
-            format!("stream {stream:?} has no publisher yet"),
-        )
-        .retry_after(2));
+    let tracks = match node.registry.stream(&stream) {
+        Some((_, tracks)) => tracks,
+        None => match resolve_in_cluster(node, &stream).await {
+            Some(tracks) => tracks,
+            None => {
+                return Err(Problem::new(
+                    http::StatusCode::CONFLICT,
+                    format!("stream {stream:?} has no publisher yet"),
+                )
+                .retry_after(2));
+            }
+        },
     };
     let peer = node.peers.viewer(offer, &tracks, Instant::now())?;
     let mut assigned: Vec<Arc<TrackInfo>> = Vec::new();
@@ -165,6 +180,21 @@ pub fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created
         etag,
         tracks: assigned,
     })
+}
+
+/// A stream published on another gateway of the cluster: its tracks, found through the stream's
+/// home node and described by the tree (None when there is no cluster or no such stream).
+async fn resolve_in_cluster(node: &Node, stream: &str) -> Option<Vec<Arc<TrackInfo>>> {
+    let cluster = node.cluster.as_ref()?;
+    let (reply, rx) = oneshot::channel();
+    cluster
+        .bridge
+        .send(BridgeRequest::Resolve {
+            stream: stream.to_string(),
+            reply,
+        })
+        .ok()?;
+    tokio::time::timeout(RESOLVE_TIMEOUT, rx).await.ok()?.ok()?
 }
 
 /// A session that pulls given tracks, each on the offer's m-line with the given mid (the

@@ -85,6 +85,11 @@ pub enum WorkerMsg {
         reply:
             oneshot::Sender<Result<crate::negotiation::Negotiated, crate::http::problem::Problem>>,
     },
+    /// To the cluster bridge: a WHIP publisher's session ended (withdraw the stream).
+    StreamGone {
+        stream: Arc<str>,
+        session: SessionId,
+    },
     /// A stream has a (new) publisher: viewers following it re-attach.
     StreamLive {
         stream: Arc<str>,
@@ -119,6 +124,8 @@ pub struct WorkerCtx {
     pub registry: Arc<Registry>,
     pub config: Arc<Config>,
     pub stats: Vec<Arc<WorkerStats>>,
+    /// Index in `peers` of the cluster bridge, when the node is in a cluster.
+    pub bridge: Option<usize>,
 }
 
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
@@ -321,6 +328,7 @@ impl Worker {
                 }
             }
             WorkerMsg::StreamLive { stream, tracks } => self.on_stream_live(&stream, &tracks, now),
+            WorkerMsg::StreamGone { .. } => {}
             WorkerMsg::Negotiate {
                 session,
                 negotiation,
@@ -857,7 +865,16 @@ impl Worker {
         if let Some(t) = s.timeout {
             self.timers.remove(&(t, id));
         }
-        self.ctx.registry.remove_session(id);
+        let entry = self.ctx.registry.remove_session(id);
+        if let (Some(b), Some(e)) = (self.ctx.bridge, entry)
+            && let (crate::registry::Role::Whip, Some(stream)) = (e.role, e.stream)
+            && let Some(bridge) = self.ctx.peers.get(b)
+        {
+            let _ = bridge.send(WorkerMsg::StreamGone {
+                stream,
+                session: id,
+            });
+        }
         let _ = self.ctx.demux.send(DemuxUpdate::Remove { session: id });
         for info in &s.pushed {
             self.end_track(info.id, now);
@@ -928,6 +945,7 @@ mod tests {
             registry: Arc::new(Registry::default()),
             config: Arc::new(config),
             stats: vec![Arc::default()],
+            bridge: None,
         });
         (Worker::new(0, ctx), peers)
     }

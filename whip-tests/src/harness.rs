@@ -46,36 +46,45 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
+/// Where the `relay` binary (mid-tier nodes) is: `RELAY_BIN`, else built like the gateway.
+pub fn relay_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("RELAY_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_binary("relay", "relay").map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
 fn build_gateway() -> Result<PathBuf> {
+    build_binary("gateway", "gateway")
+}
+
+fn build_binary(package: &str, name: &str) -> Result<PathBuf> {
     let root = workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("debug").join("gateway");
+    let bin = target.join("debug").join(name);
     if std::env::var_os("WHIP_TESTS_NO_BUILD").is_none() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let out = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "gateway",
-                "--bin",
-                "gateway",
-                "--manifest-path",
-            ])
+            .args(["build", "-p", package, "--bin", name, "--manifest-path"])
             .arg(root.join("Cargo.toml"))
             .stdin(Stdio::null())
             .output()
-            .context("running cargo build -p gateway")?;
+            .with_context(|| format!("running cargo build -p {package}"))?;
         if !out.status.success() {
             bail!(
-                "cargo build -p gateway failed:\n{}",
+                "cargo build -p {package} failed:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
     }
     if !bin.is_file() {
-        bail!("no gateway binary at {}", bin.display());
+        bail!("no {name} binary at {}", bin.display());
     }
     Ok(bin)
 }
@@ -213,6 +222,11 @@ impl Gateway {
     }
 
     /// The last `max_bytes` of the gateway's stderr.
+    /// The gateway process id (for /proc readings and for killing it in failure tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_tail(&self, max_bytes: u64) -> String {
         let Ok(mut f) = File::open(&self.log_path) else {
             return String::new();

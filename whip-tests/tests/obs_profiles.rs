@@ -352,26 +352,26 @@ fn check_basic_ini(errs: &mut Errors, profile: &str, ini: &Ini) -> Option<Family
                   value: Option<String>,
                   want: &str,
                   why: &str| {
-        if let Some(v) = value {
-            if v != want {
-                errs.add(
-                    F,
-                    &format!("[{section}] {key}"),
-                    format!("is `{v}`, must be `{want}` ({why})"),
-                );
-            }
+        if let Some(v) = value
+            && v != want
+        {
+            errs.add(
+                F,
+                &format!("[{section}] {key}"),
+                format!("is `{v}`, must be `{want}` ({why})"),
+            );
         }
     };
 
     // [General] Name: what the Profile menu shows; kept equal to the folder name to avoid confusion.
-    if let Some(name) = require(errs, "General", "Name") {
-        if name != profile {
-            errs.add(
-                F,
-                "[General] Name",
-                format!("is `{name}`, must equal the folder name `{profile}`"),
-            );
-        }
+    if let Some(name) = require(errs, "General", "Name")
+        && name != profile
+    {
+        errs.add(
+            F,
+            "[General] Name",
+            format!("is `{name}`, must equal the folder name `{profile}`"),
+        );
     }
 
     let mode = require(errs, "Output", "Mode");
@@ -395,14 +395,15 @@ fn check_basic_ini(errs: &mut Errors, profile: &str, ini: &Ini) -> Option<Family
             None
         }
     });
-    if let Some(rec) = require(errs, "AdvOut", "RecEncoder") {
-        if rec != "none" && video_encoder(&rec).is_none() {
-            errs.add(
-                F,
-                "[AdvOut] RecEncoder",
-                format!("`{rec}` is not `none` (use the stream encoder) or a known encoder id"),
-            );
-        }
+    if let Some(rec) = require(errs, "AdvOut", "RecEncoder")
+        && rec != "none"
+        && video_encoder(&rec).is_none()
+    {
+        errs.add(
+            F,
+            "[AdvOut] RecEncoder",
+            format!("`{rec}` is not `none` (use the stream encoder) or a known encoder id"),
+        );
     }
     let audio = require(errs, "AdvOut", "AudioEncoder");
     expect(
@@ -468,14 +469,14 @@ fn check_basic_ini(errs: &mut Errors, profile: &str, ini: &Ini) -> Option<Family
             );
         }
     }
-    if let Some(t) = ini.get("Video", "FPSType") {
-        if t != "0" {
-            errs.add(
-                F,
-                "[Video] FPSType",
-                format!("is `{t}`, must be `0` (common FPS values, read from FPSCommon)"),
-            );
-        }
+    if let Some(t) = ini.get("Video", "FPSType")
+        && t != "0"
+    {
+        errs.add(
+            F,
+            "[Video] FPSType",
+            format!("is `{t}`, must be `0` (common FPS values, read from FPSCommon)"),
+        );
     }
     let fps = require(errs, "Video", "FPSCommon").and_then(|f| {
         // OBS's common values: "30", "60", "29.97", "59.94", "24 NTSC", "25 PAL", "50 PAL".
@@ -693,10 +694,10 @@ fn check_encoder(errs: &mut Errors, enc: &Value, family: Family) {
         Family::VideoToolbox => Some(("bframes", "false (OBS does not force it for VideoToolbox)")),
         Family::X264 | Family::Other => None,
     };
-    if let Some((key, want)) = required {
-        if get(key).is_none() {
-            errs.add(F, key, format!("missing, must be {want} (no B-frames)"));
-        }
+    if let Some((key, want)) = required
+        && get(key).is_none()
+    {
+        errs.add(F, key, format!("missing, must be {want} (no B-frames)"));
     }
 
     match family {
@@ -746,14 +747,14 @@ fn check_encoder(errs: &mut Errors, enc: &Value, family: Family) {
                     ),
                 ),
             }
-            if let Some(m) = get("multipass").and_then(Value::as_str) {
-                if m != "disabled" {
-                    errs.add(
-                        F,
-                        "multipass",
-                        format!("is {m:?}, must be \"disabled\" (latency)"),
-                    );
-                }
+            if let Some(m) = get("multipass").and_then(Value::as_str)
+                && m != "disabled"
+            {
+                errs.add(
+                    F,
+                    "multipass",
+                    format!("is {m:?}, must be \"disabled\" (latency)"),
+                );
             }
             if get("lookahead").and_then(Value::as_bool) == Some(true) {
                 errs.add(
@@ -778,14 +779,14 @@ fn check_encoder(errs: &mut Errors, enc: &Value, family: Family) {
     }
 
     // Browsers decode 8-bit 4:2:0 only (no High 10 / 4:2:2 / 4:4:4).
-    if let Some(profile) = get("profile").and_then(Value::as_str) {
-        if ["10", "422", "444"].iter().any(|p| profile.contains(p)) {
-            errs.add(
-                F,
-                "profile",
-                format!("`{profile}`: browsers decode 8-bit 4:2:0 only"),
-            );
-        }
+    if let Some(profile) = get("profile").and_then(Value::as_str)
+        && ["10", "422", "444"].iter().any(|p| profile.contains(p))
+    {
+        errs.add(
+            F,
+            "profile",
+            format!("`{profile}`: browsers decode 8-bit 4:2:0 only"),
+        );
     }
 }
 

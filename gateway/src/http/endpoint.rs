@@ -80,7 +80,7 @@ pub async fn whep_post(
         node.config.max_body_bytes,
     )
     .await?;
-    let c = sessions::pull_stream(&node, name, &offer)?;
+    let c = sessions::pull_stream(&node, name, &offer).await?;
     Ok(created(&node, "whep", &stream, c))
 }
 

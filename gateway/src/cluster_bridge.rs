@@ -1,0 +1,452 @@
+//! The gateway's seat in the cluster: a task that looks like one more media worker to the real
+//! workers (it has an index in their peer list) and drives the node's `relay` cluster node.
+//!
+//! Origin side: every track a WHIP publisher pushes is published into the tree, and the bridge
+//! subscribes to it on its origin worker like any other worker would, so its packets reach the
+//! tree once; the stream is announced at its home node. Edge side: a WHEP viewer of a stream not
+//! published here is resolved through the directory, its tracks are subscribed in the tree, and
+//! the bridge feeds the workers that hold viewers — each exactly once per packet, with the
+//! keyframe run first for a worker that joins late (it keeps its own keyframe cache per track).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay::KeyframeCache;
+use relay::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
+use relay::shell::cluster::{ClusterHandle, Event, Local};
+use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
+use str0m::media::{Frequency, MediaKind, Mid};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::{SessionId, TrackId};
+use crate::registry::{Registry, TrackInfo};
+use crate::worker::WorkerMsg;
+
+/// How long a WHEP request waits for the cluster to find a stream and its codecs.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+const KEYFRAME_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Requests from the HTTP side.
+pub enum BridgeRequest {
+    /// A stream published here: put its tracks in the tree and announce it.
+    Publish {
+        stream: Option<Arc<str>>,
+        session: SessionId,
+        tracks: Vec<Arc<TrackInfo>>,
+    },
+    /// Find a stream published elsewhere: its tracks, described for viewers.
+    Resolve {
+        stream: String,
+        reply: oneshot::Sender<Option<Vec<Arc<TrackInfo>>>>,
+    },
+}
+
+/// Where a resolved stream's tracks are sent (None: not found).
+type ResolveReply = oneshot::Sender<Option<Vec<Arc<TrackInfo>>>>;
+
+struct Remote {
+    info: Arc<TrackInfo>,
+    workers: HashSet<usize>,
+    keyframes: KeyframeCache,
+}
+
+struct PendingResolve {
+    stream: String,
+    keys: Vec<TrackKey>,
+    reply: ResolveReply,
+}
+
+pub struct Bridge {
+    index: usize,
+    node_id: String,
+    cluster: ClusterHandle,
+    workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+    registry: Arc<Registry>,
+    /// Our published tracks.
+    local_by_id: HashMap<TrackId, (TrackKey, Arc<TrackInfo>)>,
+    local_by_key: HashMap<TrackKey, TrackId>,
+    /// Tracks published elsewhere that this node's viewers receive.
+    remote_by_key: HashMap<TrackKey, Remote>,
+    remote_by_id: HashMap<TrackId, TrackKey>,
+    lookups: Vec<(String, ResolveReply)>,
+    resolving: Vec<PendingResolve>,
+}
+
+fn session_bytes(id: SessionId) -> [u8; 16] {
+    id.to_bytes()
+}
+
+fn wire_codec(codec: Codec) -> relay::Codec {
+    relay::Codec::from_name(&codec.to_string())
+}
+
+fn str0m_codec(codec: relay::Codec) -> Option<Codec> {
+    Some(match codec {
+        relay::Codec::H264 => Codec::H264,
+        relay::Codec::H265 => Codec::H265,
+        relay::Codec::Vp8 => Codec::Vp8,
+        relay::Codec::Vp9 => Codec::Vp9,
+        relay::Codec::Av1 => Codec::Av1,
+        relay::Codec::Opus => Codec::Opus,
+        relay::Codec::Other => return None,
+    })
+}
+
+/// How a local track is described to the tree.
+pub fn describe(key: TrackKey, info: &TrackInfo) -> Option<SubscribeOk> {
+    let p = info.params.first()?;
+    let spec = p.spec();
+    Some(SubscribeOk {
+        track: key,
+        channel: 0,
+        first_seq: u64::MAX,
+        codec: wire_codec(spec.codec),
+        clock_rate: spec.clock_rate.get(),
+        pt: *p.pt(),
+        audio_channels: spec.channels.unwrap_or(0),
+        fmtp: spec.format.to_string(),
+    })
+}
+
+impl Bridge {
+    pub fn new(
+        index: usize,
+        node_id: String,
+        cluster: ClusterHandle,
+        workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+        registry: Arc<Registry>,
+    ) -> Bridge {
+        Bridge {
+            index,
+            node_id,
+            cluster,
+            workers,
+            registry,
+            local_by_id: HashMap::new(),
+            local_by_key: HashMap::new(),
+            remote_by_key: HashMap::new(),
+            remote_by_id: HashMap::new(),
+            lookups: Vec::new(),
+            resolving: Vec::new(),
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut from_workers: mpsc::UnboundedReceiver<WorkerMsg>,
+        mut requests: mpsc::UnboundedReceiver<BridgeRequest>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(msg) = from_workers.recv() => self.on_worker(msg),
+                Some(req) = requests.recv() => self.on_request(req),
+                Some(event) = events.recv() => self.on_event(event),
+                else => return,
+            }
+        }
+    }
+
+    fn key(&self, session: SessionId, name: &str) -> TrackKey {
+        TrackKey {
+            origin: self.node_id.clone(),
+            session: session_bytes(session),
+            name: name.to_string(),
+        }
+    }
+
+    fn on_request(&mut self, req: BridgeRequest) {
+        match req {
+            BridgeRequest::Publish {
+                stream,
+                session,
+                tracks,
+            } => {
+                let mut announced = Vec::new();
+                for info in tracks {
+                    let key = self.key(session, &info.name);
+                    let Some(ok) = describe(key.clone(), &info) else {
+                        continue;
+                    };
+                    self.cluster.send(Local::Publish(ok));
+                    let kind = if info.kind == MediaKind::Audio {
+                        TrackKind::Audio
+                    } else {
+                        TrackKind::Video
+                    };
+                    announced.push(StreamTrack {
+                        name: info.name.clone(),
+                        kind,
+                    });
+                    // Feed the tree from the origin worker, like a worker with viewers would.
+                    if let Some(w) = self.workers.get(info.origin_worker) {
+                        let _ = w.send(WorkerMsg::Subscribe {
+                            track: info.clone(),
+                            worker: self.index,
+                        });
+                    }
+                    self.local_by_key.insert(key.clone(), info.id);
+                    self.local_by_id.insert(info.id, (key, info));
+                }
+                if let Some(stream) = stream {
+                    let origin = StreamOrigin {
+                        node: self.node_id.clone(),
+                        session: session_bytes(session),
+                        tracks: announced,
+                    };
+                    self.cluster
+                        .send(Local::Announce(stream.to_string(), origin));
+                }
+            }
+            BridgeRequest::Resolve { stream, reply } => {
+                self.lookups.push((stream.clone(), reply));
+                self.cluster.send(Local::Lookup(stream));
+            }
+        }
+    }
+
+    fn on_worker(&mut self, msg: WorkerMsg) {
+        match msg {
+            // Origin side: a packet of a local track, once, for the whole tree.
+            WorkerMsg::Media { track, packet } => {
+                if let Some((key, _)) = self.local_by_id.get(&track) {
+                    self.cluster.send(Local::Packet(key.clone(), packet));
+                }
+            }
+            WorkerMsg::TrackEnded { track } => {
+                if let Some((key, _)) = self.local_by_id.remove(&track) {
+                    self.local_by_key.remove(&key);
+                    self.cluster.send(Local::Unpublish(key));
+                }
+            }
+            WorkerMsg::StreamGone { stream, session } => {
+                self.cluster
+                    .send(Local::Withdraw(stream.to_string(), session_bytes(session)));
+            }
+            // Edge side: a worker with viewers of a remote track.
+            WorkerMsg::Subscribe { track, worker } => {
+                let Some(key) = self.remote_by_id.get(&track.id).cloned() else {
+                    if let Some(w) = self.workers.get(worker) {
+                        let _ = w.send(WorkerMsg::TrackEnded { track: track.id });
+                    }
+                    return;
+                };
+                let Some(remote) = self.remote_by_key.get_mut(&key) else {
+                    return;
+                };
+                if remote.workers.insert(worker)
+                    && let Some(w) = self.workers.get(worker)
+                {
+                    for p in remote.keyframes.run() {
+                        let _ = w.send(WorkerMsg::Media {
+                            track: track.id,
+                            packet: p.clone(),
+                        });
+                    }
+                }
+                self.cluster.send(Local::Subscribe(key));
+            }
+            WorkerMsg::Unsubscribe { track, worker } => {
+                let Some(key) = self.remote_by_id.get(&track).cloned() else {
+                    return;
+                };
+                if let Some(remote) = self.remote_by_key.get_mut(&key) {
+                    remote.workers.remove(&worker);
+                    if remote.workers.is_empty() {
+                        self.cluster.send(Local::Unsubscribe(key));
+                    }
+                }
+            }
+            WorkerMsg::KeyframeRequest { track } => {
+                if let Some(key) = self.remote_by_id.get(&track) {
+                    self.cluster.send(Local::KeyframeRequest(key.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Deliver(key, packet) => {
+                let Some(remote) = self.remote_by_key.get_mut(&key) else {
+                    return;
+                };
+                remote.keyframes.push(&packet);
+                for w in &remote.workers {
+                    if let Some(tx) = self.workers.get(*w) {
+                        let _ = tx.send(WorkerMsg::Media {
+                            track: remote.info.id,
+                            packet: packet.clone(),
+                        });
+                    }
+                }
+            }
+            Event::TrackReady(key, ok) => self.on_track_ready(key, ok),
+            Event::TrackEnded(key) => {
+                if let Some(remote) = self.remote_by_key.remove(&key) {
+                    self.remote_by_id.remove(&remote.info.id);
+                    for w in &remote.workers {
+                        if let Some(tx) = self.workers.get(*w) {
+                            let _ = tx.send(WorkerMsg::TrackEnded {
+                                track: remote.info.id,
+                            });
+                        }
+                    }
+                }
+                self.fail_resolving(&key);
+            }
+            Event::KeyframeRequest(key) => {
+                if let Some(id) = self.local_by_key.get(&key)
+                    && let Some((_, info)) = self.local_by_id.get(id)
+                    && let Some(w) = self.workers.get(info.origin_worker)
+                {
+                    let _ = w.send(WorkerMsg::KeyframeRequest { track: *id });
+                }
+            }
+            Event::StreamLocation(stream, origin) => self.on_location(stream, origin),
+        }
+    }
+
+    fn on_location(&mut self, stream: String, origin: Option<StreamOrigin>) {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lookups)
+            .into_iter()
+            .partition(|(s, _)| *s == stream);
+        self.lookups = rest;
+        for (_, reply) in mine {
+            let Some(origin) = origin.clone().filter(|o| !o.tracks.is_empty()) else {
+                let _ = reply.send(None);
+                continue;
+            };
+            let keys: Vec<TrackKey> = origin
+                .tracks
+                .iter()
+                .map(|t| origin.track_key(&t.name))
+                .collect();
+            for key in &keys {
+                if !self.remote_by_key.contains_key(key) {
+                    // Subscribing is how the codec description (SubscribeOk) comes down the tree.
+                    self.cluster.send(Local::Subscribe(key.clone()));
+                }
+            }
+            self.resolving.push(PendingResolve {
+                stream: stream.clone(),
+                keys,
+                reply,
+            });
+        }
+        self.finish_resolving();
+    }
+
+    fn on_track_ready(&mut self, key: TrackKey, ok: SubscribeOk) {
+        if !self.remote_by_key.contains_key(&key)
+            && let Some(info) = self.remote_info(&key, &ok)
+        {
+            self.remote_by_id.insert(info.id, key.clone());
+            self.remote_by_key.insert(
+                key,
+                Remote {
+                    info,
+                    workers: HashSet::new(),
+                    keyframes: KeyframeCache::new(KEYFRAME_CACHE_BYTES),
+                },
+            );
+        }
+        self.finish_resolving();
+    }
+
+    fn remote_info(&self, key: &TrackKey, ok: &SubscribeOk) -> Option<Arc<TrackInfo>> {
+        let codec = str0m_codec(ok.codec)?;
+        let clock_rate = Frequency::new(ok.clock_rate)?;
+        let kind = if codec.is_audio() {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        };
+        let spec = CodecSpec {
+            codec,
+            clock_rate,
+            channels: (ok.audio_channels > 0).then_some(ok.audio_channels),
+            format: FormatParams::parse_line(&ok.fmtp),
+        };
+        Some(Arc::new(TrackInfo {
+            id: self.registry.next_track_id(),
+            session: SessionId::from_bytes(key.session),
+            name: key.name.clone(),
+            kind,
+            mid: Mid::from(key.name.as_str()),
+            params: vec![PayloadParams::new(ok.pt.into(), None, spec)],
+            origin_worker: self.index,
+        }))
+    }
+
+    fn finish_resolving(&mut self) {
+        let pending = std::mem::take(&mut self.resolving);
+        for p in pending {
+            let ready: Option<Vec<Arc<TrackInfo>>> = p
+                .keys
+                .iter()
+                .map(|k| self.remote_by_key.get(k).map(|r| r.info.clone()))
+                .collect();
+            match ready {
+                Some(tracks) => {
+                    tracing::info!(stream = %p.stream, tracks = tracks.len(), "stream found in the cluster");
+                    let _ = p.reply.send(Some(tracks));
+                }
+                None if p.reply.is_closed() => {}
+                None => self.resolving.push(p),
+            }
+        }
+    }
+
+    fn fail_resolving(&mut self, key: &TrackKey) {
+        let pending = std::mem::take(&mut self.resolving);
+        for p in pending {
+            if p.keys.contains(key) {
+                let _ = p.reply.send(None);
+            } else {
+                self.resolving.push(p);
+            }
+        }
+    }
+}
+
+/// Join the cluster: the relay crate's cluster node with this gateway as a tier-0 member.
+pub async fn start_cluster(
+    settings: &crate::config::ClusterSettings,
+    shutdown: CancellationToken,
+) -> Result<(ClusterHandle, mpsc::UnboundedReceiver<Event>, String), String> {
+    use relay::shell::cluster::ClusterConfig;
+    use relay::shell::cluster_tls::{ClusterIdentity, LinkTiming};
+    let identity = ClusterIdentity::load(&settings.cert, &settings.key)?;
+    let node_id = settings
+        .node_id
+        .clone()
+        .unwrap_or_else(|| settings.listen.to_string());
+    let tiered = |list: &[String]| -> Result<Vec<(u8, String)>, String> {
+        list.iter()
+            .map(|m| crate::config::parse_tiered(m).map_err(|e| e.to_string()))
+            .collect()
+    };
+    let config = ClusterConfig {
+        node_id: node_id.clone(),
+        tier: 0,
+        cluster: settings.name.clone(),
+        listen: settings.listen,
+        identity,
+        members: tiered(&settings.members)?,
+        dns: tiered(&settings.members_dns)?,
+        dns_refresh: Duration::from_millis(settings.dns_refresh_ms),
+        timing: LinkTiming::default(),
+        tree: relay::tree::TreeConfig::new(node_id.clone(), 0),
+        drop_datagrams: settings.test_drop_datagrams,
+        drop_seed: 1,
+    };
+    let (handle, events) = relay::shell::cluster::start(config, shutdown).await?;
+    tracing::info!(%node_id, listen = %settings.listen, "joined the cluster");
+    Ok((handle, events, node_id))
+}
