@@ -385,6 +385,11 @@ impl Config {
             }
         }
         if let Some(c) = &self.cluster {
+            if c.node_id.is_none() && c.listen.ip().is_unspecified() {
+                return Err(ConfigError::Invalid(
+                    "with a wildcard --cluster-listen, set --node-id to the address peers dial (in Kubernetes: $(POD_IP):port)".into(),
+                ));
+            }
             for m in c.members.iter().chain(&c.members_dns) {
                 parse_tiered(m)?;
             }

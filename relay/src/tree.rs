@@ -363,7 +363,30 @@ impl TreeNode {
     /// A connection attempt to `peer` failed.
     pub fn connect_failed(&mut self, peer: &str, now: Instant) {
         self.connecting.remove(peer);
+        if self.by_peer.contains_key(peer) {
+            // The peer dialled us meanwhile: there is a link, nothing failed.
+            return;
+        }
         self.failed.insert(peer.to_string(), now);
+        self.unreachable(peer, now);
+    }
+
+    /// `peer` cannot be reached: its tracks re-parent, lookups waiting on it (as a stream's home)
+    /// are answered "not found" rather than left hanging.
+    fn unreachable(&mut self, peer: &str, now: Instant) {
+        let stuck: Vec<String> = self
+            .lookups
+            .iter()
+            .filter(|s| self.home(s).as_deref() == Some(peer))
+            .cloned()
+            .collect();
+        for stream in stuck {
+            self.lookups.remove(&stream);
+            self.out.push_back(Output::StreamLocation {
+                stream,
+                origin: None,
+            });
+        }
         self.reparent_from(peer, now);
     }
 
@@ -375,7 +398,7 @@ impl TreeNode {
         if self.by_peer.get(&l.peer) == Some(&link) {
             self.by_peer.remove(&l.peer);
         }
-        self.failed.insert(l.peer.clone(), now);
+        let other = self.by_peer.get(&l.peer).copied();
         // Children behind this link are gone.
         let keys: Vec<TrackKey> = self.tracks.keys().cloned().collect();
         for key in &keys {
@@ -387,8 +410,28 @@ impl TreeNode {
                 }
             }
         }
+        if let Some(live) = other {
+            // A spare link to a healthy peer closed (both sides had dialled): move what used it
+            // to the link that is still up; the peer has not failed.
+            let moved: Vec<TrackKey> = self
+                .tracks
+                .iter()
+                .filter(|(_, t)| t.parent_link == Some(link))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in moved {
+                if let Some(t) = self.tracks.get_mut(&key) {
+                    t.parent_link = Some(live);
+                    t.parent_channel = None;
+                    t.subscribed = false;
+                }
+                self.subscribe_upstream(&key, now);
+            }
+            return;
+        }
+        self.failed.insert(l.peer.clone(), now);
         self.directory.retain(|_, o| o.node != l.peer);
-        self.reparent_from(&l.peer, now);
+        self.unreachable(&l.peer, now);
     }
 
     pub fn set_rtt(&mut self, link: LinkId, rtt: Duration) {
@@ -1115,6 +1158,23 @@ impl TreeNode {
         }
         for key in retry {
             self.attach_upstream(&key, now);
+        }
+        // Announcements whose home could not be reached yet: try again once it is usable.
+        let unsent: Vec<String> = self
+            .announced
+            .keys()
+            .filter(|s| {
+                self.home(s).is_some_and(|h| {
+                    h != self.config.node_id
+                        && !self.by_peer.contains_key(&h)
+                        && !self.connecting.contains(&h)
+                        && self.usable(&h, now)
+                })
+            })
+            .cloned()
+            .collect();
+        for s in unsent {
+            self.send_announce(&s);
         }
         self.stats.keyframe_requests_aggregated = self
             .tracks

@@ -573,3 +573,26 @@ fn a_full_relay_redirects_children_to_the_next_choice() {
         );
     }
 }
+
+#[test]
+fn a_lookup_whose_home_is_gone_is_answered_not_found() {
+    let mut net = cluster(3, 0.0, 13);
+    let gateways = ["origin", "edge-0", "edge-1", "edge-2"];
+    let home = relay::placement::home_node("lonely", &gateways[..])
+        .expect("a home")
+        .to_string();
+    net.kill(&home);
+    let asker = ["origin", "edge-0", "edge-1", "edge-2"]
+        .into_iter()
+        .find(|g| *g != home)
+        .expect("another gateway");
+    net.node(asker).lookup("lonely");
+    net.pump();
+    // The asker's link to the dead home is noticed after DEAD_AFTER; then it is answered.
+    net.run(DEAD_AFTER + Duration::from_millis(50), |_| {});
+    let answers = net.locations.get(asker).cloned().unwrap_or_default();
+    assert!(
+        answers.contains(&("lonely".to_string(), None)),
+        "{asker} got {answers:?}"
+    );
+}

@@ -171,6 +171,7 @@ fn serialize_tree_stats<S: serde::Serializer>(t: &TreeStats, s: S) -> Result<S::
             t.keyframe_requests_aggregated,
         ),
         ("reparents", t.reparents),
+        ("redirects_sent", t.redirects_sent),
         ("pruned", t.pruned),
         ("bad_datagrams", t.bad_datagrams),
         ("oversized", t.oversized),

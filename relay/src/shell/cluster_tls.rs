@@ -86,6 +86,10 @@ impl ClusterIdentity {
 
     fn transport(timing: LinkTiming) -> Result<Arc<quinn::TransportConfig>, String> {
         let mut t = quinn::TransportConfig::default();
+        // RTP payloads reach ~1200 bytes and a datagram adds 22 bytes of header plus QUIC's own:
+        // start where they fit instead of waiting for MTU discovery (which may never succeed on
+        // some paths). 1400 stays under the usual overlay-network MTU of 1450.
+        t.initial_mtu(1400);
         t.keep_alive_interval(Some(timing.keep_alive));
         t.max_idle_timeout(Some(
             timing
