@@ -442,7 +442,11 @@ pub async fn start_cluster(
         dns: tiered(&settings.members_dns)?,
         dns_refresh: Duration::from_millis(settings.dns_refresh_ms),
         timing: LinkTiming::default(),
-        tree: relay::tree::TreeConfig::new(node_id.clone(), 0),
+        tree: {
+            let mut tree = relay::tree::TreeConfig::new(node_id.clone(), 0);
+            tree.prune_grace = Duration::from_millis(settings.prune_grace_ms);
+            tree
+        },
         drop_datagrams: settings.test_drop_datagrams,
         drop_seed: 1,
     };

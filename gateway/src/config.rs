@@ -89,6 +89,9 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub cluster_members_dns: Vec<String>,
+    /// How long a remote track nobody watches is kept before unsubscribing it (ms).
+    #[arg(long, env = "GATEWAY_CLUSTER_PRUNE_GRACE_MS")]
+    pub cluster_prune_grace_ms: Option<u64>,
     /// TEST ONLY: drop this fraction of outgoing node-link media datagrams (seeded).
     #[arg(long, env = "GATEWAY_TEST_DROP_DATAGRAMS", hide = true)]
     pub test_drop_datagrams: Option<f64>,
@@ -115,6 +118,13 @@ pub struct ClusterSettings {
     pub dns_refresh_ms: u64,
     #[serde(default)]
     pub test_drop_datagrams: f64,
+    /// A remote track nobody here watches any more is unsubscribed after this long.
+    #[serde(default = "default_prune_grace")]
+    pub prune_grace_ms: u64,
+}
+
+fn default_prune_grace() -> u64 {
+    5000
 }
 
 fn default_cluster_name() -> String {
@@ -322,6 +332,7 @@ impl Config {
                 members_dns: Vec::new(),
                 dns_refresh_ms: default_dns_refresh(),
                 test_drop_datagrams: 0.0,
+                prune_grace_ms: default_prune_grace(),
             });
         }
         if let Some(c) = self.cluster.as_mut() {
@@ -341,6 +352,9 @@ impl Config {
             c.members_dns.extend(cli.cluster_members_dns);
             if let Some(d) = cli.test_drop_datagrams {
                 c.test_drop_datagrams = d;
+            }
+            if let Some(g) = cli.cluster_prune_grace_ms {
+                c.prune_grace_ms = g;
             }
         }
         for app in cli.apps {

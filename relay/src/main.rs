@@ -78,6 +78,12 @@ struct RunArgs {
     /// TEST ONLY: drop this fraction of outgoing media datagrams.
     #[arg(long, env = "RELAY_TEST_DROP_DATAGRAMS", default_value_t = 0.0)]
     test_drop_datagrams: f64,
+    /// How long a track nobody below wants is kept before this node unsubscribes upward.
+    #[arg(long, env = "RELAY_PRUNE_GRACE_MS", default_value_t = 5000)]
+    prune_grace_ms: u64,
+    /// Children one relay feeds per track at most; more are redirected to the next relay.
+    #[arg(long, env = "RELAY_FANOUT_LIMIT", default_value_t = 100)]
+    fanout_limit: usize,
     /// TEST ONLY: seed of the datagram dropper.
     #[arg(long, env = "RELAY_TEST_SEED", default_value_t = 1)]
     test_seed: u64,
@@ -193,7 +199,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         dns: args.members_dns,
         dns_refresh: Duration::from_millis(args.dns_refresh_ms),
         timing: LinkTiming::default(),
-        tree: TreeConfig::new(node_id, args.tier),
+        tree: {
+            let mut tree = TreeConfig::new(node_id, args.tier);
+            tree.prune_grace = Duration::from_millis(args.prune_grace_ms);
+            tree.fanout_limit = args.fanout_limit.max(1);
+            tree
+        },
         drop_datagrams: args.test_drop_datagrams,
         drop_seed: args.test_seed,
     };

@@ -20,6 +20,8 @@ use whip_tests::{
 
 /// Loss on every node-to-node link, in each direction.
 const LINK_LOSS: &str = "0.05";
+/// Trees are pruned this long after their last viewer leaves (5 s by default; short for tests).
+const PRUNE_GRACE_MS: &str = "500";
 
 fn free_udp_port() -> Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -157,6 +159,8 @@ async fn cluster(edges: usize, relays: usize) -> Result<Cluster> {
             certs.key.display().to_string(),
             "--test-drop-datagrams".into(),
             LINK_LOSS.into(),
+            "--cluster-prune-grace-ms".into(),
+            PRUNE_GRACE_MS.into(),
         ];
         for m in &members {
             args.push("--cluster-member".into());
@@ -389,6 +393,59 @@ async fn a_node_without_the_cluster_key_gets_nothing() -> Result<()> {
                 .is_none_or(|l| l.is_empty()),
         "the bogus node linked up"
     );
+    publisher.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_is_torn_down_after_its_viewers_leave() -> Result<()> {
+    let c = cluster(1, 1).await?;
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let publisher = WhipPublisher::start(
+        media.clone(),
+        PublishOptions::new(c.gateways[0].whip_url("brief")),
+    )
+    .await?;
+    publisher
+        .wait_for_frames(10, Duration::from_secs(10))
+        .await?;
+    let report = whip_tests::play(
+        media.catalog(),
+        PlayOptions {
+            duration: Duration::from_secs(2),
+            ..PlayOptions::new(c.gateways[1].whep_url("brief"))
+        },
+    )
+    .await?;
+    ensure!(
+        report.video_frames > 20,
+        "the viewer got {} frames",
+        report.video_frames
+    );
+    let relay_tracks = |s: &serde_json::Value| s["tracks"].as_array().map_or(0, |t| t.len());
+    // The viewer left (DELETE): edge, then relay, unsubscribe after the grace period each.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let relay = c.relays[0].stats().await?;
+        let edge = c.gateways[1].stats().await?;
+        let edge_tracks = edge["cluster"]["tracks"].as_array().map_or(0, |t| t.len());
+        if relay_tracks(&relay) == 0 && edge_tracks == 0 {
+            println!("tree torn down: relay {relay}, edge tracks {edge_tracks}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the tree is still up: relay {relay}, edge {}",
+                edge["cluster"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let origin = c.gateways[0].stats().await?;
+    let children: u64 = origin["cluster"]["tracks"].as_array().map_or(0, |t| {
+        t.iter().map(|t| t["children"].as_u64().unwrap_or(0)).sum()
+    });
+    ensure!(children == 0, "the origin still feeds {children} children");
     publisher.stop().await?;
     Ok(())
 }
