@@ -92,6 +92,16 @@ pub struct Cli {
     /// How long a remote track nobody watches is kept before unsubscribing it (ms).
     #[arg(long, env = "GATEWAY_CLUSTER_PRUNE_GRACE_MS")]
     pub cluster_prune_grace_ms: Option<u64>,
+    /// Record streams to fragmented MP4 files under this directory (enables recording).
+    #[arg(long, env = "GATEWAY_RECORD_DIR")]
+    pub record_dir: Option<PathBuf>,
+    /// Record streams matching this pattern (`*`, `prefix-*`, a name; repeatable). Others can
+    /// be started with `POST /v1/streams/{name}/recording`.
+    #[arg(long = "record", env = "GATEWAY_RECORD", value_delimiter = ',')]
+    pub record: Vec<String>,
+    /// Start a new recording file this often (seconds, at a keyframe).
+    #[arg(long, env = "GATEWAY_RECORD_SEGMENT_SECS")]
+    pub record_segment_secs: Option<u64>,
     /// TEST ONLY: drop this fraction of outgoing node-link media datagrams (seeded).
     #[arg(long, env = "GATEWAY_TEST_DROP_DATAGRAMS", hide = true)]
     pub test_drop_datagrams: Option<f64>,
@@ -125,6 +135,23 @@ pub struct ClusterSettings {
 
 fn default_prune_grace() -> u64 {
     5000
+}
+
+/// Recording to fragmented MP4 (absent: nothing is recorded and the recording API says 409).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSettings {
+    pub dir: PathBuf,
+    /// Streams recorded as soon as they are published (patterns as for tokens).
+    #[serde(default)]
+    pub streams: Vec<String>,
+    /// A new file this often, at a keyframe.
+    #[serde(default = "default_segment_secs")]
+    pub segment_secs: u64,
+}
+
+fn default_segment_secs() -> u64 {
+    3600
 }
 
 fn default_cluster_name() -> String {
@@ -213,6 +240,7 @@ pub struct Config {
     #[serde(with = "millis")]
     pub keyframe_request_interval: Duration,
     pub cluster: Option<ClusterSettings>,
+    pub recording: Option<RecordingSettings>,
 }
 
 impl Default for Config {
@@ -237,6 +265,7 @@ impl Default for Config {
             keyframe_cache_bytes: 16 * 1024 * 1024,
             keyframe_request_interval: Duration::from_millis(500),
             cluster: None,
+            recording: None,
         }
     }
 }
@@ -357,6 +386,25 @@ impl Config {
                 c.prune_grace_ms = g;
             }
         }
+        if let Some(dir) = cli.record_dir {
+            let r = self.recording.get_or_insert_with(|| RecordingSettings {
+                dir: dir.clone(),
+                streams: Vec::new(),
+                segment_secs: default_segment_secs(),
+            });
+            r.dir = dir;
+        }
+        if !cli.record.is_empty() || cli.record_segment_secs.is_some() {
+            let Some(r) = self.recording.as_mut() else {
+                return Err(ConfigError::Invalid(
+                    "--record and --record-segment-secs need --record-dir".into(),
+                ));
+            };
+            r.streams.extend(cli.record);
+            if let Some(s) = cli.record_segment_secs {
+                r.segment_secs = s;
+            }
+        }
         for app in cli.apps {
             let (id, secret) = app
                 .split_once(':')
@@ -412,6 +460,11 @@ impl Config {
                     "test_drop_datagrams must be in [0, 1)".into(),
                 ));
             }
+        }
+        if self.recording.as_ref().is_some_and(|r| r.segment_secs == 0) {
+            return Err(ConfigError::Invalid(
+                "recording segment_secs must be at least 1".into(),
+            ));
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
@@ -502,6 +555,40 @@ mod tests {
         assert_eq!(c.udp_listen.port(), 9001);
         assert_eq!(c.idle_timeout, Duration::from_secs(3));
         assert!(!c.anonymous_play());
+    }
+
+    #[test]
+    fn recording_from_file_and_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("g.toml");
+        std::fs::write(
+            &path,
+            "[recording]\ndir = \"/rec\"\nstreams = [\"cam-*\"]\n",
+        )
+        .expect("write");
+        let cli = Cli {
+            config: Some(path),
+            record: vec!["studio".into()],
+            ..Cli::default()
+        };
+        let r = Config::load(cli)
+            .expect("loads")
+            .recording
+            .expect("recording");
+        assert_eq!(r.dir, PathBuf::from("/rec"));
+        assert_eq!(r.streams, vec!["cam-*".to_string(), "studio".into()]);
+        assert_eq!(r.segment_secs, 3600);
+        assert!(
+            Config::load(Cli::default())
+                .expect("loads")
+                .recording
+                .is_none()
+        );
+        let cli = Cli {
+            record: vec!["*".into()],
+            ..Cli::default()
+        };
+        assert!(Config::load(cli).is_err(), "--record without --record-dir");
     }
 
     #[test]

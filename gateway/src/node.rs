@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::demux::{DemuxUpdate, Route};
 use crate::ids::SessionId;
 use crate::peer::PeerFactory;
+use crate::recorder::{Recorder, RecorderRequest};
 use crate::registry::Registry;
 use crate::udp::UdpShell;
 use crate::worker::{Worker, WorkerCtx, WorkerMsg, WorkerStats};
@@ -33,6 +34,8 @@ pub struct Node {
     next_worker: AtomicUsize,
     /// Present when the node is part of a cluster.
     pub cluster: Option<Cluster>,
+    /// Requests to the recorder, when recording is configured.
+    pub recorder: Option<mpsc::UnboundedSender<RecorderRequest>>,
 }
 
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
@@ -106,6 +109,17 @@ impl Node {
                 handle,
             });
         }
+        // The recorder, if any, is one more peer of the workers (n, or n + 1 after the bridge).
+        let mut recorder = None;
+        if let Some(settings) = &config.recording {
+            let (rec_tx, rec_rx) = mpsc::unbounded_channel();
+            let index = peers_of_workers.len();
+            peers_of_workers.push(rec_tx);
+            let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+            let r = Recorder::new(index, settings.clone(), senders.clone(), registry.clone());
+            tasks.spawn(r.run(rec_rx, requests_rx, shutdown.clone()));
+            recorder = Some(requests_tx);
+        }
         let ctx = Arc::new(WorkerCtx {
             peers: peers_of_workers,
             udp: udp.clone(),
@@ -134,6 +148,7 @@ impl Node {
             stats,
             next_worker: AtomicUsize::new(0),
             cluster,
+            recorder,
         }))
     }
 

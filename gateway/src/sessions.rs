@@ -104,6 +104,13 @@ pub fn push(
         });
         tracing::info!(%stream, session = %id, tracks = tracks.len(), "publishing");
     }
+    if let (Some(recorder), Some(stream)) = (&node.recorder, &stream_for_cluster) {
+        let _ = recorder.send(crate::recorder::RecorderRequest::Publish {
+            stream: stream.clone(),
+            session: id,
+            tracks: tracks.clone(),
+        });
+    }
     if let Some(cluster) = &node.cluster {
         let _ = cluster.bridge.send(BridgeRequest::Publish {
             stream: stream_for_cluster,

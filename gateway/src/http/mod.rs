@@ -4,6 +4,7 @@ pub mod api;
 pub mod endpoint;
 pub mod pages;
 pub mod problem;
+pub mod recording;
 pub mod resource;
 pub mod tls;
 
@@ -32,6 +33,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/streams", get(pages::streams))
         .route("/v1/stats", get(pages::stats))
+        .route(
+            "/v1/streams/{stream}/recording",
+            post(recording::start).delete(recording::stop),
+        )
         .route(
             "/whip/{stream}",
             post(endpoint::whip_post)
