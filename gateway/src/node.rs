@@ -61,6 +61,10 @@ pub struct NodeStats {
     pub nacks_answered: u64,
     pub nacks_missed: u64,
     pub panics: u64,
+    /// H264 encoder quirks seen on published tracks: access units with B slices, and IDRs sent
+    /// without SPS/PPS since the previous IDR.
+    pub h264_bframes: u64,
+    pub h264_idr_without_parameter_sets: u64,
     pub udp_received: u64,
     pub udp_sent: u64,
     pub udp_unrouted: u64,
@@ -199,6 +203,8 @@ impl Node {
             nacks_answered: sum(&|s| s.nacks_answered.load(r)),
             nacks_missed: sum(&|s| s.nacks_missed.load(r)),
             panics: sum(&|s| s.panics.load(r)),
+            h264_bframes: sum(&|s| s.h264_bframes.load(r)),
+            h264_idr_without_parameter_sets: sum(&|s| s.h264_idr_without_parameter_sets.load(r)),
             udp_received: self.udp.received.load(r),
             udp_sent: self.udp.sent.load(r),
             udp_unrouted: self.udp.unrouted.load(r),

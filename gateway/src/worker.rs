@@ -74,6 +74,13 @@ pub enum WorkerMsg {
     KeyframeRequest {
         track: TrackId,
     },
+    /// Origin → worker with viewers, ahead of the keyframe run: the H264 track's latest SPS and
+    /// PPS, for viewers starting at a keyframe sent without them.
+    H264ParameterSets {
+        track: TrackId,
+        sps: Arc<[u8]>,
+        pps: Arc<[u8]>,
+    },
     /// Origin → worker with viewers: the publisher is gone.
     TrackEnded {
         track: TrackId,
@@ -114,6 +121,9 @@ pub struct WorkerStats {
     pub nacks_received: AtomicU64,
     pub nacks_answered: AtomicU64,
     pub nacks_missed: AtomicU64,
+    /// H264 quirks of published tracks (origin worker only): see `TrackState::inspect_h264`.
+    pub h264_bframes: AtomicU64,
+    pub h264_idr_without_parameter_sets: AtomicU64,
 }
 
 /// What every worker shares.
@@ -322,6 +332,13 @@ impl Worker {
                 }
             }
             WorkerMsg::KeyframeRequest { track } => self.request_keyframe(track, now),
+            WorkerMsg::H264ParameterSets { track, sps, pps } => {
+                if let Some(q) = self.tracks.get_mut(&track).and_then(|t| t.h264.as_mut())
+                    && q.inspector.parameter_sets().is_none()
+                {
+                    q.inspector.learn_parameter_sets(&sps, &pps);
+                }
+            }
             WorkerMsg::TrackEnded { track } => {
                 if let Some(t) = self.tracks.remove(&track) {
                     self.detach_all(&t.subscribers, track, now);
@@ -458,7 +475,9 @@ impl Worker {
         }
         if t.keyframes.has_keyframe() {
             pull.state = PullState::Live;
-            for p in t.keyframes.run() {
+            // A run without SPS/PPS (encoder sends them only at start) gets the cached ones first.
+            let parameter_sets = t.parameter_sets_packet(t.keyframes.run());
+            for p in parameter_sets.iter().chain(t.keyframes.run()) {
                 pull.write(&mut s.rtc, p, now);
             }
             self.stats
@@ -482,8 +501,17 @@ impl Worker {
         if !t.remote_workers.contains(&worker) {
             t.remote_workers.push(worker);
         }
-        // The run goes first, in order, on the same channel the live packets follow.
-        for p in t.keyframes.run() {
+        // The run goes first, in order, on the same channel the live packets follow (behind the
+        // parameter sets it lacks, so the other worker's run and inspector have them too).
+        if let Some((sps, pps)) = t.parameter_sets() {
+            let _ = peer.send(WorkerMsg::H264ParameterSets {
+                track: track.id,
+                sps,
+                pps,
+            });
+        }
+        let parameter_sets = t.parameter_sets_packet(t.keyframes.run());
+        for p in parameter_sets.iter().chain(t.keyframes.run()) {
             let _ = peer.send(WorkerMsg::Media {
                 track: track.id,
                 packet: p.clone(),
@@ -606,6 +634,17 @@ impl Worker {
         };
         t.cache.insert(pkt.clone(), now);
         t.keyframes.push(&pkt);
+        let quirks = t.inspect_h264(&pkt);
+        if quirks.b_frames > 0 {
+            self.stats
+                .h264_bframes
+                .fetch_add(quirks.b_frames, Ordering::Relaxed);
+        }
+        if quirks.idr_without_parameter_sets > 0 {
+            self.stats
+                .h264_idr_without_parameter_sets
+                .fetch_add(quirks.idr_without_parameter_sets, Ordering::Relaxed);
+        }
         t.packets += 1;
         t.bytes += pkt.payload.len() as u64;
         match t.highest_seq {
@@ -641,6 +680,8 @@ impl Worker {
             }
         }
         let mut written = 0u64;
+        // Parameter sets for viewers starting live at a keyframe that lacks them (built on demand).
+        let mut parameter_sets: Option<Option<SharedPacket>> = None;
         for id in &t.subscribers {
             let Some(s) = self.sessions.get_mut(id) else {
                 continue;
@@ -651,7 +692,15 @@ impl Worker {
                 match pull.state {
                     PullState::WaitConnect => continue,
                     PullState::WaitKeyframe if !pkt.keyframe_start => continue,
-                    PullState::WaitKeyframe | PullState::Live => pull.state = PullState::Live,
+                    PullState::WaitKeyframe => {
+                        pull.state = PullState::Live;
+                        let ps =
+                            parameter_sets.get_or_insert_with(|| t.parameter_sets_packet([&pkt]));
+                        if let Some(ps) = ps {
+                            wrote |= pull.write(&mut s.rtc, ps, now);
+                        }
+                    }
+                    PullState::Live => {}
                 }
                 wrote |= pull.write(&mut s.rtc, &pkt, now);
             }

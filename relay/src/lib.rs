@@ -5,6 +5,7 @@
 
 mod codec;
 mod gap_tracker;
+mod h264_stream;
 mod keyframe_cache;
 mod keyframe_request;
 pub mod link;
@@ -20,6 +21,7 @@ pub mod tree;
 
 pub use codec::{Codec, h264_parameter_sets, is_keyframe_start};
 pub use gap_tracker::{Arrival, GapTracker, RepairConfig, RepairStats};
+pub use h264_stream::{H264Inspector, MAX_PARAMETER_SET_BYTES, h264_parameter_sets_stap_a};
 pub use keyframe_cache::KeyframeCache;
 pub use keyframe_request::KeyframeRequests;
 pub use nack::NackStats;

@@ -23,7 +23,7 @@ pub mod whep_client;
 pub mod whip_client;
 
 pub use harness::Gateway;
-pub use media_source::{FrameCatalog, Kind, MediaSample, MediaSource};
+pub use media_source::{FrameCatalog, Kind, MediaSample, MediaSource, SourceOptions};
 pub use sequence_check::SequenceStats;
 pub use signaling::{HttpStatusError, http_status};
 pub use whep_client::{PlayOptions, PlayReport, WhepPlayer, play};

@@ -75,6 +75,26 @@ pub struct MediaSample {
     pub data: Arc<[u8]>,
 }
 
+/// How to read an MP4 into a [`MediaSource`]; the default is what a well-behaved WHIP encoder sends.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceOptions {
+    /// Accept B-frames (reordered video, as VideoToolbox sends unless told not to). Frames still go
+    /// out in decode order, timestamped with their decode time.
+    pub allow_b_frames: bool,
+    /// Put SPS and PPS in front of every keyframe (x264 `repeat-headers=1`); when false only the
+    /// first keyframe of the file carries them, as an encoder that sends them only at start.
+    pub parameter_sets_on_every_keyframe: bool,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            allow_b_frames: false,
+            parameter_sets_on_every_keyframe: true,
+        }
+    }
+}
+
 /// The decoded contents of an MP4 file: one H264 track and/or one Opus track.
 #[derive(Debug)]
 pub struct MediaSource {
@@ -100,6 +120,18 @@ impl MediaSource {
 
     /// Parses an MP4 held in memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_bytes_with(bytes, SourceOptions::default())
+    }
+
+    /// Opens a fixture (see [`MediaSource::fixture`]) with non-default reading options.
+    pub fn fixture_with(name: &str, opts: SourceOptions) -> Result<Self> {
+        let path = fixture_path(name);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_bytes_with(&bytes, opts).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Parses an MP4 held in memory, with reading options.
+    pub fn from_bytes_with(bytes: &[u8], opts: SourceOptions) -> Result<Self> {
         let entries = sample_entries(bytes)?;
         let mut reader = Mp4Reader::read_header(Cursor::new(bytes), bytes.len() as u64)
             .map_err(|e| anyhow::anyhow!("mp4 header: {e}"))?;
@@ -121,13 +153,13 @@ impl MediaSource {
                     if codec != "avc1" && codec != "avc3" {
                         bail!("video track {id} is {codec:?}, only H264 (avc1) is supported");
                     }
-                    video = Some(read_video(&mut reader, id)?);
+                    video = Some(read_video(&mut reader, id, opts)?);
                 }
                 TrackType::Audio if audio.is_none() => {
                     // WebRTC audio is Opus; publishing the picture alone beats refusing a file
                     // with AAC sound.
                     if codec == "Opus" {
-                        audio = Some(read_track(&mut reader, id, Kind::Audio)?);
+                        audio = Some(read_track(&mut reader, id, Kind::Audio, false)?);
                     } else {
                         tracing::warn!(
                             "audio track {id} is {codec:?}, not Opus: sending video only"
@@ -341,6 +373,7 @@ fn ticks_to_duration(ticks: u64, timescale: u32) -> Duration {
 fn read_video(
     reader: &mut Mp4Reader<Cursor<&[u8]>>,
     id: u32,
+    opts: SourceOptions,
 ) -> Result<(Vec<StoredSample>, Duration)> {
     let track = reader.tracks().get(&id).context("video track vanished")?;
     let avc1 = track
@@ -362,10 +395,16 @@ fn read_video(
         .collect();
     let prefix: Vec<&[u8]> = param_sets.iter().map(|p| p.as_slice()).collect();
 
-    let (mut raw, end) = read_track(reader, id, Kind::Video)?;
+    let (mut raw, end) = read_track(reader, id, Kind::Video, opts.allow_b_frames)?;
     for s in &mut raw {
-        let annexb = avcc_to_annexb(&s.data, length_size, if s.keyframe { &prefix } else { &[] })
-            .with_context(|| format!("video frame {}", s.index))?;
+        let with_parameter_sets =
+            s.keyframe && (opts.parameter_sets_on_every_keyframe || s.index == 0);
+        let annexb = avcc_to_annexb(
+            &s.data,
+            length_size,
+            if with_parameter_sets { &prefix } else { &[] },
+        )
+        .with_context(|| format!("video frame {}", s.index))?;
         if s.keyframe != annexb_is_keyframe(&annexb) {
             bail!(
                 "video frame {}: sync-sample table says keyframe={}, the NAL units disagree",
@@ -386,6 +425,7 @@ fn read_track(
     reader: &mut Mp4Reader<Cursor<&[u8]>>,
     id: u32,
     kind: Kind,
+    allow_b_frames: bool,
 ) -> Result<(Vec<StoredSample>, Duration)> {
     let track = reader.tracks().get(&id).context("track vanished")?;
     let timescale = track.timescale();
@@ -401,6 +441,7 @@ fn read_track(
         // A composition offset that varies means frames are reordered (B-frames), which WebRTC
         // senders must not do; FFmpeg's WHIP muxer refuses such input too.
         if kind == Kind::Video
+            && !allow_b_frames
             && *rendering_offset.get_or_insert(sample.rendering_offset) != sample.rendering_offset
         {
             bail!("the video has B-frames (varying composition offsets); re-encode with -bf 0");

@@ -83,6 +83,9 @@ pub struct PlayReport {
     pub video_frames: u64,
     /// Of which keyframes.
     pub keyframes: u64,
+    /// NAL unit types of the first video frame, in order (a decoder needs SPS 7 and PPS 8 before
+    /// the IDR 5).
+    pub first_frame_nal_types: Vec<u8>,
     /// Opus packets received.
     pub audio_packets: u64,
     /// Opus packets not found in the fixture.
@@ -351,6 +354,11 @@ impl Receiver {
         let index = self.catalog.identify(&data.data);
         let key = index.map_or_else(|| data.is_keyframe(), |i| self.catalog.is_keyframe(i));
         let r = &mut st.report;
+        if r.video_frames == 0 {
+            r.first_frame_nal_types = crate::annexb::annexb_nals(&data.data)
+                .filter_map(crate::annexb::nal_type)
+                .collect();
+        }
         r.video_frames += 1;
         r.first_frame_ms.get_or_insert(elapsed);
         if key {
