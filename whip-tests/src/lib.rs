@@ -14,6 +14,7 @@
 
 pub mod annexb;
 pub mod harness;
+pub mod latency;
 pub mod media_source;
 pub mod rtc_loop;
 pub mod sample_entry;
@@ -23,6 +24,7 @@ pub mod whep_client;
 pub mod whip_client;
 
 pub use harness::Gateway;
+pub use latency::LatencyStats;
 pub use media_source::{FrameCatalog, Kind, MediaSample, MediaSource, SourceOptions};
 pub use sequence_check::SequenceStats;
 pub use signaling::{HttpStatusError, http_status};

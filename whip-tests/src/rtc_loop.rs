@@ -36,6 +36,10 @@ pub struct RtcLoop {
     drop_every: Option<u32>,
     media_seen: u64,
     pub dropped: u64,
+    /// Drop every Nth outgoing RTP datagram (first-mile loss); counts what was dropped.
+    drop_outgoing_every: Option<u32>,
+    media_sent: u64,
+    pub dropped_outgoing: u64,
 }
 
 impl RtcLoop {
@@ -61,12 +65,21 @@ impl RtcLoop {
             drop_every: None,
             media_seen: 0,
             dropped: 0,
+            drop_outgoing_every: None,
+            media_sent: 0,
+            dropped_outgoing: 0,
         })
     }
 
     /// Simulate loss: drop every `n`th incoming RTP datagram (not STUN, DTLS or small RTCP).
     pub fn set_drop_every(&mut self, n: Option<u32>) {
         self.drop_every = n.filter(|n| *n > 1);
+    }
+
+    /// Simulate loss on the way out: drop every `n`th outgoing RTP datagram (never STUN, DTLS or
+    /// RTCP), so that the peer has something to NACK.
+    pub fn set_drop_outgoing_every(&mut self, n: Option<u32>) {
+        self.drop_outgoing_every = n.filter(|n| *n > 1);
     }
 
     /// The socket address media flows from.
@@ -84,6 +97,13 @@ impl RtcLoop {
                     return Ok(());
                 }
                 Output::Transmit(t) => {
+                    if let (Some(every), true) = (self.drop_outgoing_every, is_rtp(&t.contents)) {
+                        self.media_sent += 1;
+                        if self.media_sent.is_multiple_of(u64::from(every)) {
+                            self.dropped_outgoing += 1;
+                            continue;
+                        }
+                    }
                     // A failed send is a lost packet, which WebRTC is built to survive; only the
                     // log should know.
                     if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
@@ -155,4 +175,10 @@ impl RtcLoop {
             }
         }
     }
+}
+
+/// SRTP media: first byte 128..=191, RTCP payload types 200..=207 excluded (the same test
+/// [`RtcLoop::wait`] applies to incoming datagrams).
+fn is_rtp(packet: &[u8]) -> bool {
+    packet.len() > 12 && (128..192).contains(&packet[0]) && !(200..=207).contains(&packet[1])
 }

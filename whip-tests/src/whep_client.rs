@@ -15,6 +15,7 @@ use str0m::{Event, IceConnectionState, Rtc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::latency::{LatencySamples, LatencyStats};
 use crate::media_source::FrameCatalog;
 use crate::rtc_loop::{RtcLoop, Woke};
 use crate::sequence_check::{SequenceChecker, SequenceStats};
@@ -105,12 +106,17 @@ pub struct PlayReport {
     /// Why the DELETE at the end failed, if it did (e.g. 404 because the gateway had already
     /// ended the session).
     pub delete_error: Option<String>,
+    /// Publisher write → player receive per recognised video frame, for frames written after
+    /// this player connected. Only when the publisher runs in this same process (tests; see
+    /// [`crate::latency`]); `None` otherwise.
+    pub latency_ms: Option<LatencyStats>,
 }
 
 #[derive(Debug)]
 struct State {
     report: PlayReport,
     checker: SequenceChecker,
+    latency: LatencySamples,
 }
 
 /// A running player.
@@ -188,6 +194,7 @@ impl WhepPlayer {
                 ..PlayReport::default()
             },
             checker: SequenceChecker::new(catalog.video_len()),
+            latency: LatencySamples::default(),
         }));
         let (stop, stop_rx) = watch::channel(false);
         let receiver = Receiver {
@@ -255,6 +262,7 @@ fn snapshot(s: &State) -> PlayReport {
     let mut r = s.report.clone();
     r.sequence = s.checker.stats().clone();
     r.whole_in_order = r.sequence.is_perfect();
+    r.latency_ms = s.latency.stats();
     r
 }
 
@@ -285,7 +293,9 @@ impl Receiver {
                 match e {
                     Event::Connected => {
                         connected = true;
-                        lock(&self.state).report.connected_ms = Some(ms(self.t0.elapsed()));
+                        let mut st = lock(&self.state);
+                        st.report.connected_ms = Some(ms(self.t0.elapsed()));
+                        st.latency.set_since(Instant::now());
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         lock(&self.state).report.ran_ms = ms(self.t0.elapsed());
@@ -342,6 +352,7 @@ impl Receiver {
 
     /// Records one frame; returns whether the decoder would now want a keyframe.
     fn on_media(&mut self, data: &MediaData) -> bool {
+        let received = Instant::now();
         let elapsed = ms(self.t0.elapsed());
         let mut st = lock(&self.state);
         if data.params.spec().codec.is_audio() {
@@ -352,6 +363,9 @@ impl Receiver {
             return false;
         }
         let index = self.catalog.identify(&data.data);
+        if let Some(i) = index {
+            st.latency.on_receive(i, received);
+        }
         let key = index.map_or_else(|| data.is_keyframe(), |i| self.catalog.is_keyframe(i));
         let r = &mut st.report;
         if r.video_frames == 0 {

@@ -13,6 +13,8 @@ use serde::Serialize;
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
+use str0m::rtp::RawPacket;
+use str0m::rtp::rtcp::Rtcp;
 use str0m::{Event, IceConnectionState, Rtc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -42,6 +44,12 @@ pub struct PublishOptions {
     /// Send the offer without `a=candidate` lines, as OBS 30.2+ does: the server then only learns
     /// our address from our connectivity checks (a peer-reflexive candidate).
     pub strip_candidates: bool,
+    /// Count the sequence numbers our own RTCP NACKs ask for ([`PublishStats::nacks_received`]).
+    /// Turns on str0m's raw packet events, which copy every packet: tests only.
+    pub count_nacks: bool,
+    /// Drop every Nth outgoing RTP datagram (first-mile loss, so the gateway has something to
+    /// NACK); STUN, DTLS and RTCP always go out.
+    pub drop_outgoing_every: Option<u32>,
 }
 
 impl PublishOptions {
@@ -56,6 +64,8 @@ impl PublishOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             connect_timeout: Duration::from_secs(10),
             strip_candidates: false,
+            count_nacks: false,
+            drop_outgoing_every: None,
         }
     }
 }
@@ -71,6 +81,8 @@ struct Counters {
     keyframe_jumps: AtomicU64,
     frames_skipped: AtomicU64,
     connect_ms: AtomicU64,
+    nacks_received: AtomicU64,
+    outgoing_dropped: AtomicU64,
 }
 
 /// A snapshot of what a publisher has done.
@@ -92,6 +104,11 @@ pub struct PublishStats {
     pub keyframe_jumps: u64,
     /// Frames left out by those jumps.
     pub frames_skipped: u64,
+    /// Sequence numbers asked for by the NACKs received (0 unless
+    /// [`PublishOptions::count_nacks`]).
+    pub nacks_received: u64,
+    /// RTP datagrams dropped on purpose by [`PublishOptions::drop_outgoing_every`].
+    pub outgoing_dropped: u64,
 }
 
 /// A running publisher. Dropping it stops the media without a DELETE; call
@@ -108,11 +125,15 @@ impl WhipPublisher {
     /// background once ICE and DTLS are up.
     pub async fn start(media: Arc<MediaSource>, opts: PublishOptions) -> Result<Self> {
         let mut cfg = Rtc::builder().clear_codecs().enable_opus(true, false);
+        if opts.count_nacks {
+            cfg = cfg.enable_raw_packets(true);
+        }
         // What OBS offers: one H264 format, constrained baseline 3.1, packetization mode 1, no RTX.
         cfg.codec_config()
             .add_h264(Pt::from(96), None, true, 0x42e01f);
         let rtc = cfg.build(Instant::now());
         let mut lp = RtcLoop::bind(rtc, opts.bind).await?;
+        lp.set_drop_outgoing_every(opts.drop_outgoing_every);
 
         let mut change = lp.rtc.sdp_api();
         let audio_mid = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
@@ -191,6 +212,8 @@ impl WhipPublisher {
             keyframe_requests: c.keyframe_requests.load(Ordering::Relaxed),
             keyframe_jumps: c.keyframe_jumps.load(Ordering::Relaxed),
             frames_skipped: c.frames_skipped.load(Ordering::Relaxed),
+            nacks_received: c.nacks_received.load(Ordering::Relaxed),
+            outgoing_dropped: c.outgoing_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -269,6 +292,9 @@ impl Sender {
         self.lp.drain(&mut events).await?;
 
         loop {
+            self.counters
+                .outgoing_dropped
+                .store(self.lp.dropped_outgoing, Ordering::Relaxed);
             for e in events.drain(..) {
                 match e {
                     Event::Connected => {
@@ -288,6 +314,19 @@ impl Sender {
                             .keyframe_requests
                             .fetch_add(1, Ordering::Relaxed);
                         jump_pending |= !self.opts.ignore_keyframe_requests;
+                    }
+                    Event::RawPacket(raw) => {
+                        if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = *raw {
+                            // Each entry asks for `pid` and one more per bit set in `blp`.
+                            let asked: u64 = nack
+                                .reports
+                                .iter()
+                                .map(|e| 1 + u64::from(e.blp.count_ones()))
+                                .sum();
+                            self.counters
+                                .nacks_received
+                                .fetch_add(asked, Ordering::Relaxed);
+                        }
                     }
                     _ => {}
                 }
@@ -370,6 +409,8 @@ impl Sender {
             .context("str0m write")?;
         match s.kind {
             Kind::Video => {
+                // For same-process latency figures (see `latency`).
+                crate::latency::record_send(s.index, Instant::now());
                 self.counters.video_frames.fetch_add(1, Ordering::Relaxed);
                 if s.keyframe {
                     self.counters.keyframes.fetch_add(1, Ordering::Relaxed);
