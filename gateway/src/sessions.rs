@@ -25,6 +25,16 @@ pub struct Created {
     pub tracks: Vec<Arc<TrackInfo>>,
 }
 
+/// Make a negotiated session live: registered (so HTTP finds it), routable (so its first STUN
+/// reaches the worker), and owned by its worker. The order matters: a client can send STUN as
+/// soon as it has the answer, which is after this returns.
+fn start_session(node: &Node, entry: SessionEntry, ufrag: String, adopt: Adopt) {
+    let (id, worker) = (adopt.id, entry.worker);
+    node.registry.insert_session(id, entry);
+    node.route_ufrag(ufrag, worker, id);
+    node.send(worker, WorkerMsg::Adopt(Box::new(adopt)));
+}
+
 fn check_capacity(node: &Node) -> Result<(), Problem> {
     if node.registry.session_count() >= node.config.max_sessions {
         return Err(Problem::unavailable("this node is at its session limit"));
@@ -69,8 +79,8 @@ pub fn push(
         }));
     }
     let etag = random_token(16);
-    node.registry.insert_session(
-        id,
+    start_session(
+        node,
         SessionEntry {
             worker,
             role,
@@ -79,17 +89,14 @@ pub fn push(
             etag: etag.clone(),
             pushed: tracks.clone(),
         },
-    );
-    node.route_ufrag(peer.ufrag, worker, id);
-    node.send(
-        worker,
-        WorkerMsg::Adopt(Box::new(Adopt {
+        peer.ufrag,
+        Adopt {
             id,
             rtc: peer.rtc,
             same_ssrc_repair: false,
             pushed: tracks.clone(),
             pulls: vec![],
-        })),
+        },
     );
     let stream_for_cluster = stream.clone();
     if let Some(stream) = stream {
@@ -158,8 +165,8 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
     let id = SessionId::random();
     let worker = node.pick_worker();
     let etag = random_token(16);
-    node.registry.insert_session(
-        id,
+    start_session(
+        node,
         SessionEntry {
             worker,
             role: Role::Whep,
@@ -168,17 +175,14 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
             etag: etag.clone(),
             pushed: vec![],
         },
-    );
-    node.route_ufrag(peer.ufrag, worker, id);
-    node.send(
-        worker,
-        WorkerMsg::Adopt(Box::new(Adopt {
+        peer.ufrag,
+        Adopt {
             id,
             rtc: peer.rtc,
             same_ssrc_repair: peer.same_ssrc_repair,
             pushed: vec![],
             pulls,
-        })),
+        },
     );
     tracing::info!(%stream, session = %id, "playing");
     Ok(Created {
@@ -232,8 +236,8 @@ pub fn pull_tracks(
     let worker = node.pick_worker();
     let etag = random_token(16);
     let assigned = pulls.iter().filter_map(|p| p.track.clone()).collect();
-    node.registry.insert_session(
-        id,
+    start_session(
+        node,
         SessionEntry {
             worker,
             role: Role::Api,
@@ -242,17 +246,14 @@ pub fn pull_tracks(
             etag: etag.clone(),
             pushed: vec![],
         },
-    );
-    node.route_ufrag(peer.ufrag, worker, id);
-    node.send(
-        worker,
-        WorkerMsg::Adopt(Box::new(Adopt {
+        peer.ufrag,
+        Adopt {
             id,
             rtc: peer.rtc,
             same_ssrc_repair: peer.same_ssrc_repair,
             pushed: vec![],
             pulls,
-        })),
+        },
     );
     Ok(Created {
         id,
@@ -268,8 +269,8 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
     let (rtc, ufrag) = node.peers.empty(Instant::now());
     let id = SessionId::random();
     let worker = node.pick_worker();
-    node.registry.insert_session(
-        id,
+    start_session(
+        node,
         SessionEntry {
             worker,
             role: Role::Api,
@@ -278,17 +279,14 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
             etag: random_token(16),
             pushed: vec![],
         },
-    );
-    node.route_ufrag(ufrag, worker, id);
-    node.send(
-        worker,
-        WorkerMsg::Adopt(Box::new(Adopt {
+        ufrag,
+        Adopt {
             id,
             rtc,
             same_ssrc_repair: false,
             pushed: vec![],
             pulls: vec![],
-        })),
+        },
     );
     Ok(id)
 }
