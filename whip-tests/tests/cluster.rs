@@ -5,181 +5,19 @@
 //! tree built on demand; killing the relay a viewer hangs below must not need a new WHEP POST;
 //! a node without the cluster key gets nothing.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use whip_tests::harness::relay_binary;
 use whip_tests::{
     Gateway, MediaSource, PlayOptions, PlayReport, PublishOptions, WhepPlayer, WhipPublisher,
 };
 
+mod common;
+use common::*;
+
 /// Loss on every node-to-node link, in each direction.
-const LINK_LOSS: &str = "0.05";
-/// Trees are pruned this long after their last viewer leaves (5 s by default; short for tests).
-const PRUNE_GRACE_MS: &str = "500";
-
-fn free_udp_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-struct Certs {
-    _dir: tempfile::TempDir,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn certs() -> Result<Certs> {
-    let dir = tempfile::tempdir()?;
-    let (cert_pem, key_pem) =
-        relay::shell::cluster_tls::ClusterIdentity::generate().map_err(anyhow::Error::msg)?;
-    let cert = dir.path().join("cluster.pem");
-    let key = dir.path().join("cluster.key");
-    std::fs::write(&cert, cert_pem)?;
-    std::fs::write(&key, key_pem)?;
-    Ok(Certs {
-        _dir: dir,
-        cert,
-        key,
-    })
-}
-
-/// A `relay` process; killed on drop.
-struct Relay {
-    child: Child,
-    node: String,
-    stats: SocketAddr,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Relay {
-    fn start(certs: &Certs, port: u16, members: &[String]) -> Result<Relay> {
-        let node = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(relay_binary()?);
-        cmd.args([
-            "--listen",
-            &node,
-            "--node-id",
-            &node,
-            "--tier",
-            "1",
-            "--stats-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--cluster-cert")
-        .arg(&certs.cert)
-        .arg("--cluster-key")
-        .arg(&certs.key)
-        .args(["--test-drop-datagrams", LINK_LOSS]);
-        for m in members {
-            cmd.args(["--member", m]);
-        }
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("relay-{port}.stderr")))?;
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .context("spawning relay")?;
-        let stdout = child.stdout.take().context("relay stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let Some(line) = lines.next() else { break };
-            let line = line?;
-            if let Some(rest) = line.strip_prefix("READY ") {
-                let stats = rest
-                    .split_whitespace()
-                    .find_map(|kv| kv.strip_prefix("stats="))
-                    .context("READY line without stats=")?
-                    .parse()?;
-                return Ok(Relay { child, node, stats });
-            }
-        }
-        bail!("relay on {port} did not print READY")
-    }
-
-    async fn stats(&self) -> Result<serde_json::Value> {
-        let url = format!("http://{}/v1/stats", self.stats);
-        let text = whip_tests::signaling::http_client()?
-            .get(url)
-            .send()
-            .await?
-            .text()
-            .await?;
-        Ok(serde_json::from_str(&text)?)
-    }
-}
-
-struct Cluster {
-    certs: Certs,
-    gateways: Vec<Gateway>,
-    relays: Vec<Relay>,
-}
-
-/// Origin = gateways[0]; edges = gateways[1..].
-async fn cluster(edges: usize, relays: usize) -> Result<Cluster> {
-    let certs = certs()?;
-    let gw_ports: Vec<u16> = (0..=edges)
-        .map(|_| free_udp_port())
-        .collect::<Result<_>>()?;
-    let relay_ports: Vec<u16> = (0..relays)
-        .map(|_| free_udp_port())
-        .collect::<Result<_>>()?;
-    let mut members: Vec<String> = gw_ports
-        .iter()
-        .map(|p| format!("0:127.0.0.1:{p}"))
-        .collect();
-    members.extend(relay_ports.iter().map(|p| format!("1:127.0.0.1:{p}")));
-    let relays = relay_ports
-        .iter()
-        .map(|p| Relay::start(&certs, *p, &members))
-        .collect::<Result<Vec<_>>>()?;
-    let mut gateways = Vec::new();
-    for port in gw_ports {
-        let node = format!("127.0.0.1:{port}");
-        let mut args: Vec<String> = vec![
-            "--cluster-listen".into(),
-            node.clone(),
-            "--node-id".into(),
-            node,
-            "--cluster-cert".into(),
-            certs.cert.display().to_string(),
-            "--cluster-key".into(),
-            certs.key.display().to_string(),
-            "--test-drop-datagrams".into(),
-            LINK_LOSS.into(),
-            "--cluster-prune-grace-ms".into(),
-            PRUNE_GRACE_MS.into(),
-        ];
-        for m in &members {
-            args.push("--cluster-member".into());
-            args.push(m.clone());
-        }
-        let gw = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            Gateway::start_with_args(&refs)
-        })
-        .await
-        .context("gateway start panicked")??;
-        gateways.push(gw);
-    }
-    Ok(Cluster {
-        certs,
-        gateways,
-        relays,
-    })
-}
+const LINK_LOSS: f64 = 0.05;
 
 fn print_report(label: &str, r: &PlayReport) {
     println!(
@@ -190,7 +28,7 @@ fn print_report(label: &str, r: &PlayReport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_on_every_edge_get_every_frame_through_lossy_relays() -> Result<()> {
-    let c = cluster(3, 2).await?;
+    let c = cluster(3, 2, LINK_LOSS).await?;
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let publisher = WhipPublisher::start(
         media.clone(),
@@ -260,7 +98,7 @@ async fn viewers_on_every_edge_get_every_frame_through_lossy_relays() -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_resume_without_a_new_post_when_their_relay_dies() -> Result<()> {
-    let mut c = cluster(1, 2).await?;
+    let mut c = cluster(1, 2, LINK_LOSS).await?;
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let publisher = WhipPublisher::start(
         media.clone(),
@@ -282,15 +120,19 @@ async fn viewers_resume_without_a_new_post_when_their_relay_dies() -> Result<()>
         player.report().video_frames
     );
 
-    // Which relay carries the track? Its stats list it.
+    // Which relay carries the *video* track? (Audio may hang below the other relay.)
     let mut carrier = None;
     for (i, r) in c.relays.iter().enumerate() {
         let s = r.stats().await?;
-        if s["tracks"].as_array().is_some_and(|t| !t.is_empty()) {
+        let carries_video = s["tracks"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["key"].as_str().is_some_and(|k| k.ends_with("/video")))
+        });
+        if carries_video {
             carrier = Some(i);
         }
     }
-    let carrier = carrier.context("no relay carries the track")?;
+    let carrier = carrier.context("no relay carries the video track")?;
     let killed = c.relays.remove(carrier);
     let before = player.report().video_frames;
     let killed_at = Instant::now();
@@ -330,7 +172,7 @@ async fn viewers_resume_without_a_new_post_when_their_relay_dies() -> Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_cluster_key_gets_nothing() -> Result<()> {
-    let c = cluster(1, 1).await?;
+    let c = cluster(1, 1, LINK_LOSS).await?;
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let publisher = WhipPublisher::start(
         media.clone(),
@@ -399,7 +241,7 @@ async fn a_node_without_the_cluster_key_gets_nothing() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tree_is_torn_down_after_its_viewers_leave() -> Result<()> {
-    let c = cluster(1, 1).await?;
+    let c = cluster(1, 1, LINK_LOSS).await?;
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let publisher = WhipPublisher::start(
         media.clone(),

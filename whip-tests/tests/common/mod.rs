@@ -1,0 +1,185 @@
+//! A cluster on loopback for the multi-process tests: an origin gateway, edge gateways and
+//! `relay` processes sharing one freshly made cluster certificate, every node optionally dropping
+//! a fraction of its outgoing node-link datagrams (the test-only loss shaper).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use whip_tests::Gateway;
+use whip_tests::harness::relay_binary;
+
+/// Trees are pruned this long after their last viewer leaves (5 s by default; short for tests).
+pub const PRUNE_GRACE_MS: &str = "500";
+
+pub fn free_udp_port() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub struct Certs {
+    _dir: tempfile::TempDir,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn certs() -> Result<Certs> {
+    let dir = tempfile::tempdir()?;
+    let (cert_pem, key_pem) =
+        relay::shell::cluster_tls::ClusterIdentity::generate().map_err(anyhow::Error::msg)?;
+    let cert = dir.path().join("cluster.pem");
+    let key = dir.path().join("cluster.key");
+    std::fs::write(&cert, cert_pem)?;
+    std::fs::write(&key, key_pem)?;
+    Ok(Certs {
+        _dir: dir,
+        cert,
+        key,
+    })
+}
+
+/// A `relay` process; killed on drop.
+pub struct Relay {
+    child: Child,
+    pub node: String,
+    pub stats: SocketAddr,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    pub fn start(certs: &Certs, port: u16, members: &[String], link_loss: f64) -> Result<Relay> {
+        let node = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(relay_binary()?);
+        cmd.args([
+            "--listen",
+            &node,
+            "--node-id",
+            &node,
+            "--tier",
+            "1",
+            "--stats-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--cluster-cert")
+        .arg(&certs.cert)
+        .arg("--cluster-key")
+        .arg(&certs.key)
+        .args(["--prune-grace-ms", PRUNE_GRACE_MS]);
+        if link_loss > 0.0 {
+            cmd.args(["--test-drop-datagrams", &link_loss.to_string()]);
+        }
+        for m in members {
+            cmd.args(["--member", m]);
+        }
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("relay-{port}.stderr")))?;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("spawning relay")?;
+        let stdout = child.stdout.take().context("relay stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let Some(line) = lines.next() else { break };
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("READY ") {
+                let stats = rest
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("stats="))
+                    .context("READY line without stats=")?
+                    .parse()?;
+                return Ok(Relay { child, node, stats });
+            }
+        }
+        bail!("relay on {port} did not print READY")
+    }
+
+    /// The relay's `/v1/stats`: its `ClusterStats` at the top level.
+    pub async fn stats(&self) -> Result<Value> {
+        let url = format!("http://{}/v1/stats", self.stats);
+        let text = whip_tests::signaling::http_client()?
+            .get(url)
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+pub struct Cluster {
+    pub certs: Certs,
+    /// Origin = gateways[0]; edges = gateways[1..].
+    pub gateways: Vec<Gateway>,
+    pub relays: Vec<Relay>,
+}
+
+/// An origin, `edges` edge gateways (tier 0) and `relays` relays (tier 1); every node drops
+/// `link_loss` of its outgoing media datagrams (none when 0).
+pub async fn cluster(edges: usize, relays: usize, link_loss: f64) -> Result<Cluster> {
+    let certs = certs()?;
+    let gw_ports: Vec<u16> = (0..=edges)
+        .map(|_| free_udp_port())
+        .collect::<Result<_>>()?;
+    let relay_ports: Vec<u16> = (0..relays)
+        .map(|_| free_udp_port())
+        .collect::<Result<_>>()?;
+    let mut members: Vec<String> = gw_ports
+        .iter()
+        .map(|p| format!("0:127.0.0.1:{p}"))
+        .collect();
+    members.extend(relay_ports.iter().map(|p| format!("1:127.0.0.1:{p}")));
+    let relays = relay_ports
+        .iter()
+        .map(|p| Relay::start(&certs, *p, &members, link_loss))
+        .collect::<Result<Vec<_>>>()?;
+    let mut gateways = Vec::new();
+    for port in gw_ports {
+        let node = format!("127.0.0.1:{port}");
+        let mut args: Vec<String> = vec![
+            "--cluster-listen".into(),
+            node.clone(),
+            "--node-id".into(),
+            node,
+            "--cluster-cert".into(),
+            certs.cert.display().to_string(),
+            "--cluster-key".into(),
+            certs.key.display().to_string(),
+            "--cluster-prune-grace-ms".into(),
+            PRUNE_GRACE_MS.into(),
+        ];
+        if link_loss > 0.0 {
+            args.push("--test-drop-datagrams".into());
+            args.push(link_loss.to_string());
+        }
+        for m in &members {
+            args.push("--cluster-member".into());
+            args.push(m.clone());
+        }
+        let gw = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            Gateway::start_with_args(&refs)
+        })
+        .await
+        .context("gateway start panicked")??;
+        gateways.push(gw);
+    }
+    Ok(Cluster {
+        certs,
+        gateways,
+        relays,
+    })
+}
