@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Creates the two Secrets the manifests need, in the namespace of k8s/namespace.yaml:
+#
+#   wish-cluster  cluster.pem, cluster.key: the cluster certificate and key every node mounts
+#                 (node links are QUIC with mutual TLS pinned to it), made by
+#                 `relay cluster-cert --out DIR`.
+#   wish-tokens   publish-tokens (and play-tokens if PLAY_TOKEN is set): bearer tokens for WHIP
+#                 (and WHEP), comma-separated, each at least 8 characters.
+#
+# An existing Secret is never replaced: a new cluster certificate splits a running cluster in two
+# (old and new pods refuse each other). To rotate, delete wish-cluster, run this again, then
+# restart every gateway and relay together.
+#
+# Usage: k8s/cluster-secret.sh [--dry-run]
+#   NAMESPACE      default: wish
+#   PUBLISH_TOKEN  default: a random 48-hex-digit token, printed once
+#   PLAY_TOKEN     default: none (anyone may watch)
+#   RELAY_BIN      the relay binary; default: `relay` on PATH, else target/{release,debug}/relay,
+#                  else `cargo run --release -p relay` in this repository
+#   --dry-run      print the Secrets as YAML instead of creating them (no cluster needed)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+NAMESPACE="${NAMESPACE:-wish}"
+DRY_RUN=0
+case "${1:-}" in
+  --dry-run) DRY_RUN=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
+esac
+
+command -v kubectl >/dev/null || { echo "kubectl not found" >&2; exit 1; }
+
+run_relay() {
+  local bin
+  if [[ -n "${RELAY_BIN:-}" ]]; then
+    "$RELAY_BIN" "$@"
+  elif bin="$(type -P relay)"; then
+    "$bin" "$@"
+  elif [[ -x "$ROOT/target/release/relay" ]]; then
+    "$ROOT/target/release/relay" "$@"
+  elif [[ -x "$ROOT/target/debug/relay" ]]; then
+    "$ROOT/target/debug/relay" "$@"
+  else
+    (cd "$ROOT" && cargo run --quiet --release -p relay --bin relay -- "$@")
+  fi
+}
+
+exists() { # kind name
+  [[ $DRY_RUN == 1 ]] && return 1
+  kubectl -n "$NAMESPACE" get "$1" "$2" >/dev/null 2>&1
+}
+
+create() { # kubectl create args...
+  if [[ $DRY_RUN == 1 ]]; then
+    kubectl create "$@" --dry-run=client -o yaml
+    echo "---"
+  else
+    kubectl create "$@"
+  fi
+}
+
+if [[ -n "${PUBLISH_TOKEN:-}" ]] && (( ${#PUBLISH_TOKEN} < 8 )); then
+  echo "PUBLISH_TOKEN must be at least 8 characters" >&2
+  exit 2
+fi
+if [[ -n "${PLAY_TOKEN:-}" ]] && (( ${#PLAY_TOKEN} < 8 )); then
+  echo "PLAY_TOKEN must be at least 8 characters" >&2
+  exit 2
+fi
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT   # the key leaves this machine only inside the Secret
+chmod 700 "$WORK"
+
+if [[ $DRY_RUN == 0 ]] && ! kubectl get namespace "$NAMESPACE" >/dev/null 2>&1; then
+  kubectl apply -f "$HERE/namespace.yaml"
+fi
+
+if exists secret wish-cluster; then
+  echo "secret $NAMESPACE/wish-cluster exists: keeping it (delete it first to make a new cluster identity)" >&2
+else
+  run_relay cluster-cert --out "$WORK/cluster" >&2
+  create secret generic wish-cluster -n "$NAMESPACE" \
+    --from-file=cluster.pem="$WORK/cluster/cluster.pem" \
+    --from-file=cluster.key="$WORK/cluster/cluster.key"
+fi
+
+if exists secret wish-tokens; then
+  echo "secret $NAMESPACE/wish-tokens exists: keeping it" >&2
+else
+  publish="${PUBLISH_TOKEN:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}"
+  args=(--from-literal=publish-tokens="$publish")
+  if [[ -n "${PLAY_TOKEN:-}" ]]; then
+    args+=(--from-literal=play-tokens="$PLAY_TOKEN")
+  fi
+  create secret generic wish-tokens -n "$NAMESPACE" "${args[@]}"
+  if [[ -z "${PUBLISH_TOKEN:-}" ]]; then
+    echo "publish token (OBS: Settings > Stream > Bearer Token): $publish" >&2
+  fi
+fi

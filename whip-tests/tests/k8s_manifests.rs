@@ -1,0 +1,1590 @@
+//! The Kubernetes deployment in `k8s/` agrees with the binaries and with itself.
+//!
+//! Every YAML document of `k8s/*.yaml` is parsed; then:
+//! - every workload (Deployment, StatefulSet, DaemonSet): readiness and liveness probes on
+//!   `/healthz` at a port the binary serves HTTP on, resources (CPU and memory requests, a memory
+//!   limit), a non-root security context, an explicit `command` naming a binary the Dockerfile
+//!   builds, the cluster Secret mounted read-only with the cert/key env pointing into it, a grace
+//!   period longer than any preStop sleep, hostNetwork only with `ClusterFirstWithHostNet` DNS and
+//!   one pod per node;
+//! - env names are ones the binary reads: they are grepped out of `gateway/src/config.rs` and
+//!   `relay/src/main.rs` (`env = "…"`) at test time, so a renamed flag fails here; no test-only
+//!   variables; `$(VAR)` only after VAR is defined; the node id is `$(pod IP):<cluster port>`;
+//!   listen addresses match declared container ports; all nodes share one cluster name;
+//! - the membership DNS names (`tier:name:port`) point at headless Services (`clusterIP: None`,
+//!   `publishNotReadyAddresses`) that exist, select the workloads of that tier, carry the port,
+//!   and every tier is listed by every node;
+//! - Services select something and their target ports exist with the same protocol; the HPA
+//!   (autoscaling/v2, CPU) targets the relay Deployment, which leaves `replicas` to it; PDBs select
+//!   something; every object is in the one Namespace; Secrets referenced are made by
+//!   `k8s/cluster-secret.sh`; `k8s/kustomization.yaml` lists every file and its images are used.
+//!
+//! Problems are collected, not stopped at: the failure lists every one as
+//! `k8s/<file>: <Kind>/<name>[, container <c>]: <what>`. The `breaking_*` tests apply one
+//! breakage each to an in-memory copy and require the matching complaint, so the checks are
+//! known to bite.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// The Secret holding the cluster certificate and key, mounted by every node.
+const CLUSTER_SECRET: &str = "wish-cluster";
+/// Env names that are not the binaries' own but are fine without being referenced.
+const AMBIENT_ENV: &[&str] = &["RUST_LOG"];
+
+/// What the test knows about each binary; the names are also checked against the source.
+struct Binary {
+    name: &'static str,
+    source: &'static str,
+    prefix: &'static str,
+    node_id: &'static str,
+    cluster_listen: &'static str,
+    cert: &'static str,
+    key: &'static str,
+    members_dns: &'static str,
+    cluster_name: &'static str,
+    /// Env holding the tier (None: always tier 0) and its default.
+    tier: Option<(&'static str, u8)>,
+    /// Listen-address env names and the protocol their port must be declared with.
+    listens: &'static [(&'static str, &'static str)],
+    /// Listen env whose port serves `/healthz` over HTTP.
+    health: &'static str,
+}
+
+const BINARIES: &[Binary] = &[
+    Binary {
+        name: "gateway",
+        source: "gateway/src/config.rs",
+        prefix: "GATEWAY_",
+        node_id: "GATEWAY_NODE_ID",
+        cluster_listen: "GATEWAY_CLUSTER_LISTEN",
+        cert: "GATEWAY_CLUSTER_CERT",
+        key: "GATEWAY_CLUSTER_KEY",
+        members_dns: "GATEWAY_CLUSTER_MEMBERS_DNS",
+        cluster_name: "GATEWAY_CLUSTER_NAME",
+        tier: None,
+        listens: &[
+            ("GATEWAY_HTTP_LISTEN", "TCP"),
+            ("GATEWAY_UDP_LISTEN", "UDP"),
+            ("GATEWAY_CLUSTER_LISTEN", "UDP"),
+        ],
+        health: "GATEWAY_HTTP_LISTEN",
+    },
+    Binary {
+        name: "relay",
+        source: "relay/src/main.rs",
+        prefix: "RELAY_",
+        node_id: "RELAY_NODE_ID",
+        cluster_listen: "RELAY_LISTEN",
+        cert: "RELAY_CLUSTER_CERT",
+        key: "RELAY_CLUSTER_KEY",
+        members_dns: "RELAY_MEMBERS_DNS",
+        cluster_name: "RELAY_CLUSTER",
+        tier: Some(("RELAY_TIER", 1)),
+        listens: &[("RELAY_LISTEN", "UDP"), ("RELAY_STATS_LISTEN", "TCP")],
+        health: "RELAY_STATS_LISTEN",
+    },
+];
+
+const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "PriorityClass",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+/// The files the checks read, by repository-relative path (so tests can break copies of them).
+#[derive(Clone)]
+struct Inputs {
+    files: BTreeMap<String, String>,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("whip-tests sits in the workspace root")
+        .to_path_buf()
+}
+
+impl Inputs {
+    fn load() -> Inputs {
+        let root = repo_root();
+        let mut files = BTreeMap::new();
+        let k8s = root.join("k8s");
+        let entries = std::fs::read_dir(&k8s)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", k8s.display()));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
+            if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".sh") {
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+                files.insert(format!("k8s/{name}"), text);
+            }
+        }
+        for rel in ["Dockerfile", "gateway/src/config.rs", "relay/src/main.rs"] {
+            if let Ok(text) = std::fs::read_to_string(root.join(rel)) {
+                files.insert(rel.to_string(), text);
+            }
+        }
+        Inputs { files }
+    }
+
+    /// Replace the first `from` in `file` by `to`; the breakage must apply.
+    fn broken(&self, file: &str, from: &str, to: &str) -> Inputs {
+        let mut copy = self.clone();
+        let text = copy
+            .files
+            .get_mut(file)
+            .unwrap_or_else(|| panic!("no file {file} to break"));
+        assert!(
+            text.contains(from),
+            "{file} no longer contains {from:?}: update this breaking test"
+        );
+        *text = text.replacen(from, to, 1);
+        copy
+    }
+
+    fn manifests(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.files.iter().filter(|(p, _)| {
+            p.starts_with("k8s/")
+                && (p.ends_with(".yaml") || p.ends_with(".yml"))
+                && !is_kustomization(p)
+        })
+    }
+}
+
+fn is_kustomization(path: &str) -> bool {
+    path.ends_with("/kustomization.yaml") || path.ends_with("/kustomization.yml")
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML and objects
+
+fn to_json(y: &Yaml) -> Result<Value, String> {
+    Ok(match y {
+        Yaml::Null => Value::Null,
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::Real(s) => s
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(s.clone())),
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Array(a) => Value::Array(a.iter().map(to_json).collect::<Result<_, _>>()?),
+        Yaml::Hash(h) => {
+            let mut m = Map::new();
+            for (k, v) in h {
+                let key = match k {
+                    Yaml::String(s) => s.clone(),
+                    Yaml::Integer(i) => i.to_string(),
+                    Yaml::Boolean(b) => b.to_string(),
+                    other => return Err(format!("unsupported mapping key {other:?}")),
+                };
+                m.insert(key, to_json(v)?);
+            }
+            Value::Object(m)
+        }
+        Yaml::Alias(_) => return Err("YAML aliases are not supported".into()),
+        Yaml::BadValue => return Err("bad YAML value".into()),
+    })
+}
+
+fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
+    let docs = YamlLoader::load_from_str(text).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for d in &docs {
+        let v = to_json(d)?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+struct Obj {
+    file: String,
+    kind: String,
+    name: String,
+    namespace: Option<String>,
+    v: Value,
+}
+
+impl Obj {
+    fn at(&self) -> String {
+        format!("{}: {}/{}", self.file, self.kind, self.name)
+    }
+    fn get(&self, pointer: &str) -> Option<&Value> {
+        self.v.pointer(pointer)
+    }
+    fn str(&self, pointer: &str) -> Option<&str> {
+        self.get(pointer).and_then(Value::as_str)
+    }
+    fn is_workload(&self) -> bool {
+        WORKLOAD_KINDS.contains(&self.kind.as_str())
+    }
+    fn pod(&self) -> &Value {
+        self.get("/spec/template/spec").unwrap_or(&Value::Null)
+    }
+    fn template_labels(&self) -> BTreeMap<String, String> {
+        string_map(self.get("/spec/template/metadata/labels"))
+    }
+    fn containers(&self) -> Vec<&Value> {
+        self.pod()
+            .get("containers")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let s = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), s)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
+fn as_u64(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The names given as `env = "…"` in a clap source file.
+fn env_names_in(source: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = source;
+    while let Some(i) = rest.find("env = \"") {
+        rest = &rest[i + 7..];
+        if let Some(end) = rest.find('"') {
+            names.insert(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    names
+}
+
+#[derive(Debug)]
+enum EnvSrc {
+    Literal(String),
+    Field(String),
+    Secret {
+        name: String,
+        key: String,
+        optional: bool,
+    },
+    Other,
+}
+
+fn env_of(c: &Value) -> Vec<(String, EnvSrc)> {
+    let Some(list) = c.get("env").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    list.iter()
+        .map(|e| {
+            let name = e
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let src = if let Some(v) = e.get("value") {
+                EnvSrc::Literal(match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+            } else if let Some(f) = e
+                .pointer("/valueFrom/fieldRef/fieldPath")
+                .and_then(Value::as_str)
+            {
+                EnvSrc::Field(f.to_string())
+            } else if let Some(s) = e.pointer("/valueFrom/secretKeyRef") {
+                EnvSrc::Secret {
+                    name: s
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    key: s
+                        .get("key")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    optional: s.get("optional").and_then(Value::as_bool).unwrap_or(false),
+                }
+            } else {
+                EnvSrc::Other
+            };
+            (name, src)
+        })
+        .collect()
+}
+
+fn literal<'a>(env: &'a [(String, EnvSrc)], name: &str) -> Option<&'a str> {
+    env.iter().find_map(|(n, s)| match s {
+        EnvSrc::Literal(v) if n == name => Some(v.as_str()),
+        _ => None,
+    })
+}
+
+/// `$(VAR)` references in a Kubernetes env value (`$$(` is an escape).
+fn references(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        if bytes[i] == b'$' && bytes[i + 1] == b'$' {
+            i += 2;
+            continue;
+        }
+        if bytes[i] == b'$'
+            && bytes[i + 1] == b'('
+            && let Some(end) = value[i + 2..].find(')')
+        {
+            out.push(value[i + 2..i + 2 + end].to_string());
+            i += 3 + end;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+struct ContainerPort {
+    name: Option<String>,
+    port: u64,
+    protocol: String,
+    host_port: Option<u64>,
+}
+
+fn ports_of(c: &Value) -> Vec<ContainerPort> {
+    c.get("ports")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|p| ContainerPort {
+                    name: p.get("name").and_then(Value::as_str).map(str::to_string),
+                    port: as_u64(p.get("containerPort")).unwrap_or(0),
+                    protocol: p
+                        .get("protocol")
+                        .and_then(Value::as_str)
+                        .unwrap_or("TCP")
+                        .to_string(),
+                    host_port: as_u64(p.get("hostPort")),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A Service `targetPort` or probe `port` (a name or a number) against a container's ports.
+fn resolve_port<'a>(ports: &'a [ContainerPort], target: &Value) -> Option<&'a ContainerPort> {
+    match target {
+        Value::String(name) => match name.parse::<u64>() {
+            Ok(n) => ports.iter().find(|p| p.port == n),
+            Err(_) => ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name.as_str())),
+        },
+        Value::Number(n) => ports.iter().find(|p| Some(p.port) == n.as_u64()),
+        _ => None,
+    }
+}
+
+fn binary_of(c: &Value) -> Option<&'static Binary> {
+    let cmd = c.pointer("/command/0").and_then(Value::as_str)?;
+    let base = cmd.rsplit('/').next().unwrap_or(cmd);
+    BINARIES.iter().find(|b| b.name == base)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks
+
+#[derive(Default)]
+struct Report(Vec<String>);
+
+impl Report {
+    fn bad(&mut self, at: &str, what: impl std::fmt::Display) {
+        self.0.push(format!("{at}: {what}"));
+    }
+}
+
+fn check(inputs: &Inputs) -> Vec<String> {
+    let mut r = Report::default();
+
+    // Env names the binaries read, from their sources.
+    let mut known_env: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for b in BINARIES {
+        match inputs.files.get(b.source) {
+            None => r.bad(
+                b.source,
+                "missing: cannot learn which env names the binary reads",
+            ),
+            Some(src) => {
+                let names = env_names_in(src);
+                if names.is_empty() {
+                    r.bad(
+                        b.source,
+                        "no `env = \"…\"` attributes found: has the clap style changed?",
+                    );
+                }
+                known_env.insert(b.name, names);
+            }
+        }
+    }
+
+    // Parse every manifest.
+    let mut objs: Vec<Obj> = Vec::new();
+    for (file, text) in inputs.manifests() {
+        let docs = match parse_yaml(text) {
+            Ok(d) => d,
+            Err(e) => {
+                r.bad(file, format!("not valid YAML: {e}"));
+                continue;
+            }
+        };
+        if docs.is_empty() {
+            r.bad(file, "has no YAML document");
+        }
+        for (i, v) in docs.into_iter().enumerate() {
+            let kind = v
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let name = v
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if kind.is_empty() || name.is_empty() || v.get("apiVersion").is_none() {
+                r.bad(
+                    file,
+                    format!("document {} lacks apiVersion, kind or metadata.name", i + 1),
+                );
+                continue;
+            }
+            let namespace = v
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            objs.push(Obj {
+                file: file.clone(),
+                kind,
+                name,
+                namespace,
+                v,
+            });
+        }
+    }
+    let find = |kind: &str, name: &str, ns: &str| {
+        objs.iter()
+            .find(|o| o.kind == kind && o.name == name && o.namespace.as_deref() == Some(ns))
+    };
+
+    // One Namespace, and every namespaced object in it.
+    let namespaces: Vec<&Obj> = objs.iter().filter(|o| o.kind == "Namespace").collect();
+    let ns = match namespaces.as_slice() {
+        [one] => one.name.clone(),
+        _ => {
+            r.bad(
+                "k8s/",
+                format!("expected exactly one Namespace, found {}", namespaces.len()),
+            );
+            namespaces
+                .first()
+                .map(|o| o.name.clone())
+                .unwrap_or_default()
+        }
+    };
+    for o in &objs {
+        if !CLUSTER_SCOPED.contains(&o.kind.as_str()) && o.namespace.as_deref() != Some(ns.as_str())
+        {
+            r.bad(
+                &o.at(),
+                format!(
+                    "metadata.namespace is {:?}, not the Namespace {ns:?}",
+                    o.namespace
+                ),
+            );
+        }
+    }
+    // Label, selector and annotation values are strings in the API (`"true"`, not `true`).
+    for o in &objs {
+        for field in [
+            "/metadata/labels",
+            "/metadata/annotations",
+            "/spec/selector",
+            "/spec/selector/matchLabels",
+            "/spec/template/metadata/labels",
+            "/spec/template/spec/nodeSelector",
+        ] {
+            let Some(map) = o.get(field).and_then(Value::as_object) else {
+                continue;
+            };
+            if field == "/spec/selector" && o.kind != "Service" {
+                continue;
+            }
+            for (k, v) in map {
+                if !v.is_string() {
+                    r.bad(
+                        &o.at(),
+                        format!("{field}/{k} is {v}, not a string: quote it"),
+                    );
+                }
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for o in &objs {
+        if !seen.insert((o.kind.clone(), o.namespace.clone(), o.name.clone())) {
+            r.bad(&o.at(), "defined twice");
+        }
+    }
+
+    // Secrets and keys k8s/cluster-secret.sh creates.
+    let script = inputs.files.get("k8s/cluster-secret.sh");
+    if script.is_none() {
+        r.bad(
+            "k8s/cluster-secret.sh",
+            "missing: nothing creates the cluster Secret",
+        );
+    }
+    let script = script.map(String::as_str).unwrap_or("");
+    // The word after each marker: `secret generic NAME`, `--from-file=KEY=…`, `--from-literal=KEY=…`.
+    let words_after = |markers: &[&str]| -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for marker in markers {
+            for (i, _) in script.match_indices(marker) {
+                let word: String = script[i + marker.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+                    .collect();
+                if !word.is_empty() {
+                    out.insert(word);
+                }
+            }
+        }
+        out
+    };
+    let script_secrets = words_after(&["secret generic "]);
+    let script_keys = words_after(&["--from-file=", "--from-literal="]);
+    if !script.is_empty() && !script.contains("cluster-cert --out") {
+        r.bad(
+            "k8s/cluster-secret.sh",
+            "does not run `relay cluster-cert --out DIR`",
+        );
+    }
+    if !script.is_empty() && !script_secrets.contains(CLUSTER_SECRET) {
+        r.bad(
+            "k8s/cluster-secret.sh",
+            format!("does not create the Secret {CLUSTER_SECRET}"),
+        );
+    }
+
+    // Workloads.
+    let dockerfile = inputs.files.get("Dockerfile").map(String::as_str);
+    if dockerfile.is_none() {
+        r.bad("Dockerfile", "missing");
+    }
+    let workloads: Vec<&Obj> = objs.iter().filter(|o| o.is_workload()).collect();
+    if workloads.is_empty() {
+        r.bad("k8s/", "no Deployment, StatefulSet or DaemonSet");
+    }
+    // One container running a cluster node: its tier, cluster port, DNS members, cluster name.
+    struct Node<'a> {
+        obj: &'a Obj,
+        tier: u8,
+        cluster_port: Option<u16>,
+        members: Vec<(u8, String, u16)>,
+        cluster_name: String,
+    }
+    let mut nodes: Vec<Node> = Vec::new();
+    for w in &workloads {
+        let at = w.at();
+        let pod = w.pod();
+        let labels = w.template_labels();
+        let selector = string_map(w.get("/spec/selector/matchLabels"));
+        if !selects(&selector, &labels) {
+            r.bad(
+                &at,
+                "spec.selector.matchLabels does not match the pod template's labels",
+            );
+        }
+        let host_network = pod
+            .get("hostNetwork")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if host_network {
+            if pod.get("dnsPolicy").and_then(Value::as_str) != Some("ClusterFirstWithHostNet") {
+                r.bad(&at, "hostNetwork without dnsPolicy: ClusterFirstWithHostNet cannot resolve the membership Services");
+            }
+            let required_anti = pod
+                .pointer("/affinity/podAntiAffinity/requiredDuringSchedulingIgnoredDuringExecution")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter().any(|t| {
+                        t.get("topologyKey").and_then(Value::as_str)
+                            == Some("kubernetes.io/hostname")
+                    })
+                });
+            if w.kind != "DaemonSet" && !required_anti {
+                r.bad(&at, "hostNetwork needs one pod per node: a DaemonSet or required pod anti-affinity on kubernetes.io/hostname");
+            }
+            if w.kind == "DaemonSet" {
+                let surge = w.get("/spec/updateStrategy/rollingUpdate/maxSurge");
+                if surge.is_some_and(|s| {
+                    s != &Value::from(0) && s != &Value::from("0") && s != &Value::from("0%")
+                }) {
+                    r.bad(&at, "a hostNetwork DaemonSet cannot surge: the new pod needs the old one's host ports");
+                }
+            }
+        }
+        // Pod-level security context, inherited by containers.
+        let pod_sc = pod.get("securityContext").cloned().unwrap_or(Value::Null);
+        let grace = as_u64(pod.get("terminationGracePeriodSeconds"));
+        if grace.is_none() {
+            r.bad(
+                &at,
+                "no terminationGracePeriodSeconds: say how long a node gets to close its links",
+            );
+        }
+        // The cluster Secret volume.
+        let volumes = pod
+            .get("volumes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let secret_volume = volumes.iter().find(|v| {
+            v.pointer("/secret/secretName").and_then(Value::as_str) == Some(CLUSTER_SECRET)
+        });
+        if secret_volume.is_none() {
+            r.bad(&at, format!("no volume from the Secret {CLUSTER_SECRET}"));
+        }
+        for v in &volumes {
+            let optional = v
+                .pointer("/secret/optional")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if let Some(name) = v.pointer("/secret/secretName").and_then(Value::as_str)
+                && !optional
+                && !script_secrets.contains(name)
+            {
+                r.bad(
+                    &at,
+                    format!(
+                        "mounts the Secret {name}, which k8s/cluster-secret.sh does not create"
+                    ),
+                );
+            }
+        }
+        let secret_files: BTreeSet<String> = secret_volume
+            .map(|v| match v.pointer("/secret/items").and_then(Value::as_array) {
+                Some(items) => items
+                    .iter()
+                    .filter_map(|i| {
+                        let key = i.get("key").and_then(Value::as_str)?;
+                        if !script_keys.contains(key) {
+                            r.bad(&at, format!("Secret {CLUSTER_SECRET} item {key:?} is not a key k8s/cluster-secret.sh creates"));
+                        }
+                        i.get("path").and_then(Value::as_str).map(str::to_string)
+                    })
+                    .collect(),
+                None => script_keys.clone(),
+            })
+            .unwrap_or_default();
+        let secret_volume_name = secret_volume
+            .and_then(|v| v.get("name"))
+            .and_then(Value::as_str);
+
+        let containers = w.containers();
+        if containers.is_empty() {
+            r.bad(&at, "no containers");
+        }
+        for c in containers {
+            let cname = c.get("name").and_then(Value::as_str).unwrap_or("?");
+            let at = format!("{at}, container {cname}");
+            let Some(bin) = binary_of(c) else {
+                r.bad(
+                    &at,
+                    format!(
+                        "command[0] must name the binary ({}); the image has no ENTRYPOINT",
+                        BINARIES
+                            .iter()
+                            .map(|b| b.name)
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                );
+                continue;
+            };
+            if let Some(df) = dockerfile
+                && (!df.contains(&format!("-p {}", bin.name))
+                    || !df.contains(&format!("target/release/{}", bin.name)))
+            {
+                r.bad(
+                    &at,
+                    format!(
+                        "runs `{}`, which the Dockerfile does not build and copy",
+                        bin.name
+                    ),
+                );
+            }
+            let ports = ports_of(c);
+            for p in &ports {
+                if host_network && p.host_port.is_some_and(|h| h != p.port) {
+                    r.bad(
+                        &at,
+                        format!(
+                            "hostNetwork port {}: hostPort must equal containerPort",
+                            p.port
+                        ),
+                    );
+                }
+            }
+            let env = env_of(c);
+            // The API takes strings only: an unquoted 1 or true is refused at apply time.
+            for e in c.get("env").and_then(Value::as_array).into_iter().flatten() {
+                if e.get("value").is_some_and(|v| !v.is_string()) {
+                    let name = e.get("name").and_then(Value::as_str).unwrap_or("?");
+                    r.bad(&at, format!("env {name} value is not a string: quote it"));
+                }
+            }
+            if c.get("command")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|x| !x.is_string()))
+            {
+                r.bad(&at, "command has a non-string element: quote it");
+            }
+
+            // Env names.
+            let known = known_env.get(bin.name);
+            let mut defined: Vec<&str> = Vec::new();
+            for (i, (name, src)) in env.iter().enumerate() {
+                if let EnvSrc::Literal(value) = src {
+                    for var in references(value) {
+                        if !defined.contains(&var.as_str()) {
+                            r.bad(&at, format!("{name} uses $({var}) before defining {var}: Kubernetes would pass the text literally"));
+                        }
+                    }
+                }
+                defined.push(name);
+                if name.contains("_TEST_") {
+                    r.bad(&at, format!("{name} is a test-only setting"));
+                }
+                if let Some(other) = BINARIES
+                    .iter()
+                    .find(|b| b.name != bin.name && name.starts_with(b.prefix))
+                {
+                    r.bad(
+                        &at,
+                        format!(
+                            "{name} belongs to `{}`, but this container runs `{}`",
+                            other.name, bin.name
+                        ),
+                    );
+                } else if name.starts_with(bin.prefix) {
+                    if known.is_some_and(|k| !k.contains(name)) {
+                        r.bad(
+                            &at,
+                            format!(
+                                "{name} is not read by `{}` (no `env = \"{name}\"` in {})",
+                                bin.name, bin.source
+                            ),
+                        );
+                    }
+                } else if !AMBIENT_ENV.contains(&name.as_str()) {
+                    let used = env[i + 1..].iter().any(|(_, s)| {
+                        matches!(s, EnvSrc::Literal(v) if references(v).iter().any(|r| r == name))
+                    });
+                    if !used {
+                        r.bad(&at, format!("{name} is read by nothing (not the binary's, not used as $({name}))"));
+                    }
+                }
+                if let EnvSrc::Secret {
+                    name: secret,
+                    key,
+                    optional: false,
+                } = src
+                    && !(script_secrets.contains(secret) && script_keys.contains(key))
+                {
+                    r.bad(&at, format!("{name} needs Secret {secret} key {key}, which k8s/cluster-secret.sh does not create"));
+                }
+            }
+            let mut wanted = vec![
+                bin.node_id,
+                bin.cluster_listen,
+                bin.cert,
+                bin.key,
+                bin.members_dns,
+            ];
+            wanted.extend(bin.listens.iter().map(|(e, _)| *e));
+            for name in wanted {
+                if !env.iter().any(|(n, _)| n == name) {
+                    r.bad(&at, format!("{name} is not set"));
+                }
+                if known.is_some_and(|k| !k.contains(name)) {
+                    r.bad(&at, format!("{name} (expected by this test) is not read by `{}` any more: {} changed", bin.name, bin.source));
+                }
+            }
+
+            // Listen addresses against declared ports.
+            for (var, proto) in bin.listens {
+                let Some(addr) = literal(&env, var) else {
+                    continue;
+                };
+                match port_of(addr) {
+                    None => r.bad(&at, format!("{var}={addr:?} is not host:port")),
+                    Some(port) => {
+                        if !ports
+                            .iter()
+                            .any(|p| p.port == u64::from(port) && p.protocol == *proto)
+                        {
+                            r.bad(&at, format!("{var} listens on {port}/{proto}, but no containerPort {port} {proto} is declared"));
+                        }
+                    }
+                }
+            }
+            let cluster_port = literal(&env, bin.cluster_listen).and_then(port_of);
+
+            // Node id: $(<pod IP var>):<cluster port>.
+            match literal(&env, bin.node_id) {
+                None => {}
+                Some(id) => {
+                    let ip_vars: Vec<&str> = env
+                        .iter()
+                        .filter_map(|(n, s)| match s {
+                            EnvSrc::Field(f)
+                                if f == "status.podIP"
+                                    || (host_network && f == "status.hostIP") =>
+                            {
+                                Some(n.as_str())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    let ok = id.rsplit_once(':').is_some_and(|(host, port)| {
+                        // IPv6 pods: `[$(POD_IP)]:7000`, as the resolver formats ip:port.
+                        let host = host
+                            .strip_prefix('[')
+                            .and_then(|h| h.strip_suffix(']'))
+                            .unwrap_or(host);
+                        let var_ok = host
+                            .strip_prefix("$(")
+                            .and_then(|h| h.strip_suffix(')'))
+                            .is_some_and(|v| ip_vars.contains(&v));
+                        var_ok && port.parse::<u16>().ok() == cluster_port
+                    });
+                    if !ok {
+                        r.bad(&at, format!(
+                            "{}={id:?} must be $(<env from status.podIP>):<port of {}> so it equals what the headless Service resolves to",
+                            bin.node_id, bin.cluster_listen
+                        ));
+                    }
+                }
+            }
+
+            // Probes.
+            let health_port = literal(&env, bin.health).and_then(port_of);
+            for probe in ["readinessProbe", "livenessProbe"] {
+                let Some(p) = c.get(probe) else {
+                    r.bad(&at, format!("no {probe}"));
+                    continue;
+                };
+                let path = p.pointer("/httpGet/path").and_then(Value::as_str);
+                if path != Some("/healthz") {
+                    r.bad(
+                        &at,
+                        format!("{probe} must be httpGet /healthz, is {path:?}"),
+                    );
+                }
+                let target = p.pointer("/httpGet/port").unwrap_or(&Value::Null);
+                match resolve_port(&ports, target) {
+                    None => r.bad(
+                        &at,
+                        format!("{probe} port {target} is not a declared container port"),
+                    ),
+                    Some(cp) => {
+                        if health_port.map(u64::from) != Some(cp.port) || cp.protocol != "TCP" {
+                            r.bad(&at, format!(
+                                "{probe} probes port {}, but `{}` serves /healthz on the port of {} ({health_port:?})",
+                                cp.port, bin.name, bin.health
+                            ));
+                        }
+                    }
+                }
+            }
+
+            // Resources.
+            for (field, what) in [
+                ("/resources/requests/cpu", "CPU request"),
+                ("/resources/requests/memory", "memory request"),
+                ("/resources/limits/memory", "memory limit"),
+            ] {
+                if c.pointer(field).is_none() {
+                    r.bad(&at, format!("no {what} ({field})"));
+                }
+            }
+
+            // Security context: container settings override the pod's.
+            let sc = c.get("securityContext").cloned().unwrap_or(Value::Null);
+            let eff = |field: &str| sc.get(field).or_else(|| pod_sc.get(field)).cloned();
+            if eff("runAsNonRoot") != Some(Value::Bool(true)) {
+                r.bad(&at, "runAsNonRoot is not true");
+            }
+            if eff("runAsUser").is_some_and(|u| u == 0) {
+                r.bad(&at, "runAsUser is 0 (root)");
+            }
+            if sc.get("allowPrivilegeEscalation") != Some(&Value::Bool(false)) {
+                r.bad(&at, "allowPrivilegeEscalation is not false");
+            }
+            if sc.get("privileged") == Some(&Value::Bool(true)) {
+                r.bad(&at, "privileged");
+            }
+            let drops_all = sc
+                .pointer("/capabilities/drop")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|x| x == "ALL"));
+            if !drops_all {
+                r.bad(&at, "capabilities.drop does not contain ALL");
+            }
+
+            // The cluster Secret mounted read-only, cert and key env pointing into it.
+            let mount = c
+                .get("volumeMounts")
+                .and_then(Value::as_array)
+                .and_then(|m| {
+                    m.iter().find(|m| {
+                        m.get("name").and_then(Value::as_str) == secret_volume_name
+                            && secret_volume_name.is_some()
+                    })
+                });
+            match mount {
+                None => r.bad(
+                    &at,
+                    format!("does not mount the {CLUSTER_SECRET} Secret volume"),
+                ),
+                Some(m) => {
+                    if m.get("readOnly") != Some(&Value::Bool(true)) {
+                        r.bad(
+                            &at,
+                            format!("mounts {CLUSTER_SECRET} without readOnly: true"),
+                        );
+                    }
+                    let dir = m
+                        .get("mountPath")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .trim_end_matches('/');
+                    for var in [bin.cert, bin.key] {
+                        let Some(path) = literal(&env, var) else {
+                            continue;
+                        };
+                        let ok = path
+                            .strip_prefix(dir)
+                            .and_then(|p| p.strip_prefix('/'))
+                            .is_some_and(|file| secret_files.contains(file));
+                        if !ok {
+                            r.bad(&at, format!("{var}={path:?} is not a file of the {CLUSTER_SECRET} mount at {dir:?} (files: {secret_files:?})"));
+                        }
+                    }
+                }
+            }
+
+            // Graceful stop: the grace period outlasts a preStop sleep.
+            if let Some(cmd) = c
+                .pointer("/lifecycle/preStop/exec/command")
+                .and_then(Value::as_array)
+            {
+                let sleep = match cmd.as_slice() {
+                    [s, n] if s == "sleep" => as_u64(Some(n)),
+                    _ => None,
+                };
+                if let (Some(sleep), Some(grace)) = (sleep, grace)
+                    && grace <= sleep
+                {
+                    r.bad(&at, format!("terminationGracePeriodSeconds {grace} does not outlast preStop sleep {sleep}"));
+                }
+            }
+
+            // Membership.
+            let mut members = Vec::new();
+            if let Some(list) = literal(&env, bin.members_dns) {
+                for m in list.split(',').filter(|m| !m.is_empty()) {
+                    let parts: Vec<&str> = m.splitn(2, ':').collect();
+                    let parsed = match parts.as_slice() {
+                        [tier, rest] => tier.parse::<u8>().ok().and_then(|t| {
+                            let (host, port) = rest.rsplit_once(':')?;
+                            Some((t, host.to_string(), port.parse::<u16>().ok()?))
+                        }),
+                        _ => None,
+                    };
+                    match parsed {
+                        Some(p) => members.push(p),
+                        None => r.bad(
+                            &at,
+                            format!("{} entry {m:?} is not tier:name:port", bin.members_dns),
+                        ),
+                    }
+                }
+            }
+            let tier = match bin.tier {
+                None => 0,
+                Some((var, default)) => match literal(&env, var) {
+                    None => default,
+                    Some(t) => t.parse().unwrap_or_else(|_| {
+                        r.bad(&at, format!("{var}={t:?} is not a tier number"));
+                        default
+                    }),
+                },
+            };
+            let cluster_name = literal(&env, bin.cluster_name)
+                .unwrap_or("default")
+                .to_string();
+            nodes.push(Node {
+                obj: *w,
+                tier,
+                cluster_port,
+                members,
+                cluster_name,
+            });
+        }
+    }
+
+    // All nodes: one cluster name; every tier listed; DNS names are headless Services that
+    // select exactly the nodes of that tier, on their cluster port.
+    let names: BTreeSet<&str> = nodes.iter().map(|n| n.cluster_name.as_str()).collect();
+    if names.len() > 1 {
+        let list: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{} = {:?}", n.obj.at(), n.cluster_name))
+            .collect();
+        r.bad(
+            "k8s/",
+            format!(
+                "nodes disagree on the cluster name (they would refuse each other): {}",
+                list.join("; ")
+            ),
+        );
+    }
+    let tiers: BTreeSet<u8> = nodes.iter().map(|n| n.tier).collect();
+    for n in &nodes {
+        let at = n.obj.at();
+        let listed: BTreeSet<u8> = n.members.iter().map(|(t, _, _)| *t).collect();
+        for t in tiers.difference(&listed) {
+            r.bad(
+                &at,
+                format!("its members DNS list has no tier {t}, which a workload here runs"),
+            );
+        }
+        for (tier, host, port) in &n.members {
+            let parts: Vec<&str> = host.trim_end_matches('.').split('.').collect();
+            if parts.len() > 2 && parts[2] != "svc" {
+                r.bad(
+                    &at,
+                    format!("member {host:?} is not a Service DNS name (<svc>.<ns>.svc…)"),
+                );
+                continue;
+            }
+            let svc_name = parts[0];
+            let svc_ns = parts
+                .get(1)
+                .copied()
+                .unwrap_or(n.obj.namespace.as_deref().unwrap_or(""));
+            let Some(svc) = find("Service", svc_name, svc_ns) else {
+                r.bad(
+                    &at,
+                    format!("member {host:?}: no Service {svc_ns}/{svc_name} in k8s/"),
+                );
+                continue;
+            };
+            let sat = svc.at();
+            if svc.str("/spec/clusterIP") != Some("None") {
+                r.bad(&sat, format!("is a membership DNS name (tier {tier}) but not headless: set clusterIP: None"));
+            }
+            if svc.get("/spec/publishNotReadyAddresses") != Some(&Value::Bool(true)) {
+                r.bad(&sat, "membership Service without publishNotReadyAddresses: true (membership would flap with readiness)");
+            }
+            let has_port = svc
+                .get("/spec/ports")
+                .and_then(Value::as_array)
+                .is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        as_u64(p.get("port")) == Some(u64::from(*port))
+                            && p.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == "UDP"
+                    })
+                });
+            if !has_port {
+                r.bad(
+                    &sat,
+                    format!(
+                        "has no UDP port {port}, which {} uses for tier {tier}",
+                        n.obj.at()
+                    ),
+                );
+            }
+            let selector = string_map(svc.get("/spec/selector"));
+            let selected: Vec<&Node> = nodes
+                .iter()
+                .filter(|m| selects(&selector, &m.obj.template_labels()))
+                .collect();
+            if selected.is_empty() {
+                r.bad(
+                    &sat,
+                    format!("selects no workload, so tier {tier} has no members"),
+                );
+            }
+            for m in selected {
+                if m.tier != *tier {
+                    r.bad(
+                        &sat,
+                        format!(
+                            "is tier {tier}'s membership but selects {} (tier {})",
+                            m.obj.at(),
+                            m.tier
+                        ),
+                    );
+                }
+                if m.cluster_port != Some(*port) {
+                    r.bad(&sat, format!(
+                        "members resolve to ip:{port}, but {} listens for the cluster on {:?}: node ids would not match",
+                        m.obj.at(), m.cluster_port
+                    ));
+                }
+            }
+        }
+    }
+
+    // Services: select a workload, target ports exist with the same protocol.
+    for svc in objs.iter().filter(|o| o.kind == "Service") {
+        let at = svc.at();
+        let selector = string_map(svc.get("/spec/selector"));
+        let selected: Vec<&&Obj> = workloads
+            .iter()
+            .filter(|w| selects(&selector, &w.template_labels()))
+            .collect();
+        if selected.is_empty() {
+            r.bad(&at, "selects no workload in k8s/");
+        }
+        let headless = svc.str("/spec/clusterIP") == Some("None");
+        for p in svc
+            .get("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            let port = as_u64(p.get("port"));
+            let target = p
+                .get("targetPort")
+                .or_else(|| p.get("port"))
+                .unwrap_or(&Value::Null);
+            for w in &selected {
+                let found: Vec<u64> = w
+                    .containers()
+                    .iter()
+                    .filter_map(|c| {
+                        let ports = ports_of(c);
+                        resolve_port(&ports, target)
+                            .filter(|cp| cp.protocol == proto)
+                            .map(|cp| cp.port)
+                    })
+                    .collect();
+                match found.first() {
+                    None => r.bad(&at, format!("targetPort {target} ({proto}) is not a container port of {}", w.at())),
+                    // DNS of a headless Service gives pod IPs: clients dial `port` on the pod itself.
+                    Some(cp) if headless && Some(*cp) != port => r.bad(&at, format!(
+                        "headless, so clients dial port {port:?} on the pod, but {} has it on {cp}",
+                        w.at()
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    // Autoscaling: the HPA drives the relay Deployment on CPU.
+    let hpas: Vec<&Obj> = objs
+        .iter()
+        .filter(|o| o.kind == "HorizontalPodAutoscaler")
+        .collect();
+    if hpas.is_empty() {
+        r.bad("k8s/", "no HorizontalPodAutoscaler");
+    }
+    let mut relay_scaled = false;
+    for h in hpas {
+        let at = h.at();
+        if h.str("/apiVersion") != Some("autoscaling/v2") {
+            r.bad(&at, "apiVersion must be autoscaling/v2");
+        }
+        let kind = h.str("/spec/scaleTargetRef/kind").unwrap_or("");
+        let name = h.str("/spec/scaleTargetRef/name").unwrap_or("");
+        let Some(target) = find(kind, name, h.namespace.as_deref().unwrap_or("")) else {
+            r.bad(
+                &at,
+                format!("scaleTargetRef {kind}/{name} is not defined in k8s/"),
+            );
+            continue;
+        };
+        if h.str("/spec/scaleTargetRef/apiVersion") != Some("apps/v1") {
+            r.bad(&at, "scaleTargetRef.apiVersion must be apps/v1");
+        }
+        if target
+            .containers()
+            .iter()
+            .any(|c| binary_of(c).is_some_and(|b| b.name == "relay"))
+            && kind == "Deployment"
+        {
+            relay_scaled = true;
+        }
+        if target.get("/spec/replicas").is_some() {
+            r.bad(
+                &target.at(),
+                format!("sets spec.replicas, which fights {at} on every apply"),
+            );
+        }
+        let cpu = h
+            .get("/spec/metrics")
+            .and_then(Value::as_array)
+            .is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
+            });
+        if !cpu {
+            r.bad(&at, "no CPU resource metric");
+        }
+        let (min, max) = (
+            as_u64(h.get("/spec/minReplicas")).unwrap_or(1),
+            as_u64(h.get("/spec/maxReplicas")).unwrap_or(0),
+        );
+        if min > max {
+            r.bad(&at, format!("minReplicas {min} > maxReplicas {max}"));
+        }
+    }
+    if !relay_scaled {
+        r.bad(
+            "k8s/",
+            "no HorizontalPodAutoscaler targets the Deployment running `relay`",
+        );
+    }
+
+    // PodDisruptionBudgets select something.
+    for pdb in objs.iter().filter(|o| o.kind == "PodDisruptionBudget") {
+        let selector = string_map(pdb.get("/spec/selector/matchLabels"));
+        if !workloads
+            .iter()
+            .any(|w| selects(&selector, &w.template_labels()))
+        {
+            r.bad(&pdb.at(), "selects no workload");
+        }
+    }
+
+    // Kustomization: lists every manifest, nothing else, and its images are used.
+    match inputs
+        .files
+        .iter()
+        .find(|(p, _)| p.starts_with("k8s/") && is_kustomization(p))
+    {
+        None => r.bad("k8s/kustomization.yaml", "missing"),
+        Some((kpath, text)) => match parse_yaml(text) {
+            Err(e) => r.bad(kpath, format!("not valid YAML: {e}")),
+            Ok(docs) => {
+                let k = docs.into_iter().next().unwrap_or(Value::Null);
+                let listed: BTreeSet<String> = k
+                    .get("resources")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(|s| format!("k8s/{s}"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let files: BTreeSet<String> = inputs.manifests().map(|(p, _)| p.clone()).collect();
+                for f in files.difference(&listed) {
+                    r.bad(kpath, format!("does not list {f} under resources"));
+                }
+                for f in listed.difference(&files) {
+                    r.bad(kpath, format!("lists {f}, which does not exist"));
+                }
+                let images: BTreeSet<String> = workloads
+                    .iter()
+                    .flat_map(|w| w.containers())
+                    .filter_map(|c| c.get("image").and_then(Value::as_str))
+                    .map(|i| i.split('@').next().unwrap_or(i))
+                    .map(|i| match i.rsplit_once(':') {
+                        Some((name, tag)) if !tag.contains('/') => name.to_string(),
+                        _ => i.to_string(),
+                    })
+                    .collect();
+                let overridden: BTreeSet<String> = k
+                    .get("images")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|i| i.get("name").and_then(Value::as_str))
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for i in overridden.difference(&images) {
+                    r.bad(
+                        kpath,
+                        format!("images entry {i:?} matches no container image"),
+                    );
+                }
+                for i in images.difference(&overridden) {
+                    r.bad(kpath, format!("container image {i:?} has no images entry (it could not be pointed at a registry)"));
+                }
+            }
+        },
+    }
+
+    r.0
+}
+
+fn assert_clean(problems: &[String]) {
+    assert!(
+        problems.is_empty(),
+        "{} problem(s) in the Kubernetes manifests:\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    );
+}
+
+fn assert_complains(inputs: &Inputs, needles: &[&str]) {
+    let problems = check(inputs);
+    assert!(
+        problems
+            .iter()
+            .any(|p| needles.iter().all(|n| p.contains(n))),
+        "expected a complaint containing {needles:?}, got:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn manifests_agree_with_the_binaries_and_each_other() {
+    assert_clean(&check(&Inputs::load()));
+}
+
+#[test]
+fn the_env_names_come_from_the_sources() {
+    let inputs = Inputs::load();
+    let gateway = env_names_in(&inputs.files["gateway/src/config.rs"]);
+    let relay = env_names_in(&inputs.files["relay/src/main.rs"]);
+    assert!(
+        gateway.contains("GATEWAY_CLUSTER_MEMBERS_DNS"),
+        "{gateway:?}"
+    );
+    assert!(relay.contains("RELAY_MEMBERS_DNS"), "{relay:?}");
+}
+
+#[test]
+fn breaking_an_env_name_is_caught() {
+    let i = Inputs::load().broken(
+        "k8s/gateway.yaml",
+        "name: GATEWAY_CLUSTER_MEMBERS_DNS",
+        "name: GATEWAY_CLUSTER_MEMBER_DNS",
+    );
+    assert_complains(
+        &i,
+        &[
+            "k8s/gateway.yaml: DaemonSet/gateway, container gateway",
+            "GATEWAY_CLUSTER_MEMBER_DNS is not read by `gateway`",
+        ],
+    );
+}
+
+#[test]
+fn renaming_a_flag_in_the_source_is_caught() {
+    let i = Inputs::load().broken(
+        "relay/src/main.rs",
+        "env = \"RELAY_NODE_ID\"",
+        "env = \"RELAY_ID\"",
+    );
+    assert_complains(
+        &i,
+        &["Deployment/relay", "RELAY_NODE_ID is not read by `relay`"],
+    );
+}
+
+#[test]
+fn breaking_a_headless_service_is_caught() {
+    let i = Inputs::load().broken("k8s/relay.yaml", "  clusterIP: None\n", "");
+    assert_complains(&i, &["Service/relay-cluster", "clusterIP: None"]);
+    let i = Inputs::load().broken(
+        "k8s/gateway.yaml",
+        "0:gateway-cluster.wish.svc.cluster.local:7000",
+        "0:gateways.wish.svc.cluster.local:7000",
+    );
+    assert_complains(&i, &["DaemonSet/gateway", "no Service wish/gateways"]);
+}
+
+#[test]
+fn breaking_probes_resources_or_security_is_caught() {
+    let i = Inputs::load().broken("k8s/relay.yaml", "value: \"2000\"", "value: 2000");
+    assert_complains(
+        &i,
+        &[
+            "Deployment/relay, container relay",
+            "RELAY_DNS_REFRESH_MS value is not a string",
+        ],
+    );
+    let i = Inputs::load().broken(
+        "k8s/gateway.yaml",
+        "wish/gateway: \"true\"",
+        "wish/gateway: true",
+    );
+    assert_complains(
+        &i,
+        &[
+            "DaemonSet/gateway",
+            "nodeSelector/wish/gateway is true, not a string",
+        ],
+    );
+    let i = Inputs::load().broken("k8s/gateway.yaml", "readinessProbe:", "startupProbe:");
+    assert_complains(
+        &i,
+        &["DaemonSet/gateway, container gateway", "no readinessProbe"],
+    );
+    let i = Inputs::load().broken("k8s/relay.yaml", "              memory: 1Gi\n", "");
+    assert_complains(
+        &i,
+        &["Deployment/relay, container relay", "no memory limit"],
+    );
+    let i = Inputs::load().broken(
+        "k8s/relay.yaml",
+        "runAsNonRoot: true",
+        "runAsNonRoot: false",
+    );
+    assert_complains(
+        &i,
+        &[
+            "Deployment/relay, container relay",
+            "runAsNonRoot is not true",
+        ],
+    );
+    let i = Inputs::load().broken(
+        "k8s/gateway.yaml",
+        "dnsPolicy: ClusterFirstWithHostNet",
+        "dnsPolicy: ClusterFirst",
+    );
+    assert_complains(&i, &["DaemonSet/gateway", "ClusterFirstWithHostNet"]);
+}
+
+#[test]
+fn breaking_ports_is_caught() {
+    let i = Inputs::load().broken(
+        "k8s/relay.yaml",
+        "containerPort: 7080",
+        "containerPort: 7081",
+    );
+    assert_complains(
+        &i,
+        &[
+            "Deployment/relay, container relay",
+            "RELAY_STATS_LISTEN listens on 7080/TCP",
+        ],
+    );
+    assert_complains(
+        &i,
+        &[
+            "Service/relay-cluster",
+            "headless, so clients dial port Some(7080)",
+        ],
+    );
+    let i = Inputs::load().broken(
+        "k8s/gateway.yaml",
+        "value: $(POD_IP):7000",
+        "value: $(POD_IP):7001",
+    );
+    assert_complains(&i, &["DaemonSet/gateway", "GATEWAY_NODE_ID"]);
+}
+
+#[test]
+fn breaking_the_secret_is_caught() {
+    let i = Inputs::load().broken(
+        "k8s/relay.yaml",
+        "secretName: wish-cluster",
+        "secretName: wish-clusters",
+    );
+    assert_complains(
+        &i,
+        &["Deployment/relay", "no volume from the Secret wish-cluster"],
+    );
+    let i = Inputs::load().broken(
+        "k8s/gateway.yaml",
+        "/etc/wish/cluster/cluster.key",
+        "/etc/wish/cluster.key",
+    );
+    assert_complains(
+        &i,
+        &[
+            "DaemonSet/gateway",
+            "GATEWAY_CLUSTER_KEY=\"/etc/wish/cluster.key\"",
+        ],
+    );
+}
+
+#[test]
+fn breaking_the_autoscaler_or_kustomization_is_caught() {
+    let i = Inputs::load().broken(
+        "k8s/relay.yaml",
+        "    kind: Deployment\n    name: relay\n",
+        "    kind: Deployment\n    name: relays\n",
+    );
+    assert_complains(
+        &i,
+        &[
+            "HorizontalPodAutoscaler/relay",
+            "scaleTargetRef Deployment/relays",
+        ],
+    );
+    let i = Inputs::load().broken("k8s/kustomization.yaml", "  - relay.yaml\n", "");
+    assert_complains(
+        &i,
+        &["k8s/kustomization.yaml", "does not list k8s/relay.yaml"],
+    );
+    let i = Inputs::load().broken(
+        "k8s/relay.yaml",
+        "          value: wish\n",
+        "          value: other\n",
+    );
+    assert_complains(&i, &["disagree on the cluster name"]);
+}
