@@ -381,6 +381,11 @@ impl Bridge {
             mid: Mid::from(key.name.as_str()),
             params: vec![PayloadParams::new(ok.pt.into(), None, spec)],
             origin_worker: self.index,
+            rid: None,
+            layer_group: None,
+            rate_bps: Default::default(),
+            packets: Default::default(),
+            keyframes: Default::default(),
         }))
     }
 

@@ -126,6 +126,11 @@ impl Worker {
                 mid,
                 params: negotiated_params(&s.rtc, mid),
                 origin_worker: index,
+                rid: None,
+                layer_group: None,
+                rate_bps: Default::default(),
+                packets: Default::default(),
+                keyframes: Default::default(),
             });
             s.pushed.push(info.clone());
             pushed.push(info);
@@ -216,8 +221,9 @@ impl Worker {
             if !accepted.iter().any(|(m, _)| *m == mid) {
                 continue;
             }
-            s.pulls
-                .push(Pull::new(mid, track.kind, Some(track.clone()), None));
+            let mut pull = Pull::new(mid, track.kind, Some(track.clone()), None);
+            pull.set_layers_for_api(&self.ctx.registry);
+            s.pulls.push(pull);
             start.push((s.pulls.len() - 1, track));
         }
         for (i, track) in start {

@@ -65,6 +65,8 @@ pub struct NodeStats {
     /// without SPS/PPS since the previous IDR.
     pub h264_bframes: u64,
     pub h264_idr_without_parameter_sets: u64,
+    /// Simulcast layer switches done for viewers (automatic or pinned).
+    pub layer_switches: u64,
     pub udp_received: u64,
     pub udp_sent: u64,
     pub udp_unrouted: u64,
@@ -205,6 +207,7 @@ impl Node {
             panics: sum(&|s| s.panics.load(r)),
             h264_bframes: sum(&|s| s.h264_bframes.load(r)),
             h264_idr_without_parameter_sets: sum(&|s| s.h264_idr_without_parameter_sets.load(r)),
+            layer_switches: sum(&|s| s.layer_switches.load(r)),
             udp_received: self.udp.received.load(r),
             udp_sent: self.udp.sent.load(r),
             udp_unrouted: self.udp.unrouted.load(r),

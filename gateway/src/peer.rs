@@ -226,6 +226,10 @@ impl PeerFactory {
         if same_ssrc_repair {
             config = config.enable_raw_packets(true);
         }
+        // Simulcast sources: the viewer's layer follows str0m's bandwidth estimate (TWCC).
+        if tracks.iter().any(|t| t.layer_group.is_some()) {
+            config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(VIEWER_INITIAL_BWE_KBPS)));
+        }
         let codecs = config.codec_config();
         codecs.clear();
         let mut used: Vec<u8> = tracks
@@ -276,6 +280,10 @@ impl PeerFactory {
         Ok(peer)
     }
 }
+
+/// Initial bandwidth estimate of a viewer of a simulcast source: high enough for the top layer
+/// of common encodes, so viewers start on it until TWCC says otherwise.
+pub const VIEWER_INITIAL_BWE_KBPS: u64 = 8_000;
 
 /// str0m's default codecs plus H264 Constrained High (`640c1f`), which Safari and hardware
 /// encoders announce and str0m's set lacks. Only profiles str0m tells apart may be added: a

@@ -25,6 +25,22 @@ pub struct TrackInfo {
     pub params: Vec<PayloadParams>,
     /// The worker that owns the publishing session, where every packet of the track enters.
     pub origin_worker: usize,
+    /// Simulcast: the layer's rid (`a=rid`), one track per (mid, rid).
+    pub rid: Option<String>,
+    /// Simulcast: the layers of one m-line share this id (the first layer's track id).
+    pub layer_group: Option<TrackId>,
+    /// Measured by the origin worker: bits/s over the last second (simulcast layer order).
+    pub rate_bps: AtomicU64,
+    /// Counted by the origin worker: packets received, keyframes received and cached.
+    pub packets: AtomicU64,
+    pub keyframes: AtomicU64,
+}
+
+impl TrackInfo {
+    /// Not a secondary simulcast layer: what a viewer's m-line is matched against.
+    pub fn is_primary(&self) -> bool {
+        self.layer_group.is_none_or(|g| g == self.id)
+    }
 }
 
 /// What a session was created for.
@@ -82,6 +98,20 @@ pub struct StreamSummary {
     pub viewers: usize,
     pub tracks: Vec<String>,
     pub session: String,
+    /// Per track: simulcast rid and layer group, measured bitrate, packets and keyframes received.
+    pub track_stats: Vec<TrackSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrackSummary {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_group: Option<u64>,
+    pub bitrate_bps: u64,
+    pub packets: u64,
+    pub keyframes: u64,
 }
 
 impl Registry {
@@ -213,6 +243,18 @@ impl Registry {
                 viewers: inner.viewers.get(name).copied().unwrap_or(0),
                 tracks: s.tracks.iter().map(|t| t.name.clone()).collect(),
                 session: s.publisher.to_string(),
+                track_stats: s
+                    .tracks
+                    .iter()
+                    .map(|t| TrackSummary {
+                        name: t.name.clone(),
+                        rid: t.rid.clone(),
+                        layer_group: t.layer_group.map(|g| g.0),
+                        bitrate_bps: t.rate_bps.load(Ordering::Relaxed),
+                        packets: t.packets.load(Ordering::Relaxed),
+                        keyframes: t.keyframes.load(Ordering::Relaxed),
+                    })
+                    .collect(),
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));

@@ -38,7 +38,27 @@ pub struct Pull {
     last_out: Option<u64>,
     /// Publisher payload type → this viewer's, resolved once per payload type.
     pt_map: Vec<(u8, Option<Pt>)>,
+    /// Simulcast: every layer of the source's layer group (empty when it has one layer).
+    /// `track` is the layer being forwarded now.
+    pub layers: Vec<Arc<TrackInfo>>,
+    /// Simulcast: the layer to switch to at its next keyframe.
+    pub target: Option<TrackId>,
+    /// The target's keyframe packets that arrived while the current layer was mid-frame.
+    pub switch_buf: Vec<relay::SharedPacket>,
+    /// Simulcast: a layer (rid) pinned by the viewer (WHEP layer extension / API); None = automatic.
+    pub pinned: Option<String>,
+    /// The last packet written ended a frame (marker), so a layer switch can happen now.
+    pub at_frame_end: bool,
+    /// Layer switches done (for tests and stats).
+    pub switches: u64,
+    /// While a switch is pending: the current layer's latest frame, held back until the next
+    /// one starts, so it can be dropped if the target's keyframe turns out to be the same
+    /// picture (layers of one picture arrive within `SAME_PICTURE` of each other).
+    pub held: Vec<relay::SharedPacket>,
 }
+
+/// Frames of two simulcast layers arriving this close together are taken to be one picture.
+pub const SAME_PICTURE: std::time::Duration = std::time::Duration::from_millis(12);
 
 impl Pull {
     pub fn new(
@@ -61,7 +81,78 @@ impl Pull {
             rewriter: Rewriter::new(clock, rand::random::<u16>() & 0x7fff),
             last_out: None,
             pt_map: Vec::new(),
+            layers: Vec::new(),
+            target: None,
+            switch_buf: Vec::new(),
+            pinned: None,
+            at_frame_end: true,
+            switches: 0,
+            held: Vec::new(),
         }
+    }
+
+    /// Write the held-back frame (a pending switch was cancelled or the frame is not the target's
+    /// picture). Returns whether anything was written.
+    pub fn flush_held(&mut self, rtc: &mut Rtc, now: Instant) -> bool {
+        let mut wrote = false;
+        for p in std::mem::take(&mut self.held) {
+            wrote |= self.write(rtc, &p, now);
+        }
+        wrote
+    }
+
+    /// Set the simulcast layers of the current source from the tracks of its stream/session.
+    pub fn set_layers_from(&mut self, all: &[Arc<TrackInfo>]) {
+        self.layers = match self.track.as_ref().and_then(|t| t.layer_group) {
+            Some(g) => all
+                .iter()
+                .filter(|t| t.layer_group == Some(g))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        self.target = None;
+        self.switch_buf.clear();
+        self.held.clear();
+    }
+
+    /// Session/track API pulls: the layers of the pulled track's group, from its publisher's
+    /// tracks. A pull of a layer other than the top one (`simulcast.preferredRid`) is pinned to it.
+    pub fn set_layers_for_api(&mut self, registry: &crate::registry::Registry) {
+        let Some(track) = self.track.clone() else {
+            return;
+        };
+        if track.layer_group.is_none() {
+            return;
+        }
+        if let Some(e) = registry.session(track.session) {
+            self.set_layers_from(&e.pushed);
+        }
+        if !track.is_primary() {
+            self.pinned = track.rid.clone();
+        }
+    }
+
+    /// The layer with this rid, if the source is simulcast.
+    pub fn layer_by_rid(&self, rid: &str) -> Option<Arc<TrackInfo>> {
+        self.layers
+            .iter()
+            .find(|t| t.rid.as_deref() == Some(rid))
+            .cloned()
+    }
+
+    /// Switch to the target layer now (at its keyframe): the rewriter continues sequence numbers
+    /// and timestamps from the current layer.
+    pub fn switch_to_target(&mut self, now: Instant) -> Option<TrackId> {
+        let target = self.target.take()?;
+        let info = self.layers.iter().find(|t| t.id == target)?.clone();
+        let old = self.track_id();
+        self.track = Some(info);
+        self.pt_map.clear();
+        self.rewriter.switch_source(now);
+        self.state = PullState::Live;
+        self.switches += 1;
+        old
     }
 
     pub fn last_out_seq(&self) -> Option<u64> {
@@ -76,6 +167,9 @@ impl Pull {
     pub fn retarget(&mut self, track: Option<Arc<TrackInfo>>, connected: bool, now: Instant) {
         self.track = track;
         self.pt_map.clear();
+        self.target = None;
+        self.switch_buf.clear();
+        self.held.clear();
         self.rewriter.switch_source(now);
         self.state = if connected {
             PullState::WaitKeyframe
@@ -135,6 +229,7 @@ impl Pull {
         .nackable(self.kind == MediaKind::Video);
         tx.write_rtp(write);
         self.rewriter.note_sent(now);
+        self.at_frame_end = pkt.marker;
         self.last_out = Some(self.last_out.map_or(seq, |l| l.max(seq)));
         true
     }
@@ -159,6 +254,8 @@ pub struct Session {
     pub same_ssrc_repair: bool,
     /// Our offer waiting for the client's answer (session/track API).
     pub pending: Option<crate::negotiation::PendingOffer>,
+    /// Latest egress bandwidth estimate (bits/s), for automatic simulcast layer choice.
+    pub bwe_bps: Option<u64>,
 }
 
 impl Session {
@@ -183,11 +280,12 @@ impl Session {
             packets_in: 0,
             pending: None,
             same_ssrc_repair: false,
+            bwe_bps: None,
         }
     }
 
-    /// The pushed track an incoming SSRC belongs to. Only the first simulcast layer (rid) of an
-    /// m-line is taken until layer selection exists, so layers never interleave in one track.
+    /// The pushed track an incoming SSRC belongs to: by mid, and by rid for simulcast layers
+    /// (each layer is its own track, so layers never interleave in one track).
     pub fn track_for_ssrc(&mut self, ssrc: Ssrc) -> Option<TrackId> {
         if let Some((_, t)) = self.ssrcs.iter().find(|(s, _)| *s == ssrc) {
             return *t;
@@ -200,17 +298,21 @@ impl Session {
             rx.suppress_nack(false);
             (rx.mid(), rx.rid())
         };
-        let taken = rid.is_some()
-            && self
-                .ssrcs
-                .iter()
-                .filter_map(|(_, t)| *t)
-                .any(|t| self.pushed.iter().any(|p| p.id == t && p.mid == mid));
-        let track = if taken {
-            None
+        let rid = rid.map(|r| r.to_string());
+        let of_mid = || self.pushed.iter().filter(|t| t.mid == mid);
+        let track = if of_mid().any(|t| t.rid.is_some()) {
+            of_mid().find(|t| t.rid.is_some() && t.rid == rid)
         } else {
-            self.pushed.iter().find(|t| t.mid == mid).map(|t| t.id)
-        };
+            // Not simulcast as negotiated: only the first rid seen, so layers never interleave.
+            let taken = rid.is_some()
+                && self
+                    .ssrcs
+                    .iter()
+                    .filter_map(|(_, t)| *t)
+                    .any(|t| self.pushed.iter().any(|p| p.id == t && p.mid == mid));
+            if taken { None } else { of_mid().next() }
+        }
+        .map(|t| t.id);
         if self.ssrcs.len() < 64 {
             self.ssrcs.push((ssrc, track));
         }

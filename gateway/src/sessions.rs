@@ -68,15 +68,57 @@ pub fn push(
         } else {
             base.to_string()
         };
-        tracks.push(Arc::new(TrackInfo {
-            id: node.registry.next_track_id(),
-            session: id,
-            name,
-            kind: *kind,
-            mid: *mid,
-            params: negotiated_params(&peer.rtc, *mid),
-            origin_worker: worker,
-        }));
+        // Simulcast: one track per layer (rid), all in one layer group. The first rid offered
+        // keeps the plain name (OBS's `0`, browsers' `h`/`f`), the others are `<name>.<rid>`.
+        let rids: Vec<String> = match peer.rtc.media(*mid).map(|m| m.rids_rx()) {
+            Some(str0m::media::Rids::Specific(r)) if *kind == MediaKind::Video => {
+                r.iter().map(|r| r.to_string()).collect()
+            }
+            _ => vec![],
+        };
+        let params = negotiated_params(&peer.rtc, *mid);
+        if rids.is_empty() {
+            tracks.push(Arc::new(TrackInfo {
+                id: node.registry.next_track_id(),
+                session: id,
+                name,
+                kind: *kind,
+                mid: *mid,
+                params,
+                origin_worker: worker,
+                rid: None,
+                layer_group: None,
+                rate_bps: Default::default(),
+                packets: Default::default(),
+                keyframes: Default::default(),
+            }));
+            continue;
+        }
+        let group = node.registry.next_track_id();
+        for (i, rid) in rids.iter().enumerate() {
+            tracks.push(Arc::new(TrackInfo {
+                id: if i == 0 {
+                    group
+                } else {
+                    node.registry.next_track_id()
+                },
+                session: id,
+                name: if i == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}.{rid}")
+                },
+                kind: *kind,
+                mid: *mid,
+                params: params.clone(),
+                origin_worker: worker,
+                rid: Some(rid.clone()),
+                layer_group: Some(group),
+                rate_bps: Default::default(),
+                packets: Default::default(),
+                keyframes: Default::default(),
+            }));
+        }
     }
     let etag = random_token(16);
     start_session(
@@ -149,18 +191,22 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
             }
         },
     };
-    let peer = node.peers.viewer(offer, &tracks, Instant::now())?;
+    // A simulcast m-line is one track to the viewer: its top layer stands for the group.
+    let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
+    let peer = node.peers.viewer(offer, &primary, Instant::now())?;
     let mut assigned: Vec<Arc<TrackInfo>> = Vec::new();
     let mut pulls = Vec::new();
     for (mid, kind) in &peer.media {
-        let track = tracks
+        let track = primary
             .iter()
             .find(|t| t.kind == *kind && !assigned.iter().any(|a| a.id == t.id))
             .cloned();
         if let Some(t) = &track {
             assigned.push(t.clone());
         }
-        pulls.push(Pull::new(*mid, *kind, track, Some(stream.clone())));
+        let mut pull = Pull::new(*mid, *kind, track, Some(stream.clone()));
+        pull.set_layers_from(&tracks);
+        pulls.push(pull);
     }
     let id = SessionId::random();
     let worker = node.pick_worker();
@@ -225,7 +271,9 @@ pub fn pull_tracks(
             .iter()
             .find(|(m, t)| m.as_str() == &**mid && t.kind == *kind)
             .map(|(_, t)| t.clone());
-        pulls.push(Pull::new(*mid, *kind, track, None));
+        let mut pull = Pull::new(*mid, *kind, track, None);
+        pull.set_layers_for_api(&node.registry);
+        pulls.push(pull);
     }
     if pulls.iter().all(|p| p.track.is_none()) {
         return Err(Problem::unprocessable(

@@ -31,6 +31,8 @@ pub struct TrackState {
     pub seq_gaps: u64,
     /// H264 tracks: parameter sets seen in-band and encoder quirks (B-frames, IDRs without SPS/PPS).
     pub h264: Option<H264Quirks>,
+    /// Bitrate measurement window (origin only; the result goes to `TrackInfo::rate_bps`).
+    rate_window: Option<(std::time::Instant, u64)>,
 }
 
 /// An H264 track's (SPS, PPS) NAL units.
@@ -78,6 +80,36 @@ impl TrackState {
             highest_seq: None,
             seq_gaps: 0,
             h264: (codec == relay::Codec::H264).then(H264Quirks::default),
+            rate_window: None,
+        }
+    }
+
+    /// Count a packet's bytes into the track's measured bitrate (origin only).
+    pub fn measure(&mut self, bytes: usize, now: std::time::Instant) {
+        if !self.origin {
+            return;
+        }
+        let (start, sum) = self.rate_window.get_or_insert((now, 0));
+        *sum += bytes as u64;
+        let elapsed = now.saturating_duration_since(*start);
+        if elapsed >= Duration::from_secs(1) {
+            let bps = *sum * 8 * 1000 / (elapsed.as_millis() as u64).max(1);
+            self.info
+                .rate_bps
+                .store(bps, std::sync::atomic::Ordering::Relaxed);
+            self.rate_window = Some((now, 0));
+        } else if self
+            .info
+            .rate_bps
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+            && elapsed >= Duration::from_millis(250)
+        {
+            // A first figure early, so layers can be ordered soon after publishing starts.
+            let bps = *sum * 8 * 1000 / (elapsed.as_millis() as u64).max(1);
+            self.info
+                .rate_bps
+                .store(bps, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -210,6 +242,11 @@ mod tests {
             mid: Mid::from("1"),
             params: vec![PayloadParams::new(96.into(), None, spec)],
             origin_worker: 0,
+            rid: None,
+            layer_group: None,
+            rate_bps: Default::default(),
+            packets: Default::default(),
+            keyframes: Default::default(),
         });
         TrackState::new(info, origin, 1 << 20, Duration::from_millis(500))
     }

@@ -97,6 +97,14 @@ pub enum WorkerMsg {
         stream: Arc<str>,
         session: SessionId,
     },
+    /// Simulcast: pin a viewer's m-line (`mid`, or every simulcast pull when None) to the layer
+    /// `rid`, or back to automatic choice (None).
+    SelectLayer {
+        session: SessionId,
+        mid: Option<String>,
+        rid: Option<String>,
+        reply: oneshot::Sender<Result<(), crate::http::problem::Problem>>,
+    },
     /// A stream has a (new) publisher: viewers following it re-attach.
     StreamLive {
         stream: Arc<str>,
@@ -124,6 +132,8 @@ pub struct WorkerStats {
     /// H264 quirks of published tracks (origin worker only): see `TrackState::inspect_h264`.
     pub h264_bframes: AtomicU64,
     pub h264_idr_without_parameter_sets: AtomicU64,
+    /// Simulcast layer switches done for viewers.
+    pub layer_switches: AtomicU64,
 }
 
 /// What every worker shares.
@@ -139,6 +149,10 @@ pub struct WorkerCtx {
 }
 
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+/// A simulcast layer switch waits for a keyframe received at most this long ago (not one from a
+/// replayed keyframe run, which would step back in time).
+const LIVE_KEYFRAME: Duration = Duration::from_millis(100);
 
 pub struct Worker {
     pub(crate) index: usize,
@@ -266,7 +280,8 @@ impl Worker {
             WorkerMsg::Close { session }
             | WorkerMsg::Trickle { session, .. }
             | WorkerMsg::IceRestart { session, .. }
-            | WorkerMsg::Negotiate { session, .. } => Some(*session),
+            | WorkerMsg::Negotiate { session, .. }
+            | WorkerMsg::SelectLayer { session, .. } => Some(*session),
             WorkerMsg::Adopt(a) => Some(a.id),
             _ => None,
         };
@@ -346,6 +361,14 @@ impl Worker {
             }
             WorkerMsg::StreamLive { stream, tracks } => self.on_stream_live(&stream, &tracks, now),
             WorkerMsg::StreamGone { .. } => {}
+            WorkerMsg::SelectLayer {
+                session,
+                mid,
+                rid,
+                reply,
+            } => {
+                let _ = reply.send(self.select_layer(session, mid, rid, now));
+            }
             WorkerMsg::Negotiate {
                 session,
                 negotiation,
@@ -422,11 +445,23 @@ impl Worker {
         track: Arc<TrackInfo>,
         now: Instant,
     ) {
+        if !self.ensure_subscribed(id, track) {
+            return;
+        }
+        let connected = self.sessions.get(&id).is_some_and(|s| s.connected);
+        if connected {
+            self.start_pull(id, i, now);
+        }
+    }
+
+    /// Make session `id` a subscriber of this worker's copy of `track` (created and fed by the
+    /// origin worker if need be). False when the track is gone.
+    fn ensure_subscribed(&mut self, id: SessionId, track: Arc<TrackInfo>) -> bool {
         let track_id = track.id;
         if !self.tracks.contains_key(&track_id) {
             if track.origin_worker == self.index {
                 // The publisher is already gone from this worker.
-                return;
+                return false;
             }
             let t = TrackState::new(
                 track.clone(),
@@ -447,10 +482,175 @@ impl Worker {
         {
             t.subscribers.push(id);
         }
-        let connected = self.sessions.get(&id).is_some_and(|s| s.connected);
-        if connected {
-            self.start_pull(id, i, now);
+        true
+    }
+
+    /// Drop session `id` from `track` unless one of its pulls still forwards or targets it.
+    fn release_if_unused(&mut self, id: SessionId, track: TrackId) {
+        let used = self.sessions.get(&id).is_some_and(|s| {
+            s.pulls
+                .iter()
+                .any(|p| p.track_id() == Some(track) || p.target == Some(track))
+        });
+        if !used {
+            self.unsubscribe_local(id, track);
         }
+    }
+
+    /// Simulcast: make pull `i` of session `id` move to layer `target` at that layer's next
+    /// keyframe (asked for now; rate-limited upstream). The current layer keeps flowing until then.
+    fn set_layer_target(&mut self, id: SessionId, i: usize, target: TrackId, now: Instant) {
+        let Some(pull) = self.sessions.get_mut(&id).and_then(|s| s.pulls.get_mut(i)) else {
+            return;
+        };
+        if pull.target == Some(target) {
+            return;
+        }
+        let old_target = pull.target.take();
+        pull.switch_buf.clear();
+        if !pull.held.is_empty()
+            && let Some(s) = self.sessions.get_mut(&id)
+        {
+            let pull = &mut s.pulls[i];
+            pull.flush_held(&mut s.rtc, now);
+            self.mark(id);
+        }
+        let Some(pull) = self.sessions.get_mut(&id).and_then(|s| s.pulls.get_mut(i)) else {
+            return;
+        };
+        let info = if pull.track_id() == Some(target) {
+            None
+        } else {
+            pull.target = Some(target);
+            pull.layers.iter().find(|t| t.id == target).cloned()
+        };
+        tracing::debug!(session = %id, mid = %pull.mid, target = target.0, "simulcast layer target");
+        if let Some(o) = old_target {
+            self.release_if_unused(id, o);
+        }
+        let Some(info) = info else {
+            return;
+        };
+        if !self.ensure_subscribed(id, info) {
+            if let Some(p) = self.sessions.get_mut(&id).and_then(|s| s.pulls.get_mut(i)) {
+                p.target = None;
+            }
+            return;
+        }
+        self.request_keyframe(target, now);
+    }
+
+    /// The target layer's keyframe is buffered in the pull and the current layer is at a frame
+    /// boundary: switch, and write the buffered packets (behind parameter sets if they lack them).
+    fn finish_layer_switch(&mut self, id: SessionId, i: usize, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        self.touching = Some(id);
+        let Some(pull) = s.pulls.get_mut(i) else {
+            return;
+        };
+        let Some(target) = pull.target else {
+            return;
+        };
+        let buf = std::mem::take(&mut pull.switch_buf);
+        if buf.is_empty() {
+            return;
+        }
+        let old = pull.switch_to_target(now);
+        let ps = self
+            .tracks
+            .get(&target)
+            .and_then(|t| t.parameter_sets_packet(buf.iter()));
+        let mut written = 0;
+        for p in ps.iter().chain(buf.iter()) {
+            written += u64::from(pull.write(&mut s.rtc, p, now));
+        }
+        tracing::debug!(session = %id, mid = %pull.mid, from = ?old.map(|o| o.0), to = target.0, "simulcast layer switched");
+        self.stats.packets_out.fetch_add(written, Ordering::Relaxed);
+        self.stats.layer_switches.fetch_add(1, Ordering::Relaxed);
+        self.mark(id);
+        if let Some(old) = old {
+            self.release_if_unused(id, old);
+        }
+    }
+
+    /// Automatic layer choice for every simulcast pull of a session that is not pinned.
+    fn choose_layers(&mut self, id: SessionId, now: Instant) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        if !s.connected {
+            return;
+        }
+        let mut changes = Vec::new();
+        for (i, p) in s.pulls.iter().enumerate() {
+            if p.layers.len() < 2 || p.track.is_none() {
+                continue;
+            }
+            let want = match &p.pinned {
+                Some(rid) => p.layer_by_rid(rid).map(|t| t.id),
+                None => pick_layer(&p.layers, p.track_id(), s.bwe_bps),
+            };
+            let Some(want) = want else { continue };
+            if p.target.or(p.track_id()) != Some(want) {
+                changes.push((i, want));
+            }
+        }
+        for (i, want) in changes {
+            self.set_layer_target(id, i, want, now);
+        }
+    }
+
+    fn select_layer(
+        &mut self,
+        id: SessionId,
+        mid: Option<String>,
+        rid: Option<String>,
+        now: Instant,
+    ) -> Result<(), crate::http::problem::Problem> {
+        use crate::http::problem::Problem;
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| Problem::not_found("no such session"))?;
+        let mut matched = 0;
+        for p in s.pulls.iter_mut() {
+            if mid.as_deref().is_some_and(|m| m != &*p.mid) {
+                continue;
+            }
+            if p.layers.len() < 2 {
+                if mid.is_some() {
+                    return Err(Problem::unprocessable(
+                        "this media has a single layer (the publisher does not send simulcast)",
+                    ));
+                }
+                continue;
+            }
+            if let Some(rid) = &rid
+                && p.layer_by_rid(rid).is_none()
+            {
+                return Err(Problem::unprocessable(format!(
+                    "no layer (encodingId) {rid:?}; the publisher sends {:?}",
+                    p.layers
+                        .iter()
+                        .filter_map(|t| t.rid.clone())
+                        .collect::<Vec<_>>()
+                )));
+            }
+            p.pinned = rid.clone();
+            matched += 1;
+        }
+        if matched == 0 {
+            return Err(match mid {
+                Some(m) => Problem::unprocessable(format!("no simulcast media with mid {m:?}")),
+                None => Problem::unprocessable(
+                    "no media of this session is simulcast (the publisher sends one layer)",
+                ),
+            });
+        }
+        self.choose_layers(id, now);
+        Ok(())
     }
 
     /// A connected viewer's pull begins: video from the cached keyframe run when there is one,
@@ -526,7 +726,10 @@ impl Worker {
                 if pull.follow.as_deref() != Some(stream) {
                     continue;
                 }
-                let Some(new) = tracks.iter().find(|t| t.kind == pull.kind) else {
+                let Some(new) = tracks
+                    .iter()
+                    .find(|t| t.kind == pull.kind && t.is_primary())
+                else {
                     continue;
                 };
                 if pull.track_id() != Some(new.id) {
@@ -534,7 +737,7 @@ impl Worker {
                 }
             }
         }
-        for (id, i, old, new) in moves {
+        for (id, i, old, mut new) in moves {
             if let Some(old) = old {
                 self.unsubscribe_local(id, old);
             }
@@ -542,7 +745,13 @@ impl Worker {
                 let connected = s.connected;
                 if let Some(p) = s.pulls.get_mut(i) {
                     p.retarget(Some(new.clone()), connected, now);
+                    p.set_layers_from(tracks);
+                    // A pinned layer is taken from the start when the new publisher has it.
+                    if let Some(l) = p.pinned.as_deref().and_then(|r| p.layer_by_rid(r)) {
+                        p.retarget(Some(l), connected, now);
+                    }
                 }
+                new = s.pulls[i].track.clone().unwrap_or(new);
             }
             self.subscribe_local(id, i, new, now);
         }
@@ -570,8 +779,13 @@ impl Worker {
         for id in subscribers {
             if let Some(s) = self.sessions.get_mut(id) {
                 let connected = s.connected;
-                for p in s.pulls.iter_mut().filter(|p| p.track_id() == Some(track)) {
-                    p.retarget(None, connected, now);
+                for p in s.pulls.iter_mut() {
+                    if p.track_id() == Some(track) {
+                        p.retarget(None, connected, now);
+                    } else if p.target == Some(track) {
+                        p.target = None;
+                        p.switch_buf.clear();
+                    }
                 }
             }
         }
@@ -606,7 +820,8 @@ impl Worker {
                 && let Some(s) = self.sessions.get_mut(&t.info.session)
             {
                 self.touching = Some(t.info.session);
-                if let Some(rx) = s.rtc.direct_api().stream_rx_by_mid(t.info.mid, None) {
+                let rid = t.info.rid.as_deref().map(str0m::media::Rid::from);
+                if let Some(rx) = s.rtc.direct_api().stream_rx_by_mid(t.info.mid, rid) {
                     rx.request_keyframe(KeyframeRequestKind::Pli);
                     self.stats
                         .keyframe_requests_sent
@@ -647,6 +862,7 @@ impl Worker {
         }
         t.packets += 1;
         t.bytes += pkt.payload.len() as u64;
+        t.measure(pkt.payload.len(), now);
         match t.highest_seq {
             Some(h) if pkt.seq > h + 1 => {
                 t.seq_gaps += pkt.seq - h - 1;
@@ -667,6 +883,12 @@ impl Worker {
             t.keyframes_seen += 1;
         }
         if t.origin {
+            t.info.packets.fetch_add(1, Ordering::Relaxed);
+            if pkt.keyframe_start && t.keyframes.has_keyframe() {
+                t.info.keyframes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if t.origin {
             for w in &t.remote_workers {
                 if let Some(peer) = self.ctx.peers.get(*w) {
                     let _ = peer.send(WorkerMsg::Media {
@@ -682,13 +904,52 @@ impl Worker {
         let mut written = 0u64;
         // Parameter sets for viewers starting live at a keyframe that lacks them (built on demand).
         let mut parameter_sets: Option<Option<SharedPacket>> = None;
+        // Simulcast pulls ready to switch to their target layer.
+        let mut switches = Vec::new();
         for id in &t.subscribers {
             let Some(s) = self.sessions.get_mut(id) else {
                 continue;
             };
             self.touching = Some(*id);
             let mut wrote = false;
-            for pull in s.pulls.iter_mut().filter(|p| p.track_id() == Some(track)) {
+            for (i, pull) in s.pulls.iter_mut().enumerate() {
+                if pull.target == Some(track) {
+                    // The layer this pull moves to: from its next keyframe on, kept until the
+                    // current layer's frame is complete.
+                    // A keyframe run replayed by the origin (this worker's copy of the layer is
+                    // new) is in the past: only a keyframe that is arriving now will do.
+                    if pull.state == PullState::WaitConnect
+                        || (pull.switch_buf.is_empty()
+                            && (!pkt.keyframe_start
+                                || now.saturating_duration_since(pkt.received) > LIVE_KEYFRAME))
+                    {
+                        continue;
+                    }
+                    if pull.switch_buf.len() >= 4096 {
+                        pull.switch_buf.clear();
+                        continue;
+                    }
+                    if pull.switch_buf.is_empty()
+                        && let Some(first) = pull.held.first()
+                    {
+                        if pkt.received.max(first.received) - pkt.received.min(first.received)
+                            <= crate::session::SAME_PICTURE
+                        {
+                            // The held frame is this keyframe's picture on the old layer.
+                            pull.held.clear();
+                        } else {
+                            wrote |= pull.flush_held(&mut s.rtc, now);
+                        }
+                    }
+                    pull.switch_buf.push(pkt.clone());
+                    if pull.at_frame_end || pull.state != PullState::Live {
+                        switches.push((*id, i));
+                    }
+                    continue;
+                }
+                if pull.track_id() != Some(track) {
+                    continue;
+                }
                 match pull.state {
                     PullState::WaitConnect => continue,
                     PullState::WaitKeyframe if !pkt.keyframe_start => continue,
@@ -702,7 +963,22 @@ impl Worker {
                     }
                     PullState::Live => {}
                 }
+                if pull.target.is_some() && pull.switch_buf.is_empty() {
+                    // A switch is pending: hold this layer's latest frame back by one frame.
+                    if pull
+                        .held
+                        .first()
+                        .is_some_and(|h| h.rtp_time != pkt.rtp_time)
+                    {
+                        wrote |= pull.flush_held(&mut s.rtc, now);
+                    }
+                    pull.held.push(pkt.clone());
+                    continue;
+                }
                 wrote |= pull.write(&mut s.rtc, &pkt, now);
+                if pull.at_frame_end && !pull.switch_buf.is_empty() {
+                    switches.push((*id, i));
+                }
             }
             if wrote {
                 written += 1;
@@ -713,6 +989,9 @@ impl Worker {
             }
         }
         self.stats.packets_out.fetch_add(written, Ordering::Relaxed);
+        for (id, i) in switches {
+            self.finish_layer_switch(id, i, now);
+        }
     }
 
     fn on_rtp(&mut self, id: SessionId, rtp: RtpPacket) {
@@ -744,6 +1023,17 @@ impl Worker {
     fn on_event(&mut self, id: SessionId, event: Event, now: Instant) {
         match event {
             Event::RtpPacket(p) => self.on_rtp(id, p),
+            Event::EgressBitrateEstimate(kind) => {
+                let bps = match kind {
+                    str0m::bwe::BweKind::Twcc { estimate, .. } => estimate.as_u64(),
+                    str0m::bwe::BweKind::Remb { estimate, .. } => estimate.as_u64(),
+                    _ => return,
+                };
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.bwe_bps = Some(bps);
+                }
+                self.choose_layers(id, now);
+            }
             Event::Connected => {
                 let Some(s) = self.sessions.get_mut(&id) else {
                     return;
@@ -754,6 +1044,7 @@ impl Worker {
                 for i in 0..n {
                     self.start_pull(id, i, now);
                 }
+                self.choose_layers(id, now);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 // ICE-lite: consent from the client stopped. The client reconnects with a new POST.
@@ -904,6 +1195,16 @@ impl Worker {
         for id in dead {
             self.reap(id, now);
         }
+        // Layer bitrates change: re-evaluate the automatic simulcast choice.
+        let layered: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.pulls.iter().any(|p| p.layers.len() > 1))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in layered {
+            self.choose_layers(id, now);
+        }
     }
 
     /// Remove a session and everything that hangs off it.
@@ -929,7 +1230,7 @@ impl Worker {
             self.end_track(info.id, now);
         }
         for pull in &s.pulls {
-            if let Some(track) = pull.track_id() {
+            for track in pull.track_id().into_iter().chain(pull.target) {
                 self.unsubscribe_local(id, track);
             }
         }
@@ -974,6 +1275,38 @@ impl Worker {
     }
 }
 
+/// The simulcast layer to forward: layers ranked by measured bitrate (highest = top; offer order
+/// until measured). Without an estimate, the top layer; otherwise the highest layer whose bitrate
+/// fits in 0.9 × the estimate — 0.75 × for a layer above the current one (hysteresis).
+pub(crate) fn pick_layer(
+    layers: &[Arc<TrackInfo>],
+    current: Option<TrackId>,
+    estimate_bps: Option<u64>,
+) -> Option<TrackId> {
+    let rate = |t: &TrackInfo| t.rate_bps.load(Ordering::Relaxed);
+    let mut ranked: Vec<(usize, &Arc<TrackInfo>)> = layers.iter().enumerate().collect();
+    ranked.sort_by(|(ia, a), (ib, b)| rate(b).cmp(&rate(a)).then(ia.cmp(ib)));
+    let top = ranked.first()?.1.id;
+    let Some(est) = estimate_bps else {
+        return Some(top);
+    };
+    if ranked.iter().any(|(_, t)| rate(t) == 0) {
+        // Not all layers measured yet (or one is not sent): stay, or start on the top.
+        return Some(current.unwrap_or(top));
+    }
+    let current_rate = layers
+        .iter()
+        .find(|t| Some(t.id) == current)
+        .map_or(0, |t| rate(t));
+    for (_, t) in &ranked {
+        let margin = if rate(t) > current_rate { 0.75 } else { 0.9 };
+        if rate(t) as f64 <= margin * est as f64 {
+            return Some(t.id);
+        }
+    }
+    ranked.last().map(|(_, t)| t.id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -997,6 +1330,52 @@ mod tests {
             bridge: None,
         });
         (Worker::new(0, ctx), peers)
+    }
+
+    fn layer(id: u64, rid: &str, bps: u64) -> Arc<TrackInfo> {
+        let info = TrackInfo {
+            id: TrackId(id),
+            session: SessionId::from_bytes([1; 16]),
+            name: format!("video.{rid}"),
+            kind: MediaKind::Video,
+            mid: str0m::media::Mid::from("1"),
+            params: vec![],
+            origin_worker: 0,
+            rid: Some(rid.into()),
+            layer_group: Some(TrackId(1)),
+            rate_bps: Default::default(),
+            packets: Default::default(),
+            keyframes: Default::default(),
+        };
+        info.rate_bps.store(bps, Ordering::Relaxed);
+        Arc::new(info)
+    }
+
+    #[test]
+    fn layer_choice_follows_the_estimate_with_hysteresis() {
+        // Offered low first (some browsers): the order comes from the measured bitrates.
+        let layers = vec![
+            layer(3, "l", 300_000),
+            layer(2, "m", 1_000_000),
+            layer(1, "h", 3_000_000),
+        ];
+        let pick =
+            |cur: u64, est: Option<u64>| pick_layer(&layers, Some(TrackId(cur)), est).map(|t| t.0);
+        // No estimate (loopback, no TWCC yet): the top layer.
+        assert_eq!(pick(3, None), Some(1));
+        // Plenty: top. Just enough for h at 0.9 but not at 0.75: stay on h, do not go up to it.
+        assert_eq!(pick(2, Some(10_000_000)), Some(1));
+        assert_eq!(pick(1, Some(3_500_000)), Some(1));
+        assert_eq!(pick(2, Some(3_500_000)), Some(2));
+        // Too little for the current layer: down.
+        assert_eq!(pick(1, Some(1_200_000)), Some(2));
+        assert_eq!(pick(1, Some(100_000)), Some(3));
+        // A layer not measured yet (not sent): keep the current one.
+        let unmeasured = vec![layer(1, "h", 3_000_000), layer(2, "m", 0)];
+        assert_eq!(
+            pick_layer(&unmeasured, Some(TrackId(2)), Some(1)).map(|t| t.0),
+            Some(2)
+        );
     }
 
     #[tokio::test]

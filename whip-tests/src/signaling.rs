@@ -155,6 +155,72 @@ pub async fn post_offer(
     })
 }
 
+/// The session/track API's way of playing: `POST {app_url}/sessions/new` with the offer and
+/// one remote track on the offer's m-line `mid` (`simulcast.preferredRid` when given). The
+/// resource is the API session (`DELETE` ends it).
+pub async fn post_api_offer(
+    client: &Client,
+    app_url: &str,
+    token: Option<&str>,
+    offer: &str,
+    track: &ApiTrack,
+    mid: &str,
+) -> Result<Answer> {
+    let url = Url::parse(&format!("{app_url}/sessions/new"))
+        .with_context(|| format!("invalid app URL {app_url:?}"))?;
+    let mut remote = serde_json::json!({
+        "location": "remote",
+        "sessionId": track.session_id,
+        "trackName": track.track_name,
+        "mid": mid,
+    });
+    if let Some(rid) = &track.preferred_rid {
+        remote["simulcast"] = serde_json::json!({ "preferredRid": rid });
+    }
+    let body = serde_json::json!({
+        "sessionDescription": { "type": "offer", "sdp": offer },
+        "tracks": [remote],
+    });
+    let mut req = client
+        .post(url.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+    if resp.status() != StatusCode::CREATED {
+        return Err(status_error("POST sessions/new", resp).await.into());
+    }
+    let text = resp.text().await.context("reading sessions/new")?;
+    let v: serde_json::Value = serde_json::from_str(&text).context("sessions/new: not JSON")?;
+    let sdp = v["sessionDescription"]["sdp"]
+        .as_str()
+        .context("sessions/new: no answer")?
+        .to_owned();
+    let id = v["sessionId"]
+        .as_str()
+        .context("sessions/new: no sessionId")?;
+    let resource_url = Url::parse(&format!("{app_url}/sessions/{id}"))?;
+    Ok(Answer {
+        sdp,
+        resource: Resource {
+            url: resource_url,
+            etag: None,
+            client: client.clone(),
+            token: token.map(str::to_owned),
+        },
+    })
+}
+
+/// A remote track to pull through the session/track API.
+#[derive(Debug, Clone)]
+pub struct ApiTrack {
+    pub session_id: String,
+    pub track_name: String,
+    pub preferred_rid: Option<String>,
+}
+
 async fn status_error(action: &'static str, resp: reqwest::Response) -> HttpStatusError {
     let status = resp.status().as_u16();
     let retry_after = resp

@@ -45,6 +45,9 @@ pub struct PlayOptions {
     pub no_rtx: bool,
     /// Drop every Nth incoming media datagram before str0m sees it (loss for repair tests).
     pub drop_every: Option<u32>,
+    /// Play through the session/track API instead of WHEP: `url` is then the app's base,
+    /// `http://host/v1/apps/{app}`, and this the track pulled on the video m-line.
+    pub api_track: Option<crate::signaling::ApiTrack>,
 }
 
 impl PlayOptions {
@@ -61,6 +64,7 @@ impl PlayOptions {
             connect_timeout: Duration::from_secs(10),
             no_rtx: false,
             drop_every: None,
+            api_track: None,
         }
     }
 }
@@ -110,6 +114,9 @@ pub struct PlayReport {
     /// this player connected. Only when the publisher runs in this same process (tests; see
     /// [`crate::latency`]); `None` otherwise.
     pub latency_ms: Option<LatencyStats>,
+    /// Fixture index of each video frame in arrival order (None: not recognised); the first
+    /// 10 000 only. Simulcast tests read a layer's frame cadence from it.
+    pub frame_indices: Vec<Option<usize>>,
 }
 
 #[derive(Debug)]
@@ -158,13 +165,28 @@ impl WhepPlayer {
         let client = http_client()?;
         // The clock starts here: what a viewer waits for includes the HTTP round trip.
         let t0 = Instant::now();
-        let answer = post_offer(
-            &client,
-            &opts.url,
-            opts.token.as_deref(),
-            &offer.to_sdp_string(),
-        )
-        .await?;
+        let answer = match &opts.api_track {
+            Some(track) => {
+                crate::signaling::post_api_offer(
+                    &client,
+                    &opts.url,
+                    opts.token.as_deref(),
+                    &offer.to_sdp_string(),
+                    track,
+                    &video_mid.to_string(),
+                )
+                .await?
+            }
+            None => {
+                post_offer(
+                    &client,
+                    &opts.url,
+                    opts.token.as_deref(),
+                    &offer.to_sdp_string(),
+                )
+                .await?
+            }
+        };
         let answer_ms = ms(t0.elapsed());
         let sdp = SdpAnswer::from_sdp_string(&answer.sdp).context("parsing the SDP answer");
         let accepted = sdp.and_then(|sdp| {
@@ -374,6 +396,9 @@ impl Receiver {
                 .collect();
         }
         r.video_frames += 1;
+        if r.frame_indices.len() < 10_000 {
+            r.frame_indices.push(index);
+        }
         r.first_frame_ms.get_or_insert(elapsed);
         if key {
             r.keyframes += 1;

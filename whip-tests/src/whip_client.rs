@@ -50,6 +50,10 @@ pub struct PublishOptions {
     /// Drop every Nth outgoing RTP datagram (first-mile loss, so the gateway has something to
     /// NACK); STUN, DTLS and RTCP always go out.
     pub drop_outgoing_every: Option<u32>,
+    /// Send simulcast: these rids on the video m-line (`a=simulcast:send r0;r1;r2`), top layer
+    /// first. Layer k carries every 2^k-th frame of the file (plus every keyframe), so a viewer can
+    /// tell the layers apart by frame cadence and their bitrates differ. None: one layer.
+    pub simulcast: Option<Vec<String>>,
 }
 
 impl PublishOptions {
@@ -66,6 +70,7 @@ impl PublishOptions {
             strip_candidates: false,
             count_nacks: false,
             drop_outgoing_every: None,
+            simulcast: None,
         }
     }
 }
@@ -137,7 +142,15 @@ impl WhipPublisher {
 
         let mut change = lp.rtc.sdp_api();
         let audio_mid = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video_mid = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let simulcast = opts.simulcast.as_ref().map(|rids| {
+            let mut s = str0m::media::Simulcast::new();
+            for r in rids {
+                s.add_send_layer(str0m::media::SimulcastLayer::new(r));
+            }
+            s
+        });
+        let video_mid =
+            change.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
         let (offer, pending) = change.apply().context("str0m made no offer")?;
 
         let mut offer_sdp = offer.to_sdp_string();
@@ -398,15 +411,37 @@ impl Sender {
             Kind::Video => Frequency::NINETY_KHZ,
             Kind::Audio => Frequency::FORTY_EIGHT_KHZ,
         };
-        let writer = self.lp.rtc.writer(mid).context("media vanished")?;
-        writer
-            .write(
-                pt,
-                start + s.time,
-                MediaTime::new(s.rtp_time, freq),
-                s.data.clone(),
-            )
-            .context("str0m write")?;
+        match (&self.opts.simulcast, s.kind) {
+            (Some(rids), Kind::Video) => {
+                for (k, rid) in rids.iter().enumerate() {
+                    let every = 1usize << k;
+                    if !s.keyframe && s.index % every != 0 {
+                        continue;
+                    }
+                    let writer = self.lp.rtc.writer(mid).context("media vanished")?;
+                    writer
+                        .rid(rid.as_str().into())
+                        .write(
+                            pt,
+                            start + s.time,
+                            MediaTime::new(s.rtp_time, freq),
+                            s.data.clone(),
+                        )
+                        .context("str0m write")?;
+                }
+            }
+            _ => {
+                let writer = self.lp.rtc.writer(mid).context("media vanished")?;
+                writer
+                    .write(
+                        pt,
+                        start + s.time,
+                        MediaTime::new(s.rtp_time, freq),
+                        s.data.clone(),
+                    )
+                    .context("str0m write")?;
+            }
+        }
         match s.kind {
             Kind::Video => {
                 // For same-process latency figures (see `latency`).

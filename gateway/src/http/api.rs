@@ -37,10 +37,20 @@ pub struct TrackObject {
     pub track_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// Remote simulcast tracks: `{"preferredRid": "…"}` pulls (and pins) that layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulcast: Option<SimulcastPreference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SimulcastPreference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_rid: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -137,6 +147,34 @@ fn resolve_remote(
                 .ok()
                 .and_then(|sid| node.registry.track(sid, name)),
             _ => None,
+        };
+        let preferred = t
+            .simulcast
+            .as_ref()
+            .and_then(|s| s.preferred_rid.as_deref());
+        let track = match (track, preferred) {
+            (Some(track), Some(rid)) => {
+                let layer = node.registry.session(track.session).and_then(|e| {
+                    e.pushed
+                        .iter()
+                        .find(|l| {
+                            l.layer_group.is_some()
+                                && l.layer_group == track.layer_group
+                                && l.rid.as_deref() == Some(rid)
+                        })
+                        .cloned()
+                });
+                if layer.is_none() {
+                    let mut t = t.clone();
+                    t.error_code = Some("not_found".into());
+                    t.error_description =
+                        Some(format!("the track has no simulcast layer with rid {rid:?}"));
+                    missing.push(t);
+                    continue;
+                }
+                layer
+            }
+            (track, _) => track,
         };
         match track {
             Some(track) => found.push((t.clone(), track)),

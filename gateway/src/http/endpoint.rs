@@ -81,7 +81,70 @@ pub async fn whep_post(
     )
     .await?;
     let c = sessions::pull_stream(&node, name, &offer).await?;
-    Ok(created(&node, "whep", &stream, c))
+    let simulcast = c.tracks.iter().any(|t| t.layer_group.is_some());
+    let layer = format!("/whep/{stream}/{}/layer", c.id);
+    let mut r = created(&node, "whep", &stream, c);
+    // WHEP layer-selection extension, offered when the stream is simulcast.
+    if simulcast
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "<{layer}>; rel=\"urn:ietf:params:whep:ext:core:layer\""
+        ))
+    {
+        r.headers_mut().append(header::LINK, v);
+    }
+    Ok(r)
+}
+
+/// Body of `POST <session>/layer` (WHEP extensions draft): `mediaId` is the viewer's mid
+/// (optional: every simulcast m-line), `encodingId` the layer's rid; without `encodingId` the
+/// choice goes back to automatic.
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerRequest {
+    #[serde(default)]
+    pub media_id: Option<String>,
+    #[serde(default)]
+    pub encoding_id: Option<String>,
+}
+
+/// `POST /whep/{stream}/{session}/layer`: pin the viewer to a simulcast layer (204).
+pub async fn whep_layer(
+    State(node): State<AppState>,
+    Path((stream, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let missing = || Problem::not_found("no such session");
+    let id: crate::ids::SessionId = session.parse().map_err(|_| missing())?;
+    let entry = node.registry.session(id).ok_or_else(missing)?;
+    if entry.role != Role::Whep || entry.stream.as_deref() != Some(stream.as_str()) {
+        return Err(missing());
+    }
+    if super::bearer(&headers).is_some() {
+        authorize(&node, &headers, Action::Play, &stream)?;
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return Err(Problem::unsupported_media_type("application/json"));
+    }
+    let bytes = super::read_body(body, node.config.max_body_bytes).await?;
+    let req: LayerRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    node.send(
+        entry.worker,
+        crate::worker::WorkerMsg::SelectLayer {
+            session: id,
+            mid: req.media_id,
+            rid: req.encoding_id,
+            reply: tx,
+        },
+    );
+    rx.await.map_err(|_| missing())??;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// CORS preflight and ICE-server discovery (some players read the `Link`s from OPTIONS).

@@ -65,6 +65,7 @@ pub fn router(node: Arc<Node>) -> Router {
                 .delete(resource::delete)
                 .options(resource::options),
         )
+        .route("/whep/{stream}/{session}/layer", post(endpoint::whep_layer))
         .route("/v1/apps/{app}/sessions/new", post(api::new_session))
         .route(
             "/v1/apps/{app}/sessions/{id}",
