@@ -220,11 +220,19 @@ async fn viewer_starts_on_top_and_pinning_switches_at_a_keyframe() -> Result<()>
     let after = &st[switch..];
     let fours = after.iter().filter(|s| **s == 4).count();
     println!(
-        "FIGURE: switch after {} frames ({} ms of video on the top layer after the request), {} frames on the low layer, cadence-4 steps {}",
+        "FIGURE: {} frames received before the request, switch at frame {} (a keyframe; {} top-layer frames after the request), {} frames on the low layer, cadence-4 steps {}",
+        n_before,
         switch,
-        (switch - n_before) * 33,
+        switch - n_before,
         after.len() + 1,
         fours
+    );
+    println!(
+        "around the switch: {:?}; keyframes in the file: {:?}",
+        &idx[switch.saturating_sub(5)..(switch + 5).min(idx.len())],
+        (0..len)
+            .filter(|i| catalog.is_keyframe(*i))
+            .collect::<Vec<_>>()
     );
     ensure!(
         after.len() >= 10 && fours * 2 >= after.len(),
@@ -281,6 +289,37 @@ async fn preferred_rid_in_the_api_pulls_that_layer() -> Result<()> {
         "cadence should be every 2nd frame: {st:?}"
     );
     // A rid the track does not have is a per-track error.
+    publisher.stop().await?;
+    Ok(())
+}
+
+/// Exploratory: heavy last-mile loss makes str0m's loss-based estimate fall, and the viewer's
+/// automatic choice moves to a lower layer (at a keyframe). Prints what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loss_lowers_the_estimate_and_the_layer() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let gw = start_gateway().await?;
+    let publisher = publish(&gw, "sc-auto", &["h", "m", "l"]).await?;
+    let catalog = catalog()?;
+    let len = catalog.video_len();
+    let opts = PlayOptions {
+        duration: Duration::from_secs(10),
+        drop_every: Some(4),
+        ..PlayOptions::new(gw.whep_url("sc-auto"))
+    };
+    let r = whip_tests::play(catalog.clone(), opts).await?;
+    let stats = gw.stats().await?;
+    let st = steps(&r, len);
+    println!(
+        "FIGURE: auto: frames {}, layer_switches {}, last steps {:?}",
+        r.video_frames,
+        stats["layer_switches"],
+        &st[st.len().saturating_sub(20)..]
+    );
+    ensure!(
+        stats["layer_switches"].as_u64() >= Some(1),
+        "no automatic switch under 25 % loss"
+    );
     publisher.stop().await?;
     Ok(())
 }

@@ -244,6 +244,26 @@ pub async fn new_session(
         ));
     }
     let c = sessions::pull_tracks(&node, app, &desc.sdp, wanted)?;
+    // `preferredRid` pins the layer, the top one included (the pull already starts on it).
+    if let Some(entry) = node.registry.session(c.id) {
+        for (t, _) in &found {
+            if let (Some(mid), Some(rid)) = (
+                &t.mid,
+                t.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()),
+            ) {
+                let (reply, _) = tokio::sync::oneshot::channel();
+                node.send(
+                    entry.worker,
+                    crate::worker::WorkerMsg::SelectLayer {
+                        session: c.id,
+                        mid: Some(mid.clone()),
+                        rid: Some(rid),
+                        reply,
+                    },
+                );
+            }
+        }
+    }
     results.extend(found.into_iter().map(|(t, _)| t));
     let resp = TracksResponse {
         session_id: Some(c.id.to_string()),
