@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Benchmarks of BENCHMARKS.md, end to end, on this machine (loopback):
+#   1. physical floor (criterion, gateway/benches/floor.rs)
+#   2. fan-out: one 2.5 Mbps publisher, viewers stepped up until loss > 1 % or p99 latency > 200 ms
+#   3. start: WHEP POST -> first keyframe over 200 joins, publisher GOP 8 s ignoring PLI
+# Results go to target/bench/ (JSON per run, logs, summary.txt).
+#
+# Environment: STEPS="25 50 100 200 400" (fan-out viewer steps), STEP_SECS=10 (steady window per
+# step), RAMP=25 (fan-out viewers joining per second), START_VIEWERS=200, START_RAMP=20,
+# SKIP_BUILD=1, SKIP_FLOOR=1, SKIP_FANOUT=1, SKIP_START=1.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$ROOT/target/bench
+mkdir -p "$OUT"
+STEPS=${STEPS:-25 50 100 200 400}
+STEP_SECS=${STEP_SECS:-10}
+RAMP=${RAMP:-25}
+START_VIEWERS=${START_VIEWERS:-200}
+START_RAMP=${START_RAMP:-20}
+SUMMARY=$OUT/summary.txt
+
+log() { echo "$*" | tee -a "$SUMMARY"; }
+: >"$SUMMARY"
+log "# bench.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+log "# git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -p gateway -p whip-tests --bins
+fi
+GATEWAY=$ROOT/target/release/gateway
+LOAD=$ROOT/target/release/whip-load
+
+# --- 1. floor ---------------------------------------------------------------------------------
+if [ -z "${SKIP_FLOOR:-}" ]; then
+    FLOOR_JSON=$OUT/floor.json cargo bench -p gateway --bench floor 2>&1 | tee "$OUT/floor.log"
+    log "$(grep '^FLOOR' "$OUT/floor.log" || echo 'FLOOR missing')"
+fi
+
+# --- media --------------------------------------------------------------------------------------
+# 2.5 Mbps H264 (720p30, baseline, no B-frames, keyframe every second) + Opus, made once.
+HIGH=$OUT/high-2500k.mp4
+if [ ! -f "$HIGH" ]; then
+    ffmpeg -hide_banner -loglevel error -y \
+        -f lavfi -i "testsrc2=size=1280x720:rate=30:duration=6" \
+        -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=6" \
+        -c:v libx264 -preset veryfast -profile:v baseline -pix_fmt yuv420p -bf 0 \
+        -g 30 -keyint_min 30 -sc_threshold 0 \
+        -x264-params "keyint=30:min-keyint=30:scenecut=0:slices=1:nal-hrd=cbr" \
+        -b:v 2500k -minrate 2500k -maxrate 2500k -bufsize 2500k \
+        -c:a libopus -ac 2 -b:a 64k -ar 48000 \
+        -map_metadata -1 -movflags +faststart "$HIGH"
+fi
+
+# --- gateway ------------------------------------------------------------------------------------
+GW_PID=
+GW_WRAPPER=
+start_gateway() {
+    local name=$1
+    rm -f "$OUT/$name.gateway.out"
+    "$GATEWAY" --http-listen 127.0.0.1:0 --udp-listen 127.0.0.1:0 --candidate-ip 127.0.0.1 \
+        >"$OUT/$name.gateway.out" 2>"$OUT/$name.gateway.err" &
+    GW_PID=$!
+    # Some shells fork a wrapper for a redirected background job: find the gateway itself.
+    local pid=$GW_PID
+    for _ in $(seq 1 50); do
+        [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$GATEWAY" ] && break
+        child=$(pgrep -P "$pid" | head -1 || true)
+        [ -n "$child" ] && pid=$child
+        sleep 0.1
+    done
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$GATEWAY" ] || { echo "gateway process not found"; exit 1; }
+    GW_WRAPPER=$GW_PID
+    GW_PID=$pid
+    for _ in $(seq 1 100); do
+        if grep -q '^READY' "$OUT/$name.gateway.out" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    local ready
+    ready=$(grep -m1 '^READY' "$OUT/$name.gateway.out") || { echo "gateway not ready"; exit 1; }
+    BASE="http://$(echo "$ready" | sed -E 's/.*http=([^ ]+).*/\1/')"
+}
+stop_gateway() {
+    if [ -n "$GW_PID" ]; then
+        kill "$GW_PID" 2>/dev/null || true
+        wait "$GW_WRAPPER" 2>/dev/null || true
+        while kill -0 "$GW_PID" 2>/dev/null; do sleep 0.1; done
+        GW_PID=
+    fi
+}
+trap stop_gateway EXIT
+
+# --- 2. fan-out steps ---------------------------------------------------------------------------
+if [ -z "${SKIP_FANOUT:-}" ]; then
+    for n in $STEPS; do
+        start_gateway "fanout-$n"
+        log "## fan-out $n viewers (gateway pid $GW_PID, $BASE)"
+        "$LOAD" --base "$BASE" --stream fan --publish "$HIGH" --viewers "$n" --ramp-per-sec "$RAMP" \
+            --duration "$STEP_SECS" --server-pid "$GW_PID" --report "$OUT/fanout-$n.json" \
+            2>"$OUT/fanout-$n.progress" | tee -a "$SUMMARY"
+        stop_gateway
+        # Stop on steady-window loss > 1 %, refused or failed viewers. The p99 latency limit is
+        # not applied: players report latency over their whole run, join burst included (see
+        # BENCHMARKS.md); the figures are in the report and the RESULT line.
+        ok=$(python3 -c "
+import json, sys
+r = json.load(open(sys.argv[1]))
+v = r['viewers']
+print(r['loss']['steady_window_fraction'] <= 0.01 and v['refused'] == 0 and v['failed_while_playing'] == 0)
+" "$OUT/fanout-$n.json")
+        if [ "$ok" != "True" ]; then
+            log "fan-out: steady-window loss > 1 % or failed viewers at $n viewers; stopping the steps"
+            break
+        fi
+    done
+fi
+
+# --- 3. start -----------------------------------------------------------------------------------
+if [ -z "${SKIP_START:-}" ]; then
+    start_gateway start
+    log "## start: $START_VIEWERS joins at $START_RAMP/s, long-gop.mp4 (GOP 8 s), publisher ignores PLI"
+    "$LOAD" --base "$BASE" --stream start --publish whip-tests/fixtures/long-gop.mp4 \
+        --viewers "$START_VIEWERS" --ramp-per-sec "$START_RAMP" --duration 3 \
+        --server-pid "$GW_PID" --report "$OUT/start.json" \
+        2>"$OUT/start.progress" | tee -a "$SUMMARY"
+    stop_gateway
+fi
+log "# done; reports in $OUT"
