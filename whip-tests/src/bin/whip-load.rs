@@ -164,6 +164,9 @@ fn loss_of(r: &PlayReport) -> f64 {
     (s.missing + s.unknown) as f64 / expected as f64
 }
 
+/// When the steady window began: the instant, `/v1/stats`, server CPU ns, our CPU ns.
+type SteadyStart = (Instant, Option<Value>, Option<u64>, Option<u64>);
+
 struct Viewers {
     players: Mutex<Vec<WhepPlayer>>,
     refused: Mutex<Vec<String>>,
@@ -267,7 +270,7 @@ async fn main() -> Result<()> {
     // Progress until the ramp is done, then the steady window.
     let mut last_frames = 0u64;
     let mut last_tick = Instant::now();
-    let mut steady: Option<(Instant, Option<Value>, Option<u64>, Option<u64>)> = None;
+    let mut steady: Option<SteadyStart> = None;
     // (frames received, frames missing) summed over viewers at the start and end of the window.
     let mut steady_frames0 = (0u64, 0u64);
     let steady_frames1;
@@ -328,8 +331,7 @@ async fn main() -> Result<()> {
             bail!("the publisher stopped: {:?}", p.stats());
         }
     }
-    let (steady_t0, stats_s0, server_cpu_s0, self_cpu_s0) =
-        steady.context("no steady window")?;
+    let (steady_t0, stats_s0, server_cpu_s0, self_cpu_s0) = steady.context("no steady window")?;
     let stats_end = stats(&client, &base).await;
     let server_cpu_end = server_pid.as_deref().and_then(cpu_ns);
     let self_cpu_end = cpu_ns("self");
