@@ -55,6 +55,17 @@ pub struct PendingOffer {
     pub pulls: Vec<(Mid, Arc<TrackInfo>)>,
 }
 
+/// One offer of ours at a time: str0m invalidates a pending offer when another is made.
+fn no_pending_offer(s: &crate::session::Session) -> Result<(), Problem> {
+    if s.pending.is_some() {
+        return Err(Problem::new(
+            http::StatusCode::CONFLICT,
+            "an offer is already waiting for its answer (PUT renegotiate)",
+        ));
+    }
+    Ok(())
+}
+
 impl Worker {
     pub(crate) fn negotiate(
         &mut self,
@@ -161,12 +172,7 @@ impl Worker {
             .sessions
             .get_mut(&id)
             .ok_or_else(|| Problem::not_found("no such session"))?;
-        if s.pending.is_some() {
-            return Err(Problem::new(
-                http::StatusCode::CONFLICT,
-                "an offer is already waiting for its answer (PUT renegotiate)",
-            ));
-        }
+        no_pending_offer(s)?;
         let mut api = s.rtc.sdp_api();
         let mut pulls = Vec::new();
         for t in tracks {
@@ -242,12 +248,7 @@ impl Worker {
             .sessions
             .get_mut(&id)
             .ok_or_else(|| Problem::not_found("no such session"))?;
-        if s.pending.is_some() {
-            return Err(Problem::new(
-                http::StatusCode::CONFLICT,
-                "an offer is already waiting for its answer (PUT renegotiate)",
-            ));
-        }
+        no_pending_offer(s)?;
         // Check every mid before touching anything: an unknown one refuses the whole request
         // rather than leaving the ones before it half closed (gone from the session, still
         // negotiated in the SDP). A mid named twice is closed once.

@@ -46,21 +46,27 @@ fn created(node: &crate::node::Node, prefix: &str, stream: &str, c: Created) -> 
     with_links(r, node)
 }
 
+/// What WHIP and WHEP POSTs share: a valid stream name, permission, an SDP offer within limits.
+async fn offer_for(
+    node: &crate::node::Node,
+    stream: &str,
+    action: Action,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Arc<str>, String), Problem> {
+    let name = stream_name(stream)?;
+    authorize(node, headers, action, &name)?;
+    let offer = read_text(headers, body, "application/sdp", node.config.max_body_bytes).await?;
+    Ok((name, offer))
+}
+
 pub async fn whip_post(
     State(node): State<AppState>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let name = stream_name(&stream)?;
-    authorize(&node, &headers, Action::Publish, &name)?;
-    let offer = read_text(
-        &headers,
-        body,
-        "application/sdp",
-        node.config.max_body_bytes,
-    )
-    .await?;
+    let (name, offer) = offer_for(&node, &stream, Action::Publish, &headers, body).await?;
     let c = sessions::push(&node, Some(name), Role::Whip, None, &offer)?;
     Ok(created(&node, "whip", &stream, c))
 }
@@ -71,15 +77,7 @@ pub async fn whep_post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let name = stream_name(&stream)?;
-    authorize(&node, &headers, Action::Play, &name)?;
-    let offer = read_text(
-        &headers,
-        body,
-        "application/sdp",
-        node.config.max_body_bytes,
-    )
-    .await?;
+    let (name, offer) = offer_for(&node, &stream, Action::Play, &headers, body).await?;
     let c = sessions::pull_stream(&node, name, &offer).await?;
     let simulcast = c.tracks.iter().any(|t| t.layer_group.is_some());
     let layer = format!("/whep/{stream}/{}/layer", c.id);
