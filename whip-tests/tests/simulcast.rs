@@ -295,7 +295,12 @@ async fn preferred_rid_in_the_api_pulls_that_layer() -> Result<()> {
 
 /// Exploratory: heavy last-mile loss makes str0m's loss-based estimate fall, and the viewer's
 /// automatic choice moves to a lower layer (at a keyframe). Prints what happened.
+///
+/// Ignored in CI: whether str0m's loss-based estimate falls far enough within 10 s depends on
+/// timing on a busy machine (it failed 1 run in 3 there). The choice itself is unit-tested
+/// (`pick_layer` in gateway/src); run this by hand with `-- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing-dependent on a shared machine; run with --ignored"]
 async fn loss_lowers_the_estimate_and_the_layer() -> Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
     let gw = start_gateway().await?;
