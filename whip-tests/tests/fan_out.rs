@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use whip_tests::{
     Gateway, MediaSource, PlayOptions, PlayReport, PublishOptions, WhipPublisher, play,
@@ -22,47 +22,6 @@ async fn start_gateway() -> Result<Gateway> {
     tokio::task::spawn_blocking(Gateway::start)
         .await
         .context("gateway start panicked")?
-}
-
-/// The gateway's pid, found from its HTTP port: the inode of the listening socket in
-/// /proc/net/tcp, then the child process of this test holding that socket (the harness keeps its
-/// `Child` private). Same method as `session_cleanup.rs`.
-fn gateway_pid(gw: &Gateway) -> Result<u32> {
-    let port = gw.http_addr().port();
-    let local = format!("0100007F:{port:04X}");
-    let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
-    let inode = table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
-        .map(|f| f[9].to_owned())
-        .with_context(|| format!("no listening socket {local} in /proc/net/tcp"))?;
-    let target = format!("socket:[{inode}]");
-    let me = std::process::id();
-    for e in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if ppid != Some(me) {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target) {
-                return Ok(pid);
-            }
-        }
-    }
-    bail!("no child process holds {target} (HTTP port {port})")
 }
 
 /// utime + stime of a process (`"self"` or a pid), in seconds.
@@ -145,7 +104,7 @@ async fn one_publisher_many_viewers() -> Result<()> {
     let began = Instant::now();
     let gw = start_gateway().await?;
     let started = began.elapsed();
-    let pid = gateway_pid(&gw)?;
+    let pid = gw.pid();
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let catalog = media.catalog();
 

@@ -101,51 +101,6 @@ async fn wait_empty(gw: &Gateway, within: Duration) -> Result<(Duration, Value)>
     }
 }
 
-/// The gateway's pid, found from its HTTP port: the inode of the listening socket in
-/// /proc/net/tcp, then the child process of this test holding that socket. (The harness keeps
-/// its `Child` private.)
-fn gateway_pid(gw: &Gateway) -> Result<u32> {
-    let port = gw.http_addr().port();
-    let local = format!("0100007F:{port:04X}");
-    let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
-    let inode = table
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
-        .map(|f| f[9].to_owned())
-        .with_context(|| format!("no listening socket {local} in /proc/net/tcp"))?;
-    let target = format!("socket:[{inode}]");
-    let me = std::process::id();
-    let mut candidates = Vec::new();
-    for e in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        // Field 4 of /proc/PID/stat is the parent pid (after the parenthesised command name).
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if ppid == Some(me) {
-            candidates.push(pid);
-        }
-    }
-    for pid in candidates {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target) {
-                return Ok(pid);
-            }
-        }
-    }
-    bail!("no child process holds {target} (HTTP port {port})")
-}
-
 /// (open file descriptors, threads) of a process.
 fn resources(pid: u32) -> Result<(usize, usize)> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -189,7 +144,7 @@ async fn delete_cycles_leave_nothing_behind() -> Result<()> {
     const N: usize = 20;
     let began = Instant::now();
     let mut gw = start(None).await?;
-    let pid = gateway_pid(&gw)?;
+    let pid = gw.pid();
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let catalog = media.catalog();
     let c = http_client()?;
@@ -401,7 +356,7 @@ async fn sessions_that_never_connect_are_reaped() -> Result<()> {
 async fn connected_clients_that_vanish_are_reaped() -> Result<()> {
     let began = Instant::now();
     let mut gw = start(Some(SHORT_TIMEOUTS)).await?;
-    let pid = gateway_pid(&gw)?;
+    let pid = gw.pid();
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let (fds0, threads0) = resources(pid)?;
 
