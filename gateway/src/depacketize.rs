@@ -64,16 +64,12 @@ impl H264Assembler {
         match pl.first().map(|b| b & 0x1f) {
             Some(1..=23) => cur.nals.push(pl.to_vec()),
             Some(24) => {
-                let mut rest = &pl[1..];
-                while rest.len() >= 2 {
-                    let n = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                    let Some(nal) = rest.get(2..2 + n) else {
-                        break;
-                    };
-                    if n > 0 {
+                // A cut-short body keeps the units before the cut.
+                for unit in relay::aggregation_units(&pl[1..]) {
+                    let Ok(nal) = unit else { break };
+                    if !nal.is_empty() {
                         cur.nals.push(nal.to_vec());
                     }
-                    rest = &rest[2 + n..];
                 }
             }
             Some(28) if pl.len() >= 2 => {

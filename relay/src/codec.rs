@@ -2,11 +2,14 @@
 //! start of a keyframe? Payloads come straight off the network, so every parser here treats its input as
 //! untrusted and answers "no" to anything short or malformed instead of panicking.
 
+mod aggregation;
 mod av1;
 mod h264;
 mod h265;
 mod vp8;
 mod vp9;
+
+pub use aggregation::{AggregationUnits, MalformedAggregate, aggregation_units};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {

@@ -185,16 +185,14 @@ fn keep(slot: &mut Option<Vec<u8>>, nal: &[u8]) {
 }
 
 /// The NAL units of a STAP-A body, or None if any is malformed (then the packet is distrusted whole).
-fn stap_a_units(mut rest: &[u8]) -> Option<Vec<&[u8]>> {
+fn stap_a_units(rest: &[u8]) -> Option<Vec<&[u8]>> {
     let mut units = Vec::new();
-    while !rest.is_empty() {
-        let size = usize::from(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]));
-        let nal = rest.get(2..2 + size)?;
+    for unit in crate::aggregation_units(rest) {
+        let nal = unit.ok()?;
         if nal.is_empty() || nal[0] & FORBIDDEN_BIT != 0 {
             return None;
         }
         units.push(nal);
-        rest = &rest[2 + size..];
     }
     Some(units)
 }

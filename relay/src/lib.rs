@@ -19,7 +19,10 @@ pub mod shell;
 mod test_support;
 pub mod tree;
 
-pub use codec::{Codec, h264_parameter_sets, is_keyframe_start};
+pub use codec::{
+    AggregationUnits, Codec, MalformedAggregate, aggregation_units, h264_parameter_sets,
+    is_keyframe_start,
+};
 pub use gap_tracker::{Arrival, GapTracker, RepairConfig, RepairStats};
 pub use h264_stream::{H264Inspector, MAX_PARAMETER_SET_BYTES, h264_parameter_sets_stap_a};
 pub use keyframe_cache::KeyframeCache;

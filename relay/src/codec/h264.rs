@@ -44,21 +44,13 @@ fn nal_types(payload: &[u8]) -> u32 {
     }
 }
 
-fn stap_a_types(mut rest: &[u8]) -> u32 {
+fn stap_a_types(rest: &[u8]) -> u32 {
     let mut types = 0;
-    while !rest.is_empty() {
-        let Some(&[hi, lo]) = rest.get(..2) else {
-            return 0;
-        };
-        let size = usize::from(u16::from_be_bytes([hi, lo]));
-        let Some(nal) = rest.get(2..2 + size) else {
-            return 0;
-        };
-        match nal.first() {
+    for unit in super::aggregation_units(rest) {
+        match unit.ok().and_then(|nal| nal.first()) {
             Some(&h) if h & FORBIDDEN_BIT == 0 => types |= bit(h),
             _ => return 0,
         }
-        rest = &rest[2 + size..];
     }
     types
 }

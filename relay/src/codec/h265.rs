@@ -42,21 +42,13 @@ fn nal_types(payload: &[u8]) -> u64 {
     }
 }
 
-fn aggregation_types(mut rest: &[u8]) -> u64 {
+fn aggregation_types(rest: &[u8]) -> u64 {
     let mut types = 0;
-    while !rest.is_empty() {
-        let Some(&[hi, lo]) = rest.get(..2) else {
-            return 0;
-        };
-        let size = usize::from(u16::from_be_bytes([hi, lo]));
-        let Some(nal) = rest.get(2..2 + size) else {
-            return 0;
-        };
-        let Some(t) = nal_type(nal) else {
+    for unit in super::aggregation_units(rest) {
+        let Some(t) = unit.ok().and_then(nal_type) else {
             return 0;
         };
         types |= bit(t);
-        rest = &rest[2 + size..];
     }
     types
 }
