@@ -7,6 +7,7 @@ pub mod config;
 pub mod demux;
 pub mod depacketize;
 pub mod fmp4;
+pub mod gso;
 pub mod http;
 pub mod ids;
 pub mod negotiation;

@@ -68,7 +68,10 @@ pub struct NodeStats {
     /// Simulcast layer switches done for viewers (automatic or pinned).
     pub layer_switches: u64,
     pub udp_received: u64,
+    /// Datagrams sent, their bytes (UDP payload), and the GSO buffers that carried several.
     pub udp_sent: u64,
+    pub udp_sent_bytes: u64,
+    pub udp_gso_sends: u64,
     pub udp_unrouted: u64,
     pub udp_send_errors: u64,
     /// Links, tree counters (NACKs answered/forwarded, keyframe requests) and tracks, in a cluster.
@@ -210,6 +213,8 @@ impl Node {
             layer_switches: sum(&|s| s.layer_switches.load(r)),
             udp_received: self.udp.received.load(r),
             udp_sent: self.udp.sent.load(r),
+            udp_sent_bytes: self.udp.sent_bytes.load(r),
+            udp_gso_sends: self.udp.gso_sends.load(r),
             udp_unrouted: self.udp.unrouted.load(r),
             udp_send_errors: self.udp.send_errors.load(r),
             cluster: self.cluster.as_ref().map(|c| c.handle.stats()),

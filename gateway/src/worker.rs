@@ -42,7 +42,8 @@ pub struct Adopt {
 
 /// Everything a worker is told.
 pub enum WorkerMsg {
-    Datagram(Datagram),
+    /// What one read from the socket brought for this worker's sessions, in arrival order.
+    Datagrams(Vec<Datagram>),
     Adopt(Box<Adopt>),
     Close {
         session: SessionId,
@@ -164,6 +165,8 @@ pub struct Worker {
     dirty: Vec<SessionId>,
     pending_keyframes: Vec<TrackId>,
     out: Vec<Transmit>,
+    /// Where `UdpShell::send_batch` builds GSO buffers, kept to avoid an allocation per send.
+    gso_buf: Vec<u8>,
     next_housekeeping: Instant,
     /// The session whose `Rtc` is being called, so a panic inside str0m costs that session only.
     touching: Option<SessionId>,
@@ -182,6 +185,7 @@ impl Worker {
             dirty: Vec::new(),
             pending_keyframes: Vec::new(),
             out: Vec::new(),
+            gso_buf: Vec::with_capacity(crate::gso::MAX_GSO_BYTES),
             next_housekeeping: Instant::now() + HOUSEKEEPING,
             touching: None,
         }
@@ -200,11 +204,11 @@ impl Worker {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
                     let now = Instant::now();
-                    self.guarded(|w| w.handle(msg, now));
+                    self.dispatch(msg, now);
                     // Take what else is queued before polling, so a burst costs one poll per session.
                     for _ in 0..256 {
                         match rx.try_recv() {
-                            Ok(msg) => self.guarded(|w| w.handle(msg, now)),
+                            Ok(msg) => self.dispatch(msg, now),
                             Err(_) => break,
                         }
                     }
@@ -223,6 +227,19 @@ impl Worker {
         }
         for id in self.sessions.keys().copied().collect::<Vec<_>>() {
             self.reap(id, Instant::now());
+        }
+    }
+
+    /// Handle one message; each datagram of a batch is its own guarded step, so a panic costs
+    /// only the session it was for.
+    fn dispatch(&mut self, msg: WorkerMsg, now: Instant) {
+        match msg {
+            WorkerMsg::Datagrams(batch) => {
+                for d in batch {
+                    self.guarded(|w| w.on_datagram(d));
+                }
+            }
+            msg => self.guarded(|w| w.handle(msg, now)),
         }
     }
 
@@ -286,7 +303,11 @@ impl Worker {
             _ => None,
         };
         match msg {
-            WorkerMsg::Datagram(d) => self.on_datagram(d),
+            WorkerMsg::Datagrams(batch) => {
+                for d in batch {
+                    self.on_datagram(d);
+                }
+            }
             WorkerMsg::Adopt(a) => self.adopt(*a, now),
             WorkerMsg::Close { session } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
@@ -401,9 +422,11 @@ impl Worker {
         }
         s.last_input = d.at;
         // str0m expects its output drained after every input; a second input first would
-        // overwrite what the first produced (we lost single packets that way).
-        self.mark(d.session);
-        self.drive(d.at);
+        // overwrite what the first produced (we lost single packets that way). Only this
+        // session, though: the viewers a published packet was written to are polled once for
+        // the whole batch (`run`), so each viewer's packets of a frame leave in a row and go
+        // out as one GSO send.
+        self.drive_session(d.session, d.at);
     }
 
     fn adopt(&mut self, a: Adopt, now: Instant) {
@@ -1119,42 +1142,48 @@ impl Worker {
     /// Poll every session that had input until it has nothing more to say.
     fn drive(&mut self, now: Instant) {
         while let Some(id) = self.dirty.pop() {
-            let Some(s) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            self.touching = Some(id);
-            s.dirty = false;
-            let mut events = Vec::new();
-            let alive = loop {
-                if !s.rtc.is_alive() {
+            self.drive_session(id, now);
+        }
+    }
+
+    /// Poll one session until it has nothing more to say, then act on its events (which may
+    /// mark other sessions for `drive`).
+    fn drive_session(&mut self, id: SessionId, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        self.touching = Some(id);
+        s.dirty = false;
+        let mut events = Vec::new();
+        let alive = loop {
+            if !s.rtc.is_alive() {
+                break false;
+            }
+            match s.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => self.out.push(t),
+                Ok(Output::Timeout(t)) => {
+                    if s.timeout != Some(t) {
+                        if let Some(old) = s.timeout.take() {
+                            self.timers.remove(&(old, id));
+                        }
+                        self.timers.insert((t, id));
+                        s.timeout = Some(t);
+                    }
+                    break true;
+                }
+                Ok(Output::Event(e)) => events.push(e),
+                Err(e) => {
+                    tracing::info!(session = %id, error = %e, "session failed");
+                    s.rtc.disconnect();
                     break false;
                 }
-                match s.rtc.poll_output() {
-                    Ok(Output::Transmit(t)) => self.out.push(t),
-                    Ok(Output::Timeout(t)) => {
-                        if s.timeout != Some(t) {
-                            if let Some(old) = s.timeout.take() {
-                                self.timers.remove(&(old, id));
-                            }
-                            self.timers.insert((t, id));
-                            s.timeout = Some(t);
-                        }
-                        break true;
-                    }
-                    Ok(Output::Event(e)) => events.push(e),
-                    Err(e) => {
-                        tracing::info!(session = %id, error = %e, "session failed");
-                        s.rtc.disconnect();
-                        break false;
-                    }
-                }
-            };
-            for e in events {
-                self.on_event(id, e, now);
             }
-            if !alive {
-                self.reap(id, now);
-            }
+        };
+        for e in events {
+            self.on_event(id, e, now);
+        }
+        if !alive {
+            self.reap(id, now);
         }
     }
 
@@ -1264,12 +1293,7 @@ impl Worker {
             return;
         }
         let out = std::mem::take(&mut self.out);
-        for t in &out {
-            self.ctx
-                .udp
-                .send(t.source, t.destination, &t.contents)
-                .await;
-        }
+        self.ctx.udp.send_batch(&out, &mut self.gso_buf).await;
         self.out = out;
         self.out.clear();
     }
