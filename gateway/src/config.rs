@@ -102,6 +102,10 @@ pub struct Cli {
     /// Start a new recording file this often (seconds, at a keyframe).
     #[arg(long, env = "GATEWAY_RECORD_SEGMENT_SECS")]
     pub record_segment_secs: Option<u64>,
+    /// Send every datagram with its own sendmsg, never as UDP GSO buffers (for NICs that
+    /// mishandle GSO quinn-udp cannot detect, and for benchmarks comparing the two).
+    #[arg(long, env = "GATEWAY_NO_UDP_GSO")]
+    pub no_udp_gso: bool,
     /// TEST ONLY: drop this fraction of outgoing node-link media datagrams (seeded).
     #[arg(long, env = "GATEWAY_TEST_DROP_DATAGRAMS", hide = true)]
     pub test_drop_datagrams: Option<f64>,
@@ -213,6 +217,8 @@ pub struct IceServer {
 pub struct Config {
     pub http_listen: SocketAddr,
     pub udp_listen: SocketAddr,
+    /// Send a viewer's consecutive equal-sized datagrams as one UDP GSO buffer where the OS can.
+    pub udp_gso: bool,
     pub candidate_ips: Vec<IpAddr>,
     pub public_ips: Vec<IpAddr>,
     pub workers: usize,
@@ -248,6 +254,7 @@ impl Default for Config {
         Config {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            udp_gso: true,
             candidate_ips: Vec::new(),
             public_ips: Vec::new(),
             workers: 0,
@@ -316,6 +323,9 @@ impl Config {
         }
         if let Some(a) = cli.udp_listen {
             self.udp_listen = a;
+        }
+        if cli.no_udp_gso {
+            self.udp_gso = false;
         }
         if !cli.candidate_ips.is_empty() {
             self.candidate_ips = cli.candidate_ips;

@@ -87,7 +87,7 @@ impl Node {
         tasks: &mut JoinSet<()>,
     ) -> Result<Arc<Node>, String> {
         let config = Arc::new(config);
-        let udp = UdpShell::bind(config.udp_listen)
+        let udp = UdpShell::bind(config.udp_listen, config.udp_gso)
             .map_err(|e| format!("cannot bind UDP {}: {e}", config.udp_listen))?;
         let peers = PeerFactory::new(&config, udp.local_addr())?;
         let registry = Arc::new(Registry::default());

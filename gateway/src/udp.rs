@@ -38,6 +38,7 @@ pub struct UdpShell {
     socket: tokio::net::UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
+    gso: bool,
     pub sent: AtomicU64,
     /// GSO buffers sent (each carried several of the datagrams in `sent`).
     pub gso_sends: AtomicU64,
@@ -48,7 +49,8 @@ pub struct UdpShell {
 }
 
 impl UdpShell {
-    pub fn bind(addr: SocketAddr) -> io::Result<Arc<UdpShell>> {
+    /// Bind `addr`; `gso: false` sends every datagram on its own even where GSO works.
+    pub fn bind(addr: SocketAddr, gso: bool) -> io::Result<Arc<UdpShell>> {
         let domain = if addr.is_ipv4() {
             socket2::Domain::IPV4
         } else {
@@ -69,6 +71,7 @@ impl UdpShell {
             socket,
             state,
             local,
+            gso,
             sent: AtomicU64::new(0),
             gso_sends: AtomicU64::new(0),
             sent_bytes: AtomicU64::new(0),
@@ -98,7 +101,12 @@ impl UdpShell {
     pub async fn send_batch(&self, transmits: &[str0m::net::Transmit], scratch: &mut Vec<u8>) {
         let mut rest = transmits;
         while !rest.is_empty() {
-            let n = gso::run_len(rest, self.state.max_gso_segments()).max(1);
+            let segments = if self.gso {
+                self.state.max_gso_segments()
+            } else {
+                1
+            };
+            let n = gso::run_len(rest, segments).max(1);
             let (run, tail) = rest.split_at(n);
             rest = tail;
             let first = &run[0];
@@ -317,7 +325,7 @@ mod tests {
     /// same order; datagrams to another viewer in between are not mixed in.
     #[tokio::test]
     async fn a_batch_arrives_whole_and_in_order() {
-        let shell = UdpShell::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let shell = UdpShell::bind(SocketAddr::from(([127, 0, 0, 1], 0)), true).expect("bind");
         let viewer = |_| {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("viewer socket");
             s.set_read_timeout(Some(Duration::from_millis(300)))

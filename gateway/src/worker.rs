@@ -1340,7 +1340,7 @@ mod tests {
     fn worker() -> (Worker, PeerFactory) {
         let mut config = Config::load(Cli::default()).expect("defaults");
         config.udp_listen = "127.0.0.1:0".parse().expect("addr");
-        let udp = UdpShell::bind(config.udp_listen).expect("bind");
+        let udp = UdpShell::bind(config.udp_listen, true).expect("bind");
         let peers = PeerFactory::new(&config, udp.local_addr()).expect("peers");
         let (tx, _rx) = mpsc::unbounded_channel();
         let (demux, _demux_rx) = mpsc::unbounded_channel();
