@@ -6,6 +6,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 bash scripts/setup-browser.sh
+# The live GStreamer publisher test drives Debian's simple-whip-client.
+bash scripts/setup-gstreamer.sh
 
 # The integration tests start this binary as a real process.
 cargo build -p gateway --bin gateway -p relay --bin relay
