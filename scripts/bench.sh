@@ -3,11 +3,12 @@
 #   1. physical floor (criterion, gateway/benches/floor.rs)
 #   2. fan-out: one 2.5 Mbps publisher, viewers stepped up until loss > 1 % or p99 latency > 200 ms
 #   3. start: WHEP POST -> first keyframe over 200 joins, publisher GOP 8 s ignoring PLI
+#   5. trees: added latency per relay hop, delivery with 5 % loss per hop (cluster_figures a, b)
 # Results go to target/bench/ (JSON per run, logs, summary.txt).
 #
 # Environment: STEPS="25 50 100 200 400" (fan-out viewer steps), STEP_SECS=10 (steady window per
 # step), RAMP=25 (fan-out viewers joining per second), START_VIEWERS=200, START_RAMP=20,
-# SKIP_BUILD=1, SKIP_FLOOR=1, SKIP_FANOUT=1, SKIP_START=1.
+# SKIP_BUILD=1, SKIP_FLOOR=1, SKIP_FANOUT=1, SKIP_START=1, SKIP_TREES=1.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -125,5 +126,18 @@ if [ -z "${SKIP_START:-}" ]; then
         --server-pid "$GW_PID" --report "$OUT/start.json" \
         2>"$OUT/start.progress" | tee -a "$SUMMARY"
     stop_gateway
+fi
+# --- 5. trees -----------------------------------------------------------------------------------
+# Added latency per relay hop and delivery with 5 % loss per hop: the cluster figure tests, run
+# against release gateways and relays (origin → relay → edge; 3 edges / 2 relays under loss).
+if [ -z "${SKIP_TREES:-}" ]; then
+    log "## trees: cluster_figures a (latency per hop) and b (5 % loss per hop), release nodes"
+    if [ -z "${SKIP_BUILD:-}" ]; then
+        cargo build --release -p relay --bin relay
+    fi
+    GATEWAY_BIN=$GATEWAY RELAY_BIN=$ROOT/target/release/relay WHIP_TESTS_NO_BUILD=1 \
+        cargo test --release -p whip-tests --test cluster_figures -- --nocapture --test-threads 1 \
+        figure_a figure_b >"$OUT/trees.log" 2>&1 || log "trees: a figure test failed (see trees.log)"
+    grep '^FIGURE' "$OUT/trees.log" | tee -a "$SUMMARY" || true
 fi
 log "# done; reports in $OUT"

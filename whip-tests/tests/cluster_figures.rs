@@ -84,6 +84,15 @@ fn carries_video(cluster: &Value) -> bool {
 }
 
 /// Decodable frames over frames expected (received + missing).
+/// Which node binaries ran: `scripts/bench.sh` points GATEWAY_BIN/RELAY_BIN at release builds.
+fn node_build() -> &'static str {
+    if std::env::var_os("GATEWAY_BIN").is_some() {
+        "GATEWAY_BIN/RELAY_BIN"
+    } else {
+        "debug"
+    }
+}
+
 fn delivered(r: &PlayReport) -> f64 {
     r.sequence.decodable as f64 / (r.sequence.frames + r.sequence.missing).max(1) as f64
 }
@@ -179,9 +188,10 @@ async fn figure_a_added_latency_per_hop() -> Result<()> {
     let hop50 = (e.p50 - o.p50) / 2.0;
     let hop99 = (e.p99 - o.p99) / 2.0;
     println!(
-        "FIGURE: a latency (loopback, no loss, debug) origin p50/p95/p99 {:.2}/{:.2}/{:.2} ms \
+        "FIGURE: a latency (loopback, no loss, {} nodes) origin p50/p95/p99 {:.2}/{:.2}/{:.2} ms \
          (n={}), edge via relay p50/p95/p99 {:.2}/{:.2}/{:.2} ms (n={}); per-hop added p50 \
          {hop50:.2} ms, p99 {hop99:.2} ms",
+        node_build(),
         o.p50, o.p95, o.p99, o.samples, e.p50, e.p95, e.p99, e.samples
     );
     ensure!(
