@@ -1,7 +1,10 @@
 //! Building one str0m `Rtc` per session from a client's offer: RTP mode (we forward packets, never
 //! frames), ICE-lite with preset credentials (so the UDP shell can route the first STUN by ufrag),
 //! one DTLS certificate and crypto provider for the whole node (made once at start-up instead of
-//! once per peer), and host candidates for every configured address.
+//! once per peer; the provider's DTLS configuration, with dimpl's crypto self-test, once per
+//! process: `cached_dtls`), and host candidates for every configured address.
+
+mod cached_dtls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -42,7 +45,7 @@ const MAX_MLINES: usize = 16;
 
 impl PeerFactory {
     pub fn new(config: &Config, udp_local: SocketAddr) -> Result<Self, String> {
-        let provider = str0m::crypto::from_feature_flags();
+        let provider = cached_dtls::crypto_provider();
         let cert = provider
             .dtls_provider
             .generate_certificate()
