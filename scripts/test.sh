@@ -19,5 +19,8 @@ else
   cargo test --workspace --no-fail-fast -- --test-threads 2
 fi
 
+# The vendored, patched dimpl (str0m's DTLS) is no workspace member: its unit tests run here.
+bash scripts/test-vendored-dimpl.sh
+
 # Real browser: headless Chromium publishes through /publish/… and plays through /watch/….
 (cd whip-tests/browser && GATEWAY_BIN="$ROOT/target/debug/gateway" npm test)

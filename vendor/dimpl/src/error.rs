@@ -194,6 +194,13 @@ pub enum CryptoError {
         /// The public key group used for verification.
         group: NamedGroup,
     },
+    /// RSA PKCS#1 v1.5 signature verification failed (bad signature, or a key outside
+    /// 2048–8192 bits).
+    // PATCH(rsa-client-cert): RSA keys have no NamedGroup for `SignatureVerificationFailed`.
+    RsaSignatureVerificationFailed {
+        /// The requested hash algorithm.
+        hash: HashAlgorithm,
+    },
     /// The public key algorithm is unsupported.
     UnsupportedPublicKeyAlgorithm,
     /// A certificate or key references an unsupported EC curve.
@@ -939,6 +946,9 @@ impl fmt::Display for CryptoError {
                 f,
                 "signature verification failed: {signature:?} + {hash:?} + {group:?}"
             ),
+            Self::RsaSignatureVerificationFailed { hash } => {
+                write!(f, "signature verification failed: RSA PKCS#1 + {hash:?}")
+            }
             Self::UnsupportedPublicKeyAlgorithm => write!(f, "unsupported public key algorithm"),
             Self::UnsupportedEcCurve => write!(f, "unsupported EC curve"),
             Self::CertificateParseFailed => write!(f, "failed to parse certificate"),

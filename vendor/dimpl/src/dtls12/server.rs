@@ -1322,14 +1322,17 @@ fn handshake_serialize_certificate_request(
     sig_algs: &SignatureAndHashAlgorithmVec,
 ) -> Result<(), Error> {
     // Only advertise ECDSA_SIGN (the only supported client cert type)
+    // PATCH(rsa-client-cert): and RSA_SIGN, verified with rsa_pkcs1_* (GStreamer/OpenSSL peers).
     let mut cert_types = CertificateTypeVec::new();
     cert_types.push(ClientCertificateType::ECDSA_SIGN);
+    cert_types.push(ClientCertificateType::RSA_SIGN);
 
     // If intersection is empty (e.g., client didn't advertise), fall back to our supported set
     // Build the selected list with the capacity expected by CertificateRequest
     let mut selected = SignatureAndHashAlgorithmVec::new();
     if sig_algs.is_empty() {
-        let fallback = SignatureAndHashAlgorithm::supported();
+        // PATCH(rsa-client-cert): everything we can verify, RSA included.
+        let fallback = SignatureAndHashAlgorithm::verifiable();
         for alg in fallback.iter() {
             selected.push(*alg);
         }
@@ -1401,7 +1404,8 @@ fn select_certificate_request_sig_algs(
     client_algs: Option<&SignatureAndHashAlgorithmVec>,
 ) -> SignatureAndHashAlgorithmVec {
     // Only select algorithms supported by dimpl's signature verifiers.
-    let ours = SignatureAndHashAlgorithm::supported();
+    // PATCH(rsa-client-cert): verifiable() (ECDSA + RSA PKCS#1), not supported() (ECDSA).
+    let ours = SignatureAndHashAlgorithm::verifiable();
 
     // Build intersection preserving client preference order
     let mut out = ArrayVec::new();
@@ -1473,8 +1477,10 @@ mod tests {
         assert_eq!(selected, None);
     }
 
+    // PATCH(rsa-client-cert): the two tests below asserted that RSA was left out; it is now
+    // selected, in the client's order, and unverifiable pairs are still dropped.
     #[test]
-    fn certificate_request_does_not_select_rsa_signatures() {
+    fn certificate_request_selects_rsa_signatures() {
         let mut client = SignatureAndHashAlgorithmVec::new();
         client.push(SignatureAndHashAlgorithm::new(
             HashAlgorithm::SHA256,
@@ -1484,16 +1490,18 @@ mod tests {
             HashAlgorithm::SHA256,
             SignatureAlgorithm::RSA,
         ));
+        client.push(SignatureAndHashAlgorithm::new(
+            HashAlgorithm::SHA1,
+            SignatureAlgorithm::RSA,
+        ));
 
         let selected = select_certificate_request_sig_algs(Some(&client));
 
-        assert_eq!(selected.len(), 1);
-        assert_eq!(selected[0].signature, SignatureAlgorithm::ECDSA);
-        assert_eq!(selected[0].hash, HashAlgorithm::SHA256);
+        assert_eq!(&selected[..], &client[..2]);
     }
 
     #[test]
-    fn certificate_request_rejects_rsa_only_signatures() {
+    fn certificate_request_accepts_rsa_only_signatures() {
         let mut client = SignatureAndHashAlgorithmVec::new();
         client.push(SignatureAndHashAlgorithm::new(
             HashAlgorithm::SHA256,
@@ -1502,6 +1510,29 @@ mod tests {
 
         let selected = select_certificate_request_sig_algs(Some(&client));
 
-        assert!(selected.is_empty());
+        assert_eq!(&selected[..], &client[..]);
+    }
+
+    #[test]
+    fn certificate_request_asks_for_ecdsa_or_rsa_certificates() {
+        let mut body = Buf::new();
+        handshake_serialize_certificate_request(&mut body, &SignatureAndHashAlgorithmVec::new())
+            .unwrap();
+        let (_, cr) = CertificateRequest::parse(&body, 0).unwrap();
+
+        assert_eq!(
+            &cr.certificate_types[..],
+            &[
+                ClientCertificateType::ECDSA_SIGN,
+                ClientCertificateType::RSA_SIGN
+            ]
+        );
+        // Empty client list: the fallback is everything we verify (the client-side parse above
+        // keeps only the ECDSA entries, so count the wire bytes: 2-byte length, 2 per entry).
+        let sig_algs_len = u16::from_be_bytes([body[3], body[4]]) as usize;
+        assert_eq!(
+            sig_algs_len,
+            2 * SignatureAndHashAlgorithm::verifiable().len()
+        );
     }
 }

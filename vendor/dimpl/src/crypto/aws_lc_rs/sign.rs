@@ -7,6 +7,8 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA384_ASN1};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, UnparsedPublicKey};
 use aws_lc_rs::signature::{ECDSA_P384_SHA256_ASN1, ECDSA_P384_SHA384_ASN1};
 use aws_lc_rs::signature::{EcdsaKeyPair, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm};
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384};
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA512, RsaParameters};
 use der::{Decode, Encode};
 use spki::ObjectIdentifier;
 use x509_cert::Certificate as X509Certificate;
@@ -191,6 +193,11 @@ impl SignatureVerifier for AwsLcSignatureVerifier {
         hash_alg: HashAlgorithm,
         sig_alg: SignatureAlgorithm,
     ) -> Result<(), CryptoError> {
+        // PATCH(rsa-client-cert): a DTLS 1.2 client's CertificateVerify made with an RSA
+        // certificate (OpenSSL-based peers such as GStreamer's dtls element have no other).
+        if sig_alg == SignatureAlgorithm::RSA {
+            return verify_rsa_pkcs1(cert_der, data, signature, hash_alg);
+        }
         if sig_alg != SignatureAlgorithm::ECDSA {
             return Err(CryptoError::UnsupportedSignatureAlgorithm(sig_alg));
         }
@@ -247,6 +254,47 @@ impl SignatureVerifier for AwsLcSignatureVerifier {
     }
 }
 
+/// RSASSA-PKCS1-v1_5 (`rsa_pkcs1_sha256/384/512`) with the certificate's RSA key, which must be
+/// 2048–8192 bits (aws-lc-rs refuses smaller keys).
+// PATCH(rsa-client-cert): new.
+fn verify_rsa_pkcs1(
+    cert_der: &[u8],
+    data: &[u8],
+    signature: &[u8],
+    hash_alg: HashAlgorithm,
+) -> Result<(), CryptoError> {
+    const OID_RSA_ENCRYPTION: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+    let algorithm: &RsaParameters = match hash_alg {
+        HashAlgorithm::SHA256 => &RSA_PKCS1_2048_8192_SHA256,
+        HashAlgorithm::SHA384 => &RSA_PKCS1_2048_8192_SHA384,
+        HashAlgorithm::SHA512 => &RSA_PKCS1_2048_8192_SHA512,
+        _ => {
+            return Err(CryptoError::UnsupportedSignaturePair {
+                signature: SignatureAlgorithm::RSA,
+                hash: hash_alg,
+            });
+        }
+    };
+
+    let cert =
+        X509Certificate::from_der(cert_der).map_err(|_| CryptoError::CertificateParseFailed)?;
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.oid != OID_RSA_ENCRYPTION {
+        return Err(CryptoError::UnsupportedPublicKeyAlgorithm);
+    }
+    // The BIT STRING holds the PKCS#1 RSAPublicKey DER, which is what aws-lc-rs takes.
+    let pubkey_bytes = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(CryptoError::InvalidSubjectPublicKey)?;
+
+    UnparsedPublicKey::new(algorithm, pubkey_bytes)
+        .verify(data, signature)
+        .map_err(|_| CryptoError::RsaSignatureVerificationFailed { hash: hash_alg })
+}
+
 /// Static instance of the key provider.
 pub(super) static KEY_PROVIDER: AwsLcKeyProvider = AwsLcKeyProvider;
 
@@ -289,6 +337,128 @@ mod tests {
                 hash: HashAlgorithm::SHA256,
                 group: NamedGroup::Secp256r1,
             }
+        );
+    }
+
+    // PATCH(rsa-client-cert): the RSA verify path, with a self-signed RSA-2048 certificate like
+    // the one GStreamer's dtls element makes, and signatures made by aws-lc-rs as OpenSSL would.
+    use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RSA_PKCS1_SHA384, RSA_PKCS1_SHA512};
+    use aws_lc_rs::signature::{RsaEncoding, RsaKeyPair};
+
+    fn rsa_2048_certificate() -> (Vec<u8>, RsaKeyPair) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("RSA-2048 key");
+        let cert = rcgen::CertificateParams::new(vec!["gstreamer".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("self-signed RSA certificate");
+        let signer = RsaKeyPair::from_pkcs8(&key.serialize_der()).expect("aws-lc-rs RSA key");
+        assert_eq!(signer.public_modulus_len(), 256, "RSA-2048");
+        (cert.der().to_vec(), signer)
+    }
+
+    fn rsa_sign(key: &RsaKeyPair, encoding: &'static dyn RsaEncoding, data: &[u8]) -> Vec<u8> {
+        let mut signature = vec![0; key.public_modulus_len()];
+        key.sign(
+            encoding,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            data,
+            &mut signature,
+        )
+        .expect("RSA sign");
+        signature
+    }
+
+    fn verify_rsa(
+        cert: &[u8],
+        data: &[u8],
+        sig: &[u8],
+        hash: HashAlgorithm,
+    ) -> Result<(), CryptoError> {
+        SIGNATURE_VERIFIER.verify_signature(cert, data, sig, hash, SignatureAlgorithm::RSA)
+    }
+
+    #[test]
+    fn rsa_pkcs1_signatures_verify() {
+        let (cert, key) = rsa_2048_certificate();
+        let data = b"handshake transcript";
+        let cases: [(HashAlgorithm, &'static dyn RsaEncoding); 3] = [
+            (HashAlgorithm::SHA256, &RSA_PKCS1_SHA256),
+            (HashAlgorithm::SHA384, &RSA_PKCS1_SHA384),
+            (HashAlgorithm::SHA512, &RSA_PKCS1_SHA512),
+        ];
+        for (hash, encoding) in cases {
+            let signature = rsa_sign(&key, encoding, data);
+            verify_rsa(&cert, data, &signature, hash).expect("valid RSA signature");
+        }
+    }
+
+    #[test]
+    fn wrong_rsa_signatures_fail() {
+        let (cert, key) = rsa_2048_certificate();
+        let data = b"handshake transcript";
+        let signature = rsa_sign(&key, &RSA_PKCS1_SHA256, data);
+        let failed = Err(CryptoError::RsaSignatureVerificationFailed {
+            hash: HashAlgorithm::SHA256,
+        });
+
+        let mut corrupt = signature.clone();
+        corrupt[100] ^= 0x01;
+        assert_eq!(
+            verify_rsa(&cert, data, &corrupt, HashAlgorithm::SHA256),
+            failed
+        );
+        assert_eq!(
+            verify_rsa(&cert, b"other data", &signature, HashAlgorithm::SHA256),
+            failed
+        );
+        // Signed with SHA-256 but claimed as SHA-384.
+        assert_eq!(
+            verify_rsa(&cert, data, &signature, HashAlgorithm::SHA384),
+            Err(CryptoError::RsaSignatureVerificationFailed {
+                hash: HashAlgorithm::SHA384
+            })
+        );
+        // Another RSA key's signature.
+        let (_, other_key) = rsa_2048_certificate();
+        let other = rsa_sign(&other_key, &RSA_PKCS1_SHA256, data);
+        assert_eq!(
+            verify_rsa(&cert, data, &other, HashAlgorithm::SHA256),
+            failed
+        );
+    }
+
+    #[test]
+    fn rsa_and_ecdsa_keys_are_not_mixed_up() {
+        let (rsa_cert, rsa_key) = rsa_2048_certificate();
+        let data = b"handshake transcript";
+        let signature = rsa_sign(&rsa_key, &RSA_PKCS1_SHA256, data);
+
+        // An RSA certificate never verifies an ECDSA-labelled signature, nor the reverse.
+        let ecdsa_label = SIGNATURE_VERIFIER.verify_signature(
+            &rsa_cert,
+            data,
+            &signature,
+            HashAlgorithm::SHA256,
+            SignatureAlgorithm::ECDSA,
+        );
+        assert_eq!(ecdsa_label, Err(CryptoError::UnsupportedPublicKeyAlgorithm));
+        let ec_cert = generate_self_signed_certificate().expect("generate cert");
+        assert_eq!(
+            verify_rsa(
+                &ec_cert.certificate,
+                data,
+                &signature,
+                HashAlgorithm::SHA256
+            ),
+            Err(CryptoError::UnsupportedPublicKeyAlgorithm)
+        );
+        // SHA-1 (and anything but SHA-256/384/512) is refused before any key is looked at.
+        assert_eq!(
+            verify_rsa(&rsa_cert, data, &signature, HashAlgorithm::SHA1),
+            Err(CryptoError::UnsupportedSignaturePair {
+                signature: SignatureAlgorithm::RSA,
+                hash: HashAlgorithm::SHA1
+            })
         );
     }
 }

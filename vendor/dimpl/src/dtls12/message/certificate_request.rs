@@ -170,7 +170,7 @@ mod test {
         // Message with unsupported certificate types and signature algorithms
         let message_with_unsupported: &[u8] = &[
             0x03, // Certificate types length (3 bytes)
-            0x01, // RSA_SIGN (unsupported, filtered)
+            0x01, // RSA_SIGN (supported since PATCH(rsa-client-cert))
             0x40, // ECDSA_SIGN (supported)
             0x02, // DSS_SIGN (unsupported, filtered)
             0x00, 0x06, // Signature algorithms length (6 bytes = 3 algorithms)
@@ -184,10 +184,13 @@ mod test {
         assert!(rest.is_empty());
 
         // Only supported types should remain
-        assert_eq!(parsed.certificate_types.len(), 1);
+        // PATCH(rsa-client-cert): RSA_SIGN is one of them now.
         assert_eq!(
-            parsed.certificate_types[0],
-            ClientCertificateType::ECDSA_SIGN
+            &parsed.certificate_types[..],
+            &[
+                ClientCertificateType::RSA_SIGN,
+                ClientCertificateType::ECDSA_SIGN
+            ]
         );
 
         assert_eq!(parsed.supported_signature_algorithms.len(), 1);

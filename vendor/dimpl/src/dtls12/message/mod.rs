@@ -259,14 +259,19 @@ impl ClientCertificateType {
     }
 
     /// Returns true if this certificate type is supported by this implementation.
-    /// Currently only ECDSA_SIGN is supported.
+    /// ECDSA_SIGN, and RSA_SIGN for a peer's (client's) certificate.
     pub fn is_supported(&self) -> bool {
         Self::supported().contains(self)
     }
 
     /// Supported client certificate types.
-    pub const fn supported() -> &'static [ClientCertificateType; 1] {
-        &[ClientCertificateType::ECDSA_SIGN]
+    // PATCH(rsa-client-cert): RSA_SIGN added so a server's CertificateRequest can ask for the
+    // RSA certificate that OpenSSL-based peers (GStreamer webrtcbin) always have.
+    pub const fn supported() -> &'static [ClientCertificateType; 2] {
+        &[
+            ClientCertificateType::ECDSA_SIGN,
+            ClientCertificateType::RSA_SIGN,
+        ]
     }
 
     pub const fn as_u8(&self) -> u8 {
@@ -307,8 +312,9 @@ impl fmt::Debug for ClientCertificateType {
 
 // SignatureAlgorithm and HashAlgorithm are now in crate::types
 
+// PATCH(rsa-client-cert): sized for `verifiable()`, the larger list.
 pub type SignatureAndHashAlgorithmVec =
-    ArrayVec<SignatureAndHashAlgorithm, { SignatureAndHashAlgorithm::supported().len() }>;
+    ArrayVec<SignatureAndHashAlgorithm, { SignatureAndHashAlgorithm::verifiable().len() }>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SignatureAndHashAlgorithm {
@@ -359,9 +365,31 @@ impl SignatureAndHashAlgorithm {
         SUPPORTED
     }
 
+    /// Signature+hash combinations dimpl can verify in a peer's signature: `supported()` plus
+    /// RSA PKCS#1 v1.5. Only a DTLS 1.2 server uses the RSA ones (a client's CertificateVerify,
+    /// asked for by CertificateRequest); what dimpl itself signs and offers stays `supported()`.
+    // PATCH(rsa-client-cert): new; upstream dimpl verifies ECDSA only.
+    pub const fn verifiable() -> &'static [SignatureAndHashAlgorithm; 5] {
+        const VERIFIABLE: &[SignatureAndHashAlgorithm; 5] = &[
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::ECDSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA512, SignatureAlgorithm::RSA),
+        ];
+
+        VERIFIABLE
+    }
+
     /// Returns true if this signature+hash combination is supported.
     pub fn is_supported(&self) -> bool {
         Self::supported().contains(self)
+    }
+
+    /// Returns true if dimpl can verify a peer's signature of this combination.
+    // PATCH(rsa-client-cert): new, see `verifiable()`.
+    pub fn is_verifiable(&self) -> bool {
+        Self::verifiable().contains(self)
     }
 }
 
@@ -377,6 +405,8 @@ mod tests {
         assert!(SignatureAndHashAlgorithm::all().contains(&rsa_sha256));
         assert!(!rsa_sha256.is_supported());
         assert_eq!(SignatureAndHashAlgorithm::supported().len(), 2);
+        // PATCH(rsa-client-cert): not offered or signed by dimpl, but verified from a peer.
+        assert!(rsa_sha256.is_verifiable());
     }
 
     #[test]

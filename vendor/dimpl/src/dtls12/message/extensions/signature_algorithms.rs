@@ -14,10 +14,13 @@ pub struct SignatureAlgorithmsExtension {
 impl SignatureAlgorithmsExtension {
     /// Create a default SignatureAlgorithmsExtension with standard algorithms
     pub fn default() -> Self {
+        // PATCH(rsa-client-cert): collected, since the Vec is now sized for `verifiable()`;
+        // the list a client offers is unchanged (ECDSA only).
         SignatureAlgorithmsExtension {
-            supported_signature_algorithms: SignatureAndHashAlgorithmVec::from(
-                *SignatureAndHashAlgorithm::supported(),
-            ),
+            supported_signature_algorithms: SignatureAndHashAlgorithm::supported()
+                .iter()
+                .copied()
+                .collect(),
         }
     }
 
@@ -37,7 +40,9 @@ impl SignatureAlgorithmsExtension {
         while !current_input.is_empty() {
             let (rest, alg) = SignatureAndHashAlgorithm::parse(current_input)?;
             // Only keep supported signature+hash combinations
-            if alg.is_supported() {
+            // PATCH(rsa-client-cert): verifiable, not supported: a server must see a client's RSA
+            // entries to put them in its CertificateRequest.
+            if alg.is_verifiable() {
                 algorithms
                     .try_push(alg)
                     .map_err(|_| Err::Failure(Error::new(current_input, ErrorKind::LengthValue)))?;
@@ -101,11 +106,8 @@ mod tests {
 
         let (_, parsed) = SignatureAlgorithmsExtension::parse(&serialized).unwrap();
 
-        assert_eq!(parsed.supported_signature_algorithms.len(), 1);
-        assert_eq!(
-            parsed.supported_signature_algorithms[0],
-            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA,)
-        );
+        // PATCH(rsa-client-cert): SHA256/RSA is verifiable now, so parsing keeps it.
+        assert_eq!(parsed.supported_signature_algorithms, algorithms);
     }
 
     #[test]
@@ -124,8 +126,13 @@ mod tests {
     fn capacity_matches_supported() {
         let extension = SignatureAlgorithmsExtension::default();
 
+        // PATCH(rsa-client-cert): sized for what we verify; what we offer is the shorter list.
         assert_eq!(
             extension.supported_signature_algorithms.capacity(),
+            SignatureAndHashAlgorithm::verifiable().len()
+        );
+        assert_eq!(
+            extension.supported_signature_algorithms.len(),
             SignatureAndHashAlgorithm::supported().len()
         );
     }
@@ -133,7 +140,7 @@ mod tests {
     #[test]
     fn too_many_supported_signature_algorithms_are_rejected() {
         let mut bytes = Vec::new();
-        let count = SignatureAndHashAlgorithm::supported().len() + 1;
+        let count = SignatureAndHashAlgorithm::verifiable().len() + 1; // PATCH(rsa-client-cert)
         bytes.extend_from_slice(&(count as u16 * 2).to_be_bytes());
         for _ in 0..count {
             bytes.extend_from_slice(
