@@ -17,6 +17,7 @@ pub mod harness;
 pub mod latency;
 pub mod media_source;
 pub mod rtc_loop;
+pub mod rtp_counter;
 pub mod sample_entry;
 pub mod sequence_check;
 pub mod signaling;

@@ -3,8 +3,14 @@
 //! str0m is sans-IO and has one hard rule: after every mutation (input, write, SDP change) drain
 //! `poll_output` until it yields a timeout before mutating again. This type owns that rule so the
 //! publisher and the player only decide *what* to do between drains.
+//!
+//! Every incoming RTP datagram is also counted from its clear header ([`RtpCounter`]) before str0m
+//! sees it. In *thin* mode ([`RtcLoop::set_thin`]) that is all that happens to RTP: str0m still
+//! gets STUN, DTLS and RTCP (so ICE, DTLS and consent freshness are real) but never decrypts
+//! media, which is what lets one load generator play hundreds of viewers.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -13,12 +19,15 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
+use crate::rtp_counter::RtpCounter;
+
 /// Why [`RtcLoop::wait`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Woke {
     /// A packet or a timer was fed to the `Rtc`; drain before anything else.
     Input,
-    /// The application's deadline passed (nothing was fed; no drain needed, but harmless).
+    /// Nothing was fed to the engine (the application's deadline passed, or a datagram was
+    /// dropped or only counted); no drain needed, but harmless.
     Deadline,
     /// The stop signal fired.
     Stop,
@@ -40,6 +49,10 @@ pub struct RtcLoop {
     drop_outgoing_every: Option<u32>,
     media_sent: u64,
     pub dropped_outgoing: u64,
+    /// Counts every incoming RTP datagram; shared so that a report can be read while we run.
+    rtp: Arc<Mutex<RtpCounter>>,
+    /// RTP datagrams are counted only, never given to str0m.
+    thin: bool,
 }
 
 impl RtcLoop {
@@ -49,9 +62,7 @@ impl RtcLoop {
     /// gateway may be ICE-lite or may simply wait for us, so we never rely on peer-reflexive
     /// discovery.
     pub async fn bind(mut rtc: Rtc, addr: SocketAddr) -> Result<Self> {
-        let socket = UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("binding UDP {addr}"))?;
+        let socket = bind_udp(addr).with_context(|| format!("binding UDP {addr}"))?;
         let local = socket.local_addr().context("UDP local address")?;
         let candidate = Candidate::host(local, "udp").context("host candidate")?;
         rtc.add_local_candidate(candidate)
@@ -68,6 +79,8 @@ impl RtcLoop {
             drop_outgoing_every: None,
             media_sent: 0,
             dropped_outgoing: 0,
+            rtp: Arc::default(),
+            thin: false,
         })
     }
 
@@ -80,6 +93,19 @@ impl RtcLoop {
     /// RTCP), so that the peer has something to NACK.
     pub fn set_drop_outgoing_every(&mut self, n: Option<u32>) {
         self.drop_outgoing_every = n.filter(|n| *n > 1);
+    }
+
+    /// Thin mode: incoming RTP datagrams are counted ([`RtcLoop::rtp_counter`]) and dropped
+    /// instead of being decrypted by str0m. STUN, DTLS and RTCP still reach str0m, so ICE, DTLS
+    /// and consent freshness stay real; but str0m never sees media, so it emits no `MediaData`
+    /// and sends no NACK (and the application no PLI) for this peer.
+    pub fn set_thin(&mut self, thin: bool) {
+        self.thin = thin;
+    }
+
+    /// The counter of incoming RTP datagrams (both modes), to read while the loop runs.
+    pub fn rtp_counter(&self) -> Arc<Mutex<RtpCounter>> {
+        self.rtp.clone()
     }
 
     /// The socket address media flows from.
@@ -132,53 +158,85 @@ impl RtcLoop {
         // keeps a wrong clock from stalling us.
         let wake_at = wake_at.min(Instant::now() + Duration::from_secs(1));
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wake_at));
-        tokio::select! {
-            biased;
-            changed = stop.changed() => {
-                // A dropped sender means nobody can stop us any more: treat it as stop.
-                let _ = changed;
-                Ok(Woke::Stop)
-            }
-            received = self.socket.recv_from(&mut self.buf) => {
-                let (n, source) = received.context("UDP receive")?;
-                let Some(packet) = self.buf.get(..n) else {
-                    return Ok(Woke::Deadline);
-                };
-                // SRTP media: first byte 128..=191, RTCP payload types 200..=207 excluded.
-                let is_rtp = packet.len() > 12 && (128..192).contains(&packet[0]) && !(200..=207).contains(&packet[1]);
-                if let (Some(every), true) = (self.drop_every, is_rtp) {
-                    self.media_seen += 1;
-                    if self.media_seen.is_multiple_of(u64::from(every)) {
-                        self.dropped += 1;
+        tokio::pin!(sleep);
+        // Loops only over datagrams that str0m is not given (thin mode), so that a thin viewer
+        // costs one receive and one count per packet, not a new timer each.
+        loop {
+            tokio::select! {
+                biased;
+                changed = stop.changed() => {
+                    // A dropped sender means nobody can stop us any more: treat it as stop.
+                    let _ = changed;
+                    return Ok(Woke::Stop);
+                }
+                received = self.socket.recv_from(&mut self.buf) => {
+                    let (n, source) = received.context("UDP receive")?;
+                    let Some(packet) = self.buf.get(..n) else {
+                        return Ok(Woke::Deadline);
+                    };
+                    if is_rtp(packet) {
+                        if let Some(every) = self.drop_every {
+                            self.media_seen += 1;
+                            if self.media_seen.is_multiple_of(u64::from(every)) {
+                                self.dropped += 1;
+                                return Ok(Woke::Deadline);
+                            }
+                        }
+                        lock(&self.rtp).on_datagram(packet, Instant::now());
+                        if self.thin {
+                            continue;
+                        }
+                    }
+                    let Ok(contents) = packet.try_into() else {
+                        // Not STUN/DTLS/RTP: someone else's traffic, not our problem.
+                        return Ok(Woke::Deadline);
+                    };
+                    let input = Input::Receive(
+                        Instant::now(),
+                        Receive { proto: Protocol::Udp, source, destination: self.local, contents },
+                    );
+                    self.rtc.handle_input(input).context("str0m handle_input")?;
+                    return Ok(Woke::Input);
+                }
+                _ = &mut sleep => {
+                    if app_first && Instant::now() < engine_due {
                         return Ok(Woke::Deadline);
                     }
+                    self.rtc
+                        .handle_input(Input::Timeout(Instant::now()))
+                        .context("str0m timeout")?;
+                    return Ok(Woke::Input);
                 }
-                let Ok(contents) = packet.try_into() else {
-                    // Not STUN/DTLS/RTP: someone else's traffic, not our problem.
-                    return Ok(Woke::Deadline);
-                };
-                let input = Input::Receive(
-                    Instant::now(),
-                    Receive { proto: Protocol::Udp, source, destination: self.local, contents },
-                );
-                self.rtc.handle_input(input).context("str0m handle_input")?;
-                Ok(Woke::Input)
-            }
-            _ = sleep => {
-                if app_first && Instant::now() < engine_due {
-                    return Ok(Woke::Deadline);
-                }
-                self.rtc
-                    .handle_input(Input::Timeout(Instant::now()))
-                    .context("str0m timeout")?;
-                Ok(Woke::Input)
             }
         }
     }
 }
 
-/// SRTP media: first byte 128..=191, RTCP payload types 200..=207 excluded (the same test
-/// [`RtcLoop::wait`] applies to incoming datagrams).
+fn lock(counter: &Mutex<RtpCounter>) -> MutexGuard<'_, RtpCounter> {
+    // Counts are plain numbers: still worth reading after a panic elsewhere.
+    counter.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Receive buffer asked for; the kernel caps it at `net.core.rmem_max`.
+///
+/// The default (about 200 KB, which the kernel charges ~2.3 KB per 1.2 KB datagram) overflows
+/// when a viewer joins: the gateway sends the cached GOP at once (≈300 KB for one second at
+/// 2.5 Mbit/s), and a load generator with hundreds of viewers on two cores cannot always read it
+/// in time. Loss there is the client's, not the gateway's; memory is used only while queued.
+const RECV_BUFFER_BYTES: usize = 2 << 20;
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer only means more loss under load, which the counts show.
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// SRTP media: first byte 128..=191, RTCP payload types 200..=207 excluded (applied to datagrams
+/// both ways).
 fn is_rtp(packet: &[u8]) -> bool {
     packet.len() > 12 && (128..192).contains(&packet[0]) && !(200..=207).contains(&packet[1])
 }

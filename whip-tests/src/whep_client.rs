@@ -1,6 +1,11 @@
 //! A WHEP player that checks what it receives: every video frame is looked up in the fixture by
 //! its slice data, so the report says how long the first picture took and whether the stream was
 //! whole, in order and decodable.
+//!
+//! A *thin* player ([`PlayOptions::thin`]) only counts: it does real ICE and DTLS and keeps
+//! consent alive, but its RTP is counted from the clear header and never decrypted (see
+//! [`crate::rtc_loop::RtcLoop::set_thin`]), so it has packet counts, bytes and sequence-gap loss
+//! but no frames, no latency, and it sends no NACK or PLI.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,7 +15,7 @@ use anyhow::{Context, Result};
 use reqwest::Url;
 use serde::Serialize;
 use str0m::change::SdpAnswer;
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::{Event, IceConnectionState, Rtc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::latency::{LatencySamples, LatencyStats};
 use crate::media_source::FrameCatalog;
 use crate::rtc_loop::{RtcLoop, Woke};
+use crate::rtp_counter::{RtpCounter, RtpCounts};
 use crate::sequence_check::{SequenceChecker, SequenceStats};
 use crate::signaling::{Resource, http_client, post_offer};
 
@@ -48,6 +54,8 @@ pub struct PlayOptions {
     /// Play through the session/track API instead of WHEP: `url` is then the app's base,
     /// `http://host/v1/apps/{app}`, and this the track pulled on the video m-line.
     pub api_track: Option<crate::signaling::ApiTrack>,
+    /// Count RTP datagrams instead of decrypting them (load generation; see the module doc).
+    pub thin: bool,
 }
 
 impl PlayOptions {
@@ -65,6 +73,7 @@ impl PlayOptions {
             no_rtx: false,
             drop_every: None,
             api_track: None,
+            thin: false,
         }
     }
 }
@@ -78,8 +87,12 @@ pub struct PlayReport {
     pub resource: Option<String>,
     /// POST to 201.
     pub answer_ms: Option<f64>,
-    /// POST to ICE + DTLS done.
+    /// POST to ICE connected (str0m's `IceConnectionStateChange(Connected)`).
+    pub ice_connected_ms: Option<f64>,
+    /// POST to ICE + DTLS done (str0m's `Connected`).
     pub connected_ms: Option<f64>,
+    /// POST to the first RTP datagram received (before decryption).
+    pub first_packet_ms: Option<f64>,
     /// POST to the first complete video frame, whatever it was.
     pub first_frame_ms: Option<f64>,
     /// POST to the first keyframe.
@@ -99,6 +112,14 @@ pub struct PlayReport {
     pub non_contiguous: u64,
     /// PLIs this player sent.
     pub keyframe_requests_sent: u64,
+    /// NACK messages str0m sent for this player (one may ask for several packets), as of its
+    /// last stats event (once a second). Always 0 for a thin player.
+    pub nacks_sent: u64,
+    /// A thin player: RTP counted, not decrypted; no frames, latency, NACK or PLI.
+    pub thin: bool,
+    /// Every RTP datagram received, counted from the clear header: bytes, and loss from
+    /// sequence-number gaps before any repair.
+    pub rtp: RtpCounts,
     /// Frame-by-frame verdict against the fixture.
     pub sequence: SequenceStats,
     /// Whole, in order, nothing missing, starting with a keyframe.
@@ -124,6 +145,10 @@ struct State {
     report: PlayReport,
     checker: SequenceChecker,
     latency: LatencySamples,
+    /// Shared with the [`RtcLoop`], which counts while we run.
+    rtp: Arc<Mutex<RtpCounter>>,
+    /// The POST, from which every `_ms` is measured.
+    t0: Instant,
 }
 
 /// A running player.
@@ -154,9 +179,13 @@ impl WhepPlayer {
         } else {
             config = config.enable_h264(true);
         }
-        let rtc = config.build(Instant::now());
+        // Stats events carry the NACKs str0m sent.
+        let rtc = config
+            .set_stats_interval(Some(Duration::from_secs(1)))
+            .build(Instant::now());
         let mut lp = RtcLoop::bind(rtc, opts.bind).await?;
         lp.set_drop_every(opts.drop_every);
+        lp.set_thin(opts.thin);
         let mut change = lp.rtc.sdp_api();
         let _audio = change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         let video_mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
@@ -208,15 +237,28 @@ impl WhepPlayer {
             }
         }
 
+        // RTX payload types as negotiated, so that repairs are not counted as media.
+        let rtp = lp.rtp_counter();
+        let repair_pts = lp
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .filter_map(|p| p.resend());
+        lock(&rtp).set_repair_payload_types(repair_pts.map(|pt| *pt));
+
         let state = Arc::new(Mutex::new(State {
             report: PlayReport {
                 url: opts.url.clone(),
                 resource: Some(answer.resource.url.to_string()),
                 answer_ms: Some(answer_ms),
+                thin: opts.thin,
                 ..PlayReport::default()
             },
             checker: SequenceChecker::new(catalog.video_len()),
             latency: LatencySamples::default(),
+            rtp,
+            t0,
         }));
         let (stop, stop_rx) = watch::channel(false);
         let receiver = Receiver {
@@ -227,6 +269,7 @@ impl WhepPlayer {
             video_mid,
             t0,
             last_pli: None,
+            nacks: Vec::new(),
         };
         let task = tokio::spawn(receiver.run(stop_rx));
         Ok(WhepPlayer {
@@ -275,7 +318,7 @@ impl WhepPlayer {
     }
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves counters that are still worth reading.
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -285,6 +328,11 @@ fn snapshot(s: &State) -> PlayReport {
     r.sequence = s.checker.stats().clone();
     r.whole_in_order = r.sequence.is_perfect();
     r.latency_ms = s.latency.stats();
+    let rtp = lock(&s.rtp);
+    r.rtp = rtp.counts();
+    r.first_packet_ms = rtp
+        .first_at()
+        .map(|t| ms(t.saturating_duration_since(s.t0)));
     r
 }
 
@@ -300,6 +348,8 @@ struct Receiver {
     video_mid: Mid,
     t0: Instant,
     last_pli: Option<Instant>,
+    /// NACKs sent per (mid, rid), as str0m's cumulative stats last said.
+    nacks: Vec<((Mid, Option<Rid>), u64)>,
 }
 
 impl Receiver {
@@ -319,6 +369,13 @@ impl Receiver {
                         st.report.connected_ms = Some(ms(self.t0.elapsed()));
                         st.latency.set_since(Instant::now());
                     }
+                    Event::IceConnectionStateChange(
+                        IceConnectionState::Connected | IceConnectionState::Completed,
+                    ) => {
+                        let t = ms(self.t0.elapsed());
+                        lock(&self.state).report.ice_connected_ms.get_or_insert(t);
+                    }
+                    Event::MediaIngressStats(s) => self.on_ingress_stats((s.mid, s.rid), s.nacks),
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         lock(&self.state).report.ran_ms = ms(self.t0.elapsed());
                         anyhow::bail!("ICE disconnected");
@@ -361,6 +418,14 @@ impl Receiver {
         };
         lock(&self.state).report.ran_ms = ms(self.t0.elapsed());
         result
+    }
+
+    fn on_ingress_stats(&mut self, key: (Mid, Option<Rid>), nacks: u64) {
+        match self.nacks.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n = nacks,
+            None => self.nacks.push((key, nacks)),
+        }
+        lock(&self.state).report.nacks_sent = self.nacks.iter().map(|(_, n)| n).sum();
     }
 
     fn limit_reached(&self) -> bool {
