@@ -3,32 +3,40 @@
 //!
 //! ```text
 //! whip-load --base http://127.0.0.1:8080 --stream load --publish fixtures/short-gop.mp4 \
-//!     --viewers 200 --ramp-per-sec 20 --duration 10 --report out.json --server-pid 1234
+//!     --viewers 200 --full-viewers 5 --ramp-per-sec 20 --duration 10 --report out.json \
+//!     --server-pid 1234
 //! ```
 //!
 //! Viewers join at `--ramp-per-sec`; the run goes on `--duration` seconds after the last one has
 //! joined (the *steady window*), then every viewer DELETEs. A progress line goes to stderr every
 //! second; the JSON report goes to `--report` (and a one-line summary to stdout).
 //!
-//! Every viewer is a full str0m peer: real ICE, DTLS, SRTP decryption of every packet, consent
-//! freshness, and each video frame checked against the fixture (`--fixture`, default the published
-//! file). There is no "thin" viewer mode yet, so the client side (this process) usually runs out of
-//! CPU before a gateway does: the report gives this process's CPU too.
+//! Every viewer does real ICE and DTLS through str0m and keeps consent alive. `--full-viewers K`
+//! of them (spread evenly over the ramp) are *full*: SRTP decryption of every packet, NACK and
+//! PLI like a browser, each video frame checked against the fixture (`--fixture`, default the
+//! published file), latency. The others are *thin*: their RTP datagrams are counted from the
+//! clear RTP header and never decrypted (`whip_tests::rtp_counter`), so they cost the client a
+//! fraction of a full viewer; they send **no NACK and no PLI**, so the gateway sees them as
+//! viewers on a perfect network. The report gives this process's CPU too.
 //!
 //! Figures and where they come from:
-//! * join times per viewer (`PlayReport`): POST → 201 (`answer_ms`), POST → ICE + DTLS done
-//!   (`connected_ms`; ICE and DTLS are not split yet), POST → first frame, POST → first keyframe;
-//!   p50/p95/p99/max over viewers;
-//! * loss per viewer: frames missing from the fixture sequence, frames str0m flagged
-//!   non-contiguous, unknown (damaged) frames; NACKs only as the gateway's `nacks_received` total
-//!   (the player does not count the NACKs it sends);
-//! * end-to-end latency per frame (publisher write → viewer receive, same process clock) as each
-//!   viewer's p50/p99, summarised over viewers; only with `--publish`;
+//! * join times per viewer, from the WHEP POST (p50/p95/p99/max over viewers): 201 (`http`), ICE
+//!   connected (`ice`), DTLS done (`dtls`), first RTP datagram (`first_packet`), all viewers;
+//!   first frame and first keyframe (= first decodable picture), full viewers only (a thin viewer
+//!   cannot see the payload);
+//! * loss per viewer: thin viewers, RTP sequence gaps on media SSRCs (RTX apart); full viewers,
+//!   frames missing from the fixture sequence (after NACK repair), frames str0m flagged
+//!   non-contiguous, unknown frames, and the sequence gaps before repair; NACK messages each full
+//!   viewer sent (str0m's stats), p50/max and total, and the gateway's `nacks_received`;
+//! * end-to-end latency per frame (publisher write → full viewer receive, same process clock) as
+//!   each viewer's p50/p99, summarised over viewers; only with `--publish`;
 //! * server CPU from `/proc/<server-pid>/stat` (utime + stime) over the steady window;
-//! * packets forwarded per second from `/v1/stats` deltas (`packets_out`: RTP written to viewers;
-//!   `udp_sent`: every datagram) over the steady window, and server CPU-ns per forwarded packet;
-//!   bits per second are estimated as the fixture's media bitrate × viewers playing (the gateway
-//!   counts no bytes).
+//! * packets and bits forwarded per second over the steady window, measured at the viewers (RTP
+//!   datagrams and their UDP payload bytes received, all viewers), and from `/v1/stats` deltas
+//!   (`packets_out`: RTP written to viewers; `udp_sent`, `udp_sent_bytes`: every datagram, STUN
+//!   and RTCP included); server CPU-ns per forwarded packet;
+//! * the host's UDP `RcvbufErrors` (`/proc/net/snmp`) over the run and the steady window: drops
+//!   in full socket buffers, which with a local gateway are this machine's loss, not the path's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +48,7 @@ use clap::Parser;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use whip_tests::media_source::fixture_path;
+use whip_tests::rtp_counter::RtpCounts;
 use whip_tests::{
     FrameCatalog, MediaSource, PlayOptions, PlayReport, PublishOptions, WhepPlayer, WhipPublisher,
 };
@@ -65,6 +74,10 @@ struct Args {
     /// Viewers to run.
     #[arg(long, default_value_t = 10)]
     viewers: usize,
+    /// Of which full (decrypt, check frames, NACK/PLI, latency), spread evenly over the ramp; the
+    /// rest are thin (count SRTP datagrams only, no NACK/PLI).
+    #[arg(long, default_value_t = 5)]
+    full_viewers: usize,
     /// Viewers started per second.
     #[arg(long, default_value_t = 20.0)]
     ramp_per_sec: f64,
@@ -83,10 +96,11 @@ struct Args {
     /// Publisher acts on PLI (jumps to the next keyframe); default: ignores it, like OBS.
     #[arg(long)]
     publisher_honours_pli: bool,
-    /// Viewers never send PLI.
+    /// Full viewers never send PLI.
     #[arg(long)]
     no_pli: bool,
-    /// Limits for the verdict in the report: loss fraction and p99 latency (ms).
+    /// Limits for the verdict in the report: loss fraction (frames of full viewers, packets of
+    /// thin ones) and p99 latency (ms).
     #[arg(long, default_value_t = 0.01)]
     max_loss: f64,
     #[arg(long, default_value_t = 200.0)]
@@ -94,6 +108,11 @@ struct Args {
     /// Include every viewer's full report in the JSON.
     #[arg(long)]
     per_viewer_full: bool,
+    /// Every viewer drops every Nth incoming RTP datagram before anything else sees it: checks
+    /// that the loss and NACK figures see loss (full viewers NACK and get repairs, thin ones
+    /// count gaps).
+    #[arg(long)]
+    drop_every: Option<u32>,
 }
 
 /// utime + stime of a process (`"self"` or a pid), in nanoseconds.
@@ -103,6 +122,16 @@ fn cpu_ns(pid: &str) -> Option<u64> {
     // After the command: state is field 3, utime 14, stime 15.
     let ticks = |i: usize| rest.get(i - 3)?.parse::<u64>().ok();
     Some((ticks(14)? + ticks(15)?) * (1_000_000_000 / clock_ticks()))
+}
+
+/// `RcvbufErrors` of the host's UDP counters (`/proc/net/snmp`): datagrams dropped because a
+/// socket's receive buffer was full. Host-wide: the gateway's socket, our viewers', anyone's.
+fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
 }
 
 fn clock_ticks() -> u64 {
@@ -155,7 +184,8 @@ fn percentiles(mut v: Vec<f64>) -> Value {
     })
 }
 
-fn loss_of(r: &PlayReport) -> f64 {
+/// Frame loss of a full viewer: missing and damaged frames over those expected.
+fn frame_loss(r: &PlayReport) -> f64 {
     let s = &r.sequence;
     let expected = s.frames + s.missing;
     if expected == 0 {
@@ -164,8 +194,76 @@ fn loss_of(r: &PlayReport) -> f64 {
     (s.missing + s.unknown) as f64 / expected as f64
 }
 
-/// When the steady window began: the instant, `/v1/stats`, server CPU ns, our CPU ns.
-type SteadyStart = (Instant, Option<Value>, Option<u64>, Option<u64>);
+/// Whether viewer `i` of `n` is full when `k` of them are: `k` viewers spread evenly over the
+/// ramp, the first one included (exactly `k`: `i·k mod n` takes each multiple of gcd(k, n) below
+/// `n` equally often).
+fn is_full(i: usize, n: usize, k: usize) -> bool {
+    k >= n || (i * k) % n < k
+}
+
+/// Counters summed over the viewers playing, at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    playing: u64,
+    connected: u64,
+    errors: u64,
+    /// Full viewers: video frames received and missing from the fixture sequence.
+    frames: u64,
+    missing: u64,
+    /// All viewers: RTP datagrams and their bytes.
+    datagrams: u64,
+    bytes: u64,
+    /// Thin viewers: media sequence numbers expected and never received.
+    thin_expected: u64,
+    thin_lost: u64,
+}
+
+impl Totals {
+    fn of(reports: &[PlayReport]) -> Self {
+        let mut t = Totals {
+            playing: reports.len() as u64,
+            ..Totals::default()
+        };
+        for r in reports {
+            t.connected += u64::from(r.connected_ms.is_some());
+            t.errors += u64::from(r.error.is_some());
+            t.frames += r.video_frames;
+            t.missing += r.sequence.missing;
+            t.datagrams += r.rtp.datagrams;
+            t.bytes += r.rtp.bytes;
+            if r.thin {
+                t.thin_expected += r.rtp.media_expected;
+                t.thin_lost += r.rtp.media_lost;
+            }
+        }
+        t
+    }
+
+    /// Frames missing over expected between `self` (earlier) and `later`.
+    fn frame_loss_until(&self, later: &Totals) -> f64 {
+        let got = later.frames.saturating_sub(self.frames);
+        let lost = later.missing.saturating_sub(self.missing);
+        lost as f64 / (got + lost).max(1) as f64
+    }
+
+    /// Thin viewers' media packets lost over expected between `self` and `later`.
+    fn thin_loss_until(&self, later: &Totals) -> f64 {
+        let expected = later.thin_expected.saturating_sub(self.thin_expected);
+        let lost = later.thin_lost.saturating_sub(self.thin_lost);
+        lost as f64 / expected.max(1) as f64
+    }
+}
+
+/// When the steady window began: the instant, `/v1/stats`, server CPU ns, our CPU ns, viewers,
+/// host UDP receive-buffer drops.
+type SteadyStart = (
+    Instant,
+    Option<Value>,
+    Option<u64>,
+    Option<u64>,
+    Totals,
+    Option<u64>,
+);
 
 struct Viewers {
     players: Mutex<Vec<WhepPlayer>>,
@@ -232,6 +330,7 @@ async fn main() -> Result<()> {
     let run_start = Instant::now();
     let stats_start = stats(&client, &base).await;
     let cpu_start = (server_pid.as_deref().and_then(cpu_ns), cpu_ns("self"));
+    let rcvbuf_start = udp_rcvbuf_errors();
 
     // Ramp: each POST in its own task, so that a slow answer does not slow the ramp.
     let ramp = {
@@ -241,9 +340,10 @@ async fn main() -> Result<()> {
             token: args.token.clone(),
             duration: play_for,
             request_keyframes: !args.no_pli,
+            drop_every: args.drop_every,
             ..PlayOptions::new(whep_url.clone())
         };
-        let n = args.viewers;
+        let (n, k) = (args.viewers, args.full_viewers);
         let interval = Duration::from_secs_f64(1.0 / args.ramp_per_sec.max(1e-3));
         tokio::spawn(async move {
             let mut joins = Vec::with_capacity(n);
@@ -252,7 +352,10 @@ async fn main() -> Result<()> {
                 tokio::time::sleep_until(t0 + interval * i as u32).await;
                 let viewers = viewers.clone();
                 let catalog = catalog.clone();
-                let opts = opts.clone();
+                let opts = PlayOptions {
+                    thin: !is_full(i, n, k),
+                    ..opts.clone()
+                };
                 viewers.started.fetch_add(1, Ordering::Relaxed);
                 joins.push(tokio::spawn(async move {
                     match WhepPlayer::start(catalog, opts).await {
@@ -268,40 +371,39 @@ async fn main() -> Result<()> {
     };
 
     // Progress until the ramp is done, then the steady window.
-    let mut last_frames = 0u64;
+    let mut last = Totals::default();
     let mut last_tick = Instant::now();
     let mut steady: Option<SteadyStart> = None;
-    // (frames received, frames missing) summed over viewers at the start and end of the window.
-    let mut steady_frames0 = (0u64, 0u64);
-    let steady_frames1;
+    let steady_end;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let (connected, frames, missing, errors, playing) = {
+        let now_totals = {
             let players = viewers.players.lock().await;
-            let mut c = (0u64, 0u64, 0u64, 0u64, players.len() as u64);
-            for p in players.iter() {
-                let r = p.report();
-                c.0 += u64::from(r.connected_ms.is_some());
-                c.1 += r.video_frames;
-                c.2 += r.sequence.missing;
-                c.3 += u64::from(r.error.is_some());
-            }
-            c
+            Totals::of(&players.iter().map(WhepPlayer::report).collect::<Vec<_>>())
         };
         let refused = viewers.refused.lock().await.len();
         let now = Instant::now();
-        let fps = (frames.saturating_sub(last_frames)) as f64
-            / now.duration_since(last_tick).as_secs_f64();
-        (last_frames, last_tick) = (frames, now);
+        let secs = now.duration_since(last_tick).as_secs_f64().max(1e-3);
+        let rate = |f: fn(&Totals) -> u64| f(&now_totals).saturating_sub(f(&last)) as f64 / secs;
         let server_cpu = server_pid.as_deref().and_then(cpu_ns);
+        let t = &now_totals;
         eprintln!(
-            "[{:6.1}s] viewers started {} playing {playing} connected {connected} refused {refused} \
-             errors {errors} | video frames/s {fps:.0} | missing frames {missing} ({:.2} %){}",
+            "[{:6.1}s] viewers started {} playing {} connected {} refused {refused} errors {} | \
+             rx {:.0} pkt/s {:.1} Mbit/s | thin packet loss {:.2} % | full: frames/s {:.0} \
+             missing {} ({:.2} %){}",
             run_start.elapsed().as_secs_f64(),
             viewers.started.load(Ordering::Relaxed),
-            100.0 * missing as f64 / (frames + missing).max(1) as f64,
+            t.playing,
+            t.connected,
+            t.errors,
+            rate(|t| t.datagrams),
+            rate(|t| t.bytes) * 8.0 / 1e6,
+            100.0 * Totals::default().thin_loss_until(t),
+            rate(|t| t.frames),
+            t.missing,
+            100.0 * Totals::default().frame_loss_until(t),
             match (server_cpu, cpu_start.0) {
                 (Some(a), Some(b)) => format!(
                     " | server CPU {:.0} % avg",
@@ -310,19 +412,21 @@ async fn main() -> Result<()> {
                 _ => String::new(),
             },
         );
+        (last, last_tick) = (now_totals, now);
         if steady.is_none() && ramp.is_finished() {
-            steady_frames0 = (frames, missing);
             steady = Some((
                 Instant::now(),
                 stats(&client, &base).await,
                 server_pid.as_deref().and_then(cpu_ns),
                 cpu_ns("self"),
+                now_totals,
+                udp_rcvbuf_errors(),
             ));
         }
         if let Some((t, ..)) = &steady
             && t.elapsed().as_secs_f64() >= args.duration
         {
-            steady_frames1 = (frames, missing);
+            steady_end = now_totals;
             break;
         }
         if let Some(p) = &publisher
@@ -331,7 +435,9 @@ async fn main() -> Result<()> {
             bail!("the publisher stopped: {:?}", p.stats());
         }
     }
-    let (steady_t0, stats_s0, server_cpu_s0, self_cpu_s0) = steady.context("no steady window")?;
+    let (steady_t0, stats_s0, server_cpu_s0, self_cpu_s0, steady_start, rcvbuf_s0) =
+        steady.context("no steady window")?;
+    let rcvbuf_end = udp_rcvbuf_errors();
     let stats_end = stats(&client, &base).await;
     let server_cpu_end = server_pid.as_deref().and_then(cpu_ns);
     let self_cpu_end = cpu_ns("self");
@@ -356,15 +462,23 @@ async fn main() -> Result<()> {
     };
     let refused = std::mem::take(&mut *viewers.refused.lock().await);
 
-    // Figures.
-    let pick = |f: fn(&PlayReport) -> Option<f64>| reports.iter().filter_map(f).collect::<Vec<_>>();
-    let losses: Vec<f64> = reports.iter().map(loss_of).collect();
-    let total_missing: u64 = reports.iter().map(|r| r.sequence.missing).sum();
-    let total_frames: u64 = reports.iter().map(|r| r.sequence.frames).sum();
+    // Figures. `full` and `thin` split the viewers; join figures come from both.
+    let (full, thin): (Vec<&PlayReport>, Vec<&PlayReport>) = reports.iter().partition(|r| !r.thin);
+    let pick = |of: &[&PlayReport], f: fn(&PlayReport) -> Option<f64>| {
+        of.iter().copied().filter_map(f).collect::<Vec<_>>()
+    };
+    let all: Vec<&PlayReport> = reports.iter().collect();
+    let sum =
+        |of: &[&PlayReport], f: fn(&PlayReport) -> u64| of.iter().copied().map(f).sum::<u64>();
+    let total_missing = sum(&full, |r| r.sequence.missing);
+    let total_frames = sum(&full, |r| r.sequence.frames);
     let loss = total_missing as f64 / (total_frames + total_missing).max(1) as f64;
-    let lat_p50 = pick(|r| r.latency_ms.as_ref().map(|l| l.p50));
-    let lat_p99 = pick(|r| r.latency_ms.as_ref().map(|l| l.p99));
-    let lat_max = pick(|r| r.latency_ms.as_ref().map(|l| l.max));
+    let packet_loss = |of: &[&PlayReport]| {
+        sum(of, |r| r.rtp.media_lost) as f64 / sum(of, |r| r.rtp.media_expected).max(1) as f64
+    };
+    let lat_p50 = pick(&full, |r| r.latency_ms.as_ref().map(|l| l.p50));
+    let lat_p99 = pick(&full, |r| r.latency_ms.as_ref().map(|l| l.p99));
+    let lat_max = pick(&full, |r| r.latency_ms.as_ref().map(|l| l.max));
     let worst_p99 = lat_p99.iter().copied().fold(f64::NAN, f64::max);
     // The verdict uses the median viewer's p99: a player's samples cover its whole run, join
     // included (the keyframe-run burst delays the first live frames behind it), and PlayReport
@@ -379,6 +493,7 @@ async fn main() -> Result<()> {
     let d_out = delta(&stats_s0, &stats_end, "packets_out");
     let d_udp = delta(&stats_s0, &stats_end, "udp_sent");
     let d_in = delta(&stats_s0, &stats_end, "packets_in");
+    let d_udp_bytes = delta(&stats_s0, &stats_end, "udp_sent_bytes");
     let d_nacks = delta(&stats_start, &stats_end, "nacks_received");
     let server_cpu_ns = match (server_cpu_s0, server_cpu_end) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
@@ -393,14 +508,14 @@ async fn main() -> Result<()> {
         (Some(c), Some(p)) if p > 0 => Some(c as f64 / p as f64),
         _ => None,
     };
-    let steady_loss = {
-        let got = steady_frames1.0.saturating_sub(steady_frames0.0);
-        let lost = steady_frames1.1.saturating_sub(steady_frames0.1);
-        lost as f64 / (got + lost).max(1) as f64
-    };
+    let viewer_datagrams = steady_end.datagrams.saturating_sub(steady_start.datagrams);
+    let viewer_bytes = steady_end.bytes.saturating_sub(steady_start.bytes);
+    let steady_loss = steady_start.frame_loss_until(&steady_end);
+    let steady_thin_loss = steady_start.thin_loss_until(&steady_end);
     let within_limits = refused.is_empty()
         && failed == 0
         && steady_loss <= args.max_loss
+        && steady_thin_loss <= args.max_loss
         && median_p99.is_none_or(|p| p <= args.max_p99_ms);
 
     let per_viewer: Vec<Value> = reports
@@ -409,21 +524,7 @@ async fn main() -> Result<()> {
             if args.per_viewer_full {
                 serde_json::to_value(r).unwrap_or(Value::Null)
             } else {
-                json!({
-                    "answer_ms": r.answer_ms,
-                    "connected_ms": r.connected_ms,
-                    "first_frame_ms": r.first_frame_ms,
-                    "first_keyframe_ms": r.first_keyframe_ms,
-                    "video_frames": r.video_frames,
-                    "missing_frames": r.sequence.missing,
-                    "unknown_frames": r.sequence.unknown,
-                    "non_contiguous": r.non_contiguous,
-                    "undecodable": r.sequence.undecodable,
-                    "plis_sent": r.keyframe_requests_sent,
-                    "loss": loss_of(r),
-                    "latency_ms": r.latency_ms,
-                    "error": r.error,
-                })
+                per_viewer_summary(r)
             }
         })
         .collect();
@@ -432,12 +533,15 @@ async fn main() -> Result<()> {
         "args": {
             "base": base, "stream": args.stream, "publish": args.publish,
             "fixture": fixture.display().to_string(), "viewers": args.viewers,
+            "full_viewers": args.full_viewers,
             "ramp_per_sec": args.ramp_per_sec, "duration": args.duration,
             "server_pid": args.server_pid,
         },
         "media_bits_per_sec": media_bits_per_sec,
         "viewers": {
             "requested": args.viewers,
+            "full": full.len(),
+            "thin": thin.len(),
             "playing_at_end": playing_at_end,
             "refused": refused.len(),
             "refused_first": refused.first(),
@@ -445,22 +549,44 @@ async fn main() -> Result<()> {
             "reports": reports.len(),
         },
         "join_ms": {
-            "http_answer": percentiles(pick(|r| r.answer_ms)),
-            "ice_dtls_connected": percentiles(pick(|r| r.connected_ms)),
-            "first_frame": percentiles(pick(|r| r.first_frame_ms)),
-            "first_keyframe": percentiles(pick(|r| r.first_keyframe_ms)),
-            "note": "all from the WHEP POST; ICE and DTLS are one figure (connected_ms), first packet is not measured separately",
+            "http": percentiles(pick(&all, |r| r.answer_ms)),
+            "ice": percentiles(pick(&all, |r| r.ice_connected_ms)),
+            "dtls": percentiles(pick(&all, |r| r.connected_ms)),
+            "first_packet": percentiles(pick(&all, |r| r.first_packet_ms)),
+            "first_frame": percentiles(pick(&full, |r| r.first_frame_ms)),
+            "first_keyframe": percentiles(pick(&full, |r| r.first_keyframe_ms)),
+            "note": "from the WHEP POST to: 201, ICE connected, DTLS done, first RTP datagram (all viewers); first frame, first keyframe (full viewers only)",
         },
         "loss": {
             "frames_received": total_frames,
             "frames_missing": total_missing,
             "fraction": loss,
             "steady_window_fraction": steady_loss,
-            "note": "fraction: whole run incl. joins; steady_window_fraction (the verdict): frames missing / expected after the last join",
-            "per_viewer_fraction": percentiles(losses),
-            "non_contiguous_total": reports.iter().map(|r| r.non_contiguous).sum::<u64>(),
-            "plis_sent_total": reports.iter().map(|r| r.keyframe_requests_sent).sum::<u64>(),
+            "note": "frames of full viewers, after NACK repair. fraction: whole run incl. joins; steady_window_fraction (the verdict): frames missing / expected after the last join",
+            "per_viewer_fraction": percentiles(full.iter().map(|r| frame_loss(r)).collect()),
+            "non_contiguous_total": sum(&full, |r| r.non_contiguous),
+            "plis_sent_total": sum(&full, |r| r.keyframe_requests_sent),
+            "thin_packets": {
+                "received": sum(&thin, |r| r.rtp.media_packets),
+                "lost": sum(&thin, |r| r.rtp.media_lost),
+                "fraction": packet_loss(&thin),
+                "steady_window_fraction": steady_thin_loss,
+                "per_viewer_fraction": percentiles(thin.iter().map(|r| r.rtp.media_loss()).collect()),
+                "note": "RTP sequence gaps on media SSRCs of thin viewers, which never NACK; steady_window_fraction is in the verdict too",
+            },
+            "full_packets_before_repair": {
+                "fraction": packet_loss(&full),
+                "per_viewer_fraction": percentiles(full.iter().map(|r| r.rtp.media_loss()).collect()),
+                "repair_packets": sum(&full, |r| r.rtp.repair_packets),
+            },
+            "nacks_sent_per_full_viewer": percentiles(full.iter().map(|r| r.nacks_sent as f64).collect()),
+            "nacks_sent_total": sum(&full, |r| r.nacks_sent),
             "gateway_nacks_received": d_nacks,
+            "host_udp_rcvbuf_errors": {
+                "run": rcvbuf_start.zip(rcvbuf_end).map(|(a, b)| b.saturating_sub(a)),
+                "steady_window": rcvbuf_s0.zip(rcvbuf_end).map(|(a, b)| b.saturating_sub(a)),
+                "note": "/proc/net/snmp RcvbufErrors: datagrams dropped by a full socket receive buffer anywhere on this host (gateway, viewers, anyone); loss the gateway did not cause when the server is local",
+            },
         },
         "latency_ms": {
             "per_viewer_p50": percentiles(lat_p50),
@@ -468,19 +594,23 @@ async fn main() -> Result<()> {
             "per_viewer_max": percentiles(lat_max),
             "worst_viewer_p99": (!lat_p99.is_empty()).then_some(worst_p99),
             "median_viewer_p99": median_p99,
-            "note": "per viewer over its whole run incl. the join; the verdict uses median_viewer_p99",
+            "note": "full viewers, each over its whole run incl. the join; the verdict uses median_viewer_p99",
         },
         "steady_window": {
             "seconds": steady_secs,
             "server_cpu_ns": server_cpu_ns,
             "server_cpu_cores": server_cpu_ns.map(|c| c as f64 / 1e9 / steady_secs),
             "client_cpu_cores": client_cpu_ns.map(|c| c as f64 / 1e9 / steady_secs),
+            "client_cpu_ns_per_datagram_received": client_cpu_ns.filter(|_| viewer_datagrams > 0).map(|c| c as f64 / viewer_datagrams as f64),
+            "viewer_rtp_packets_per_sec": viewer_datagrams as f64 / steady_secs,
+            "viewer_rtp_bits_per_sec": viewer_bytes as f64 * 8.0 / steady_secs,
             "packets_in_per_sec": per_sec(d_in),
             "rtp_packets_out_per_sec": per_sec(d_out),
             "udp_datagrams_sent_per_sec": per_sec(d_udp),
-            "est_media_bits_out_per_sec": media_bits_per_sec * playing_at_end as f64,
+            "udp_bits_sent_per_sec": per_sec(d_udp_bytes).map(|b| b * 8.0),
             "server_cpu_ns_per_rtp_packet_out": cpu_per_pkt(d_out),
             "server_cpu_ns_per_udp_datagram_sent": cpu_per_pkt(d_udp),
+            "note": "viewer_*: RTP datagrams and their UDP payload bytes received by all viewers (measured here); the others from /v1/stats deltas (udp_*: every datagram the gateway sent, STUN and RTCP included; null when the gateway has no such counter)",
         },
         "publisher": publisher_stats,
         "limits": { "max_loss": args.max_loss, "max_p99_ms": args.max_p99_ms },
@@ -497,21 +627,81 @@ async fn main() -> Result<()> {
     let j = &report["join_ms"];
     let s = &report["steady_window"];
     println!(
-        "RESULT viewers={} playing={} refused={} failed={failed} loss={:.4} steady_loss={steady_loss:.4} worst_p99_ms={} median_p99_ms={} \
-         first_keyframe_p50={} p99={} rtp_out_per_sec={} server_cores={} client_cores={} \
-         cpu_ns_per_rtp_out={} within_limits={within_limits}",
+        "RESULT viewers={} full={} playing={} refused={} failed={failed} loss={:.4} steady_loss={steady_loss:.4} \
+         steady_thin_packet_loss={steady_thin_loss:.4} worst_p99_ms={} median_p99_ms={} \
+         join_dtls_p50={} p99={} first_keyframe_p50={} p99={} rtp_out_per_sec={} viewer_rx_mbit_per_sec={:.1} \
+         server_cores={} client_cores={} cpu_ns_per_rtp_out={} within_limits={within_limits}",
         args.viewers,
+        full.len(),
         playing_at_end,
         refused.len(),
         loss,
         report["latency_ms"]["worst_viewer_p99"],
         report["latency_ms"]["median_viewer_p99"],
+        j["dtls"]["p50"],
+        j["dtls"]["p99"],
         j["first_keyframe"]["p50"],
         j["first_keyframe"]["p99"],
         s["rtp_packets_out_per_sec"],
+        viewer_bytes as f64 * 8.0 / steady_secs / 1e6,
         s["server_cpu_cores"],
         s["client_cpu_cores"],
         s["server_cpu_ns_per_rtp_packet_out"],
     );
     Ok(())
+}
+
+/// One viewer in the report (without `--per-viewer-full`).
+fn per_viewer_summary(r: &PlayReport) -> Value {
+    let RtpCounts {
+        datagrams,
+        bytes,
+        media_expected,
+        media_lost,
+        repair_packets,
+        ..
+    } = r.rtp;
+    json!({
+        "thin": r.thin,
+        "answer_ms": r.answer_ms,
+        "ice_connected_ms": r.ice_connected_ms,
+        "connected_ms": r.connected_ms,
+        "first_packet_ms": r.first_packet_ms,
+        "first_frame_ms": r.first_frame_ms,
+        "first_keyframe_ms": r.first_keyframe_ms,
+        "rtp_datagrams": datagrams,
+        "rtp_bytes": bytes,
+        "media_packets_expected": media_expected,
+        "media_packets_lost": media_lost,
+        "packet_loss": r.rtp.media_loss(),
+        "repair_packets": repair_packets,
+        "nacks_sent": r.nacks_sent,
+        "video_frames": r.video_frames,
+        "missing_frames": r.sequence.missing,
+        "unknown_frames": r.sequence.unknown,
+        "non_contiguous": r.non_contiguous,
+        "undecodable": r.sequence.undecodable,
+        "plis_sent": r.keyframe_requests_sent,
+        "frame_loss": frame_loss(r),
+        "latency_ms": r.latency_ms,
+        "error": r.error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_viewers_are_exactly_k_spread_over_the_ramp() {
+        for (n, k) in [(200, 5), (10, 4), (7, 7), (7, 9), (5, 0), (1, 1), (12, 8)] {
+            let full: Vec<usize> = (0..n).filter(|&i| is_full(i, n, k)).collect();
+            assert_eq!(full.len(), k.min(n), "n={n} k={k}");
+            if k > 0 {
+                assert_eq!(full[0], 0, "the first viewer is full");
+            }
+        }
+        let full: Vec<usize> = (0..200).filter(|&i| is_full(i, 200, 5)).collect();
+        assert_eq!(full, [0, 40, 80, 120, 160]);
+    }
 }
