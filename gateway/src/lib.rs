@@ -15,6 +15,7 @@ pub mod node;
 pub mod peer;
 pub mod recorder;
 pub mod registry;
+pub mod run_pacer;
 pub mod sdp_info;
 pub mod server;
 pub mod session;

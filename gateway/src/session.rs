@@ -13,6 +13,7 @@ use relay::{Rewriter, SharedPacket};
 
 use crate::ids::{SessionId, TrackId};
 use crate::registry::TrackInfo;
+use crate::run_pacer::RunPacer;
 
 /// Where a pull is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub struct Pull {
     /// one starts, so it can be dropped if the target's keyframe turns out to be the same
     /// picture (layers of one picture arrive within `SAME_PICTURE` of each other).
     pub held: Vec<relay::SharedPacket>,
+    /// While this viewer works through a replayed keyframe run: the packets waiting their turn
+    /// (`run_pacer`). Live packets of the track queue behind them, so order is kept.
+    pub pacer: Option<RunPacer>,
 }
 
 /// Frames of two simulcast layers arriving this close together are taken to be one picture.
@@ -88,7 +92,42 @@ impl Pull {
             at_frame_end: true,
             switches: 0,
             held: Vec::new(),
+            pacer: None,
         }
+    }
+
+    /// Start this viewer on a replayed run: its first frame is written now, the rest as the
+    /// pacer allows (`pace`). True if packets are left for `pace`.
+    pub fn start_run<'a>(
+        &mut self,
+        rtc: &mut Rtc,
+        run: impl IntoIterator<Item = &'a SharedPacket>,
+        track_rate_bps: u64,
+        now: Instant,
+    ) -> bool {
+        let mut pacer = RunPacer::new(track_rate_bps, now);
+        for p in run {
+            pacer.push(p.clone());
+        }
+        self.pacer = Some(pacer);
+        self.pace(rtc, now);
+        self.pacer.is_some()
+    }
+
+    /// Write what the pacer lets go now; the pacer is dropped once empty, so live packets go
+    /// straight out again. Returns how many packets were written.
+    pub fn pace(&mut self, rtc: &mut Rtc, now: Instant) -> u64 {
+        let Some(mut pacer) = self.pacer.take() else {
+            return 0;
+        };
+        let mut written = 0;
+        while let Some(p) = pacer.pop_due(now) {
+            written += u64::from(self.write(rtc, &p, now));
+        }
+        if !pacer.is_empty() {
+            self.pacer = Some(pacer);
+        }
+        written
     }
 
     /// Write the held-back frame (a pending switch was cancelled or the frame is not the target's
@@ -152,6 +191,7 @@ impl Pull {
         self.rewriter.switch_source(now);
         self.state = PullState::Live;
         self.switches += 1;
+        self.pacer = None;
         old
     }
 
@@ -170,6 +210,7 @@ impl Pull {
         self.target = None;
         self.switch_buf.clear();
         self.held.clear();
+        self.pacer = None;
         self.rewriter.switch_source(now);
         self.state = if connected {
             PullState::WaitKeyframe

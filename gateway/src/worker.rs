@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::demux::{DemuxUpdate, Route};
 use crate::ids::{SessionId, TrackId, random_token};
 use crate::registry::{Registry, TrackInfo};
+use crate::run_pacer;
 use crate::session::{Pull, PullState, Session};
 use crate::track::TrackState;
 use crate::udp::{Datagram, UdpShell};
@@ -165,6 +166,8 @@ pub struct Worker {
     dirty: Vec<SessionId>,
     pending_keyframes: Vec<TrackId>,
     out: Vec<Transmit>,
+    /// Pulls (session, index) working through a paced keyframe run.
+    paced: Vec<(SessionId, usize)>,
     /// Where `UdpShell::send_batch` builds GSO buffers, kept to avoid an allocation per send.
     gso_buf: Vec<u8>,
     next_housekeeping: Instant,
@@ -185,6 +188,7 @@ impl Worker {
             dirty: Vec::new(),
             pending_keyframes: Vec::new(),
             out: Vec::new(),
+            paced: Vec::new(),
             gso_buf: Vec::with_capacity(crate::gso::MAX_GSO_BYTES),
             next_housekeeping: Instant::now() + HOUSEKEEPING,
             touching: None,
@@ -220,6 +224,7 @@ impl Worker {
             if now >= self.next_housekeeping {
                 self.guarded(|w| w.housekeeping(now));
             }
+            self.guarded(|w| w.pace(now));
             self.guarded(|w| w.drive(now));
             self.guarded(|w| w.flush_keyframe_requests(now));
             self.guarded(|w| w.drive(now));
@@ -270,6 +275,17 @@ impl Worker {
         let mut d = self.next_housekeeping;
         if let Some((t, _)) = self.timers.first() {
             d = d.min(*t);
+        }
+        for (id, i) in &self.paced {
+            if let Some(due) = self
+                .sessions
+                .get(id)
+                .and_then(|s| s.pulls.get(*i))
+                .and_then(|p| p.pacer.as_ref())
+                .and_then(|p| p.next_due())
+            {
+                d = d.min(due);
+            }
         }
         for t in &self.pending_keyframes {
             if let Some(when) = self
@@ -700,8 +716,10 @@ impl Worker {
             pull.state = PullState::Live;
             // A run without SPS/PPS (encoder sends them only at start) gets the cached ones first.
             let parameter_sets = t.parameter_sets_packet(t.keyframes.run());
-            for p in parameter_sets.iter().chain(t.keyframes.run()) {
-                pull.write(&mut s.rtc, p, now);
+            let rate = t.info.rate_bps.load(Ordering::Relaxed);
+            let run = parameter_sets.iter().chain(t.keyframes.run());
+            if pull.start_run(&mut s.rtc, run, rate, now) {
+                self.paced.push((id, i));
             }
             self.stats
                 .keyframe_runs_served
@@ -925,6 +943,9 @@ impl Worker {
             }
         }
         let mut written = 0u64;
+        let rate = t.info.rate_bps.load(Ordering::Relaxed);
+        let replayed = now.saturating_duration_since(pkt.received) > run_pacer::REPLAYED_AFTER;
+        let mut paced = Vec::new();
         // Parameter sets for viewers starting live at a keyframe that lacks them (built on demand).
         let mut parameter_sets: Option<Option<SharedPacket>> = None;
         // Simulcast pulls ready to switch to their target layer.
@@ -937,6 +958,10 @@ impl Worker {
             let mut wrote = false;
             for (i, pull) in s.pulls.iter_mut().enumerate() {
                 if pull.target == Some(track) {
+                    if pull.pacer.is_some() {
+                        // Catching up with a replayed run: switch once live.
+                        continue;
+                    }
                     // The layer this pull moves to: from its next keyframe on, kept until the
                     // current layer's frame is complete.
                     // A keyframe run replayed by the origin (this worker's copy of the layer is
@@ -980,11 +1005,23 @@ impl Worker {
                         pull.state = PullState::Live;
                         let ps =
                             parameter_sets.get_or_insert_with(|| t.parameter_sets_packet([&pkt]));
+                        if replayed {
+                            // A run another worker or node replays to us: paced like our own.
+                            if pull.start_run(&mut s.rtc, ps.iter().chain([&pkt]), rate, now) {
+                                paced.push((*id, i));
+                            }
+                            wrote = true;
+                            continue;
+                        }
                         if let Some(ps) = ps {
                             wrote |= pull.write(&mut s.rtc, ps, now);
                         }
                     }
                     PullState::Live => {}
+                }
+                if let Some(pacer) = pull.pacer.as_mut() {
+                    pacer.push(pkt.clone());
+                    continue;
                 }
                 if pull.target.is_some() && pull.switch_buf.is_empty() {
                     // A switch is pending: hold this layer's latest frame back by one frame.
@@ -1012,6 +1049,7 @@ impl Worker {
             }
         }
         self.stats.packets_out.fetch_add(written, Ordering::Relaxed);
+        self.paced.extend(paced);
         for (id, i) in switches {
             self.finish_layer_switch(id, i, now);
         }
@@ -1137,6 +1175,34 @@ impl Worker {
         self.stats.nacks_answered.fetch_add(stats.answered, r);
         self.stats.nacks_missed.fetch_add(stats.missed, r);
         self.mark(id);
+    }
+
+    /// Write what each paced keyframe run lets go now (`run_pacer`).
+    fn pace(&mut self, now: Instant) {
+        let mut still: Vec<(SessionId, usize)> = Vec::new();
+        let mut written = 0;
+        for (id, i) in std::mem::take(&mut self.paced) {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            self.touching = Some(id);
+            let Some(pull) = s.pulls.get_mut(i) else {
+                continue;
+            };
+            let n = pull.pace(&mut s.rtc, now);
+            if pull.pacer.is_some() && !still.contains(&(id, i)) {
+                still.push((id, i));
+            }
+            if n > 0 {
+                written += n;
+                if !s.dirty {
+                    s.dirty = true;
+                    self.dirty.push(id);
+                }
+            }
+        }
+        self.paced = still;
+        self.stats.packets_out.fetch_add(written, Ordering::Relaxed);
     }
 
     /// Poll every session that had input until it has nothing more to say.
