@@ -60,6 +60,9 @@ pub struct NodeStats {
     pub nacks_received: u64,
     pub nacks_answered: u64,
     pub nacks_missed: u64,
+    /// NACK messages (not sequence numbers) from viewers with RTX, which str0m repairs itself;
+    /// the three counters above are the gateway's own same-SSRC repairs (sequence numbers).
+    pub nacks_rtx: u64,
     pub panics: u64,
     /// H264 encoder quirks seen on published tracks: access units with B slices, and IDRs sent
     /// without SPS/PPS since the previous IDR.
@@ -205,6 +208,7 @@ impl Node {
             keyframe_requests_received: sum(&|s| s.keyframe_requests_received.load(r)),
             keyframe_requests_sent: sum(&|s| s.keyframe_requests_sent.load(r)),
             nacks_received: sum(&|s| s.nacks_received.load(r)),
+            nacks_rtx: sum(&|s| s.nacks_rtx.load(r)),
             nacks_answered: sum(&|s| s.nacks_answered.load(r)),
             nacks_missed: sum(&|s| s.nacks_missed.load(r)),
             panics: sum(&|s| s.panics.load(r)),

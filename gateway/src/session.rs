@@ -297,6 +297,8 @@ pub struct Session {
     pub pending: Option<crate::negotiation::PendingOffer>,
     /// Latest egress bandwidth estimate (bits/s), for automatic simulcast layer choice.
     pub bwe_bps: Option<u64>,
+    /// NACK messages str0m has counted per outgoing mid so far (its stats are running totals).
+    pub egress_nacks: Vec<(Mid, u64)>,
 }
 
 impl Session {
@@ -322,6 +324,7 @@ impl Session {
             pending: None,
             same_ssrc_repair: false,
             bwe_bps: None,
+            egress_nacks: Vec::new(),
         }
     }
 

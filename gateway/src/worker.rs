@@ -131,6 +131,8 @@ pub struct WorkerStats {
     pub nacks_received: AtomicU64,
     pub nacks_answered: AtomicU64,
     pub nacks_missed: AtomicU64,
+    /// NACK messages from viewers with RTX (str0m answers those).
+    pub nacks_rtx: AtomicU64,
     /// H264 quirks of published tracks (origin worker only): see `TrackState::inspect_h264`.
     pub h264_bframes: AtomicU64,
     pub h264_idr_without_parameter_sets: AtomicU64,
@@ -1084,6 +1086,27 @@ impl Worker {
     fn on_event(&mut self, id: SessionId, event: Event, now: Instant) {
         match event {
             Event::RtpPacket(p) => self.on_rtp(id, p),
+            Event::MediaEgressStats(st) => {
+                // Viewers with RTX are repaired by str0m from its own send buffer; this is the
+                // only place their NACKs show. Same-SSRC repair counts its own (`on_nack`).
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                if s.same_ssrc_repair {
+                    return;
+                }
+                let i = match s.egress_nacks.iter().position(|(m, _)| *m == st.mid) {
+                    Some(i) => i,
+                    None => {
+                        s.egress_nacks.push((st.mid, 0));
+                        s.egress_nacks.len() - 1
+                    }
+                };
+                let seen = &mut s.egress_nacks[i].1;
+                let new = st.nacks.saturating_sub(*seen);
+                *seen = (*seen).max(st.nacks);
+                self.stats.nacks_rtx.fetch_add(new, Ordering::Relaxed);
+            }
             Event::EgressBitrateEstimate(kind) => {
                 let bps = match kind {
                     str0m::bwe::BweKind::Twcc { estimate, .. } => estimate.as_u64(),

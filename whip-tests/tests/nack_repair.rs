@@ -72,6 +72,13 @@ async fn lost_packets_are_resent_with_and_without_rtx() -> Result<()> {
         stats["nacks_missed"].as_u64().unwrap_or(0) <= answered / 10,
         "most NACKs should find their packet in the cache: {stats}"
     );
+    // The RTX viewer's NACKs are answered by str0m; they must still show in the stats.
+    let rtx_nacks = stats["nacks_rtx"].as_u64().unwrap_or(0);
+    ensure!(
+        rtx_nacks > 0 && with_rtx.nacks_sent > 0,
+        "NACKs of the viewer with RTX are not counted (it sent {}): {stats}",
+        with_rtx.nacks_sent
+    );
     publisher.stop().await?;
     Ok(())
 }
