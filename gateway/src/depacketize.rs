@@ -1,93 +1,140 @@
-//! RTP payloads back into codec frames, for recording: H264 (RFC 6184 single NAL unit, STAP-A,
-//! FU-A) into access units of AVCC length-prefixed NAL units, delimited by RTP timestamp and
-//! marker. Payloads are untrusted: malformed input is dropped, never a panic. Loss (a sequence
-//! gap) is reported so the caller can wait for the next keyframe.
+//! RTP payloads back into codec frames, for recording. One [`Assembler`] per video track frames
+//! packets into pictures (by RTP timestamp and marker) and leaves the payload format to its codec:
+//! H264 (`h264`, RFC 6184) and H265 (`h265`, RFC 7798) become access units of 4-byte
+//! length-prefixed NAL units, AV1 (`av1`, the AOM RTP payload format) becomes a temporal unit of
+//! OBUs with size fields, which is what the MP4 bindings of each codec store. Parameter sets
+//! (SPS/PPS, VPS/SPS/PPS, the AV1 sequence header) are kept for the sample entry.
+//!
+//! Payloads are untrusted: a malformed packet is counted and the frame it belongs to is dropped,
+//! never a panic. So is a frame that lost a packet (a sequence gap, a fragment without its start
+//! or end): writing it would put garbage in the file. After a dropped frame [`Assembler::lost`]
+//! is set so the caller can wait for the next keyframe.
+
+mod av1;
+mod h264;
+mod h265;
+mod nal;
+
+pub(crate) use av1::leb128;
 
 use std::time::Instant;
 
 use relay::MediaPacket;
 
-/// One H264 picture.
+/// One picture (an H264/H265 access unit, an AV1 temporal unit), ready to be an MP4 sample.
 #[derive(Debug, Clone)]
 pub struct AccessUnit {
     pub rtp_time: u64,
     pub received: Instant,
-    /// Contains an IDR slice.
+    /// A random access point: IDR/IRAP, or an AV1 key frame with its sequence header.
     pub keyframe: bool,
-    /// Parameter sets carried in this access unit (the last of each kind).
-    pub sps: Option<Vec<u8>>,
-    pub pps: Option<Vec<u8>>,
-    /// The other NAL units, each prefixed by its 4-byte big-endian length.
-    pub avcc: Vec<u8>,
+    /// The sample bytes as the codec's MP4 binding stores them (parameter sets left out for
+    /// H264/H265; they go to the sample entry).
+    pub data: Vec<u8>,
+}
+
+/// Why a frame cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// The sender broke the payload format (counted in [`Assembler::malformed`]).
+    Malformed,
+    /// A fragment lost its start or end.
+    Incomplete,
+}
+
+/// What differs between payload formats: what one packet adds to the frame being built, and
+/// what a complete frame becomes.
+trait PayloadFormat: Send {
+    /// Adds the units (NAL units, OBUs) this packet completes to `units`.
+    fn push(&mut self, payload: &[u8], units: &mut Vec<Vec<u8>>) -> Result<(), Damage>;
+    /// The frame ended or was dropped: forget any fragment in progress. Err if one was pending.
+    fn end_frame(&mut self) -> Result<(), Damage>;
+    /// Turns an intact frame's units into (sample bytes, keyframe); keeps its parameter sets.
+    /// `None`: nothing to write (only parameter sets or delimiters).
+    fn finish(&mut self, units: Vec<Vec<u8>>) -> Result<Option<(Vec<u8>, bool)>, Damage>;
+    /// The latest complete set of parameter sets, in the order the sample entry wants them.
+    fn parameter_sets(&self) -> Option<Vec<Vec<u8>>>;
+}
+
+/// The video codecs the recorder can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    H264,
+    H265,
+    Av1,
 }
 
 struct Building {
     rtp_time: u64,
     received: Instant,
-    nals: Vec<Vec<u8>>,
+    units: Vec<Vec<u8>>,
+    damaged: bool,
 }
 
-/// H264 access-unit assembler for one track.
-#[derive(Default)]
-pub struct H264Assembler {
+/// Frame assembler for one video track.
+pub struct Assembler {
+    format: Box<dyn PayloadFormat>,
     cur: Option<Building>,
-    fu: Option<Vec<u8>>,
     last_seq: Option<u64>,
-    /// Set when packets went missing (or a fragment could not be rebuilt) since the caller last
-    /// cleared it: what follows may not decode until the next keyframe.
+    /// Set when a frame was dropped (loss or damage) since the caller last cleared it: what
+    /// follows may not decode until the next keyframe.
     pub lost: bool,
+    /// Packets that broke the payload format.
+    pub malformed: u64,
 }
 
-impl H264Assembler {
-    /// Feed one packet; returns the access units it completed (at most two).
+impl Assembler {
+    pub fn new(codec: VideoCodec) -> Assembler {
+        let format: Box<dyn PayloadFormat> = match codec {
+            VideoCodec::H264 => Box::<h264::H264>::default(),
+            VideoCodec::H265 => Box::<h265::H265>::default(),
+            VideoCodec::Av1 => Box::<av1::Av1>::default(),
+        };
+        Assembler {
+            format,
+            cur: None,
+            last_seq: None,
+            lost: false,
+            malformed: 0,
+        }
+    }
+
+    /// The latest parameter sets (H264: SPS, PPS; H265: VPS, SPS, PPS; AV1: the sequence
+    /// header OBU), once the stream has sent a complete set.
+    pub fn parameter_sets(&self) -> Option<Vec<Vec<u8>>> {
+        self.format.parameter_sets()
+    }
+
+    /// Feed one packet; returns the frames it completed (at most two).
     pub fn push(&mut self, p: &MediaPacket) -> Vec<AccessUnit> {
         let mut done = Vec::new();
+        let mut gap = false;
         if let Some(last) = self.last_seq {
             if p.seq <= last {
                 return done; // duplicate or late: the frame it belonged to is gone already
             }
-            if p.seq != last + 1 {
-                self.lost = true;
-                self.fu = None;
-            }
+            gap = p.seq != last + 1;
         }
         self.last_seq = Some(p.seq);
+        // Lost packets may have ended the current frame or begun this one: both are suspect.
+        if let Some(cur) = self.cur.as_mut() {
+            cur.damaged |= gap;
+        }
         if self.cur.as_ref().is_some_and(|c| c.rtp_time != p.rtp_time) {
             done.extend(self.finish());
         }
         let cur = self.cur.get_or_insert_with(|| Building {
             rtp_time: p.rtp_time,
             received: p.received,
-            nals: Vec::new(),
+            units: Vec::new(),
+            damaged: false,
         });
-        let pl = &p.payload[..];
-        match pl.first().map(|b| b & 0x1f) {
-            Some(1..=23) => cur.nals.push(pl.to_vec()),
-            Some(24) => {
-                // A cut-short body keeps the units before the cut.
-                for unit in relay::aggregation_units(&pl[1..]) {
-                    let Ok(nal) = unit else { break };
-                    if !nal.is_empty() {
-                        cur.nals.push(nal.to_vec());
-                    }
-                }
-            }
-            Some(28) if pl.len() >= 2 => {
-                let (start, end) = (pl[1] & 0x80 != 0, pl[1] & 0x40 != 0);
-                if start {
-                    let mut nal = vec![(pl[0] & 0xe0) | (pl[1] & 0x1f)];
-                    nal.extend_from_slice(&pl[2..]);
-                    self.fu = Some(nal);
-                } else if let Some(fu) = self.fu.as_mut() {
-                    fu.extend_from_slice(&pl[2..]);
-                } else {
-                    self.lost = true;
-                }
-                if end && let Some(nal) = self.fu.take() {
-                    cur.nals.push(nal);
-                }
-            }
-            _ => {}
+        cur.damaged |= gap;
+        if !cur.damaged
+            && let Err(d) = self.format.push(&p.payload, &mut cur.units)
+        {
+            cur.damaged = true;
+            self.malformed += u64::from(d == Damage::Malformed);
         }
         if p.marker {
             done.extend(self.finish());
@@ -97,37 +144,37 @@ impl H264Assembler {
 
     fn finish(&mut self) -> Option<AccessUnit> {
         let b = self.cur.take()?;
-        self.fu = None;
-        let mut au = AccessUnit {
-            rtp_time: b.rtp_time,
-            received: b.received,
-            keyframe: false,
-            sps: None,
-            pps: None,
-            avcc: Vec::new(),
+        let ended = self.format.end_frame();
+        let built = if b.damaged {
+            Err(Damage::Incomplete)
+        } else {
+            ended.and_then(|()| self.format.finish(b.units))
         };
-        for nal in b.nals {
-            match nal[0] & 0x1f {
-                7 => au.sps = Some(nal),
-                8 => au.pps = Some(nal),
-                9 => {} // access unit delimiter: not needed in MP4
-                t => {
-                    au.keyframe |= t == 5;
-                    au.avcc.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                    au.avcc.extend_from_slice(&nal);
-                }
+        match built {
+            Ok(Some((data, keyframe))) => Some(AccessUnit {
+                rtp_time: b.rtp_time,
+                received: b.received,
+                keyframe,
+                data,
+            }),
+            Ok(None) => None,
+            Err(d) => {
+                self.malformed += u64::from(d == Damage::Malformed);
+                self.lost = true;
+                None
             }
         }
-        (!au.avcc.is_empty()).then_some(au)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
     use std::sync::Arc;
+    use std::time::Instant;
 
-    fn pkt(seq: u64, ts: u64, marker: bool, payload: &[u8]) -> MediaPacket {
+    use relay::MediaPacket;
+
+    pub fn pkt(seq: u64, ts: u64, marker: bool, payload: &[u8]) -> MediaPacket {
         MediaPacket {
             seq,
             rtp_time: ts,
@@ -138,46 +185,28 @@ mod tests {
             received: Instant::now(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::pkt;
+    use super::*;
 
     #[test]
-    fn stap_a_then_fu_a_make_one_keyframe() {
-        let mut a = H264Assembler::default();
-        // STAP-A: SPS (3 bytes) + PPS (2 bytes).
-        let stap = [24, 0, 3, 0x67, 1, 2, 0, 2, 0x68, 3];
-        assert!(a.push(&pkt(1, 100, false, &stap)).is_empty());
-        // FU-A of an IDR slice in three parts.
-        assert!(
-            a.push(&pkt(2, 100, false, &[0x7c, 0x85, 10, 11]))
-                .is_empty()
-        );
-        assert!(a.push(&pkt(3, 100, false, &[0x7c, 0x05, 12])).is_empty());
-        let aus = a.push(&pkt(4, 100, true, &[0x7c, 0x45, 13]));
-        assert_eq!(aus.len(), 1);
-        let au = &aus[0];
-        assert!(au.keyframe);
-        assert_eq!(au.sps.as_deref(), Some(&[0x67, 1, 2][..]));
-        assert_eq!(au.pps.as_deref(), Some(&[0x68, 3][..]));
-        assert_eq!(au.avcc, vec![0, 0, 0, 5, 0x65, 10, 11, 12, 13]);
-        assert!(!a.lost);
-    }
-
-    #[test]
-    fn a_new_timestamp_ends_a_frame_without_marker_and_gaps_are_reported() {
-        let mut a = H264Assembler::default();
+    fn a_gap_drops_both_frames_it_may_have_hit() {
+        let mut a = Assembler::new(VideoCodec::H264);
         assert!(a.push(&pkt(1, 100, false, &[0x41, 1])).is_empty());
+        // A new timestamp ends a frame without a marker.
         let aus = a.push(&pkt(2, 3100, false, &[0x41, 2]));
         assert_eq!(aus.len(), 1);
-        assert!(!aus[0].keyframe);
-        assert_eq!(aus[0].rtp_time, 100);
-        a.push(&pkt(4, 6100, true, &[0x41, 3]));
+        assert_eq!((aus[0].rtp_time, aus[0].keyframe), (100, false));
+        assert!(!a.lost);
+        // Seq 3 is lost: it may have been the end of the 3100 frame or the start of 6100.
+        assert!(a.push(&pkt(4, 6100, true, &[0x41, 3])).is_empty());
         assert!(a.lost);
-        // A middle fragment without its start is dropped, not glued to something else.
-        let mut b = H264Assembler::default();
-        assert!(b.push(&pkt(1, 0, true, &[0x7c, 0x45, 1])).is_empty());
-        assert!(b.lost);
-        // Garbage does not panic.
-        b.push(&pkt(2, 0, true, &[24, 0xff]));
-        b.push(&pkt(3, 0, true, &[28]));
-        b.push(&pkt(4, 0, true, &[]));
+        // The next frame after a marker is clean again; duplicates are ignored.
+        assert_eq!(a.push(&pkt(5, 9100, true, &[0x41, 4])).len(), 1);
+        assert!(a.push(&pkt(5, 9100, true, &[0x41, 4])).is_empty());
+        assert_eq!(a.malformed, 0);
     }
 }

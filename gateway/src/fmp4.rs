@@ -1,7 +1,20 @@
 //! Fragmented MP4 (ISO BMFF) boxes, written by hand: an init segment (`ftyp` + `moov` with empty
 //! sample tables and `mvex`) and then self-contained fragments (`moof` + `mdat`). A file cut after
 //! any complete fragment is playable, which is what makes recordings survive a crash or a kill.
-//! Sample entries: `avc1` + `avcC` (H264) and `Opus` + `dOps`.
+//! Sample entries (`sample_entry`): `avc1` + `avcC` (H264), `hvc1` + `hvcC` (H265, from the SPS:
+//! `h265_sps`), `av01` + `av1C` (AV1, from the sequence header: `av1_sequence`), `Opus` + `dOps`.
+
+mod av1_sequence;
+mod bits;
+mod h264_sps;
+mod h265_sps;
+mod sample_entry;
+
+pub use av1_sequence::Av1Config;
+pub use h264_sps::sps_dimensions;
+pub use h265_sps::HevcConfig;
+
+use crate::depacketize::VideoCodec;
 
 /// What the init segment says about one track.
 #[derive(Debug, Clone)]
@@ -13,9 +26,48 @@ pub enum TrackKind {
         width: u16,
         height: u16,
     },
+    H265(HevcConfig),
+    Av1(Av1Config),
     Opus {
         channels: u16,
     },
+}
+
+impl TrackKind {
+    /// A video track's description from the parameter sets its depacketizer kept (H264: SPS,
+    /// PPS; H265: VPS, SPS, PPS; AV1: the sequence header OBU). Err says what did not parse: a
+    /// track is better not recorded than described wrongly.
+    pub fn video(codec: VideoCodec, params: &[Vec<u8>]) -> Result<TrackKind, &'static str> {
+        match (codec, params) {
+            (VideoCodec::H264, [sps, pps]) => {
+                // Players cope with a zero size; H264 recording has always been lenient here.
+                let (width, height) = sps_dimensions(sps).unwrap_or((0, 0));
+                Ok(TrackKind::H264 {
+                    sps: sps.clone(),
+                    pps: pps.clone(),
+                    width,
+                    height,
+                })
+            }
+            (VideoCodec::H265, [vps, sps, pps]) => HevcConfig::parse(vps, sps, pps)
+                .map(TrackKind::H265)
+                .ok_or("the H265 SPS does not parse (profile/tier/level, chroma, size)"),
+            (VideoCodec::Av1, [sequence_header]) => Av1Config::parse(sequence_header)
+                .map(TrackKind::Av1)
+                .ok_or("the AV1 sequence header does not parse"),
+            _ => Err("parameter sets missing"),
+        }
+    }
+
+    /// Picture size of a video track.
+    fn dimensions(&self) -> Option<(u16, u16)> {
+        match self {
+            TrackKind::H264 { width, height, .. } => Some((*width, *height)),
+            TrackKind::H265(c) => Some((c.width, c.height)),
+            TrackKind::Av1(c) => Some((c.width, c.height)),
+            TrackKind::Opus { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +145,10 @@ pub fn init_segment(tracks: &[TrackDesc]) -> Vec<u8> {
         for brand in [b"isom", b"iso6", b"iso2", b"avc1", b"mp41"] {
             o.extend_from_slice(brand);
         }
+        // The AV1 binding requires its brand among the compatible ones.
+        if tracks.iter().any(|t| matches!(t.kind, TrackKind::Av1(_))) {
+            o.extend_from_slice(b"av01");
+        }
     });
     bx(&mut out, b"moov", |o| {
         full(o, b"mvhd", 0, 0, |o| {
@@ -126,10 +182,9 @@ pub fn init_segment(tracks: &[TrackDesc]) -> Vec<u8> {
 }
 
 fn trak(o: &mut Vec<u8>, t: &TrackDesc) {
-    let (video, width, height) = match &t.kind {
-        TrackKind::H264 { width, height, .. } => (true, *width, *height),
-        TrackKind::Opus { .. } => (false, 0, 0),
-    };
+    let dimensions = t.kind.dimensions();
+    let video = dimensions.is_some();
+    let (width, height) = dimensions.unwrap_or((0, 0));
     bx(o, b"trak", |o| {
         full(o, b"tkhd", 0, 3, |o| {
             u32b(o, 0);
@@ -180,7 +235,7 @@ fn trak(o: &mut Vec<u8>, t: &TrackDesc) {
                 bx(o, b"stbl", |o| {
                     full(o, b"stsd", 0, 0, |o| {
                         u32b(o, 1);
-                        sample_entry(o, &t.kind);
+                        sample_entry::sample_entry(o, &t.kind);
                     });
                     full(o, b"stts", 0, 0, |o| u32b(o, 0));
                     full(o, b"stsc", 0, 0, |o| u32b(o, 0));
@@ -193,58 +248,6 @@ fn trak(o: &mut Vec<u8>, t: &TrackDesc) {
             });
         });
     });
-}
-
-fn sample_entry(o: &mut Vec<u8>, kind: &TrackKind) {
-    match kind {
-        TrackKind::H264 {
-            sps,
-            pps,
-            width,
-            height,
-        } => bx(o, b"avc1", |o| {
-            o.extend_from_slice(&[0; 6]);
-            u16b(o, 1); // data reference index
-            o.extend_from_slice(&[0; 16]);
-            u16b(o, *width);
-            u16b(o, *height);
-            u32b(o, 0x0048_0000);
-            u32b(o, 0x0048_0000);
-            u32b(o, 0);
-            u16b(o, 1); // frame count
-            o.extend_from_slice(&[0; 32]); // compressor name
-            u16b(o, 0x0018);
-            u16b(o, 0xffff);
-            bx(o, b"avcC", |o| {
-                o.push(1);
-                o.extend_from_slice(sps.get(1..4).unwrap_or(&[66, 0, 31]));
-                o.push(0xff); // 4-byte lengths
-                o.push(0xe1); // one SPS
-                u16b(o, sps.len() as u16);
-                o.extend_from_slice(sps);
-                o.push(1);
-                u16b(o, pps.len() as u16);
-                o.extend_from_slice(pps);
-            });
-        }),
-        TrackKind::Opus { channels } => bx(o, b"Opus", |o| {
-            o.extend_from_slice(&[0; 6]);
-            u16b(o, 1);
-            o.extend_from_slice(&[0; 8]);
-            u16b(o, *channels);
-            u16b(o, 16);
-            u32b(o, 0);
-            u32b(o, AUDIO_TIMESCALE << 16);
-            bx(o, b"dOps", |o| {
-                o.push(0);
-                o.push(*channels as u8);
-                u16b(o, 0); // pre-skip: the stream's, unknown; 0 keeps every sample
-                u32b(o, AUDIO_TIMESCALE);
-                u16b(o, 0); // output gain
-                o.push(0); // mapping family
-            });
-        }),
-    }
 }
 
 /// One `moof` + `mdat` holding `runs` (tracks without samples are left out).
@@ -287,128 +290,6 @@ pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Vec<u8> {
     out
 }
 
-/// Exp-Golomb bit reader over an RBSP (emulation prevention removed).
-struct Bits {
-    data: Vec<u8>,
-    pos: usize,
-}
-
-impl Bits {
-    fn bit(&mut self) -> Option<u32> {
-        let b = self.data.get(self.pos / 8)?;
-        let v = (b >> (7 - self.pos % 8)) & 1;
-        self.pos += 1;
-        Some(u32::from(v))
-    }
-    fn bits(&mut self, n: u32) -> Option<u32> {
-        (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.bit()?))
-    }
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bit()? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
-    }
-    fn se(&mut self) -> Option<i32> {
-        let k = self.ue()?;
-        Some(if k % 2 == 1 {
-            k.div_ceil(2) as i32
-        } else {
-            -((k / 2) as i32)
-        })
-    }
-}
-
-/// Picture width and height from an H264 SPS NAL unit (with its header byte).
-pub fn sps_dimensions(sps: &[u8]) -> Option<(u16, u16)> {
-    let mut rbsp = Vec::with_capacity(sps.len());
-    let mut zeros = 0;
-    for &b in sps.get(1..)? {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        rbsp.push(b);
-    }
-    let mut r = Bits { data: rbsp, pos: 0 };
-    let profile = r.bits(8)?;
-    r.bits(16)?; // constraints, level
-    r.ue()?; // sps id
-    let mut chroma = 1;
-    if matches!(
-        profile,
-        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-    ) {
-        chroma = r.ue()?;
-        if chroma == 3 {
-            r.bit()?;
-        }
-        r.ue()?;
-        r.ue()?;
-        r.bit()?;
-        if r.bit()? == 1 {
-            for i in 0..if chroma == 3 { 12 } else { 8 } {
-                if r.bit()? == 1 {
-                    let size = if i < 6 { 16 } else { 64 };
-                    let (mut last, mut next) = (8i32, 8i32);
-                    for _ in 0..size {
-                        if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
-                        }
-                        if next != 0 {
-                            last = next;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    r.ue()?; // log2_max_frame_num
-    match r.ue()? {
-        0 => {
-            r.ue()?;
-        }
-        1 => {
-            r.bit()?;
-            r.se()?;
-            r.se()?;
-            for _ in 0..r.ue()?.min(256) {
-                r.se()?;
-            }
-        }
-        _ => {}
-    }
-    r.ue()?; // max refs
-    r.bit()?;
-    let w_mbs = r.ue()? + 1;
-    let h_units = r.ue()? + 1;
-    let frame_mbs_only = r.bit()?;
-    if frame_mbs_only == 0 {
-        r.bit()?;
-    }
-    r.bit()?;
-    let (mut l, mut rt, mut t, mut b) = (0, 0, 0, 0);
-    if r.bit()? == 1 {
-        (l, rt, t, b) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
-    }
-    let (sub_w, sub_h) = match chroma {
-        0 => (1, 1),
-        1 => (2, 2),
-        2 => (2, 1),
-        _ => (1, 1),
-    };
-    let crop_x = sub_w;
-    let crop_y = sub_h * (2 - frame_mbs_only);
-    let width = (w_mbs * 16).checked_sub((l + rt) * crop_x)?;
-    let height = ((2 - frame_mbs_only) * h_units * 16).checked_sub((t + b) * crop_y)?;
-    Some((u16::try_from(width).ok()?, u16::try_from(height).ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,16 +304,6 @@ mod tests {
             at += size;
         }
         out
-    }
-
-    #[test]
-    fn sps_of_a_1280x720_stream() {
-        // x264 baseline 1280x720 (cropping none: 80x45 macroblocks).
-        let sps = [
-            0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40, 0x00, 0x00, 0x03,
-            0x00, 0x40, 0x00, 0x00, 0x0f, 0x03, 0xc6, 0x0c, 0xa8,
-        ];
-        assert_eq!(sps_dimensions(&sps), Some((1280, 720)));
     }
 
     #[test]

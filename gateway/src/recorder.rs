@@ -1,14 +1,15 @@
 //! Per-stream recording to fragmented MP4. The recorder is one task per node that looks like one
 //! more media worker to the real workers (an index in their peer list, like the cluster bridge):
 //! when a recorded stream starts publishing it subscribes to each track on the origin worker and
-//! receives every packet once. H264 is reassembled into access units (`depacketize`), Opus
-//! packets are samples as they are; a fragment (`fmp4`) is cut at every video keyframe and at
-//! least every second and handed to a writer thread that appends it and `sync_data`s, so a crash
-//! or a kill leaves a file playable up to its last fragment.
+//! receives every packet once. H264, H265 and AV1 are reassembled into frames (`depacketize`),
+//! Opus packets are samples as they are; a fragment (`fmp4`) is cut at every video keyframe and
+//! at least every second and handed to a writer thread that appends it and `sync_data`s, so a
+//! crash or a kill leaves a file playable up to its last fragment.
 //!
 //! Files: `<dir>/<stream>/<stream>-<UTC yyyymmdd-hhmmss>.mp4`, a new one every `segment_secs`
-//! (at a keyframe), when the SPS/PPS change, and when the stream is republished. Video other than
-//! H264 is not recorded (logged once per stream; the audio still is).
+//! (at a keyframe), when the parameter sets (SPS/PPS, VPS/SPS/PPS, AV1 sequence header) change,
+//! and when the stream is republished. VP8/VP9 video is not recorded, nor is video whose
+//! parameter sets do not parse (logged once per stream; the audio still is).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -21,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RecordingSettings;
-use crate::depacketize::H264Assembler;
+use crate::depacketize::{Assembler, VideoCodec};
 use crate::fmp4::{self, AUDIO_TIMESCALE, Sample, TrackDesc, TrackKind, VIDEO_TIMESCALE};
 use crate::ids::{SessionId, TrackId};
 use crate::registry::{Registry, TrackInfo};
@@ -54,7 +55,7 @@ pub enum RecorderRequest {
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Codec {
-    H264,
+    Video(VideoCodec),
     Opus,
 }
 
@@ -62,7 +63,10 @@ struct TrackRec {
     info: Arc<TrackInfo>,
     codec: Codec,
     mp4_id: u32,
-    asm: H264Assembler,
+    /// Video only.
+    asm: Option<Assembler>,
+    /// Video whose parameter sets did not parse: left out of the files.
+    refused: bool,
     /// The newest sample: its duration is known when the next one arrives.
     pending: Option<(u64, Instant, Sample)>,
     /// Complete samples of the fragment being built, and the decode time of the first.
@@ -78,7 +82,7 @@ struct TrackRec {
 impl TrackRec {
     fn timescale(&self) -> u32 {
         match self.codec {
-            Codec::H264 => VIDEO_TIMESCALE,
+            Codec::Video(_) => VIDEO_TIMESCALE,
             Codec::Opus => AUDIO_TIMESCALE,
         }
     }
@@ -113,8 +117,8 @@ struct OpenFile {
     started: Instant,
     last_cut: Instant,
     sequence: u32,
-    sps: Vec<u8>,
-    pps: Vec<u8>,
+    /// The video parameter sets this file's sample entry was made from.
+    params: Vec<Vec<u8>>,
 }
 
 struct Recording {
@@ -122,8 +126,8 @@ struct Recording {
     session: SessionId,
     tracks: Vec<TrackRec>,
     file: Option<OpenFile>,
-    sps: Option<Vec<u8>>,
-    pps: Option<Vec<u8>>,
+    /// The latest complete video parameter sets.
+    params: Option<Vec<Vec<u8>>>,
 }
 
 pub struct Recorder {
@@ -322,7 +326,9 @@ impl Recorder {
                 .map(|p| p.spec().codec.to_string())
                 .unwrap_or_default();
             let codec = match relay::Codec::from_name(&name) {
-                relay::Codec::H264 => Codec::H264,
+                relay::Codec::H264 => Codec::Video(VideoCodec::H264),
+                relay::Codec::H265 => Codec::Video(VideoCodec::H265),
+                relay::Codec::Av1 => Codec::Video(VideoCodec::Av1),
                 relay::Codec::Opus => Codec::Opus,
                 other => {
                     if self.warned.insert(stream.clone()) {
@@ -339,12 +345,16 @@ impl Recorder {
             recs.push(TrackRec {
                 codec,
                 mp4_id: recs.len() as u32 + 1,
-                asm: H264Assembler::default(),
+                asm: match codec {
+                    Codec::Video(c) => Some(Assembler::new(c)),
+                    Codec::Opus => None,
+                },
+                refused: false,
                 pending: None,
                 ready: Vec::new(),
                 ready_start: 0,
                 next_dts: None,
-                last_duration: if codec == Codec::H264 { 3000 } else { 960 },
+                last_duration: if codec == Codec::Opus { 960 } else { 3000 },
                 ended: false,
                 wait_keyframe: true,
                 info,
@@ -371,8 +381,7 @@ impl Recorder {
                 session,
                 tracks: recs,
                 file: None,
-                sps: None,
-                pps: None,
+                params: None,
             },
         );
     }
@@ -384,6 +393,10 @@ impl Recorder {
         };
         rec.close_file();
         for t in &rec.tracks {
+            if let Some(asm) = t.asm.as_ref().filter(|a| a.malformed > 0) {
+                tracing::warn!(stream = %rec.stream, track = ?t.info.id, malformed = asm.malformed,
+                    "recording: malformed video packets were dropped (with their frames)");
+            }
             self.by_track.remove(&t.info.id);
             if !t.ended
                 && let Some(w) = self.workers.get(t.info.origin_worker)
@@ -430,11 +443,17 @@ impl Recorder {
 
 impl Recording {
     fn has_video(&self) -> bool {
-        self.tracks.iter().any(|t| t.codec == Codec::H264)
+        self.tracks
+            .iter()
+            .any(|t| matches!(t.codec, Codec::Video(_)) && !t.refused)
     }
 
     fn on_packet(&mut self, track: TrackId, p: &SharedPacket, dir: &Path, segment: Duration) {
-        let Some(i) = self.tracks.iter().position(|t| t.info.id == track) else {
+        let Some(i) = self
+            .tracks
+            .iter()
+            .position(|t| t.info.id == track && !t.refused)
+        else {
             return;
         };
         match self.tracks[i].codec {
@@ -449,25 +468,27 @@ impl Recording {
                 };
                 self.on_sample(i, p.rtp_time, p.received, sample, false, dir, segment);
             }
-            Codec::H264 => {
-                let aus = self.tracks[i].asm.push(p);
+            Codec::Video(_) => {
+                let Some(asm) = self.tracks[i].asm.as_mut() else {
+                    return;
+                };
+                let aus = asm.push(p);
+                let lost = std::mem::take(&mut asm.lost);
+                let params = asm.parameter_sets();
                 for au in aus {
                     let t = &mut self.tracks[i];
-                    if std::mem::take(&mut t.asm.lost) {
+                    if lost {
                         t.wait_keyframe = true;
                     }
                     if t.wait_keyframe && !au.keyframe {
                         continue;
                     }
                     t.wait_keyframe = false;
-                    if au.sps.is_some() {
-                        self.sps = au.sps;
-                    }
-                    if au.pps.is_some() {
-                        self.pps = au.pps;
+                    if params.is_some() {
+                        self.params = params.clone();
                     }
                     let sample = Sample {
-                        data: au.avcc,
+                        data: au.data,
                         duration: 0,
                         sync: au.keyframe,
                     };
@@ -496,19 +517,18 @@ impl Recording {
         dir: &Path,
         segment: Duration,
     ) {
-        let video = self.tracks[i].codec == Codec::H264;
+        let video = matches!(self.tracks[i].codec, Codec::Video(_));
         // The first sample of a file: a video keyframe with its parameter sets, or audio when
         // there is no video.
         let opens = if self.has_video() {
-            keyframe && self.sps.is_some() && self.pps.is_some()
+            keyframe && self.params.is_some()
         } else {
             true
         };
         if let Some(f) = &self.file {
             let start = f.started;
             self.tracks[i].complete(Some(rtp_time), start);
-            let new_params = keyframe
-                && (self.sps.as_ref() != Some(&f.sps) || self.pps.as_ref() != Some(&f.pps));
+            let new_params = keyframe && self.params.as_ref() != Some(&f.params);
             let rotate =
                 opens && (received.saturating_duration_since(f.started) >= segment || new_params);
             if rotate {
@@ -527,26 +547,31 @@ impl Recording {
                 return; // nothing to attach this sample to yet
             }
             self.open_file(dir, received);
+            if self.tracks[i].refused {
+                return;
+            }
         }
         self.tracks[i].pending = Some((rtp_time, received, sample));
     }
 
     fn open_file(&mut self, dir: &Path, started: Instant) {
         let mut descs = Vec::new();
+        let params = self.params.clone().unwrap_or_default();
         for t in &mut self.tracks {
             t.next_dts = None;
             t.ready.clear();
             let kind = match t.codec {
-                Codec::H264 => {
-                    let sps = self.sps.clone().unwrap_or_default();
-                    let (width, height) = fmp4::sps_dimensions(&sps).unwrap_or((0, 0));
-                    TrackKind::H264 {
-                        pps: self.pps.clone().unwrap_or_default(),
-                        sps,
-                        width,
-                        height,
+                _ if t.refused => continue,
+                Codec::Video(codec) => match TrackKind::video(codec, &params) {
+                    Ok(kind) => kind,
+                    Err(why) => {
+                        tracing::error!(stream = %self.stream, codec = ?codec,
+                            "recording: {why}; this stream's video is not recorded");
+                        t.refused = true;
+                        t.pending = None;
+                        continue;
                     }
-                }
+                },
                 Codec::Opus => TrackKind::Opus {
                     channels: t
                         .info
@@ -570,8 +595,7 @@ impl Recording {
             started,
             last_cut: started,
             sequence: 0,
-            sps: self.sps.clone().unwrap_or_default(),
-            pps: self.pps.clone().unwrap_or_default(),
+            params,
         });
     }
 
