@@ -27,6 +27,30 @@ pub fn nal_type(nal: &[u8]) -> Option<u8> {
 /// Parameter sets go first on keyframes because a viewer that joins at a keyframe has nothing
 /// else to decode it with: WebRTC has no out-of-band `avcC`.
 pub fn avcc_to_annexb(sample: &[u8], length_size: usize, prefix_nals: &[&[u8]]) -> Result<Vec<u8>> {
+    // Access unit delimiters mean nothing over RTP (str0m drops them anyway).
+    length_prefixed_to_annexb(sample, length_size, prefix_nals, |nal| {
+        nal_type(nal) != Some(9)
+    })
+}
+
+/// H265's NAL unit type (RFC 7798 §1.1.4): six bits after the forbidden bit.
+pub fn h265_nal_type(nal: &[u8]) -> Option<u8> {
+    nal.first().map(|b| (b >> 1) & 0x3f)
+}
+
+/// [`avcc_to_annexb`] for an `hvc1` sample: the same framing, H265's delimiter (35) dropped.
+pub fn hvcc_to_annexb(sample: &[u8], length_size: usize, prefix_nals: &[&[u8]]) -> Result<Vec<u8>> {
+    length_prefixed_to_annexb(sample, length_size, prefix_nals, |nal| {
+        h265_nal_type(nal) != Some(35)
+    })
+}
+
+fn length_prefixed_to_annexb(
+    sample: &[u8],
+    length_size: usize,
+    prefix_nals: &[&[u8]],
+    keep: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<u8>> {
     if !(1..=4).contains(&length_size) {
         bail!("invalid AVCC NAL length size {length_size}");
     }
@@ -51,8 +75,7 @@ pub fn avcc_to_annexb(sample: &[u8], length_size: usize, prefix_nals: &[&[u8]]) 
                 tail.len()
             )
         })?;
-        // Access unit delimiters mean nothing over RTP (str0m drops them anyway).
-        if nal_type(nal) != Some(9) && !nal.is_empty() {
+        if keep(nal) && !nal.is_empty() {
             out.extend_from_slice(&START_CODE);
             out.extend_from_slice(nal);
         }

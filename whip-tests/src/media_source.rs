@@ -1,6 +1,7 @@
-//! Real media for publishers and ground truth for players: an MP4 file's H264 frames (as Annex B,
-//! ready for str0m's packetizer) and Opus packets, with timestamps that keep increasing when the
-//! file is looped, plus a catalog that tells a receiver which fixture frame it just got.
+//! Real media for publishers and ground truth for players: an MP4 file's video frames (H264 and
+//! H265 as Annex B, AV1 temporal units as stored: what str0m's packetizers take) and Opus
+//! packets, with timestamps that keep increasing when the file is looped, plus a catalog that
+//! tells a receiver which fixture frame it just got (H264 only: it fingerprints slice data).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,8 +13,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use mp4::{Mp4Reader, TrackType};
 
-use crate::annexb::{annexb_is_keyframe, avcc_to_annexb, bytes_hash, vcl_hash};
-use crate::sample_entry::sample_entries;
+use crate::annexb::{
+    annexb_is_keyframe, annexb_nals, avcc_to_annexb, bytes_hash, h265_nal_type, hvcc_to_annexb,
+    vcl_hash,
+};
+use crate::sample_entry::{SampleEntry, hvcc_parameter_sets, sample_entries};
 
 /// RTP clock of H264.
 pub const VIDEO_CLOCK: u64 = 90_000;
@@ -23,7 +27,7 @@ pub const AUDIO_CLOCK: u64 = 48_000;
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Kind {
-    /// H264 video.
+    /// Video: H264, H265 or AV1 ([`MediaSource::video_codec`]).
     Video,
     /// Opus audio.
     Audio,
@@ -50,9 +54,10 @@ pub struct StoredSample {
     pub duration: Duration,
     /// An IDR frame (always false for audio).
     pub keyframe: bool,
-    /// Annex B for video, with SPS and PPS in front of keyframes; a raw Opus packet for audio.
+    /// Annex B for H264/H265 video, with parameter sets in front of keyframes; the temporal unit
+    /// for AV1; a raw Opus packet for audio.
     pub data: Arc<[u8]>,
-    /// [`vcl_hash`] for video, [`bytes_hash`] for audio.
+    /// [`vcl_hash`] for H264 video, [`bytes_hash`] for anything else.
     pub hash: u64,
 }
 
@@ -75,6 +80,17 @@ pub struct MediaSample {
     pub data: Arc<[u8]>,
 }
 
+/// The codec of a [`MediaSource`]'s video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum VideoCodec {
+    /// `avc1`/`avc3`, sent as Annex B with SPS/PPS in front of keyframes.
+    H264,
+    /// `hvc1`/`hev1`, sent as Annex B with VPS/SPS/PPS in front of keyframes.
+    H265,
+    /// `av01`, sent as stored: low-overhead OBUs, the sequence header in keyframes.
+    Av1,
+}
+
 /// How to read an MP4 into a [`MediaSource`]; the default is what a well-behaved WHIP encoder sends.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceOptions {
@@ -95,9 +111,11 @@ impl Default for SourceOptions {
     }
 }
 
-/// The decoded contents of an MP4 file: one H264 track and/or one Opus track.
+/// The decoded contents of an MP4 file: one video track (H264, H265 or AV1) and/or one Opus
+/// track.
 #[derive(Debug)]
 pub struct MediaSource {
+    video_codec: VideoCodec,
     video: Vec<StoredSample>,
     audio: Vec<StoredSample>,
     period: Duration,
@@ -145,15 +163,27 @@ impl MediaSource {
         tracks.sort_by_key(|(id, _)| *id);
 
         let mut video = None;
+        let mut video_codec = VideoCodec::H264;
         let mut audio = None;
         for (id, ty) in tracks {
             let codec = entries.get(&id).map(|e| e.fourcc_str()).unwrap_or_default();
             match ty {
                 TrackType::Video if video.is_none() => {
-                    if codec != "avc1" && codec != "avc3" {
-                        bail!("video track {id} is {codec:?}, only H264 (avc1) is supported");
-                    }
-                    video = Some(read_video(&mut reader, id, opts)?);
+                    video = Some(match codec.as_str() {
+                        "avc1" | "avc3" => read_video(&mut reader, id, opts)?,
+                        "hvc1" | "hev1" => {
+                            video_codec = VideoCodec::H265;
+                            read_h265(&mut reader, id, opts, entries.get(&id))?
+                        }
+                        "av01" => {
+                            video_codec = VideoCodec::Av1;
+                            read_track(&mut reader, id, Kind::Video, opts.allow_b_frames)?
+                        }
+                        _ => bail!(
+                            "video track {id} is {codec:?}; H264 (avc1), H265 (hvc1) and AV1 \
+                             (av01) are supported"
+                        ),
+                    });
                 }
                 TrackType::Audio if audio.is_none() => {
                     // WebRTC audio is Opus; publishing the picture alone beats refusing a file
@@ -172,7 +202,7 @@ impl MediaSource {
         let video: (Vec<StoredSample>, Duration) = video.unwrap_or_default();
         let audio: (Vec<StoredSample>, Duration) = audio.unwrap_or_default();
         if video.0.is_empty() && audio.0.is_empty() {
-            bail!("no H264 or Opus samples found");
+            bail!("no video or Opus samples found");
         }
         if let Some(first) = video.0.first()
             && !first.keyframe
@@ -191,11 +221,17 @@ impl MediaSource {
 
         let catalog = Arc::new(FrameCatalog::new(&video, &audio));
         Ok(MediaSource {
+            video_codec,
             video,
             audio,
             period,
             catalog,
         })
+    }
+
+    /// The video's codec.
+    pub fn video_codec(&self) -> VideoCodec {
+        self.video_codec
     }
 
     /// Video frames of one pass through the file.
@@ -419,6 +455,43 @@ fn read_video(
     Ok((raw, end))
 }
 
+/// Reads an `hvc1`/`hev1` track, converted to Annex B with the `hvcC` parameter sets in front
+/// of keyframes (as for H264); also returns the track's end time.
+fn read_h265(
+    reader: &mut Mp4Reader<Cursor<&[u8]>>,
+    id: u32,
+    opts: SourceOptions,
+    entry: Option<&SampleEntry>,
+) -> Result<(Vec<StoredSample>, Duration)> {
+    let hvcc = entry
+        .and_then(|e| e.video_config.as_deref())
+        .context("H265 track without hvcC")?;
+    let (length_size, param_sets) = hvcc_parameter_sets(hvcc)?;
+    let prefix: Vec<&[u8]> = param_sets.iter().map(|p| p.as_slice()).collect();
+    let (mut raw, end) = read_track(reader, id, Kind::Video, opts.allow_b_frames)?;
+    for s in &mut raw {
+        let with_parameter_sets =
+            s.keyframe && (opts.parameter_sets_on_every_keyframe || s.index == 0);
+        let annexb = hvcc_to_annexb(
+            &s.data,
+            length_size,
+            if with_parameter_sets { &prefix } else { &[] },
+        )
+        .with_context(|| format!("video frame {}", s.index))?;
+        // IRAP pictures (BLA, IDR, CRA) are the sync samples.
+        let irap = annexb_nals(&annexb).any(|n| matches!(h265_nal_type(n), Some(16..=21)));
+        if s.keyframe != irap {
+            bail!(
+                "video frame {}: sync-sample table says keyframe={}, the NAL units disagree",
+                s.index,
+                s.keyframe
+            );
+        }
+        s.data = annexb.into();
+    }
+    Ok((raw, end))
+}
+
 /// Reads every sample of a track as stored; also returns the track's end time, computed in
 /// ticks so that summing rounded durations cannot make a 6 s file 5.999999999 s long.
 fn read_track(
@@ -546,6 +619,43 @@ mod tests {
             "{} audio packets",
             m.audio().len()
         );
+        Ok(())
+    }
+
+    #[test]
+    fn h265_and_av1_fixtures_read_with_their_keyframes() -> Result<()> {
+        for (name, codec) in [("h265.mp4", VideoCodec::H265), ("av1.mp4", VideoCodec::Av1)] {
+            let m = MediaSource::fixture(name)?;
+            assert_eq!(m.video_codec(), codec, "{name}");
+            assert_eq!(m.video().len(), 120, "{name}");
+            assert_eq!(m.keyframe_indices(), vec![0, 30, 60, 90], "{name}");
+            assert_eq!(m.period(), Duration::from_secs(4), "{name}");
+            assert!(
+                m.audio().len() >= 195,
+                "{name}: {} audio packets",
+                m.audio().len()
+            );
+        }
+        // H265 keyframes go out with VPS, SPS and PPS in front, other frames without.
+        let m = MediaSource::fixture("h265.mp4")?;
+        for f in m.video() {
+            let types: Vec<u8> = annexb_nals(&f.data).filter_map(h265_nal_type).collect();
+            if f.keyframe {
+                assert_eq!(types[..3], [32, 33, 34], "frame {}", f.index);
+            } else {
+                assert!(!types.contains(&33), "frame {}: {types:?}", f.index);
+            }
+        }
+        // AV1 temporal units as stored: a keyframe starts with the sequence header OBU.
+        let m = MediaSource::fixture("av1.mp4")?;
+        for f in m.video() {
+            assert_eq!(
+                f.keyframe,
+                f.data.first() == Some(&0x0a),
+                "frame {}",
+                f.index
+            );
+        }
         Ok(())
     }
 

@@ -6,7 +6,9 @@
 //! the sample tables (stts, stsz, stco, stss) are parsed and `Mp4Reader::read_sample` returns the
 //! Opus packets fine. All we lack is proof that the audio track *is* Opus, so this walks
 //! moov/trak/mdia/minf/stbl/stsd and reports the first entry's type per track id (and, for
-//! Opus, the `dOps` channel count and pre-skip).
+//! Opus, the `dOps` channel count and pre-skip). The same holds for `hvc1` and `av01`, so for
+//! video entries the codec configuration box (`avcC`, `hvcC`, `av1C`) is returned too, and
+//! [`hvcc_parameter_sets`] reads the H265 one.
 
 use std::collections::HashMap;
 
@@ -21,6 +23,8 @@ pub struct SampleEntry {
     pub opus_channels: Option<u8>,
     /// From `dOps`, for Opus entries: samples (at 48 kHz) the decoder drops at the start.
     pub opus_pre_skip: Option<u16>,
+    /// For video entries: the body of the first child box (`avcC`, `hvcC`, `av1C`).
+    pub video_config: Option<Vec<u8>>,
 }
 
 impl SampleEntry {
@@ -54,7 +58,13 @@ pub fn sample_entries(file: &[u8]) -> Result<HashMap<u32, SampleEntry>> {
             fourcc,
             opus_channels: None,
             opus_pre_skip: None,
+            video_config: None,
         };
+        if matches!(&fourcc, b"avc1" | b"avc3" | b"hvc1" | b"hev1" | b"av01") {
+            // A visual sample entry has 78 bytes of fixed fields before its child boxes.
+            let boxes = entry.get(78..).context("visual sample entry too short")?;
+            se.video_config = children(boxes)?.into_iter().next().map(|(_, b)| b.to_vec());
+        }
         if &fourcc == b"Opus" {
             // An audio sample entry has 28 bytes of fixed fields before its child boxes.
             let boxes = entry.get(28..).context("Opus sample entry too short")?;
@@ -67,6 +77,27 @@ pub fn sample_entries(file: &[u8]) -> Result<HashMap<u32, SampleEntry>> {
         out.insert(track_id, se);
     }
     Ok(out)
+}
+
+/// The NAL unit length size and the parameter sets (VPS, SPS, PPS… in stored order) of an
+/// `hvcC` body (ISO/IEC 14496-15 §8.3.3.1).
+pub fn hvcc_parameter_sets(hvcc: &[u8]) -> Result<(usize, Vec<Vec<u8>>)> {
+    let fixed = hvcc.get(..23).context("hvcC too short")?;
+    let length_size = usize::from(fixed[21] & 3) + 1;
+    let mut rest = &hvcc[23..];
+    let mut nals = Vec::new();
+    for _ in 0..fixed[22] {
+        let head = rest.get(..3).context("hvcC array cut short")?;
+        let count = u16::from_be_bytes([head[1], head[2]]);
+        rest = &rest[3..];
+        for _ in 0..count {
+            let len = rest.get(..2).context("hvcC NAL length cut short")?;
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            nals.push(rest.get(2..2 + len).context("hvcC NAL cut short")?.to_vec());
+            rest = &rest[2 + len..];
+        }
+    }
+    Ok((length_size, nals))
 }
 
 fn track_id(trak: &[u8]) -> Result<u32> {

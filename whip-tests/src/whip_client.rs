@@ -1,4 +1,4 @@
-//! A WHIP publisher that behaves like OBS: H264 + Opus offer with its host candidate, 201 or
+//! A WHIP publisher that behaves like OBS: H264 (or the file's H265/AV1) + Opus offer with its host candidate, 201 or
 //! failure, then the file's frames at real pace, looping, and (optionally) deaf to keyframe
 //! requests.
 
@@ -19,7 +19,7 @@ use str0m::{Event, IceConnectionState, Rtc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::media_source::{Kind, MediaSample, MediaSource};
+use crate::media_source::{Kind, MediaSample, MediaSource, VideoCodec};
 use crate::rtc_loop::{RtcLoop, Woke};
 use crate::signaling::{Resource, http_client, post_offer};
 
@@ -133,9 +133,23 @@ impl WhipPublisher {
         if opts.count_nacks {
             cfg = cfg.enable_raw_packets(true);
         }
-        // What OBS offers: one H264 format, constrained baseline 3.1, packetization mode 1, no RTX.
-        cfg.codec_config()
-            .add_h264(Pt::from(96), None, true, 0x42e01f);
+        // What OBS offers: one video format, for H264 constrained baseline 3.1, packetization
+        // mode 1, no RTX; for H265/AV1 str0m's default format.
+        let video_codec = match media.video_codec() {
+            VideoCodec::H264 => {
+                cfg.codec_config()
+                    .add_h264(Pt::from(96), None, true, 0x42e01f);
+                Codec::H264
+            }
+            VideoCodec::H265 => {
+                cfg.codec_config().enable_h265(true);
+                Codec::H265
+            }
+            VideoCodec::Av1 => {
+                cfg.codec_config().enable_av1(true);
+                Codec::Av1
+            }
+        };
         let rtc = cfg.build(Instant::now());
         let mut lp = RtcLoop::bind(rtc, opts.bind).await?;
         lp.set_drop_outgoing_every(opts.drop_outgoing_every);
@@ -170,7 +184,7 @@ impl WhipPublisher {
                 .accept_answer(pending, sdp)
                 .context("str0m refused the answer")?;
             let video =
-                pick_pt(&mut lp.rtc, video_mid, Codec::H264).context("video not accepted")?;
+                pick_pt(&mut lp.rtc, video_mid, video_codec).context("video not accepted")?;
             let audio =
                 pick_pt(&mut lp.rtc, audio_mid, Codec::Opus).context("audio not accepted")?;
             anyhow::Ok((video, audio))

@@ -2,16 +2,21 @@
 //! `D/<stream>/<stream>-<UTC stamp>.mp4` as fragmented MP4, which is read back here box by box
 //! (the `mp4` crate skips `Opus` sample entries): one H264 and one Opus track, about as many
 //! video samples as frames were sent, a sync sample first, durations summing to the published
-//! time, the fixture's SPS in `avcC`. A SIGKILLed gateway leaves a file that parses up to its
-//! last complete fragment. If `ffprobe` is installed it must accept the file too.
+//! time, the fixture's SPS in `avcC`. H265 and AV1 (`h265.mp4`, `av1.mp4`) record as `hvc1` and
+//! `av01` with the same `hvcC`/`av1C` FFmpeg wrote into the fixture, and every recorded frame is
+//! the fixture's: same size, sync samples exactly at its keyframes. A SIGKILLed gateway leaves a
+//! file that parses up to its last complete fragment. If `ffprobe` is installed it must accept
+//! the file too (and count the same frames).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use whip_tests::annexb::{annexb_nals, nal_type};
-use whip_tests::{Gateway, MediaSource, PublishOptions, WhipPublisher};
+use whip_tests::annexb::{annexb_nals, h265_nal_type, nal_type};
+use whip_tests::media_source::{VideoCodec, fixture_path};
+use whip_tests::sample_entry::sample_entries;
+use whip_tests::{Gateway, MediaSource, PublishOptions, PublishStats, WhipPublisher};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -22,6 +27,9 @@ struct Track {
     entry: String,
     timescale: u32,
     sps: Option<Vec<u8>>,
+    /// Body of the video entry's codec box (`avcC`, `hvcC`, `av1C`), and the entry's size.
+    config: Option<Vec<u8>>,
+    size: (u16, u16),
     /// (duration, size, sync) of every sample in complete fragments.
     samples: Vec<(u32, u32, bool)>,
     first_dts: Option<u64>,
@@ -33,6 +41,36 @@ struct Parsed {
     fragments: usize,
     /// Bytes after the last complete fragment (a fragment cut by a kill).
     trailing: usize,
+}
+
+impl Track {
+    /// Sum of the sample durations.
+    fn secs(&self) -> f64 {
+        self.samples.iter().map(|s| f64::from(s.0)).sum::<f64>() / f64::from(self.timescale)
+    }
+}
+
+/// Every track lasts as long as the stream was published, give or take half a second.
+fn ensure_lasts(p: &Parsed, published: f64) -> Result<()> {
+    for t in &p.tracks {
+        let secs = t.secs();
+        ensure!(
+            (secs - published).abs() <= 0.5,
+            "{} lasts {secs:.3} s, published {published:.3} s",
+            t.handler
+        );
+    }
+    Ok(())
+}
+
+impl Parsed {
+    /// The track with this handler (`vide`, `soun`).
+    fn track(&self, handler: &str) -> Result<&Track> {
+        self.tracks
+            .iter()
+            .find(|t| t.handler == handler)
+            .with_context(|| format!("no {handler} track"))
+    }
 }
 
 fn be32(b: &[u8], at: usize) -> Result<u32> {
@@ -85,6 +123,17 @@ fn parse(file: &[u8]) -> Result<Parsed> {
             timescale: be32(mdhd, 12)?,
             ..Track::default()
         };
+        if &t.handler == "vide" {
+            let be16 = |at: usize| {
+                entry
+                    .get(at..at + 2)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            };
+            t.size = (be16(24).context("entry")?, be16(26).context("entry")?);
+            t.config = entry
+                .get(78..)
+                .and_then(|b| boxes(b).first().map(|c| c.1.to_vec()));
+        }
         if entry_kind == b"avc1" {
             let avcc = child(&entry[78..], b"avcC").context("no avcC")?;
             let len = u16::from_be_bytes([avcc[6], avcc[7]]) as usize;
@@ -161,7 +210,10 @@ fn fixture_sps(media: &MediaSource) -> Option<Vec<u8>> {
         .map(|n| n.to_vec())
 }
 
-fn ffprobe(path: &Path) {
+/// Checks the file with `ffprobe` (and that `ffmpeg` decodes every frame); returns ffprobe's
+/// `-show_streams` output, empty if it is not installed.
+fn ffprobe(path: &Path) -> String {
+    let mut shown = String::new();
     match std::process::Command::new("ffprobe")
         .args(["-v", "error", "-show_streams", "-count_packets"])
         .arg(path)
@@ -169,6 +221,7 @@ fn ffprobe(path: &Path) {
     {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout);
+            shown = text.clone().into_owned();
             let interesting: Vec<&str> = text
                 .lines()
                 .filter(|l| {
@@ -207,6 +260,54 @@ fn ffprobe(path: &Path) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    shown
+}
+
+/// `key=value` of the first `ffprobe -show_streams` stream whose `codec_type` is `kind`.
+fn probed<'a>(shown: &'a str, kind: &str, key: &str) -> Option<&'a str> {
+    let stream = shown
+        .split("[STREAM]")
+        .find(|s| s.lines().any(|l| l == format!("codec_type={kind}")))?;
+    stream
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// (size, sync) of each fixture frame as the recorder stores it: AV1 temporal units as they are,
+/// H265 access units without VPS/SPS/PPS (they go to `hvcC`), 4-byte NAL lengths.
+fn expected_samples(media: &MediaSource) -> Vec<(u32, bool)> {
+    media
+        .video()
+        .iter()
+        .map(|f| {
+            let size = match media.video_codec() {
+                VideoCodec::Av1 => f.data.len(),
+                _ => annexb_nals(&f.data)
+                    .filter(|n| !matches!(h265_nal_type(n), Some(32..=35)))
+                    .map(|n| 4 + n.len())
+                    .sum(),
+            };
+            (size as u32, f.keyframe)
+        })
+        .collect()
+}
+
+/// Publishes `media` to `stream` for `secs` once the first frame went out, then leaves; returns
+/// what was sent and for how long.
+async fn publish_for(
+    gw: &Gateway,
+    stream: &str,
+    media: Arc<MediaSource>,
+    secs: u64,
+) -> Result<(PublishStats, Duration)> {
+    let publisher = WhipPublisher::start(media, PublishOptions::new(gw.whip_url(stream))).await?;
+    publisher
+        .wait_for_frames(1, Duration::from_secs(10))
+        .await?;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let stats = publisher.stop().await?;
+    Ok((stats, t0.elapsed()))
 }
 
 async fn start(dir: &Path) -> Result<Gateway> {
@@ -226,15 +327,7 @@ async fn a_recorded_stream_reads_back_with_its_frames_and_duration() -> Result<(
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let keyframes = media.keyframe_indices();
     let gop = keyframes.get(1).copied().unwrap_or(media.video().len());
-    let publisher =
-        WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("rec"))).await?;
-    publisher
-        .wait_for_frames(1, Duration::from_secs(10))
-        .await?;
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let stats = publisher.stop().await?;
-    let published = t0.elapsed();
+    let (stats, published) = publish_for(&gw, "rec", media.clone(), 4).await?;
 
     let files = recorded_files(dir.path(), "rec");
     ensure!(files.len() == 1, "expected one file, found {files:?}");
@@ -246,23 +339,14 @@ async fn a_recorded_stream_reads_back_with_its_frames_and_duration() -> Result<(
     let bytes = settled(&files[0]).await?;
     let p = parse(&bytes)?;
     ensure!(p.tracks.len() == 2, "tracks: {:?}", p.tracks);
-    let video = p
-        .tracks
-        .iter()
-        .find(|t| t.handler == "vide")
-        .context("no video")?;
-    let audio = p
-        .tracks
-        .iter()
-        .find(|t| t.handler == "soun")
-        .context("no audio")?;
+    let video = p.track("vide")?;
+    let audio = p.track("soun")?;
     ensure!(video.entry == "avc1" && audio.entry == "Opus");
     ensure!(video.timescale == 90_000 && audio.timescale == 48_000);
 
     let frames = video.samples.len() as i64;
     let sent = stats.video_frames_sent as i64;
-    let video_secs = video.samples.iter().map(|s| s.0 as f64).sum::<f64>() / 90_000.0;
-    let audio_secs = audio.samples.iter().map(|s| s.0 as f64).sum::<f64>() / 48_000.0;
+    let (video_secs, audio_secs) = (video.secs(), audio.secs());
     println!(
         "recorded {} bytes in {} fragments: {frames} video samples (sent {sent}, GOP {gop}), \
          {} audio samples (sent {}), video {video_secs:.3} s, audio {audio_secs:.3} s, \
@@ -287,15 +371,7 @@ async fn a_recorded_stream_reads_back_with_its_frames_and_duration() -> Result<(
         "video starts at {:?}",
         video.first_dts
     );
-    let expected = published.as_secs_f64();
-    ensure!(
-        (video_secs - expected).abs() <= 0.5,
-        "video lasts {video_secs:.3} s, published {expected:.3} s"
-    );
-    ensure!(
-        (audio_secs - expected).abs() <= 0.5,
-        "audio lasts {audio_secs:.3} s, published {expected:.3} s"
-    );
+    ensure_lasts(&p, published.as_secs_f64())?;
     let syncs = video.samples.iter().filter(|s| s.2).count();
     ensure!(syncs >= 2, "only {syncs} sync samples in {frames}");
     ensure!(
@@ -332,12 +408,8 @@ async fn a_killed_gateway_leaves_a_file_playable_to_its_last_fragment() -> Resul
     ensure!(files.len() == 1, "expected one file, found {files:?}");
     let bytes = std::fs::read(&files[0])?;
     let p = parse(&bytes)?;
-    let video = p
-        .tracks
-        .iter()
-        .find(|t| t.handler == "vide")
-        .context("no video")?;
-    let secs = video.samples.iter().map(|s| s.0 as f64).sum::<f64>() / 90_000.0;
+    let video = p.track("vide")?;
+    let secs = video.secs();
     println!(
         "after SIGKILL: {} bytes, {} complete fragments, {} video samples ({secs:.3} s), {} trailing bytes",
         bytes.len(),
@@ -406,17 +478,13 @@ async fn the_api_starts_and_stops_recording_and_files_rotate() -> Result<()> {
     for f in &files {
         let bytes = settled(f).await?;
         let p = parse(&bytes)?;
-        let video = p
-            .tracks
-            .iter()
-            .find(|t| t.handler == "vide")
-            .context("no video")?;
+        let video = p.track("vide")?;
         ensure!(
             video.samples.first().is_some_and(|s| s.2),
             "{} starts without a sync sample",
             f.display()
         );
-        let secs = video.samples.iter().map(|s| s.0 as f64).sum::<f64>() / 90_000.0;
+        let secs = video.secs();
         println!(
             "{}: {} video samples, {secs:.3} s",
             f.display(),
@@ -440,4 +508,111 @@ async fn the_api_starts_and_stops_recording_and_files_rotate() -> Result<()> {
     ensure!(sizes == again && recorded_files(dir.path(), "api").len() == files.len());
     publisher.stop().await?;
     Ok(())
+}
+
+/// Publishes `fixture` (H265 or AV1 + Opus) for 4 s and reads the recording back.
+async fn record_and_read_back(fixture: &str, entry: &str, ffprobe_codec: &str) -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir()?;
+    let gw = start(dir.path()).await?;
+    let media = Arc::new(MediaSource::fixture(fixture)?);
+    let stream = fixture.trim_end_matches(".mp4");
+    let (stats, published) = publish_for(&gw, stream, media.clone(), 4).await?;
+    let published = published.as_secs_f64();
+
+    let files = recorded_files(dir.path(), stream);
+    ensure!(files.len() == 1, "expected one file, found {files:?}");
+    let bytes = settled(&files[0]).await?;
+    let p = parse(&bytes)?;
+    let video = p.track("vide")?;
+    let audio = p.track("soun")?;
+    ensure!(video.entry == entry && audio.entry == "Opus", "{p:?}");
+    ensure!(
+        video.size == (320, 240),
+        "sample entry size {:?}",
+        video.size
+    );
+    let fixture_entries = sample_entries(&std::fs::read(fixture_path(fixture))?)?;
+    let fixture_config = fixture_entries
+        .values()
+        .find_map(|e| e.video_config.clone())
+        .context("fixture has no codec box")?;
+    ensure!(
+        video.config.as_ref() == Some(&fixture_config),
+        "codec box differs from the fixture's: {:02x?} vs {fixture_config:02x?}",
+        video.config
+    );
+
+    // Every recorded frame is a fixture frame, in order from some keyframe on: same size, and
+    // sync exactly where the fixture has its keyframes.
+    let expected = expected_samples(&media);
+    let n = expected.len();
+    let matches_from = |k: usize| {
+        video
+            .samples
+            .iter()
+            .enumerate()
+            .all(|(i, s)| (s.1, s.2) == expected[(k + i) % n])
+    };
+    let first = (0..n)
+        .find(|&k| expected[k].1 && matches_from(k))
+        .with_context(|| {
+            format!(
+                "recorded (size, sync) {:?} are no run of the fixture's {expected:?}",
+                video.samples.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>()
+            )
+        })?;
+    let frames = video.samples.len();
+    let sent = stats.video_frames_sent as usize;
+    let syncs = video.samples.iter().filter(|s| s.2).count();
+    let (video_secs, audio_secs) = (video.secs(), audio.secs());
+    println!(
+        "{fixture}: {} bytes, {} fragments, {frames} video samples from fixture frame {first} \
+         (sent {sent}), {syncs} sync, {} audio samples, video {video_secs:.3} s, audio \
+         {audio_secs:.3} s, published {published:.3} s",
+        bytes.len(),
+        p.fragments,
+        audio.samples.len()
+    );
+    ensure!(
+        frames + 30 >= sent && frames <= sent,
+        "{frames} samples for {sent} frames sent"
+    );
+    ensure!(syncs >= 3, "only {syncs} sync samples");
+    ensure!(
+        video.samples.iter().all(|s| s.0 == 3000),
+        "30 fps frames must last 3000 ticks"
+    );
+    ensure_lasts(&p, published)?;
+    ensure!(
+        p.trailing == 0,
+        "{} bytes after the last fragment",
+        p.trailing
+    );
+
+    let shown = ffprobe(&files[0]);
+    if !shown.is_empty() {
+        ensure!(
+            probed(&shown, "video", "codec_name") == Some(ffprobe_codec),
+            "{shown}"
+        );
+        ensure!(probed(&shown, "video", "width") == Some("320"), "{shown}");
+        ensure!(probed(&shown, "video", "height") == Some("240"), "{shown}");
+        let counted = probed(&shown, "video", "nb_read_packets");
+        ensure!(
+            counted == Some(frames.to_string().as_str()),
+            "ffprobe counts {counted:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h265_records_as_hvc1_with_the_fixtures_frames() -> Result<()> {
+    record_and_read_back("h265.mp4", "hvc1", "hevc").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn av1_records_as_av01_with_the_fixtures_frames() -> Result<()> {
+    record_and_read_back("av1.mp4", "av01", "av1").await
 }

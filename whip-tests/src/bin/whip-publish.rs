@@ -1,5 +1,5 @@
-//! Publishes an MP4 file (H264 without B-frames + Opus) to a WHIP endpoint at real pace, looping,
-//! the way OBS would: `whip-publish --url http://127.0.0.1:8080/whip/concert fixtures/long-gop.mp4`.
+//! Publishes an MP4 file (H264, H265 or AV1 without B-frames + Opus) to a WHIP endpoint at real
+//! pace, looping, the way OBS would: `whip-publish --url http://127.0.0.1:8080/whip/concert fixtures/long-gop.mp4`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use whip_tests::{MediaSource, PublishOptions, WhipPublisher};
 #[derive(Parser, Debug)]
 #[command(about = "Publish an MP4 file to a WHIP endpoint at real pace")]
 struct Args {
-    /// The MP4 file (H264 without B-frames, Opus).
+    /// The MP4 file (H264, H265 or AV1 without B-frames, Opus).
     file: PathBuf,
     /// WHIP endpoint URL.
     #[arg(long, env = "WHIP_URL")]
