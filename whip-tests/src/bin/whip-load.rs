@@ -27,7 +27,8 @@
 //! * loss per viewer: thin viewers, RTP sequence gaps on media SSRCs (RTX apart); full viewers,
 //!   frames missing from the fixture sequence (after NACK repair), frames str0m flagged
 //!   non-contiguous, unknown frames, and the sequence gaps before repair; NACK messages each full
-//!   viewer sent (str0m's stats), p50/max and total, and the gateway's `nacks_received`;
+//!   viewer sent (str0m's stats), p50/max and total, and the gateway's `nacks_received` (sequence
+//!   numbers it repaired on the media SSRC) and `nacks_rtx` (NACK messages str0m repaired by RTX);
 //! * end-to-end latency per frame (publisher write → full viewer receive, same process clock) as
 //!   each viewer's p50/p99, summarised over viewers; only with `--publish`;
 //! * server CPU from `/proc/<server-pid>/stat` (utime + stime) over the steady window;
@@ -495,6 +496,7 @@ async fn main() -> Result<()> {
     let d_in = delta(&stats_s0, &stats_end, "packets_in");
     let d_udp_bytes = delta(&stats_s0, &stats_end, "udp_sent_bytes");
     let d_nacks = delta(&stats_start, &stats_end, "nacks_received");
+    let d_nacks_rtx = delta(&stats_start, &stats_end, "nacks_rtx");
     let server_cpu_ns = match (server_cpu_s0, server_cpu_end) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
@@ -582,6 +584,7 @@ async fn main() -> Result<()> {
             "nacks_sent_per_full_viewer": percentiles(full.iter().map(|r| r.nacks_sent as f64).collect()),
             "nacks_sent_total": sum(&full, |r| r.nacks_sent),
             "gateway_nacks_received": d_nacks,
+            "gateway_nacks_rtx": d_nacks_rtx,
             "host_udp_rcvbuf_errors": {
                 "run": rcvbuf_start.zip(rcvbuf_end).map(|(a, b)| b.saturating_sub(a)),
                 "steady_window": rcvbuf_s0.zip(rcvbuf_end).map(|(a, b)| b.saturating_sub(a)),
