@@ -368,12 +368,32 @@ pub fn parse_offer(sdp: &str) -> Result<SdpOffer, Problem> {
             bad
         )));
     }
-    SdpOffer::from_sdp_string(sdp).map_err(|e| {
+    let sdp = bundle_single_mline(sdp);
+    SdpOffer::from_sdp_string(&sdp).map_err(|e| {
         Problem::bad_request(format!(
             "malformed SDP offer: {}",
             sdp_error(&e.to_string())
         ))
     })
+}
+
+/// GStreamer's webrtcbin (simple-whip-client) offers a single m-line without `a=group:BUNDLE`,
+/// which str0m refuses; with one m-line the group changes nothing on the wire, so it is added.
+fn bundle_single_mline(sdp: &str) -> std::borrow::Cow<'_, str> {
+    let mlines = sdp_info::mlines(sdp);
+    let has_group = sdp.lines().any(|l| l.starts_with("a=group:"));
+    let (false, [only]) = (has_group, mlines.as_slice()) else {
+        return sdp.into();
+    };
+    let (Some(mid), Some(at)) = (only.mid.as_deref(), sdp.find("\nm=")) else {
+        return sdp.into();
+    };
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(sdp.len() + 32);
+    out.push_str(&sdp[..=at]);
+    out.push_str(&format!("a=group:BUNDLE {mid}{eol}"));
+    out.push_str(&sdp[at + 1..]);
+    out.into()
 }
 
 /// str0m's parse errors name a `PointerOffset(0x…)`: a heap address, which must not reach a

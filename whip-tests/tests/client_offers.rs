@@ -640,6 +640,18 @@ async fn gstreamer_whipclientsink_max_bundle() -> Result<()> {
     whip_alone("gstreamer-whipclientsink.sdp", Video::First).await
 }
 
+/// simple-whip-client (webrtcbin) with only a video pipeline: one m-line and no
+/// `a=group:BUNDLE`, which str0m alone would refuse (captured live; gstreamer_live.rs publishes
+/// this way too).
+#[tokio::test]
+async fn gstreamer_single_mline_without_bundle_group() -> Result<()> {
+    whip_alone(
+        "gstreamer-simple-whip-client-video-only.sdp",
+        Video::First,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn chrome_publish_page() -> Result<()> {
     whip_alone("chrome-publish.sdp", Video::First).await
