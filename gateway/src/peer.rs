@@ -4,7 +4,7 @@
 //! once per peer; the provider's DTLS configuration, with dimpl's crypto self-test, once per
 //! process: `cached_dtls`), and host candidates for every configured address.
 
-mod cached_dtls;
+pub mod cached_dtls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -13,8 +13,10 @@
 //! the stream arrived whole and in order.
 
 pub mod annexb;
+pub mod gateway_probe;
 pub mod harness;
 pub mod latency;
+pub mod light_client;
 pub mod media_source;
 pub mod rtc_loop;
 pub mod rtp_counter;
