@@ -3,18 +3,23 @@
 #   1. physical floor (criterion, gateway/benches/floor.rs)
 #   2. fan-out: one 2.5 Mbps publisher, viewers stepped up until loss > 1 % or p99 latency > 200 ms
 #   3. start: WHEP POST -> first keyframe over 200 joins, publisher GOP 8 s ignoring PLI
+#   4. join: per-peer build cost (criterion, gateway/benches/join.rs); join storm (whip-storm)
 #   5. trees: added latency per relay hop, delivery with 5 % loss per hop (cluster_figures a, b)
-# Results go to target/bench/ (JSON per run, logs, summary.txt).
+#   6. memory: 10,000-cycle join/leave churn, bytes per idle session and per playing viewer
+# Results go to target/bench/ (or $BENCH_OUT): JSON per run, logs, summary.txt.
 #
 # Environment: STEPS="25 50 100 200 400" (fan-out viewer steps), STEP_SECS=10 (steady window per
 # step), RAMP=25 (fan-out viewers joining per second), FULL_VIEWERS=5 (fan-out viewers that
 # decrypt and check frames; the rest count packets only), START_VIEWERS=200 (all full),
-# START_RAMP=20, SKIP_BUILD=1, SKIP_FLOOR=1, SKIP_FANOUT=1, SKIP_START=1, SKIP_TREES=1.
+# START_RAMP=20, STORM_RATES=100,200,500,1000,2000 (joins/s, one step each), STORM_STEP_SECS=3,
+# CHURN_CYCLES=10000, CHURN_PARALLEL=4, MEMORY_SESSIONS=500, MEMORY_SETTLE_SECS=15,
+# SKIP_BUILD=1, SKIP_FLOOR=1, SKIP_FANOUT=1, SKIP_START=1, SKIP_TREES=1, SKIP_JOIN=1 (per-peer
+# cost), SKIP_STORM=1, SKIP_CHURN=1, SKIP_MEMORY=1.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUT=$ROOT/target/bench
+OUT=${BENCH_OUT:-$ROOT/target/bench}
 mkdir -p "$OUT"
 STEPS=${STEPS:-25 50 100 200 400}
 STEP_SECS=${STEP_SECS:-10}
@@ -22,6 +27,12 @@ RAMP=${RAMP:-25}
 FULL_VIEWERS=${FULL_VIEWERS:-5}
 START_VIEWERS=${START_VIEWERS:-200}
 START_RAMP=${START_RAMP:-20}
+STORM_RATES=${STORM_RATES:-100,200,500,1000,2000}
+STORM_STEP_SECS=${STORM_STEP_SECS:-3}
+CHURN_CYCLES=${CHURN_CYCLES:-10000}
+CHURN_PARALLEL=${CHURN_PARALLEL:-4}
+MEMORY_SESSIONS=${MEMORY_SESSIONS:-500}
+MEMORY_SETTLE_SECS=${MEMORY_SETTLE_SECS:-15}
 SUMMARY=$OUT/summary.txt
 
 log() { echo "$*" | tee -a "$SUMMARY"; }
@@ -34,6 +45,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 GATEWAY=$ROOT/target/release/gateway
 LOAD=$ROOT/target/release/whip-load
+STORM=$ROOT/target/release/whip-storm
 
 # --- 1. floor ---------------------------------------------------------------------------------
 if [ -z "${SKIP_FLOOR:-}" ]; then
@@ -146,5 +158,50 @@ if [ -z "${SKIP_TREES:-}" ]; then
         cargo test --release -p whip-tests --test cluster_figures -- --nocapture --test-threads 1 \
         figure_a figure_b >"$OUT/trees.log" 2>&1 || log "trees: a figure test failed (see trees.log)"
     grep '^FIGURE' "$OUT/trees.log" | tee -a "$SUMMARY" || true
+fi
+# --- 4. join: per-peer cost ---------------------------------------------------------------------
+if [ -z "${SKIP_JOIN:-}" ]; then
+    cargo bench -p gateway --bench join 2>&1 | tee "$OUT/join.log"
+    log "$(grep '^JOIN' "$OUT/join.log" || echo 'JOIN missing')"
+fi
+
+# --- 4. join storm ------------------------------------------------------------------------------
+# Viewers of a looped short-gop.mp4 join at each rate for STORM_STEP_SECS and leave after their
+# first RTP packet; the steps stop at p99 > 500 ms or a failure.
+if [ -z "${SKIP_STORM:-}" ]; then
+    start_gateway storm
+    log "## join storm, rates $STORM_RATES /s (gateway pid $GW_PID, $BASE)"
+    "$STORM" --base "$BASE" --stream storm --server-pid "$GW_PID" --report "$OUT/storm.json" \
+        storm --rates "$STORM_RATES" --step-secs "$STORM_STEP_SECS" \
+        2>"$OUT/storm.progress" | tee -a "$SUMMARY"
+    grep '^storm ' "$OUT/storm.progress" | tee -a "$SUMMARY" || true
+    stop_gateway
+fi
+
+# --- 6. memory: churn, idle sessions, playing viewers -------------------------------------------
+# Each on a fresh gateway: freed memory stays in the allocator, so one run would colour the next.
+if [ -z "${SKIP_CHURN:-}" ]; then
+    start_gateway churn
+    log "## churn: $CHURN_CYCLES join/leave cycles, $CHURN_PARALLEL in flight (gateway pid $GW_PID)"
+    "$STORM" --base "$BASE" --stream churn --server-pid "$GW_PID" --report "$OUT/churn.json" \
+        churn --cycles "$CHURN_CYCLES" --parallel "$CHURN_PARALLEL" \
+        2>"$OUT/churn.progress" | tee -a "$SUMMARY"
+    grep '^churn ' "$OUT/churn.progress" | tee -a "$SUMMARY" || true
+    stop_gateway
+fi
+if [ -z "${SKIP_MEMORY:-}" ]; then
+    # silent: a WHIP publisher that connects and sends nothing, so its viewers are idle sessions;
+    # playing: viewers of short-gop.mp4 looped at real pace.
+    for kind in silent playing; do
+        start_gateway "memory-$kind"
+        publish=()
+        [ "$kind" = silent ] && publish=(--publish silent)
+        log "## memory: $MEMORY_SESSIONS sessions, publisher $kind (gateway pid $GW_PID)"
+        "$STORM" --base "$BASE" --stream mem --server-pid "$GW_PID" "${publish[@]}" \
+            --report "$OUT/memory-$kind.json" \
+            memory --sessions "$MEMORY_SESSIONS" --settle-secs "$MEMORY_SETTLE_SECS" \
+            2>"$OUT/memory-$kind.progress" | tee -a "$SUMMARY"
+        stop_gateway
+    done
 fi
 log "# done; reports in $OUT"
