@@ -8,6 +8,8 @@ cd "$ROOT"
 bash scripts/setup-browser.sh
 # The live GStreamer publisher test drives Debian's simple-whip-client.
 bash scripts/setup-gstreamer.sh
+# ffmpeg/ffprobe: the recording test reads its files back with them; whip-load's synthetic stream.
+bash scripts/setup-media-tools.sh
 
 # The integration tests start this binary as a real process.
 cargo build -p gateway --bin gateway -p relay --bin relay

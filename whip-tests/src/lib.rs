@@ -23,6 +23,7 @@ pub mod rtp_counter;
 pub mod sample_entry;
 pub mod sequence_check;
 pub mod signaling;
+pub mod synthetic;
 pub mod whep_client;
 pub mod whip_client;
 

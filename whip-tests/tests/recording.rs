@@ -5,8 +5,8 @@
 //! time, the fixture's SPS in `avcC`. H265 and AV1 (`h265.mp4`, `av1.mp4`) record as `hvc1` and
 //! `av01` with the same `hvcC`/`av1C` FFmpeg wrote into the fixture, and every recorded frame is
 //! the fixture's: same size, sync samples exactly at its keyframes. A SIGKILLed gateway leaves a
-//! file that parses up to its last complete fragment. If `ffprobe` is installed it must accept
-//! the file too (and count the same frames).
+//! file that parses up to its last complete fragment. `ffprobe` must accept the file too (and
+//! count the same frames) and `ffmpeg` decode it cleanly (`scripts/setup-media-tools.sh`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -211,7 +211,7 @@ fn fixture_sps(media: &MediaSource) -> Option<Vec<u8>> {
 }
 
 /// Checks the file with `ffprobe` (and that `ffmpeg` decodes every frame); returns ffprobe's
-/// `-show_streams` output, empty if it is not installed.
+/// `-show_streams` output. Both are required: `scripts/setup-media-tools.sh` installs them.
 fn ffprobe(path: &Path) -> String {
     let mut shown = String::new();
     match std::process::Command::new("ffprobe")
@@ -244,21 +244,22 @@ fn ffprobe(path: &Path) -> String {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Err(_) => println!("ffprobe not installed: skipped"),
+        Err(e) => panic!("ffprobe not runnable ({e}): run scripts/setup-media-tools.sh"),
     }
     // And every frame decodes.
-    if let Ok(out) = std::process::Command::new("ffmpeg")
+    match std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
         .args(["-f", "null", "-"])
         .output()
     {
-        assert!(
+        Err(e) => panic!("ffmpeg not runnable ({e}): run scripts/setup-media-tools.sh"),
+        Ok(out) => assert!(
             out.status.success() && out.stderr.is_empty(),
             "ffmpeg cannot decode {}: {}",
             path.display(),
             String::from_utf8_lossy(&out.stderr)
-        );
+        ),
     }
     shown
 }

@@ -1,5 +1,7 @@
-//! Load generator: one WHIP publisher (an MP4 looped at real pace, or none when something else
-//! publishes) and N WHEP viewers in this one process, against any gateway base URL.
+//! Load generator: one or more WHIP publishers (an MP4 or a synthetic stream at a chosen bitrate,
+//! looped at real pace; or none when something else publishes) and N WHEP viewers in this one
+//! process, against any gateway base URL. With `--publishers N` the streams are `STREAM-0` …
+//! `STREAM-{N-1}`, all publishing the same media, and viewer i watches stream i mod N.
 //!
 //! ```text
 //! whip-load --base http://127.0.0.1:8080 --stream load --publish fixtures/short-gop.mp4 \
@@ -61,13 +63,21 @@ struct Args {
     /// BASE/v1/stats).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     base: String,
-    /// Stream name.
+    /// Stream name (with several publishers: `STREAM-0`, `STREAM-1`, …).
     #[arg(long, default_value = "load")]
     stream: String,
     /// MP4 (H264 + Opus) to publish, looping at real pace; `none` when the stream is published by
     /// someone else.
     #[arg(long, default_value = "none")]
     publish: String,
+    /// Publish a synthetic stream at this video bitrate (kbit/s) instead of `--publish`: 720p30
+    /// test pattern, H264 baseline CBR, keyframe every second, Opus 64 kbit/s; made once with
+    /// ffmpeg (`whip_tests::synthetic`) and cached in the temp directory.
+    #[arg(long, conflicts_with = "publish")]
+    synthetic_kbps: Option<u32>,
+    /// Publishers (streams), each publishing the same media; viewer i watches stream i mod N.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
     /// The MP4 being published, to identify frames (default: the `--publish` file, else
     /// fixtures/short-gop.mp4).
     #[arg(long)]
@@ -280,13 +290,25 @@ async fn main() -> Result<()> {
         .init();
     let args = Args::parse();
     let base = args.base.trim_end_matches('/').to_owned();
-    let whip_url = format!("{base}/whip/{}", args.stream);
-    let whep_url = format!("{base}/whep/{}", args.stream);
+    let publishers_n = args.publishers.max(1);
+    let stream = |i: usize| {
+        if publishers_n == 1 {
+            args.stream.clone()
+        } else {
+            format!("{}-{i}", args.stream)
+        }
+    };
+    let whep_urls: Vec<String> = (0..publishers_n)
+        .map(|i| format!("{base}/whep/{}", stream(i)))
+        .collect();
     let client = whip_tests::signaling::http_client()?;
     let server_pid = args.server_pid.map(|p| p.to_string());
 
     // Media: the file we publish, or the one someone else publishes.
-    let publish_path = (args.publish != "none").then(|| PathBuf::from(&args.publish));
+    let publish_path = match args.synthetic_kbps {
+        Some(kbps) => Some(whip_tests::synthetic::fixture(kbps).context("making the synthetic stream")?),
+        None => (args.publish != "none").then(|| PathBuf::from(&args.publish)),
+    };
     let fixture = args
         .fixture
         .clone()
@@ -304,21 +326,27 @@ async fn main() -> Result<()> {
         bytes as f64 * 8.0 / media.period().as_secs_f64().max(1e-3)
     };
 
-    let publisher = match &publish_path {
-        Some(_) => {
-            let opts = PublishOptions {
-                token: args.token.clone(),
-                ignore_keyframe_requests: !args.publisher_honours_pli,
-                ..PublishOptions::new(whip_url.clone())
-            };
-            let p = WhipPublisher::start(media.clone(), opts)
-                .await
-                .context("starting the publisher")?;
-            p.wait_for_frames(10, Duration::from_secs(15)).await?;
-            Some(p)
+    // All publishers start together: they write the same fixture, and the latency log matches
+    // a received frame with the latest write of its index, so start skew is its error.
+    let mut publishers = Vec::new();
+    if publish_path.is_some() {
+        let starts: Vec<_> = (0..publishers_n)
+            .map(|i| {
+                let opts = PublishOptions {
+                    token: args.token.clone(),
+                    ignore_keyframe_requests: !args.publisher_honours_pli,
+                    ..PublishOptions::new(format!("{base}/whip/{}", stream(i)))
+                };
+                tokio::spawn(WhipPublisher::start(media.clone(), opts))
+            })
+            .collect();
+        for p in starts {
+            publishers.push(p.await.context("publisher task")?.context("starting a publisher")?);
         }
-        None => None,
-    };
+        for p in &publishers {
+            p.wait_for_frames(10, Duration::from_secs(15)).await?;
+        }
+    }
 
     let viewers = Arc::new(Viewers {
         players: Mutex::new(Vec::with_capacity(args.viewers)),
@@ -342,8 +370,9 @@ async fn main() -> Result<()> {
             duration: play_for,
             request_keyframes: !args.no_pli,
             drop_every: args.drop_every,
-            ..PlayOptions::new(whep_url.clone())
+            ..PlayOptions::new(whep_urls[0].clone())
         };
+        let whep_urls = whep_urls.clone();
         let (n, k) = (args.viewers, args.full_viewers);
         let interval = Duration::from_secs_f64(1.0 / args.ramp_per_sec.max(1e-3));
         tokio::spawn(async move {
@@ -355,6 +384,7 @@ async fn main() -> Result<()> {
                 let catalog = catalog.clone();
                 let opts = PlayOptions {
                     thin: !is_full(i, n, k),
+                    url: whep_urls[i % whep_urls.len()].clone(),
                     ..opts.clone()
                 };
                 viewers.started.fetch_add(1, Ordering::Relaxed);
@@ -430,10 +460,8 @@ async fn main() -> Result<()> {
             steady_end = now_totals;
             break;
         }
-        if let Some(p) = &publisher
-            && p.is_finished()
-        {
-            bail!("the publisher stopped: {:?}", p.stats());
+        if let Some(p) = publishers.iter().find(|p| p.is_finished()) {
+            bail!("a publisher stopped: {:?}", p.stats());
         }
     }
     let (steady_t0, stats_s0, server_cpu_s0, self_cpu_s0, steady_start, rcvbuf_s0) =
@@ -457,10 +485,10 @@ async fn main() -> Result<()> {
             reports.push(r);
         }
     }
-    let publisher_stats = match publisher {
-        Some(p) => Some(p.stop().await.context("stopping the publisher")?),
-        None => None,
-    };
+    let mut publisher_stats = Vec::with_capacity(publishers.len());
+    for p in publishers {
+        publisher_stats.push(p.stop().await.context("stopping a publisher")?);
+    }
     let refused = std::mem::take(&mut *viewers.refused.lock().await);
 
     // Figures. `full` and `thin` split the viewers; join figures come from both.
@@ -615,7 +643,7 @@ async fn main() -> Result<()> {
             "server_cpu_ns_per_udp_datagram_sent": cpu_per_pkt(d_udp),
             "note": "viewer_*: RTP datagrams and their UDP payload bytes received by all viewers (measured here); the others from /v1/stats deltas (udp_*: every datagram the gateway sent, STUN and RTCP included; null when the gateway has no such counter)",
         },
-        "publisher": publisher_stats,
+        "publishers": publisher_stats,
         "limits": { "max_loss": args.max_loss, "max_p99_ms": args.max_p99_ms },
         "within_limits": within_limits,
         "per_viewer": per_viewer,
