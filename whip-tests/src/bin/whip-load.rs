@@ -50,6 +50,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use whip_tests::gateway_probe::cpu_ns;
 use whip_tests::media_source::fixture_path;
 use whip_tests::rtp_counter::RtpCounts;
 use whip_tests::{
@@ -126,15 +127,6 @@ struct Args {
     drop_every: Option<u32>,
 }
 
-/// utime + stime of a process (`"self"` or a pid), in nanoseconds.
-fn cpu_ns(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // After the command: state is field 3, utime 14, stime 15.
-    let ticks = |i: usize| rest.get(i - 3)?.parse::<u64>().ok();
-    Some((ticks(14)? + ticks(15)?) * (1_000_000_000 / clock_ticks()))
-}
-
 /// `RcvbufErrors` of the host's UDP counters (`/proc/net/snmp`): datagrams dropped because a
 /// socket's receive buffer was full. Host-wide: the gateway's socket, our viewers', anyone's.
 fn udp_rcvbuf_errors() -> Option<u64> {
@@ -143,19 +135,6 @@ fn udp_rcvbuf_errors() -> Option<u64> {
     let (names, values) = (udp.next()?, udp.next()?);
     let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
     values.split_whitespace().nth(i)?.parse().ok()
-}
-
-fn clock_ticks() -> u64 {
-    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TCK.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-            .filter(|t| *t > 0)
-            .unwrap_or(100)
-    })
 }
 
 async fn stats(client: &reqwest::Client, base: &str) -> Option<Value> {
