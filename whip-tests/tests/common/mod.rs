@@ -18,7 +18,22 @@ use whip_tests::harness::relay_binary;
 /// Trees are pruned this long after their last viewer leaves (5 s by default; short for tests).
 pub const PRUNE_GRACE_MS: &str = "500";
 
+/// A UDP port for a node's cluster listener, which must be known before the node starts (every
+/// member lists every other). Taken at random *below* the kernel's ephemeral range: a port from
+/// `bind(0)` is free only until someone else's `bind(0)` (a viewer, another test's gateway) gets
+/// it first, which happened in CI ("Address already in use").
 pub fn free_udp_port() -> Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    for _ in 0..200 {
+        let port = low + (rand::random::<u16>() % (high - low));
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
