@@ -1179,16 +1179,14 @@ async fn errors() -> Result<()> {
     Ok(())
 }
 
-/// Reproduces a gateway crash (see the report of this test's commit): the server offer of an
-/// empty session carries every codec of `PeerFactory::empty`, i.e. str0m's defaults plus H264
-/// 116 (`640c1f`) and 117 (`4d401f`). str0m ranks `4d401f` and its default 123 (`4d001f`) as the
-/// same profile (Main), so when a client answers Main on one payload type — str0m with its
-/// default H264 set answers `4d001f` on PT 117 — both of the gateway's Main formats lock that PT
-/// and str0m's `update_params` panics ("Pt locked multiple times: 117") inside the worker's
-/// `accept_answer`. The worker task dies with every session on it; `renegotiate` gets 404
-/// "session ended". A browser answering 123 without 117 hits the same assertion.
+/// Regression test for a gateway crash: the server offer of an empty session used to carry two
+/// H264 Main formats (str0m's default 123 `4d001f` and an added 117 `4d401f`), which str0m ranks
+/// as the same profile, so a client answering Main on one payload type made both lock it and
+/// str0m's `update_params` panicked ("Pt locked multiple times: 117") inside the worker's
+/// `accept_answer`, killing the worker and every session on it. Fixed twice over: only H264
+/// formats str0m tells apart are configured (`640c1f` added), and each worker step runs under
+/// `catch_unwind`. Here a str0m client with its default H264 set answers the server offer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gateway bug: server offer with duplicate H264 Main formats panics the worker on the answer"]
 async fn server_offer_answered_with_default_h264_formats() -> Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
     let gw = start_gateway().await?;
