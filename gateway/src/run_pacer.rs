@@ -17,8 +17,6 @@ use relay::SharedPacket;
 pub const RATE_FACTOR: u64 = 4;
 /// … but never slower than this (a track's rate is unknown for its first second).
 pub const MIN_RATE_BPS: u64 = 4_000_000;
-/// Packets received longer ago than this are a replayed run, not live.
-pub const REPLAYED_AFTER: Duration = Duration::from_millis(50);
 
 /// One viewer's backlog of a track.
 #[derive(Debug)]

@@ -26,7 +26,6 @@ use crate::config::Config;
 use crate::demux::{DemuxUpdate, Route};
 use crate::ids::{SessionId, TrackId, random_token};
 use crate::registry::{Registry, TrackInfo};
-use crate::run_pacer;
 use crate::session::{Pull, PullState, Session};
 use crate::track::TrackState;
 use crate::udp::{Datagram, UdpShell};
@@ -946,7 +945,6 @@ impl Worker {
         }
         let mut written = 0u64;
         let rate = t.info.rate_bps.load(Ordering::Relaxed);
-        let replayed = now.saturating_duration_since(pkt.received) > run_pacer::REPLAYED_AFTER;
         let mut paced = Vec::new();
         // Parameter sets for viewers starting live at a keyframe that lacks them (built on demand).
         let mut parameter_sets: Option<Option<SharedPacket>> = None;
@@ -1007,17 +1005,14 @@ impl Worker {
                         pull.state = PullState::Live;
                         let ps =
                             parameter_sets.get_or_insert_with(|| t.parameter_sets_packet([&pkt]));
-                        if replayed {
-                            // A run another worker or node replays to us: paced like our own.
-                            if pull.start_run(&mut s.rtc, ps.iter().chain([&pkt]), rate, now) {
-                                paced.push((*id, i));
-                            }
-                            wrote = true;
-                            continue;
+                        // This keyframe may start a run another worker or a parent node replays
+                        // in one burst: pace it like our own. A live one passes straight through
+                        // (its first frame is free, and the pacer is gone once it has drained).
+                        if pull.start_run(&mut s.rtc, ps.iter().chain([&pkt]), rate, now) {
+                            paced.push((*id, i));
                         }
-                        if let Some(ps) = ps {
-                            wrote |= pull.write(&mut s.rtc, ps, now);
-                        }
+                        wrote = true;
+                        continue;
                     }
                     PullState::Live => {}
                 }
