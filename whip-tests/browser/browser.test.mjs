@@ -13,149 +13,24 @@
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { CHROMIUM_ARGS, CHROMIUM_BIN, GATEWAY_BIN, Gateway, gateways, publishStats, remember, waitFrames,
+  watchStats } from "./lib.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const GATEWAY_BIN = path.resolve(HERE, process.env.GATEWAY_BIN || "../../target/debug/gateway");
-const CHROMIUM_BIN = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 const STREAM = "browsertest";
 const OVERALL_MS = 75_000; // hard stop for the whole file (a normal run takes ~15 s)
 const MIN_FRAMES = 30;
-
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--disable-default-apps",
-  "--disable-domain-reliability",
-  "--disable-breakpad",
-  "--no-default-browser-check",
-  "--use-fake-device-for-media-stream",
-  "--use-fake-ui-for-media-stream",
-  "--allow-loopback-in-peer-connection",
-  "--autoplay-policy=no-user-gesture-required",
-  // No DNS at all: every host name fails to resolve (the rules match IP literals too, hence the
-  // EXCLUDE for the one address the test uses).
-  "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-  // Chromium honours only the last --disable-features, so this repeats Playwright's own list and adds
-  // the features that talk to the network on their own (mDNS for WebRTC host candidates, media
-  // router's SSDP/DIAL discovery, translation, autofill, CT updates).
-  "--disable-features=" + [
-    // Playwright's defaults (playwright-core 1.65)
-    "AvoidUnnecessaryBeforeUnloadCheckSync", "DestroyProfileOnBrowserClose", "HttpsUpgrades",
-    "HttpsFirstBalancedModeAutoEnable", "LensOverlay", "MediaRouter", "PaintHolding",
-    "ThirdPartyStoragePartitioning", "AvoidCorsURLLoaderRestartOnRedirect", "OptimizationHints",
-    "NetworkTimeServiceQuerying", "AimEnabled", "PreconnectToSearch",
-    // ours
-    "WebRtcHideLocalIpsWithMdns", "DialMediaRouteProvider", "GlobalMediaControls", "Translate",
-    "AutofillServerCommunication", "CertificateTransparencyComponentUpdater", "InterestFeedContentSuggestions",
-  ].join(","),
-];
 
 // ---------------------------------------------------------------------------------------------
 // State shared by the hooks and tests, and the diagnostics printed on failure.
 
 let context = null; // Playwright persistent context (one fresh user-data-dir), shared by both suites
 let userDataDir = null;
-const gateways = []; // every Gateway started, for diagnostics and cleanup
 const consoleLogs = []; // "[page] type: text"
 const pages = {}; // label -> Page
-
-function remember(buf, line, max = 300) {
-  buf.push(line);
-  if (buf.length > max) buf.splice(0, buf.length - max);
-}
-
-/** The gateway binary as a child process, on ephemeral loopback ports. */
-class Gateway {
-  constructor(label, extraArgs = []) {
-    this.label = label;
-    this.extraArgs = extraArgs;
-    this.proc = null;
-    this.exited = null; // { code, signal } once it exits
-    this.log = []; // tail of stderr (and stdout other than READY)
-    this.base = ""; // http://127.0.0.1:PORT
-    gateways.push(this);
-  }
-
-  start() {
-    return new Promise((resolve, reject) => {
-      if (!fs.existsSync(GATEWAY_BIN)) {
-        reject(new Error(`gateway binary not found at ${GATEWAY_BIN} (build it with \`cargo build -p gateway\` or set GATEWAY_BIN)`));
-        return;
-      }
-      const args = ["--http-listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0", "--candidate-ip", "127.0.0.1",
-        ...this.extraArgs];
-      const env = { ...process.env };
-      if (!env.RUST_LOG) env.RUST_LOG = "info";
-      if (!env.NO_COLOR) env.NO_COLOR = "1";
-      const proc = spawn(GATEWAY_BIN, args, { stdio: ["ignore", "pipe", "pipe"], env });
-      this.proc = proc;
-      let ready = false;
-      const timer = setTimeout(() => {
-        if (!ready) reject(new Error(`gateway (${this.label}) printed no READY line within 20 s`));
-      }, 20_000);
-      const lines = (stream, onLine) => {
-        let buf = "";
-        stream.setEncoding("utf8");
-        stream.on("data", (chunk) => {
-          buf += chunk;
-          let nl;
-          while ((nl = buf.indexOf("\n")) >= 0) {
-            onLine(buf.slice(0, nl).trimEnd());
-            buf = buf.slice(nl + 1);
-          }
-        });
-      };
-      lines(proc.stdout, (line) => {
-        const m = /^READY http=(\S+) udp=(\S+)/.exec(line);
-        if (!ready && m) {
-          ready = true;
-          clearTimeout(timer);
-          this.base = `http://${m[1]}`;
-          resolve(this);
-        } else {
-          remember(this.log, `[stdout] ${line}`);
-        }
-      });
-      lines(proc.stderr, (line) => remember(this.log, line));
-      proc.on("error", (e) => { clearTimeout(timer); reject(e); });
-      proc.on("exit", (code, signal) => {
-        this.exited = { code, signal };
-        if (!ready) {
-          clearTimeout(timer);
-          reject(new Error(`gateway (${this.label}) exited before READY (code ${code}, signal ${signal}):\n` +
-            this.log.slice(-30).join("\n")));
-        }
-      });
-    });
-  }
-
-  kill() {
-    if (this.proc && this.exited === null) {
-      try { this.proc.kill("SIGKILL"); } catch (_) {}
-    }
-  }
-
-  async stop() {
-    if (!this.proc || this.exited !== null) return;
-    const exited = new Promise((r) => this.proc.once("exit", r));
-    this.proc.kill("SIGTERM");
-    const t = setTimeout(() => this.kill(), 3000);
-    await exited;
-    clearTimeout(t);
-  }
-}
 
 async function pageState(label, page) {
   try {
@@ -231,68 +106,6 @@ function waitConnected(page, which, timeout) {
   return page.waitForFunction(
     (w) => window[w] && window[w].pc && window[w].pc.connectionState === "connected",
     which, { timeout, polling: 200 });
-}
-
-/** Polls the watch page until it has decoded more than minFrames with a size, or the time is up. */
-async function waitFrames(page, minFrames, ms) {
-  const deadline = Date.now() + ms;
-  let s = await watchStats(page);
-  while (Date.now() < deadline && !(s.framesDecoded > minFrames && s.frameWidth > 0 && s.videoWidth > 0)) {
-    await new Promise((r) => setTimeout(r, 500));
-    s = await watchStats(page);
-  }
-  return s;
-}
-
-/** Inbound video stats of the watch page, plus the <video> element's size. */
-function watchStats(page) {
-  return page.evaluate(async () => {
-    const pc = window.whep && window.whep.pc;
-    const v = document.querySelector("video");
-    const r = { state: window.whep && window.whep.state, framesDecoded: 0, frameWidth: 0, frameHeight: 0,
-      videoWidth: v ? v.videoWidth : 0, videoHeight: v ? v.videoHeight : 0, codec: null, bytes: 0, more: {} };
-    if (!pc) return r;
-    const stats = await pc.getStats();
-    const codecs = new Map();
-    stats.forEach((s) => { if (s.type === "codec") codecs.set(s.id, s.mimeType); });
-    stats.forEach((s) => {
-      if (s.type === "inbound-rtp" && s.kind === "video") {
-        r.framesDecoded = s.framesDecoded || 0;
-        r.frameWidth = s.frameWidth || 0;
-        r.frameHeight = s.frameHeight || 0;
-        r.bytes = s.bytesReceived || 0;
-        r.codec = codecs.get(s.codecId) || null;
-        for (const k of ["packetsReceived", "packetsLost", "framesReceived", "framesDropped", "keyFramesDecoded",
-          "nackCount", "pliCount", "firCount", "freezeCount", "totalFreezesDuration", "decoderImplementation"]) {
-          r.more[k] = s[k];
-        }
-      }
-    });
-    return r;
-  });
-}
-
-/** Outbound video stats of the publish page (for diagnostics). */
-function publishStats(page) {
-  return page.evaluate(async () => {
-    const pc = window.whip && window.whip.pc;
-    const r = {};
-    if (!pc) return r;
-    const stats = await pc.getStats();
-    const codecs = new Map();
-    stats.forEach((s) => { if (s.type === "codec") codecs.set(s.id, s.mimeType); });
-    stats.forEach((s) => {
-      if (s.type === "outbound-rtp" && s.kind === "video") {
-        r.codec = codecs.get(s.codecId) || null;
-        for (const k of ["packetsSent", "framesEncoded", "keyFramesEncoded", "frameWidth", "frameHeight",
-          "framesPerSecond", "nackCount", "pliCount", "firCount", "retransmittedPacketsSent",
-          "qualityLimitationReason", "encoderImplementation"]) {
-          r[k] = s[k];
-        }
-      }
-    });
-    return r;
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
