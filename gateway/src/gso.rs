@@ -18,7 +18,7 @@ pub const MAX_GSO_BYTES: usize = 64_000;
 pub trait Datagram {
     fn source(&self) -> SocketAddr;
     fn destination(&self) -> SocketAddr;
-    fn len(&self) -> usize;
+    fn size(&self) -> usize;
 }
 
 impl Datagram for str0m::net::Transmit {
@@ -28,7 +28,7 @@ impl Datagram for str0m::net::Transmit {
     fn destination(&self) -> SocketAddr {
         self.destination
     }
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         self.contents.len()
     }
 }
@@ -40,12 +40,12 @@ pub fn run_len<D: Datagram>(datagrams: &[D], max_segments: usize) -> usize {
     let Some(first) = datagrams.first() else {
         return 0;
     };
-    let size = first.len();
+    let size = first.size();
     let mut total = size;
     let mut n = 1;
     while n < datagrams.len().min(max_segments) {
         let d = &datagrams[n];
-        let len = d.len();
+        let len = d.size();
         if d.destination() != first.destination()
             || d.source() != first.source()
             || len > size
@@ -77,7 +77,7 @@ mod tests {
         fn destination(&self) -> SocketAddr {
             SocketAddr::from(([127, 0, 0, 1], self.1))
         }
-        fn len(&self) -> usize {
+        fn size(&self) -> usize {
             self.2
         }
     }

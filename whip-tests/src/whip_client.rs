@@ -429,7 +429,7 @@ impl Sender {
             (Some(rids), Kind::Video) => {
                 for (k, rid) in rids.iter().enumerate() {
                     let every = 1usize << k;
-                    if !s.keyframe && s.index % every != 0 {
+                    if !s.keyframe && !s.index.is_multiple_of(every) {
                         continue;
                     }
                     let writer = self.lp.rtc.writer(mid).context("media vanished")?;

@@ -440,6 +440,9 @@ fn pick_pt(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
         .map(|p| p.pt())
 }
 
+/// Our offer waiting for its answer, with the m-lines (mid, kind, direction) it asked for.
+type PendingOffer = (SdpPendingOffer, Vec<(Mid, MediaKind, Direction)>);
+
 async fn run(
     mut lp: RtcLoop,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
@@ -449,7 +452,7 @@ async fn run(
     send: Option<Arc<MediaSource>>,
 ) -> Result<()> {
     let mut events = Vec::new();
-    let mut pending: Option<(SdpPendingOffer, Vec<(Mid, MediaKind, Direction)>)> = None;
+    let mut pending: Option<PendingOffer> = None;
     // (kind, mid, pt) of what we send, known once our offer is answered.
     let mut tracks: Vec<(Kind, Mid, Pt)> = Vec::new();
     let mut start: Option<Instant> = None;

@@ -1074,7 +1074,7 @@ fn check(inputs: &Inputs) -> Vec<String> {
                 .unwrap_or("default")
                 .to_string();
             nodes.push(Node {
-                obj: *w,
+                obj: w,
                 tier,
                 cluster_port,
                 members,

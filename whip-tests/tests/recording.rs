@@ -213,15 +213,13 @@ fn fixture_sps(media: &MediaSource) -> Option<Vec<u8>> {
 /// Checks the file with `ffprobe` (and that `ffmpeg` decodes every frame); returns ffprobe's
 /// `-show_streams` output. Both are required: `scripts/setup-media-tools.sh` installs them.
 fn ffprobe(path: &Path) -> String {
-    let mut shown = String::new();
-    match std::process::Command::new("ffprobe")
+    let shown = match std::process::Command::new("ffprobe")
         .args(["-v", "error", "-show_streams", "-count_packets"])
         .arg(path)
         .output()
     {
         Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            shown = text.clone().into_owned();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
             let interesting: Vec<&str> = text
                 .lines()
                 .filter(|l| {
@@ -243,9 +241,10 @@ fn ffprobe(path: &Path) -> String {
                 path.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
+            text
         }
         Err(e) => panic!("ffprobe not runnable ({e}): run scripts/setup-media-tools.sh"),
-    }
+    };
     // And every frame decodes.
     match std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-i"])

@@ -59,7 +59,7 @@ fn steps(r: &PlayReport, len: usize) -> Vec<usize> {
 
 /// Whether a frame belongs to the layer that carries every `every`-th frame.
 fn on_layer(i: usize, every: usize, c: &FrameCatalog) -> bool {
-    i % every == 0 || c.is_keyframe(i)
+    i.is_multiple_of(every) || c.is_keyframe(i)
 }
 
 async fn streams(gw: &Gateway) -> Result<Value> {
