@@ -98,7 +98,8 @@ impl LatencyStats {
 pub struct LatencySamples {
     /// Frames written before this instant are left out (cached, not travelled).
     since: Option<Instant>,
-    samples_ms: Vec<f64>,
+    /// (receive time, latency in ms) per frame, in arrival order.
+    samples: Vec<(Instant, f64)>,
 }
 
 impl LatencySamples {
@@ -119,12 +120,25 @@ impl LatencySamples {
             return;
         }
         let d = received.duration_since(sent);
-        self.samples_ms.push(d.as_secs_f64() * 1000.0);
+        self.samples.push((received, d.as_secs_f64() * 1000.0));
     }
 
     /// The percentiles so far.
     pub fn stats(&self) -> Option<LatencyStats> {
-        LatencyStats::from_samples(&self.samples_ms)
+        let all: Vec<f64> = self.samples.iter().map(|(_, ms)| *ms).collect();
+        LatencyStats::from_samples(&all)
+    }
+
+    /// The percentiles of frames received in `[from, to)`: a load tool's steady window, without
+    /// the join (a joining viewer's first live frames queue behind its keyframe run).
+    pub fn stats_between(&self, from: Instant, to: Instant) -> Option<LatencyStats> {
+        let window: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(at, _)| *at >= from && *at < to)
+            .map(|(_, ms)| *ms)
+            .collect();
+        LatencyStats::from_samples(&window)
     }
 }
 
@@ -171,5 +185,11 @@ mod tests {
         let st = s.stats().unwrap_or_default();
         assert_eq!(st.samples, 2);
         assert!((st.max - 30.0).abs() < 1e-6, "{st:?}");
+        // A window holds only the frames received in it.
+        let late = s
+            .stats_between(t0 + ms(4000), t0 + ms(5000))
+            .unwrap_or_default();
+        assert_eq!((late.samples, late.max.round()), (1, 30.0));
+        assert_eq!(s.stats_between(t0, t0 + ms(3000)), None);
     }
 }

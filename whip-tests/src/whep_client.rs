@@ -290,6 +290,12 @@ impl WhepPlayer {
         snapshot(&lock(&self.state))
     }
 
+    /// Latency percentiles of the frames received in `[from, to)` (see
+    /// [`LatencySamples::stats_between`]); `None` for thin players or without samples.
+    pub fn latency_between(&self, from: Instant, to: Instant) -> Option<LatencyStats> {
+        lock(&self.state).latency.stats_between(from, to)
+    }
+
     /// Waits for the duration or frame limit, then DELETEs the session. Failures while playing
     /// or deleting end up in the report rather than as an error, so the counters survive.
     pub async fn finish(self) -> Result<PlayReport> {

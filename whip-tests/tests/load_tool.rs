@@ -51,6 +51,11 @@ async fn whip_load_runs_two_synthetic_publishers() -> Result<()> {
         "viewers: {v}"
     );
     ensure!(r["within_limits"] == Value::Bool(true), "not within limits: {stdout}");
+    ensure!(
+        r["latency_ms"]["steady_window"]["median_viewer_p99"].is_number(),
+        "no steady-window latency: {}",
+        r["latency_ms"]
+    );
     // Full viewers identified frames of the synthetic stream: first keyframe times exist.
     ensure!(
         r["join_ms"]["first_keyframe"]["n"].as_u64() == Some(4),

@@ -32,7 +32,9 @@
 //!   viewer sent (str0m's stats), p50/max and total, and the gateway's `nacks_received` (sequence
 //!   numbers it repaired on the media SSRC) and `nacks_rtx` (NACK messages str0m repaired by RTX);
 //! * end-to-end latency per frame (publisher write → full viewer receive, same process clock) as
-//!   each viewer's p50/p99, summarised over viewers; only with `--publish`;
+//!   each viewer's p50/p99 over its whole run (the verdict's figure) and over the steady window
+//!   alone (`latency_ms.steady_window`, without the join), summarised over viewers; only with
+//!   `--publish`;
 //! * server CPU from `/proc/<server-pid>/stat` (utime + stime) over the steady window;
 //! * packets and bits forwarded per second over the steady window, measured at the viewers (RTP
 //!   datagrams and their UDP payload bytes received, all viewers), and from `/v1/stats` deltas
@@ -54,7 +56,8 @@ use whip_tests::gateway_probe::cpu_ns;
 use whip_tests::media_source::fixture_path;
 use whip_tests::rtp_counter::RtpCounts;
 use whip_tests::{
-    FrameCatalog, MediaSource, PlayOptions, PlayReport, PublishOptions, WhepPlayer, WhipPublisher,
+    FrameCatalog, LatencyStats, MediaSource, PlayOptions, PlayReport, PublishOptions, WhepPlayer,
+    WhipPublisher,
 };
 
 #[derive(Parser, Debug)]
@@ -451,8 +454,14 @@ async fn main() -> Result<()> {
     let self_cpu_end = cpu_ns("self");
     let steady_secs = steady_t0.elapsed().as_secs_f64();
 
-    // Stop everyone (DELETE), a few at a time.
+    // Stop everyone (DELETE), a few at a time; first each full viewer's latency over the steady
+    // window alone (its whole-run figures include the join).
     let players = std::mem::take(&mut *viewers.players.lock().await);
+    let steady_end_at = Instant::now();
+    let steady_lat: Vec<LatencyStats> = players
+        .iter()
+        .filter_map(|p| p.latency_between(steady_t0, steady_end_at))
+        .collect();
     let playing_at_end = players.len();
     let mut reports: Vec<PlayReport> = Vec::with_capacity(players.len());
     let mut stops = tokio::task::JoinSet::new();
@@ -491,11 +500,13 @@ async fn main() -> Result<()> {
     // The verdict uses the median viewer's p99: a player's samples cover its whole run, join
     // included (the keyframe-run burst delays the first live frames behind it), and PlayReport
     // keeps percentiles only, so a steady-window p99 over all frames is not available yet.
-    let median_p99 = {
-        let mut v = lat_p99.clone();
+    let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v.get(v.len().saturating_sub(1) / 2).copied()
     };
+    let median_p99 = median(lat_p99.clone());
+    let steady_p99: Vec<f64> = steady_lat.iter().map(|l| l.p99).collect();
+    let steady_median_p99 = median(steady_p99.clone());
     let failed = reports.iter().filter(|r| r.error.is_some()).count();
 
     let d_out = delta(&stats_s0, &stats_end, "packets_out");
@@ -604,7 +615,13 @@ async fn main() -> Result<()> {
             "per_viewer_max": percentiles(lat_max),
             "worst_viewer_p99": (!lat_p99.is_empty()).then_some(worst_p99),
             "median_viewer_p99": median_p99,
-            "note": "full viewers, each over its whole run incl. the join; the verdict uses median_viewer_p99",
+            "note": "full viewers, each over its whole run incl. the join; the verdict uses median_viewer_p99; steady_window: the frames each full viewer received in the steady window only",
+            "steady_window": {
+                "per_viewer_p50": percentiles(steady_lat.iter().map(|l| l.p50).collect()),
+                "per_viewer_p99": percentiles(steady_p99.clone()),
+                "median_viewer_p99": steady_median_p99,
+                "worst_viewer_p99": steady_p99.iter().copied().reduce(f64::max),
+            },
         },
         "steady_window": {
             "seconds": steady_secs,
@@ -639,6 +656,7 @@ async fn main() -> Result<()> {
     println!(
         "RESULT viewers={} full={} playing={} refused={} failed={failed} loss={:.4} steady_loss={steady_loss:.4} \
          steady_thin_packet_loss={steady_thin_loss:.4} worst_p99_ms={} median_p99_ms={} \
+         steady_median_p99_ms={} \
          join_dtls_p50={} p99={} first_keyframe_p50={} p99={} rtp_out_per_sec={} viewer_rx_mbit_per_sec={:.1} \
          server_cores={} client_cores={} cpu_ns_per_rtp_out={} within_limits={within_limits}",
         args.viewers,
@@ -648,6 +666,7 @@ async fn main() -> Result<()> {
         loss,
         report["latency_ms"]["worst_viewer_p99"],
         report["latency_ms"]["median_viewer_p99"],
+        report["latency_ms"]["steady_window"]["median_viewer_p99"],
         j["dtls"]["p50"],
         j["dtls"]["p99"],
         j["first_keyframe"]["p50"],
