@@ -23,6 +23,8 @@ COPY gateway gateway
 COPY relay relay
 COPY whip-tests/Cargo.toml whip-tests/Cargo.toml
 COPY whip-tests/src whip-tests/src
+# dimpl (str0m's DTLS) is vendored and patched ([patch.crates-io] in Cargo.toml).
+COPY vendor/dimpl vendor/dimpl
 # aws-lc-sys builds its C code with the image's gcc (no cmake needed). Cache mounts keep the
 # registry and the target dir between builds; the binaries are copied out of the cached target.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

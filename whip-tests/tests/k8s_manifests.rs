@@ -1588,3 +1588,38 @@ fn breaking_the_autoscaler_or_kustomization_is_caught() {
     );
     assert_complains(&i, &["disagree on the cluster name"]);
 }
+
+/// The image build sees only what the Dockerfile copies: every local path the workspace manifest
+/// names (path dependencies, `[patch]` entries such as the vendored dimpl) must be copied, or
+/// `docker build` fails although every test here passes.
+#[test]
+fn the_dockerfile_copies_every_local_path_the_workspace_needs() {
+    let root = repo_root();
+    let read = |rel: &str| {
+        std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+    };
+    let (manifest, dockerfile) = (read("Cargo.toml"), read("Dockerfile"));
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let paths: Vec<&str> = manifest
+        .split("path = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(
+        paths.contains(&"vendor/dimpl"),
+        "the manifest parse found no vendor/dimpl: {paths:?}"
+    );
+    for path in paths {
+        assert!(
+            copied
+                .iter()
+                .any(|c| *c == path || path.starts_with(&format!("{c}/"))),
+            "the Dockerfile does not COPY {path} (it copies {copied:?})"
+        );
+    }
+}
