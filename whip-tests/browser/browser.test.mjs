@@ -17,8 +17,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { CHROMIUM_ARGS, CHROMIUM_BIN, GATEWAY_BIN, Gateway, gateways, publishStats, remember, waitFrames,
-  watchStats } from "./lib.mjs";
+import { CHROMIUM_ARGS, CHROMIUM_BIN, Diagnostics, Gateway, gateways, pageState, publishStats, remember,
+  waitFrames, watchStats } from "./lib.mjs";
 
 const STREAM = "browsertest";
 const OVERALL_MS = 75_000; // hard stop for the whole file (a normal run takes ~15 s)
@@ -29,65 +29,13 @@ const MIN_FRAMES = 30;
 
 let context = null; // Playwright persistent context (one fresh user-data-dir), shared by both suites
 let userDataDir = null;
-const consoleLogs = []; // "[page] type: text"
-const pages = {}; // label -> Page
-
-async function pageState(label, page) {
-  try {
-    return await page.evaluate(() => {
-      const s = (o) => (o ? { state: o.state, connectionState: o.pc && o.pc.connectionState,
-        iceConnectionState: o.pc && o.pc.iceConnectionState, location: o.location, codec: o.codec,
-        offered: o.offered } : undefined);
-      const st = document.getElementById("status");
-      return JSON.stringify({ url: location.href, status: st && st.textContent, whip: s(window.whip), whep: s(window.whep) });
-    });
-  } catch (e) {
-    return `(${label}: cannot evaluate: ${e.message})`;
-  }
-}
-
-async function dumpDiagnostics(why) {
-  const out = [];
-  out.push(`\n===== browser test failure: ${why} =====`);
-  for (const g of gateways) {
-    out.push(`----- gateway "${g.label}" ${GATEWAY_BIN} base=${g.base || "(not ready)"} exited=${JSON.stringify(g.exited)}; log tail -----`);
-    out.push(...g.log.slice(-60));
-  }
-  out.push("----- page states -----");
-  for (const [label, page] of Object.entries(pages)) {
-    if (!page.isClosed()) out.push(`${label}: ${await pageState(label, page)}`);
-  }
-  out.push("----- page console -----");
-  out.push(...consoleLogs.slice(-150));
-  out.push("===== end =====\n");
-  console.error(out.join("\n"));
-}
-
-/** Runs a test body; on failure prints the gateways' logs and the pages' consoles, then rethrows. */
-async function withDiagnostics(name, fn) {
-  try {
-    await fn();
-  } catch (e) {
-    await dumpDiagnostics(`${name}: ${e && e.message ? e.message : e}`);
-    throw e;
-  }
-}
-
-// Last resort: never leave a gateway behind, never hang past the overall budget.
-process.on("exit", () => gateways.forEach((g) => g.kill()));
-const guard = setTimeout(async () => {
-  await dumpDiagnostics(`overall timeout of ${OVERALL_MS} ms`);
-  gateways.forEach((g) => g.kill());
-  process.exit(1);
-}, OVERALL_MS);
-guard.unref();
+const diag = new Diagnostics("browser test", OVERALL_MS);
+const { consoleLogs, pages } = diag;
+const withDiagnostics = (name, fn) => diag.run(name, fn);
 
 async function openPage(label, url) {
   const page = await context.newPage();
-  pages[label] = page;
-  page.on("console", (m) => remember(consoleLogs, `[${label}] ${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => remember(consoleLogs, `[${label}] PAGE ERROR: ${e.message}`));
-  page.on("requestfailed", (r) => remember(consoleLogs, `[${label}] request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  diag.watch(label, page);
   const resp = await page.goto(url, { waitUntil: "load", timeout: 10_000 });
   assert.ok(resp, `no response for ${url}`);
   assert.equal(resp.status(), 200, `GET ${url} -> ${resp.status()}`);
@@ -132,7 +80,7 @@ before(async () => {
 }, { timeout: 25_000 });
 
 after(async () => {
-  clearTimeout(guard);
+  diag.stop();
   if (context) {
     await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
   }

@@ -27,7 +27,7 @@ import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 import puppeteer from "puppeteer-core";
-import { CHROMIUM_ARGS, CHROMIUM_BIN, GATEWAY_BIN, Gateway, gateways, publishStats, remember, waitFrames,
+import { CHROMIUM_ARGS, CHROMIUM_BIN, Diagnostics, Gateway, gateways, publishStats, remember, waitFrames,
   watchStats } from "./lib.mjs";
 
 const FIREFOX_BIN = process.env.FIREFOX_BIN || "/usr/bin/firefox-esr";
@@ -89,63 +89,16 @@ const SKIP = !fs.existsSync(FIREFOX_BIN) ? `${FIREFOX_BIN} missing: run scripts/
 let firefox = null; // Puppeteer Browser (Firefox over WebDriver BiDi)
 let chromiumContext = null; // Playwright persistent context
 let userDataDir = null;
-const consoleLogs = [];
-const pages = {}; // label -> { page, kind: "firefox" | "chromium" }
-
-async function pageState(label, page) {
-  try {
-    return await page.evaluate(() => {
-      const s = (o) => (o ? { state: o.state, connectionState: o.pc && o.pc.connectionState,
-        iceConnectionState: o.pc && o.pc.iceConnectionState, location: o.location, codec: o.codec,
-        offered: o.offered } : undefined);
-      const st = document.getElementById("status");
-      return JSON.stringify({ url: location.href, status: st && st.textContent, whip: s(window.whip), whep: s(window.whep) });
-    });
-  } catch (e) {
-    return `(${label}: cannot evaluate: ${e.message})`;
-  }
-}
-
-async function dumpDiagnostics(why) {
-  const out = [`\n===== firefox test failure: ${why} =====`];
-  for (const g of gateways) {
-    out.push(`----- gateway "${g.label}" ${GATEWAY_BIN} base=${g.base || "(not ready)"} ice=${g.iceIp} exited=${JSON.stringify(g.exited)}; log tail -----`);
-    out.push(...g.log.slice(-60));
-  }
-  out.push("----- page states -----");
-  for (const [label, { page }] of Object.entries(pages)) {
-    if (!page.isClosed()) out.push(`${label}: ${await pageState(label, page)}`);
-  }
-  out.push("----- page console -----");
-  out.push(...consoleLogs.slice(-150));
-  out.push("===== end =====\n");
-  console.error(out.join("\n"));
-}
-
-async function withDiagnostics(name, fn) {
-  try {
-    await fn();
-  } catch (e) {
-    await dumpDiagnostics(`${name}: ${e && e.message ? e.message : e}`);
-    throw e;
-  }
-}
-
-process.on("exit", () => gateways.forEach((g) => g.kill()));
-const guard = setTimeout(async () => {
-  await dumpDiagnostics(`overall timeout of ${OVERALL_MS} ms`);
-  gateways.forEach((g) => g.kill());
-  process.exit(1);
-}, OVERALL_MS);
-guard.unref();
+const diag = new Diagnostics("firefox test", OVERALL_MS);
+const { consoleLogs, pages } = diag;
+const kinds = {}; // label -> "firefox" | "chromium"
+const withDiagnostics = (name, fn) => diag.run(name, fn);
 
 /** Opens url in a new tab of Firefox (Puppeteer) or Chromium (Playwright). */
 async function openPage(kind, label, url) {
   const page = kind === "firefox" ? await firefox.newPage() : await chromiumContext.newPage();
-  pages[label] = { page, kind };
-  page.on("console", (m) => remember(consoleLogs, `[${label}] ${m.type()}: ${m.text()}`));
-  page.on("pageerror", (e) => remember(consoleLogs, `[${label}] PAGE ERROR: ${e.message}`));
-  page.on("requestfailed", (r) => remember(consoleLogs, `[${label}] request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  diag.watch(label, page);
+  kinds[label] = kind;
   const resp = await page.goto(url, { waitUntil: "load", timeout: 15_000 });
   assert.ok(resp, `no response for ${url}`);
   assert.equal(resp.status(), 200, `GET ${url} -> ${resp.status()}`);
@@ -154,7 +107,7 @@ async function openPage(kind, label, url) {
 
 /** page.waitForFunction with one argument, in either library's signature. */
 function waitFor(label, fn, arg, timeout) {
-  const { page, kind } = pages[label];
+  const [page, kind] = [pages[label], kinds[label]];
   return kind === "firefox"
     ? page.waitForFunction(fn, { timeout, polling: 200 }, arg)
     : page.waitForFunction(fn, arg, { timeout, polling: 200 });
@@ -245,8 +198,8 @@ describe("gateway pages in headless Firefox", { skip: SKIP, timeout: 120_000 }, 
   }, { timeout: 60_000 });
 
   after(async () => {
-    clearTimeout(guard);
-    for (const [label, { page }] of Object.entries(pages)) {
+    diag.stop();
+    for (const [label, page] of Object.entries(pages)) {
       await Promise.race([page.close().catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
       delete pages[label];
     }

@@ -1,7 +1,8 @@
 // Shared by the browser tests (browser.test.mjs: Chromium; firefox.test.mjs: Firefox, and Chromium
-// next to it): the gateway binary as a child process, Chromium's flags, and the getStats readers of
-// the gateway's /watch/ and /publish/ pages (window.whep.pc, window.whip.pc). The readers only call
-// page.evaluate(fn), which Playwright and Puppeteer pages both have.
+// next to it): the gateway binary as a child process, Chromium's flags, what a failing test prints
+// (Diagnostics), and the getStats readers of the gateway's /watch/ and /publish/ pages
+// (window.whep.pc, window.whip.pc). They only call page.evaluate(fn), page.on(…) and
+// page.isClosed(), which Playwright and Puppeteer pages both have.
 
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -52,6 +53,79 @@ export const CHROMIUM_ARGS = [
 export function remember(buf, line, max = 300) {
   buf.push(line);
   if (buf.length > max) buf.splice(0, buf.length - max);
+}
+
+/** The state of the gateway's page in `page` (its WHIP/WHEP client and status line), as JSON. */
+export async function pageState(label, page) {
+  try {
+    return await page.evaluate(() => {
+      const s = (o) => (o ? { state: o.state, connectionState: o.pc && o.pc.connectionState,
+        iceConnectionState: o.pc && o.pc.iceConnectionState, location: o.location, codec: o.codec,
+        offered: o.offered } : undefined);
+      const st = document.getElementById("status");
+      return JSON.stringify({ url: location.href, status: st && st.textContent, whip: s(window.whip), whep: s(window.whep) });
+    });
+  } catch (e) {
+    return `(${label}: cannot evaluate: ${e.message})`;
+  }
+}
+
+/** One test file's diagnostics: what a failing test prints (every gateway's log tail, the state of
+ *  each open page, the pages' console), and the file's last resort: never leave a gateway behind,
+ *  never hang past overallMs. */
+export class Diagnostics {
+  constructor(title, overallMs) {
+    this.title = title;
+    this.consoleLogs = []; // "[page] type: text"
+    this.pages = {}; // label -> Playwright or Puppeteer page
+    process.on("exit", () => gateways.forEach((g) => g.kill()));
+    this.guard = setTimeout(async () => {
+      await this.dump(`overall timeout of ${overallMs} ms`);
+      gateways.forEach((g) => g.kill());
+      process.exit(1);
+    }, overallMs);
+    this.guard.unref();
+  }
+
+  /** Keeps `page` under `label`, with its console, errors and failed requests. */
+  watch(label, page) {
+    this.pages[label] = page;
+    const log = (line) => remember(this.consoleLogs, `[${label}] ${line}`);
+    page.on("console", (m) => log(`${m.type()}: ${m.text()}`));
+    page.on("pageerror", (e) => log(`PAGE ERROR: ${e.message}`));
+    page.on("requestfailed", (r) => log(`request failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  }
+
+  async dump(why) {
+    const out = [`\n===== ${this.title} failure: ${why} =====`];
+    for (const g of gateways) {
+      out.push(`----- gateway "${g.label}" ${GATEWAY_BIN} base=${g.base || "(not ready)"} ice=${g.iceIp} exited=${JSON.stringify(g.exited)}; log tail -----`);
+      out.push(...g.log.slice(-60));
+    }
+    out.push("----- page states -----");
+    for (const [label, page] of Object.entries(this.pages)) {
+      if (!page.isClosed()) out.push(`${label}: ${await pageState(label, page)}`);
+    }
+    out.push("----- page console -----");
+    out.push(...this.consoleLogs.slice(-150));
+    out.push("===== end =====\n");
+    console.error(out.join("\n"));
+  }
+
+  /** Runs a test body; on failure prints the diagnostics, then rethrows. */
+  async run(name, fn) {
+    try {
+      await fn();
+    } catch (e) {
+      await this.dump(`${name}: ${e && e.message ? e.message : e}`);
+      throw e;
+    }
+  }
+
+  /** The file is done: no overall timeout any more. */
+  stop() {
+    clearTimeout(this.guard);
+  }
 }
 
 /** The gateway binary as a child process, on ephemeral loopback ports. */
