@@ -34,3 +34,11 @@ pub use sequence_check::SequenceStats;
 pub use signaling::{HttpStatusError, http_status};
 pub use whep_client::{PlayOptions, PlayReport, WhepPlayer, play};
 pub use whip_client::{PublishOptions, PublishStats, WhipPublisher};
+
+/// The CLIs' logging: `RUST_LOG` filters, and logs go to stderr (stdout carries reports).
+pub fn init_cli_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+}

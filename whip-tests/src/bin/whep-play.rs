@@ -43,10 +43,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    whip_tests::init_cli_logging();
     let args = Args::parse();
     let fixture = args
         .fixture

@@ -266,10 +266,7 @@ struct Viewers {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    whip_tests::init_cli_logging();
     let args = Args::parse();
     let base = args.base.trim_end_matches('/').to_owned();
     let publishers_n = args.publishers.max(1);

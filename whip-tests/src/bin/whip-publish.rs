@@ -39,10 +39,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    whip_tests::init_cli_logging();
     let args = Args::parse();
     eprintln!("publishing {}", describe(&args.file)?);
     let media = Arc::new(MediaSource::open(&args.file)?);
