@@ -52,7 +52,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-use whip_tests::gateway_probe::cpu_ns;
+use whip_tests::gateway_probe::{cpu_ns, node_stats as stats};
 use whip_tests::media_source::fixture_path;
 use whip_tests::rtp_counter::RtpCounts;
 use whip_tests::{
@@ -138,16 +138,6 @@ fn udp_rcvbuf_errors() -> Option<u64> {
     let (names, values) = (udp.next()?, udp.next()?);
     let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
     values.split_whitespace().nth(i)?.parse().ok()
-}
-
-async fn stats(client: &reqwest::Client, base: &str) -> Option<Value> {
-    let resp = client
-        .get(format!("{base}/v1/stats"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    serde_json::from_str(&resp.text().await.ok()?).ok()
 }
 
 fn counter(v: &Option<Value>, key: &str) -> Option<u64> {
