@@ -56,8 +56,9 @@ pub struct Pull {
     /// one starts, so it can be dropped if the target's keyframe turns out to be the same
     /// picture (layers of one picture arrive within `SAME_PICTURE` of each other).
     pub held: Vec<relay::SharedPacket>,
-    /// While this viewer works through a replayed keyframe run: the packets waiting their turn
-    /// (`run_pacer`). Live packets of the track queue behind them, so order is kept.
+    /// While this viewer works through a keyframe run (the cache's, or one another worker or a
+    /// parent node replays): the packets waiting their turn (`run_pacer`). Live packets of the
+    /// track queue behind them, so order is kept.
     pub pacer: Option<RunPacer>,
 }
 
@@ -96,8 +97,8 @@ impl Pull {
         }
     }
 
-    /// Start this viewer on a replayed run: its first frame is written now, the rest as the
-    /// pacer allows (`pace`). True if packets are left for `pace`.
+    /// Start this viewer at a keyframe with what follows it: the first frame is written now, the
+    /// rest as the pacer allows (`pace`). True if packets are left for `pace`.
     pub fn start_run<'a>(
         &mut self,
         rtc: &mut Rtc,
