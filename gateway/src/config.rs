@@ -106,6 +106,10 @@ pub struct Cli {
     /// mishandle GSO quinn-udp cannot detect, and for benchmarks comparing the two).
     #[arg(long, env = "GATEWAY_NO_UDP_GSO")]
     pub no_udp_gso: bool,
+    /// Send each message (GSO buffer or datagram) with its own sendmsg instead of many per
+    /// sendmmsg (for benchmarks comparing the two).
+    #[arg(long, env = "GATEWAY_NO_UDP_SENDMMSG")]
+    pub no_udp_sendmmsg: bool,
     /// TEST ONLY: drop this fraction of outgoing node-link media datagrams (seeded).
     #[arg(long, env = "GATEWAY_TEST_DROP_DATAGRAMS", hide = true)]
     pub test_drop_datagrams: Option<f64>,
@@ -219,6 +223,8 @@ pub struct Config {
     pub udp_listen: SocketAddr,
     /// Send a viewer's consecutive equal-sized datagrams as one UDP GSO buffer where the OS can.
     pub udp_gso: bool,
+    /// Send many messages per syscall (Linux sendmmsg), gathered from the datagrams in place.
+    pub udp_sendmmsg: bool,
     pub candidate_ips: Vec<IpAddr>,
     pub public_ips: Vec<IpAddr>,
     pub workers: usize,
@@ -255,6 +261,7 @@ impl Default for Config {
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
             udp_gso: true,
+            udp_sendmmsg: true,
             candidate_ips: Vec::new(),
             public_ips: Vec::new(),
             workers: 0,
@@ -326,6 +333,9 @@ impl Config {
         }
         if cli.no_udp_gso {
             self.udp_gso = false;
+        }
+        if cli.no_udp_sendmmsg {
+            self.udp_sendmmsg = false;
         }
         if !cli.candidate_ips.is_empty() {
             self.candidate_ips = cli.candidate_ips;

@@ -64,6 +64,18 @@ pub fn run_len<D: Datagram>(datagrams: &[D], max_segments: usize) -> usize {
     n
 }
 
+/// `datagrams` cut into consecutive runs by [`run_len`]: one send each.
+pub fn runs<D: Datagram>(datagrams: &[D], max_segments: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < datagrams.len() {
+        let n = run_len(&datagrams[start..], max_segments).max(1);
+        out.push(start..start + n);
+        start += n;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,33 +94,30 @@ mod tests {
         }
     }
 
-    fn runs(ds: &[D], max: usize) -> Vec<usize> {
-        let mut out = Vec::new();
-        let mut rest = ds;
-        while !rest.is_empty() {
-            let n = run_len(rest, max);
-            out.push(n);
-            rest = &rest[n..];
-        }
-        out
+    fn lens(ds: &[D], max: usize) -> Vec<usize> {
+        let runs = runs(ds, max);
+        // Consecutive and covering every datagram once.
+        assert!(runs.windows(2).all(|w| w[0].end == w[1].start));
+        assert_eq!(runs.last().map_or(0, |r| r.end), ds.len());
+        runs.iter().map(|r| r.len()).collect()
     }
 
     #[test]
     fn a_frame_to_one_viewer_is_one_send() {
         let frame = [D(1, 2, 1200), D(1, 2, 1200), D(1, 2, 1200), D(1, 2, 400)];
-        assert_eq!(runs(&frame, 64), vec![4]);
+        assert_eq!(lens(&frame, 64), vec![4]);
     }
 
     #[test]
     fn a_short_datagram_ends_the_run() {
         let ds = [D(1, 2, 1200), D(1, 2, 300), D(1, 2, 1200), D(1, 2, 1200)];
-        assert_eq!(runs(&ds, 64), vec![2, 2]);
+        assert_eq!(lens(&ds, 64), vec![2, 2]);
     }
 
     #[test]
     fn a_longer_datagram_starts_a_new_run() {
         let ds = [D(1, 2, 300), D(1, 2, 1200), D(1, 2, 1200)];
-        assert_eq!(runs(&ds, 64), vec![1, 2]);
+        assert_eq!(lens(&ds, 64), vec![1, 2]);
     }
 
     #[test]
@@ -120,23 +129,23 @@ mod tests {
             D(9, 3, 1200),
             D(1, 2, 1200),
         ];
-        assert_eq!(runs(&ds, 64), vec![1, 2, 1, 1]);
+        assert_eq!(lens(&ds, 64), vec![1, 2, 1, 1]);
     }
 
     #[test]
     fn segment_and_byte_limits_hold() {
         let ds: Vec<D> = (0..100).map(|_| D(1, 2, 1200)).collect();
         // 64,000 / 1,200 = 53 segments fit in one buffer.
-        assert_eq!(runs(&ds, 64), vec![53, 47]);
-        assert_eq!(runs(&ds[..10], 4), vec![4, 4, 2]);
+        assert_eq!(lens(&ds, 64), vec![53, 47]);
+        assert_eq!(lens(&ds[..10], 4), vec![4, 4, 2]);
         // Without GSO every datagram is its own send.
-        assert_eq!(runs(&ds[..3], 1), vec![1, 1, 1]);
+        assert_eq!(lens(&ds[..3], 1), vec![1, 1, 1]);
     }
 
     #[test]
     fn empty_datagrams_never_join_a_run() {
         let ds = [D(1, 2, 0), D(1, 2, 0), D(1, 2, 100), D(1, 2, 0)];
-        assert_eq!(runs(&ds, 64), vec![1, 1, 1, 1]);
+        assert_eq!(lens(&ds, 64), vec![1, 1, 1, 1]);
         assert_eq!(run_len::<D>(&[], 64), 0);
     }
 }

@@ -17,6 +17,8 @@ pub mod recorder;
 pub mod registry;
 pub mod run_pacer;
 pub mod sdp_info;
+#[cfg(target_os = "linux")]
+pub mod sendmmsg;
 pub mod server;
 pub mod session;
 pub mod sessions;

@@ -75,6 +75,8 @@ pub struct NodeStats {
     pub udp_sent: u64,
     pub udp_sent_bytes: u64,
     pub udp_gso_sends: u64,
+    /// Send syscalls that carried datagrams (`sendmmsg` takes many messages per call).
+    pub udp_send_calls: u64,
     pub udp_unrouted: u64,
     pub udp_send_errors: u64,
     /// Links, tree counters (NACKs answered/forwarded, keyframe requests) and tracks, in a cluster.
@@ -90,7 +92,11 @@ impl Node {
         tasks: &mut JoinSet<()>,
     ) -> Result<Arc<Node>, String> {
         let config = Arc::new(config);
-        let udp = UdpShell::bind(config.udp_listen, config.udp_gso)
+        let path = crate::udp::SendPath {
+            gso: config.udp_gso,
+            sendmmsg: config.udp_sendmmsg,
+        };
+        let udp = UdpShell::bind(config.udp_listen, path)
             .map_err(|e| format!("cannot bind UDP {}: {e}", config.udp_listen))?;
         let peers = PeerFactory::new(&config, udp.local_addr())?;
         let registry = Arc::new(Registry::default());
@@ -219,6 +225,7 @@ impl Node {
             udp_sent: self.udp.sent.load(r),
             udp_sent_bytes: self.udp.sent_bytes.load(r),
             udp_gso_sends: self.udp.gso_sends.load(r),
+            udp_send_calls: self.udp.send_calls.load(r),
             udp_unrouted: self.udp.unrouted.load(r),
             udp_send_errors: self.udp.send_errors.load(r),
             cluster: self.cluster.as_ref().map(|c| c.handle.stats()),

@@ -5,7 +5,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
@@ -33,24 +33,48 @@ pub struct Datagram {
     pub at: Instant,
 }
 
+/// How the shell may batch sends; both on by default, off for A/B measurements or a kernel that
+/// misbehaves.
+#[derive(Debug, Clone, Copy)]
+pub struct SendPath {
+    /// UDP generic segmentation offload: a viewer's run of equal-sized datagrams as one buffer.
+    pub gso: bool,
+    /// Many messages per syscall (Linux `sendmmsg`), gathered without a copy.
+    pub sendmmsg: bool,
+}
+
+impl Default for SendPath {
+    fn default() -> Self {
+        SendPath {
+            gso: true,
+            sendmmsg: true,
+        }
+    }
+}
+
 /// The node's UDP socket.
 pub struct UdpShell {
     socket: tokio::net::UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
-    gso: bool,
+    /// Cleared for good if the kernel refuses GSO (EIO).
+    gso: AtomicBool,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    sendmmsg: bool,
     pub sent: AtomicU64,
     /// GSO buffers sent (each carried several of the datagrams in `sent`).
     pub gso_sends: AtomicU64,
     pub sent_bytes: AtomicU64,
+    /// Send syscalls (`sendmsg` or `sendmmsg`) that carried datagrams.
+    pub send_calls: AtomicU64,
     pub send_errors: AtomicU64,
     pub received: AtomicU64,
     pub unrouted: AtomicU64,
 }
 
 impl UdpShell {
-    /// Bind `addr`; `gso: false` sends every datagram on its own even where GSO works.
-    pub fn bind(addr: SocketAddr, gso: bool) -> io::Result<Arc<UdpShell>> {
+    /// Bind `addr`, sending as `path` allows.
+    pub fn bind(addr: SocketAddr, path: SendPath) -> io::Result<Arc<UdpShell>> {
         let domain = if addr.is_ipv4() {
             socket2::Domain::IPV4
         } else {
@@ -71,10 +95,12 @@ impl UdpShell {
             socket,
             state,
             local,
-            gso,
+            gso: AtomicBool::new(path.gso),
+            sendmmsg: path.sendmmsg,
             sent: AtomicU64::new(0),
             gso_sends: AtomicU64::new(0),
             sent_bytes: AtomicU64::new(0),
+            send_calls: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             received: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
@@ -85,104 +111,124 @@ impl UdpShell {
         self.local
     }
 
-    /// Send one datagram from `source` (a local candidate) to `destination`. A full socket
-    /// buffer waits for room; any other error is counted and the datagram dropped, as UDP would.
-    pub async fn send(&self, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
-        let transmit = self.transmit(source, destination, contents, None);
-        if let Err(e) = self.send_transmit(&transmit).await {
-            self.count_error(destination, &e);
-        }
-    }
-
-    /// Send a worker's datagrams in order, each run `gso::run_len` allows as one GSO buffer
-    /// (copied into `scratch`, which the caller keeps between calls). If the kernel refuses
-    /// segmentation offload (quinn-udp then turns it off for the socket), the run goes out one
-    /// datagram at a time instead, so nothing accepted is lost to it.
-    pub async fn send_batch(&self, transmits: &[str0m::net::Transmit], scratch: &mut Vec<u8>) {
-        let mut rest = transmits;
-        while !rest.is_empty() {
-            let segments = if self.gso {
-                self.state.max_gso_segments()
-            } else {
-                1
-            };
-            let n = gso::run_len(rest, segments).max(1);
-            let (run, tail) = rest.split_at(n);
-            rest = tail;
-            let first = &run[0];
-            if n == 1 {
-                self.send(first.source, first.destination, &first.contents)
-                    .await;
-                continue;
-            }
-            scratch.clear();
-            for t in run {
-                scratch.extend_from_slice(&t.contents);
-            }
-            let transmit = self.transmit(
-                first.source,
-                first.destination,
-                scratch,
-                Some(first.contents.len()),
-            );
-            match self.send_transmit(&transmit).await {
-                Ok(()) => {
-                    self.gso_sends.fetch_add(1, Ordering::Relaxed);
-                    self.sent.fetch_add(n as u64 - 1, Ordering::Relaxed);
+    /// Send a worker's datagrams in order, each run `gso::runs` allows as one GSO message. On
+    /// Linux the runs go out many per `sendmmsg`, gathered from the datagrams' own buffers
+    /// (`sendmmsg`, unless `sendmmsg: false` at bind); elsewhere one `sendmsg` each, copied into
+    /// a GSO buffer. A full socket buffer waits for room. If the kernel refuses segmentation
+    /// offload, GSO is turned off for the socket and the rest goes out one datagram at a time,
+    /// so nothing accepted is lost to it; any other error drops that run's datagrams, as UDP
+    /// would, and the rest still go.
+    pub async fn send_batch(&self, transmits: &[str0m::net::Transmit]) {
+        let mut runs = gso::runs(transmits, self.max_segments());
+        let mut next = 0;
+        while next < runs.len() {
+            match self.try_send_runs(transmits, &runs[next..]) {
+                Ok(n) => {
+                    for run in &runs[next..next + n] {
+                        self.count_sent(&transmits[run.clone()]);
+                    }
+                    next += n;
                 }
-                Err(_) => {
-                    for t in run {
-                        self.send(t.source, t.destination, &t.contents).await;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.socket.writable().await.is_err() {
+                        return;
                     }
                 }
+                Err(e) if runs[next].len() > 1 && e.raw_os_error() == Some(libc::EIO) => {
+                    // The route's device cannot segment: as quinn-udp does, stop asking.
+                    tracing::warn!(error = %e, "UDP GSO refused by the kernel; sending datagrams one by one");
+                    self.gso.store(false, Ordering::Relaxed);
+                    runs = runs[next..]
+                        .iter()
+                        .flat_map(|r| r.clone())
+                        .map(|i| i..i + 1)
+                        .collect();
+                    next = 0;
+                }
+                Err(e) => {
+                    self.count_error(transmits[runs[next].start].destination, &e);
+                    next += 1;
+                }
             }
         }
     }
 
-    fn transmit<'a>(
+    /// Segments per GSO message now (1: no GSO).
+    fn max_segments(&self) -> usize {
+        if self.gso.load(Ordering::Relaxed) {
+            self.state.max_gso_segments()
+        } else {
+            1
+        }
+    }
+
+    /// One syscall's worth of `runs`; returns how many went.
+    fn try_send_runs(
         &self,
-        source: SocketAddr,
-        destination: SocketAddr,
-        contents: &'a [u8],
-        segment_size: Option<usize>,
-    ) -> quinn_udp::Transmit<'a> {
-        // On a wildcard bind the source address must be chosen per datagram (the candidate the
-        // peer knows); on a specific bind the kernel's choice is that address already.
-        let src_ip = self
-            .local
-            .ip()
-            .is_unspecified()
-            .then_some(source.ip())
-            .filter(|ip| !ip.is_unspecified());
-        quinn_udp::Transmit {
-            destination,
+        transmits: &[str0m::net::Transmit],
+        runs: &[std::ops::Range<usize>],
+    ) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        if self.sendmmsg {
+            use std::os::fd::AsRawFd;
+            let fd = self.socket.as_raw_fd();
+            return self.socket.try_io(Interest::WRITABLE, || {
+                self.send_calls.fetch_add(1, Ordering::Relaxed);
+                crate::sendmmsg::send(
+                    fd,
+                    runs,
+                    |i| &transmits[i].contents,
+                    |i| self.source_ip(transmits[i].source),
+                    |i| transmits[i].destination,
+                )
+            });
+        }
+        let Some(run) = runs.first() else {
+            return Ok(0);
+        };
+        let first = &transmits[run.start];
+        let scratch: Vec<u8>;
+        let (contents, segment_size) = if run.len() > 1 {
+            scratch = transmits[run.clone()]
+                .iter()
+                .flat_map(|t| t.contents.iter().copied())
+                .collect();
+            (&scratch[..], Some(first.contents.len()))
+        } else {
+            (&first.contents[..], None)
+        };
+        let transmit = quinn_udp::Transmit {
+            destination: first.destination,
             ecn: None,
             contents,
             segment_size,
-            src_ip,
+            src_ip: self.source_ip(first.source),
+        };
+        self.socket.try_io(Interest::WRITABLE, || {
+            self.send_calls.fetch_add(1, Ordering::Relaxed);
+            self.state
+                .try_send(UdpSockRef::from(&self.socket), &transmit)
+        })?;
+        Ok(1)
+    }
+
+    fn count_sent(&self, run: &[str0m::net::Transmit]) {
+        let bytes: usize = run.iter().map(|t| t.contents.len()).sum();
+        self.sent.fetch_add(run.len() as u64, Ordering::Relaxed);
+        self.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if run.len() > 1 {
+            self.gso_sends.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// One `sendmsg`, waiting while the socket buffer is full; counts one datagram and its bytes.
-    async fn send_transmit(&self, transmit: &quinn_udp::Transmit<'_>) -> io::Result<()> {
-        loop {
-            let r = self.socket.try_io(Interest::WRITABLE, || {
-                self.state
-                    .try_send(UdpSockRef::from(&self.socket), transmit)
-            });
-            match r {
-                Ok(()) => {
-                    self.sent.fetch_add(1, Ordering::Relaxed);
-                    self.sent_bytes
-                        .fetch_add(transmit.contents.len() as u64, Ordering::Relaxed);
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.socket.writable().await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+    /// The source address to ask for: on a wildcard bind it must be chosen per datagram (the
+    /// candidate the peer knows); on a specific bind the kernel's choice is that address already.
+    fn source_ip(&self, source: SocketAddr) -> Option<IpAddr> {
+        self.local
+            .ip()
+            .is_unspecified()
+            .then_some(source.ip())
+            .filter(|ip| !ip.is_unspecified())
     }
 
     fn count_error(&self, destination: SocketAddr, e: &io::Error) {
@@ -321,52 +367,134 @@ mod tests {
         got
     }
 
-    /// A frame to one viewer leaves as one GSO buffer and arrives as the same datagrams in the
-    /// same order; datagrams to another viewer in between are not mixed in.
+    fn viewer() -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("viewer socket");
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        s
+    }
+
+    fn addr(socket: &std::net::UdpSocket) -> SocketAddr {
+        socket.local_addr().expect("addr")
+    }
+
+    fn shell_and_two_viewers(
+        path: SendPath,
+    ) -> (Arc<UdpShell>, std::net::UdpSocket, std::net::UdpSocket) {
+        let shell = UdpShell::bind(SocketAddr::from(([127, 0, 0, 1], 0)), path).expect("bind");
+        (shell, viewer(), viewer())
+    }
+
+    fn sent_to(batch: &[Transmit], dst: SocketAddr) -> Vec<Vec<u8>> {
+        batch
+            .iter()
+            .filter(|t| t.destination == dst)
+            .map(|t| t.contents.to_vec())
+            .collect()
+    }
+
+    const PATHS: [SendPath; 3] = [
+        SendPath {
+            gso: true,
+            sendmmsg: true,
+        },
+        SendPath {
+            gso: true,
+            sendmmsg: false,
+        },
+        SendPath {
+            gso: false,
+            sendmmsg: true,
+        },
+    ];
+
+    /// A frame to one viewer leaves as one GSO message and arrives as the same datagrams in the
+    /// same order; datagrams to another viewer in between are not mixed in. Every send path.
     #[tokio::test]
     async fn a_batch_arrives_whole_and_in_order() {
-        let shell = UdpShell::bind(SocketAddr::from(([127, 0, 0, 1], 0)), true).expect("bind");
-        let viewer = |_| {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("viewer socket");
-            s.set_read_timeout(Some(Duration::from_millis(300)))
-                .expect("timeout");
-            s
-        };
-        let (a, b) = (viewer(0), viewer(1));
-        let src = shell.local_addr();
-        let (to_a, to_b) = (
-            a.local_addr().expect("addr"),
-            b.local_addr().expect("addr"),
-        );
-        let batch = vec![
-            transmit(src, to_a, 1, 1200),
-            transmit(src, to_a, 2, 1200),
-            transmit(src, to_a, 3, 1200),
-            transmit(src, to_a, 4, 500),
-            transmit(src, to_b, 5, 1200),
-            transmit(src, to_b, 6, 1200),
-            transmit(src, to_a, 7, 900),
-        ];
-        let mut scratch = Vec::new();
-        shell.send_batch(&batch, &mut scratch).await;
+        for path in PATHS {
+            let (shell, a, b) = shell_and_two_viewers(path);
+            let src = shell.local_addr();
+            let (to_a, to_b) = (addr(&a), addr(&b));
+            let batch = vec![
+                transmit(src, to_a, 1, 1200),
+                transmit(src, to_a, 2, 1200),
+                transmit(src, to_a, 3, 1200),
+                transmit(src, to_a, 4, 500),
+                transmit(src, to_b, 5, 1200),
+                transmit(src, to_b, 6, 1200),
+                transmit(src, to_a, 7, 900),
+            ];
+            shell.send_batch(&batch).await;
 
-        let got_a = receive_all(&a);
-        let got_b = receive_all(&b);
-        let want = |dst: SocketAddr| -> Vec<Vec<u8>> {
-            batch
-                .iter()
-                .filter(|t| t.destination == dst)
-                .map(|t| t.contents.to_vec())
-                .collect()
-        };
-        assert_eq!(got_a, want(to_a));
-        assert_eq!(got_b, want(to_b));
-        assert_eq!(shell.sent.load(Ordering::Relaxed), 7);
-        let bytes: usize = batch.iter().map(|t| t.contents.len()).sum();
-        assert_eq!(shell.sent_bytes.load(Ordering::Relaxed), bytes as u64);
-        if shell.state.max_gso_segments() > 1 {
+            assert_eq!(receive_all(&a), sent_to(&batch, to_a), "{path:?}");
+            assert_eq!(receive_all(&b), sent_to(&batch, to_b), "{path:?}");
+            assert_eq!(shell.sent.load(Ordering::Relaxed), 7);
+            let bytes: usize = batch.iter().map(|t| t.contents.len()).sum();
+            assert_eq!(shell.sent_bytes.load(Ordering::Relaxed), bytes as u64);
+            let gso = path.gso && shell.state.max_gso_segments() > 1;
             // [1..4] to a, [5,6] to b, [7] alone.
-            assert_eq!(shell.gso_sends.load(Ordering::Relaxed), 2);
+            let messages = if gso { 3 } else { 7 };
+            assert_eq!(
+                shell.gso_sends.load(Ordering::Relaxed),
+                if gso { 2 } else { 0 }
+            );
+            let calls = shell.send_calls.load(Ordering::Relaxed);
+            if path.sendmmsg && cfg!(target_os = "linux") {
+                assert_eq!(calls, 1, "{path:?}: one sendmmsg for the whole batch");
+            } else {
+                assert_eq!(calls, messages, "{path:?}");
+            }
+        }
+    }
+
+    /// A message the kernel refuses (an IPv6 destination on an IPv4 socket) costs only its own
+    /// datagrams: the ones before and after it still go, and the error is counted.
+    #[tokio::test]
+    async fn a_refused_message_does_not_stop_the_rest() {
+        for path in PATHS {
+            let (shell, a, b) = shell_and_two_viewers(path);
+            let src = shell.local_addr();
+            let (to_a, to_b) = (addr(&a), addr(&b));
+            let nowhere: SocketAddr = "[::1]:9".parse().expect("v6 address");
+            let batch = vec![
+                transmit(src, to_a, 1, 1200),
+                transmit(src, to_a, 2, 700),
+                transmit(src, nowhere, 3, 1200),
+                transmit(src, nowhere, 4, 1200),
+                transmit(src, to_b, 5, 300),
+            ];
+            shell.send_batch(&batch).await;
+
+            assert_eq!(receive_all(&a), sent_to(&batch, to_a), "{path:?}");
+            assert_eq!(receive_all(&b), sent_to(&batch, to_b), "{path:?}");
+            assert_eq!(shell.sent.load(Ordering::Relaxed), 3, "{path:?}");
+            assert!(shell.send_errors.load(Ordering::Relaxed) >= 1, "{path:?}");
+        }
+    }
+
+    /// On a wildcard bind each message leaves from the source address the session uses (the
+    /// candidate the viewer knows), as the viewer sees it.
+    #[tokio::test]
+    async fn a_wildcard_bind_sends_from_the_candidate_address() {
+        for path in PATHS {
+            let shell = UdpShell::bind(SocketAddr::from(([0, 0, 0, 0], 0)), path).expect("bind");
+            let a = viewer();
+            let to_a = addr(&a);
+            // 127.0.0.2: the kernel would pick 127.0.0.1 towards the viewer by itself.
+            let candidate = SocketAddr::from(([127, 0, 0, 2], shell.local_addr().port()));
+            let batch = vec![
+                transmit(candidate, to_a, 1, 1200),
+                transmit(candidate, to_a, 2, 1200),
+                transmit(candidate, to_a, 3, 100),
+            ];
+            shell.send_batch(&batch).await;
+            let mut buf = [0u8; 2048];
+            for want in &batch {
+                let (n, from) = a.recv_from(&mut buf).expect("datagram");
+                assert_eq!(&buf[..n], &want.contents[..], "{path:?}");
+                assert_eq!(from, candidate, "{path:?}");
+            }
         }
     }
 }

@@ -169,8 +169,6 @@ pub struct Worker {
     out: Vec<Transmit>,
     /// Pulls (session, index) working through a paced keyframe run.
     paced: Vec<(SessionId, usize)>,
-    /// Where `UdpShell::send_batch` builds GSO buffers, kept to avoid an allocation per send.
-    gso_buf: Vec<u8>,
     next_housekeeping: Instant,
     /// The session whose `Rtc` is being called, so a panic inside str0m costs that session only.
     touching: Option<SessionId>,
@@ -190,7 +188,6 @@ impl Worker {
             pending_keyframes: Vec::new(),
             out: Vec::new(),
             paced: Vec::new(),
-            gso_buf: Vec::with_capacity(crate::gso::MAX_GSO_BYTES),
             next_housekeeping: Instant::now() + HOUSEKEEPING,
             touching: None,
         }
@@ -1377,7 +1374,7 @@ impl Worker {
             return;
         }
         let out = std::mem::take(&mut self.out);
-        self.ctx.udp.send_batch(&out, &mut self.gso_buf).await;
+        self.ctx.udp.send_batch(&out).await;
         self.out = out;
         self.out.clear();
     }
@@ -1424,7 +1421,7 @@ mod tests {
     fn worker() -> (Worker, PeerFactory) {
         let mut config = Config::load(Cli::default()).expect("defaults");
         config.udp_listen = "127.0.0.1:0".parse().expect("addr");
-        let udp = UdpShell::bind(config.udp_listen, true).expect("bind");
+        let udp = UdpShell::bind(config.udp_listen, Default::default()).expect("bind");
         let peers = PeerFactory::new(&config, udp.local_addr()).expect("peers");
         let (tx, _rx) = mpsc::unbounded_channel();
         let (demux, _demux_rx) = mpsc::unbounded_channel();
