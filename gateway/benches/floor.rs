@@ -15,7 +15,7 @@
 //! short fixed-iteration pass prints one machine-readable line:
 //!
 //! ```text
-//! FLOOR gcm_ns=… cm_hmac_ns=… send_one_ns=… sendmmsg_ns=… gso_ns=… floor_ns=…
+//! FLOOR gcm_ns=… cm_hmac_ns=… send_one_ns=… sendmmsg_ns=… gso_ns=… floor_ns=… sink=…
 //! ```
 //!
 //! `floor_ns` = min(cipher) + min(batched send): the cost per forwarded packet that fan-out figures
@@ -25,11 +25,26 @@
 //! delivered to the sink socket, and a GSO batch segmented, in the same call). A thread drains the
 //! sink (on 2 cores it competes with the sender); datagrams it does not keep up with are dropped at
 //! the sink's full receive buffer after that work.
+//!
+//! "Receiver on another host": with `FLOOR_NETNS=<name>` and `FLOOR_SINK_IP=<ipv4>` (e.g.
+//! `whipbench` and `10.201.0.2` from `scripts/netns.sh up`) the sink socket and its drain thread
+//! live in network namespace `/var/run/netns/<name>` and the sender sends to that address from
+//! this namespace, over the veth pair. With threaded NAPI on the receiving veth the delivery runs
+//! in a `napi/…` kernel thread, so the send figures are the sender's work alone (the kthread still
+//! takes CPU from the same two cores). `sink=loopback` or `sink=netns:<name>` in the FLOOR line
+//! and the JSON says which. Unset: loopback, as before. In a namespace the line also gives the
+//! sending thread's CPU time per packet (`send_one_cpu_ns`, `sendmmsg_cpu_ns`, `gso_cpu_ns`,
+//! `floor_cpu_ns`; wall time there includes being preempted by the NAPI thread and the drain
+//! thread on the same cores) and `sink_got`, the fraction of sent datagrams the drain thread
+//! received (the rest were dropped on the way: qdisc, veth ring, the sink's receive buffer).
 
+use std::cell::Cell;
 use std::hint::black_box;
 use std::io::IoSlice;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -138,26 +153,93 @@ impl CmHmac {
     }
 }
 
-/// A sender and a loopback sink nobody reads.
+/// Where the sink socket lives.
+#[derive(Clone, Debug)]
+enum SinkPlace {
+    /// 127.0.0.1 in this namespace (the default).
+    Loopback,
+    /// `ip` in network namespace `/var/run/netns/<name>` (`FLOOR_NETNS`, `FLOOR_SINK_IP`).
+    Netns { name: String, ip: Ipv4Addr },
+}
+
+impl SinkPlace {
+    fn from_env() -> Self {
+        let Some(name) = std::env::var("FLOOR_NETNS").ok().filter(|n| !n.is_empty()) else {
+            return SinkPlace::Loopback;
+        };
+        let ip = std::env::var("FLOOR_SINK_IP")
+            .ok()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or_else(|| panic!("FLOOR_NETNS={name} needs FLOOR_SINK_IP=<ipv4 in {name}>"));
+        SinkPlace::Netns { name, ip }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            SinkPlace::Loopback => "loopback".to_owned(),
+            SinkPlace::Netns { name, .. } => format!("netns:{name}"),
+        }
+    }
+}
+
+/// Binds the sink and starts the thread that drains it, so that datagrams are delivered (and GSO
+/// batches segmented) rather than dropped whole at a full receive buffer. The thread lives as long
+/// as the process. For `SinkPlace::Netns` the thread first enters the namespace (`setns` applies
+/// to the calling thread only) and binds there: a socket stays in the namespace it was made in.
+fn spawn_sink(place: &SinkPlace, received: Arc<AtomicU64>) -> UdpSocket {
+    let place = place.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<UdpSocket>();
+    std::thread::spawn(move || {
+        let sink = match &place {
+            SinkPlace::Loopback => UdpSocket::bind("127.0.0.1:0").expect("bind sink"),
+            SinkPlace::Netns { name, ip } => {
+                enter_netns(name);
+                UdpSocket::bind((*ip, 0))
+                    .unwrap_or_else(|e| panic!("bind sink {ip}:0 in netns {name}: {e}"))
+            }
+        };
+        let _ = socket2::SockRef::from(&sink).set_recv_buffer_size(8 << 20);
+        tx.send(sink.try_clone().expect("clone sink"))
+            .expect("sink handed over");
+        let mut buf = vec![0u8; 65536];
+        while sink.recv(&mut buf).is_ok() {
+            received.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    rx.recv().expect("sink thread bound its socket")
+}
+
+/// Moves the calling thread into network namespace `/var/run/netns/<name>` (`ip netns add`).
+fn enter_netns(name: &str) {
+    let path = format!("/var/run/netns/{name}");
+    let ns = std::fs::File::open(&path)
+        .unwrap_or_else(|e| panic!("open {path}: {e} (scripts/netns.sh up creates the namespace)"));
+    // SAFETY: a valid namespace fd, CLONE_NEWNET; affects this thread only.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        panic!("setns({path}): {}", std::io::Error::last_os_error());
+    }
+}
+
+/// A sender and a sink nobody reads but a drain thread (loopback, or in a namespace).
 struct Sockets {
     tx: UdpSocket,
     state: UdpSocketState,
     sink: UdpSocket,
     dest: SocketAddr,
+    /// Datagrams the kernel took from us, and datagrams the drain thread received.
+    sent: Cell<u64>,
+    received: Arc<AtomicU64>,
 }
 
 impl Sockets {
-    fn new() -> Self {
-        let sink = UdpSocket::bind("127.0.0.1:0").expect("bind sink");
-        // Drained by a thread, so that datagrams are delivered (and GSO batches segmented) rather
-        // than dropped whole at a full receive buffer. The thread lives as long as the process.
-        let _ = socket2::SockRef::from(&sink).set_recv_buffer_size(8 << 20);
-        let drain = sink.try_clone().expect("clone sink");
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while drain.recv(&mut buf).is_ok() {}
-        });
-        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind tx");
+    fn new(place: &SinkPlace) -> Self {
+        let received = Arc::new(AtomicU64::new(0));
+        let sink = spawn_sink(place, received.clone());
+        let tx = match place {
+            SinkPlace::Loopback => UdpSocket::bind("127.0.0.1:0").expect("bind tx"),
+            // Routed out of this namespace's side of the veth pair.
+            SinkPlace::Netns { .. } => UdpSocket::bind("0.0.0.0:0").expect("bind tx"),
+        };
         let state = UdpSocketState::new(UdpSockRef::from(&tx)).expect("quinn-udp state");
         let _ = state.set_send_buffer_size(UdpSockRef::from(&tx), 8 << 20);
         let dest = sink.local_addr().expect("sink addr");
@@ -166,7 +248,14 @@ impl Sockets {
             state,
             sink,
             dest,
+            sent: Cell::new(0),
+            received,
         }
+    }
+
+    /// Received by the drain thread / taken by the kernel, since the start.
+    fn delivered_fraction(&self) -> f64 {
+        self.received.load(Ordering::Relaxed) as f64 / self.sent.get().max(1) as f64
     }
 
     /// Segments per GSO send: what the kernel allows, at most 32 (a UDP datagram, all segments
@@ -185,7 +274,9 @@ impl Sockets {
             src_ip: None,
         };
         // Errors (ENOBUFS, ECONNREFUSED from an earlier ICMP) are dropped as the gateway does.
-        let _ = self.state.try_send(UdpSockRef::from(&self.tx), &t);
+        if self.state.try_send(UdpSockRef::from(&self.tx), &t).is_ok() {
+            self.sent.set(self.sent.get() + 1);
+        }
     }
 
     /// `sendmmsg` of `count` copies of `packet`; returns how many the kernel took.
@@ -223,7 +314,9 @@ impl Sockets {
                 0,
             )
         };
-        n.max(0) as usize
+        let n = n.max(0) as usize;
+        self.sent.set(self.sent.get() + n as u64);
+        n
     }
 
     /// One GSO send of `segments` packets (contiguous buffer, `segment_size` = packet length).
@@ -235,10 +328,15 @@ impl Sockets {
             segment_size: Some(segment),
             src_ip: None,
         };
-        if let Err(e) = self.state.try_send(UdpSockRef::from(&self.tx), &t) {
-            GSO_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if e.kind() != std::io::ErrorKind::WouldBlock {
-                LAST_GSO_ERROR.get_or_init(|| e.to_string());
+        match self.state.try_send(UdpSockRef::from(&self.tx), &t) {
+            Ok(()) => self
+                .sent
+                .set(self.sent.get() + (buf.len() / segment) as u64),
+            Err(e) => {
+                GSO_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    LAST_GSO_ERROR.get_or_init(|| e.to_string());
+                }
             }
         }
     }
@@ -269,10 +367,13 @@ fn ciphers(c: &mut Criterion) {
     group.finish();
 }
 
-fn sends(c: &mut Criterion) {
-    let s = Sockets::new();
+fn sends(c: &mut Criterion, place: &SinkPlace) {
+    let s = Sockets::new(place);
     let packet = rtp_packet(1);
-    let mut group = c.benchmark_group("udp_send_1200B_loopback");
+    let mut group = c.benchmark_group(match place {
+        SinkPlace::Loopback => "udp_send_1200B_loopback".to_owned(),
+        SinkPlace::Netns { name, .. } => format!("udp_send_1200B_netns_{name}"),
+    });
     group.throughput(Throughput::Elements(1));
     group.bench_function("sendmsg_per_packet", |b| b.iter(|| s.send_one(&packet)));
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -292,22 +393,44 @@ fn sends(c: &mut Criterion) {
 }
 
 /// Nanoseconds per call of `f`, best of five runs of `iters` calls, divided by `per_call` packets.
-fn ns_per_packet(iters: u32, per_call: usize, mut f: impl FnMut()) -> f64 {
+fn ns_per_packet(iters: u32, per_call: usize, f: impl FnMut()) -> f64 {
+    ns_per_packet_wall_cpu(iters, per_call, f).0
+}
+
+/// As `ns_per_packet`, and the calling thread's CPU time per packet (best of the same five runs).
+fn ns_per_packet_wall_cpu(iters: u32, per_call: usize, mut f: impl FnMut()) -> (f64, f64) {
     for _ in 0..iters / 10 {
         f();
     }
+    let per_packet = |ns: f64| ns / f64::from(iters) / per_call as f64;
     (0..5)
         .map(|_| {
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), thread_cpu_ns());
             for _ in 0..iters {
                 f();
             }
-            t.elapsed().as_nanos() as f64 / f64::from(iters) / per_call as f64
+            (
+                per_packet(t.elapsed().as_nanos() as f64),
+                per_packet((thread_cpu_ns() - c) as f64),
+            )
         })
-        .fold(f64::INFINITY, f64::min)
+        .fold((f64::INFINITY, f64::INFINITY), |(w, c), (w2, c2)| {
+            (w.min(w2), c.min(c2))
+        })
 }
 
-fn summary() {
+/// CPU time of the calling thread (user + system), ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn summary(place: &SinkPlace) {
     let packet = rtp_packet(1);
     let mut i = 0u64;
     let mut gcm = Gcm::new();
@@ -320,16 +443,23 @@ fn summary() {
         i += 1;
         black_box(cm.protect(black_box(&packet), i));
     });
-    let s = Sockets::new();
-    let one_ns = ns_per_packet(100_000, 1, || s.send_one(&packet));
-    let mmsg_ns = ns_per_packet(5_000, BATCH, || {
+    let s = Sockets::new(place);
+    let (one_ns, one_cpu) = ns_per_packet_wall_cpu(100_000, 1, || s.send_one(&packet));
+    let (mmsg_ns, mmsg_cpu) = ns_per_packet_wall_cpu(5_000, BATCH, || {
         black_box(s.sendmmsg(&packet, BATCH));
     });
     let seg = s.gso_segments();
-    let gso_ns = (seg > 1).then(|| {
+    let gso = (seg > 1).then(|| {
         let buf: Vec<u8> = packet.iter().copied().cycle().take(PACKET * seg).collect();
-        ns_per_packet(5_000, seg, || s.send_gso(&buf, PACKET))
+        ns_per_packet_wall_cpu(5_000, seg, || s.send_gso(&buf, PACKET))
     });
+    let gso_ns = gso.map(|g| g.0);
+    let gso_cpu = gso.map(|g| g.1).filter(|_| LAST_GSO_ERROR.get().is_none());
+    // Let the drain thread catch up before counting what arrived.
+    if matches!(place, SinkPlace::Netns { .. }) {
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let sink_got = s.delivered_fraction();
     if let Some(e) = LAST_GSO_ERROR.get() {
         eprintln!(
             "GSO sends failed {} times (first error: {e}); not counted as a batched send",
@@ -341,9 +471,20 @@ fn summary() {
     let send = gso_ns.map_or(mmsg_ns, |g| g.min(mmsg_ns));
     let floor = cipher + send;
     let fmt = |v: Option<f64>| v.map_or("none".to_owned(), |v| format!("{v:.0}"));
+    let sink = place.label();
+    // In a namespace: the sender's own CPU per packet, and how much of the flood arrived.
+    let floor_cpu = cipher + gso_cpu.map_or(mmsg_cpu, |g| g.min(mmsg_cpu));
+    let cpu_fields = match place {
+        SinkPlace::Loopback => String::new(),
+        SinkPlace::Netns { .. } => format!(
+            " send_one_cpu_ns={one_cpu:.0} sendmmsg_cpu_ns={mmsg_cpu:.0} gso_cpu_ns={} \
+             floor_cpu_ns={floor_cpu:.0} sink_got={sink_got:.3}",
+            fmt(gso_cpu)
+        ),
+    };
     println!(
         "FLOOR gcm_ns={gcm_ns:.0} cm_hmac_ns={cm_ns:.0} send_one_ns={one_ns:.0} sendmmsg_ns={mmsg_ns:.0} \
-         gso_ns={} gso_segments={seg} floor_ns={floor:.0} floor_unbatched_ns={:.0}",
+         gso_ns={} gso_segments={seg} floor_ns={floor:.0} floor_unbatched_ns={:.0} sink={sink}{cpu_fields}",
         fmt(gso_ns),
         cipher + one_ns,
     );
@@ -351,9 +492,17 @@ fn summary() {
         let json = format!(
             "{{\"gcm_ns\":{gcm_ns:.1},\"cm_hmac_ns\":{cm_ns:.1},\"send_one_ns\":{one_ns:.1},\
              \"sendmmsg_ns\":{mmsg_ns:.1},\"gso_ns\":{},\"gso_segments\":{seg},\
-             \"floor_ns\":{floor:.1},\"floor_unbatched_ns\":{:.1}}}\n",
+             \"floor_ns\":{floor:.1},\"floor_unbatched_ns\":{:.1},\"sink\":\"{sink}\"{}}}\n",
             gso_ns.map_or("null".to_owned(), |g| format!("{g:.1}")),
             cipher + one_ns,
+            match place {
+                SinkPlace::Loopback => String::new(),
+                SinkPlace::Netns { .. } => format!(
+                    ",\"send_one_cpu_ns\":{one_cpu:.1},\"sendmmsg_cpu_ns\":{mmsg_cpu:.1},\
+                     \"gso_cpu_ns\":{},\"floor_cpu_ns\":{floor_cpu:.1},\"sink_got\":{sink_got:.4}",
+                    gso_cpu.map_or("null".to_owned(), |g| format!("{g:.1}"))
+                ),
+            },
         );
         if let Err(e) = std::fs::write(&path, json) {
             eprintln!("writing {}: {e}", path.to_string_lossy());
@@ -366,8 +515,9 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
+    let place = SinkPlace::from_env();
     ciphers(&mut c);
-    sends(&mut c);
+    sends(&mut c, &place);
     c.final_summary();
-    summary();
+    summary(&place);
 }
