@@ -42,6 +42,8 @@
 //!   and RTCP included); server CPU-ns per forwarded packet;
 //! * the host's UDP `RcvbufErrors` (`/proc/net/snmp`) over the run and the steady window: drops
 //!   in full socket buffers, which with a local gateway are this machine's loss, not the path's.
+//!   The counters are per network namespace: run in another one (`ip netns exec`, `--bind-ip`),
+//!   they are the viewers' drops alone, not the gateway's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,10 +130,16 @@ struct Args {
     /// count gaps).
     #[arg(long)]
     drop_every: Option<u32>,
+    /// Address the publishers' and viewers' UDP sockets bind (their ICE host candidate): this
+    /// host's address on the path to the gateway. 127.0.0.1 for a gateway on loopback; e.g.
+    /// 10.201.0.2 inside `scripts/netns.sh`'s namespace.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_ip: std::net::IpAddr,
 }
 
 /// `RcvbufErrors` of the host's UDP counters (`/proc/net/snmp`): datagrams dropped because a
-/// socket's receive buffer was full. Host-wide: the gateway's socket, our viewers', anyone's.
+/// socket's receive buffer was full. Per network namespace: with everything on one host the
+/// gateway's socket, our viewers', anyone's; in a namespace of our own, our sockets' only.
 fn udp_rcvbuf_errors() -> Option<u64> {
     let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
@@ -303,6 +311,7 @@ async fn main() -> Result<()> {
             .map(|i| {
                 let opts = PublishOptions {
                     token: args.token.clone(),
+                    bind: std::net::SocketAddr::new(args.bind_ip, 0),
                     ignore_keyframe_requests: !args.publisher_honours_pli,
                     ..PublishOptions::new(format!("{base}/whip/{}", stream(i)))
                 };
@@ -336,6 +345,7 @@ async fn main() -> Result<()> {
         let catalog = catalog.clone();
         let opts = PlayOptions {
             token: args.token.clone(),
+            bind: std::net::SocketAddr::new(args.bind_ip, 0),
             duration: play_for,
             request_keyframes: !args.no_pli,
             drop_every: args.drop_every,
