@@ -156,6 +156,9 @@ const HOUSEKEEPING: Duration = Duration::from_millis(500);
 /// A simulcast layer switch waits for a keyframe received at most this long ago (not one from a
 /// replayed keyframe run, which would step back in time).
 const LIVE_KEYFRAME: Duration = Duration::from_millis(100);
+/// Datagrams a worker encrypts before it sends them: enough for a few `sendmmsg` calls' worth of
+/// GSO messages, few enough that a big frame's first viewers get it ~1 ms after it arrived.
+const SEND_EVERY: usize = 256;
 
 pub struct Worker {
     pub(crate) index: usize,
@@ -223,10 +226,9 @@ impl Worker {
                 self.guarded(|w| w.housekeeping(now));
             }
             self.guarded(|w| w.pace(now));
-            self.guarded(|w| w.drive(now));
+            self.drive_and_send(now).await;
             self.guarded(|w| w.flush_keyframe_requests(now));
-            self.guarded(|w| w.drive(now));
-            self.send().await;
+            self.drive_and_send(now).await;
         }
         for id in self.sessions.keys().copied().collect::<Vec<_>>() {
             self.reap(id, Instant::now());
@@ -1220,9 +1222,25 @@ impl Worker {
         self.stats.packets_out.fetch_add(written, Ordering::Relaxed);
     }
 
-    /// Poll every session that had input until it has nothing more to say.
+    /// Poll every session that had input until it has nothing more to say, sending as it goes:
+    /// a keyframe for hundreds of viewers is tens of milliseconds of encryption, and the first
+    /// viewers' copies should not wait for the last one's. Each viewer's packets of the batch
+    /// still leave together (one GSO message), as every write happened before the polling.
+    async fn drive_and_send(&mut self, now: Instant) {
+        loop {
+            self.guarded(|w| w.drive(now));
+            self.send().await;
+            if self.dirty.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Poll dirty sessions until about `SEND_EVERY` datagrams are waiting to be sent.
     fn drive(&mut self, now: Instant) {
-        while let Some(id) = self.dirty.pop() {
+        while self.out.len() < SEND_EVERY
+            && let Some(id) = self.dirty.pop()
+        {
             self.drive_session(id, now);
         }
     }
