@@ -712,6 +712,7 @@ impl Worker {
             pull.state = PullState::Live;
             return;
         }
+        pull.bound_repair_window(&mut s.rtc);
         if t.keyframes.has_keyframe() {
             pull.state = PullState::Live;
             // A run without SPS/PPS (encoder sends them only at start) gets the cached ones first.
