@@ -6,9 +6,17 @@
 # Why: on loopback the receiver's kernel work (softirq net_rx_action, GSO segmentation at the
 # receiving socket, socket enqueue + wakeup) runs inside the *sender's* sendmsg and is charged to
 # the gateway (no CONFIG_IRQ_TIME_ACCOUNTING here). veth without NAPI does the same (netif_rx,
-# softirq on the way out of the syscall). With GRO on, veth receives through NAPI, and with
+# softirq on the way out of the syscall). With GRO on, veth can receive through NAPI, and with
 # threaded NAPI (/sys/class/net/<dev>/threaded = 1) that poll runs in a kernel thread
 # (napi/<dev>-<id>): the receive work is no longer in the gateway's syscall nor in its CPU time.
+# Two more settings make that true for the gateway's packets:
+# * rx-udp-gro-forwarding on: veth hands a packet to NAPI only if it may be GRO'd
+#   (veth_skb_is_eligible_for_gro): with TSO on the sending device that means a locally sent
+#   UDP skb *and* NETIF_F_GRO_UDP_FWD or GRO_FRAGLIST on the receiving one; otherwise it takes
+#   netif_rx and the receive runs in the sender's softirq again. (UDP GRO-forwarding does not
+#   merge datagrams for a local socket without UDP_GRO, so sockets still get single datagrams.)
+# * a pfifo qdisc (veth is noqueue): with a qdisc, a full veth ring stops the queue and the
+#   sender waits (backpressure, as with a NIC) instead of veth dropping the packet.
 #
 #   scripts/netns.sh up      create (or re-apply) namespace, veth pair, GRO, threaded NAPI
 #   scripts/netns.sh down    remove the namespace (the veth pair goes with it)
@@ -42,17 +50,20 @@ ensure_ethtool() {
 napi_threaded() {
     local where=$1 dev=$2 run=()
     [ "$where" = ns ] && run=(ip netns exec "$NETNS")
-    "${run[@]}" ethtool -K "$dev" gro on >/dev/null
-    local gro
+    "${run[@]}" ethtool -K "$dev" gro on rx-udp-gro-forwarding on >/dev/null
+    local gro fwd
     gro=$("${run[@]}" ethtool -k "$dev" | awk '/^generic-receive-offload:/ {print $2}')
+    fwd=$("${run[@]}" ethtool -k "$dev" | awk '/^rx-udp-gro-forwarding:/ {print $2}')
     [ "$gro" = on ] || { say "GRO on $dev did not turn on ($gro)"; exit 1; }
+    [ "$fwd" = on ] || { say "rx-udp-gro-forwarding on $dev did not turn on ($fwd)"; exit 1; }
+    "${run[@]}" tc qdisc replace dev "$dev" root pfifo limit 10000
     # /sys/class/net shows the devices of the namespace of whoever mounted /sys: `ip netns exec`
     # mounts a fresh sysfs for the namespace, so read and write it from there.
     "${run[@]}" sh -c "echo 1 > /sys/class/net/$dev/threaded"
     local threaded
     threaded=$("${run[@]}" cat "/sys/class/net/$dev/threaded")
     [ "$threaded" = 1 ] || { say "threaded NAPI on $dev reads $threaded, not 1"; exit 1; }
-    say "$where $dev: gro=$gro threaded=$threaded"
+    say "$where $dev: gro=$gro rx-udp-gro-forwarding=$fwd threaded=$threaded qdisc=pfifo limit 10000"
 }
 
 up() {
@@ -111,12 +122,14 @@ up() {
 
 # UDP GSO across the pair: the host sends 100 GSO buffers of 32 x 1200 bytes to a socket in the
 # namespace. Intact GSO means one skb per buffer on the veth (HOST_DEV tx_packets +100, not
-# +3200) and 3200 datagrams of 1200 bytes at the receiver (segmented on its side, in the NAPI
-# thread). Also the reachability test (no ping here).
+# +3200) and 3200 datagrams of 1200 bytes at the receiver (segmented on its side). NAPI: the
+# namespace end's rx_queue_0_xdp_packets (ethtool -S: packets its NAPI poll took from the veth
+# ring; netif_rx deliveries are not counted there) must grow by the 100 buffers too.
+# Also the reachability test (no ping here).
 check() {
-    python3 - "$NETNS" "$NS_IP" "$HOST_DEV" <<'PY'
+    python3 - "$NETNS" "$NS_IP" "$HOST_DEV" "$NS_DEV" <<'PY'
 import socket, struct, subprocess, sys, time
-ns, ns_ip, host_dev = sys.argv[1:4]
+ns, ns_ip, host_dev, ns_dev = sys.argv[1:5]
 SENDS, SEG, N = 100, 1200, 32
 def udp(in_ns):
     cmd = (["ip", "netns", "exec", ns] if in_ns else []) + ["cat", "/proc/net/snmp"]
@@ -124,6 +137,9 @@ def udp(in_ns):
     return dict(zip(rows[0][1:], map(int, rows[1][1:])))
 def tx_packets():
     return int(open(f"/sys/class/net/{host_dev}/statistics/tx_packets").read())
+def napi_packets():
+    out = subprocess.check_output(["ip", "netns", "exec", ns, "ethtool", "-S", ns_dev], text=True)
+    return sum(int(l.split(":")[1]) for l in out.splitlines() if "rx_queue_" in l and l.strip().split(":")[0].endswith("_xdp_packets"))
 rx = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", f"""
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -141,7 +157,7 @@ except socket.timeout:
 print(n, ",".join(map(str, sorted(sizes))) or "-", flush=True)
 """], stdout=subprocess.PIPE, text=True)
 port = int(rx.stdout.readline())
-ns0, tx0 = udp(True), tx_packets()
+ns0, tx0, napi0 = udp(True), tx_packets(), napi_packets()
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 buf = bytes(SEG * N)
 for _ in range(SENDS):
@@ -149,14 +165,16 @@ for _ in range(SENDS):
     time.sleep(0.001)
 got, sizes = rx.stdout.readline().split()
 rx.wait()
-ns1, tx1 = udp(True), tx_packets()
-skbs, ins = tx1 - tx0, ns1["InDatagrams"] - ns0["InDatagrams"]
+ns1, tx1, napi1 = udp(True), tx_packets(), napi_packets()
+skbs, ins, napi = tx1 - tx0, ns1["InDatagrams"] - ns0["InDatagrams"], napi1 - napi0
 print(f"netns.sh: GSO check: {SENDS} sends of {N} x {SEG} B -> {host_dev} tx_packets +{skbs}, "
-      f"{ns} Udp InDatagrams +{ins}, receiver got {got} datagrams of {sizes} B")
+      f"{ns_dev} NAPI packets +{napi}, {ns} Udp InDatagrams +{ins}, receiver got {got} datagrams of {sizes} B")
 ok = int(got) == SENDS * N and sizes == str(SEG) and skbs < SENDS * 2
 print("netns.sh: GSO buffers cross the veth intact and are segmented at the receiver" if ok
       else "netns.sh: GSO check FAILED")
-sys.exit(0 if ok else 1)
+print(f"netns.sh: they went through {ns_dev}'s NAPI poll (threaded)" if napi >= SENDS
+      else f"netns.sh: NAPI check FAILED: {ns_dev}'s NAPI took {napi} of {SENDS} (netif_rx path)")
+sys.exit(0 if ok and napi >= SENDS else 1)
 PY
 }
 
