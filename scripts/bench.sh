@@ -15,11 +15,27 @@
 # CHURN_CYCLES=10000, CHURN_PARALLEL=4, MEMORY_SESSIONS=500, MEMORY_SETTLE_SECS=15,
 # SKIP_BUILD=1, SKIP_FLOOR=1, SKIP_FANOUT=1, SKIP_START=1, SKIP_TREES=1, SKIP_JOIN=1 (per-peer
 # cost), SKIP_STORM=1, SKIP_CHURN=1, SKIP_MEMORY=1.
+#
+# NETNS=1: "viewers on another host". On loopback the viewers' kernel receive work runs in the
+# gateway's sendmsg and is charged to it. With NETNS=1, scripts/netns.sh up makes namespace
+# whipbench behind a veth pair with threaded NAPI (host wb0 10.201.0.1, namespace wb1
+# 10.201.0.2), so that work runs in napi/ kernel threads instead (still on these two cores).
+# Then: the floor's sink is in the namespace (FLOOR_NETNS/FLOOR_SINK_IP, floor.rs); fan-out and
+# start run the gateway with --http-listen/--udp-listen/--candidate-ip on 10.201.0.1 and whip-load
+# inside the namespace (ip netns exec whipbench ... --bind-ip 10.201.0.2; --server-pid still
+# reads the gateway's /proc, the pid namespace is shared). Trees, join, storm, churn and memory
+# stay on loopback (whip-storm's light client binds 127.0.0.1). Results go to target/bench-netns/
+# (or $BENCH_OUT). The namespace is removed at exit if this run created it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUT=${BENCH_OUT:-$ROOT/target/bench}
+NETNS=${NETNS:-}
+if [ -n "$NETNS" ]; then
+    OUT=${BENCH_OUT:-$ROOT/target/bench-netns}
+else
+    OUT=${BENCH_OUT:-$ROOT/target/bench}
+fi
 mkdir -p "$OUT"
 STEPS=${STEPS:-100 200 400 800 1200 1600}
 STEP_SECS=${STEP_SECS:-10}
@@ -40,6 +56,22 @@ log() { echo "$*" | tee -a "$SUMMARY"; }
 log "# bench.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm), $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 log "# git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (dirty tree)')"
 
+# --- network namespace (NETNS=1) ----------------------------------------------------------------
+NS_NAME=whipbench
+NS_HOST_IP=10.201.0.1
+NS_CLIENT_IP=10.201.0.2
+NS_CREATED=
+IN_NS=()
+CLIENT_IP=127.0.0.1
+if [ -n "$NETNS" ]; then
+    ip netns list | awk '{print $1}' | grep -qx "$NS_NAME" || NS_CREATED=1
+    NETNS=$NS_NAME HOST_IP=$NS_HOST_IP NS_IP=$NS_CLIENT_IP bash "$ROOT/scripts/netns.sh" up |
+        tee -a "$SUMMARY"
+    IN_NS=(ip netns exec "$NS_NAME")
+    CLIENT_IP=$NS_CLIENT_IP
+    log "# NETNS=1: fan-out/start clients in netns $NS_NAME ($NS_CLIENT_IP), gateway on $NS_HOST_IP; floor sink in the namespace"
+fi
+
 if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release -p gateway -p whip-tests --bins
 fi
@@ -49,7 +81,10 @@ STORM=$ROOT/target/release/whip-storm
 
 # --- 1. floor ---------------------------------------------------------------------------------
 if [ -z "${SKIP_FLOOR:-}" ]; then
-    FLOOR_JSON=$OUT/floor.json cargo bench -p gateway --bench floor 2>&1 | tee "$OUT/floor.log"
+    floor_env=()
+    [ -n "$NETNS" ] && floor_env=(FLOOR_NETNS="$NS_NAME" FLOOR_SINK_IP="$NS_CLIENT_IP")
+    env "${floor_env[@]}" FLOOR_JSON="$OUT/floor.json" cargo bench -p gateway --bench floor 2>&1 |
+        tee "$OUT/floor.log"
     log "$(grep '^FLOOR' "$OUT/floor.log" || echo 'FLOOR missing')"
 fi
 
@@ -71,10 +106,13 @@ fi
 # --- gateway ------------------------------------------------------------------------------------
 GW_PID=
 GW_WRAPPER=
+# start_gateway NAME [loopback]: on 127.0.0.1, or with NETNS=1 (unless "loopback") on the host's
+# end of the veth pair, where the clients in the namespace reach it.
 start_gateway() {
-    local name=$1
+    local name=$1 ip=127.0.0.1
+    [ -n "$NETNS" ] && [ "${2:-}" != loopback ] && ip=$NS_HOST_IP
     rm -f "$OUT/$name.gateway.out"
-    "$GATEWAY" --http-listen 127.0.0.1:0 --udp-listen 127.0.0.1:0 --candidate-ip 127.0.0.1 \
+    "$GATEWAY" --http-listen "$ip:0" --udp-listen "$ip:0" --candidate-ip "$ip" \
         >"$OUT/$name.gateway.out" 2>"$OUT/$name.gateway.err" &
     GW_PID=$!
     # Some shells fork a wrapper for a redirected background job: find the gateway itself.
@@ -104,14 +142,21 @@ stop_gateway() {
         GW_PID=
     fi
 }
-trap stop_gateway EXIT
+on_exit() {
+    stop_gateway
+    if [ -n "$NS_CREATED" ]; then
+        NETNS=$NS_NAME bash "$ROOT/scripts/netns.sh" down || true
+    fi
+}
+trap on_exit EXIT
 
 # --- 2. fan-out steps ---------------------------------------------------------------------------
 if [ -z "${SKIP_FANOUT:-}" ]; then
     for n in $STEPS; do
         start_gateway "fanout-$n"
         log "## fan-out $n viewers (gateway pid $GW_PID, $BASE)"
-        "$LOAD" --base "$BASE" --stream fan --publish "$HIGH" --viewers "$n" --ramp-per-sec "$RAMP" \
+        "${IN_NS[@]}" "$LOAD" --base "$BASE" --bind-ip "$CLIENT_IP" --stream fan --publish "$HIGH" \
+            --viewers "$n" --ramp-per-sec "$RAMP" \
             --full-viewers "$FULL_VIEWERS" --duration "$STEP_SECS" --server-pid "$GW_PID" \
             --report "$OUT/fanout-$n.json" \
             2>"$OUT/fanout-$n.progress" | tee -a "$SUMMARY"
@@ -139,7 +184,8 @@ fi
 if [ -z "${SKIP_START:-}" ]; then
     start_gateway start
     log "## start: $START_VIEWERS joins at $START_RAMP/s, long-gop.mp4 (GOP 8 s), publisher ignores PLI"
-    "$LOAD" --base "$BASE" --stream start --publish whip-tests/fixtures/long-gop.mp4 \
+    "${IN_NS[@]}" "$LOAD" --base "$BASE" --bind-ip "$CLIENT_IP" --stream start \
+        --publish whip-tests/fixtures/long-gop.mp4 \
         --viewers "$START_VIEWERS" --full-viewers "$START_VIEWERS" --ramp-per-sec "$START_RAMP" \
         --duration 3 \
         --server-pid "$GW_PID" --report "$OUT/start.json" \
@@ -169,7 +215,7 @@ fi
 # Viewers of a looped short-gop.mp4 join at each rate for STORM_STEP_SECS and leave after their
 # first RTP packet; the steps stop at p99 > 500 ms or a failure.
 if [ -z "${SKIP_STORM:-}" ]; then
-    start_gateway storm
+    start_gateway storm loopback
     log "## join storm, rates $STORM_RATES /s (gateway pid $GW_PID, $BASE)"
     "$STORM" --base "$BASE" --stream storm --server-pid "$GW_PID" --report "$OUT/storm.json" \
         storm --rates "$STORM_RATES" --step-secs "$STORM_STEP_SECS" \
@@ -181,7 +227,7 @@ fi
 # --- 6. memory: churn, idle sessions, playing viewers -------------------------------------------
 # Each on a fresh gateway: freed memory stays in the allocator, so one run would colour the next.
 if [ -z "${SKIP_CHURN:-}" ]; then
-    start_gateway churn
+    start_gateway churn loopback
     log "## churn: $CHURN_CYCLES join/leave cycles, $CHURN_PARALLEL in flight (gateway pid $GW_PID)"
     "$STORM" --base "$BASE" --stream churn --server-pid "$GW_PID" --report "$OUT/churn.json" \
         churn --cycles "$CHURN_CYCLES" --parallel "$CHURN_PARALLEL" \
@@ -193,7 +239,7 @@ if [ -z "${SKIP_MEMORY:-}" ]; then
     # silent: a WHIP publisher that connects and sends nothing, so its viewers are idle sessions;
     # playing: viewers of short-gop.mp4 looped at real pace.
     for kind in silent playing; do
-        start_gateway "memory-$kind"
+        start_gateway "memory-$kind" loopback
         publish=()
         [ "$kind" = silent ] && publish=(--publish silent)
         log "## memory: $MEMORY_SESSIONS sessions, publisher $kind (gateway pid $GW_PID)"
