@@ -24,8 +24,10 @@
 # start run the gateway with --http-listen/--udp-listen/--candidate-ip on 10.201.0.1 and whip-load
 # inside the namespace (ip netns exec whipbench ... --bind-ip 10.201.0.2; --server-pid still
 # reads the gateway's /proc, the pid namespace is shared). Trees, join, storm, churn and memory
-# stay on loopback (whip-storm's light client binds 127.0.0.1). Results go to target/bench-netns/
-# (or $BENCH_OUT). The namespace is removed at exit if this run created it.
+# stay on loopback (whip-storm's light client binds 127.0.0.1). Each fan-out step also logs the CPU
+# of the veth's napi/ kthreads (the receive work nobody is charged for; whole run, ramp included).
+# Results go to target/bench-netns/ (or $BENCH_OUT). The namespace is removed at exit if this run
+# created it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -142,6 +144,16 @@ stop_gateway() {
         GW_PID=
     fi
 }
+# NETNS=1: CPU ticks (utime + stime) of the veth pair's NAPI kernel threads, i.e. the viewers' and
+# the gateway's kernel receive work, which no process is charged for.
+napi_ticks() {
+    local total=0 pid t
+    for pid in $(ps -e -o pid=,comm= | awk '$2 ~ /^napi\/wb[01]-/ {print $1}'); do
+        t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
 on_exit() {
     stop_gateway
     if [ -n "$NS_CREATED" ]; then
@@ -155,11 +167,17 @@ if [ -z "${SKIP_FANOUT:-}" ]; then
     for n in $STEPS; do
         start_gateway "fanout-$n"
         log "## fan-out $n viewers (gateway pid $GW_PID, $BASE)"
+        napi0=$(napi_ticks) t0=$(date +%s.%N)
         "${IN_NS[@]}" "$LOAD" --base "$BASE" --bind-ip "$CLIENT_IP" --stream fan --publish "$HIGH" \
             --viewers "$n" --ramp-per-sec "$RAMP" \
             --full-viewers "$FULL_VIEWERS" --duration "$STEP_SECS" --server-pid "$GW_PID" \
             --report "$OUT/fanout-$n.json" \
             2>"$OUT/fanout-$n.progress" | tee -a "$SUMMARY"
+        if [ -n "$NETNS" ]; then
+            napi_cores=$(awk -v a="$napi0" -v b="$(napi_ticks)" -v t0="$t0" -v t1="$(date +%s.%N)" \
+                -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz / (t1 - t0) }')
+            log "napi kthreads (napi/wb0-*, napi/wb1-*): $napi_cores cores over the whole whip-load run (ramp included)"
+        fi
         stop_gateway
         # Stop on steady-window loss > 1 % (frames of full viewers, packets of thin ones),
         # refused or failed viewers. The p99 latency limit is not applied: players report latency
