@@ -603,7 +603,7 @@ async fn main() -> Result<()> {
             "host_udp_rcvbuf_errors": {
                 "run": rcvbuf_start.zip(rcvbuf_end).map(|(a, b)| b.saturating_sub(a)),
                 "steady_window": rcvbuf_s0.zip(rcvbuf_end).map(|(a, b)| b.saturating_sub(a)),
-                "note": "/proc/net/snmp RcvbufErrors: datagrams dropped by a full socket receive buffer anywhere on this host (gateway, viewers, anyone); loss the gateway did not cause when the server is local",
+                "note": "/proc/net/snmp RcvbufErrors: datagrams dropped by a full socket receive buffer anywhere in this network namespace (gateway, viewers, anyone when all share it; only ours when whip-load runs in a namespace of its own); loss the gateway did not cause when the server is local",
             },
         },
         "latency_ms": {
