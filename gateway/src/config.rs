@@ -110,6 +110,9 @@ pub struct Cli {
     /// sendmmsg (for benchmarks comparing the two).
     #[arg(long, env = "GATEWAY_NO_UDP_SENDMMSG")]
     pub no_udp_sendmmsg: bool,
+    /// How far back (ms) a viewer's NACKs are answered with RTX (100-10000).
+    #[arg(long, env = "GATEWAY_VIEWER_REPAIR_WINDOW_MS")]
+    pub viewer_repair_window_ms: Option<u64>,
     /// TEST ONLY: drop this fraction of outgoing node-link media datagrams (seeded).
     #[arg(long, env = "GATEWAY_TEST_DROP_DATAGRAMS", hide = true)]
     pub test_drop_datagrams: Option<f64>,
@@ -251,6 +254,10 @@ pub struct Config {
     /// Keyframe requests toward a publisher at most once per this interval.
     #[serde(with = "millis")]
     pub keyframe_request_interval: Duration,
+    /// How far back str0m keeps what it sent each viewer to answer NACKs with RTX: memory per
+    /// viewer grows with it (`session::Pull::bound_repair_window`).
+    #[serde(with = "millis")]
+    pub viewer_repair_window: Duration,
     pub cluster: Option<ClusterSettings>,
     pub recording: Option<RecordingSettings>,
 }
@@ -278,6 +285,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(15),
             keyframe_cache_bytes: 16 * 1024 * 1024,
             keyframe_request_interval: Duration::from_millis(500),
+            viewer_repair_window: Duration::from_secs(1),
             cluster: None,
             recording: None,
         }
@@ -336,6 +344,9 @@ impl Config {
         }
         if cli.no_udp_sendmmsg {
             self.udp_sendmmsg = false;
+        }
+        if let Some(ms) = cli.viewer_repair_window_ms {
+            self.viewer_repair_window = Duration::from_millis(ms);
         }
         if !cli.candidate_ips.is_empty() {
             self.candidate_ips = cli.candidate_ips;
@@ -438,6 +449,13 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let window = self.viewer_repair_window;
+        if window < Duration::from_millis(100) || window > Duration::from_secs(10) {
+            return Err(ConfigError::Invalid(format!(
+                "viewer_repair_window {} ms: must be 100 to 10000 ms",
+                window.as_millis()
+            )));
+        }
         if self.tokens.iter().any(|t| t.token.len() < 8) {
             return Err(ConfigError::Invalid(
                 "tokens must be at least 8 characters".into(),
@@ -626,5 +644,25 @@ mod tests {
             ..Cli::default()
         };
         assert!(Config::load(cli).is_err());
+    }
+
+    #[test]
+    fn the_viewer_repair_window_is_bounded() {
+        let window = |ms| {
+            Config::load(Cli {
+                viewer_repair_window_ms: Some(ms),
+                ..Cli::default()
+            })
+            .map(|c| c.viewer_repair_window)
+        };
+        assert_eq!(
+            Config::load(Cli::default())
+                .expect("defaults")
+                .viewer_repair_window,
+            Duration::from_secs(1)
+        );
+        assert_eq!(window(3000).expect("3 s"), Duration::from_secs(3));
+        assert!(matches!(window(50), Err(ConfigError::Invalid(_))));
+        assert!(matches!(window(60_000), Err(ConfigError::Invalid(_))));
     }
 }

@@ -75,6 +75,8 @@ pub struct NodeStats {
     pub udp_sent: u64,
     pub udp_sent_bytes: u64,
     pub udp_gso_sends: u64,
+    /// Messages sent: GSO buffers and lone datagrams (the kernel's unit of send work).
+    pub udp_messages: u64,
     /// Send syscalls that carried datagrams (`sendmmsg` takes many messages per call).
     pub udp_send_calls: u64,
     pub udp_unrouted: u64,
@@ -225,6 +227,7 @@ impl Node {
             udp_sent: self.udp.sent.load(r),
             udp_sent_bytes: self.udp.sent_bytes.load(r),
             udp_gso_sends: self.udp.gso_sends.load(r),
+            udp_messages: self.udp.messages.load(r),
             udp_send_calls: self.udp.send_calls.load(r),
             udp_unrouted: self.udp.unrouted.load(r),
             udp_send_errors: self.udp.send_errors.load(r),

@@ -83,14 +83,7 @@ pub fn send<'a>(
     }
     // SAFETY: every pointer in `headers` points into `iovecs`, `names`, `controls` or the
     // datagrams, all borrowed and unmoved until this call returns; the kernel only reads them.
-    let n = unsafe {
-        libc::sendmmsg(
-            fd,
-            headers.as_mut_ptr(),
-            headers.len() as libc::c_uint,
-            0,
-        )
-    };
+    let n = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), headers.len() as libc::c_uint, 0) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -120,7 +113,11 @@ fn encode_control(control: &mut Control, segment: Option<usize>, source: Option<
         }
     };
     if let Some(size) = segment {
-        push(libc::SOL_UDP, libc::UDP_SEGMENT, &(size as u16).to_ne_bytes());
+        push(
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            &(size as u16).to_ne_bytes(),
+        );
     }
     match source {
         Some(IpAddr::V4(v4)) => {

@@ -65,14 +65,14 @@ pub struct Pull {
 /// Frames of two simulcast layers arriving this close together are taken to be one picture.
 pub const SAME_PICTURE: std::time::Duration = std::time::Duration::from_millis(12);
 
-/// How far back str0m answers a viewer's NACKs with RTX. Its default (3 s, up to 2,000 packets)
-/// keeps ~1,000 packet headers per viewer at 2.5 Mbit/s — most of a viewer's memory — for repairs
-/// that arrive too late to be played: a live player gives up on a packet after a few round
-/// trips. One second covers round trips up to ~0.5 s with a retry; the worker's shared cache
-/// (2 s) still serves viewers without RTX and new viewers' keyframe runs.
-pub const VIEWER_RTX_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
-/// Upper bound on the packets in that window (8 Mbit/s of 1,200-byte packets).
-pub const VIEWER_RTX_PACKETS: usize = 1024;
+/// How far back str0m answers a viewer's NACKs with RTX is `Config::viewer_repair_window`, 1 s by
+/// default. str0m's own default (3 s, up to 2,000 packets) keeps every packet header sent in that
+/// time per viewer, for repairs that mostly arrive too late to be played: a live player gives up on
+/// a packet after a few round trips. One second covers round trips up to ~0.5 s with a retry; the
+/// worker's shared cache (2 s) still serves viewers without RTX and new viewers' keyframe runs.
+/// The packet bound str0m also wants: this many per second of the window (8 Mbit/s of 1,200-byte
+/// packets).
+pub const VIEWER_RTX_PACKETS_PER_SEC: usize = 1024;
 
 impl Pull {
     pub fn new(
@@ -255,11 +255,12 @@ impl Pull {
         out
     }
 
-    /// Bound str0m's RTX cache for this pull's stream to [`VIEWER_RTX_WINDOW`].
-    pub fn bound_repair_window(&self, rtc: &mut Rtc) {
+    /// Bound str0m's RTX cache for this pull's stream to `window`.
+    pub fn bound_repair_window(&self, rtc: &mut Rtc, window: std::time::Duration) {
+        let packets = (window.as_secs_f64() * VIEWER_RTX_PACKETS_PER_SEC as f64).ceil() as usize;
         if let Some(tx) = rtc.direct_api().stream_tx_by_mid(self.mid, None) {
             // 0.15: str0m's own cap on resends as a share of what is sent.
-            tx.set_rtx_cache(VIEWER_RTX_PACKETS, VIEWER_RTX_WINDOW, Some(0.15));
+            tx.set_rtx_cache(packets.max(1), window, Some(0.15));
         }
     }
 

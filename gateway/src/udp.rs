@@ -65,6 +65,8 @@ pub struct UdpShell {
     /// GSO buffers sent (each carried several of the datagrams in `sent`).
     pub gso_sends: AtomicU64,
     pub sent_bytes: AtomicU64,
+    /// Messages sent: a GSO buffer or a lone datagram each (the kernel's unit of work).
+    pub messages: AtomicU64,
     /// Send syscalls (`sendmsg` or `sendmmsg`) that carried datagrams.
     pub send_calls: AtomicU64,
     pub send_errors: AtomicU64,
@@ -100,6 +102,7 @@ impl UdpShell {
             sent: AtomicU64::new(0),
             gso_sends: AtomicU64::new(0),
             sent_bytes: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
             send_calls: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -216,6 +219,7 @@ impl UdpShell {
         let bytes: usize = run.iter().map(|t| t.contents.len()).sum();
         self.sent.fetch_add(run.len() as u64, Ordering::Relaxed);
         self.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.messages.fetch_add(1, Ordering::Relaxed);
         if run.len() > 1 {
             self.gso_sends.fetch_add(1, Ordering::Relaxed);
         }
@@ -439,6 +443,7 @@ mod tests {
                 shell.gso_sends.load(Ordering::Relaxed),
                 if gso { 2 } else { 0 }
             );
+            assert_eq!(shell.messages.load(Ordering::Relaxed), messages);
             let calls = shell.send_calls.load(Ordering::Relaxed);
             if path.sendmmsg && cfg!(target_os = "linux") {
                 assert_eq!(calls, 1, "{path:?}: one sendmmsg for the whole batch");

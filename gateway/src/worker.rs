@@ -712,7 +712,7 @@ impl Worker {
             pull.state = PullState::Live;
             return;
         }
-        pull.bound_repair_window(&mut s.rtc);
+        pull.bound_repair_window(&mut s.rtc, self.ctx.config.viewer_repair_window);
         if t.keyframes.has_keyframe() {
             pull.state = PullState::Live;
             // A run without SPS/PPS (encoder sends them only at start) gets the cached ones first.

@@ -283,7 +283,9 @@ async fn main() -> Result<()> {
 
     // Media: the file we publish, or the one someone else publishes.
     let publish_path = match args.synthetic_kbps {
-        Some(kbps) => Some(whip_tests::synthetic::fixture(kbps).context("making the synthetic stream")?),
+        Some(kbps) => {
+            Some(whip_tests::synthetic::fixture(kbps).context("making the synthetic stream")?)
+        }
         None => (args.publish != "none").then(|| PathBuf::from(&args.publish)),
     };
     let fixture = args
@@ -319,7 +321,11 @@ async fn main() -> Result<()> {
             })
             .collect();
         for p in starts {
-            publishers.push(p.await.context("publisher task")?.context("starting a publisher")?);
+            publishers.push(
+                p.await
+                    .context("publisher task")?
+                    .context("starting a publisher")?,
+            );
         }
         for p in &publishers {
             p.wait_for_frames(10, Duration::from_secs(15)).await?;
@@ -510,6 +516,8 @@ async fn main() -> Result<()> {
     let d_udp = delta(&stats_s0, &stats_end, "udp_sent");
     let d_in = delta(&stats_s0, &stats_end, "packets_in");
     let d_udp_bytes = delta(&stats_s0, &stats_end, "udp_sent_bytes");
+    let d_messages = delta(&stats_s0, &stats_end, "udp_messages");
+    let d_send_calls = delta(&stats_s0, &stats_end, "udp_send_calls");
     let d_nacks = delta(&stats_start, &stats_end, "nacks_received");
     let d_nacks_rtx = delta(&stats_start, &stats_end, "nacks_rtx");
     let server_cpu_ns = match (server_cpu_s0, server_cpu_end) {
@@ -632,9 +640,11 @@ async fn main() -> Result<()> {
             "rtp_packets_out_per_sec": per_sec(d_out),
             "udp_datagrams_sent_per_sec": per_sec(d_udp),
             "udp_bits_sent_per_sec": per_sec(d_udp_bytes).map(|b| b * 8.0),
+            "udp_messages_per_sec": per_sec(d_messages),
+            "udp_send_calls_per_sec": per_sec(d_send_calls),
             "server_cpu_ns_per_rtp_packet_out": cpu_per_pkt(d_out),
             "server_cpu_ns_per_udp_datagram_sent": cpu_per_pkt(d_udp),
-            "note": "viewer_*: RTP datagrams and their UDP payload bytes received by all viewers (measured here); the others from /v1/stats deltas (udp_*: every datagram the gateway sent, STUN and RTCP included; null when the gateway has no such counter)",
+            "note": "viewer_*: RTP datagrams and their UDP payload bytes received by all viewers (measured here); the others from /v1/stats deltas (udp_*: every datagram the gateway sent, STUN and RTCP included; messages: GSO buffers and lone datagrams; send_calls: syscalls; null when the gateway has no such counter)",
         },
         "publishers": publisher_stats,
         "limits": { "max_loss": args.max_loss, "max_p99_ms": args.max_p99_ms },
