@@ -87,7 +87,11 @@ impl RunPacer {
         self.last = self.last.max(now);
         // Credit does not pile up beyond one packet while the queue is empty, so live packets
         // that follow a drained run are not released as a new burst.
-        let cap = if self.queue.is_empty() { 1500.0 } else { f64::MAX };
+        let cap = if self.queue.is_empty() {
+            1500.0
+        } else {
+            f64::MAX
+        };
         self.credit = (self.credit + elapsed * self.bytes_per_sec).min(cap);
     }
 }
@@ -115,7 +119,9 @@ mod tests {
     }
 
     fn drain(p: &mut RunPacer, now: Instant) -> Vec<u64> {
-        std::iter::from_fn(|| p.pop_due(now)).map(|p| p.seq).collect()
+        std::iter::from_fn(|| p.pop_due(now))
+            .map(|p| p.seq)
+            .collect()
     }
 
     #[test]
@@ -128,10 +134,17 @@ mod tests {
         }
         assert_eq!(drain(&mut p, t0), vec![0, 1, 2]);
         let due = p.next_due().expect("packets wait");
-        assert!(due > t0 && due <= t0 + Duration::from_micros(2), "{:?}", due - t0);
+        assert!(
+            due > t0 && due <= t0 + Duration::from_micros(2),
+            "{:?}",
+            due - t0
+        );
         assert_eq!(drain(&mut p, t0 + Duration::from_micros(500)), vec![3]);
         assert!(drain(&mut p, t0 + Duration::from_micros(900)).is_empty());
-        assert_eq!(drain(&mut p, t0 + Duration::from_micros(3600)), vec![4, 5, 6]);
+        assert_eq!(
+            drain(&mut p, t0 + Duration::from_micros(3600)),
+            vec![4, 5, 6]
+        );
         assert_eq!(drain(&mut p, t0 + Duration::from_secs(1)), vec![7, 8, 9]);
         assert!(p.is_empty());
         assert_eq!(p.next_due(), None);

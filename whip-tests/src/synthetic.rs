@@ -27,16 +27,44 @@ pub fn fixture(kbps: u32) -> Result<PathBuf> {
     let rate = format!("{kbps}k");
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=6"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=6"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline"])
-        .args(["-pix_fmt", "yuv420p", "-bf", "0", "-g", "30", "-keyint_min", "30"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30:duration=6",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=6",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            "baseline",
+        ])
+        .args([
+            "-pix_fmt",
+            "yuv420p",
+            "-bf",
+            "0",
+            "-g",
+            "30",
+            "-keyint_min",
+            "30",
+        ])
         .args(["-sc_threshold", "0"])
         .args([
             "-x264-params",
             "keyint=30:min-keyint=30:scenecut=0:slices=1:nal-hrd=cbr",
         ])
-        .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", &rate])
+        .args([
+            "-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", &rate,
+        ])
         .args(["-c:a", "libopus", "-ac", "2", "-b:a", "64k", "-ar", "48000"])
         .args(["-map_metadata", "-1", "-movflags", "+faststart"])
         .arg(&partial)

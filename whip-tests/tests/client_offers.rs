@@ -645,11 +645,7 @@ async fn gstreamer_whipclientsink_max_bundle() -> Result<()> {
 /// this way too).
 #[tokio::test]
 async fn gstreamer_single_mline_without_bundle_group() -> Result<()> {
-    whip_alone(
-        "gstreamer-simple-whip-client-video-only.sdp",
-        Video::First,
-    )
-    .await
+    whip_alone("gstreamer-simple-whip-client-video-only.sdp", Video::First).await
 }
 
 #[tokio::test]

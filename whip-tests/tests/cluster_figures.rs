@@ -192,7 +192,14 @@ async fn figure_a_added_latency_per_hop() -> Result<()> {
          (n={}), edge via relay p50/p95/p99 {:.2}/{:.2}/{:.2} ms (n={}); per-hop added p50 \
          {hop50:.2} ms, p99 {hop99:.2} ms",
         node_build(),
-        o.p50, o.p95, o.p99, o.samples, e.p50, e.p95, e.p99, e.samples
+        o.p50,
+        o.p95,
+        o.p99,
+        o.samples,
+        e.p50,
+        e.p95,
+        e.p99,
+        e.samples
     );
     ensure!(
         e.p50 < o.p50 + 50.0,

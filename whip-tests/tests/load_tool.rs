@@ -22,15 +22,32 @@ async fn whip_load_runs_two_synthetic_publishers() -> Result<()> {
     let run = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_whip-load"))
             .args(["--base", &base, "--stream", "two", "--publishers", "2"])
-            .args(["--synthetic-kbps", "400", "--viewers", "8", "--full-viewers", "4"])
-            .args(["--ramp-per-sec", "8", "--duration", "3", "--server-pid", &pid])
+            .args([
+                "--synthetic-kbps",
+                "400",
+                "--viewers",
+                "8",
+                "--full-viewers",
+                "4",
+            ])
+            .args([
+                "--ramp-per-sec",
+                "8",
+                "--duration",
+                "3",
+                "--server-pid",
+                &pid,
+            ])
             .args(["--report", &report_arg])
             .output()
     });
     // Both streams exist while the viewers play.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let stats = gw.stats().await?;
-    let out = run.await.context("whip-load task")?.context("running whip-load")?;
+    let out = run
+        .await
+        .context("whip-load task")?
+        .context("running whip-load")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(
         out.status.success(),
@@ -44,13 +61,19 @@ async fn whip_load_runs_two_synthetic_publishers() -> Result<()> {
     );
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
     let publishers = r["publishers"].as_array().map(Vec::len);
-    ensure!(publishers == Some(2), "report lists {publishers:?} publishers");
+    ensure!(
+        publishers == Some(2),
+        "report lists {publishers:?} publishers"
+    );
     let v = &r["viewers"];
     ensure!(
         v["playing_at_end"].as_u64() == Some(8) && v["full"].as_u64() == Some(4),
         "viewers: {v}"
     );
-    ensure!(r["within_limits"] == Value::Bool(true), "not within limits: {stdout}");
+    ensure!(
+        r["within_limits"] == Value::Bool(true),
+        "not within limits: {stdout}"
+    );
     ensure!(
         r["latency_ms"]["steady_window"]["median_viewer_p99"].is_number(),
         "no steady-window latency: {}",
