@@ -16,9 +16,8 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { CHROMIUM_ARGS, CHROMIUM_BIN, Diagnostics, Gateway, gateways, pageState, publishStats, remember,
-  waitFrames, watchStats } from "./lib.mjs";
+import { CHROMIUM_BIN, Diagnostics, Gateway, gateways, launchChromium, pageState, publishStats, waitFrames,
+  watchStats } from "./lib.mjs";
 
 const STREAM = "browsertest";
 const OVERALL_MS = 75_000; // hard stop for the whole file (a normal run takes ~15 s)
@@ -61,22 +60,7 @@ function waitConnected(page, which, timeout) {
 before(async () => {
   assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-browser-profile-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM_BIN,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1000, height: 700 },
-    permissions: ["camera", "microphone"],
-    timeout: 20_000,
-  });
-  context.setDefaultTimeout(10_000);
-  // Belt and braces: the pages may only fetch from 127.0.0.1.
-  await context.route("**/*", (route) => {
-    const u = new URL(route.request().url());
-    if (u.hostname === "127.0.0.1" || u.protocol === "data:" || u.protocol === "blob:") return route.continue();
-    remember(consoleLogs, `[route] blocked ${u.href}`);
-    return route.abort("blockedbyclient");
-  });
+  context = await launchChromium(userDataDir, consoleLogs);
 }, { timeout: 25_000 });
 
 after(async () => {

@@ -25,9 +25,8 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
 import puppeteer from "puppeteer-core";
-import { CHROMIUM_ARGS, CHROMIUM_BIN, Diagnostics, Gateway, gateways, publishStats, remember, waitFrames,
+import { CHROMIUM_BIN, Diagnostics, Gateway, gateways, launchChromium, publishStats, waitFrames,
   watchStats } from "./lib.mjs";
 
 const FIREFOX_BIN = process.env.FIREFOX_BIN || "/usr/bin/firefox-esr";
@@ -180,21 +179,7 @@ describe("gateway pages in headless Firefox", { skip: SKIP, timeout: 120_000 }, 
       timeout: 30_000,
     });
     userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-firefox-test-chromium-"));
-    chromiumContext = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM_BIN,
-      headless: true,
-      args: CHROMIUM_ARGS,
-      viewport: { width: 1000, height: 700 },
-      permissions: ["camera", "microphone"],
-      timeout: 20_000,
-    });
-    chromiumContext.setDefaultTimeout(10_000);
-    await chromiumContext.route("**/*", (route) => {
-      const u = new URL(route.request().url());
-      if (u.hostname === "127.0.0.1" || u.protocol === "data:" || u.protocol === "blob:") return route.continue();
-      remember(consoleLogs, `[route] blocked ${u.href}`);
-      return route.abort("blockedbyclient");
-    });
+    chromiumContext = await launchChromium(userDataDir, consoleLogs);
   }, { timeout: 60_000 });
 
   after(async () => {

@@ -8,6 +8,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const GATEWAY_BIN = path.resolve(HERE, process.env.GATEWAY_BIN || "../../target/debug/gateway");
@@ -53,6 +54,30 @@ export const CHROMIUM_ARGS = [
 export function remember(buf, line, max = 300) {
   buf.push(line);
   if (buf.length > max) buf.splice(0, buf.length - max);
+}
+
+/**
+ * Debian's Chromium, headless, with a fake camera and microphone allowed, in a persistent
+ * context at `userDataDir`. Belt and braces: its pages may only fetch from 127.0.0.1; anything
+ * else is blocked and noted in `logs`.
+ */
+export async function launchChromium(userDataDir, logs) {
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM_BIN,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1000, height: 700 },
+    permissions: ["camera", "microphone"],
+    timeout: 20_000,
+  });
+  context.setDefaultTimeout(10_000);
+  await context.route("**/*", (route) => {
+    const u = new URL(route.request().url());
+    if (u.hostname === "127.0.0.1" || u.protocol === "data:" || u.protocol === "blob:") return route.continue();
+    remember(logs, `[route] blocked ${u.href}`);
+    return route.abort("blockedbyclient");
+  });
+  return context;
 }
 
 /** The state of the gateway's page in `page` (its WHIP/WHEP client and status line), as JSON. */
