@@ -1208,17 +1208,18 @@ impl Worker {
                 continue;
             };
             let n = pull.pace(&mut s.rtc, now);
-            if pull.pacer.is_some() && !still.contains(&(id, i)) {
+            if pull.pacer.is_some() {
                 still.push((id, i));
             }
             if n > 0 {
                 written += n;
-                if !s.dirty {
-                    s.dirty = true;
-                    self.dirty.push(id);
-                }
+                self.mark(id);
             }
         }
+        // A pull whose run was restarted was listed twice; sorting keeps this O(n log n) when
+        // a join storm has hundreds of runs in flight.
+        still.sort_unstable();
+        still.dedup();
         self.paced = still;
         self.stats.packets_out.fetch_add(written, Ordering::Relaxed);
     }
