@@ -5,11 +5,12 @@
 //!   - `SRTP_AEAD_AES_128_GCM`: AES-128-GCM seal, header as AAD, 16-byte tag;
 //!   - `SRTP_AES128_CM_HMAC_SHA1_80`: AES-128-CTR over the payload, HMAC-SHA1 over
 //!     header + ciphertext + ROC, tag truncated to 10 bytes.
-//! * Sending it: to a loopback sink socket, one `sendmsg` per packet (quinn-udp, as the gateway
-//!   does today), one `sendmmsg` per batch of 32 (libc), and UDP GSO (quinn-udp `segment_size`,
-//!   up to 32 segments per call) when the kernel offers it. GSO batches datagrams to *one*
-//!   destination, so in fan-out it applies to several packets for the same viewer (a keyframe,
-//!   a run), not to one packet for many viewers; sendmmsg applies to both.
+//! * Sending it: to a loopback sink socket, one `sendmsg` per packet (quinn-udp, the gateway's
+//!   path off Linux), one `sendmmsg` per batch of 32 (the gateway's `sendmmsg::send`), and UDP
+//!   GSO (quinn-udp `segment_size`, up to 32 segments per call) when the kernel offers it. GSO
+//!   batches datagrams to *one* destination, so in fan-out it applies to several packets for the
+//!   same viewer (a keyframe, a run), not to one packet for many viewers; sendmmsg applies to
+//!   both (the gateway combines them: many GSO messages per `sendmmsg`).
 //!
 //! Criterion prints the per-packet cost of each (throughput = packets). After the criterion run a
 //! short fixed-iteration pass prints one machine-readable line:
@@ -40,7 +41,6 @@
 
 use std::cell::Cell;
 use std::hint::black_box;
-use std::io::IoSlice;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -281,40 +281,16 @@ impl Sockets {
 
     /// `sendmmsg` of `count` copies of `packet`; returns how many the kernel took.
     fn sendmmsg(&self, packet: &[u8], count: usize) -> usize {
-        let iov: Vec<IoSlice<'_>> = (0..count).map(|_| IoSlice::new(packet)).collect();
-        let SocketAddr::V4(v4) = self.dest else {
-            return 0;
-        };
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(v4.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: every pointer refers to `iov`/`addr`, which outlive the call; lengths match.
-        let mut msgs: Vec<libc::mmsghdr> = iov
-            .iter()
-            .map(|io| {
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = &addr as *const _ as *mut libc::c_void;
-                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                h.msg_hdr.msg_iov = io as *const IoSlice<'_> as *mut libc::iovec;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        // SAFETY: `msgs` holds `count` initialised headers pointing at live buffers.
-        let n = unsafe {
-            libc::sendmmsg(
-                self.tx.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                msgs.len() as libc::c_uint,
-                0,
-            )
-        };
-        let n = n.max(0) as usize;
+        // The gateway's own `sendmmsg` (one message per datagram here, no cmsg).
+        let runs: Vec<std::ops::Range<usize>> = (0..count).map(|i| i..i + 1).collect();
+        let n = gateway::sendmmsg::send(
+            self.tx.as_raw_fd(),
+            &runs,
+            |_| packet,
+            |_| None,
+            |_| self.dest,
+        )
+        .unwrap_or(0);
         self.sent.set(self.sent.get() + n as u64);
         n
     }
