@@ -1,6 +1,7 @@
 //! The one UDP socket every WebRTC session of the node shares, and its receive loop. OS-level
-//! work (recvmmsg/GRO batches, the destination address of each datagram via IP_PKTINFO, choosing
-//! the source address of replies on a wildcard bind) is quinn-udp's; routing is `Demux`'s.
+//! receive work (recvmmsg/GRO batches, the destination address of each datagram via IP_PKTINFO)
+//! is quinn-udp's; sending is `sendmmsg`'s on Linux (many GSO messages per syscall, the source
+//! address of each on a wildcard bind) and quinn-udp's elsewhere; routing is `Demux`'s.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
