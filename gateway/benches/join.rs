@@ -69,6 +69,7 @@ fn obs_tracks(peers: &PeerFactory) -> Vec<Arc<TrackInfo>> {
                 rate_bps: Default::default(),
                 packets: Default::default(),
                 keyframes: Default::default(),
+                sender_clock: Default::default(),
             })
         })
         .collect()

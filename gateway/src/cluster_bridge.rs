@@ -386,6 +386,7 @@ impl Bridge {
             rate_bps: Default::default(),
             packets: Default::default(),
             keyframes: Default::default(),
+            sender_clock: Default::default(),
         }))
     }
 

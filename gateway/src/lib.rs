@@ -17,6 +17,7 @@ pub mod recorder;
 pub mod registry;
 pub mod run_pacer;
 pub mod sdp_info;
+pub mod sender_clock;
 #[cfg(target_os = "linux")]
 pub mod sendmmsg;
 pub mod server;

@@ -142,6 +142,7 @@ impl Worker {
                 rate_bps: Default::default(),
                 packets: Default::default(),
                 keyframes: Default::default(),
+                sender_clock: Default::default(),
             });
             s.pushed.push(info.clone());
             pushed.push(info);

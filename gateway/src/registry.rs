@@ -34,6 +34,8 @@ pub struct TrackInfo {
     /// Counted by the origin worker: packets received, keyframes received and cached.
     pub packets: AtomicU64,
     pub keyframes: AtomicU64,
+    /// The publisher's latest sender report for this track (simulcast switches compare layers by it).
+    pub sender_clock: crate::sender_clock::SenderClock,
 }
 
 impl TrackInfo {

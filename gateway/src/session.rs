@@ -9,11 +9,12 @@ use str0m::media::Pt;
 use str0m::media::{MediaKind, Mid};
 use str0m::rtp::{RtpWrite, Ssrc};
 
-use relay::{Rewriter, SharedPacket};
+use relay::{MediaPacket, Rewriter, SharedPacket};
 
 use crate::ids::{SessionId, TrackId};
 use crate::registry::TrackInfo;
 use crate::run_pacer::RunPacer;
+use crate::sender_clock::SwitchAt;
 
 /// Where a pull is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,9 @@ pub struct Pull {
     pub rewriter: Rewriter,
     /// Highest sequence number written to this viewer (extends the 16-bit ones in its NACKs).
     last_out: Option<u64>,
+    /// Source RTP time of the last packet written, on the current track (a simulcast switch
+    /// compares it with the target's keyframe through the layers' sender reports).
+    pub last_src_time: Option<u64>,
     /// Publisher payload type → this viewer's, resolved once per payload type.
     pt_map: Vec<(u8, Option<Pt>)>,
     /// Simulcast: every layer of the source's layer group (empty when it has one layer).
@@ -94,6 +98,7 @@ impl Pull {
             state: PullState::WaitConnect,
             rewriter: Rewriter::new(clock, rand::random::<u16>() & 0x7fff),
             last_out: None,
+            last_src_time: None,
             pt_map: Vec::new(),
             layers: Vec::new(),
             target: None,
@@ -138,6 +143,35 @@ impl Pull {
             self.pacer = Some(pacer);
         }
         written
+    }
+
+    /// The first packet of the target layer's keyframe has come while a switch is pending: whether
+    /// to switch at it, and what becomes of the frame held back on the current layer. By the
+    /// layers' sender reports when both have sent one; by arrival time until then.
+    pub fn switch_decision(&self, target: &TrackInfo, keyframe: &MediaPacket) -> SwitchAt {
+        let current = self.track.as_deref();
+        let capture = |t: Option<&TrackInfo>, rtp: Option<u64>| {
+            t.zip(rtp)
+                .and_then(|(t, rtp)| t.sender_clock.capture_time(rtp))
+        };
+        let by_clock = crate::sender_clock::switch_at(
+            target.sender_clock.capture_time(keyframe.rtp_time),
+            capture(current, self.last_src_time),
+            capture(current, self.held.first().map(|h| h.rtp_time)),
+        );
+        if let Some(decision) = by_clock {
+            return decision;
+        }
+        match self.held.first() {
+            Some(first)
+                if keyframe.received.max(first.received)
+                    - keyframe.received.min(first.received)
+                    <= SAME_PICTURE =>
+            {
+                SwitchAt::DropHeld
+            }
+            _ => SwitchAt::FlushHeld,
+        }
     }
 
     /// Write the held-back frame (a pending switch was cancelled or the frame is not the target's
@@ -198,6 +232,7 @@ impl Pull {
         let old = self.track_id();
         self.track = Some(info);
         self.pt_map.clear();
+        self.last_src_time = None;
         self.rewriter.switch_source(now);
         self.state = PullState::Live;
         self.switches += 1;
@@ -217,6 +252,7 @@ impl Pull {
     pub fn retarget(&mut self, track: Option<Arc<TrackInfo>>, connected: bool, now: Instant) {
         self.track = track;
         self.pt_map.clear();
+        self.last_src_time = None;
         self.target = None;
         self.switch_buf.clear();
         self.held.clear();
@@ -290,6 +326,7 @@ impl Pull {
         tx.write_rtp(write);
         self.rewriter.note_sent(now);
         self.at_frame_end = pkt.marker;
+        self.last_src_time = Some(pkt.rtp_time);
         self.last_out = Some(self.last_out.map_or(seq, |l| l.max(seq)));
         true
     }
@@ -380,5 +417,123 @@ impl Session {
             self.ssrcs.push((ssrc, track));
         }
         track
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn layer(id: u64, rid: &str) -> Arc<TrackInfo> {
+        Arc::new(TrackInfo {
+            id: TrackId(id),
+            session: SessionId::from_bytes([7; 16]),
+            name: format!("video.{rid}"),
+            kind: MediaKind::Video,
+            mid: Mid::from("0"),
+            params: vec![],
+            origin_worker: 0,
+            rid: Some(rid.into()),
+            layer_group: Some(TrackId(1)),
+            rate_bps: Default::default(),
+            packets: Default::default(),
+            keyframes: Default::default(),
+            sender_clock: Default::default(),
+        })
+    }
+
+    fn frame(rtp_time: u64, received: Instant) -> SharedPacket {
+        Arc::new(MediaPacket {
+            seq: rtp_time,
+            rtp_time,
+            marker: false,
+            pt: 96,
+            payload: [0u8; 4].into(),
+            keyframe_start: true,
+            received,
+        })
+    }
+
+    /// Top layer "h" and target "l" with unrelated RTP offsets; picture n is captured at n × 33 ms
+    /// and sent on h at H + 3000 n, on l at L + 3000 n. Both layers have sent a report.
+    struct Layers {
+        h: Arc<TrackInfo>,
+        l: Arc<TrackInfo>,
+        t0: Instant,
+    }
+    const H: u64 = 4_000_000_000;
+    const L: u64 = 12_345;
+
+    fn layers() -> Layers {
+        let (h, l) = (layer(1, "h"), layer(3, "l"));
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        h.sender_clock.update(H as u32, wall, 90_000);
+        l.sender_clock.update(L as u32, wall, 90_000);
+        Layers {
+            h,
+            l,
+            t0: Instant::now(),
+        }
+    }
+
+    fn pull_on(h: &Arc<TrackInfo>, l: &Arc<TrackInfo>) -> Pull {
+        let mut p = Pull::new(Mid::from("0"), MediaKind::Video, Some(h.clone()), None);
+        p.layers = vec![h.clone(), l.clone()];
+        p.target = Some(l.id);
+        p
+    }
+
+    #[test]
+    fn a_late_copy_of_the_held_picture_replaces_it() {
+        let x = layers();
+        let mut p = pull_on(&x.h, &x.l);
+        p.last_src_time = Some(H + 3000 * 9);
+        p.held = vec![frame(H + 3000 * 10, x.t0)];
+        // The low layer's copy of picture 10 arrives 50 ms after the high layer's: far outside the
+        // arrival window, yet the same picture by the reports.
+        let kf = frame(L + 3000 * 10, x.t0 + Duration::from_millis(50));
+        assert_eq!(p.switch_decision(&x.l, &kf), SwitchAt::DropHeld);
+    }
+
+    #[test]
+    fn a_keyframe_the_viewer_already_has_is_skipped() {
+        let x = layers();
+        let mut p = pull_on(&x.h, &x.l);
+        // Picture 10 went out on h (held frame flushed when picture 11 began), 11 is held.
+        p.last_src_time = Some(H + 3000 * 10);
+        p.held = vec![frame(H + 3000 * 11, x.t0 + Duration::from_millis(33))];
+        let kf = frame(L + 3000 * 10, x.t0 + Duration::from_millis(40));
+        assert_eq!(p.switch_decision(&x.l, &kf), SwitchAt::Skip);
+        // The next picture's keyframe is newer than what was sent and is the held picture.
+        let kf = frame(L + 3000 * 11, x.t0 + Duration::from_millis(70));
+        assert_eq!(p.switch_decision(&x.l, &kf), SwitchAt::DropHeld);
+    }
+
+    #[test]
+    fn a_newer_keyframe_lets_the_held_frame_out_first() {
+        let x = layers();
+        let mut p = pull_on(&x.h, &x.l);
+        p.last_src_time = Some(H + 3000 * 9);
+        p.held = vec![frame(H + 3000 * 10, x.t0)];
+        let kf = frame(L + 3000 * 11, x.t0 + Duration::from_millis(5));
+        assert_eq!(p.switch_decision(&x.l, &kf), SwitchAt::FlushHeld);
+    }
+
+    #[test]
+    fn without_reports_arrival_time_decides() {
+        let (h, l) = (layer(1, "h"), layer(3, "l"));
+        let t0 = Instant::now();
+        let mut p = pull_on(&h, &l);
+        p.last_src_time = Some(H);
+        p.held = vec![frame(H + 3000, t0)];
+        let near = frame(L + 3000, t0 + SAME_PICTURE / 2);
+        assert_eq!(p.switch_decision(&l, &near), SwitchAt::DropHeld);
+        let far = frame(L + 3000, t0 + SAME_PICTURE * 3);
+        assert_eq!(p.switch_decision(&l, &far), SwitchAt::FlushHeld);
+        // Only one layer has reported: still arrival time.
+        h.sender_clock
+            .update(H as u32, SystemTime::UNIX_EPOCH, 90_000);
+        assert_eq!(p.switch_decision(&l, &far), SwitchAt::FlushHeld);
     }
 }

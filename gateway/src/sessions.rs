@@ -91,6 +91,7 @@ pub fn push(
                 rate_bps: Default::default(),
                 packets: Default::default(),
                 keyframes: Default::default(),
+                sender_clock: Default::default(),
             }));
             continue;
         }
@@ -117,6 +118,7 @@ pub fn push(
                 rate_bps: Default::default(),
                 packets: Default::default(),
                 keyframes: Default::default(),
+                sender_clock: Default::default(),
             }));
         }
     }

@@ -247,6 +247,7 @@ mod tests {
             rate_bps: Default::default(),
             packets: Default::default(),
             keyframes: Default::default(),
+            sender_clock: Default::default(),
         });
         TrackState::new(info, origin, 1 << 20, Duration::from_millis(500))
     }

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::demux::{DemuxUpdate, Route};
 use crate::ids::{SessionId, TrackId, random_token};
 use crate::registry::{Registry, TrackInfo};
+use crate::sender_clock::SwitchAt;
 use crate::session::{Pull, PullState, Session};
 use crate::track::TrackState;
 use crate::udp::{Datagram, UdpShell};
@@ -950,6 +951,8 @@ impl Worker {
         let mut parameter_sets: Option<Option<SharedPacket>> = None;
         // Simulcast pulls ready to switch to their target layer.
         let mut switches = Vec::new();
+        // A pull skipped a target keyframe older than what it has sent: ask for a fresh one.
+        let mut rerequest = false;
         for id in &t.subscribers {
             let Some(s) = self.sessions.get_mut(id) else {
                 continue;
@@ -977,16 +980,22 @@ impl Worker {
                         pull.switch_buf.clear();
                         continue;
                     }
-                    if pull.switch_buf.is_empty()
-                        && let Some(first) = pull.held.first()
-                    {
-                        if pkt.received.max(first.received) - pkt.received.min(first.received)
-                            <= crate::session::SAME_PICTURE
-                        {
-                            // The held frame is this keyframe's picture on the old layer.
-                            pull.held.clear();
-                        } else {
-                            wrote |= pull.flush_held(&mut s.rtc, now);
+                    if pull.switch_buf.is_empty() {
+                        let decision = pull.switch_decision(&t.info, &pkt);
+                        tracing::debug!(
+                            session = %id,
+                            mid = %pull.mid,
+                            ?decision,
+                            reported = t.info.sender_clock.capture_time(pkt.rtp_time).is_some(),
+                            "simulcast switch point"
+                        );
+                        match decision {
+                            SwitchAt::Skip => {
+                                rerequest = true;
+                                continue;
+                            }
+                            SwitchAt::DropHeld => pull.held.clear(),
+                            SwitchAt::FlushHeld => wrote |= pull.flush_held(&mut s.rtc, now),
                         }
                     }
                     pull.switch_buf.push(pkt.clone());
@@ -1049,6 +1058,9 @@ impl Worker {
         self.paced.extend(paced);
         for (id, i) in switches {
             self.finish_layer_switch(id, i, now);
+        }
+        if rerequest {
+            self.request_keyframe(track, now);
         }
     }
 
@@ -1136,6 +1148,24 @@ impl Worker {
                 tracing::trace!(session = %id, ?raw, "raw packet");
                 if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = *raw {
                     self.on_viewer_nack(id, &nack, now);
+                }
+            }
+            Event::SenderFeedback(fb) => {
+                // A publisher's sender report: the track's RTP time ↔ capture wallclock.
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                let info = fb.sender_info;
+                let Some(track) = s.track_for_ssrc(info.ssrc) else {
+                    return;
+                };
+                if let Some(t) = s.pushed.iter().find(|t| t.id == track) {
+                    // str0m gives the clock rate of the last packet received; none yet, no use.
+                    let rate = info.rtp_time.frequency().get();
+                    if rate >= 1000 {
+                        t.sender_clock
+                            .update(info.rtp_time.numer() as u32, info.ntp_time, rate);
+                    }
                 }
             }
             Event::KeyframeRequest(KeyframeRequest { mid, .. }) => {
@@ -1471,6 +1501,7 @@ mod tests {
             rate_bps: Default::default(),
             packets: Default::default(),
             keyframes: Default::default(),
+            sender_clock: Default::default(),
         };
         info.rate_bps.store(bps, Ordering::Relaxed);
         Arc::new(info)
