@@ -160,6 +160,9 @@ const LIVE_KEYFRAME: Duration = Duration::from_millis(100);
 /// Datagrams a worker encrypts before it sends them: enough for a few `sendmmsg` calls' worth of
 /// GSO messages, few enough that a big frame's first viewers get it ~1 ms after it arrived.
 const SEND_EVERY: usize = 256;
+/// Timeouts already due that one `drive_session` handles itself before leaving the rest to the
+/// timer set (a bound, so a session that keeps asking for "now" cannot hold the worker).
+const IMMEDIATE_TIMEOUTS: u32 = 4;
 
 pub struct Worker {
     pub(crate) index: usize,
@@ -1286,12 +1289,22 @@ impl Worker {
         self.touching = Some(id);
         s.dirty = false;
         let mut events = Vec::new();
+        let mut due_now = 0;
         let alive = loop {
             if !s.rtc.is_alive() {
                 break false;
             }
             match s.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => self.out.push(t),
+                Ok(Output::Timeout(t)) if t <= now && due_now < IMMEDIATE_TIMEOUTS => {
+                    // str0m sends a written packet only after a timeout has stamped it (its
+                    // send queue asks for one "already happened"): handle it here rather than
+                    // through the timer set and another loop turn and poll round per viewer.
+                    due_now += 1;
+                    if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::debug!(session = %id, error = %e, "timeout refused");
+                    }
+                }
                 Ok(Output::Timeout(t)) => {
                     if s.timeout != Some(t) {
                         if let Some(old) = s.timeout.take() {
