@@ -60,6 +60,8 @@ pub struct Pull {
     /// one starts, so it can be dropped if the target's keyframe turns out to be the same
     /// picture (layers of one picture arrive within `SAME_PICTURE` of each other).
     pub held: Vec<relay::SharedPacket>,
+    /// str0m's RTX cache for this pull has been bounded (`bound_repair_window`).
+    repair_window_bound: bool,
     /// While this viewer works through a keyframe run (the cache's, or one another worker or a
     /// parent node replays): the packets waiting their turn (`run_pacer`). Live packets of the
     /// track queue behind them, so order is kept.
@@ -107,6 +109,7 @@ impl Pull {
             at_frame_end: true,
             switches: 0,
             held: Vec::new(),
+            repair_window_bound: false,
             pacer: None,
         }
     }
@@ -291,8 +294,14 @@ impl Pull {
         out
     }
 
-    /// Bound str0m's RTX cache for this pull's stream to `window`.
-    pub fn bound_repair_window(&self, rtc: &mut Rtc, window: std::time::Duration) {
+    /// Bound str0m's RTX cache for this pull's stream to `window`, once: str0m empties the cache
+    /// when it is set, and a pull starts again whenever its stream's publisher comes back, when
+    /// NACKs for the packets just sent should still be answered.
+    pub fn bound_repair_window(&mut self, rtc: &mut Rtc, window: std::time::Duration) {
+        if self.repair_window_bound {
+            return;
+        }
+        self.repair_window_bound = true;
         let packets = (window.as_secs_f64() * VIEWER_RTX_PACKETS_PER_SEC as f64).ceil() as usize;
         if let Some(tx) = rtc.direct_api().stream_tx_by_mid(self.mid, None) {
             // 0.15: str0m's own cap on resends as a share of what is sent.
