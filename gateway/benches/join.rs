@@ -56,21 +56,15 @@ fn obs_tracks(peers: &PeerFactory) -> Vec<Arc<TrackInfo>> {
         .iter()
         .enumerate()
         .map(|(i, (mid, kind))| {
-            Arc::new(TrackInfo {
-                id: TrackId(i as u64 + 1),
+            Arc::new(TrackInfo::new(
+                TrackId(i as u64 + 1),
                 session,
-                name: format!("{kind:?}").to_lowercase(),
-                kind: *kind,
-                mid: *mid,
-                params: negotiated_params(&publisher.rtc, *mid),
-                origin_worker: 0,
-                rid: None,
-                layer_group: None,
-                rate_bps: Default::default(),
-                packets: Default::default(),
-                keyframes: Default::default(),
-                sender_clock: Default::default(),
-            })
+                format!("{kind:?}").to_lowercase(),
+                *kind,
+                *mid,
+                negotiated_params(&publisher.rtc, *mid),
+                0,
+            ))
         })
         .collect()
 }

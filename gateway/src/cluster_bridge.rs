@@ -373,21 +373,15 @@ impl Bridge {
             channels: (ok.audio_channels > 0).then_some(ok.audio_channels),
             format: FormatParams::parse_line(&ok.fmtp),
         };
-        Some(Arc::new(TrackInfo {
-            id: self.registry.next_track_id(),
-            session: SessionId::from_bytes(key.session),
-            name: key.name.clone(),
+        Some(Arc::new(TrackInfo::new(
+            self.registry.next_track_id(),
+            SessionId::from_bytes(key.session),
+            key.name.clone(),
             kind,
-            mid: Mid::from(key.name.as_str()),
-            params: vec![PayloadParams::new(ok.pt.into(), None, spec)],
-            origin_worker: self.index,
-            rid: None,
-            layer_group: None,
-            rate_bps: Default::default(),
-            packets: Default::default(),
-            keyframes: Default::default(),
-            sender_clock: Default::default(),
-        }))
+            Mid::from(key.name.as_str()),
+            vec![PayloadParams::new(ok.pt.into(), None, spec)],
+            self.index,
+        )))
     }
 
     fn finish_resolving(&mut self) {

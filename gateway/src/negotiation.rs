@@ -129,21 +129,15 @@ impl Worker {
                     "track name {name:?} is already used in this session"
                 )));
             }
-            let info = Arc::new(TrackInfo {
-                id: self.ctx.registry.next_track_id(),
-                session: id,
+            let info = Arc::new(TrackInfo::new(
+                self.ctx.registry.next_track_id(),
+                id,
                 name,
                 kind,
                 mid,
-                params: negotiated_params(&s.rtc, mid),
-                origin_worker: index,
-                rid: None,
-                layer_group: None,
-                rate_bps: Default::default(),
-                packets: Default::default(),
-                keyframes: Default::default(),
-                sender_clock: Default::default(),
-            });
+                negotiated_params(&s.rtc, mid),
+                index,
+            ));
             s.pushed.push(info.clone());
             pushed.push(info);
         }

@@ -39,6 +39,40 @@ pub struct TrackInfo {
 }
 
 impl TrackInfo {
+    /// A track as negotiated with its publisher; what is measured and learned later starts empty.
+    pub fn new(
+        id: TrackId,
+        session: SessionId,
+        name: String,
+        kind: MediaKind,
+        mid: Mid,
+        params: Vec<PayloadParams>,
+        origin_worker: usize,
+    ) -> TrackInfo {
+        TrackInfo {
+            id,
+            session,
+            name,
+            kind,
+            mid,
+            params,
+            origin_worker,
+            rid: None,
+            layer_group: None,
+            rate_bps: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            keyframes: AtomicU64::new(0),
+            sender_clock: Default::default(),
+        }
+    }
+
+    /// Simulcast: this track is the layer `rid` of the group `group`.
+    pub fn layer(mut self, rid: String, group: TrackId) -> TrackInfo {
+        self.rid = Some(rid);
+        self.layer_group = Some(group);
+        self
+    }
+
     /// Not a secondary simulcast layer: what a viewer's m-line is matched against.
     pub fn is_primary(&self) -> bool {
         self.layer_group.is_none_or(|g| g == self.id)

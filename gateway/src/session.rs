@@ -435,21 +435,18 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     fn layer(id: u64, rid: &str) -> Arc<TrackInfo> {
-        Arc::new(TrackInfo {
-            id: TrackId(id),
-            session: SessionId::from_bytes([7; 16]),
-            name: format!("video.{rid}"),
-            kind: MediaKind::Video,
-            mid: Mid::from("0"),
-            params: vec![],
-            origin_worker: 0,
-            rid: Some(rid.into()),
-            layer_group: Some(TrackId(1)),
-            rate_bps: Default::default(),
-            packets: Default::default(),
-            keyframes: Default::default(),
-            sender_clock: Default::default(),
-        })
+        Arc::new(
+            TrackInfo::new(
+                TrackId(id),
+                SessionId::from_bytes([7; 16]),
+                format!("video.{rid}"),
+                MediaKind::Video,
+                Mid::from("0"),
+                vec![],
+                0,
+            )
+            .layer(rid.into(), TrackId(1)),
+        )
     }
 
     fn frame(rtp_time: u64, received: Instant) -> SharedPacket {

@@ -78,48 +78,35 @@ pub fn push(
         };
         let params = negotiated_params(&peer.rtc, *mid);
         if rids.is_empty() {
-            tracks.push(Arc::new(TrackInfo {
-                id: node.registry.next_track_id(),
-                session: id,
+            tracks.push(Arc::new(TrackInfo::new(
+                node.registry.next_track_id(),
+                id,
                 name,
-                kind: *kind,
-                mid: *mid,
+                *kind,
+                *mid,
                 params,
-                origin_worker: worker,
-                rid: None,
-                layer_group: None,
-                rate_bps: Default::default(),
-                packets: Default::default(),
-                keyframes: Default::default(),
-                sender_clock: Default::default(),
-            }));
+                worker,
+            )));
             continue;
         }
         let group = node.registry.next_track_id();
         for (i, rid) in rids.iter().enumerate() {
-            tracks.push(Arc::new(TrackInfo {
-                id: if i == 0 {
-                    group
-                } else {
-                    node.registry.next_track_id()
-                },
-                session: id,
-                name: if i == 0 {
-                    name.clone()
-                } else {
-                    format!("{name}.{rid}")
-                },
-                kind: *kind,
-                mid: *mid,
-                params: params.clone(),
-                origin_worker: worker,
-                rid: Some(rid.clone()),
-                layer_group: Some(group),
-                rate_bps: Default::default(),
-                packets: Default::default(),
-                keyframes: Default::default(),
-                sender_clock: Default::default(),
-            }));
+            // The first layer keeps the m-line's name and gives the group its id.
+            let (track_id, track_name) = if i == 0 {
+                (group, name.clone())
+            } else {
+                (node.registry.next_track_id(), format!("{name}.{rid}"))
+            };
+            let info = TrackInfo::new(
+                track_id,
+                id,
+                track_name,
+                *kind,
+                *mid,
+                params.clone(),
+                worker,
+            );
+            tracks.push(Arc::new(info.layer(rid.clone(), group)));
         }
     }
     let etag = random_token(16);

@@ -234,21 +234,15 @@ mod tests {
             channels: None,
             format: FormatParams::parse_line("packetization-mode=1;profile-level-id=42e01f"),
         };
-        let info = Arc::new(TrackInfo {
-            id: TrackId(1),
-            session: SessionId::from_bytes([7; 16]),
-            name: "video".into(),
-            kind: MediaKind::Video,
-            mid: Mid::from("1"),
-            params: vec![PayloadParams::new(96.into(), None, spec)],
-            origin_worker: 0,
-            rid: None,
-            layer_group: None,
-            rate_bps: Default::default(),
-            packets: Default::default(),
-            keyframes: Default::default(),
-            sender_clock: Default::default(),
-        });
+        let info = Arc::new(TrackInfo::new(
+            TrackId(1),
+            SessionId::from_bytes([7; 16]),
+            "video".into(),
+            MediaKind::Video,
+            Mid::from("1"),
+            vec![PayloadParams::new(96.into(), None, spec)],
+            0,
+        ));
         TrackState::new(info, origin, 1 << 20, Duration::from_millis(500))
     }
 

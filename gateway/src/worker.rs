@@ -1501,21 +1501,16 @@ mod tests {
     }
 
     fn layer(id: u64, rid: &str, bps: u64) -> Arc<TrackInfo> {
-        let info = TrackInfo {
-            id: TrackId(id),
-            session: SessionId::from_bytes([1; 16]),
-            name: format!("video.{rid}"),
-            kind: MediaKind::Video,
-            mid: str0m::media::Mid::from("1"),
-            params: vec![],
-            origin_worker: 0,
-            rid: Some(rid.into()),
-            layer_group: Some(TrackId(1)),
-            rate_bps: Default::default(),
-            packets: Default::default(),
-            keyframes: Default::default(),
-            sender_clock: Default::default(),
-        };
+        let info = TrackInfo::new(
+            TrackId(id),
+            SessionId::from_bytes([1; 16]),
+            format!("video.{rid}"),
+            MediaKind::Video,
+            str0m::media::Mid::from("1"),
+            vec![],
+            0,
+        )
+        .layer(rid.into(), TrackId(1));
         info.rate_bps.store(bps, Ordering::Relaxed);
         Arc::new(info)
     }
