@@ -11,12 +11,18 @@
 //!   batches datagrams to *one* destination, so in fan-out it applies to several packets for the
 //!   same viewer (a keyframe, a run), not to one packet for many viewers; sendmmsg applies to
 //!   both (the gateway combines them: many GSO messages per `sendmmsg`).
+//! * The same `sendmmsg` with messages shaped like the gateway's fan-out traffic (`SHAPE`: a
+//!   viewer's video frame as one GSO run of 6–7 packets, alternating with lone 200-byte audio
+//!   packets, 3.75 datagrams per message as measured at 800 viewers). The kernel's cost is per
+//!   message, so this is the floor for *this* traffic through this kernel path: `floor_shaped_ns`
+//!   (cipher + shaped send per datagram). The gap between it and the fan-out cost is what the
+//!   gateway and str0m add; the gap between it and `floor_ns` is the traffic's shape.
 //!
 //! Criterion prints the per-packet cost of each (throughput = packets). After the criterion run a
 //! short fixed-iteration pass prints one machine-readable line:
 //!
 //! ```text
-//! FLOOR gcm_ns=… cm_hmac_ns=… send_one_ns=… sendmmsg_ns=… gso_ns=… floor_ns=… sink=…
+//! FLOOR gcm_ns=… cm_hmac_ns=… send_one_ns=… sendmmsg_ns=… gso_ns=… floor_ns=… shaped_ns=… floor_shaped_ns=… sink=…
 //! ```
 //!
 //! `floor_ns` = min(cipher) + min(batched send): the cost per forwarded packet that fan-out figures
@@ -57,6 +63,14 @@ use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 const PACKET: usize = 1200;
 const HEADER: usize = 12;
 const BATCH: usize = 32;
+/// Datagrams per message in the gateway's fan-out, as measured at 800 viewers (`BENCHMARKS.md`:
+/// 314 k datagrams/s in 83.7 k messages/s): a viewer's video frame is one GSO run of ~6–7
+/// packets, and every Opus packet goes alone, half of all messages. 15 datagrams in 4 messages.
+const SHAPE: &[usize] = &[6, 1, 7, 1];
+/// One `sendmmsg` of the shaped traffic: 64 messages, 240 datagrams.
+const SHAPE_REPEATS: usize = 16;
+/// An Opus packet at 64 kbit/s with SRTP overhead.
+const AUDIO_PACKET: usize = 200;
 
 fn rtp_packet(seq: u16) -> Vec<u8> {
     let mut p = vec![0x5au8; PACKET];
@@ -241,6 +255,9 @@ impl Sockets {
             SinkPlace::Netns { .. } => UdpSocket::bind("0.0.0.0:0").expect("bind tx"),
         };
         let state = UdpSocketState::new(UdpSockRef::from(&tx)).expect("quinn-udp state");
+        // quinn-udp makes the socket non-blocking; a full send buffer would then fail sends
+        // (EAGAIN) that cost time but carry nothing. Blocking, the sender waits instead.
+        tx.set_nonblocking(false).expect("blocking tx");
         let _ = state.set_send_buffer_size(UdpSockRef::from(&tx), 8 << 20);
         let dest = sink.local_addr().expect("sink addr");
         Sockets {
@@ -293,6 +310,32 @@ impl Sockets {
         .unwrap_or(0);
         self.sent.set(self.sent.get() + n as u64);
         n
+    }
+
+    /// `sendmmsg` of messages shaped like the gateway's fan-out traffic (`SHAPE`): GSO runs of one
+    /// viewer's video frame alternating with lone audio datagrams. Returns datagrams taken.
+    fn sendmmsg_shaped(&self, video: &[u8], audio: &[u8]) -> usize {
+        let mut runs = Vec::new();
+        let mut datagrams: Vec<&[u8]> = Vec::new();
+        for _ in 0..SHAPE_REPEATS {
+            for &n in SHAPE {
+                let start = datagrams.len();
+                let d = if n == 1 { audio } else { video };
+                datagrams.extend(std::iter::repeat_n(d, n));
+                runs.push(start..start + n);
+            }
+        }
+        let n = gateway::sendmmsg::send(
+            self.tx.as_raw_fd(),
+            &runs,
+            |i| datagrams[i],
+            |_| None,
+            |_| self.dest,
+        )
+        .unwrap_or(0);
+        let taken: usize = runs[..n].iter().map(|r| r.len()).sum();
+        self.sent.set(self.sent.get() + taken as u64);
+        taken
     }
 
     /// One GSO send of `segments` packets (contiguous buffer, `segment_size` = packet length).
@@ -424,6 +467,11 @@ fn summary(place: &SinkPlace) {
     let (mmsg_ns, mmsg_cpu) = ns_per_packet_wall_cpu(5_000, BATCH, || {
         black_box(s.sendmmsg(&packet, BATCH));
     });
+    let audio = vec![0x80u8; AUDIO_PACKET];
+    let shaped_datagrams = SHAPE.iter().sum::<usize>() * SHAPE_REPEATS;
+    let (shaped_ns, shaped_cpu) = ns_per_packet_wall_cpu(2_000, shaped_datagrams, || {
+        black_box(s.sendmmsg_shaped(&packet, &audio));
+    });
     let seg = s.gso_segments();
     let gso = (seg > 1).then(|| {
         let buf: Vec<u8> = packet.iter().copied().cycle().take(PACKET * seg).collect();
@@ -446,6 +494,9 @@ fn summary(place: &SinkPlace) {
     let cipher = gcm_ns.min(cm_ns);
     let send = gso_ns.map_or(mmsg_ns, |g| g.min(mmsg_ns));
     let floor = cipher + send;
+    // What the kernel path costs for traffic shaped like fan-out's, where a message can carry only
+    // one viewer's packets of one frame: the floor for this traffic, short of fewer messages.
+    let floor_shaped = cipher + shaped_ns;
     let fmt = |v: Option<f64>| v.map_or("none".to_owned(), |v| format!("{v:.0}"));
     let sink = place.label();
     // In a namespace: the sender's own CPU per packet, and how much of the flood arrived.
@@ -454,13 +505,16 @@ fn summary(place: &SinkPlace) {
         SinkPlace::Loopback => String::new(),
         SinkPlace::Netns { .. } => format!(
             " send_one_cpu_ns={one_cpu:.0} sendmmsg_cpu_ns={mmsg_cpu:.0} gso_cpu_ns={} \
-             floor_cpu_ns={floor_cpu:.0} sink_got={sink_got:.3}",
-            fmt(gso_cpu)
+             floor_cpu_ns={floor_cpu:.0} shaped_cpu_ns={shaped_cpu:.0} \
+             floor_shaped_cpu_ns={:.0} sink_got={sink_got:.3}",
+            fmt(gso_cpu),
+            cipher + shaped_cpu
         ),
     };
     println!(
         "FLOOR gcm_ns={gcm_ns:.0} cm_hmac_ns={cm_ns:.0} send_one_ns={one_ns:.0} sendmmsg_ns={mmsg_ns:.0} \
-         gso_ns={} gso_segments={seg} floor_ns={floor:.0} floor_unbatched_ns={:.0} sink={sink}{cpu_fields}",
+         gso_ns={} gso_segments={seg} floor_ns={floor:.0} floor_unbatched_ns={:.0} \
+         shaped_ns={shaped_ns:.0} floor_shaped_ns={floor_shaped:.0} sink={sink}{cpu_fields}",
         fmt(gso_ns),
         cipher + one_ns,
     );
@@ -468,15 +522,18 @@ fn summary(place: &SinkPlace) {
         let json = format!(
             "{{\"gcm_ns\":{gcm_ns:.1},\"cm_hmac_ns\":{cm_ns:.1},\"send_one_ns\":{one_ns:.1},\
              \"sendmmsg_ns\":{mmsg_ns:.1},\"gso_ns\":{},\"gso_segments\":{seg},\
-             \"floor_ns\":{floor:.1},\"floor_unbatched_ns\":{:.1},\"sink\":\"{sink}\"{}}}\n",
+             \"floor_ns\":{floor:.1},\"floor_unbatched_ns\":{:.1},\"shaped_ns\":{shaped_ns:.1},\
+             \"floor_shaped_ns\":{floor_shaped:.1},\"sink\":\"{sink}\"{}}}\n",
             gso_ns.map_or("null".to_owned(), |g| format!("{g:.1}")),
             cipher + one_ns,
             match place {
                 SinkPlace::Loopback => String::new(),
                 SinkPlace::Netns { .. } => format!(
                     ",\"send_one_cpu_ns\":{one_cpu:.1},\"sendmmsg_cpu_ns\":{mmsg_cpu:.1},\
-                     \"gso_cpu_ns\":{},\"floor_cpu_ns\":{floor_cpu:.1},\"sink_got\":{sink_got:.4}",
-                    gso_cpu.map_or("null".to_owned(), |g| format!("{g:.1}"))
+                     \"gso_cpu_ns\":{},\"floor_cpu_ns\":{floor_cpu:.1},\"shaped_cpu_ns\":{shaped_cpu:.1},\
+                     \"floor_shaped_cpu_ns\":{:.1},\"sink_got\":{sink_got:.4}",
+                    gso_cpu.map_or("null".to_owned(), |g| format!("{g:.1}")),
+                    cipher + shaped_cpu
                 ),
             },
         );
