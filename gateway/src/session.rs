@@ -58,7 +58,7 @@ pub struct Pull {
     pub switches: u64,
     /// While a switch is pending: the current layer's latest frame, held back until the next
     /// one starts, so it can be dropped if the target's keyframe turns out to be the same
-    /// picture (layers of one picture arrive within `SAME_PICTURE` of each other).
+    /// picture (`switch_decision`).
     pub held: Vec<relay::SharedPacket>,
     /// str0m's RTX cache for this pull has been bounded (`bound_repair_window`).
     repair_window_bound: bool,
@@ -68,7 +68,8 @@ pub struct Pull {
     pub pacer: Option<RunPacer>,
 }
 
-/// Frames of two simulcast layers arriving this close together are taken to be one picture.
+/// Before both layers have sent a sender report: frames of two simulcast layers arriving this
+/// close together are taken to be one picture.
 pub const SAME_PICTURE: std::time::Duration = std::time::Duration::from_millis(12);
 
 /// How far back str0m answers a viewer's NACKs with RTX is `Config::viewer_repair_window`, 1 s by
