@@ -296,44 +296,18 @@ impl Sockets {
         }
     }
 
-    /// `sendmmsg` of `count` copies of `packet`; returns how many the kernel took.
-    fn sendmmsg(&self, packet: &[u8], count: usize) -> usize {
-        // The gateway's own `sendmmsg` (one message per datagram here, no cmsg).
-        let runs: Vec<std::ops::Range<usize>> = (0..count).map(|i| i..i + 1).collect();
+    /// One `sendmmsg` of `messages` (the gateway's own `sendmmsg::send`, no cmsg but GSO's);
+    /// returns how many datagrams the kernel took.
+    fn send_messages(&self, messages: &Messages<'_>) -> usize {
         let n = gateway::sendmmsg::send(
             self.tx.as_raw_fd(),
-            &runs,
-            |_| packet,
+            &messages.runs,
+            |i| messages.datagrams[i],
             |_| None,
             |_| self.dest,
         )
         .unwrap_or(0);
-        self.sent.set(self.sent.get() + n as u64);
-        n
-    }
-
-    /// `sendmmsg` of messages shaped like the gateway's fan-out traffic (`SHAPE`): GSO runs of one
-    /// viewer's video frame alternating with lone audio datagrams. Returns datagrams taken.
-    fn sendmmsg_shaped(&self, video: &[u8], audio: &[u8]) -> usize {
-        let mut runs = Vec::new();
-        let mut datagrams: Vec<&[u8]> = Vec::new();
-        for _ in 0..SHAPE_REPEATS {
-            for &n in SHAPE {
-                let start = datagrams.len();
-                let d = if n == 1 { audio } else { video };
-                datagrams.extend(std::iter::repeat_n(d, n));
-                runs.push(start..start + n);
-            }
-        }
-        let n = gateway::sendmmsg::send(
-            self.tx.as_raw_fd(),
-            &runs,
-            |i| datagrams[i],
-            |_| None,
-            |_| self.dest,
-        )
-        .unwrap_or(0);
-        let taken: usize = runs[..n].iter().map(|r| r.len()).sum();
+        let taken: usize = messages.runs[..n].iter().map(|r| r.len()).sum();
         self.sent.set(self.sent.get() + taken as u64);
         taken
     }
@@ -358,6 +332,41 @@ impl Sockets {
                 }
             }
         }
+    }
+}
+
+/// The messages of one `sendmmsg`, laid out once outside the timed loop: the datagrams, and the
+/// ranges of them that go as one message each (GSO-segmented when longer than one).
+struct Messages<'a> {
+    datagrams: Vec<&'a [u8]>,
+    runs: Vec<std::ops::Range<usize>>,
+}
+
+impl<'a> Messages<'a> {
+    /// `count` copies of `packet`, one message each.
+    fn lone(packet: &'a [u8], count: usize) -> Self {
+        Messages {
+            datagrams: vec![packet; count],
+            runs: (0..count).map(|i| i..i + 1).collect(),
+        }
+    }
+
+    /// Shaped like the gateway's fan-out traffic (`SHAPE`): GSO runs of one viewer's video frame
+    /// alternating with lone audio datagrams.
+    fn shaped(video: &'a [u8], audio: &'a [u8]) -> Self {
+        let mut m = Messages {
+            datagrams: Vec::new(),
+            runs: Vec::new(),
+        };
+        for _ in 0..SHAPE_REPEATS {
+            for &n in SHAPE {
+                let start = m.datagrams.len();
+                let d = if n == 1 { audio } else { video };
+                m.datagrams.extend(std::iter::repeat_n(d, n));
+                m.runs.push(start..start + n);
+            }
+        }
+        m
     }
 }
 
@@ -396,8 +405,9 @@ fn sends(c: &mut Criterion, place: &SinkPlace) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("sendmsg_per_packet", |b| b.iter(|| s.send_one(&packet)));
     group.throughput(Throughput::Elements(BATCH as u64));
+    let lone = Messages::lone(&packet, BATCH);
     group.bench_function("sendmmsg_batch_32", |b| {
-        b.iter(|| black_box(s.sendmmsg(&packet, BATCH)))
+        b.iter(|| black_box(s.send_messages(&lone)))
     });
     let seg = s.gso_segments();
     if seg > 1 {
@@ -464,13 +474,14 @@ fn summary(place: &SinkPlace) {
     });
     let s = Sockets::new(place);
     let (one_ns, one_cpu) = ns_per_packet_wall_cpu(100_000, 1, || s.send_one(&packet));
+    let lone = Messages::lone(&packet, BATCH);
     let (mmsg_ns, mmsg_cpu) = ns_per_packet_wall_cpu(5_000, BATCH, || {
-        black_box(s.sendmmsg(&packet, BATCH));
+        black_box(s.send_messages(&lone));
     });
     let audio = vec![0x80u8; AUDIO_PACKET];
-    let shaped_datagrams = SHAPE.iter().sum::<usize>() * SHAPE_REPEATS;
-    let (shaped_ns, shaped_cpu) = ns_per_packet_wall_cpu(2_000, shaped_datagrams, || {
-        black_box(s.sendmmsg_shaped(&packet, &audio));
+    let shaped = Messages::shaped(&packet, &audio);
+    let (shaped_ns, shaped_cpu) = ns_per_packet_wall_cpu(2_000, shaped.datagrams.len(), || {
+        black_box(s.send_messages(&shaped));
     });
     let seg = s.gso_segments();
     let gso = (seg > 1).then(|| {
