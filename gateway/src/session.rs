@@ -368,6 +368,14 @@ pub struct Session {
 }
 
 impl Session {
+    /// Let str0m act on a timeout that has come (timers, and packets written but not yet
+    /// stamped for sending). A refusal is logged; the session goes on.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Err(e) = self.rtc.handle_input(str0m::Input::Timeout(now)) {
+            tracing::debug!(session = %self.id, error = %e, "timeout refused");
+        }
+    }
+
     pub fn new(
         id: SessionId,
         rtc: Rtc,

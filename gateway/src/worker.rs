@@ -474,7 +474,7 @@ impl Worker {
             self.subscribe_local(id, i, track, now);
         }
         if let Some(s) = self.sessions.get_mut(&id) {
-            let _ = s.rtc.handle_input(Input::Timeout(now));
+            s.handle_timeout(now);
         }
         self.mark(id);
         self.update_gauges();
@@ -1301,9 +1301,7 @@ impl Worker {
                     // send queue asks for one "already happened"): handle it here rather than
                     // through the timer set and another loop turn and poll round per viewer.
                     due_now += 1;
-                    if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
-                        tracing::debug!(session = %id, error = %e, "timeout refused");
-                    }
+                    s.handle_timeout(now);
                 }
                 Ok(Output::Timeout(t)) => {
                     if s.timeout != Some(t) {
@@ -1340,9 +1338,7 @@ impl Worker {
             if let Some(s) = self.sessions.get_mut(&id) {
                 self.touching = Some(id);
                 s.timeout = None;
-                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
-                    tracing::debug!(session = %id, error = %e, "timeout refused");
-                }
+                s.handle_timeout(now);
             }
             self.mark(id);
         }
