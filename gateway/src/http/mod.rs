@@ -94,6 +94,17 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
+/// Request headers a cross-origin page may send. `ETag` too: @eyevinn/whip-web-client puts the
+/// session's ETag in an `ETag` request header on its trickle PATCHes (instead of `If-Match`); the
+/// header means nothing to us, but a preflight that refused it would fail every such PATCH.
+const CORS_ALLOW_HEADERS: &str = "Authorization, Content-Type, If-Match, If-None-Match, ETag";
+
+/// Response headers a cross-origin page may read. `Access-Control-Allow-Methods` too:
+/// @eyevinn/whip-web-client sends OPTIONS to the endpoint and trickles only if that header of the
+/// answer lists PATCH.
+const CORS_EXPOSE_HEADERS: &str =
+    "Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After, Access-Control-Allow-Methods";
+
 /// CORS on every response, done here rather than by a layer that answers preflights itself,
 /// because WHIP wants the OPTIONS answer to carry `Accept-Post` and the ICE-server `Link`s too.
 async fn cors(request: Request, next: Next) -> Response {
@@ -109,11 +120,11 @@ async fn cors(request: Request, next: Next) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type, If-Match, If-None-Match"),
+        HeaderValue::from_static(CORS_ALLOW_HEADERS),
     );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link, Accept-Patch, Accept-Post, Retry-After"),
+        HeaderValue::from_static(CORS_EXPOSE_HEADERS),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -203,4 +214,62 @@ pub fn empty(status: axum::http::StatusCode) -> Response {
 
 pub fn is_options(method: &Method) -> bool {
     method == Method::OPTIONS
+}
+
+#[cfg(test)]
+mod cors_tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::{Method, Request, header};
+    use axum::middleware;
+    use axum::routing::options;
+    use tower::ServiceExt;
+
+    /// What third-party browser clients need of the CORS headers (whip-tests/browser/
+    /// thirdparty.test.mjs runs them): @eyevinn/whip-web-client reads Access-Control-Allow-Methods
+    /// from its OPTIONS answer to decide on trickle, and sends an `ETag` request header on PATCH.
+    #[tokio::test]
+    async fn cors_lets_pages_read_allowed_methods_and_send_etag() {
+        let app = Router::new()
+            .route("/whip/{stream}", options(|| async { "" }))
+            .layer(middleware::from_fn(super::cors));
+        let r = app
+            .oneshot(
+                Request::builder()
+                    .method(Method::OPTIONS)
+                    .uri("/whip/live")
+                    .header(header::ORIGIN, "http://127.0.0.1:8000")
+                    .header(header::ACCESS_CONTROL_REQUEST_METHOD, "PATCH")
+                    .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type,etag")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let h = |n| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        };
+        let list = |n| {
+            h(n).split(',')
+                .map(|s| s.trim().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(list(header::ACCESS_CONTROL_ALLOW_METHODS).contains(&"patch".into()));
+        for want in ["content-type", "etag", "if-match", "authorization"] {
+            assert!(
+                list(header::ACCESS_CONTROL_ALLOW_HEADERS).contains(&want.into()),
+                "Allow-Headers lacks {want}"
+            );
+        }
+        for want in ["access-control-allow-methods", "location", "etag", "link"] {
+            assert!(
+                list(header::ACCESS_CONTROL_EXPOSE_HEADERS).contains(&want.into()),
+                "Expose-Headers lacks {want}"
+            );
+        }
+    }
 }
