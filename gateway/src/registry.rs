@@ -2,9 +2,10 @@
 //! publishes each stream. It is the control plane only — touched when sessions come and go,
 //! never per packet — so one mutex is enough.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use str0m::format::PayloadParams;
@@ -111,7 +112,23 @@ struct Inner {
     sessions: HashMap<SessionId, SessionEntry>,
     streams: HashMap<Arc<str>, StreamEntry>,
     viewers: HashMap<Arc<str>, usize>,
+    /// Sessions the node ended on its own, newest last (`end_session`, `take_ended`).
+    ended: VecDeque<Ended>,
 }
+
+/// A session the node ended without a DELETE, kept for `ENDED_GRACE`.
+#[derive(Debug)]
+struct Ended {
+    id: SessionId,
+    role: Role,
+    stream: Option<Arc<str>>,
+    at: Instant,
+}
+
+/// How long a session the node ended on its own still answers its client's DELETE with 200.
+pub const ENDED_GRACE: Duration = Duration::from_secs(10);
+/// At most this many of them are remembered.
+const ENDED_MAX: usize = 4096;
 
 /// One per node, shared by the HTTP handlers and the workers.
 #[derive(Default)]
@@ -178,7 +195,10 @@ impl Registry {
     /// Forget a session. If it was a stream's current publisher, the stream goes offline.
     /// Returns the entry if it was still registered (so exactly one caller acts on a removal).
     pub fn remove_session(&self, id: SessionId) -> Option<SessionEntry> {
-        let mut inner = self.lock();
+        Self::remove_in(&mut self.lock(), id)
+    }
+
+    fn remove_in(inner: &mut Inner, id: SessionId) -> Option<SessionEntry> {
         let entry = inner.sessions.remove(&id)?;
         if let Some(stream) = &entry.stream {
             match entry.role {
@@ -199,6 +219,48 @@ impl Registry {
             }
         }
         Some(entry)
+    }
+
+    /// `remove_session` for a session the node ends on its own (the peer closed its
+    /// PeerConnection, ICE or DTLS failed, a new publisher replaced it), remembered for
+    /// `ENDED_GRACE` so that `take_ended` can tell its client's DELETE right after from a DELETE of
+    /// a session that never was. Clients do close first: whip-whep's `stop()` closes the
+    /// PeerConnection, then sends DELETE, which races the DTLS close_notify to the gateway.
+    pub fn end_session(&self, id: SessionId) -> Option<SessionEntry> {
+        let mut inner = self.lock();
+        let entry = Self::remove_in(&mut inner, id)?;
+        let now = Instant::now();
+        while inner
+            .ended
+            .front()
+            .is_some_and(|e| now.duration_since(e.at) > ENDED_GRACE)
+            || inner.ended.len() >= ENDED_MAX
+        {
+            inner.ended.pop_front();
+        }
+        inner.ended.push_back(Ended {
+            id,
+            role: entry.role.clone(),
+            stream: entry.stream.clone(),
+            at: now,
+        });
+        Some(entry)
+    }
+
+    /// Whether `id` is a session of this role and stream that the node ended on its own within
+    /// `ENDED_GRACE`; true once only (a second DELETE finds nothing, as RFC 9725 wants).
+    pub fn take_ended(&self, id: SessionId, role: &Role, stream: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(i) = inner.ended.iter().position(|e| e.id == id) else {
+            return false;
+        };
+        let e = &inner.ended[i];
+        let fits =
+            &e.role == role && e.stream.as_deref() == Some(stream) && e.at.elapsed() <= ENDED_GRACE;
+        if fits {
+            inner.ended.remove(i);
+        }
+        fits
     }
 
     pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
@@ -344,5 +406,29 @@ mod tests {
         assert_eq!(r.streams()[0].viewers, 3);
         r.remove_session(v[0]);
         assert_eq!(r.streams()[0].viewers, 2);
+    }
+
+    #[test]
+    fn a_session_the_node_ended_answers_one_delete() {
+        let r = Registry::default();
+        let (a, b, c) = (
+            SessionId::random(),
+            SessionId::random(),
+            SessionId::random(),
+        );
+        r.insert_session(a, entry(Role::Whep, "s"));
+        r.insert_session(b, entry(Role::Whep, "s"));
+        assert!(r.end_session(a).is_some(), "ended by the node");
+        assert!(r.session(a).is_none());
+        assert_eq!(r.streams().len(), 0, "no publisher, no stream");
+        assert!(!r.take_ended(a, &Role::Whip, "s"), "other role");
+        assert!(!r.take_ended(a, &Role::Whep, "t"), "other stream");
+        assert!(r.take_ended(a, &Role::Whep, "s"));
+        assert!(!r.take_ended(a, &Role::Whep, "s"), "once only");
+        // Removed by a DELETE (remove_session) or never there: nothing to take.
+        assert!(r.remove_session(b).is_some());
+        assert!(r.end_session(b).is_none());
+        assert!(!r.take_ended(b, &Role::Whep, "s"));
+        assert!(!r.take_ended(c, &Role::Whep, "s"));
     }
 }

@@ -1384,7 +1384,9 @@ impl Worker {
         if let Some(t) = s.timeout {
             self.timers.remove(&(t, id));
         }
-        let entry = self.ctx.registry.remove_session(id);
+        // A session still registered here ends without a DELETE (after one, sessions::close has
+        // already removed it): the registry remembers it for the client's DELETE that may follow.
+        let entry = self.ctx.registry.end_session(id);
         if let (Some(b), Some(e)) = (self.ctx.bridge, entry)
             && let (crate::registry::Role::Whip, Some(stream)) = (e.role, e.stream)
             && let Some(bridge) = self.ctx.peers.get(b)
