@@ -4,7 +4,9 @@
 #     Playwright's own browser downloads are not used)
 #   - Debian's firefox-esr at /usr/bin/firefox-esr (firefox.test.mjs drives it over WebDriver BiDi
 #     with puppeteer-core; Puppeteer's own browser downloads are not used)
-#   - the tests' npm dependencies (npm ci, from package-lock.json)
+#   - the tests' npm dependencies (npm ci, from package-lock.json), among them the third-party
+#     WHIP/WHEP client libraries thirdparty.test.mjs runs (whip-whep, @eyevinn/whip-web-client)
+#     and esbuild, which bundles the Eyevinn client for the page
 # Run as root (or with sudo available) on Debian/Ubuntu. Non-interactive.
 set -euo pipefail
 
@@ -34,7 +36,11 @@ if ! command -v npm >/dev/null 2>&1; then
   exit 1
 fi
 
-if [ ! -d "$TEST_DIR/node_modules/playwright-core" ] || [ ! -d "$TEST_DIR/node_modules/puppeteer-core" ]; then
+NEED_NPM=0
+for pkg in playwright-core puppeteer-core esbuild whip-whep @eyevinn/whip-web-client; do
+  [ -d "$TEST_DIR/node_modules/$pkg" ] || NEED_NPM=1
+done
+if [ "$NEED_NPM" -eq 1 ]; then
   echo "setup-browser: npm ci in $TEST_DIR" >&2
   (cd "$TEST_DIR" && npm ci --no-audit --no-fund)
 fi
