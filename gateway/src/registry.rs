@@ -98,6 +98,11 @@ pub struct SessionEntry {
     pub app: Option<String>,
     /// Strong ETag of the ICE session (changes on ICE restart).
     pub etag: String,
+    /// The client's ICE ufrag of the live generation (its offer's, then each restart's): a PATCH
+    /// naming another one is a restart (`http::ice_patch`).
+    pub remote_ufrag: Option<String>,
+    /// The client's ufrags of generations an ICE restart replaced (the last few).
+    pub old_ufrags: Vec<String>,
     pub pushed: Vec<Arc<TrackInfo>>,
 }
 
@@ -267,21 +272,30 @@ impl Registry {
         self.lock().sessions.get(&id).cloned()
     }
 
-    /// Replace the session's ETag if it still is `expected` (`None`: any, for `If-Match: *`).
-    /// Checking and replacing under one lock makes concurrent ICE restarts with the same ETag
-    /// succeed exactly once.
-    pub fn swap_etag(
+    /// An ICE restart: replace the session's ETag if it still is `expected` (`None`: any, for
+    /// `If-Match: *`) and make `remote_ufrag` the client's live one. Checking and replacing under
+    /// one lock makes concurrent ICE restarts with the same ETag succeed exactly once.
+    pub fn restart_ice(
         &self,
         id: SessionId,
         expected: Option<&str>,
-        new: String,
+        new_etag: String,
+        remote_ufrag: String,
     ) -> Result<(), EtagError> {
+        /// Late trickles of this many replaced generations are recognised and dropped.
+        const OLD_UFRAGS: usize = 4;
         let mut inner = self.lock();
         let s = inner.sessions.get_mut(&id).ok_or(EtagError::NoSession)?;
         if expected.is_some_and(|e| e != s.etag) {
             return Err(EtagError::Stale);
         }
-        s.etag = new;
+        s.etag = new_etag;
+        if let Some(old) = s.remote_ufrag.replace(remote_ufrag) {
+            s.old_ufrags.push(old);
+            if s.old_ufrags.len() > OLD_UFRAGS {
+                s.old_ufrags.remove(0);
+            }
+        }
         Ok(())
     }
 
@@ -371,6 +385,8 @@ mod tests {
             stream: Some(stream.into()),
             app: None,
             etag: String::new(),
+            remote_ufrag: None,
+            old_ufrags: vec![],
             pushed: vec![],
         }
     }

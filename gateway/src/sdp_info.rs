@@ -173,6 +173,14 @@ pub fn unify_msid(sdp: &str, stream_id: &str) -> String {
     out
 }
 
+/// The writer's ICE ufrag: the first `a=ice-ufrag` (session level or the first m-line; a BUNDLE
+/// group shares one).
+pub fn ice_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(|u| u.trim().to_string())
+}
+
 /// The ICE credentials and candidates of an `application/trickle-ice-sdpfrag` body (RFC 8840).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SdpFrag {

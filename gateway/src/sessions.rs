@@ -118,6 +118,8 @@ pub fn push(
             stream: stream.clone(),
             app,
             etag: etag.clone(),
+            remote_ufrag: crate::sdp_info::ice_ufrag(offer),
+            old_ufrags: vec![],
             pushed: tracks.clone(),
         },
         peer.ufrag,
@@ -208,6 +210,8 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
             stream: Some(stream.clone()),
             app: None,
             etag: etag.clone(),
+            remote_ufrag: crate::sdp_info::ice_ufrag(offer),
+            old_ufrags: vec![],
             pushed: vec![],
         },
         peer.ufrag,
@@ -281,6 +285,8 @@ pub fn pull_tracks(
             stream: None,
             app: Some(app),
             etag: etag.clone(),
+            remote_ufrag: crate::sdp_info::ice_ufrag(offer),
+            old_ufrags: vec![],
             pushed: vec![],
         },
         peer.ufrag,
@@ -314,6 +320,8 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
             stream: None,
             app: Some(app),
             etag: random_token(16),
+            remote_ufrag: None,
+            old_ufrags: vec![],
             pushed: vec![],
         },
         ufrag,
@@ -362,7 +370,10 @@ pub async fn ice_restart(
         .session(id)
         .ok_or_else(|| Problem::not_found("no such session"))?;
     let etag = random_token(16);
-    match node.registry.swap_etag(id, if_match, etag.clone()) {
+    match node
+        .registry
+        .restart_ice(id, if_match, etag.clone(), ufrag.clone())
+    {
         Ok(()) => {}
         Err(EtagError::NoSession) => return Err(Problem::not_found("no such session")),
         Err(EtagError::Stale) => {

@@ -386,7 +386,8 @@ async fn whip_session_lifecycle_and_headers() -> Result<()> {
     let url = gw.whip_url("studio");
 
     // --- POST: 201 with answer, Location, ETag, Accept-Patch, Links, CORS.
-    let r = post_sdp(&c, &url, None, &publish_offer()).await?;
+    let offer = publish_offer();
+    let r = post_sdp(&c, &url, None, &offer).await?;
     assert_eq!(r.status, 201, "WHIP POST: {}", r.body);
     assert!(
         r.content_type().starts_with(SDP),
@@ -454,6 +455,28 @@ async fn whip_session_lifecycle_and_headers() -> Result<()> {
     let r = patch(&c, &res, None, FRAG, trickle).await?;
     assert_eq!(r.status, 204, "trickle PATCH: {}", r.body);
     assert!(r.body.is_empty());
+    // RFC 8840 fragments carry the client's own ice-ufrag/ice-pwd: still trickle (204), with or
+    // without If-Match; only a *different* ufrag is a restart (RFC 9725 §4.3).
+    let cred = |name: &str| {
+        offer
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("a=ice-{name}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let (own_ufrag, own_pwd) = (cred("ufrag"), cred("pwd"));
+    let rfc8840 = format!(
+        "a=ice-ufrag:{own_ufrag}\r\na=ice-pwd:{own_pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+         a=candidate:1 1 udp 2130706431 127.0.0.1 50001 typ host\r\n"
+    );
+    for if_match in [None, Some("*"), Some(etag0.as_str())] {
+        let r = patch(&c, &res, if_match, FRAG, &rfc8840).await?;
+        assert_eq!(
+            r.status, 204,
+            "RFC 8840 trickle with the client's own credentials, If-Match {if_match:?}: {}",
+            r.body
+        );
+    }
     let r = patch(&c, &res, None, "application/sdp", trickle).await?;
     assert_problem(&r, 415, "PATCH with application/sdp");
     let r = patch(&c, &res, None, "text/plain", trickle).await?;
@@ -569,6 +592,27 @@ async fn whip_session_lifecycle_and_headers() -> Result<()> {
         r.status, 204,
         "trickle with the current If-Match: {}",
         r.body
+    );
+
+    // After a restart, the new ufrag trickles (204) and the replaced generation's late
+    // candidates are dropped, not taken for another restart.
+    let r = patch(
+        &c,
+        &res,
+        None,
+        FRAG,
+        &format!("{}{trickle}", restart("rst1")),
+    )
+    .await?;
+    assert_eq!(
+        r.status, 204,
+        "trickle with the restarted ufrag: {}",
+        r.body
+    );
+    assert_eq!(
+        patch(&c, &res, None, FRAG, &rfc8840).await?.status,
+        204,
+        "late trickle of the replaced ICE generation"
     );
 
     // `*` and `"*"` match whatever the current ETag is.

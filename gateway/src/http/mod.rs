@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod endpoint;
+pub mod ice_patch;
 pub mod pages;
 pub mod problem;
 pub mod recording;

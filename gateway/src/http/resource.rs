@@ -1,5 +1,6 @@
 //! Session resources (`Location` of a WHIP/WHEP POST): DELETE ends the session; PATCH trickles
-//! candidates (204) or restarts ICE (200 with the new credentials and a new strong ETag).
+//! candidates (204) or restarts ICE (200 with the new credentials and a new strong ETag);
+//! `ice_patch` tells the two apart.
 //!
 //! The resource URL holds a 128-bit random id and is the capability; a bearer token, when one is
 //! sent, must still be valid for the stream (some players PATCH without one).
@@ -9,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::ice_patch::{self, IceState, IfMatch, PatchAction};
 use super::problem::Problem;
 use super::{AppState, authorize, bearer, empty, read_text};
 use crate::auth::Action;
@@ -56,7 +58,23 @@ pub async fn delete(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let (id, _) = find(&node, &stream, &session, &headers, kind_of(&uri))?;
+    let kind = kind_of(&uri);
+    let id = match find(&node, &stream, &session, &headers, kind) {
+        Ok((id, _)) => id,
+        // The client closed its PeerConnection first and the DTLS close_notify beat its DELETE:
+        // the session ended a moment ago and the DELETE is still the client's own.
+        Err(missing) => {
+            let role = if kind == "whip" {
+                Role::Whip
+            } else {
+                Role::Whep
+            };
+            return match session.parse() {
+                Ok(id) if node.registry.take_ended(id, &role, &stream) => Ok(empty(StatusCode::OK)),
+                _ => Err(missing),
+            };
+        }
+    };
     if !sessions::close(&node, id) {
         return Err(Problem::not_found("no such session"));
     }
@@ -102,61 +120,56 @@ pub async fn patch(
     )
     .await?;
     let frag = sdp_info::sdpfrag(&text).map_err(Problem::bad_request)?;
-    let if_match = headers
-        .get(header::IF_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    let current = format!("\"{}\"", entry.etag);
-    let matches = |v: &str| v == "*" || v == "\"*\"" || v == current;
-    match (frag.ufrag, frag.pwd) {
-        (Some(ufrag), Some(pwd)) => {
-            let Some(v) = if_match else {
-                return Err(Problem::new(
-                    StatusCode::PRECONDITION_REQUIRED,
-                    "an ICE restart needs If-Match",
-                ));
-            };
-            if !matches(v) {
-                return Err(Problem::new(
-                    StatusCode::PRECONDITION_FAILED,
-                    "the ICE session changed (stale ETag)",
-                ));
-            }
-            let expected = (v != "*" && v != "\"*\"").then_some(entry.etag.as_str());
-            let (lufrag, lpwd, etag) =
-                sessions::ice_restart(&node, id, expected, ufrag, pwd).await?;
-            let mut body = format!("a=ice-ufrag:{lufrag}\r\na=ice-pwd:{lpwd}\r\n");
-            for (i, addr) in node.peers.candidates().iter().enumerate() {
-                body.push_str(&format!(
-                    "a=candidate:{} 1 udp {} {} {} typ host\r\n",
-                    i + 1,
-                    2_130_706_431u32.saturating_sub(i as u32),
-                    addr.ip(),
-                    addr.port()
-                ));
-            }
-            body.push_str("a=end-of-candidates\r\n");
-            let mut r = (StatusCode::OK, body).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/trickle-ice-sdpfrag"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
-                r.headers_mut().insert(header::ETAG, v);
-            }
-            Ok(r)
-        }
-        _ => {
-            if let Some(v) = if_match
-                && !matches(v)
-            {
-                return Err(Problem::new(
-                    StatusCode::PRECONDITION_FAILED,
-                    "the ICE session changed (stale ETag)",
-                ));
-            }
+    let if_match = IfMatch::parse(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()));
+    let state = IceState {
+        etag: &entry.etag,
+        remote_ufrag: entry.remote_ufrag.as_deref(),
+        old_ufrags: &entry.old_ufrags,
+    };
+    match ice_patch::decide(frag.ufrag.as_deref(), &if_match, state)? {
+        PatchAction::Trickle => {
             sessions::trickle(&node, id, frag.candidates)?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
+        PatchAction::StaleTrickle => {
+            tracing::debug!(session = %id, "dropped candidates of a replaced ICE generation");
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        PatchAction::Restart { expected } => {
+            let (Some(ufrag), Some(pwd)) = (frag.ufrag, frag.pwd) else {
+                return Err(Problem::bad_request(
+                    "an ICE restart needs ice-ufrag and ice-pwd",
+                ));
+            };
+            let (lufrag, lpwd, etag) =
+                sessions::ice_restart(&node, id, expected.as_deref(), ufrag, pwd).await?;
+            // The restart's own fragment may already carry the client's new candidates.
+            sessions::trickle(&node, id, frag.candidates)?;
+            Ok(restarted(&node, &lufrag, &lpwd, &etag))
+        }
     }
+}
+
+/// 200 to an ICE restart: our new credentials and candidates, and the new ETag.
+fn restarted(node: &Node, ufrag: &str, pwd: &str, etag: &str) -> Response {
+    let mut body = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+    for (i, addr) in node.peers.candidates().iter().enumerate() {
+        body.push_str(&format!(
+            "a=candidate:{} 1 udp {} {} {} typ host\r\n",
+            i + 1,
+            2_130_706_431u32.saturating_sub(i as u32),
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    body.push_str("a=end-of-candidates\r\n");
+    let mut r = (StatusCode::OK, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
 }
