@@ -5,7 +5,8 @@
 #                 (node links are QUIC with mutual TLS pinned to it), made by
 #                 `relay cluster-cert --out DIR`.
 #   wish-tokens   publish-tokens (and play-tokens if PLAY_TOKEN is set): bearer tokens for WHIP
-#                 (and WHEP), comma-separated, each at least 8 characters.
+#                 (and WHEP), comma-separated, each at least 8 characters; admin-tokens: for the
+#                 gateways' /v1/stats and /v1/streams (closed to others once tokens exist).
 #
 # An existing Secret is never replaced: a new cluster certificate splits a running cluster in two
 # (old and new pods refuse each other). To rotate, delete wish-cluster, run this again, then
@@ -91,12 +92,16 @@ if exists secret wish-tokens; then
   echo "secret $NAMESPACE/wish-tokens exists: keeping it" >&2
 else
   publish="${PUBLISH_TOKEN:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}"
-  args=(--from-literal=publish-tokens="$publish")
+  admin="${ADMIN_TOKEN:-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}"
+  args=(--from-literal=publish-tokens="$publish" --from-literal=admin-tokens="$admin")
   if [[ -n "${PLAY_TOKEN:-}" ]]; then
     args+=(--from-literal=play-tokens="$PLAY_TOKEN")
   fi
   create secret generic wish-tokens -n "$NAMESPACE" "${args[@]}"
   if [[ -z "${PUBLISH_TOKEN:-}" ]]; then
     echo "publish token (OBS: Settings > Stream > Bearer Token): $publish" >&2
+  fi
+  if [[ -z "${ADMIN_TOKEN:-}" ]]; then
+    echo "admin token (GET /v1/stats with Authorization: Bearer): $admin" >&2
   fi
 fi

@@ -29,6 +29,16 @@ pub struct Auth {
     anonymous_play: bool,
 }
 
+/// Which streams a request may see on `/v1/streams`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Listing {
+    All,
+    /// Those its token may play.
+    Playable,
+    /// No token, or one the node does not know.
+    Refused,
+}
+
 impl Auth {
     pub fn new(config: &Config) -> Self {
         Auth {
@@ -55,25 +65,58 @@ impl Auth {
         if self.anonymous(action) {
             return Verdict::Allowed;
         }
+        self.judge(token, |rule| {
+            let patterns = match action {
+                Action::Publish => &rule.publish,
+                Action::Play => &rule.play,
+            };
+            patterns.iter().any(|p| pattern_matches(p, stream))
+        })
+    }
+
+    /// The verdict on `token` given what each rule grants. Every rule is compared, matched or
+    /// not, so timing does not reveal which one matched.
+    fn judge(&self, token: Option<&str>, grants: impl Fn(&TokenRule) -> bool) -> Verdict {
         let Some(token) = token else {
             return Verdict::Unauthenticated;
         };
-        // Every rule is compared, matched or not, so timing does not reveal which one matched.
         let mut known = false;
         let mut allowed = false;
         for rule in &self.rules {
             let equal: bool = rule.token.as_bytes().ct_eq(token.as_bytes()).into();
             known |= equal;
-            let patterns = match action {
-                Action::Publish => &rule.publish,
-                Action::Play => &rule.play,
-            };
-            allowed |= equal && patterns.iter().any(|p| pattern_matches(p, stream));
+            allowed |= equal && grants(rule);
         }
         match (known, allowed) {
             (_, true) => Verdict::Allowed,
             (true, false) => Verdict::Forbidden,
             (false, false) => Verdict::Unauthenticated,
+        }
+    }
+
+    /// No token and no app configured: a laptop or a closed network, where monitoring is open.
+    pub fn is_open(&self) -> bool {
+        self.rules.is_empty() && self.apps.is_empty()
+    }
+
+    /// May the holder of `token` read the node's monitoring JSON (`/v1/stats`)? Open nodes
+    /// answer anyone; otherwise only an admin token.
+    pub fn check_admin(&self, token: Option<&str>) -> Verdict {
+        if self.is_open() {
+            return Verdict::Allowed;
+        }
+        self.judge(token, |rule| rule.admin)
+    }
+
+    /// What `/v1/streams` shows the holder of `token`: everything to an admin or where anyone
+    /// may play, else the streams the token may play; an unknown token sees nothing.
+    pub fn listing(&self, token: Option<&str>) -> Listing {
+        if self.anonymous_play || self.check_admin(token) == Verdict::Allowed {
+            return Listing::All;
+        }
+        match self.check(token, Action::Play, "") {
+            Verdict::Unauthenticated => Listing::Refused,
+            _ => Listing::Playable,
         }
     }
 
@@ -145,6 +188,41 @@ mod tests {
             a.check(Some("play-secret-1"), Action::Play, "s"),
             Verdict::Allowed
         );
+    }
+
+    #[test]
+    fn monitoring_needs_an_admin_token_once_any_token_exists() {
+        let open = auth(Cli::default());
+        assert_eq!(open.check_admin(None), Verdict::Allowed);
+        assert_eq!(open.listing(None), Listing::All);
+
+        let a = auth(Cli {
+            publish_tokens: vec!["pub-secret-1".into()],
+            play_tokens: vec!["play-secret-1".into()],
+            admin_tokens: vec!["admin-secret-1".into()],
+            ..Cli::default()
+        });
+        assert_eq!(a.check_admin(None), Verdict::Unauthenticated);
+        assert_eq!(a.check_admin(Some("nope-nope")), Verdict::Unauthenticated);
+        assert_eq!(a.check_admin(Some("pub-secret-1")), Verdict::Forbidden);
+        assert_eq!(a.check_admin(Some("admin-secret-1")), Verdict::Allowed);
+        assert_eq!(a.listing(None), Listing::Refused);
+        assert_eq!(a.listing(Some("nope-nope")), Listing::Refused);
+        assert_eq!(a.listing(Some("play-secret-1")), Listing::Playable);
+        assert_eq!(a.listing(Some("admin-secret-1")), Listing::All);
+        // An admin token publishes and plays nothing.
+        assert_eq!(
+            a.check(Some("admin-secret-1"), Action::Publish, "s"),
+            Verdict::Forbidden
+        );
+
+        // Only publish tokens: anyone may play, so anyone may list; stats stay closed.
+        let p = auth(Cli {
+            publish_tokens: vec!["pub-secret-1".into()],
+            ..Cli::default()
+        });
+        assert_eq!(p.listing(None), Listing::All);
+        assert_eq!(p.check_admin(None), Verdict::Unauthenticated);
     }
 
     #[test]

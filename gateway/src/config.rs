@@ -58,6 +58,14 @@ pub struct Cli {
         value_delimiter = ','
     )]
     pub play_tokens: Vec<String>,
+    /// A bearer token allowed to read `/v1/stats` and every stream on `/v1/streams` (repeatable).
+    /// Needed for those once any token or app is configured.
+    #[arg(
+        long = "admin-token",
+        env = "GATEWAY_ADMIN_TOKENS",
+        value_delimiter = ','
+    )]
+    pub admin_tokens: Vec<String>,
     /// An app for the session/track API as `id:secret` (repeatable).
     #[arg(long = "app", env = "GATEWAY_APPS", value_delimiter = ',')]
     pub apps: Vec<String>,
@@ -199,6 +207,9 @@ pub struct TokenRule {
     pub publish: Vec<String>,
     #[serde(default)]
     pub play: Vec<String>,
+    /// May read the node's monitoring JSON (`/v1/stats`, every stream on `/v1/streams`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// An application allowed to use the session/track API with its secret as bearer token.
@@ -366,6 +377,7 @@ impl Config {
                 token,
                 publish: vec!["*".into()],
                 play: vec![],
+                admin: false,
             });
         }
         for token in cli.play_tokens {
@@ -373,6 +385,14 @@ impl Config {
                 token,
                 publish: vec![],
                 play: vec!["*".into()],
+                admin: false,
+            });
+        }
+        for token in cli.admin_tokens {
+            self.tokens.push(TokenRule {
+                token,
+                admin: true,
+                ..TokenRule::default()
             });
         }
         if let Some(listen) = cli.cluster_listen {

@@ -1,13 +1,24 @@
-//! Which session owns an incoming datagram — sans-IO, so it is tested without sockets.
+//! Which session owns an incoming datagram — sans-IO (time is an input), so it is tested without
+//! sockets.
 //!
 //! STUN binding requests carry `USERNAME = <our ufrag>:<their ufrag>`, and our ufrag is unique per
-//! session (and per ICE restart), so STUN is always routed by ufrag; the source address it came
-//! from is then remembered for that session. Everything else (DTLS, SRTP, SRTCP) is routed by
-//! source address. Both are hash-map lookups: no session is ever asked "is this yours?".
+//! session (and per ICE restart), so STUN is routed by ufrag. A source address is bound to a
+//! session only once a request from it has passed MESSAGE-INTEGRITY with that session's ICE
+//! password: anyone can copy a USERNAME off the wire, nobody without the password can forge the
+//! HMAC. Everything else (DTLS, SRTP, SRTCP) is routed by the bound source address. All of it is
+//! hash-map lookups plus at most one HMAC-SHA1: no session is ever asked "is this yours?".
+//!
+//! Forged STUN (a live ufrag, a wrong or missing integrity) is dropped here, counted per session
+//! and node-wide, and costs O(1) with no allocation per source address: an attacker spraying it
+//! from a thousand ports neither grows the table nor moves the session off its real address.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use aws_lc_rs::hmac;
 use str0m::ice::StunMessage;
 
 use crate::ids::SessionId;
@@ -22,38 +33,81 @@ pub struct Route {
 /// Changes made by the control plane (new session, ICE restart, session gone).
 #[derive(Debug)]
 pub enum DemuxUpdate {
-    Ufrag { ufrag: String, route: Route },
-    Remove { session: SessionId },
+    /// STUN naming `ufrag` goes to `route` if it verifies with `pwd` (our ICE password for that
+    /// ufrag). `failures` counts the session's forged STUN (shared with the registry, so the
+    /// stream list can show it); an ICE restart sends `None` and keeps the session's counter.
+    Ufrag {
+        ufrag: String,
+        pwd: String,
+        route: Route,
+        failures: Option<Arc<AtomicU64>>,
+    },
+    Remove {
+        session: SessionId,
+    },
 }
 
-/// Remote addresses a session may accumulate (candidate pairs, NAT rebinding); beyond this the
-/// oldest is forgotten, so a peer spraying STUN from many ports cannot grow the table.
+/// What to do with a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Hand it to this session's worker.
+    To(Route),
+    /// No session knows the source (and it is no STUN naming a live ufrag).
+    Unknown,
+    /// STUN naming a live ufrag whose MESSAGE-INTEGRITY failed (or is missing): dropped.
+    Forged,
+}
+
+/// Remote addresses a session may have bound at once (candidate pairs, NAT rebinding). Only
+/// verified STUN binds one; beyond this the least recently used is forgotten.
 const MAX_ADDRS_PER_SESSION: usize = 8;
+
+/// A session's forged STUN is logged at most this often (it is counted always).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+struct Credential {
+    route: Route,
+    key: hmac::Key,
+}
+
+struct Bound {
+    route: Route,
+    /// Last verified STUN or routed datagram from this address: eviction picks the oldest.
+    used: Instant,
+}
 
 #[derive(Default)]
 struct Keys {
     ufrags: Vec<String>,
     addrs: Vec<SocketAddr>,
+    failures: Arc<AtomicU64>,
+    logged: Option<Instant>,
 }
 
 /// The routing table.
 #[derive(Default)]
 pub struct Demux {
-    by_ufrag: HashMap<String, Route>,
-    by_addr: HashMap<SocketAddr, Route>,
+    by_ufrag: HashMap<String, Credential>,
+    by_addr: HashMap<SocketAddr, Bound>,
     keys: HashMap<SessionId, Keys>,
 }
 
 impl Demux {
     pub fn apply(&mut self, update: DemuxUpdate) {
         match update {
-            DemuxUpdate::Ufrag { ufrag, route } => {
-                self.keys
-                    .entry(route.session)
-                    .or_default()
-                    .ufrags
-                    .push(ufrag.clone());
-                self.by_ufrag.insert(ufrag, route);
+            DemuxUpdate::Ufrag {
+                ufrag,
+                pwd,
+                route,
+                failures,
+            } => {
+                let keys = self.keys.entry(route.session).or_default();
+                if let Some(f) = failures {
+                    keys.failures = f;
+                }
+                keys.ufrags.push(ufrag.clone());
+                let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
+                self.by_ufrag.insert(ufrag, Credential { route, key });
             }
             DemuxUpdate::Remove { session } => {
                 let Some(keys) = self.keys.remove(&session) else {
@@ -63,7 +117,11 @@ impl Demux {
                     self.by_ufrag.remove(&u);
                 }
                 for a in keys.addrs {
-                    if self.by_addr.get(&a).is_some_and(|r| r.session == session) {
+                    if self
+                        .by_addr
+                        .get(&a)
+                        .is_some_and(|b| b.route.session == session)
+                    {
                         self.by_addr.remove(&a);
                     }
                 }
@@ -71,38 +129,82 @@ impl Demux {
         }
     }
 
-    /// The owner of a datagram from `source`, if any.
-    pub fn route(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<Route> {
+    /// The owner of a datagram that arrived from `source` at `now`.
+    pub fn route(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) -> Dispatch {
         if is_stun(datagram)
-            && let Some(route) = self.route_stun(source, datagram)
+            && let Ok(msg) = StunMessage::parse(datagram)
+            && let Some((local, _remote)) = msg.split_username()
+            && let Some(cred) = self.by_ufrag.get(local)
         {
-            return Some(route);
+            let route = cred.route;
+            if !verify(&msg, &cred.key) {
+                self.forged(now, route.session, source);
+                return Dispatch::Forged;
+            }
+            self.bind(now, source, route);
+            return Dispatch::To(route);
         }
-        self.by_addr.get(&source).copied()
+        match self.by_addr.get_mut(&source) {
+            Some(b) => {
+                b.used = now;
+                Dispatch::To(b.route)
+            }
+            None => Dispatch::Unknown,
+        }
     }
 
-    fn route_stun(&mut self, source: SocketAddr, datagram: &[u8]) -> Option<Route> {
-        let msg = StunMessage::parse(datagram).ok()?;
-        let (local, _remote) = msg.split_username()?;
-        let route = *self.by_ufrag.get(local)?;
-        // The address is only learned from STUN naming a live ufrag; str0m still verifies the
-        // MESSAGE-INTEGRITY before it believes the pair, so a forged packet gains nothing.
-        if self.by_addr.insert(source, route) != Some(route) {
-            let keys = self.keys.entry(route.session).or_default();
-            keys.addrs.retain(|a| *a != source);
-            keys.addrs.push(source);
-            if keys.addrs.len() > MAX_ADDRS_PER_SESSION {
-                let old = keys.addrs.remove(0);
+    /// `source` proved it holds `route`'s ICE password.
+    fn bind(&mut self, now: Instant, source: SocketAddr, route: Route) {
+        let previous = self.by_addr.insert(source, Bound { route, used: now });
+        if previous.as_ref().is_some_and(|b| b.route == route) {
+            return;
+        }
+        // A verified request for another session from this address: that session's client owns
+        // the address now (a new PeerConnection on the same socket).
+        if let Some(old) = previous
+            && let Some(k) = self.keys.get_mut(&old.route.session)
+        {
+            k.addrs.retain(|a| *a != source);
+        }
+        let keys = self.keys.entry(route.session).or_default();
+        keys.addrs.push(source);
+        if keys.addrs.len() > MAX_ADDRS_PER_SESSION {
+            let by_addr = &self.by_addr;
+            let used = |a: &SocketAddr| by_addr.get(a).map(|b| b.used);
+            if let Some((i, _)) = keys
+                .addrs
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| **a != source)
+                .min_by_key(|(_, a)| used(a))
+            {
+                let old = keys.addrs.swap_remove(i);
                 if self
                     .by_addr
                     .get(&old)
-                    .is_some_and(|r| r.session == route.session)
+                    .is_some_and(|b| b.route.session == route.session)
                 {
                     self.by_addr.remove(&old);
                 }
             }
         }
-        Some(route)
+    }
+
+    fn forged(&mut self, now: Instant, session: SessionId, source: SocketAddr) {
+        let Some(keys) = self.keys.get_mut(&session) else {
+            return;
+        };
+        let n = keys.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if keys
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= LOG_EVERY)
+        {
+            keys.logged = Some(now);
+            tracing::warn!(
+                %session, %source, total = n,
+                "STUN naming this session's ufrag failed MESSAGE-INTEGRITY; dropped"
+            );
+        }
     }
 
     pub fn sessions(&self) -> usize {
@@ -114,116 +216,28 @@ impl Demux {
     }
 }
 
+/// MESSAGE-INTEGRITY (RFC 8489 §14.5) with the session's precomputed HMAC key; a request without
+/// one fails.
+fn verify(msg: &StunMessage<'_>, key: &hmac::Key) -> bool {
+    msg.verify(&[], |_, parts| {
+        let mut ctx = hmac::Context::with_key(key);
+        for p in parts {
+            ctx.update(p);
+        }
+        let tag = ctx.sign();
+        let mut out = [0u8; 20];
+        // SHA-1 tags are 20 bytes; anything else leaves zeros and fails the comparison.
+        if let Some(t) = tag.as_ref().get(..20) {
+            out.copy_from_slice(t);
+        }
+        out
+    })
+}
+
 /// RFC 7983: STUN starts with 0..=3 and carries the magic cookie.
 fn is_stun(d: &[u8]) -> bool {
     d.len() >= 20 && d[0] < 4 && d[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use str0m::ice::TransId;
-
-    fn stun(username: &str) -> Vec<u8> {
-        let msg = StunMessage::binding_request(username, TransId::new(), true, 1, 1, false);
-        let mut buf = vec![0u8; 512];
-        let n = msg
-            .to_bytes(Some(b"0123456789012345678901"), &mut buf, |_, _| [7u8; 20])
-            .expect("serialises");
-        buf.truncate(n);
-        buf
-    }
-
-    #[test]
-    fn stun_routes_by_ufrag_then_media_by_address() {
-        let mut d = Demux::default();
-        let s = SessionId::random();
-        let route = Route {
-            worker: 1,
-            session: s,
-        };
-        d.apply(DemuxUpdate::Ufrag {
-            ufrag: "ourufrag".into(),
-            route,
-        });
-        let peer: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        assert_eq!(
-            d.route(peer, &[0x80, 0, 0, 0]),
-            None,
-            "media before STUN is unknown"
-        );
-        assert_eq!(d.route(peer, &stun("ourufrag:theirs")), Some(route));
-        assert_eq!(d.route(peer, &[0x80, 0, 0, 0]), Some(route));
-        assert_eq!(
-            d.route(peer, &stun("other:theirs")),
-            Some(route),
-            "falls back to address"
-        );
-        d.apply(DemuxUpdate::Remove { session: s });
-        assert_eq!(d.route(peer, &[0x80, 0, 0, 0]), None);
-        assert_eq!(d.sessions(), 0);
-        assert_eq!(d.addrs(), 0);
-    }
-
-    #[test]
-    fn an_address_moves_to_the_session_its_stun_names() {
-        let mut d = Demux::default();
-        let a = Route {
-            worker: 0,
-            session: SessionId::random(),
-        };
-        let b = Route {
-            worker: 1,
-            session: SessionId::random(),
-        };
-        d.apply(DemuxUpdate::Ufrag {
-            ufrag: "aaaa".into(),
-            route: a,
-        });
-        d.apply(DemuxUpdate::Ufrag {
-            ufrag: "bbbb".into(),
-            route: b,
-        });
-        let peer: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        d.route(peer, &stun("aaaa:x"));
-        d.route(peer, &stun("bbbb:x"));
-        assert_eq!(d.route(peer, &[0x80]), Some(b));
-        d.apply(DemuxUpdate::Remove { session: a.session });
-        assert_eq!(
-            d.route(peer, &[0x80]),
-            Some(b),
-            "removing a leaves b's address"
-        );
-    }
-
-    #[test]
-    fn addresses_per_session_are_bounded() {
-        let mut d = Demux::default();
-        let a = Route {
-            worker: 0,
-            session: SessionId::random(),
-        };
-        d.apply(DemuxUpdate::Ufrag {
-            ufrag: "aaaa".into(),
-            route: a,
-        });
-        for port in 0..100u16 {
-            let peer = SocketAddr::from(([127, 0, 0, 1], 6000 + port));
-            d.route(peer, &stun("aaaa:x"));
-        }
-        assert_eq!(d.addrs(), MAX_ADDRS_PER_SESSION);
-    }
-
-    #[test]
-    fn garbage_is_not_routed_and_does_not_panic() {
-        let mut d = Demux::default();
-        let peer: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        for len in 0..64 {
-            let mut g = vec![0u8; len];
-            if len >= 8 {
-                g[4..8].copy_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
-            }
-            assert_eq!(d.route(peer, &g), None);
-        }
-    }
-}
+mod tests;

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -80,6 +80,8 @@ pub struct NodeStats {
     /// Send syscalls that carried datagrams (`sendmmsg` takes many messages per call).
     pub udp_send_calls: u64,
     pub udp_unrouted: u64,
+    /// STUN naming a live session's ufrag whose MESSAGE-INTEGRITY failed: dropped by the demux.
+    pub stun_integrity_failures: u64,
     pub udp_send_errors: u64,
     /// Links, tree counters (NACKs answered/forwarded, keyframe requests) and tracks, in a cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -193,11 +195,19 @@ impl Node {
         }
     }
 
-    /// Route datagrams naming `ufrag` to the session.
-    pub fn route_ufrag(&self, ufrag: String, worker: usize, session: SessionId) {
+    /// Route STUN naming our ufrag `ice.ufrag` (and verifying with `ice.pass`) to the session.
+    pub fn route_ice(
+        &self,
+        ice: str0m::IceCreds,
+        worker: usize,
+        session: SessionId,
+        failures: Arc<AtomicU64>,
+    ) {
         let _ = self.demux.send(DemuxUpdate::Ufrag {
-            ufrag,
+            ufrag: ice.ufrag,
+            pwd: ice.pass,
             route: Route { worker, session },
+            failures: Some(failures),
         });
     }
 
@@ -230,6 +240,7 @@ impl Node {
             udp_messages: self.udp.messages.load(r),
             udp_send_calls: self.udp.send_calls.load(r),
             udp_unrouted: self.udp.unrouted.load(r),
+            stun_integrity_failures: self.udp.forged.load(r),
             udp_send_errors: self.udp.send_errors.load(r),
             cluster: self.cluster.as_ref().map(|c| c.handle.stats()),
         }

@@ -26,11 +26,21 @@ use crate::sdp_info::{self, Direction, MLine};
 pub struct NewPeer {
     pub rtc: Rtc,
     pub answer: String,
-    pub ufrag: String,
+    /// Our ICE credentials: the UDP demux routes STUN by the ufrag and checks it with the pwd.
+    pub ice: IceCreds,
     /// The answer's m-lines (mid, kind) that carry media.
     pub media: Vec<(Mid, MediaKind)>,
     /// The viewer has no RTX: we answer its NACKs ourselves, resending on the media SSRC.
     pub same_ssrc_repair: bool,
+}
+
+/// Fresh local ICE credentials, from the OS CSPRNG: a 16-character ufrag (~95 bits) and a
+/// 32-character password (~190 bits) over 62 symbols. Used for new sessions and ICE restarts.
+pub fn local_ice_creds() -> IceCreds {
+    IceCreds {
+        ufrag: random_token(16),
+        pass: random_token(32),
+    }
 }
 
 /// Node-wide ingredients shared by every `Rtc`.
@@ -65,12 +75,9 @@ impl PeerFactory {
         &self.candidates
     }
 
-    fn base(&self) -> (RtcConfig, String) {
-        let creds = IceCreds {
-            ufrag: random_token(16),
-            pass: random_token(32),
-        };
-        let ufrag = creds.ufrag.clone();
+    fn base(&self) -> (RtcConfig, IceCreds) {
+        let creds = local_ice_creds();
+        let ice = creds.clone();
         let config = Rtc::builder()
             .set_rtp_mode(true)
             .set_ice_lite(true)
@@ -79,16 +86,16 @@ impl PeerFactory {
             .set_local_ice_credentials(creds)
             // Once a second: NACK totals of viewers str0m repairs itself (`nacks_rtx`).
             .set_stats_interval(Some(Duration::from_secs(1)));
-        (config, ufrag)
+        (config, ice)
     }
 
-    fn finish(&self, mut rtc: Rtc, offer: SdpOffer, ufrag: String) -> Result<NewPeer, Problem> {
+    fn finish(&self, mut rtc: Rtc, offer: SdpOffer, ice: IceCreds) -> Result<NewPeer, Problem> {
         self.add_candidates(&mut rtc);
         let (answer, media) = answer_offer(&mut rtc, offer)?;
         Ok(NewPeer {
             rtc,
             answer,
-            ufrag,
+            ice,
             media,
             same_ssrc_repair: false,
         })
@@ -104,12 +111,12 @@ impl PeerFactory {
 
     /// A session with nothing negotiated yet (the session/track API creates these); it can
     /// push and pull any codec str0m knows.
-    pub fn empty(&self, now: Instant) -> (Rtc, String) {
-        let (mut config, ufrag) = self.base();
+    pub fn empty(&self, now: Instant) -> (Rtc, IceCreds) {
+        let (mut config, ice) = self.base();
         add_publisher_codecs(&mut config);
         let mut rtc = config.build(now);
         self.add_candidates(&mut rtc);
-        (rtc, ufrag)
+        (rtc, ice)
     }
 
     /// A publisher (WHIP, or pushing tracks through the API): every media m-line must send, and
@@ -132,7 +139,7 @@ impl PeerFactory {
         // the publisher negotiated, so a longer list would let a viewer pick a codec the
         // publisher never sends (browsers and GStreamer offer several).
         let chosen = self.publisher_codecs(offer, &lines, now)?;
-        let (mut config, ufrag) = self.base();
+        let (mut config, ice) = self.base();
         let codecs = config.codec_config();
         codecs.clear();
         for (pt, resend, spec) in chosen {
@@ -145,7 +152,7 @@ impl PeerFactory {
                 spec.format,
             );
         }
-        let peer = self.finish(config.build(now), parse_offer(offer_sdp)?, ufrag)?;
+        let peer = self.finish(config.build(now), parse_offer(offer_sdp)?, ice)?;
         let offered = lines
             .iter()
             .filter(|m| m.is_media() && !m.rejected())
@@ -223,7 +230,7 @@ impl PeerFactory {
                 m.kind
             )));
         }
-        let (mut config, ufrag) = self.base();
+        let (mut config, ice) = self.base();
         // str0m repairs only through RTX. A player that offers video without it gets its NACKs
         // answered by the worker, which needs to see the viewer's RTCP.
         let same_ssrc_repair = lines.iter().any(|m| m.kind == "video" && !m.rejected())
@@ -258,7 +265,7 @@ impl PeerFactory {
                 spec.format,
             );
         }
-        let mut peer = self.finish(config.build(now), offer, ufrag)?;
+        let mut peer = self.finish(config.build(now), offer, ice)?;
         peer.same_ssrc_repair = same_ssrc_repair;
         if peer.media.is_empty() {
             return Err(Problem::unprocessable(format!(

@@ -103,6 +103,8 @@ pub struct SessionEntry {
     pub remote_ufrag: Option<String>,
     /// The client's ufrags of generations an ICE restart replaced (the last few).
     pub old_ufrags: Vec<String>,
+    /// STUN naming this session's ufrag that failed MESSAGE-INTEGRITY (counted by the demux).
+    pub stun_integrity_failures: Arc<AtomicU64>,
     pub pushed: Vec<Arc<TrackInfo>>,
 }
 
@@ -155,7 +157,9 @@ pub struct StreamSummary {
     pub name: String,
     pub viewers: usize,
     pub tracks: Vec<String>,
-    pub session: String,
+    /// STUN naming the publisher's session that failed MESSAGE-INTEGRITY (forged or broken).
+    /// The session id itself is never listed: its resource URL is the capability to end it.
+    pub publisher_stun_integrity_failures: u64,
     /// Per track: simulcast rid and layer group, measured bitrate, packets and keyframes received.
     pub track_stats: Vec<TrackSummary>,
 }
@@ -354,7 +358,10 @@ impl Registry {
                 name: name.to_string(),
                 viewers: inner.viewers.get(name).copied().unwrap_or(0),
                 tracks: s.tracks.iter().map(|t| t.name.clone()).collect(),
-                session: s.publisher.to_string(),
+                publisher_stun_integrity_failures: inner
+                    .sessions
+                    .get(&s.publisher)
+                    .map_or(0, |e| e.stun_integrity_failures.load(Ordering::Relaxed)),
                 track_stats: s
                     .tracks
                     .iter()
@@ -387,6 +394,7 @@ mod tests {
             etag: String::new(),
             remote_ufrag: None,
             old_ufrags: vec![],
+            stun_integrity_failures: Default::default(),
             pushed: vec![],
         }
     }

@@ -28,10 +28,11 @@ pub struct Created {
 /// Make a negotiated session live: registered (so HTTP finds it), routable (so its first STUN
 /// reaches the worker), and owned by its worker. The order matters: a client can send STUN as
 /// soon as it has the answer, which is after this returns.
-fn start_session(node: &Node, entry: SessionEntry, ufrag: String, adopt: Adopt) {
+fn start_session(node: &Node, entry: SessionEntry, ice: str0m::IceCreds, adopt: Adopt) {
     let (id, worker) = (adopt.id, entry.worker);
+    let failures = entry.stun_integrity_failures.clone();
     node.registry.insert_session(id, entry);
-    node.route_ufrag(ufrag, worker, id);
+    node.route_ice(ice, worker, id, failures);
     node.send(worker, WorkerMsg::Adopt(Box::new(adopt)));
 }
 
@@ -120,9 +121,10 @@ pub fn push(
             etag: etag.clone(),
             remote_ufrag: crate::sdp_info::ice_ufrag(offer),
             old_ufrags: vec![],
+            stun_integrity_failures: Default::default(),
             pushed: tracks.clone(),
         },
-        peer.ufrag,
+        peer.ice,
         Adopt {
             id,
             rtc: peer.rtc,
@@ -212,9 +214,10 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
             etag: etag.clone(),
             remote_ufrag: crate::sdp_info::ice_ufrag(offer),
             old_ufrags: vec![],
+            stun_integrity_failures: Default::default(),
             pushed: vec![],
         },
-        peer.ufrag,
+        peer.ice,
         Adopt {
             id,
             rtc: peer.rtc,
@@ -287,9 +290,10 @@ pub fn pull_tracks(
             etag: etag.clone(),
             remote_ufrag: crate::sdp_info::ice_ufrag(offer),
             old_ufrags: vec![],
+            stun_integrity_failures: Default::default(),
             pushed: vec![],
         },
-        peer.ufrag,
+        peer.ice,
         Adopt {
             id,
             rtc: peer.rtc,
@@ -309,7 +313,7 @@ pub fn pull_tracks(
 /// A session with nothing negotiated yet (session/track API); tracks come with renegotiation.
 pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
     check_capacity(node)?;
-    let (rtc, ufrag) = node.peers.empty(Instant::now());
+    let (rtc, ice) = node.peers.empty(Instant::now());
     let id = SessionId::random();
     let worker = node.pick_worker();
     start_session(
@@ -322,9 +326,10 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
             etag: random_token(16),
             remote_ufrag: None,
             old_ufrags: vec![],
+            stun_integrity_failures: Default::default(),
             pushed: vec![],
         },
-        ufrag,
+        ice,
         Adopt {
             id,
             rtc,

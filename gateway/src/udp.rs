@@ -14,7 +14,7 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::demux::{Demux, DemuxUpdate};
+use crate::demux::{Demux, DemuxUpdate, Dispatch};
 use crate::gso;
 use crate::ids::SessionId;
 use crate::worker::WorkerMsg;
@@ -73,6 +73,8 @@ pub struct UdpShell {
     pub send_errors: AtomicU64,
     pub received: AtomicU64,
     pub unrouted: AtomicU64,
+    /// STUN with a live ufrag and a failed MESSAGE-INTEGRITY (see `demux`).
+    pub forged: AtomicU64,
 }
 
 impl UdpShell {
@@ -108,6 +110,7 @@ impl UdpShell {
             send_errors: AtomicU64::new(0),
             received: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
+            forged: AtomicU64::new(0),
         }))
     }
 
@@ -311,9 +314,16 @@ impl UdpShell {
                 for chunk in buf[..meta.len].chunks(stride) {
                     self.received.fetch_add(1, Ordering::Relaxed);
                     let source = normalise(meta.addr);
-                    let Some(route) = demux.route(source, chunk) else {
-                        self.unrouted.fetch_add(1, Ordering::Relaxed);
-                        continue;
+                    let route = match demux.route(at, source, chunk) {
+                        Dispatch::To(route) => route,
+                        Dispatch::Unknown => {
+                            self.unrouted.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Dispatch::Forged => {
+                            self.forged.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
                     };
                     if let Some(batch) = batches.get_mut(route.worker) {
                         batch.push(Datagram {

@@ -24,7 +24,7 @@ use relay::{MediaPacket, SharedPacket};
 
 use crate::config::Config;
 use crate::demux::{DemuxUpdate, Route};
-use crate::ids::{SessionId, TrackId, random_token};
+use crate::ids::{SessionId, TrackId};
 use crate::registry::{Registry, TrackInfo};
 use crate::sender_clock::SwitchAt;
 use crate::session::{Pull, PullState, Session};
@@ -358,10 +358,7 @@ impl Worker {
                 reply,
             } => {
                 let local = self.sessions.get_mut(&session).map(|s| {
-                    let local = IceCreds {
-                        ufrag: random_token(16),
-                        pass: random_token(32),
-                    };
+                    let local = crate::peer::local_ice_creds();
                     let mut api = s.rtc.direct_api();
                     api.set_remote_ice_credentials(remote);
                     api.set_local_ice_credentials(local.clone());
@@ -374,7 +371,9 @@ impl Worker {
                     };
                     let _ = self.ctx.demux.send(DemuxUpdate::Ufrag {
                         ufrag: l.ufrag.clone(),
+                        pwd: l.pass.clone(),
                         route,
+                        failures: None,
                     });
                     self.mark(session);
                 }

@@ -98,6 +98,22 @@ pub struct Gateway {
     _config: Option<tempfile::NamedTempFile>,
 }
 
+/// The admin token the harness gives a gateway that has other tokens or apps, so that
+/// [`Gateway::stats`] can still read `/v1/stats` (which such a node closes to everyone else).
+pub const HARNESS_ADMIN_TOKEN: &str = "harness-admin-token-0123456789";
+
+/// `--admin-token` for a command line that configures tokens or apps (and has no admin token).
+fn admin_args(args: &[&str]) -> &'static [&'static str] {
+    let auth = args
+        .iter()
+        .any(|a| matches!(*a, "--app" | "--publish-token" | "--play-token"));
+    if auth && !args.contains(&"--admin-token") {
+        &["--admin-token", HARNESS_ADMIN_TOKEN]
+    } else {
+        &[]
+    }
+}
+
 impl Gateway {
     /// Starts the gateway with only the listening flags. Blocks (it may run `cargo build` and
     /// waits for `READY`): from async tests call it through `tokio::task::spawn_blocking`.
@@ -118,6 +134,10 @@ impl Gateway {
         config.flush()?;
         let path = config.path().to_string_lossy().into_owned();
         let mut all = vec!["--config", path.as_str()];
+        // A node with tokens or apps closes `/v1/stats` to all but admin tokens.
+        if toml.contains("[[tokens]]") || toml.contains("[[apps]]") {
+            all.extend_from_slice(&["--admin-token", HARNESS_ADMIN_TOKEN]);
+        }
         all.extend_from_slice(args);
         let mut gw = Self::start_with_args(&all)?;
         gw._config = Some(config);
@@ -140,6 +160,7 @@ impl Gateway {
                 "127.0.0.1",
             ])
             .args(args)
+            .args(admin_args(args))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -238,11 +259,13 @@ impl Gateway {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
-    /// `GET /v1/stats` as JSON (its shape belongs to the gateway).
+    /// `GET /v1/stats` as JSON (its shape belongs to the gateway), with the harness's admin token
+    /// ([`HARNESS_ADMIN_TOKEN`]).
     pub async fn stats(&self) -> Result<serde_json::Value> {
         let url = format!("{}/v1/stats", self.base_url());
         let resp = http_client()?
             .get(&url)
+            .bearer_auth(HARNESS_ADMIN_TOKEN)
             .send()
             .await
             .with_context(|| format!("GET {url}"))?;

@@ -15,6 +15,7 @@ use serde_json::Value;
 use str0m::media::{Direction, MediaKind};
 use str0m::{Candidate, Rtc};
 use whip_tests::Gateway;
+use whip_tests::harness::HARNESS_ADMIN_TOKEN;
 use whip_tests::signaling::http_client;
 
 // ---------------------------------------------------------------------------------------------
@@ -317,7 +318,11 @@ fn assert_ice_links(r: &Resp, what: &str) {
 }
 
 async fn stats(c: &Client, gw: &Gateway) -> Result<Value> {
-    let r = send(c.get(format!("{}/v1/stats", gw.base_url()))).await?;
+    let r = send(
+        c.get(format!("{}/v1/stats", gw.base_url()))
+            .bearer_auth(HARNESS_ADMIN_TOKEN),
+    )
+    .await?;
     ensure!(r.status == 200, "GET /v1/stats: {} {}", r.status, r.body);
     ensure!(
         r.content_type().starts_with("application/json"),
@@ -764,7 +769,10 @@ async fn endpoints_probes_and_whep() -> Result<()> {
     assert_eq!(streams.len(), 1, "{v}");
     assert_eq!(streams[0]["name"], "live", "{v}");
     assert_eq!(streams[0]["viewers"].as_u64(), Some(1), "{v}");
-    assert_eq!(streams[0]["session"].as_str(), Some(pub_id.as_str()), "{v}");
+    assert!(
+        !r.body.contains(&pub_id) && !r.body.contains(&play_id),
+        "/v1/streams lists a session id: {v}"
+    );
     let mut tracks: Vec<&str> = streams[0]["tracks"]
         .as_array()
         .context("tracks")?
@@ -864,6 +872,47 @@ async fn tokens_401_403_201() -> Result<()> {
     let r = post_sdp(&c, &whep, Some(PLAY), &play_offer()).await?;
     assert_eq!(r.status, 201, "WHEP with the play token: {}", r.body);
     let play_id = session_id(&r, "whep", "secure");
+
+    // Monitoring: a node with tokens shows its counters to admin tokens only, and its streams
+    // to tokens that may play them.
+    let base = gw.base_url();
+    unauthorized(
+        &send(c.get(format!("{base}/v1/stats"))).await?,
+        "/v1/stats without token",
+    );
+    assert_problem(
+        &send(c.get(format!("{base}/v1/stats")).bearer_auth(PLAY)).await?,
+        403,
+        "/v1/stats with the play token",
+    );
+    unauthorized(
+        &send(c.get(format!("{base}/v1/streams"))).await?,
+        "/v1/streams without token",
+    );
+    unauthorized(
+        &send(
+            c.get(format!("{base}/v1/streams"))
+                .bearer_auth("not-a-known-token"),
+        )
+        .await?,
+        "/v1/streams with an unknown token",
+    );
+    for token in [PLAY, HARNESS_ADMIN_TOKEN] {
+        let r = send(c.get(format!("{base}/v1/streams")).bearer_auth(token)).await?;
+        assert_eq!(r.status, 200, "/v1/streams with {token}: {}", r.body);
+        assert!(r.body.contains("\"secure\""), "{token}: {}", r.body);
+    }
+    let r = send(c.get(format!("{base}/v1/streams")).bearer_auth(PUB)).await?;
+    assert_eq!(
+        r.status, 200,
+        "/v1/streams with the publish token: {}",
+        r.body
+    );
+    assert!(
+        !r.body.contains("secure"),
+        "a publish token lists streams: {}",
+        r.body
+    );
 
     // Preflight works without a token.
     let r = send(
@@ -1364,4 +1413,105 @@ async fn problem_details_do_not_leak_memory_addresses() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Issue 10: a resource URL is the capability to end a session, so nothing an anonymous client
+/// can fetch may contain a session id, an ETag or our ICE credentials. Publishes and plays, then
+/// walks every route that needs no token (pages, assets, probes, monitoring, error answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_unauthenticated_route_reveals_a_capability() -> Result<()> {
+    let gw = start(None, &[]).await?;
+    let c = http_client()?;
+    let base = gw.base_url();
+    let r = post_sdp(&c, &gw.whip_url("live"), None, &publish_offer()).await?;
+    assert_eq!(r.status, 201, "WHIP: {}", r.body);
+    let mut secrets = vec![session_id(&r, "whip", "live")];
+    secrets.extend(r.header("etag").map(|e| e.trim_matches('"').to_owned()));
+    secrets.extend(answer_ice(&r.body));
+    let r = post_sdp(&c, &gw.whep_url("live"), None, &play_offer()).await?;
+    assert_eq!(r.status, 201, "WHEP: {}", r.body);
+    secrets.push(session_id(&r, "whep", "live"));
+    secrets.extend(r.header("etag").map(|e| e.trim_matches('"').to_owned()));
+    secrets.extend(answer_ice(&r.body));
+    assert!(
+        secrets.len() >= 8,
+        "ids, ETags, ufrags and passwords: {secrets:?}"
+    );
+
+    let routes: Vec<(Method, String)> = [
+        (Method::GET, "/"),
+        (Method::GET, "/watch/live"),
+        (Method::GET, "/publish/live"),
+        (Method::GET, "/assets/common.js"),
+        (Method::GET, "/assets/nope.js"),
+        (Method::GET, "/healthz"),
+        (Method::GET, "/v1/streams"),
+        (Method::GET, "/v1/stats"),
+        (Method::GET, "/whip/live"),
+        (Method::HEAD, "/whip/live"),
+        (Method::OPTIONS, "/whip/live"),
+        (Method::GET, "/whep/live"),
+        (Method::HEAD, "/whep/live"),
+        (Method::OPTIONS, "/whep/live"),
+        (Method::GET, "/whip/live/00000000000000000000000000000000"),
+        (Method::DELETE, "/whep/live/not-an-id"),
+        (Method::GET, "/no/such/route"),
+        (Method::POST, "/v1/streams/live/recording"),
+        (Method::GET, "/v1/apps/app/sessions/x"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m, format!("{base}{p}")))
+    .collect();
+    let mut checked = 0;
+    for (method, url) in &routes {
+        let r = send(c.request(method.clone(), url)).await?;
+        checked += 1;
+        leak_check(&r, &secrets, &format!("{method} {url}"));
+    }
+    // Error answers to bad offers and a second publisher on the same stream.
+    for (url, body) in [
+        (gw.whip_url("live"), publish_offer()),
+        (gw.whep_url("live"), "v=0 garbage".to_owned()),
+        (gw.whep_url("nobody"), play_offer()),
+    ] {
+        let r = post_sdp(&c, &url, None, &body).await?;
+        checked += 1;
+        leak_check(&r, &secrets, &format!("POST {url}"));
+    }
+    println!(
+        "{checked} anonymous answers checked for {} secrets",
+        secrets.len()
+    );
+    Ok(())
+}
+
+/// Our ufrag and password from an answer.
+fn answer_ice(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| {
+            l.strip_prefix("a=ice-ufrag:")
+                .or_else(|| l.strip_prefix("a=ice-pwd:"))
+        })
+        .map(|v| v.trim().to_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[track_caller]
+fn leak_check(r: &Resp, secrets: &[String], what: &str) {
+    for s in secrets {
+        assert!(
+            !r.body.contains(s.as_str()),
+            "{what}: body reveals {s}: {}",
+            r.body
+        );
+        for (name, value) in &r.headers {
+            let v = String::from_utf8_lossy(value.as_bytes());
+            assert!(
+                !v.contains(s.as_str()),
+                "{what}: header {name} reveals {s}: {v}"
+            );
+        }
+    }
 }

@@ -6,8 +6,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::AppState;
+use axum::http::HeaderMap;
+
 use super::problem::Problem;
+use super::{AppState, bearer};
+use crate::auth::{Action, Listing, Verdict};
 
 const INDEX: &str = include_str!("../../assets/index.html");
 const WATCH: &str = include_str!("../../assets/watch.html");
@@ -37,10 +40,29 @@ pub async fn asset(Path(file): Path<String>) -> Result<Response, Problem> {
     Ok(r)
 }
 
-pub async fn streams(State(node): State<AppState>) -> Response {
-    Json(serde_json::json!({ "streams": node.registry.streams() })).into_response()
+/// Live streams, for the index page and monitoring. Never a session id: a resource URL is the
+/// capability to end a session. Behind tokens when the node has them (`auth::Auth::listing`).
+pub async fn streams(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let token = bearer(&headers);
+    let mut list = node.registry.streams();
+    match node.auth.listing(token) {
+        Listing::All => {}
+        Listing::Playable => {
+            list.retain(|s| node.auth.check(token, Action::Play, &s.name) == Verdict::Allowed)
+        }
+        Listing::Refused => return Err(Problem::unauthorized()),
+    }
+    Ok(Json(serde_json::json!({ "streams": list })).into_response())
 }
 
-pub async fn stats(State(node): State<AppState>) -> Response {
-    Json(node.stats()).into_response()
+/// Node counters; an admin token's once the node has tokens or apps.
+pub async fn stats(State(node): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    match node.auth.check_admin(bearer(&headers)) {
+        Verdict::Allowed => Ok(Json(node.stats()).into_response()),
+        Verdict::Unauthenticated => Err(Problem::unauthorized()),
+        Verdict::Forbidden => Err(Problem::forbidden()),
+    }
 }
