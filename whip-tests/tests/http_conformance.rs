@@ -1515,3 +1515,91 @@ fn leak_check(r: &Resp, secrets: &[String], what: &str) {
         }
     }
 }
+
+/// Issue 10: an oversized body gets a 413 the client can read — on WHEP as on WHIP, on the API,
+/// and for refusals that never needed the body (401) — instead of a connection reset while the
+/// client is still sending. Both an ordinary client (reqwest) and raw TCP that writes everything
+/// before it reads; the connection stays usable afterwards (the body was read and discarded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_a_readable_413() -> Result<()> {
+    const PLAY: &str = "play-token-4567";
+    let gw = start(None, &["--play-token", PLAY]).await?;
+    let c = http_client()?;
+    let base = gw.base_url();
+    let big = "x".repeat(6 * 1024 * 1024);
+    // No publisher on "nobody": WHEP still reads and refuses the body first.
+    for url in [
+        gw.whip_url("big"),
+        gw.whep_url("nobody"),
+        format!("{base}/v1/apps/app/sessions/new"),
+    ] {
+        let r = send(
+            c.post(&url)
+                .header(header::CONTENT_TYPE, SDP)
+                .bearer_auth(PLAY)
+                .body(big.clone()),
+        )
+        .await
+        .with_context(|| format!("POST 6 MiB to {url}: no answer"))?;
+        assert_problem(&r, 413, &format!("6 MiB to {url}"));
+    }
+    // A refusal that does not depend on the body (no token for WHEP) is readable too.
+    let r = send(
+        c.post(gw.whep_url("nobody"))
+            .header(header::CONTENT_TYPE, SDP)
+            .body(big.clone()),
+    )
+    .await
+    .context("POST 6 MiB without a token: no answer")?;
+    assert_problem(&r, 413, "6 MiB without a token");
+    let r = send(
+        c.post(gw.whep_url("nobody"))
+            .header(header::CONTENT_TYPE, SDP)
+            .body("x".repeat(32 * 1024)),
+    )
+    .await
+    .context("POST 32 KiB without a token: no answer")?;
+    assert_problem(&r, 401, "32 KiB without a token");
+
+    // Raw: the whole request written before anything is read, then a second request on the same
+    // connection.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(gw.http_addr()).await?;
+    let n = 2 * 1024 * 1024;
+    let mut req = format!(
+        "POST /whep/nobody HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+         Authorization: Bearer {PLAY}\r\nContent-Length: {n}\r\n\r\n"
+    )
+    .into_bytes();
+    req.resize(req.len() + n, b'v');
+    req.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (mut rd, mut wr) = tcp.split();
+    let write = async {
+        wr.write_all(&req)
+            .await
+            .context("the gateway stopped reading")?;
+        anyhow::Ok(())
+    };
+    let read = async {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&out).contains("\r\n\r\nok") {
+            match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(k)) => out.extend_from_slice(&buf[..k]),
+                Ok(Err(e)) => bail!("read: {e} after {:.200}", String::from_utf8_lossy(&out)),
+            }
+        }
+        anyhow::Ok(String::from_utf8_lossy(&out).into_owned())
+    };
+    let (w, text) = tokio::join!(write, read);
+    w?;
+    let text = text?;
+    assert!(text.starts_with("HTTP/1.1 413"), "raw 2 MiB: {text:.300}");
+    assert!(
+        text.contains("HTTP/1.1 200") && text.ends_with("ok"),
+        "the connection did not serve the next request: {text:.600}"
+    );
+    Ok(())
+}

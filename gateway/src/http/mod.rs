@@ -1,6 +1,7 @@
 //! The HTTP front: routes, CORS, body limits, and serving over plain TCP or rustls.
 
 pub mod api;
+pub mod body;
 pub mod endpoint;
 pub mod ice_patch;
 pub mod pages;
@@ -91,6 +92,10 @@ pub fn router(node: Arc<Node>) -> Router {
                 "method not allowed here",
             )
         })
+        .layer(middleware::from_fn_with_state(
+            node.config.max_body_bytes,
+            body::read_first,
+        ))
         .layer(middleware::from_fn(cors))
         .with_state(node)
 }
