@@ -269,6 +269,8 @@ pub struct Config {
     /// viewer grows with it (`session::Pull::bound_repair_window`).
     #[serde(with = "millis")]
     pub viewer_repair_window: Duration,
+    /// Admission of new sessions: POST rate and unconnected sessions per source, and per node.
+    pub limits: crate::admission::Limits,
     pub cluster: Option<ClusterSettings>,
     pub recording: Option<RecordingSettings>,
 }
@@ -297,6 +299,7 @@ impl Default for Config {
             keyframe_cache_bytes: 16 * 1024 * 1024,
             keyframe_request_interval: Duration::from_millis(500),
             viewer_repair_window: Duration::from_secs(1),
+            limits: crate::admission::Limits::default(),
             cluster: None,
             recording: None,
         }

@@ -87,7 +87,9 @@ struct Keys {
 /// The routing table.
 #[derive(Default)]
 pub struct Demux {
-    by_ufrag: HashMap<String, Credential>,
+    /// Boxed: an HMAC key holds its precomputed contexts (hundreds of bytes), and a map keeps its
+    /// peak capacity.
+    by_ufrag: HashMap<String, Box<Credential>>,
     by_addr: HashMap<SocketAddr, Bound>,
     keys: HashMap<SessionId, Keys>,
 }
@@ -107,7 +109,8 @@ impl Demux {
                 }
                 keys.ufrags.push(ufrag.clone());
                 let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, pwd.as_bytes());
-                self.by_ufrag.insert(ufrag, Credential { route, key });
+                self.by_ufrag
+                    .insert(ufrag, Box::new(Credential { route, key }));
             }
             DemuxUpdate::Remove { session } => {
                 let Some(keys) = self.keys.remove(&session) else {

@@ -1,6 +1,7 @@
 //! WHIP/WHEP broadcast gateway: HTTP API, WebRTC termination (str0m, RTP mode), the UDP shell and
 //! media workers. Everything after a packet leaves an `Rtc` is the `relay` crate's sans-IO code.
 
+pub mod admission;
 pub mod auth;
 pub mod cluster_bridge;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod demux;
 pub mod depacketize;
 pub mod fmp4;
 pub mod gso;
+pub mod heap_trim;
 pub mod http;
 pub mod ids;
 pub mod negotiation;

@@ -80,6 +80,8 @@ pub struct NodeStats {
     /// Send syscalls that carried datagrams (`sendmmsg` takes many messages per call).
     pub udp_send_calls: u64,
     pub udp_unrouted: u64,
+    /// Sessions answered that have not connected yet (what admission limits).
+    pub pending_sessions: usize,
     /// STUN naming a live session's ufrag whose MESSAGE-INTEGRITY failed: dropped by the demux.
     pub stun_integrity_failures: u64,
     pub udp_send_errors: u64,
@@ -103,7 +105,7 @@ impl Node {
         let udp = UdpShell::bind(config.udp_listen, path)
             .map_err(|e| format!("cannot bind UDP {}: {e}", config.udp_listen))?;
         let peers = PeerFactory::new(&config, udp.local_addr())?;
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry::with_limits(config.limits));
         let n = config.worker_count();
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::unbounded_channel()).unzip();
@@ -159,6 +161,7 @@ impl Node {
             udp.clone()
                 .receive_loop(demux_rx, senders.clone(), shutdown.clone()),
         );
+        tasks.spawn(crate::heap_trim::run(registry.clone(), shutdown.clone()));
         Ok(Arc::new(Node {
             auth: Auth::new(&config),
             config,
@@ -240,6 +243,7 @@ impl Node {
             udp_messages: self.udp.messages.load(r),
             udp_send_calls: self.udp.send_calls.load(r),
             udp_unrouted: self.udp.unrouted.load(r),
+            pending_sessions: self.registry.pending_count(),
             stun_integrity_failures: self.udp.forged.load(r),
             udp_send_errors: self.udp.send_errors.load(r),
             cluster: self.cluster.as_ref().map(|c| c.handle.stats()),

@@ -3,6 +3,7 @@
 //! never per packet — so one mutex is enough.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use serde::Serialize;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid};
 
+use crate::admission::{Admission, Limits, Refusal};
 use crate::ids::{SessionId, TrackId};
 
 /// A pushed track, addressed globally by (session id, track name).
@@ -103,6 +105,8 @@ pub struct SessionEntry {
     pub remote_ufrag: Option<String>,
     /// The client's ufrags of generations an ICE restart replaced (the last few).
     pub old_ufrags: Vec<String>,
+    /// Where the session's POST came from, while it has not connected (`admission`).
+    pub pending_from: Option<IpAddr>,
     /// STUN naming this session's ufrag that failed MESSAGE-INTEGRITY (counted by the demux).
     pub stun_integrity_failures: Arc<AtomicU64>,
     pub pushed: Vec<Arc<TrackInfo>>,
@@ -121,6 +125,7 @@ struct Inner {
     viewers: HashMap<Arc<str>, usize>,
     /// Sessions the node ended on its own, newest last (`end_session`, `take_ended`).
     ended: VecDeque<Ended>,
+    admission: Admission,
 }
 
 /// A session the node ended without a DELETE, kept for `ENDED_GRACE`.
@@ -187,6 +192,55 @@ impl Registry {
         TrackId(self.next_track.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
+    /// A registry admitting new sessions within `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
+        Registry {
+            inner: Mutex::new(Inner {
+                admission: Admission::new(limits),
+                ..Inner::default()
+            }),
+            next_track: AtomicU64::new(0),
+        }
+    }
+
+    /// May `source` open another session now? On success the caller must report the outcome:
+    /// `pending` with the session it created, or `settled` if it created none.
+    pub fn admit(&self, now: Instant, source: IpAddr) -> Result<(), Refusal> {
+        self.lock().admission.admit(now, source)
+    }
+
+    /// The admitted session `id` from `source` exists and counts as pending until it connects
+    /// or ends (if it is already gone, the slot is freed at once).
+    pub fn pending(&self, id: SessionId, source: IpAddr) {
+        let inner = &mut *self.lock();
+        match inner.sessions.get_mut(&id) {
+            Some(e) => e.pending_from = Some(source),
+            None => inner.admission.settled(source),
+        }
+    }
+
+    /// An admission that created no session.
+    pub fn settled(&self, source: IpAddr) {
+        self.lock().admission.settled(source);
+    }
+
+    /// The session connected (ICE + DTLS): it no longer counts as pending.
+    pub fn connected(&self, id: SessionId) {
+        let inner = &mut *self.lock();
+        if let Some(source) = inner
+            .sessions
+            .get_mut(&id)
+            .and_then(|e| e.pending_from.take())
+        {
+            inner.admission.settled(source);
+        }
+    }
+
+    /// Unconnected sessions admitted with a source address.
+    pub fn pending_count(&self) -> usize {
+        self.lock().admission.pending()
+    }
+
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
     }
@@ -209,6 +263,9 @@ impl Registry {
 
     fn remove_in(inner: &mut Inner, id: SessionId) -> Option<SessionEntry> {
         let entry = inner.sessions.remove(&id)?;
+        if let Some(source) = entry.pending_from {
+            inner.admission.settled(source);
+        }
         if let Some(stream) = &entry.stream {
             match entry.role {
                 Role::Whip => {
@@ -394,6 +451,7 @@ mod tests {
             etag: String::new(),
             remote_ufrag: None,
             old_ufrags: vec![],
+            pending_from: None,
             stun_integrity_failures: Default::default(),
             pushed: vec![],
         }

@@ -44,10 +44,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
 
     match tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .await
-                .map_err(|e| e.to_string())?;
+            // The peer address feeds admission (`http::admitted`): per-source limits.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .map_err(|e| e.to_string())?;
         }
         Some(tls) => serve_tls(listener, app, tls, shutdown.clone()).await,
     }
@@ -96,6 +100,7 @@ async fn serve_tls(
                     }
                     Err(_) => return,
                 };
+            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
             let service = TowerToHyperService::new(app);
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -168,7 +168,9 @@ pub struct Worker {
     pub(crate) index: usize,
     pub(crate) ctx: Arc<WorkerCtx>,
     stats: Arc<WorkerStats>,
-    pub(crate) sessions: HashMap<SessionId, Session>,
+    /// Boxed: a `Session` (its `Rtc` inline) is kilobytes, and a map never shrinks, so inline
+    /// values would keep a flood's peak (capacity × size) allocated after the sessions are gone.
+    pub(crate) sessions: HashMap<SessionId, Box<Session>>,
     pub(crate) tracks: HashMap<TrackId, TrackState>,
     timers: BTreeSet<(Instant, SessionId)>,
     dirty: Vec<SessionId>,
@@ -468,7 +470,7 @@ impl Worker {
         let mut session = Session::new(id, a.rtc, a.pushed, a.pulls, now);
         session.same_ssrc_repair = a.same_ssrc_repair;
         tracing::debug!(session = %id, same_ssrc_repair = a.same_ssrc_repair, "adopted");
-        self.sessions.insert(id, session);
+        self.sessions.insert(id, Box::new(session));
         for (i, track) in attach {
             self.subscribe_local(id, i, track, now);
         }
@@ -1133,6 +1135,7 @@ impl Worker {
                 };
                 s.connected = true;
                 tracing::info!(session = %id, after_ms = now.duration_since(s.created).as_millis() as u64, "connected");
+                self.ctx.registry.connected(id);
                 let n = s.pulls.len();
                 for i in 0..n {
                     self.start_pull(id, i, now);

@@ -12,6 +12,9 @@ pub struct CacheLimits {
     pub max_age: Duration,
 }
 
+/// Slots a new ring starts with.
+const INITIAL_SLOTS: usize = 64;
+
 impl Default for CacheLimits {
     fn default() -> Self {
         CacheLimits {
@@ -24,9 +27,13 @@ impl Default for CacheLimits {
 
 /// Recent packets of one track, indexed by extended sequence number, bounded by count, bytes and age. Answers NACKs.
 ///
-/// A ring of `max_packets` slots indexed by `seq % capacity`. Every stored packet lies within one window of
-/// `capacity` consecutive sequence numbers ending at the highest one, so no two stored packets share a slot
-/// and the packet count bound holds by construction.
+/// A ring of slots indexed by `seq % capacity`. Every stored packet lies within one window of `capacity`
+/// consecutive sequence numbers ending at the highest one, so no two stored packets share a slot and the
+/// packet count bound holds by construction.
+///
+/// The ring starts at `INITIAL_SLOTS` and doubles (up to `max_packets`) only when the packets the limits
+/// allow no longer fit: an audio track settles at a few hundred slots, and a session that never sends —
+/// a half-open WHIP POST, thousands of them in a flood — holds a few hundred bytes, not `max_packets`.
 #[derive(Debug)]
 pub struct PacketCache {
     limits: CacheLimits,
@@ -43,7 +50,7 @@ pub struct PacketCache {
 
 impl PacketCache {
     pub fn new(limits: CacheLimits) -> Self {
-        let capacity = limits.max_packets.max(1);
+        let capacity = limits.max_packets.clamp(1, INITIAL_SLOTS);
         PacketCache {
             limits,
             slots: vec![None; capacity].into_boxed_slice(),
@@ -59,6 +66,7 @@ impl PacketCache {
     /// window ahead (a source restart or a long outage) empties the ring rather than evicting slot by slot.
     pub fn insert(&mut self, pkt: SharedPacket, now: Instant) {
         let seq = pkt.seq;
+        self.grow_for(seq);
         let capacity = self.capacity();
         match self.head {
             Some(head) if seq > head => {
@@ -119,6 +127,40 @@ impl PacketCache {
         self.floor = 0;
         self.len = 0;
         self.bytes = 0;
+    }
+
+    /// Doubles the ring (up to `max_packets`) until the window from the lowest packet held (or `seq`) to
+    /// the highest sequence number (or `seq`) fits, so that a small ring keeps exactly what a full-size one
+    /// would.
+    fn grow_for(&mut self, seq: u64) {
+        let max = self.limits.max_packets.max(1) as u64;
+        let Some(head) = self.head else {
+            return;
+        };
+        let low = if self.len > 0 {
+            self.tail.min(seq)
+        } else {
+            seq.min(head)
+        };
+        let span = head.max(seq) - low;
+        let mut capacity = self.capacity();
+        while span >= capacity && capacity < max {
+            capacity = (capacity * 2).min(max);
+        }
+        if capacity == self.capacity() {
+            return;
+        }
+        let mut slots = vec![None; capacity as usize].into_boxed_slice();
+        for p in self.slots.iter_mut().filter_map(Option::take) {
+            let slot = (p.seq % capacity) as usize;
+            slots[slot] = Some(p);
+        }
+        self.slots = slots;
+    }
+
+    /// Slots the ring has now (grows toward `max_packets`).
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     fn capacity(&self) -> u64 {
@@ -208,6 +250,49 @@ mod tests {
 
     fn held(cache: &PacketCache, seqs: std::ops::RangeInclusive<u64>) -> Vec<u64> {
         seqs.filter(|&s| cache.get(s).is_some()).collect()
+    }
+
+    #[test]
+    fn the_ring_starts_small_and_grows_to_what_the_limits_allow() {
+        let mut cache = roomy(4096);
+        assert_eq!(
+            cache.slots(),
+            INITIAL_SLOTS,
+            "a track that never sends holds a small ring"
+        );
+        for seq in 0..1000 {
+            cache.insert(packet(seq, 0, 10, false, t0()), t0());
+        }
+        assert_eq!(cache.slots(), 1024);
+        assert_eq!(cache.len(), 1000, "nothing lost while growing");
+        assert_eq!(held(&cache, 0..=999).len(), 1000);
+        for seq in 1000..10_000 {
+            cache.insert(packet(seq, 0, 10, false, t0()), t0());
+        }
+        assert_eq!(cache.slots(), 4096, "never past max_packets");
+        assert_eq!(
+            held(&cache, 0..=9_999),
+            (10_000 - 4096..10_000).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_small_ring_keeps_what_a_full_one_would() {
+        // A late packet 3000 behind the head still fits a 4096 window.
+        let mut small = roomy(4096);
+        small.insert(packet(5000, 0, 10, false, t0()), t0());
+        small.insert(packet(2000, 0, 10, false, t0()), t0());
+        assert_eq!(held(&small, 0..=6000), vec![2000, 5000]);
+        // An age-limited audio track stays small.
+        let mut audio = PacketCache::new(limits(4096, usize::MAX, 2_000));
+        for seq in 0..1_000u64 {
+            audio.insert(packet(seq, 0, 10, false, at_ms(seq * 20)), at_ms(seq * 20));
+        }
+        assert!(
+            audio.slots() <= 128,
+            "50 packets/s for 2 s: {} slots",
+            audio.slots()
+        );
     }
 
     #[test]

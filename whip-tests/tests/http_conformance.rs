@@ -1603,3 +1603,102 @@ async fn oversized_bodies_get_a_readable_413() -> Result<()> {
     );
     Ok(())
 }
+
+/// Issue 10: admission of new sessions. Per source address, a burst of POSTs then 429 with
+/// Retry-After (problem+json); per source, a cap on sessions that have not connected (429); per
+/// node, a cap on them (503). A session that connects, is deleted or is reaped frees its slot.
+/// Sources are distinct loopback addresses (127.0.0.2, .3), as distinct hosts would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_limits_per_source_and_node() -> Result<()> {
+    const LIMITS: &str = "connect_timeout = 2\n\
+        [limits]\n\
+        posts_per_second_per_source = 1000.0\n\
+        post_burst_per_source = 1000.0\n\
+        pending_per_source = 3\n\
+        pending = 5\n";
+    let gw = start(Some(LIMITS), &[]).await?;
+    let from = |last: u8| -> Result<Client> {
+        let _ = http_client()?; // installs the rustls provider
+        Ok(Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()?)
+    };
+    let (a, b) = (from(2)?, from(3)?);
+    let c = http_client()?;
+    // A real publisher connects: it no longer counts as pending.
+    let media = std::sync::Arc::new(whip_tests::MediaSource::fixture("short-gop.mp4")?);
+    let publisher = whip_tests::WhipPublisher::start(
+        media,
+        whip_tests::PublishOptions::new(gw.whip_url("real")),
+    )
+    .await?;
+    publisher
+        .wait_for_frames(5, Duration::from_secs(10))
+        .await?;
+    assert_eq!(stats(&c, &gw).await?["pending_sessions"].as_u64(), Some(0));
+
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let r = post_sdp(&a, &gw.whip_url(&format!("a{i}")), None, &publish_offer()).await?;
+        assert_eq!(r.status, 201, "source a, POST {i}: {}", r.body);
+        held.push(r);
+    }
+    let r = post_sdp(&a, &gw.whip_url("a3"), None, &publish_offer()).await?;
+    assert_problem(&r, 429, "fourth unconnected session from one source");
+    let retry = r.header("retry-after").context("429 without Retry-After")?;
+    assert!(
+        retry.parse::<u32>().is_ok_and(|s| s >= 1),
+        "Retry-After {retry:?}"
+    );
+    for i in 0..2 {
+        let r = post_sdp(&b, &gw.whep_url("real"), None, &play_offer()).await?;
+        assert_eq!(r.status, 201, "source b, POST {i}: {}", r.body);
+    }
+    let r = post_sdp(&b, &gw.whep_url("real"), None, &play_offer()).await?;
+    assert_problem(&r, 503, "sixth unconnected session on the node");
+    assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+    assert_eq!(stats(&c, &gw).await?["pending_sessions"].as_u64(), Some(5));
+
+    // A DELETE frees the source's slot at once.
+    let loc = held[0].header("location").context("Location")?;
+    let r = send(a.delete(format!("{}{loc}", gw.base_url()))).await?;
+    assert_eq!(r.status, 200);
+    let r = post_sdp(&a, &gw.whip_url("a4"), None, &publish_offer()).await?;
+    assert_eq!(r.status, 201, "after a DELETE: {}", r.body);
+    // Sessions that never connect are reaped (connect_timeout = 2 s) and free theirs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats(&c, &gw).await?["pending_sessions"].as_u64() != Some(0) {
+        ensure!(
+            Instant::now() < deadline,
+            "pending sessions were not reaped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = post_sdp(&b, &gw.whep_url("real"), None, &play_offer()).await?;
+    assert_eq!(r.status, 201, "after the reaping: {}", r.body);
+    publisher.stop().await?;
+
+    // The POST rate: a burst of 3, then 1 per second.
+    let gw = start(
+        Some("[limits]\nposts_per_second_per_source = 1.0\npost_burst_per_source = 3.0\n"),
+        &[],
+    )
+    .await?;
+    for i in 0..3 {
+        let r = post_sdp(&a, &gw.whip_url(&format!("r{i}")), None, &publish_offer()).await?;
+        assert_eq!(r.status, 201, "burst POST {i}: {}", r.body);
+    }
+    let r = post_sdp(&a, &gw.whip_url("r3"), None, &publish_offer()).await?;
+    assert_problem(&r, 429, "POST over the burst");
+    assert_eq!(r.header("retry-after"), Some("1"), "one token a second");
+    let r = post_sdp(&b, &gw.whip_url("other"), None, &publish_offer()).await?;
+    assert_eq!(
+        r.status, 201,
+        "another source has its own bucket: {}",
+        r.body
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = post_sdp(&a, &gw.whip_url("r4"), None, &publish_offer()).await?;
+    assert_eq!(r.status, 201, "a second later: {}", r.body);
+    Ok(())
+}

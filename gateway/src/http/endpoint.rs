@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::problem::Problem;
-use super::{AppState, authorize, empty, read_text, with_links};
+use super::{AppState, Peer, admitted, authorize, empty, read_text, with_links};
 use crate::auth::Action;
 use crate::ids::valid_stream_name;
 use crate::registry::Role;
@@ -63,22 +63,26 @@ async fn offer_for(
 pub async fn whip_post(
     State(node): State<AppState>,
     Path(stream): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
     let (name, offer) = offer_for(&node, &stream, Action::Publish, &headers, body).await?;
-    let c = sessions::push(&node, Some(name), Role::Whip, None, &offer)?;
+    let push = async { sessions::push(&node, Some(name), Role::Whip, None, &offer) };
+    let c = admitted(&node, &peer, push, |c| c.id).await?;
     Ok(created(&node, "whip", &stream, c))
 }
 
 pub async fn whep_post(
     State(node): State<AppState>,
     Path(stream): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
     let (name, offer) = offer_for(&node, &stream, Action::Play, &headers, body).await?;
-    let c = sessions::pull_stream(&node, name, &offer).await?;
+    let pull = sessions::pull_stream(&node, name, &offer);
+    let c = admitted(&node, &peer, pull, |c| c.id).await?;
     let simulcast = c.tracks.iter().any(|t| t.layer_group.is_some());
     let layer = format!("/whep/{stream}/{}/layer", c.id);
     let mut r = created(&node, "whep", &stream, c);

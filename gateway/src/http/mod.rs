@@ -190,6 +190,58 @@ pub fn authorize(
     }
 }
 
+/// The client's address as the TCP connection shows it (IPv4-mapped IPv6 as IPv4).
+pub type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+fn peer_ip(peer: &Peer) -> Option<std::net::IpAddr> {
+    let ip = peer.as_ref()?.0.0.ip();
+    Some(match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    })
+}
+
+/// Admission of a session-creating WHIP/WHEP POST (`admission`): 429 or 503 with Retry-After
+/// when refused. On success, run `create` and hand its session to the registry as pending.
+pub async fn admitted<T>(
+    node: &Node,
+    peer: &Peer,
+    create: impl std::future::Future<Output = Result<T, Problem>>,
+    id_of: impl Fn(&T) -> crate::ids::SessionId,
+) -> Result<T, Problem> {
+    use crate::admission::Refusal;
+    let Some(ip) = peer_ip(peer) else {
+        return create.await;
+    };
+    if let Err(refusal) = node.registry.admit(std::time::Instant::now(), ip) {
+        let (status, retry, detail) = match refusal {
+            Refusal::Rate { retry_after } => (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                retry_after,
+                "too many new sessions from this address; slow down",
+            ),
+            Refusal::SourcePending { retry_after } => (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                retry_after,
+                "too many sessions from this address have not connected yet",
+            ),
+            Refusal::NodePending { retry_after } => (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                retry_after,
+                "too many sessions on this node have not connected yet",
+            ),
+        };
+        tracing::info!(source = %ip, ?refusal, "session refused by admission");
+        return Err(Problem::new(status, detail).retry_after(retry));
+    }
+    let created = create.await;
+    match &created {
+        Ok(c) => node.registry.pending(id_of(c), ip),
+        Err(_) => node.registry.settled(ip),
+    }
+    created
+}
+
 /// One `Link` header per configured ICE server, values quoted (OBS reads only that form).
 pub fn ice_server_links(node: &Node) -> Vec<HeaderValue> {
     node.config
