@@ -283,10 +283,13 @@ impl PeerFactory {
                 .any(|m| m.kind == name && !m.rejected() && m.direction != Direction::Inactive);
             let got = peer.media.iter().any(|(_, k)| *k == kind);
             if !ours.is_empty() && wanted && !got {
-                return Err(Problem::unprocessable(format!(
-                    "the player accepts none of the stream's {name} codecs ({})",
-                    codec_names(&ours)
-                )));
+                return Err(Problem {
+                    counter_offer: true,
+                    ..Problem::unprocessable(format!(
+                        "the player accepts none of the stream's {name} codecs ({})",
+                        codec_names(&ours)
+                    ))
+                });
             }
         }
         Ok(peer)

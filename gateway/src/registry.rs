@@ -224,6 +224,13 @@ impl Registry {
         self.lock().admission.settled(source);
     }
 
+    /// The client's ICE ufrag, learned from an answer to our offer.
+    pub fn set_remote_ufrag(&self, id: SessionId, ufrag: Option<String>) {
+        if let Some(e) = self.lock().sessions.get_mut(&id) {
+            e.remote_ufrag = ufrag;
+        }
+    }
+
     /// The session connected (ICE + DTLS): it no longer counts as pending.
     pub fn connected(&self, id: SessionId) {
         let inner = &mut *self.lock();

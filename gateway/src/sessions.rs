@@ -237,6 +237,61 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
     })
 }
 
+/// WHEP counter-offer (the WHEP draft's 406): a viewer session of `stream` whose offer is ours,
+/// for a player whose own offer could not be served as is (none of the stream's codecs). The
+/// player answers with `PATCH` `application/sdp`. Returns the offer in `Created::answer`.
+pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Problem> {
+    check_capacity(node)?;
+    let tracks = match node.registry.stream(&stream) {
+        Some((_, tracks)) => tracks,
+        None => resolve_in_cluster(node, &stream)
+            .await
+            .ok_or_else(|| Problem::new(http::StatusCode::CONFLICT, "the stream ended"))?,
+    };
+    let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
+    let (rtc, ice) = node.peers.empty(Instant::now());
+    let id = SessionId::random();
+    let worker = node.pick_worker();
+    let etag = random_token(16);
+    start_session(
+        node,
+        SessionEntry {
+            worker,
+            role: Role::Whep,
+            stream: Some(stream.clone()),
+            app: None,
+            etag: etag.clone(),
+            remote_ufrag: None,
+            old_ufrags: vec![],
+            pending_from: None,
+            stun_integrity_failures: Default::default(),
+            pushed: vec![],
+        },
+        ice,
+        Adopt {
+            id,
+            rtc,
+            same_ssrc_repair: false,
+            pushed: vec![],
+            pulls: vec![],
+        },
+    );
+    let offered = negotiate(node, id, Negotiation::Pull { tracks: primary }).await;
+    let Ok(Negotiated::Offer { sdp, pulls, .. }) = offered else {
+        close(node, id);
+        return Err(offered
+            .err()
+            .unwrap_or_else(|| Problem::internal("expected an offer")));
+    };
+    tracing::info!(%stream, session = %id, "playing (our counter-offer)");
+    Ok(Created {
+        id,
+        answer: crate::sdp_info::unify_msid(&sdp, &stream),
+        etag,
+        tracks: pulls.into_iter().map(|(_, t)| t).collect(),
+    })
+}
+
 /// A stream published on another gateway of the cluster: its tracks, found through the stream's
 /// home node and described by the tree (None when there is no cluster or no such stream).
 async fn resolve_in_cluster(node: &Node, stream: &str) -> Option<Vec<Arc<TrackInfo>>> {

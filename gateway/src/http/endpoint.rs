@@ -81,8 +81,24 @@ pub async fn whep_post(
     body: Body,
 ) -> Result<Response, Problem> {
     let (name, offer) = offer_for(&node, &stream, Action::Play, &headers, body).await?;
-    let pull = sessions::pull_stream(&node, name, &offer);
-    let c = admitted(&node, &peer, pull, |c| c.id).await?;
+    let pull = sessions::pull_stream(&node, name.clone(), &offer);
+    let c = match admitted(&node, &peer, pull, |c| c.id).await {
+        Ok(c) => c,
+        // The WHEP draft's counter-offer: we offer what the stream has, the player answers
+        // with PATCH application/sdp. A player that does not know it sees a 4xx either way.
+        Err(p) if p.counter_offer => {
+            let ours = sessions::counter_offer(&node, name);
+            let c = admitted(&node, &peer, ours, |c| c.id).await?;
+            let mut r = created(&node, "whep", &stream, c);
+            *r.status_mut() = StatusCode::NOT_ACCEPTABLE;
+            r.headers_mut().insert(
+                "accept-patch",
+                HeaderValue::from_static("application/sdp, application/trickle-ice-sdpfrag"),
+            );
+            return Ok(r);
+        }
+        Err(p) => return Err(p),
+    };
     let simulcast = c.tracks.iter().any(|t| t.layer_group.is_some());
     let layer = format!("/whep/{stream}/{}/layer", c.id);
     let mut r = created(&node, "whep", &stream, c);

@@ -38,7 +38,8 @@ impl IfMatch {
         )
     }
 
-    fn holds_for(&self, etag: &str) -> bool {
+    /// Whether the condition holds for a session whose ETag is `etag` (absent: it does).
+    pub fn holds_for(&self, etag: &str) -> bool {
         match self {
             IfMatch::Absent | IfMatch::Any => true,
             IfMatch::Tags(tags) => tags.iter().any(|t| t == etag),

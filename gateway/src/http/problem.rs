@@ -14,6 +14,9 @@ pub struct Problem {
     pub retry_after: Option<u32>,
     /// `WWW-Authenticate: Bearer` on 401.
     pub challenge: bool,
+    /// A WHEP offer refused only because it cannot be served as is (no codec of the stream): the
+    /// endpoint may answer 406 with a counter-offer instead (`http::endpoint::whep_post`).
+    pub counter_offer: bool,
 }
 
 impl Problem {
@@ -23,6 +26,7 @@ impl Problem {
             detail: detail.into(),
             retry_after: None,
             challenge: false,
+            counter_offer: false,
         }
     }
     pub fn bad_request(detail: impl Into<String>) -> Self {

@@ -104,6 +104,44 @@ pub async fn options() -> Response {
     r
 }
 
+fn media_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+}
+
+/// `PATCH` `application/sdp` on a WHEP session we answered with a 406 counter-offer: the
+/// player's SDP answer (204). Anywhere else it is the wrong media type.
+async fn answer_to_counter_offer(
+    node: &crate::node::Node,
+    id: crate::ids::SessionId,
+    entry: &crate::registry::SessionEntry,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    if entry.role != Role::Whep {
+        return Err(Problem::unsupported_media_type(
+            "application/trickle-ice-sdpfrag",
+        ));
+    }
+    let if_match = IfMatch::parse(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()));
+    if !if_match.holds_for(&entry.etag) {
+        return Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "If-Match does not name this session's ETag",
+        ));
+    }
+    let sdp = read_text(headers, body, "application/sdp", node.config.max_body_bytes).await?;
+    let ufrag = sdp_info::ice_ufrag(&sdp);
+    sessions::negotiate(node, id, crate::negotiation::Negotiation::Answer { sdp }).await?;
+    // Its ufrag is the client's live ICE generation: a PATCH naming it is trickle.
+    node.registry.set_remote_ufrag(id, ufrag);
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
 pub async fn patch(
     State(node): State<AppState>,
     Path((stream, session)): Path<(String, String)>,
@@ -112,6 +150,9 @@ pub async fn patch(
     body: Body,
 ) -> Result<Response, Problem> {
     let (id, entry) = find(&node, &stream, &session, &headers, kind_of(&uri))?;
+    if media_type(&headers).eq_ignore_ascii_case("application/sdp") {
+        return answer_to_counter_offer(&node, id, &entry, &headers, body).await;
+    }
     let text = read_text(
         &headers,
         body,
