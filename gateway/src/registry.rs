@@ -112,6 +112,32 @@ pub struct SessionEntry {
     pub pushed: Vec<Arc<TrackInfo>>,
 }
 
+impl SessionEntry {
+    /// A session as it starts: no ICE restart yet, no forged STUN, not (yet) pending admission.
+    pub fn new(
+        worker: usize,
+        role: Role,
+        stream: Option<Arc<str>>,
+        app: Option<String>,
+        etag: String,
+        remote_ufrag: Option<String>,
+        pushed: Vec<Arc<TrackInfo>>,
+    ) -> Self {
+        SessionEntry {
+            worker,
+            role,
+            stream,
+            app,
+            etag,
+            remote_ufrag,
+            old_ufrags: vec![],
+            pending_from: None,
+            stun_integrity_failures: Default::default(),
+            pushed,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct StreamEntry {
     publisher: SessionId,
@@ -450,18 +476,7 @@ mod tests {
     use super::*;
 
     fn entry(role: Role, stream: &str) -> SessionEntry {
-        SessionEntry {
-            worker: 0,
-            role,
-            stream: Some(stream.into()),
-            app: None,
-            etag: String::new(),
-            remote_ufrag: None,
-            old_ufrags: vec![],
-            pending_from: None,
-            stun_integrity_failures: Default::default(),
-            pushed: vec![],
-        }
+        SessionEntry::new(0, role, Some(stream.into()), None, String::new(), None, vec![])
     }
 
     #[test]

@@ -113,18 +113,15 @@ pub fn push(
     let etag = random_token(16);
     start_session(
         node,
-        SessionEntry {
+        SessionEntry::new(
             worker,
             role,
-            stream: stream.clone(),
+            stream.clone(),
             app,
-            etag: etag.clone(),
-            remote_ufrag: crate::sdp_info::ice_ufrag(offer),
-            old_ufrags: vec![],
-            pending_from: None,
-            stun_integrity_failures: Default::default(),
-            pushed: tracks.clone(),
-        },
+            etag.clone(),
+            crate::sdp_info::ice_ufrag(offer),
+            tracks.clone(),
+        ),
         peer.ice,
         Adopt {
             id,
@@ -207,18 +204,15 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
     let etag = random_token(16);
     start_session(
         node,
-        SessionEntry {
+        SessionEntry::new(
             worker,
-            role: Role::Whep,
-            stream: Some(stream.clone()),
-            app: None,
-            etag: etag.clone(),
-            remote_ufrag: crate::sdp_info::ice_ufrag(offer),
-            old_ufrags: vec![],
-            pending_from: None,
-            stun_integrity_failures: Default::default(),
-            pushed: vec![],
-        },
+            Role::Whep,
+            Some(stream.clone()),
+            None,
+            etag.clone(),
+            crate::sdp_info::ice_ufrag(offer),
+            vec![],
+        ),
         peer.ice,
         Adopt {
             id,
@@ -255,18 +249,15 @@ pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Pro
     let etag = random_token(16);
     start_session(
         node,
-        SessionEntry {
+        SessionEntry::new(
             worker,
-            role: Role::Whep,
-            stream: Some(stream.clone()),
-            app: None,
-            etag: etag.clone(),
-            remote_ufrag: None,
-            old_ufrags: vec![],
-            pending_from: None,
-            stun_integrity_failures: Default::default(),
-            pushed: vec![],
-        },
+            Role::Whep,
+            Some(stream.clone()),
+            None,
+            etag.clone(),
+            None,
+            vec![],
+        ),
         ice,
         Adopt {
             id,
@@ -339,18 +330,15 @@ pub fn pull_tracks(
     let assigned = pulls.iter().filter_map(|p| p.track.clone()).collect();
     start_session(
         node,
-        SessionEntry {
+        SessionEntry::new(
             worker,
-            role: Role::Api,
-            stream: None,
-            app: Some(app),
-            etag: etag.clone(),
-            remote_ufrag: crate::sdp_info::ice_ufrag(offer),
-            old_ufrags: vec![],
-            pending_from: None,
-            stun_integrity_failures: Default::default(),
-            pushed: vec![],
-        },
+            Role::Api,
+            None,
+            Some(app),
+            etag.clone(),
+            crate::sdp_info::ice_ufrag(offer),
+            vec![],
+        ),
         peer.ice,
         Adopt {
             id,
@@ -376,18 +364,15 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
     let worker = node.pick_worker();
     start_session(
         node,
-        SessionEntry {
+        SessionEntry::new(
             worker,
-            role: Role::Api,
-            stream: None,
-            app: Some(app),
-            etag: random_token(16),
-            remote_ufrag: None,
-            old_ufrags: vec![],
-            pending_from: None,
-            stun_integrity_failures: Default::default(),
-            pushed: vec![],
-        },
+            Role::Api,
+            None,
+            Some(app),
+            random_token(16),
+            None,
+            vec![],
+        ),
         ice,
         Adopt {
             id,
