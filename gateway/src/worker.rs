@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaKind};
+use str0m::media::{KeyframeRequest, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::RawPacket;
 use str0m::rtp::RtpPacket;
@@ -176,8 +176,9 @@ pub struct Worker {
     dirty: Vec<SessionId>,
     pending_keyframes: Vec<TrackId>,
     out: Vec<Transmit>,
-    /// Pulls (session, index) working through a paced keyframe run.
-    paced: Vec<(SessionId, usize)>,
+    /// Pulls (session, mid) working through a paced keyframe run. By mid, not by index: closing
+    /// an earlier m-line (`tracks/close`) removes a pull and shifts the ones after it.
+    paced: Vec<(SessionId, Mid)>,
     next_housekeeping: Instant,
     /// The session whose `Rtc` is being called, so a panic inside str0m costs that session only.
     touching: Option<SessionId>,
@@ -282,11 +283,11 @@ impl Worker {
         if let Some((t, _)) = self.timers.first() {
             d = d.min(*t);
         }
-        for (id, i) in &self.paced {
+        for (id, mid) in &self.paced {
             if let Some(due) = self
                 .sessions
                 .get(id)
-                .and_then(|s| s.pulls.get(*i))
+                .and_then(|s| s.pulls.iter().find(|p| p.mid == *mid))
                 .and_then(|p| p.pacer.as_ref())
                 .and_then(|p| p.next_due())
             {
@@ -725,7 +726,7 @@ impl Worker {
             let rate = t.info.rate_bps.load(Ordering::Relaxed);
             let run = parameter_sets.iter().chain(t.keyframes.run());
             if pull.start_run(&mut s.rtc, run, rate, now) {
-                self.paced.push((id, i));
+                self.paced.push((id, pull.mid));
             }
             self.stats
                 .keyframe_runs_served
@@ -1022,7 +1023,7 @@ impl Worker {
                         // in one burst: pace it like our own. A live one passes straight through
                         // (its first frame is free, and the pacer is gone once it has drained).
                         if pull.start_run(&mut s.rtc, ps.iter().chain([&pkt]), rate, now) {
-                            paced.push((*id, i));
+                            paced.push((*id, pull.mid));
                         }
                         wrote = true;
                         continue;
@@ -1232,19 +1233,19 @@ impl Worker {
 
     /// Write what each paced keyframe run lets go now (`run_pacer`).
     fn pace(&mut self, now: Instant) {
-        let mut still: Vec<(SessionId, usize)> = Vec::new();
+        let mut still: Vec<(SessionId, Mid)> = Vec::new();
         let mut written = 0;
-        for (id, i) in std::mem::take(&mut self.paced) {
+        for (id, mid) in std::mem::take(&mut self.paced) {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
             self.touching = Some(id);
-            let Some(pull) = s.pulls.get_mut(i) else {
+            let Some(pull) = s.pulls.iter_mut().find(|p| p.mid == mid) else {
                 continue;
             };
             let n = pull.pace(&mut s.rtc, now);
             if pull.pacer.is_some() {
-                still.push((id, i));
+                still.push((id, mid));
             }
             if n > 0 {
                 written += n;
@@ -1539,6 +1540,51 @@ mod tests {
         assert_eq!(
             pick_layer(&unmeasured, Some(TrackId(2)), Some(1)).map(|t| t.0),
             Some(2)
+        );
+    }
+
+    /// Issue 10: a paced keyframe run must survive an earlier m-line of its session closing
+    /// (`tracks/close` removes that pull and shifts the later ones).
+    #[tokio::test]
+    async fn a_paced_run_survives_an_earlier_pull_closing() {
+        let (mut w, peers) = worker();
+        let now = Instant::now();
+        let id = SessionId::random();
+        let (rtc, _) = peers.empty(now);
+        let pull =
+            |mid: &str| crate::session::Pull::new(Mid::from(mid), MediaKind::Video, None, None);
+        w.adopt(
+            Adopt {
+                id,
+                rtc,
+                same_ssrc_repair: false,
+                pushed: vec![],
+                pulls: vec![pull("0"), pull("1")],
+            },
+            now,
+        );
+        let mut pacer = crate::run_pacer::RunPacer::new(1_000_000, now);
+        for seq in 0..3 {
+            pacer.push(Arc::new(MediaPacket {
+                seq,
+                rtp_time: 0,
+                marker: seq == 2,
+                pt: 96,
+                payload: vec![0u8; 1000].into(),
+                keyframe_start: seq == 0,
+                received: now,
+            }));
+        }
+        let s = w.sessions.get_mut(&id).expect("adopted");
+        s.pulls[1].pacer = Some(pacer);
+        w.paced.push((id, Mid::from("1")));
+        // The API closes mid 0: the run of mid 1 moves to index 0.
+        s.pulls.remove(0);
+        w.pace(now + Duration::from_secs(1));
+        let s = w.sessions.get(&id).expect("session");
+        assert!(
+            s.pulls[0].pacer.is_none(),
+            "the run of mid 1 was not worked through: its queue would only grow"
         );
     }
 
