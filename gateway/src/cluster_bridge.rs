@@ -238,9 +238,16 @@ impl Bridge {
                 let Some(remote) = self.remote_by_key.get_mut(&key) else {
                     return;
                 };
-                if remote.workers.insert(worker)
-                    && let Some(w) = self.workers.get(worker)
-                {
+                let first = remote.workers.is_empty();
+                if !remote.workers.insert(worker) {
+                    return;
+                }
+                // The tree answers every subscribe with its keyframe run, delivered to every
+                // worker of the track: only the node's first worker subscribes; later ones get
+                // the run the bridge cached, once.
+                if first {
+                    self.cluster.send(Local::Subscribe(key));
+                } else if let Some(w) = self.workers.get(worker) {
                     for p in remote.keyframes.run() {
                         let _ = w.send(WorkerMsg::Media {
                             track: track.id,
@@ -248,7 +255,6 @@ impl Bridge {
                         });
                     }
                 }
-                self.cluster.send(Local::Subscribe(key));
             }
             WorkerMsg::Unsubscribe { track, worker } => {
                 let Some(key) = self.remote_by_id.get(&track).cloned() else {
@@ -453,4 +459,97 @@ pub async fn start_cluster(
     let (handle, events) = relay::shell::cluster::start(config, shutdown).await?;
     tracing::info!(%node_id, listen = %settings.listen, "joined the cluster");
     Ok((handle, events, node_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(seq: u64, keyframe_start: bool) -> relay::SharedPacket {
+        Arc::new(relay::MediaPacket {
+            seq,
+            rtp_time: seq / 3,
+            marker: seq % 3 == 2,
+            pt: 96,
+            payload: vec![0u8; 100].into(),
+            keyframe_start,
+            received: std::time::Instant::now(),
+        })
+    }
+
+    /// Issue 10: the tree answers each subscribe with its keyframe run, to every worker of the
+    /// track. The node subscribes once; a second worker gets one run, from the bridge's cache,
+    /// and the first worker none again.
+    #[test]
+    fn a_second_worker_gets_one_keyframe_run_and_the_first_none() {
+        let (cluster_tx, mut cluster_rx) = mpsc::unbounded_channel();
+        let (w0, mut rx0) = mpsc::unbounded_channel();
+        let (w1, mut rx1) = mpsc::unbounded_channel();
+        let mut bridge = Bridge::new(
+            2,
+            "edge".into(),
+            ClusterHandle::detached(cluster_tx),
+            vec![w0, w1],
+            Arc::new(Registry::default()),
+        );
+        let key = TrackKey {
+            origin: "origin".into(),
+            session: [7; 16],
+            name: "video".into(),
+        };
+        let ok = SubscribeOk {
+            track: key.clone(),
+            channel: 0,
+            first_seq: 0,
+            codec: relay::Codec::Vp8,
+            clock_rate: 90_000,
+            pt: 96,
+            audio_channels: 0,
+            fmtp: String::new(),
+        };
+        bridge.on_event(Event::TrackReady(key.clone(), ok));
+        let info = bridge.remote_by_key[&key].info.clone();
+        let subscribes = |rx: &mut mpsc::UnboundedReceiver<Local>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .filter(|l| matches!(l, Local::Subscribe(_)))
+                .count()
+        };
+        let media = |rx: &mut mpsc::UnboundedReceiver<WorkerMsg>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .filter(|m| matches!(m, WorkerMsg::Media { .. }))
+                .count()
+        };
+
+        bridge.on_worker(WorkerMsg::Subscribe {
+            track: info.clone(),
+            worker: 0,
+        });
+        assert_eq!(subscribes(&mut cluster_rx), 1, "the node subscribes");
+        // The tree's answer: a keyframe run of 3 packets.
+        for seq in 0..3 {
+            bridge.on_event(Event::Deliver(key.clone(), packet(seq, seq == 0)));
+        }
+        assert_eq!(media(&mut rx0), 3);
+
+        bridge.on_worker(WorkerMsg::Subscribe {
+            track: info.clone(),
+            worker: 1,
+        });
+        assert_eq!(
+            subscribes(&mut cluster_rx),
+            0,
+            "no second subscribe, no second replay"
+        );
+        assert_eq!(
+            media(&mut rx1),
+            3,
+            "the second worker gets the cached run once"
+        );
+        assert_eq!(media(&mut rx0), 0, "the first worker gets nothing again");
+        bridge.on_worker(WorkerMsg::Subscribe {
+            track: info,
+            worker: 1,
+        });
+        assert_eq!(media(&mut rx1), 0, "a repeated subscribe replays nothing");
+    }
 }

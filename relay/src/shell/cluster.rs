@@ -87,6 +87,16 @@ pub struct ClusterHandle {
 }
 
 impl ClusterHandle {
+    /// A handle whose commands go to `tx` and nowhere else: for testing what a user of the
+    /// cluster (the gateway's bridge) asks of it, without a node.
+    pub fn detached(tx: UnboundedSender<Local>) -> ClusterHandle {
+        ClusterHandle {
+            tx,
+            stats: Arc::default(),
+            local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+
     /// Never blocks (unbounded). After shutdown the command is dropped.
     pub fn send(&self, local: Local) {
         let _ = self.tx.send(local);
