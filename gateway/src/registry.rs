@@ -476,7 +476,15 @@ mod tests {
     use super::*;
 
     fn entry(role: Role, stream: &str) -> SessionEntry {
-        SessionEntry::new(0, role, Some(stream.into()), None, String::new(), None, vec![])
+        SessionEntry::new(
+            0,
+            role,
+            Some(stream.into()),
+            None,
+            String::new(),
+            None,
+            vec![],
+        )
     }
 
     #[test]
