@@ -138,15 +138,26 @@ impl Bridge {
         mut from_workers: mpsc::UnboundedReceiver<WorkerMsg>,
         mut requests: mpsc::UnboundedReceiver<BridgeRequest>,
         mut events: mpsc::UnboundedReceiver<Event>,
-        shutdown: CancellationToken,
+        links: CancellationToken,
     ) {
+        // Shutdown, in order: the workers close their sessions and go (their last words — tracks
+        // ended, streams gone — still reach the tree); when the last one has gone, the links
+        // close (QUIC close frames sent); when the node has stopped, the bridge returns.
+        let mut workers_open = true;
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                Some(msg) = from_workers.recv() => self.on_worker(msg),
+                msg = from_workers.recv(), if workers_open => match msg {
+                    Some(msg) => self.on_worker(msg),
+                    None => {
+                        workers_open = false;
+                        links.cancel();
+                    }
+                },
                 Some(req) = requests.recv() => self.on_request(req),
-                Some(event) = events.recv() => self.on_event(event),
-                else => return,
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => return,
+                },
             }
         }
     }

@@ -114,12 +114,14 @@ impl Node {
         // The cluster bridge, if any, is one more peer of the workers, at index n.
         let mut peers_of_workers = senders.clone();
         let mut cluster = None;
+        // The cluster's links close after the workers are gone (the bridge decides when).
+        let links = CancellationToken::new();
         if let Some(settings) = &config.cluster {
             let (bridge_tx, bridge_rx) = mpsc::unbounded_channel();
             peers_of_workers.push(bridge_tx);
             let (requests_tx, requests_rx) = mpsc::unbounded_channel();
             let (handle, events, node_id) =
-                crate::cluster_bridge::start_cluster(settings, shutdown.clone()).await?;
+                crate::cluster_bridge::start_cluster(settings, links.clone()).await?;
             let bridge = Bridge::new(
                 n,
                 node_id,
@@ -127,7 +129,7 @@ impl Node {
                 peers_of_workers.clone(),
                 registry.clone(),
             );
-            tasks.spawn(bridge.run(bridge_rx, requests_rx, events, shutdown.clone()));
+            tasks.spawn(bridge.run(bridge_rx, requests_rx, events, links.clone()));
             cluster = Some(Cluster {
                 bridge: requests_tx,
                 handle,

@@ -1,5 +1,11 @@
 //! Running a node: bind, announce readiness, serve HTTP(S), and shut everything down once, in
-//! order, on SIGINT/SIGTERM (stop accepting, let requests finish, stop the media workers).
+//! order, on SIGINT/SIGTERM:
+//! 1. stop accepting HTTP and let requests in flight finish (`shutdown`, the signal);
+//! 2. the media workers close every session properly — RTCP BYE and DTLS close_notify, so clients
+//!    learn at once — and go (`media`);
+//! 3. the cluster bridge, once the last worker has gone, closes the node links (QUIC close
+//!    frames) and waits for the node to stop;
+//! 4. exit (after at most 5 s of steps 2–3).
 
 use std::time::Duration;
 
@@ -30,7 +36,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
         .map_err(|e| format!("cannot bind HTTP {}: {e}", config.http_listen))?;
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut tasks = JoinSet::new();
-    let node = Node::start(config, shutdown.clone(), &mut tasks).await?;
+    // Not a child of `shutdown`: the media outlives HTTP until HTTP has stopped.
+    let media = CancellationToken::new();
+    let node = Node::start(config, media.clone(), &mut tasks).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         "gateway ready: {scheme}://{http_addr}/ (WHIP {scheme}://<host>:{}/whip/<stream>), WebRTC on UDP {}, candidates {:?}",
@@ -56,6 +64,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
         Some(tls) => serve_tls(listener, app, tls, shutdown.clone()).await,
     }
     shutdown.cancel();
+    media.cancel();
     let drained = tokio::time::timeout(Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
     })

@@ -237,9 +237,37 @@ impl Worker {
             self.guarded(|w| w.flush_keyframe_requests(now));
             self.drive_and_send(now).await;
         }
+        // Shutdown: every client is told (RTCP BYE, DTLS close_notify) before the node goes.
+        let now = Instant::now();
         for id in self.sessions.keys().copied().collect::<Vec<_>>() {
-            self.reap(id, Instant::now());
+            self.guarded(|w| w.close_and_reap(id, now));
         }
+        self.send().await;
+    }
+
+    /// End a session the way WebRTC says: str0m's `close` queues RTCP BYE and the DTLS
+    /// close_notify, which are polled out (and sent with the next batch) before the session is
+    /// reaped, so the client learns at once instead of by a consent timeout.
+    fn close_and_reap(&mut self, id: SessionId, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        self.touching = Some(id);
+        if s.rtc.close().is_ok() {
+            // Bounded: a close is a handful of datagrams.
+            for _ in 0..64 {
+                match s.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => self.out.push(t),
+                    Ok(Output::Event(_)) => {}
+                    Ok(Output::Timeout(_)) | Err(_) => break,
+                }
+                if !s.rtc.is_alive() {
+                    break;
+                }
+            }
+        }
+        s.rtc.disconnect();
+        self.reap(id, now);
     }
 
     /// Handle one message; each datagram of a batch is its own guarded step, so a panic costs
@@ -332,12 +360,7 @@ impl Worker {
                 }
             }
             WorkerMsg::Adopt(a) => self.adopt(*a, now),
-            WorkerMsg::Close { session } => {
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.rtc.disconnect();
-                    self.mark(session);
-                }
-            }
+            WorkerMsg::Close { session } => self.close_and_reap(session, now),
             WorkerMsg::Trickle {
                 session,
                 candidates,
@@ -1360,12 +1383,11 @@ impl Worker {
             };
             if stale {
                 tracing::info!(session = %id, connected = s.connected, "reaping silent session");
-                s.rtc.disconnect();
                 dead.push(*id);
             }
         }
         for id in dead {
-            self.reap(id, now);
+            self.close_and_reap(id, now);
         }
         // Layer bitrates change: re-evaluate the automatic simulcast choice.
         let layered: Vec<SessionId> = self
