@@ -50,6 +50,9 @@ struct Remote {
     info: Arc<TrackInfo>,
     workers: HashSet<usize>,
     keyframes: KeyframeCache,
+    /// H264: the parameter sets seen in what the tree delivered, handed to each later worker
+    /// ahead of the cached run (which may start at a keyframe sent without them).
+    h264: Option<relay::H264Inspector>,
 }
 
 struct PendingResolve {
@@ -259,6 +262,14 @@ impl Bridge {
                 if first {
                     self.cluster.send(Local::Subscribe(key));
                 } else if let Some(w) = self.workers.get(worker) {
+                    if let Some((sps, pps)) = remote.h264.as_ref().and_then(|h| h.parameter_sets())
+                    {
+                        let _ = w.send(WorkerMsg::H264ParameterSets {
+                            track: track.id,
+                            sps: sps.into(),
+                            pps: pps.into(),
+                        });
+                    }
                     for p in remote.keyframes.run() {
                         let _ = w.send(WorkerMsg::Media {
                             track: track.id,
@@ -283,6 +294,9 @@ impl Bridge {
                     self.cluster.send(Local::KeyframeRequest(key.clone()));
                 }
             }
+            // Origin side: the tree learns parameter sets in-band (the bridge feeds it from the
+            // publisher's first packet on), and replays them ahead of a run that lacks them.
+            WorkerMsg::H264ParameterSets { .. } => {}
             _ => {}
         }
     }
@@ -294,6 +308,9 @@ impl Bridge {
                     return;
                 };
                 remote.keyframes.push(&packet);
+                if let Some(h) = remote.h264.as_mut() {
+                    h.push(packet.rtp_time, &packet.payload);
+                }
                 for w in &remote.workers {
                     if let Some(tx) = self.workers.get(*w) {
                         let _ = tx.send(WorkerMsg::Media {
@@ -370,6 +387,7 @@ impl Bridge {
                     info,
                     workers: HashSet::new(),
                     keyframes: KeyframeCache::new(KEYFRAME_CACHE_BYTES),
+                    h264: (ok.codec == relay::Codec::H264).then(relay::H264Inspector::new),
                 },
             );
         }
@@ -476,6 +494,49 @@ pub async fn start_cluster(
 mod tests {
     use super::*;
 
+    type Rx<T> = mpsc::UnboundedReceiver<T>;
+
+    /// An edge node's bridge with two workers and one remote track of `codec`, ready.
+    fn edge(
+        codec: relay::Codec,
+    ) -> (
+        Bridge,
+        Rx<Local>,
+        Rx<WorkerMsg>,
+        Rx<WorkerMsg>,
+        TrackKey,
+        Arc<TrackInfo>,
+    ) {
+        let (cluster_tx, cluster_rx) = mpsc::unbounded_channel();
+        let (w0, rx0) = mpsc::unbounded_channel();
+        let (w1, rx1) = mpsc::unbounded_channel();
+        let mut bridge = Bridge::new(
+            2,
+            "edge".into(),
+            ClusterHandle::detached(cluster_tx),
+            vec![w0, w1],
+            Arc::new(Registry::default()),
+        );
+        let key = TrackKey {
+            origin: "origin".into(),
+            session: [7; 16],
+            name: "video".into(),
+        };
+        let ok = SubscribeOk {
+            track: key.clone(),
+            channel: 0,
+            first_seq: 0,
+            codec,
+            clock_rate: 90_000,
+            pt: 96,
+            audio_channels: 0,
+            fmtp: String::new(),
+        };
+        bridge.on_event(Event::TrackReady(key.clone(), ok));
+        let info = bridge.remote_by_key[&key].info.clone();
+        (bridge, cluster_rx, rx0, rx1, key, info)
+    }
+
     fn packet(seq: u64, keyframe_start: bool) -> relay::SharedPacket {
         Arc::new(relay::MediaPacket {
             seq,
@@ -493,33 +554,7 @@ mod tests {
     /// and the first worker none again.
     #[test]
     fn a_second_worker_gets_one_keyframe_run_and_the_first_none() {
-        let (cluster_tx, mut cluster_rx) = mpsc::unbounded_channel();
-        let (w0, mut rx0) = mpsc::unbounded_channel();
-        let (w1, mut rx1) = mpsc::unbounded_channel();
-        let mut bridge = Bridge::new(
-            2,
-            "edge".into(),
-            ClusterHandle::detached(cluster_tx),
-            vec![w0, w1],
-            Arc::new(Registry::default()),
-        );
-        let key = TrackKey {
-            origin: "origin".into(),
-            session: [7; 16],
-            name: "video".into(),
-        };
-        let ok = SubscribeOk {
-            track: key.clone(),
-            channel: 0,
-            first_seq: 0,
-            codec: relay::Codec::Vp8,
-            clock_rate: 90_000,
-            pt: 96,
-            audio_channels: 0,
-            fmtp: String::new(),
-        };
-        bridge.on_event(Event::TrackReady(key.clone(), ok));
-        let info = bridge.remote_by_key[&key].info.clone();
+        let (mut bridge, mut cluster_rx, mut rx0, mut rx1, key, info) = edge(relay::Codec::Vp8);
         let subscribes = |rx: &mut mpsc::UnboundedReceiver<Local>| {
             std::iter::from_fn(|| rx.try_recv().ok())
                 .filter(|l| matches!(l, Local::Subscribe(_)))
@@ -562,5 +597,50 @@ mod tests {
             worker: 1,
         });
         assert_eq!(media(&mut rx1), 0, "a repeated subscribe replays nothing");
+    }
+
+    /// Issue 10: an edge worker that subscribes after the tree delivered the track's only
+    /// SPS/PPS is handed them before the cached run (it never saw them in-band).
+    #[test]
+    fn a_later_worker_gets_the_parameter_sets_first() {
+        let (mut bridge, _cluster_rx, _rx0, mut rx1, key, info) = edge(relay::Codec::H264);
+        bridge.on_worker(WorkerMsg::Subscribe {
+            track: info.clone(),
+            worker: 0,
+        });
+        let stap_a: Vec<u8> = vec![
+            24, 0, 4, 0x67, 0x42, 0x00, 0x1f, 0, 4, 0x68, 0xce, 0x3c, 0x80,
+        ];
+        let at = std::time::Instant::now();
+        let pkt = |seq: u64, payload: Vec<u8>, keyframe_start: bool| {
+            Arc::new(relay::MediaPacket {
+                seq,
+                rtp_time: seq * 3000,
+                marker: true,
+                pt: 96,
+                payload: payload.into(),
+                keyframe_start,
+                received: at,
+            })
+        };
+        bridge.on_event(Event::Deliver(key.clone(), pkt(1, stap_a, true)));
+        bridge.on_event(Event::Deliver(key.clone(), pkt(2, vec![0x65, 0x88], true)));
+        bridge.on_event(Event::Deliver(key.clone(), pkt(3, vec![0x41, 0x9a], false)));
+        // A newer keyframe without parameter sets: the cached run starts there.
+        bridge.on_event(Event::Deliver(key.clone(), pkt(4, vec![0x65, 0x88], true)));
+        bridge.on_worker(WorkerMsg::Subscribe {
+            track: info,
+            worker: 1,
+        });
+        let got: Vec<WorkerMsg> = std::iter::from_fn(|| rx1.try_recv().ok()).collect();
+        assert!(
+            matches!(got.first(), Some(WorkerMsg::H264ParameterSets { sps, pps, .. })
+                if sps[..] == [0x67, 0x42, 0x00, 0x1f] && pps[..] == [0x68, 0xce, 0x3c, 0x80]),
+            "the later worker is not given the parameter sets first"
+        );
+        assert!(
+            matches!(got.get(1), Some(WorkerMsg::Media { packet, .. }) if packet.seq == 4),
+            "then the cached run"
+        );
     }
 }

@@ -167,27 +167,12 @@ impl TrackState {
         &self,
         frame: impl IntoIterator<Item = &'a SharedPacket>,
     ) -> Option<SharedPacket> {
-        let mut frame = frame.into_iter();
-        let first = frame.next()?;
-        if self.codec_of(first.pt) != relay::Codec::H264 {
+        let mut frame = frame.into_iter().peekable();
+        if self.codec_of(frame.peek()?.pt) != relay::Codec::H264 {
             return None;
         }
-        let carries_sps = std::iter::once(first)
-            .chain(frame.take_while(|p| p.rtp_time == first.rtp_time))
-            .any(|p| relay::h264_parameter_sets(&p.payload).0);
-        if carries_sps {
-            return None;
-        }
-        let payload = self.parameter_sets_stap_a()?;
-        Some(Arc::new(relay::MediaPacket {
-            seq: first.seq.checked_sub(1)?,
-            rtp_time: first.rtp_time,
-            marker: false,
-            pt: first.pt,
-            payload: payload.into(),
-            keyframe_start: true,
-            received: first.received,
-        }))
+        let (sps, pps) = self.h264.as_ref()?.inspector.parameter_sets()?;
+        relay::parameter_sets_packet(frame, sps, pps)
     }
 
     /// The latest SPS and PPS, to hand to another worker's copy of the track.

@@ -254,6 +254,34 @@ impl BitReader<'_> {
     }
 }
 
+/// A keyframe run is about to be sent to a new subscriber (a viewer, another worker, a child node) and
+/// `frame` is its first frame's packets, first one first. When that frame carries no SPS, the packet to
+/// send ahead of it: a STAP-A of `sps` and `pps` with the frame's timestamp and the sequence number just
+/// before it, so that every hop and rewriter places it right in front of the keyframe.
+pub fn parameter_sets_packet<'a>(
+    frame: impl IntoIterator<Item = &'a crate::SharedPacket>,
+    sps: &[u8],
+    pps: &[u8],
+) -> Option<crate::SharedPacket> {
+    let mut frame = frame.into_iter();
+    let first = frame.next()?;
+    let carries_sps = std::iter::once(first)
+        .chain(frame.take_while(|p| p.rtp_time == first.rtp_time))
+        .any(|p| crate::h264_parameter_sets(&p.payload).0);
+    if carries_sps {
+        return None;
+    }
+    Some(std::sync::Arc::new(crate::MediaPacket {
+        seq: first.seq.checked_sub(1)?,
+        rtp_time: first.rtp_time,
+        marker: false,
+        pt: first.pt,
+        payload: h264_parameter_sets_stap_a(sps, pps)?.into(),
+        keyframe_start: true,
+        received: first.received,
+    }))
+}
+
 /// An RTP payload aggregating SPS and PPS (RFC 6184 section 5.7.1): STAP-A header with F the OR of the units'
 /// F bits and NRI their maximum, then each unit behind its 16-bit size. None for an empty or oversized unit.
 pub fn h264_parameter_sets_stap_a(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {

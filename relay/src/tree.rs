@@ -23,13 +23,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::gap_tracker::{Arrival, GapTracker, RepairConfig};
+use crate::h264_stream::H264Inspector;
 use crate::keyframe_cache::KeyframeCache;
 use crate::keyframe_request::KeyframeRequests;
 use crate::link::{
     ControlMessage, StreamOrigin, SubscribeOk, TrackKey, decode_datagram, encode_datagram,
     nack_messages,
 };
-use crate::packet::SharedPacket;
+use crate::packet::{MediaPacket, SharedPacket};
 use crate::packet_cache::{CacheLimits, PacketCache};
 use crate::placement;
 
@@ -186,6 +187,10 @@ struct NodeTrack {
     local: bool,
     idle_since: Option<Instant>,
     keyframe_requests: KeyframeRequests,
+    /// H264 only: the latest in-band SPS/PPS, so that a run replayed to a new subscriber can be
+    /// preceded by them when its keyframe came without (encoders that send them only at start
+    /// would otherwise leave every later subscriber unable to decode).
+    h264: Option<H264Inspector>,
 }
 
 impl NodeTrack {
@@ -208,7 +213,34 @@ impl NodeTrack {
             local: false,
             idle_since: None,
             keyframe_requests: KeyframeRequests::new(config.keyframe_request_interval),
+            h264: None,
         }
+    }
+
+    /// Learn from a packet of the track (parameter sets, for `replay`).
+    fn inspect(&mut self, packet: &MediaPacket) {
+        if self
+            .info
+            .as_ref()
+            .is_some_and(|i| i.codec == crate::Codec::H264)
+        {
+            self.h264
+                .get_or_insert_with(H264Inspector::new)
+                .push(packet.rtp_time, &packet.payload);
+        }
+    }
+
+    /// The keyframe run as a new subscriber gets it: behind a STAP-A of the latest SPS and PPS
+    /// when its first frame carries no SPS (sequence number just before the run, same
+    /// timestamp, so every hop and viewer places it in front of the keyframe).
+    fn replay(&self) -> Vec<SharedPacket> {
+        let mut run: Vec<SharedPacket> = self.keyframes.run().cloned().collect();
+        if let Some((sps, pps)) = self.h264.as_ref().and_then(|h| h.parameter_sets())
+            && let Some(sets) = crate::parameter_sets_packet(&run, sps, pps)
+        {
+            run.insert(0, sets);
+        }
+        run
     }
 
     fn wanted(&self) -> bool {
@@ -582,8 +614,7 @@ impl TreeNode {
                 track: track.clone(),
                 info,
             });
-            let run: Vec<SharedPacket> = t.keyframes.run().cloned().collect();
-            for p in run {
+            for p in t.replay() {
                 self.stats.delivered += 1;
                 self.out.push_back(Output::Deliver {
                     track: track.clone(),
@@ -851,13 +882,14 @@ impl TreeNode {
         l.out.insert(channel, key.clone());
         info.channel = channel;
         info.track = key.clone();
-        info.first_seq = t.keyframes.run().next().map_or(u64::MAX, |p| p.seq);
+        let run = t.replay();
+        info.first_seq = run.first().map_or(u64::MAX, |p| p.seq);
         t.children.push((link, channel));
         self.out.push_back(Output::Send {
             link,
             msg: ControlMessage::SubscribeOk(info),
         });
-        for p in t.keyframes.run() {
+        for p in &run {
             match encode_datagram(p, channel, false, self.config.max_datagram) {
                 Ok(bytes) => {
                     self.stats.datagrams_out += 1;
@@ -1047,6 +1079,7 @@ impl TreeNode {
         self.stats.packets_in += 1;
         t.cache.insert(packet.clone(), now);
         t.keyframes.push(&packet);
+        t.inspect(&packet);
         for (link, channel) in &t.children {
             match encode_datagram(&packet, *channel, false, self.config.max_datagram) {
                 Ok(bytes) => {

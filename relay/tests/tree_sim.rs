@@ -596,3 +596,71 @@ fn a_lookup_whose_home_is_gone_is_answered_not_found() {
         "{asker} got {answers:?}"
     );
 }
+
+/// An H264 publisher whose encoder sends SPS/PPS once, at the start (x264 without repeat
+/// headers, some hardware encoders): packet 0 is a STAP-A of them, keyframes (IDR) every 100
+/// packets, one packet per frame.
+fn h264_packet(seq: u64, now: Instant) -> Arc<MediaPacket> {
+    const SPS: [u8; 4] = [0x67, 0x42, 0x00, 0x1f];
+    const PPS: [u8; 4] = [0x68, 0xce, 0x3c, 0x80];
+    let payload: Vec<u8> = if seq == 0 {
+        let mut p = vec![24];
+        for nal in [&SPS[..], &PPS[..]] {
+            p.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+            p.extend_from_slice(nal);
+        }
+        p
+    } else if seq.is_multiple_of(100) || seq == 1 {
+        vec![0x65, 0x88, 0x84, 0x00]
+    } else {
+        vec![0x41, 0x9a, 0x02, 0x00]
+    };
+    Arc::new(MediaPacket {
+        seq,
+        rtp_time: seq * 450,
+        marker: true,
+        pt: 96,
+        payload: Arc::from(payload),
+        keyframe_start: seq.is_multiple_of(100),
+        received: now,
+    })
+}
+
+/// Issue 10: a subscriber that joins after the only SPS/PPS gets them in front of its keyframe
+/// run (a STAP-A one sequence number before the keyframe), at every hop — the origin's replay to
+/// a relay, and the relay's replay, learned from that, to a later edge.
+#[test]
+fn late_subscribers_get_the_parameter_sets_an_encoder_sent_only_at_start() {
+    let mut net = cluster(2, 0.0, 7);
+    let mut seq = 0u64;
+    let mut publish_until = |net: &mut Net, last: u64| {
+        while seq <= last {
+            let now = net.now;
+            let p = h264_packet(seq, now);
+            net.node("origin").local_packet(&track(), p, now);
+            seq += 1;
+            net.run(Duration::from_millis(5), |_| {});
+        }
+    };
+    publish_until(&mut net, 250);
+    let now = net.now;
+    net.node("edge-0").subscribe(&track(), now);
+    net.run(Duration::from_millis(200), |_| {});
+    let first = net.delivered.get("edge-0").and_then(|d| d.first().copied());
+    assert_eq!(
+        first,
+        Some(199),
+        "edge-0 starts with the parameter sets before keyframe 200"
+    );
+
+    publish_until(&mut net, 350);
+    let now = net.now;
+    net.node("edge-1").subscribe(&track(), now);
+    net.run(Duration::from_millis(200), |_| {});
+    let first = net.delivered.get("edge-1").and_then(|d| d.first().copied());
+    assert_eq!(
+        first,
+        Some(299),
+        "edge-1 starts with the parameter sets before keyframe 300"
+    );
+}
