@@ -72,7 +72,7 @@ const gw = (() => {
 
   /**
    * POSTs an SDP offer to a WHIP/WHEP endpoint.
-   * Returns { status, ok, answer, location, retryAfter, text }.
+   * Returns { status, ok, answer, location, etag, retryAfter, text }.
    * `location` is absolute, resolved against the URL that answered (the request URL after any
    * redirect, as HTTP says), which equals the page's origin for the usual absolute-path Location.
    */
@@ -98,6 +98,7 @@ const gw = (() => {
       ok: resp.status === 201 || resp.status === 200,
       answer: text,
       location,
+      etag: resp.headers.get("ETag"),
       retryAfter: retryAfterSeconds(resp, 2),
       text,
     };

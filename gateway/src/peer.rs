@@ -109,6 +109,16 @@ impl PeerFactory {
         }
     }
 
+    /// A viewer session that makes the offer itself (the WHEP counter-offer): only the codecs
+    /// of `tracks`.
+    pub fn offering_viewer(&self, tracks: &[Arc<TrackInfo>], now: Instant) -> (Rtc, IceCreds) {
+        let (mut config, ice) = self.base();
+        viewer_codecs(&mut config, tracks);
+        let mut rtc = config.build(now);
+        self.add_candidates(&mut rtc);
+        (rtc, ice)
+    }
+
     /// A session with nothing negotiated yet (the session/track API creates these); it can
     /// push and pull any codec str0m knows.
     pub fn empty(&self, now: Instant) -> (Rtc, IceCreds) {
@@ -242,36 +252,17 @@ impl PeerFactory {
         if tracks.iter().any(|t| t.layer_group.is_some()) {
             config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(VIEWER_INITIAL_BWE_KBPS)));
         }
-        let codecs = config.codec_config();
-        codecs.clear();
-        let mut used: Vec<u8> = tracks
-            .iter()
-            .flat_map(|t| t.params.iter())
-            .flat_map(|p| [Some(*p.pt()), p.resend().map(|r| *r)])
-            .flatten()
-            .collect();
-        for p in tracks.iter().flat_map(|t| t.params.iter()) {
-            let spec = p.spec();
-            // Browsers repair video with RTX; offer it even when the publisher (OBS) has none.
-            let resend = p
-                .resend()
-                .or_else(|| spec.codec.is_video().then(|| free_pt(&mut used)).flatten());
-            codecs.add_config(
-                p.pt(),
-                resend,
-                spec.codec,
-                spec.clock_rate,
-                spec.channels,
-                spec.format,
-            );
-        }
+        viewer_codecs(&mut config, tracks);
         let mut peer = self.finish(config.build(now), offer, ice)?;
         peer.same_ssrc_repair = same_ssrc_repair;
         if peer.media.is_empty() {
-            return Err(Problem::unprocessable(format!(
-                "the player accepts none of the stream's codecs ({})",
-                codec_names(tracks)
-            )));
+            return Err(Problem {
+                counter_offer: true,
+                ..Problem::unprocessable(format!(
+                    "the player accepts none of the stream's codecs ({})",
+                    codec_names(tracks)
+                ))
+            });
         }
         // Never a partial answer either: a player that offers video but cannot take the
         // stream's video codec (Firefox without OpenH264 for an H264 stream) would play black.
@@ -293,6 +284,33 @@ impl PeerFactory {
             }
         }
         Ok(peer)
+    }
+}
+
+/// A viewer is offered exactly the codecs the publisher sends (forwarded without transcoding),
+/// each video one with RTX: browsers repair video with it, even when the publisher (OBS) has none.
+fn viewer_codecs(config: &mut RtcConfig, tracks: &[Arc<TrackInfo>]) {
+    let codecs = config.codec_config();
+    codecs.clear();
+    let mut used: Vec<u8> = tracks
+        .iter()
+        .flat_map(|t| t.params.iter())
+        .flat_map(|p| [Some(*p.pt()), p.resend().map(|r| *r)])
+        .flatten()
+        .collect();
+    for p in tracks.iter().flat_map(|t| t.params.iter()) {
+        let spec = p.spec();
+        let resend = p
+            .resend()
+            .or_else(|| spec.codec.is_video().then(|| free_pt(&mut used)).flatten());
+        codecs.add_config(
+            p.pt(),
+            resend,
+            spec.codec,
+            spec.clock_rate,
+            spec.channels,
+            spec.format,
+        );
     }
 }
 

@@ -243,7 +243,7 @@ pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Pro
             .ok_or_else(|| Problem::new(http::StatusCode::CONFLICT, "the stream ended"))?,
     };
     let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
-    let (rtc, ice) = node.peers.empty(Instant::now());
+    let (rtc, ice) = node.peers.offering_viewer(&primary, Instant::now());
     let id = SessionId::random();
     let worker = node.pick_worker();
     let etag = random_token(16);

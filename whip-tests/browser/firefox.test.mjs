@@ -4,7 +4,10 @@
 //   Firefox publishes (VP8: Firefox has no H264 without the OpenH264 download) -> Firefox watches
 //                                                                               -> Chromium watches
 //   Chromium publishes with ?codec=vp8 -> Firefox watches
-//   Chromium publishes H264 (the page's default) -> Firefox's offer has no H264: 422, "Cannot play"
+//   Chromium publishes H264 (the page's default) -> Firefox's offer has no H264 (no OpenH264
+//   plugin offline): the gateway answers 406 with a counter-offer of H264; Firefox would accept
+//   it in an answer yet decode nothing, so the page checks RTCRtpReceiver.getCapabilities and
+//   says "Cannot play: this browser cannot decode the stream (…H264)"
 //
 //   scripts/setup-browser.sh && cargo build -p gateway && (cd whip-tests/browser && npm test)
 //   FIREFOX_BIN=/usr/bin/firefox-esr   (default)
@@ -240,7 +243,7 @@ describe("gateway pages in headless Firefox", { skip: SKIP, timeout: 120_000 }, 
     });
   });
 
-  it("Firefox cannot play a Chromium H264 stream: its offer has no H264, the page says so", async (t) => {
+  it("Firefox cannot play a Chromium H264 stream: the gateway counter-offers H264 (406), the page sees Firefox cannot decode it and says so", async (t) => {
     await withDiagnostics("firefox watch chromium h264", async () => {
       const pub = await openPage("chromium", "ch-publish-h264", `${gw.base}/publish/chh264`);
       await waitConnected("ch-publish-h264", "whip", 20_000);
@@ -250,7 +253,7 @@ describe("gateway pages in headless Firefox", { skip: SKIP, timeout: 120_000 }, 
       await waitFor("ff-watch-chh264", () => window.whep && window.whep.state === "error", null, 15_000);
       const status = await page.evaluate(() => document.getElementById("status").textContent);
       t.diagnostic(`Firefox player: ${status}`);
-      assert.match(status, /Cannot play: HTTP 422/);
+      assert.match(status, /Cannot play: this browser cannot decode the stream \(.*H264/);
     });
   });
 });

@@ -782,55 +782,62 @@ async fn whep_chrome_plays_safari_high_profile() -> Result<()> {
     Ok(())
 }
 
-/// A player that cannot decode what the publisher sends gets 422 with a problem body, not an
-/// answer it cannot use.
-async fn expect_422(publisher_fixture: &str, player_fixture: &str) -> Result<()> {
+/// The player offers none of the stream's codecs for a media kind it wants: the WHEP draft's
+/// counter-offer, 406 with our SDP offer carrying `codec` (the player may take it or leave it;
+/// never a partial answer of ours).
+async fn expect_counter_offer(
+    publisher_fixture: &str,
+    player_fixture: &str,
+    codec: &str,
+) -> Result<()> {
     let (gw, _publisher) = with_publisher(publisher_fixture).await?;
     let reply = post(&gw.whep_url("live"), &fixture(player_fixture)?).await?;
     ensure!(
-        reply.status == 422,
-        "{player_fixture} vs {publisher_fixture}: HTTP {} (expected 422):\n{}",
+        reply.status == 406,
+        "{player_fixture} vs {publisher_fixture}: HTTP {} (expected a 406 counter-offer):\n{}",
         reply.status,
         reply.body
     );
     ensure!(
-        reply.content_type.starts_with("application/problem+json"),
-        "422 with Content-Type {:?}",
+        reply.content_type.starts_with("application/sdp"),
+        "406 with Content-Type {:?}",
         reply.content_type
     );
-    let body: serde_json::Value =
-        serde_json::from_str(&reply.body).context("problem body is not JSON")?;
     ensure!(
-        body.get("status").and_then(|s| s.as_u64()) == Some(422),
-        "problem body without status 422: {body}"
-    );
-    let detail = body
-        .get("detail")
-        .and_then(|d| d.as_str())
-        .unwrap_or_default();
-    ensure!(
-        detail.contains("codec"),
-        "422 for another reason than the codec: {body}"
+        reply.body.contains("a=sendonly") && reply.body.contains(codec),
+        "the counter-offer does not send {codec}:\n{}",
+        reply.body
     );
     Ok(())
 }
 
 #[tokio::test]
-async fn whep_vp8_only_player_vs_h264_publisher_is_422() -> Result<()> {
-    expect_422("obs30-h264.sdp", "pion-whep-vp8-only.sdp").await
+async fn whep_vp8_only_player_vs_h264_publisher_gets_a_counter_offer() -> Result<()> {
+    expect_counter_offer("obs30-h264.sdp", "pion-whep-vp8-only.sdp", "H264/90000").await
 }
 
 /// Firefox without the OpenH264 plugin offers audio + VP8/VP9 only. Against an H264 stream the
-/// video cannot be carried; a partial (audio-only) answer would leave a black player.
+/// video cannot be carried as offered; a partial (audio-only) answer would leave a black player,
+/// so the player gets our offer (H264) to take or leave.
 #[tokio::test]
-async fn whep_firefox_without_openh264_vs_h264_publisher_is_422() -> Result<()> {
-    expect_422("obs30-h264.sdp", "firefox-whep-no-openh264.sdp").await
+async fn whep_firefox_without_openh264_vs_h264_publisher_gets_a_counter_offer() -> Result<()> {
+    expect_counter_offer(
+        "obs30-h264.sdp",
+        "firefox-whep-no-openh264.sdp",
+        "H264/90000",
+    )
+    .await
 }
 
 /// Safari publishes H264 Constrained High; Firefox offers only Constrained Baseline.
 #[tokio::test]
-async fn whep_firefox_vs_safari_high_profile_is_422() -> Result<()> {
-    expect_422("safari-publish.sdp", "firefox-whep-recvonly.sdp").await
+async fn whep_firefox_vs_safari_high_profile_gets_a_counter_offer() -> Result<()> {
+    expect_counter_offer(
+        "safari-publish.sdp",
+        "firefox-whep-recvonly.sdp",
+        "H264/90000",
+    )
+    .await
 }
 
 #[tokio::test]
@@ -840,11 +847,11 @@ async fn whep_chrome_plays_obs_av1() -> Result<()> {
     Ok(())
 }
 
-/// OBS HEVC to a browser that offers no H265 (this Chrome fixture, Firefox): 422, not a black
-/// player.
+/// OBS HEVC to a browser that offers no H265 (this Chrome fixture, Firefox): a counter-offer of
+/// H265, not a black player.
 #[tokio::test]
-async fn whep_firefox_vs_obs_h265_is_422() -> Result<()> {
-    expect_422("obs31-h265.sdp", "firefox-whep-recvonly.sdp").await
+async fn whep_firefox_vs_obs_h265_gets_a_counter_offer() -> Result<()> {
+    expect_counter_offer("obs31-h265.sdp", "firefox-whep-recvonly.sdp", "H265/90000").await
 }
 
 /// Players commonly do `video.srcObject = event.streams[0]` in `ontrack` (MediaMTX's reader and
