@@ -37,7 +37,8 @@ pub enum Woke {
 pub struct RtcLoop {
     /// The engine. Mutate it only between [`RtcLoop::drain`] calls.
     pub rtc: Rtc,
-    socket: UdpSocket,
+    /// Shared so that a test can send other datagrams from the same address (`socket`).
+    socket: Arc<UdpSocket>,
     local: SocketAddr,
     next_timeout: Instant,
     buf: Vec<u8>,
@@ -69,7 +70,7 @@ impl RtcLoop {
             .context("str0m rejected the host candidate")?;
         Ok(RtcLoop {
             rtc,
-            socket,
+            socket: Arc::new(socket),
             local,
             next_timeout: Instant::now(),
             buf: vec![0; 2000],
@@ -106,6 +107,11 @@ impl RtcLoop {
     /// The counter of incoming RTP datagrams (both modes), to read while the loop runs.
     pub fn rtp_counter(&self) -> Arc<Mutex<RtpCounter>> {
         self.rtp.clone()
+    }
+
+    /// The socket itself: tests send hostile datagrams from the client's own address with it.
+    pub fn socket(&self) -> Arc<UdpSocket> {
+        self.socket.clone()
     }
 
     /// The socket address media flows from.

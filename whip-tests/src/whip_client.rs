@@ -120,6 +120,9 @@ pub struct PublishStats {
 /// [`WhipPublisher::stop`] to leave properly.
 pub struct WhipPublisher {
     resource: Resource,
+    /// `<server ufrag>:<our ufrag>`: the USERNAME of our connectivity checks.
+    ice_username: String,
+    socket: Arc<tokio::net::UdpSocket>,
     counters: Arc<Counters>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
@@ -177,6 +180,14 @@ impl WhipPublisher {
         let client = http_client()?;
         let t0 = Instant::now();
         let answer = post_offer(&client, &opts.url, opts.token.as_deref(), &offer_sdp).await?;
+        let ufrag = |sdp: &str| {
+            sdp.lines()
+                .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let ice_username = format!("{}:{}", ufrag(&answer.sdp), ufrag(&offer_sdp));
+        let socket = lp.socket();
         let negotiated = (|| {
             let sdp = SdpAnswer::from_sdp_string(&answer.sdp).context("parsing the SDP answer")?;
             lp.rtc
@@ -212,10 +223,23 @@ impl WhipPublisher {
         let task = tokio::spawn(send.run(stop_rx));
         Ok(WhipPublisher {
             resource: answer.resource,
+            ice_username,
+            socket,
             counters,
             stop,
             task,
         })
+    }
+
+    /// The STUN USERNAME of this publisher's connectivity checks (`<server ufrag>:<ours>`): what
+    /// an attacker who saw one of them on the wire knows.
+    pub fn ice_username(&self) -> &str {
+        &self.ice_username
+    }
+
+    /// The publisher's UDP socket, to send other datagrams from its own address.
+    pub fn socket(&self) -> Arc<tokio::net::UdpSocket> {
+        self.socket.clone()
     }
 
     /// The session resource (`Location`).
