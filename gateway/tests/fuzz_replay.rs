@@ -1,0 +1,183 @@
+//! Replays every fuzz corpus and regression input (`fuzz/corpus/<target>/*`,
+//! `fuzz/regressions/<target>/*`) through the same harness the cargo-fuzz targets run, on the
+//! stable toolchain, so CI catches a parser that starts panicking on an input fuzzing once
+//! found or kept. Fuzzing itself: `FUZZING.md`.
+
+#[path = "../../fuzz/harness.rs"]
+mod harness;
+
+use std::path::Path;
+
+#[test]
+fn every_corpus_and_regression_input_runs_clean() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut ran = 0;
+    for (target, run) in harness::TARGETS {
+        let mut inputs = 0;
+        for dir in ["corpus", "regressions"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Ok(data) = std::fs::read(&path) else {
+                    continue;
+                };
+                let outcome = std::panic::catch_unwind(|| run(&data));
+                assert!(outcome.is_ok(), "{target}: {} panics", path.display());
+                inputs += 1;
+            }
+        }
+        assert!(inputs > 0, "no corpus for fuzz target {target}");
+        ran += inputs;
+    }
+    println!("{ran} inputs replayed");
+}
+
+/// Writes the seed corpora (valid inputs each target starts from) into `fuzz/corpus/`. Run by
+/// hand after a format change: `cargo test -p gateway --test fuzz_replay -- --ignored`.
+#[test]
+#[ignore]
+fn write_seed_corpora() {
+    use std::sync::Arc;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let put = |target: &str, name: &str, data: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        std::fs::write(dir.join(name), data).expect("seed");
+    };
+    let offers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../whip-tests/fixtures/offers");
+    for name in [
+        "obs30-h264.sdp",
+        "obs32-simulcast-h264.sdp",
+        "chrome-whep-recvonly.sdp",
+        "firefox-publish.sdp",
+        "ffmpeg8-h264-opus.sdp",
+        "player-whep-datachannel.sdp",
+    ] {
+        let sdp = std::fs::read(offers.join(name)).expect("fixture");
+        put("sdp", name, &sdp);
+        put(
+            "config_and_api",
+            &format!("{name}.json"),
+            &serde_json::to_vec(&serde_json::json!({
+                "sessionDescription": {"type": "offer", "sdp": String::from_utf8_lossy(&sdp)},
+                "tracks": [{"location": "local", "mid": "0", "trackName": "a"}]
+            }))
+            .expect("json"),
+        );
+    }
+    put("config_and_api", "gateway.toml", b"max_sessions = 10\nconnect_timeout = 5\n[limits]\npending = 3\n[[tokens]]\ntoken = \"abcdefgh12\"\nplay = [\"live-*\"]\n");
+    put(
+        "config_and_api",
+        "layer.json",
+        br#"{"mediaId":"1","encodingId":"h"}"#,
+    );
+    put("trickle_patch", "trickle", b"\"etag0\"\na=ice-ufrag:live\r\na=ice-pwd:0123456789abcdefghijkl\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n");
+    put(
+        "trickle_patch",
+        "restart",
+        b"*\na=ice-ufrag:new1\r\na=ice-pwd:0123456789abcdefghijkl\r\n",
+    );
+    put(
+        "trickle_patch",
+        "list",
+        b"W/\"x\", \"etag0\"\na=ice-ufrag:old1\r\na=candidate:2 1 udp 1 ::1 9 typ host\r\n",
+    );
+    // STUN: a binding request naming the harness's session, with the right integrity.
+    let stun = str0m::ice::StunMessage::binding_request(
+        "fuzzufrag:peer",
+        str0m::ice::TransId::new(),
+        true,
+        1,
+        1,
+        true,
+    );
+    let mut buf = vec![0u8; 512];
+    let hmac = |key: &[u8], parts: &[&[u8]]| {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+        for p in parts {
+            ctx.update(p);
+        }
+        let mut out = [0u8; 20];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    };
+    let n = stun
+        .to_bytes(Some(b"fuzzpasswordfuzzpassword"), &mut buf, hmac)
+        .expect("stun");
+    let mut demux = vec![0x13, 0x88];
+    demux.extend_from_slice(&buf[..n]);
+    put(
+        "demux",
+        "stun-then-rtp",
+        &[&buf[..n], &[0x80u8, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1][..]].concat(),
+    );
+    put("demux", "stun", &buf[..n]);
+    put(
+        "demux",
+        "dtls",
+        &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1],
+    );
+    // Node link: control messages and a media datagram.
+    let key = relay::link::TrackKey {
+        origin: "node-a".into(),
+        session: [3; 16],
+        name: "video".into(),
+    };
+    let mut control = bytes::BytesMut::new();
+    for msg in [
+        relay::link::ControlMessage::HelloAck,
+        relay::link::ControlMessage::Ping { t: 42 },
+        relay::link::ControlMessage::Subscribe { track: key.clone() },
+        relay::link::ControlMessage::Unsubscribe { track: key },
+    ] {
+        msg.encode(&mut control).expect("encode");
+    }
+    put("link_control", "messages", &control);
+    let packet = relay::MediaPacket {
+        seq: 7,
+        rtp_time: 90_000,
+        marker: true,
+        pt: 96,
+        payload: Arc::from(vec![0x65u8, 0x88, 0x84, 0x00]),
+        keyframe_start: true,
+        received: std::time::Instant::now(),
+    };
+    let dg = relay::link::encode_datagram(&packet, 1, false, 1200).expect("datagram");
+    put("link_datagram", "h264", &dg);
+    // Depacketizer input: length-prefixed RTP payloads (STAP-A SPS/PPS, FU-A IDR, a P slice).
+    let sps = [
+        0x67u8, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xec, 0x04, 0x40,
+    ];
+    let pps = [0x68u8, 0xce, 0x3c, 0x80];
+    let mut stap = vec![24u8];
+    for nal in [&sps[..], &pps[..]] {
+        stap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+        stap.extend_from_slice(nal);
+    }
+    let mut depack = Vec::new();
+    for p in [
+        &stap[..],
+        &[0x7c, 0x85, 1, 2, 3][..],
+        &[0x7c, 0x45, 4, 5][..],
+        &[0x41, 0x9a, 1][..],
+    ] {
+        depack.push(p.len() as u8);
+        depack.extend_from_slice(p);
+    }
+    put("depacketize", "h264", &depack);
+    put(
+        "parameter_sets",
+        "h264-sps-pps",
+        &[&sps[..], &sps[..], &pps[..]].concat(),
+    );
+    put(
+        "parameter_sets",
+        "av1-sequence-header",
+        &[
+            0x0a, 0x0b, 0x00, 0x00, 0x00, 0x24, 0xcf, 0x7f, 0x0d, 0xbf, 0xff, 0x30, 0x08,
+        ],
+    );
+}
