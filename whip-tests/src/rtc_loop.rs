@@ -54,6 +54,10 @@ pub struct RtcLoop {
     rtp: Arc<Mutex<RtpCounter>>,
     /// RTP datagrams are counted only, never given to str0m.
     thin: bool,
+    /// When set, datagrams leave through this socket instead (a NAT that gave the client a new
+    /// port): what the server sees as a legitimate address change. Replies still arrive on
+    /// `socket`.
+    send_via: Arc<Mutex<Option<Arc<UdpSocket>>>>,
 }
 
 impl RtcLoop {
@@ -82,6 +86,7 @@ impl RtcLoop {
             dropped_outgoing: 0,
             rtp: Arc::default(),
             thin: false,
+            send_via: Arc::default(),
         })
     }
 
@@ -107,6 +112,11 @@ impl RtcLoop {
     /// The counter of incoming RTP datagrams (both modes), to read while the loop runs.
     pub fn rtp_counter(&self) -> Arc<Mutex<RtpCounter>> {
         self.rtp.clone()
+    }
+
+    /// Where a test switches the outgoing socket (see `send_via`).
+    pub fn send_via(&self) -> Arc<Mutex<Option<Arc<UdpSocket>>>> {
+        self.send_via.clone()
     }
 
     /// The socket itself: tests send hostile datagrams from the client's own address with it.
@@ -138,7 +148,13 @@ impl RtcLoop {
                     }
                     // A failed send is a lost packet, which WebRTC is built to survive; only the
                     // log should know.
-                    if let Err(e) = self.socket.send_to(&t.contents, t.destination).await {
+                    let via = self
+                        .send_via
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone();
+                    let socket = via.as_ref().unwrap_or(&self.socket);
+                    if let Err(e) = socket.send_to(&t.contents, t.destination).await {
                         tracing::debug!("UDP send to {} failed: {e}", t.destination);
                     }
                 }

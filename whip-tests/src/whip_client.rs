@@ -123,6 +123,7 @@ pub struct WhipPublisher {
     /// `<server ufrag>:<our ufrag>`: the USERNAME of our connectivity checks.
     ice_username: String,
     socket: Arc<tokio::net::UdpSocket>,
+    send_via: Arc<std::sync::Mutex<Option<Arc<tokio::net::UdpSocket>>>>,
     counters: Arc<Counters>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
@@ -188,6 +189,7 @@ impl WhipPublisher {
         };
         let ice_username = format!("{}:{}", ufrag(&answer.sdp), ufrag(&offer_sdp));
         let socket = lp.socket();
+        let send_via = lp.send_via();
         let negotiated = (|| {
             let sdp = SdpAnswer::from_sdp_string(&answer.sdp).context("parsing the SDP answer")?;
             lp.rtc
@@ -225,6 +227,7 @@ impl WhipPublisher {
             resource: answer.resource,
             ice_username,
             socket,
+            send_via,
             counters,
             stop,
             task,
@@ -235,6 +238,15 @@ impl WhipPublisher {
     /// an attacker who saw one of them on the wire knows.
     pub fn ice_username(&self) -> &str {
         &self.ice_username
+    }
+
+    /// From now on, send from a new local port (what a NAT rebinding looks like to the server);
+    /// the new source address.
+    pub async fn change_source_port(&self) -> Result<std::net::SocketAddr> {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let addr = s.local_addr()?;
+        *self.send_via.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(s));
+        Ok(addr)
     }
 
     /// The publisher's UDP socket, to send other datagrams from its own address.

@@ -153,3 +153,70 @@ async fn forged_stun_and_spoofed_datagrams_never_stall_a_live_publisher() -> Res
     publisher.stop().await.context("the publisher's DELETE")?;
     Ok(())
 }
+
+/// The video track's packet count on `/v1/streams` (what the gateway accepted from the publisher).
+async fn video_packets(gw: &Gateway, stream: &str) -> Result<u64> {
+    let body = whip_tests::signaling::http_client()?
+        .get(format!("{}/v1/streams", gw.base_url()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let s = v["streams"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == stream))
+        .with_context(|| format!("no stream {stream}: {v}"))?;
+    Ok(s["track_stats"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["name"].as_str().is_some_and(|n| n.starts_with("video")))
+        .filter_map(|t| t["packets"].as_u64())
+        .sum())
+}
+
+/// The legitimate address change the demux must still follow: the publisher's NAT gives it a
+/// new source port mid-stream. Its media from the new port is accepted once a connectivity check
+/// from there has passed integrity (the client's next consent check), and the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_whose_nat_port_changes_keeps_streaming() -> Result<()> {
+    let gw = tokio::task::spawn_blocking(Gateway::start).await??;
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let publisher =
+        WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("nat"))).await?;
+    publisher
+        .wait_for_frames(15, Duration::from_secs(10))
+        .await?;
+    let new = publisher.change_source_port().await?;
+    let switched = Instant::now();
+    let at_switch = video_packets(&gw, "nat").await?;
+    // The first packets from the new port come before any check from it: not yet accepted.
+    let mut resumed = None;
+    while switched.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if video_packets(&gw, "nat").await? > at_switch + 30 {
+            resumed = Some(switched.elapsed());
+            break;
+        }
+    }
+    println!("publisher moved to {new}; media accepted again after {resumed:?}");
+    let resumed = resumed.context("media from the new port was never accepted")?;
+    // A viewer joining afterwards gets the stream whole.
+    let report = play(
+        media.catalog(),
+        PlayOptions {
+            duration: Duration::from_secs(3),
+            ..PlayOptions::new(gw.whep_url("nat"))
+        },
+    )
+    .await?;
+    ensure!(
+        report.error.is_none() && report.whole_in_order && report.video_frames >= 60,
+        "viewer after the move: {report:?}"
+    );
+    ensure!(!publisher.is_finished(), "the publisher's session ended");
+    publisher.stop().await.context("DELETE after the move")?;
+    println!("resumed after {resumed:?}");
+    Ok(())
+}
