@@ -5,8 +5,9 @@
 //! integrity, DTLS records, SRTP-looking garbage). The stream never stalls: the viewer gets every
 //! frame whole and in order at the normal rate, the publisher's packets are never unrouted, the
 //! forged STUN is counted (`stun_integrity_failures`), and the publisher still leaves with a 200.
-//! (A client whose address legitimately changes is covered by the demux's unit tests; ICE
-//! restarts by `http_conformance` and `client_offers`.)
+//! And the legitimate change still works: a publisher whose NAT gives it a new port is followed
+//! after its next verified check. (ICE restart credentials reach the demux as a new ufrag and
+//! password: its unit tests; restart signalling: `http_conformance`.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
