@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each target uses one of these functions
 //! What every fuzz target runs, shared with the stable replay test
 //! (`gateway/tests/fuzz_replay.rs`, which feeds it `fuzz/corpus/*` and `fuzz/regressions/*`).
 //! Each function takes arbitrary bytes from the network's point of view and must neither panic
