@@ -217,13 +217,28 @@ impl Worker {
             .accept_answer(pending.offer, answer)
             .map_err(|e| Problem::bad_request(format!("answer refused: {e}")))?;
         let accepted = peer::accepted_media(sdp);
+        // A WHEP viewer answering our counter-offer follows its stream across republishes, as
+        // one that made the offer does (`sessions::pull_stream`).
+        let followed = self
+            .ctx
+            .registry
+            .session(id)
+            .filter(|e| e.role == crate::registry::Role::Whep)
+            .and_then(|e| e.stream);
+        let stream_tracks = followed
+            .as_deref()
+            .and_then(|name| self.ctx.registry.stream(name))
+            .map(|(_, tracks)| tracks);
         let mut start = Vec::new();
         for (mid, track) in pending.pulls {
             if !accepted.iter().any(|(m, _)| *m == mid) {
                 continue;
             }
-            let mut pull = Pull::new(mid, track.kind, Some(track.clone()), None);
-            pull.set_layers_for_api(&self.ctx.registry);
+            let mut pull = Pull::new(mid, track.kind, Some(track.clone()), followed.clone());
+            match &stream_tracks {
+                Some(all) => pull.set_layers_from(all),
+                None => pull.set_layers_for_api(&self.ctx.registry),
+            }
             s.pulls.push(pull);
             start.push((s.pulls.len() - 1, track));
         }

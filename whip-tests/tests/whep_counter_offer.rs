@@ -1,7 +1,8 @@
 //! The WHEP draft's counter-offer, end to end: a player whose offer cannot be served as is (none
 //! of the stream's video codecs: it offers VP8 for an H264 stream) gets **406** with an SDP offer
 //! of ours (`Location`, `ETag`), answers it with `PATCH` `application/sdp` (204), connects and
-//! receives the stream's H264 frames. `PATCH` `application/sdp` elsewhere is refused.
+//! receives the stream's H264 frames, and keeps receiving them when the publisher is replaced.
+//! `PATCH` `application/sdp` elsewhere is refused.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,9 +121,34 @@ async fn a_player_without_the_streams_codec_gets_a_counter_offer_and_plays() -> 
         "only {frames} H264 frames after the counter-offer"
     );
 
+    // The publisher reconnects (a new WHIP session replaces it): this viewer follows the stream
+    // like one that made the offer itself.
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let second = WhipPublisher::start(media, PublishOptions::new(gw.whip_url("co"))).await?;
+    second.wait_for_frames(5, Duration::from_secs(10)).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = 0;
+    while after < 20 && Instant::now() < deadline {
+        lp.drain(&mut events).await?;
+        for e in events.drain(..) {
+            if let Event::MediaData(d) = e
+                && d.params.spec().codec == Codec::H264
+            {
+                after += 1;
+            }
+        }
+        if lp.wait(Some(deadline), &mut stop).await? == Woke::Stop {
+            break;
+        }
+    }
+    ensure!(
+        after >= 20,
+        "only {after} frames after the publisher was replaced"
+    );
+
     // application/sdp is no PATCH for a WHIP session.
     let r = c
-        .patch(publisher.resource_url().as_str())
+        .patch(second.resource_url().as_str())
         .header("content-type", "application/sdp")
         .body("v=0\r\n")
         .send()
@@ -134,6 +160,7 @@ async fn a_player_without_the_streams_codec_gets_a_counter_offer_and_plays() -> 
     );
 
     ensure!(c.delete(&resource).send().await?.status() == 200, "DELETE");
-    publisher.stop().await?;
+    second.stop().await?;
+    drop(publisher);
     Ok(())
 }
