@@ -32,6 +32,28 @@ fn vp8_only_offer() -> Result<String> {
     Ok(offer.to_sdp_string())
 }
 
+/// Drives the player until it has `n` H264 frames or 10 s have passed; the frames it got.
+async fn h264_frames(lp: &mut RtcLoop, n: usize) -> Result<usize> {
+    let (_stop_tx, mut stop) = watch::channel(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut frames = 0;
+    let mut events = Vec::new();
+    while frames < n && Instant::now() < deadline {
+        lp.drain(&mut events).await?;
+        for e in events.drain(..) {
+            if let Event::MediaData(d) = e
+                && d.params.spec().codec == Codec::H264
+            {
+                frames += 1;
+            }
+        }
+        if lp.wait(Some(deadline), &mut stop).await? == Woke::Stop {
+            break;
+        }
+    }
+    Ok(frames)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_without_the_streams_codec_gets_a_counter_offer_and_plays() -> Result<()> {
     let gw = tokio::task::spawn_blocking(Gateway::start).await??;
@@ -99,23 +121,7 @@ async fn a_player_without_the_streams_codec_gets_a_counter_offer_and_plays() -> 
     ensure!(r.status() == 409, "a second answer: {}", r.status());
 
     // It plays: H264 frames arrive.
-    let (_stop_tx, mut stop) = watch::channel(false);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut frames = 0;
-    let mut events = Vec::new();
-    while frames < 20 && Instant::now() < deadline {
-        lp.drain(&mut events).await?;
-        for e in events.drain(..) {
-            if let Event::MediaData(d) = e
-                && d.params.spec().codec == Codec::H264
-            {
-                frames += 1;
-            }
-        }
-        if lp.wait(Some(deadline), &mut stop).await? == Woke::Stop {
-            break;
-        }
-    }
+    let frames = h264_frames(&mut lp, 20).await?;
     ensure!(
         frames >= 20,
         "only {frames} H264 frames after the counter-offer"
@@ -126,21 +132,7 @@ async fn a_player_without_the_streams_codec_gets_a_counter_offer_and_plays() -> 
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let second = WhipPublisher::start(media, PublishOptions::new(gw.whip_url("co"))).await?;
     second.wait_for_frames(5, Duration::from_secs(10)).await?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut after = 0;
-    while after < 20 && Instant::now() < deadline {
-        lp.drain(&mut events).await?;
-        for e in events.drain(..) {
-            if let Event::MediaData(d) = e
-                && d.params.spec().codec == Codec::H264
-            {
-                after += 1;
-            }
-        }
-        if lp.wait(Some(deadline), &mut stop).await? == Woke::Stop {
-            break;
-        }
-    }
+    let after = h264_frames(&mut lp, 20).await?;
     ensure!(
         after >= 20,
         "only {after} frames after the publisher was replaced"
