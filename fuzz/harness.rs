@@ -17,6 +17,10 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("depacketize", depacketize),
     ("parameter_sets", parameter_sets),
     ("config_and_api", config_and_api),
+    ("offer", offer),
+    ("answer", answer),
+    ("trickle_candidates", trickle_candidates),
+    ("keyframe", keyframe),
 ];
 
 /// SDP inspection of offers (`sdp_info`): m-lines, ufrag, msid rewriting.
@@ -150,6 +154,163 @@ pub fn config_and_api(data: &[u8]) {
     let _ = toml::from_str::<gateway::config::Config>(&text);
     let _ = serde_json::from_slice::<gateway::http::api::TracksRequest>(data);
     let _ = serde_json::from_slice::<gateway::http::endpoint::LayerRequest>(data);
+}
+
+/// A WHIP or WHEP offer all the way through what one POST reaches: the gateway's checks,
+/// str0m's SDP parser and `accept_offer` (`PeerFactory::publisher`, `PeerFactory::viewer`
+/// against the tracks of an OBS publisher).
+pub fn offer(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = gateway::peer::parse_offer(&text);
+    with_peers(|peers, tracks| {
+        let now = Instant::now();
+        for peer in [
+            peers.publisher(&text, now),
+            peers.viewer(&text, tracks, now),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert!(
+                peer.answer.len() <= text.len() * 2 + 16 * 1024,
+                "an answer out of proportion to its offer"
+            );
+            assert!(
+                peer.media.len() <= 16,
+                "more m-lines than the gateway takes"
+            );
+        }
+    });
+}
+
+/// A WHEP player's answer to the gateway's counter-offer (`negotiation::accept_client_answer`):
+/// str0m's `SdpAnswer` parser and `accept_answer` on a pending offer of the OBS tracks. str0m
+/// picks the offer's mids at random, so `@mid0`, `@mid1` in the input stand for them.
+pub fn answer(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    with_peers(|peers, tracks| {
+        let (mut rtc, _, pending, mids) = counter_offer(peers, tracks);
+        let mut text = text.into_owned();
+        for (i, mid) in mids.iter().enumerate() {
+            text = text.replace(&format!("@mid{i}"), mid);
+        }
+        let Ok(answer) = str0m::change::SdpAnswer::from_sdp_string(&text) else {
+            return;
+        };
+        if rtc.sdp_api().accept_answer(pending, answer).is_ok() {
+            let media = gateway::peer::accepted_media(&text);
+            assert!(media.len() <= mids.len());
+        }
+    });
+}
+
+/// The gateway's WHEP counter-offer of `tracks` (`negotiation`'s `offer_pulls`): the `Rtc`, the
+/// offer, its pending state and its mids in track order.
+pub fn counter_offer(
+    peers: &gateway::peer::PeerFactory,
+    tracks: &[std::sync::Arc<gateway::registry::TrackInfo>],
+) -> (
+    str0m::Rtc,
+    str0m::change::SdpOffer,
+    str0m::change::SdpPendingOffer,
+    Vec<String>,
+) {
+    let (mut rtc, _) = peers.offering_viewer(tracks, Instant::now());
+    let mut api = rtc.sdp_api();
+    let mids: Vec<String> = tracks
+        .iter()
+        .map(|t| {
+            api.add_media(
+                t.kind,
+                str0m::media::Direction::SendOnly,
+                Some(t.session.to_string()),
+                Some(t.name.clone()),
+                None,
+            )
+            .to_string()
+        })
+        .collect();
+    let (offer, pending) = api.apply().expect("an offer of the tracks");
+    (rtc, offer, pending, mids)
+}
+
+/// A trickle PATCH as the worker takes it: the `Authorization` header (first line,
+/// `auth::bearer`), then each `a=candidate` of the sdpfrag body through str0m's candidate
+/// parser into a live `Rtc` (`worker`'s `WorkerMsg::Trickle`).
+pub fn trickle_candidates(data: &[u8]) {
+    let (header, body) = split_at_newline(data);
+    let header = String::from_utf8_lossy(header);
+    if let Some(token) = gateway::auth::bearer(Some(&header)) {
+        assert!(token.len() < header.len());
+    }
+    let body = String::from_utf8_lossy(body);
+    let Ok(frag) = gateway::sdp_info::sdpfrag(&body) else {
+        return;
+    };
+    with_peers(|peers, _| {
+        let (mut rtc, _) = peers.empty(Instant::now());
+        for c in &frag.candidates {
+            if let Ok(c) = str0m::Candidate::from_sdp_string(c) {
+                rtc.add_remote_candidate(c);
+            }
+        }
+    });
+}
+
+/// The per-packet inspection of every publisher's RTP payload in the relay: keyframe
+/// detection for each codec, H264 parameter-set detection, the codec name from SDP, and the
+/// STAP-A of parameter sets rebuilt from what the inspector kept.
+pub fn keyframe(data: &[u8]) {
+    use relay::Codec::{self, *};
+    for codec in [H264, H265, Vp8, Vp9, Av1, Opus, Other] {
+        let _ = relay::is_keyframe_start(codec, data);
+    }
+    let _ = relay::h264_parameter_sets(data);
+    let _ = Codec::from_name(&String::from_utf8_lossy(data));
+    let (sps, pps) = data.split_at(data.len() / 2);
+    if let Some(stap) = relay::h264_parameter_sets_stap_a(sps, pps) {
+        assert!(stap.len() <= data.len() + 5);
+        let _ = relay::h264_parameter_sets(&stap);
+        assert!(relay::aggregation_units(&stap[1..]).count() <= 2);
+    }
+}
+
+/// The OBS offer the `offer` and `answer` targets negotiate against.
+pub const OBS_OFFER: &str = include_str!("../whip-tests/fixtures/offers/obs30-h264.sdp");
+
+/// A node's `PeerFactory` and the tracks of one OBS publisher (audio + H264), built once per
+/// thread: the DTLS certificate and the publisher's negotiation are not what is fuzzed.
+pub fn with_peers<R>(
+    f: impl FnOnce(&gateway::peer::PeerFactory, &[std::sync::Arc<gateway::registry::TrackInfo>]) -> R,
+) -> R {
+    use std::sync::Arc;
+    thread_local! {
+        static PEERS: (gateway::peer::PeerFactory, Vec<Arc<gateway::registry::TrackInfo>>) = {
+            let config = gateway::config::Config::default();
+            let peers = gateway::peer::PeerFactory::new(&config, SocketAddr::from(([127, 0, 0, 1], 8189)))
+                .expect("peer factory");
+            let publisher = peers.publisher(OBS_OFFER, Instant::now()).expect("the OBS offer");
+            let session = gateway::ids::SessionId::from_bytes([2; 16]);
+            let tracks = publisher
+                .media
+                .iter()
+                .enumerate()
+                .map(|(i, (mid, kind))| {
+                    Arc::new(gateway::registry::TrackInfo::new(
+                        gateway::ids::TrackId(i as u64),
+                        session,
+                        format!("track{i}"),
+                        *kind,
+                        *mid,
+                        gateway::peer::negotiated_params(&publisher.rtc, *mid),
+                        0,
+                    ))
+                })
+                .collect();
+            (peers, tracks)
+        };
+    }
+    PEERS.with(|(peers, tracks)| f(peers, tracks))
 }
 
 fn split_at_newline(data: &[u8]) -> (&[u8], &[u8]) {

@@ -34,18 +34,21 @@ fn every_corpus_and_regression_input_runs_clean() {
     println!("{ran} inputs replayed");
 }
 
+/// Writes one seed input: `fuzz/corpus/<target>/<name>`.
+fn put(target: &str, name: &str, data: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    std::fs::create_dir_all(&dir).expect("corpus dir");
+    std::fs::write(dir.join(name), data).expect("seed");
+}
+
 /// Writes the seed corpora (valid inputs each target starts from) into `fuzz/corpus/`. Run by
 /// hand after a format change: `cargo test -p gateway --test fuzz_replay -- --ignored`.
 #[test]
 #[ignore]
 fn write_seed_corpora() {
     use std::sync::Arc;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let put = |target: &str, name: &str, data: &[u8]| {
-        let dir = root.join(target);
-        std::fs::create_dir_all(&dir).expect("corpus dir");
-        std::fs::write(dir.join(name), data).expect("seed");
-    };
     let offers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../whip-tests/fixtures/offers");
     for name in [
         "obs30-h264.sdp",
@@ -107,8 +110,6 @@ fn write_seed_corpora() {
     let n = stun
         .to_bytes(Some(b"fuzzpasswordfuzzpassword"), &mut buf, hmac)
         .expect("stun");
-    let mut demux = vec![0x13, 0x88];
-    demux.extend_from_slice(&buf[..n]);
     put(
         "demux",
         "stun-then-rtp",
@@ -180,4 +181,86 @@ fn write_seed_corpora() {
             0x0a, 0x0b, 0x00, 0x00, 0x00, 0x24, 0xcf, 0x7f, 0x0d, 0xbf, 0xff, 0x30, 0x08,
         ],
     );
+}
+
+/// Seeds of the targets that reach str0m's negotiation (`offer`, `answer`,
+/// `trickle_candidates`) and of `keyframe`: `cargo test -p gateway --test fuzz_replay -- --ignored`.
+#[test]
+#[ignore]
+fn write_negotiation_seeds() {
+    use std::time::Instant;
+    let offers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../whip-tests/fixtures/offers");
+    for entry in std::fs::read_dir(&offers).expect("fixtures").flatten() {
+        let sdp = std::fs::read(entry.path()).expect("fixture");
+        put("offer", &entry.file_name().to_string_lossy(), &sdp);
+    }
+    // Answers to the gateway's counter-offer (its mids written `@mid0`, `@mid1`, as the
+    // harness expects): a browser taking every codec, a player with VP8 and Opus only.
+    for (name, config) in [
+        ("browser", str0m::Rtc::builder()),
+        (
+            "vp8-only",
+            str0m::Rtc::builder()
+                .clear_codecs()
+                .enable_vp8(true)
+                .enable_opus(true, false),
+        ),
+    ] {
+        let (_, offer, _, mids) = harness::with_peers(harness::counter_offer);
+        let mut player = config.build(Instant::now());
+        let answer = player
+            .sdp_api()
+            .accept_offer(offer)
+            .expect("answer")
+            .to_sdp_string();
+        let token = |t: &str| match mids.iter().position(|m| m == t) {
+            Some(i) => format!("@mid{i}"),
+            None => t.to_string(),
+        };
+        let answer: Vec<String> = answer
+            .lines()
+            .map(|line| {
+                let line = match line.strip_prefix("a=mid:") {
+                    Some(mid) => format!("a=mid:{}", token(mid)),
+                    None if line.starts_with("a=group:") => {
+                        line.split(' ').map(token).collect::<Vec<_>>().join(" ")
+                    }
+                    None => line.to_string(),
+                };
+                line + "\r\n"
+            })
+            .collect();
+        put("answer", name, answer.concat().as_bytes());
+    }
+    put(
+        "trickle_candidates",
+        "host-srflx-tcp",
+        b"Bearer abcdefgh12\n\
+          a=ice-ufrag:live\r\na=ice-pwd:0123456789abcdefghijkl\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n\
+          a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+          a=candidate:2 1 udp 1694498815 203.0.113.7 61000 typ srflx raddr 10.0.0.2 rport 5000\r\n\
+          a=candidate:3 1 tcp 1518280447 ::1 9 typ host tcptype active\r\n\
+          a=candidate:4 1 UDP 2122260223 2001:db8::1 5001 typ host generation 0 ufrag live network-id 1\r\n\
+          a=end-of-candidates\r\n",
+    );
+    put(
+        "trickle_candidates",
+        "mdns",
+        b"bearer  tok\na=candidate:5 1 udp 2113937151 0b4e7d2c-1f.local 54321 typ host\r\n",
+    );
+    // RTP payloads: H264 STAP-A SPS/PPS, FU-A IDR start, H265 IDR, VP8 and VP9 keyframe
+    // starts, AV1 aggregation header of a new coded video sequence.
+    for (name, payload) in [
+        (
+            "h264-stap-a",
+            &[24u8, 0, 4, 0x67, 0x42, 0xc0, 0x1f, 0, 2, 0x68, 0xce][..],
+        ),
+        ("h264-fu-a-idr", &[0x7c, 0x85, 0x88, 0x84][..]),
+        ("h265-idr", &[0x26, 0x01, 0xaf, 0x06][..]),
+        ("vp8-key", &[0x10, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02][..]),
+        ("vp9-key", &[0x88, 0x00, 0x00, 0x00][..]),
+        ("av1-new-sequence", &[0x18, 0x0a, 0x0b, 0x00][..]),
+    ] {
+        put("keyframe", name, payload);
+    }
 }
