@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("answer", answer),
     ("trickle_candidates", trickle_candidates),
     ("keyframe", keyframe),
+    ("dtls", dtls),
 ];
 
 /// SDP inspection of offers (`sdp_info`): m-lines, ufrag, msid rewriting.
@@ -273,6 +274,70 @@ pub fn keyframe(data: &[u8]) {
         let _ = relay::h264_parameter_sets(&stap);
         assert!(relay::aggregation_units(&stap[1..]).count() <= 2);
     }
+}
+
+/// Datagrams, each prefixed by its length (two bytes, big-endian), into a server-side DTLS 1.2
+/// engine as the gateway makes one for every session (`peer::cached_dtls`: the vendored,
+/// patched dimpl, no cookie exchange): what a peer's first DTLS flights reach after ICE.
+pub fn dtls(data: &[u8]) {
+    let mut server = dtls_engine(false);
+    let mut rest = data;
+    while let [a, b, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*a, *b])).min(tail.len());
+        let (packet, next) = tail.split_at(len);
+        rest = next;
+        let _ = server.handle_packet(packet);
+        let sent: usize = dtls_drain(&mut *server).iter().map(Vec::len).sum();
+        assert!(sent <= 64 * 1024, "a DTLS flight out of proportion");
+    }
+}
+
+/// A DTLS 1.2 engine from the gateway's crypto provider, with a certificate made once per
+/// thread: the server (`active` false) as every session has it, or a client for seeds.
+pub fn dtls_engine(active: bool) -> Box<dyn str0m::crypto::dtls::DtlsInstance> {
+    use str0m::crypto::dtls::{DtlsCert, DtlsVersion};
+    thread_local! {
+        static CERT: DtlsCert = gateway::peer::cached_dtls::crypto_provider()
+            .dtls_provider
+            .generate_certificate()
+            .expect("DTLS certificate");
+    }
+    let provider = gateway::peer::cached_dtls::crypto_provider();
+    let mut engine = CERT
+        .with(|cert| {
+            provider
+                .dtls_provider
+                .new_dtls(cert, Instant::now(), DtlsVersion::Dtls12, None)
+        })
+        .expect("DTLS engine");
+    // As str0m's `init_dtls`: the role, then a timeout before any datagram (dimpl's server
+    // draws its random there and unwraps it at the first ClientHello), and an empty datagram
+    // that makes a client send its ClientHello.
+    engine.set_active(active);
+    let _ = engine.handle_timeout(Instant::now());
+    if active {
+        let _ = engine.handle_packet(&[]);
+    }
+    engine
+}
+
+/// What a DTLS engine has to send now (its datagrams), polled until it names its next timeout.
+pub fn dtls_drain(engine: &mut dyn str0m::crypto::dtls::DtlsInstance) -> Vec<Vec<u8>> {
+    use str0m::crypto::dtls::DtlsOutput;
+    let mut buf = vec![0u8; 2048];
+    let mut sent = Vec::new();
+    for _ in 0..256 {
+        match engine.poll_output(&mut buf) {
+            DtlsOutput::Packet(p) => sent.push(p.to_vec()),
+            DtlsOutput::Timeout(_) => break,
+            DtlsOutput::BufferTooSmall { needed } => {
+                assert!(needed <= 64 * 1024, "a DTLS record out of proportion");
+                break;
+            }
+            _ => {}
+        }
+    }
+    sent
 }
 
 /// The OBS offer the `offer` and `answer` targets negotiate against.

@@ -184,7 +184,7 @@ fn write_seed_corpora() {
 }
 
 /// Seeds of the targets that reach str0m's negotiation (`offer`, `answer`,
-/// `trickle_candidates`) and of `keyframe`: `cargo test -p gateway --test fuzz_replay -- --ignored`.
+/// `trickle_candidates`) and DTLS (`dtls`), and of `keyframe`: `cargo test -p gateway --test fuzz_replay -- --ignored`.
 #[test]
 #[ignore]
 fn write_negotiation_seeds() {
@@ -248,6 +248,30 @@ fn write_negotiation_seeds() {
         "mdns",
         b"bearer  tok\na=candidate:5 1 udp 2113937151 0b4e7d2c-1f.local 54321 typ host\r\n",
     );
+    // DTLS: what a client sends in a whole handshake with a gateway-made server, each datagram
+    // length-prefixed; and its first flight alone (the ClientHello).
+    let (mut client, mut server) = (harness::dtls_engine(true), harness::dtls_engine(false));
+    let mut flights = Vec::new();
+    for _ in 0..6 {
+        let sent = harness::dtls_drain(&mut *client);
+        for packet in &sent {
+            let _ = server.handle_packet(packet);
+        }
+        for packet in harness::dtls_drain(&mut *server) {
+            let _ = client.handle_packet(&packet);
+        }
+        flights.push(sent);
+    }
+    let framed = |flights: &[Vec<Vec<u8>>]| -> Vec<u8> {
+        let mut out = Vec::new();
+        for packet in flights.iter().flatten() {
+            out.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+            out.extend_from_slice(packet);
+        }
+        out
+    };
+    put("dtls", "client-hello", &framed(&flights[..1]));
+    put("dtls", "client-handshake", &framed(&flights));
     // RTP payloads: H264 STAP-A SPS/PPS, FU-A IDR start, H265 IDR, VP8 and VP9 keyframe
     // starts, AV1 aggregation header of a new coded video sequence.
     for (name, payload) in [
