@@ -22,6 +22,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("trickle_candidates", trickle_candidates),
     ("keyframe", keyframe),
     ("dtls", dtls),
+    ("rtcp", rtcp),
 ];
 
 /// SDP inspection of offers (`sdp_info`): m-lines, ufrag, msid rewriting.
@@ -289,6 +290,33 @@ pub fn dtls(data: &[u8]) {
         let _ = server.handle_packet(packet);
         let sent: usize = dtls_drain(&mut *server).iter().map(Vec::len).sum();
         assert!(sent <= 64 * 1024, "a DTLS flight out of proportion");
+    }
+}
+
+/// A compound RTCP packet as str0m parses a peer's (after SRTCP, so any player with a session):
+/// split as str0m's `Rtcp::read_packet` splits it (header length, padding), each packet through
+/// the public `Rtcp::try_from`; for a viewer without RTX the worker reads its NACKs from these.
+pub fn rtcp(data: &[u8]) {
+    let mut buf = data;
+    while let [first, _, hi, lo, ..] = *buf {
+        let full = (usize::from(u16::from_be_bytes([hi, lo])) + 1) * 4;
+        if full > buf.len() {
+            break;
+        }
+        let pad = if first & 0x20 != 0 {
+            usize::from(buf[full - 1])
+        } else {
+            0
+        };
+        let Some(len) = full.checked_sub(pad) else {
+            break;
+        };
+        if let Ok(str0m::rtp::rtcp::Rtcp::Nack(nack)) =
+            str0m::rtp::rtcp::Rtcp::try_from(&buf[..len])
+        {
+            assert!(nack.reports.len() <= len);
+        }
+        buf = &buf[full..];
     }
 }
 

@@ -184,7 +184,7 @@ fn write_seed_corpora() {
 }
 
 /// Seeds of the targets that reach str0m's negotiation (`offer`, `answer`,
-/// `trickle_candidates`) and DTLS (`dtls`), and of `keyframe`: `cargo test -p gateway --test fuzz_replay -- --ignored`.
+/// `trickle_candidates`), DTLS (`dtls`) and RTCP (`rtcp`), and of `keyframe`: `cargo test -p gateway --test fuzz_replay -- --ignored`.
 #[test]
 #[ignore]
 fn write_negotiation_seeds() {
@@ -272,6 +272,40 @@ fn write_negotiation_seeds() {
     };
     put("dtls", "client-hello", &framed(&flights[..1]));
     put("dtls", "client-handshake", &framed(&flights));
+    // RTCP: SR + SDES (a sender's compound packet), RR, NACK, PLI, TWCC, BYE.
+    let ssrc = [0x11, 0x22, 0x33, 0x44];
+    let media = [0x55, 0x66, 0x77, 0x88];
+    let sr = [&[0x80, 200, 0, 6][..], &ssrc, &[0; 20]].concat();
+    let sdes = [&[0x81, 202, 0, 3][..], &ssrc, &[1, 4], b"abcd", &[0, 0]].concat();
+    put("rtcp", "sr-sdes", &[sr, sdes].concat());
+    let block = [&media[..], &[0, 0, 0, 1, 0, 0, 0x10, 0], &[0; 12]].concat();
+    put(
+        "rtcp",
+        "rr",
+        &[&[0x81, 201, 0, 7][..], &ssrc, &block].concat(),
+    );
+    put(
+        "rtcp",
+        "nack",
+        &[&[0x81, 205, 0, 3][..], &ssrc, &media, &[0, 7, 0, 5]].concat(),
+    );
+    put(
+        "rtcp",
+        "pli",
+        &[&[0x81, 206, 0, 2][..], &ssrc, &media].concat(),
+    );
+    put(
+        "rtcp",
+        "twcc",
+        &[
+            &[0x8f, 205, 0, 5][..],
+            &ssrc,
+            &media,
+            &[0, 1, 0, 1, 0, 0, 1, 0, 0x20, 0x01, 0x04, 0],
+        ]
+        .concat(),
+    );
+    put("rtcp", "bye", &[&[0x81, 203, 0, 1][..], &ssrc].concat());
     // RTP payloads: H264 STAP-A SPS/PPS, FU-A IDR start, H265 IDR, VP8 and VP9 keyframe
     // starts, AV1 aggregation header of a new coded video sequence.
     for (name, payload) in [
