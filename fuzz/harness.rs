@@ -7,8 +7,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// A target: its corpus directory name and what it runs.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// The targets, by directory name under `fuzz/corpus/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("sdp", sdp),
     ("trickle_patch", trickle_patch),
     ("demux", demux),

@@ -169,18 +169,12 @@ pub fn push(
 /// A session that pulls a stream's current tracks and follows the stream across republishes.
 pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Problem> {
     check_capacity(node)?;
-    let tracks = match node.registry.stream(&stream) {
-        Some((_, tracks)) => tracks,
-        None => match resolve_in_cluster(node, &stream).await {
-            Some(tracks) => tracks,
-            None => {
-                return Err(Problem::new(
-                    http::StatusCode::CONFLICT,
-                    format!("stream {stream:?} has no publisher yet"),
-                )
-                .retry_after(2));
-            }
-        },
+    let Some(tracks) = live_tracks(node, &stream).await else {
+        return Err(Problem::new(
+            http::StatusCode::CONFLICT,
+            format!("stream {stream:?} has no publisher yet"),
+        )
+        .retry_after(2));
     };
     // A simulcast m-line is one track to the viewer: its top layer stands for the group.
     let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
@@ -236,12 +230,9 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
 /// player answers with `PATCH` `application/sdp`. Returns the offer in `Created::answer`.
 pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Problem> {
     check_capacity(node)?;
-    let tracks = match node.registry.stream(&stream) {
-        Some((_, tracks)) => tracks,
-        None => resolve_in_cluster(node, &stream)
-            .await
-            .ok_or_else(|| Problem::new(http::StatusCode::CONFLICT, "the stream ended"))?,
-    };
+    let tracks = live_tracks(node, &stream)
+        .await
+        .ok_or_else(|| Problem::new(http::StatusCode::CONFLICT, "the stream ended"))?;
     let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
     let (rtc, ice) = node.peers.offering_viewer(&primary, Instant::now());
     let id = SessionId::random();
@@ -281,6 +272,14 @@ pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Pro
         etag,
         tracks: pulls.into_iter().map(|(_, t)| t).collect(),
     })
+}
+
+/// The tracks of `stream`, published here or elsewhere in the cluster; None when it is not live.
+async fn live_tracks(node: &Node, stream: &str) -> Option<Vec<Arc<TrackInfo>>> {
+    match node.registry.stream(stream) {
+        Some((_, tracks)) => Some(tracks),
+        None => resolve_in_cluster(node, stream).await,
+    }
 }
 
 /// A stream published on another gateway of the cluster: its tracks, found through the stream's

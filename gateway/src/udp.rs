@@ -346,7 +346,7 @@ impl UdpShell {
 }
 
 /// IPv4-mapped IPv6 sources (from a dual-stack socket) as plain IPv4, so they match candidates.
-fn normalise(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn normalise(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),

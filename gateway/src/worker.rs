@@ -1523,6 +1523,21 @@ mod tests {
         (Worker::new(0, ctx), peers)
     }
 
+    /// Session `id` on `w`, a fresh `Rtc` with `pulls`.
+    fn adopt(w: &mut Worker, peers: &PeerFactory, id: SessionId, pulls: Vec<Pull>, now: Instant) {
+        let (rtc, _) = peers.empty(now);
+        w.adopt(
+            Adopt {
+                id,
+                rtc,
+                same_ssrc_repair: false,
+                pushed: vec![],
+                pulls,
+            },
+            now,
+        );
+    }
+
     fn layer(id: u64, rid: &str, bps: u64) -> Arc<TrackInfo> {
         let info = TrackInfo::new(
             TrackId(id),
@@ -1572,19 +1587,8 @@ mod tests {
         let (mut w, peers) = worker();
         let now = Instant::now();
         let id = SessionId::random();
-        let (rtc, _) = peers.empty(now);
-        let pull =
-            |mid: &str| crate::session::Pull::new(Mid::from(mid), MediaKind::Video, None, None);
-        w.adopt(
-            Adopt {
-                id,
-                rtc,
-                same_ssrc_repair: false,
-                pushed: vec![],
-                pulls: vec![pull("0"), pull("1")],
-            },
-            now,
-        );
+        let pull = |mid: &str| Pull::new(Mid::from(mid), MediaKind::Video, None, None);
+        adopt(&mut w, &peers, id, vec![pull("0"), pull("1")], now);
         let mut pacer = crate::run_pacer::RunPacer::new(1_000_000, now);
         for seq in 0..3 {
             pacer.push(Arc::new(MediaPacket {
@@ -1616,19 +1620,7 @@ mod tests {
         let now = Instant::now();
         let (a, b) = (SessionId::random(), SessionId::random());
         for id in [a, b] {
-            let (rtc, _) = peers.empty(now);
-            w.guarded(|w| {
-                w.adopt(
-                    Adopt {
-                        id,
-                        rtc,
-                        same_ssrc_repair: false,
-                        pushed: vec![],
-                        pulls: vec![],
-                    },
-                    now,
-                )
-            });
+            w.guarded(|w| adopt(w, &peers, id, vec![], now));
         }
         assert_eq!(w.sessions.len(), 2);
         w.guarded(|w| {

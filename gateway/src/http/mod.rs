@@ -149,6 +149,16 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
     })
 }
 
+/// The request's media type: its `Content-Type` without parameters ("" when absent).
+pub fn media_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+}
+
 /// The body as UTF-8 text of the expected media type.
 pub async fn read_text(
     headers: &HeaderMap,
@@ -156,12 +166,7 @@ pub async fn read_text(
     expected: &str,
     limit: usize,
 ) -> Result<String, Problem> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case(expected) {
+    if !media_type(headers).eq_ignore_ascii_case(expected) {
         return Err(Problem::unsupported_media_type(expected));
     }
     let bytes = read_body(body, limit).await?;
@@ -183,7 +188,12 @@ pub fn authorize(
     action: Action,
     stream: &str,
 ) -> Result<(), Problem> {
-    match node.auth.check(bearer(headers), action, stream) {
+    allowed(node.auth.check(bearer(headers), action, stream))
+}
+
+/// A token check's verdict as the HTTP answer: go on, 401 (with the challenge) or 403.
+pub fn allowed(verdict: Verdict) -> Result<(), Problem> {
+    match verdict {
         Verdict::Allowed => Ok(()),
         Verdict::Unauthenticated => Err(Problem::unauthorized()),
         Verdict::Forbidden => Err(Problem::forbidden()),
@@ -194,11 +204,7 @@ pub fn authorize(
 pub type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
 
 fn peer_ip(peer: &Peer) -> Option<std::net::IpAddr> {
-    let ip = peer.as_ref()?.0.0.ip();
-    Some(match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    })
+    Some(crate::udp::normalise(peer.as_ref()?.0.0).ip())
 }
 
 /// Admission of a session-creating WHIP/WHEP POST (`admission`): 429 or 503 with Retry-After

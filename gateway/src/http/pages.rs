@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::http::HeaderMap;
 
 use super::problem::Problem;
-use super::{AppState, bearer};
+use super::{AppState, allowed, bearer};
 use crate::auth::{Action, Listing, Verdict};
 
 const INDEX: &str = include_str!("../../assets/index.html");
@@ -60,9 +60,6 @@ pub async fn streams(
 
 /// Node counters; an admin token's once the node has tokens or apps.
 pub async fn stats(State(node): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
-    match node.auth.check_admin(bearer(&headers)) {
-        Verdict::Allowed => Ok(Json(node.stats()).into_response()),
-        Verdict::Unauthenticated => Err(Problem::unauthorized()),
-        Verdict::Forbidden => Err(Problem::forbidden()),
-    }
+    allowed(node.auth.check_admin(bearer(&headers)))?;
+    Ok(Json(node.stats()).into_response())
 }

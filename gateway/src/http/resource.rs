@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ice_patch::{self, IceState, IfMatch, PatchAction};
 use super::problem::Problem;
-use super::{AppState, authorize, bearer, empty, read_text};
+use super::{AppState, authorize, bearer, empty, media_type, read_text};
 use crate::auth::Action;
 use crate::ids::SessionId;
 use crate::node::Node;
@@ -102,15 +102,6 @@ pub async fn options() -> Response {
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
     r
-}
-
-fn media_type(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .unwrap_or("")
-        .trim()
 }
 
 /// `PATCH` `application/sdp` on a WHEP session we answered with a 406 counter-offer: the
