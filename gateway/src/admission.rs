@@ -150,6 +150,7 @@ impl Admission {
         };
         self.sources
             .retain(|_, s| s.pending > 0 || now.saturating_duration_since(s.refilled) < full_after);
+        crate::heap_trim::shrink_map(&mut self.sources);
     }
 }
 

@@ -234,6 +234,8 @@ impl Bridge {
             WorkerMsg::TrackEnded { track } => {
                 if let Some((key, _)) = self.local_by_id.remove(&track) {
                     self.local_by_key.remove(&key);
+                    crate::heap_trim::shrink_map(&mut self.local_by_id);
+                    crate::heap_trim::shrink_map(&mut self.local_by_key);
                     self.cluster.send(Local::Unpublish(key));
                 }
             }
@@ -324,6 +326,8 @@ impl Bridge {
             Event::TrackEnded(key) => {
                 if let Some(remote) = self.remote_by_key.remove(&key) {
                     self.remote_by_id.remove(&remote.info.id);
+                    crate::heap_trim::shrink_map(&mut self.remote_by_key);
+                    crate::heap_trim::shrink_map(&mut self.remote_by_id);
                     for w in &remote.workers {
                         if let Some(tx) = self.workers.get(*w) {
                             let _ = tx.send(WorkerMsg::TrackEnded {

@@ -128,6 +128,9 @@ impl Demux {
                         self.by_addr.remove(&a);
                     }
                 }
+                crate::heap_trim::shrink_map(&mut self.keys);
+                crate::heap_trim::shrink_map(&mut self.by_ufrag);
+                crate::heap_trim::shrink_map(&mut self.by_addr);
             }
         }
     }

@@ -317,6 +317,9 @@ impl Registry {
                 Role::Api => {}
             }
         }
+        crate::heap_trim::shrink_map(&mut inner.sessions);
+        crate::heap_trim::shrink_map(&mut inner.streams);
+        crate::heap_trim::shrink_map(&mut inner.viewers);
         Some(entry)
     }
 
@@ -329,12 +332,8 @@ impl Registry {
         let mut inner = self.lock();
         let entry = Self::remove_in(&mut inner, id)?;
         let now = Instant::now();
-        while inner
-            .ended
-            .front()
-            .is_some_and(|e| now.duration_since(e.at) > ENDED_GRACE)
-            || inner.ended.len() >= ENDED_MAX
-        {
+        Self::forget_ended_in(&mut inner, now);
+        if inner.ended.len() >= ENDED_MAX {
             inner.ended.pop_front();
         }
         inner.ended.push_back(Ended {
@@ -344,6 +343,29 @@ impl Registry {
             at: now,
         });
         Some(entry)
+    }
+
+    /// Drops the ended sessions older than `ENDED_GRACE`; returns how many went. `end_session`
+    /// does it too, but after the last session of a flood ends nothing else would, and the
+    /// remembered entries (with their stream names, allocated among the sessions' memory) would
+    /// pin the flood's heap pages for good.
+    pub fn forget_ended(&self, now: Instant) -> usize {
+        Self::forget_ended_in(&mut self.lock(), now)
+    }
+
+    fn forget_ended_in(inner: &mut Inner, now: Instant) -> usize {
+        let before = inner.ended.len();
+        while inner
+            .ended
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.at) > ENDED_GRACE)
+        {
+            inner.ended.pop_front();
+        }
+        if inner.ended.is_empty() && inner.ended.capacity() > 64 {
+            inner.ended.shrink_to_fit();
+        }
+        before - inner.ended.len()
     }
 
     /// Whether `id` is a session of this role and stream that the node ended on its own within

@@ -1430,6 +1430,8 @@ impl Worker {
                 self.unsubscribe_local(id, track);
             }
         }
+        crate::heap_trim::shrink_map(&mut self.sessions);
+        crate::heap_trim::shrink_map(&mut self.tracks);
         tracing::info!(session = %id, packets_in = s.packets_in, "session closed");
         self.update_gauges();
     }

@@ -1679,18 +1679,33 @@ async fn admission_limits_per_source_and_node() -> Result<()> {
     publisher.stop().await?;
 
     // The POST rate: a burst of 3, then 1 per second.
+    // The session API's `sessions/new` draws from the same bucket.
     let gw = start(
         Some("[limits]\nposts_per_second_per_source = 1.0\npost_burst_per_source = 3.0\n"),
-        &[],
+        &["--app", "ratelimited:s3cret-s3cret-s3cret"],
     )
     .await?;
-    for i in 0..3 {
+    let api_new = |client: &Client| {
+        client
+            .post(format!(
+                "{}/v1/apps/ratelimited/sessions/new",
+                gw.base_url()
+            ))
+            .bearer_auth("s3cret-s3cret-s3cret")
+            .send()
+    };
+    for i in 0..2 {
         let r = post_sdp(&a, &gw.whip_url(&format!("r{i}")), None, &publish_offer()).await?;
         assert_eq!(r.status, 201, "burst POST {i}: {}", r.body);
     }
+    let r = api_new(&a).await?;
+    assert_eq!(r.status(), 201, "the API's POST is the burst's third");
     let r = post_sdp(&a, &gw.whip_url("r3"), None, &publish_offer()).await?;
     assert_problem(&r, 429, "POST over the burst");
     assert_eq!(r.header("retry-after"), Some("1"), "one token a second");
+    let r = api_new(&a).await?;
+    assert_eq!(r.status(), 429, "sessions/new over the burst");
+    assert!(r.headers().contains_key("retry-after"));
     let r = post_sdp(&b, &gw.whip_url("other"), None, &publish_offer()).await?;
     assert_eq!(
         r.status, 201,

@@ -32,8 +32,9 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 /// The Secret holding the cluster certificate and key, mounted by every node.
 const CLUSTER_SECRET: &str = "wish-cluster";
-/// Env names that are not the binaries' own but are fine without being referenced.
-const AMBIENT_ENV: &[&str] = &["RUST_LOG"];
+/// Env names that are not the binaries' own but are fine without being referenced (tracing's
+/// filter; glibc's malloc tunables, read by the C library at start).
+const AMBIENT_ENV: &[&str] = &["RUST_LOG", "GLIBC_TUNABLES"];
 
 /// What the test knows about each binary; the names are also checked against the source.
 struct Binary {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::problem::Problem;
-use super::{AppState, bearer, read_body};
+use super::{AppState, Peer, admitted, bearer, read_body};
 use crate::auth::Verdict;
 use crate::ids::SessionId;
 use crate::negotiation::{Negotiated, Negotiation};
@@ -196,18 +196,30 @@ fn resolve_remote(
 pub async fn new_session(
     State(node): State<AppState>,
     Path(app): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
     let req: TracksRequest = json_body(&node, &headers, body).await?;
+    // Admission as for a WHIP/WHEP POST: an API session is a PeerConnection waiting for ICE too.
+    let create = create_session(&node, app, req);
+    let (_, response) = admitted(&node, &peer, create, |(id, _)| *id).await?;
+    Ok(response)
+}
+
+async fn create_session(
+    node: &Node,
+    app: String,
+    req: TracksRequest,
+) -> Result<(SessionId, Response), Problem> {
     let Some(desc) = req.session_description else {
-        let id = sessions::create_empty(&node, app)?;
+        let id = sessions::create_empty(node, app)?;
         let resp = TracksResponse {
             session_id: Some(id.to_string()),
             ..TracksResponse::default()
         };
-        return Ok((StatusCode::CREATED, Json(resp)).into_response());
+        return Ok((id, (StatusCode::CREATED, Json(resp)).into_response()));
     };
     if desc.kind != "offer" {
         return Err(Problem::bad_request(
@@ -215,7 +227,7 @@ pub async fn new_session(
         ));
     }
     if !req.tracks.iter().any(is_remote) {
-        let c = sessions::push(&node, None, Role::Api, Some(app), &desc.sdp)?;
+        let c = sessions::push(node, None, Role::Api, Some(app), &desc.sdp)?;
         let resp = TracksResponse {
             session_id: Some(c.id.to_string()),
             session_description: description("answer", c.answer),
@@ -226,14 +238,14 @@ pub async fn new_session(
                 .collect(),
             requires_immediate_renegotiation: false,
         };
-        return Ok((StatusCode::CREATED, Json(resp)).into_response());
+        return Ok((c.id, (StatusCode::CREATED, Json(resp)).into_response()));
     }
     if !req.tracks.iter().all(is_remote) {
         return Err(Problem::unprocessable(
             "a new session either pushes its offer's tracks or pulls remote ones, not both",
         ));
     }
-    let (found, mut results) = resolve_remote(&node, &req.tracks);
+    let (found, mut results) = resolve_remote(node, &req.tracks);
     let wanted: Vec<_> = found
         .iter()
         .filter_map(|(t, track)| Some((t.mid.clone()?, track.clone())))
@@ -243,7 +255,7 @@ pub async fn new_session(
             "none of the requested remote tracks exists (each needs sessionId, trackName and mid)",
         ));
     }
-    let c = sessions::pull_tracks(&node, app, &desc.sdp, wanted)?;
+    let c = sessions::pull_tracks(node, app, &desc.sdp, wanted)?;
     // `preferredRid` pins the layer, the top one included (the pull already starts on it).
     if let Some(entry) = node.registry.session(c.id) {
         for (t, _) in &found {
@@ -271,7 +283,7 @@ pub async fn new_session(
         tracks: results,
         requires_immediate_renegotiation: false,
     };
-    Ok((StatusCode::CREATED, Json(resp)).into_response())
+    Ok((c.id, (StatusCode::CREATED, Json(resp)).into_response()))
 }
 
 /// `GET /v1/apps/{app}/sessions/{id}`: the session's pushed tracks.

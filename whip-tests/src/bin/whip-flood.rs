@@ -47,8 +47,10 @@ struct Args {
     /// How long to wait for the gateway to reap the sessions (its `connect_timeout` + slack).
     #[arg(long, default_value_t = 40.0)]
     reap_timeout_secs: f64,
-    /// After the sessions are gone, wait this long before the last RSS reading.
-    #[arg(long, default_value_t = 3.0)]
+    /// After the sessions are gone, wait this long before the last RSS reading: the gateway
+    /// remembers ended sessions for 10 s (a DELETE right after still answers 200) and trims its
+    /// heap on a 5 s tick.
+    #[arg(long, default_value_t = 20.0)]
     settle_secs: f64,
     /// Before the baseline: this many sessions created and deleted, so the baseline is a gateway
     /// that has served sessions (code paged in, thread stacks and caches touched), not a fresh one.
@@ -158,6 +160,9 @@ async fn main() -> Result<()> {
     }
     while tasks.join_next().await.is_some() {}
     let post_secs = started.elapsed().as_secs_f64();
+    // The flood is over: its connections close (an idle keep-alive connection holds the
+    // gateway's HTTP buffers), as when the clients that sent it go away.
+    drop(clients);
     let pending = session_count(&probe, &base).await.unwrap_or(0);
     let flooded = rss()?;
     let created = tally.created.load(Ordering::Relaxed) + 1;
