@@ -218,6 +218,15 @@ pub struct TokenRule {
 pub struct App {
     pub id: String,
     pub secret: String,
+    /// Origins whose pages may call the API (CORS): `["*"]` (the default) for any, as Calls
+    /// does; a list of `scheme://host[:port]` to restrict. The secret is what authorises a call;
+    /// this only decides which pages' scripts may read the answers.
+    #[serde(default = "any_origin")]
+    pub allowed_origins: Vec<String>,
+}
+
+fn any_origin() -> Vec<String> {
+    vec!["*".into()]
 }
 
 /// A STUN/TURN server announced to clients in `Link` headers.
@@ -466,6 +475,7 @@ impl Config {
             self.apps.push(App {
                 id: id.into(),
                 secret: secret.into(),
+                allowed_origins: any_origin(),
             });
         }
         Ok(())

@@ -184,11 +184,33 @@ fn write_seed_corpora() {
 }
 
 /// Seeds of the targets that reach str0m's negotiation (`offer`, `answer`,
-/// `trickle_candidates`), DTLS (`dtls`) and RTCP (`rtcp`), and of `keyframe`: `cargo test -p gateway --test fuzz_replay -- --ignored`.
+/// `trickle_candidates`), DTLS (`dtls`) and RTCP (`rtcp`), and of `keyframe` and `recording`: `cargo test -p gateway --test fuzz_replay -- --ignored`.
 #[test]
 #[ignore]
 fn write_negotiation_seeds() {
     use std::time::Instant;
+    // `recording`: the depacketizer's corpus (valid H264/H265/AV1 packet runs among them) behind
+    // each codec selector byte.
+    let depacketize = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/depacketize");
+    let mut runs: Vec<_> = std::fs::read_dir(&depacketize)
+        .expect("depacketize corpus")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    runs.sort();
+    for path in runs.iter().take(40) {
+        let run = std::fs::read(path).expect("corpus input");
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        for selector in 0u8..3 {
+            let mut input = vec![selector];
+            input.extend_from_slice(&run);
+            put(
+                "recording",
+                &format!("{selector}-{}", name.clone().unwrap_or_default()),
+                &input,
+            );
+        }
+    }
     let offers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../whip-tests/fixtures/offers");
     for entry in std::fs::read_dir(&offers).expect("fixtures").flatten() {
         let sdp = std::fs::read(entry.path()).expect("fixture");

@@ -1147,7 +1147,11 @@ async fn errors() -> Result<()> {
             Some(json!({"tracks": []})),
         )
         .await?;
-    ensure!(status == 400, "empty tracks: {status} {body}");
+    ensure!(status == 406, "empty tracks: {status} {body}");
+    ensure!(
+        body["errorCode"] == "invalid_params",
+        "empty tracks: {body}"
+    );
     let (status, body) = api
         .call(
             Method::PUT,

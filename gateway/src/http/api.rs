@@ -92,21 +92,16 @@ fn own_session(node: &Node, app: &str, id: &str) -> Result<SessionId, Problem> {
 
 async fn json_body<T: for<'de> Deserialize<'de> + Default>(
     node: &Node,
-    headers: &HeaderMap,
     body: Body,
 ) -> Result<T, Problem> {
     let bytes = read_body(body, node.config.max_body_bytes).await?;
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    if !ct.starts_with("application/json") {
-        return Err(Problem::unsupported_media_type("application/json"));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")))
+    // Whatever the Content-Type says: Calls reads JSON either way, and its clients post with
+    // `fetch(url, {body: JSON.stringify(..)})`, i.e. `text/plain;charset=UTF-8`.
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")).code("decoding_error"))
 }
 
 fn description(kind: &str, sdp: String) -> Option<SessionDescription> {
@@ -201,7 +196,7 @@ pub async fn new_session(
     body: Body,
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
-    let req: TracksRequest = json_body(&node, &headers, body).await?;
+    let req: TracksRequest = json_body(&node, body).await?;
     // Admission as for a WHIP/WHEP POST: an API session is a PeerConnection waiting for ICE too.
     let create = create_session(&node, app, req);
     let (_, response) = admitted(&node, &peer, create, |(id, _)| *id).await?;
@@ -222,9 +217,10 @@ async fn create_session(
         return Ok((id, (StatusCode::CREATED, Json(resp)).into_response()));
     };
     if desc.kind != "offer" {
-        return Err(Problem::bad_request(
-            "sessionDescription.type must be \"offer\"",
-        ));
+        return Err(
+            Problem::bad_request("sessionDescription.type must be \"offer\"")
+                .code("invalid_session_description"),
+        );
     }
     if !req.tracks.iter().any(is_remote) {
         let c = sessions::push(node, None, Role::Api, Some(app), &desc.sdp)?;
@@ -316,7 +312,7 @@ pub async fn new_tracks(
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
     let id = own_session(&node, &app, &id)?;
-    let req: TracksRequest = json_body(&node, &headers, body).await?;
+    let req: TracksRequest = json_body(&node, body).await?;
     if req.tracks.is_empty() {
         return Err(Problem::bad_request("tracks must not be empty"));
     }
@@ -356,9 +352,10 @@ pub async fn new_tracks(
         ));
     }
     let Some(desc) = req.session_description.filter(|d| d.kind == "offer") else {
-        return Err(Problem::bad_request(
-            "local tracks need a sessionDescription of type offer",
-        ));
+        return Err(
+            Problem::bad_request("local tracks need a sessionDescription of type offer")
+                .code("invalid_session_description"),
+        );
     };
     let names = req
         .tracks
@@ -395,11 +392,12 @@ pub async fn renegotiate(
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
     let id = own_session(&node, &app, &id)?;
-    let req: TracksRequest = json_body(&node, &headers, body).await?;
+    let req: TracksRequest = json_body(&node, body).await?;
     let Some(desc) = req.session_description.filter(|d| d.kind == "answer") else {
-        return Err(Problem::bad_request(
-            "renegotiate takes a sessionDescription of type answer",
-        ));
+        return Err(
+            Problem::bad_request("renegotiate takes a sessionDescription of type answer")
+                .code("invalid_session_description"),
+        );
     };
     sessions::negotiate(&node, id, Negotiation::Answer { sdp: desc.sdp }).await?;
     Ok(Json(serde_json::json!({})).into_response())
@@ -415,7 +413,7 @@ pub async fn close_tracks(
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
     let id = own_session(&node, &app, &id)?;
-    let req: TracksRequest = json_body(&node, &headers, body).await?;
+    let req: TracksRequest = json_body(&node, body).await?;
     let mids: Vec<String> = req.tracks.iter().filter_map(|t| t.mid.clone()).collect();
     if mids.is_empty() {
         return Err(Problem::bad_request("name the tracks to close by mid"));

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod body;
+pub mod calls;
 pub mod endpoint;
 pub mod ice_patch;
 pub mod pages;
@@ -27,7 +28,22 @@ use problem::Problem;
 pub type AppState = Arc<Node>;
 
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    // The session/track API, where Calls apps look for it: under `/v1` and, as Orange Meets
+    // calls it, without.
+    for prefix in ["/v1", ""] {
+        let at = |path: &str| format!("{prefix}/apps/{{app}}/sessions{path}");
+        router = router
+            .route(&at("/new"), post(api::new_session))
+            .route(
+                &at("/{id}"),
+                get(api::get_session).delete(api::delete_session),
+            )
+            .route(&at("/{id}/tracks/new"), post(api::new_tracks))
+            .route(&at("/{id}/renegotiate"), put(api::renegotiate))
+            .route(&at("/{id}/tracks/close"), put(api::close_tracks));
+    }
+    router
         .route("/", get(pages::index))
         .route("/watch/{stream}", get(pages::watch))
         .route("/publish/{stream}", get(pages::publish))
@@ -68,23 +84,6 @@ pub fn router(node: Arc<Node>) -> Router {
                 .options(resource::options),
         )
         .route("/whep/{stream}/{session}/layer", post(endpoint::whep_layer))
-        .route("/v1/apps/{app}/sessions/new", post(api::new_session))
-        .route(
-            "/v1/apps/{app}/sessions/{id}",
-            get(api::get_session).delete(api::delete_session),
-        )
-        .route(
-            "/v1/apps/{app}/sessions/{id}/tracks/new",
-            post(api::new_tracks),
-        )
-        .route(
-            "/v1/apps/{app}/sessions/{id}/renegotiate",
-            put(api::renegotiate),
-        )
-        .route(
-            "/v1/apps/{app}/sessions/{id}/tracks/close",
-            put(api::close_tracks),
-        )
         .fallback(|| async { Problem::not_found("no such resource") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -97,6 +96,7 @@ pub fn router(node: Arc<Node>) -> Router {
             body::read_first,
         ))
         .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn_with_state(node.clone(), calls::front))
         .with_state(node)
 }
 
@@ -114,29 +114,36 @@ const CORS_EXPOSE_HEADERS: &str =
 /// CORS on every response, done here rather than by a layer that answers preflights itself,
 /// because WHIP wants the OPTIONS answer to carry `Accept-Post` and the ICE-server `Link`s too.
 async fn cors(request: Request, next: Next) -> Response {
+    if calls::api_app(request.uri().path()).is_some() {
+        return next.run(request).await; // per app, in `calls::front`
+    }
     let mut response = next.run(request).await;
-    let h = response.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    grant_cors(
+        response.headers_mut(),
         HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, POST, PATCH, PUT, DELETE, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static(CORS_ALLOW_HEADERS),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(CORS_EXPOSE_HEADERS),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
+        "GET, HEAD, POST, PATCH, PUT, DELETE, OPTIONS",
+        CORS_EXPOSE_HEADERS,
     );
     response
+}
+
+/// The CORS headers that let a page on `origin` make these calls and read these headers.
+pub(crate) fn grant_cors(
+    h: &mut HeaderMap,
+    origin: HeaderValue,
+    methods: &'static str,
+    expose: &'static str,
+) {
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    let fixed = [
+        (header::ACCESS_CONTROL_ALLOW_METHODS, methods),
+        (header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_ALLOW_HEADERS),
+        (header::ACCESS_CONTROL_EXPOSE_HEADERS, expose),
+        (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+    ];
+    for (name, value) in fixed {
+        h.insert(name, HeaderValue::from_static(value));
+    }
 }
 
 /// The request body, refused with 413 past the configured limit.

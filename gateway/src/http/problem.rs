@@ -17,6 +17,16 @@ pub struct Problem {
     /// A WHEP offer refused only because it cannot be served as is (no codec of the stream): the
     /// endpoint may answer 406 with a counter-offer instead (`http::endpoint::whep_post`).
     pub counter_offer: bool,
+    /// The Calls `errorCode` when the status alone does not say it (`http::calls`).
+    pub code: Option<&'static str>,
+}
+
+/// What a refusal was, kept in the response's extensions so that the session/track API can
+/// render it the way Calls clients read errors (`http::calls`) instead of as problem+json.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub detail: String,
+    pub code: Option<&'static str>,
 }
 
 impl Problem {
@@ -27,7 +37,13 @@ impl Problem {
             retry_after: None,
             challenge: false,
             counter_offer: false,
+            code: None,
         }
+    }
+    /// The Calls `errorCode` for this refusal on the session/track API.
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, detail)
@@ -107,6 +123,10 @@ impl IntoResponse for Problem {
         if self.challenge {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        response.extensions_mut().insert(Refused {
+            detail: self.detail,
+            code: self.code,
+        });
         response
     }
 }
