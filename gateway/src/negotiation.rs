@@ -28,8 +28,20 @@ pub enum Negotiation {
     Pull { tracks: Vec<Arc<TrackInfo>> },
     /// The client's answer to our pending offer.
     Answer { sdp: String },
-    /// Stop these m-lines (pushed or pulled).
-    Close { mids: Vec<String> },
+    /// Stop these m-lines (pushed or pulled); unknown mids are reported, not refused.
+    Close { mids: Vec<String>, how: CloseHow },
+}
+
+/// How a `tracks/close` renegotiates (Calls: `force`, and whether the client sent an offer).
+#[derive(Debug)]
+pub enum CloseHow {
+    /// We stop the m-lines and offer; the client answers with `renegotiate`.
+    ServerOffer,
+    /// The client stopped its transceivers and offers; we answer.
+    ClientOffer(String),
+    /// No SDP at all (`force: true`): the media stops; the m-lines stay until the next
+    /// negotiation.
+    Force,
 }
 
 /// What the client gets back.
@@ -46,6 +58,12 @@ pub enum Negotiated {
     },
     Done {
         ended: Vec<Arc<TrackInfo>>,
+    },
+    /// A `tracks/close`: our offer or our answer (by `CloseHow`), and the mids that named no track.
+    Closed {
+        offer: Option<String>,
+        answer: Option<String>,
+        unknown: Vec<String>,
     },
 }
 
@@ -77,7 +95,7 @@ impl Worker {
             Negotiation::Offer { sdp, names } => self.accept_client_offer(id, &sdp, &names),
             Negotiation::Pull { tracks } => self.offer_pulls(id, tracks),
             Negotiation::Answer { sdp } => self.accept_client_answer(id, &sdp, now),
-            Negotiation::Close { mids } => self.close_mids(id, &mids, now),
+            Negotiation::Close { mids, how } => self.close_mids(id, &mids, how, now),
         };
         self.mark(id);
         result
@@ -252,46 +270,53 @@ impl Worker {
         &mut self,
         id: SessionId,
         mids: &[String],
+        how: CloseHow,
         now: Instant,
     ) -> Result<Negotiated, Problem> {
         let s = self
             .sessions
             .get_mut(&id)
             .ok_or_else(|| Problem::not_found("no such session"))?;
-        no_pending_offer(s)?;
-        // Check every mid before touching anything: an unknown one refuses the whole request
-        // rather than leaving the ones before it half closed (gone from the session, still
-        // negotiated in the SDP). A mid named twice is closed once.
+        if matches!(how, CloseHow::ServerOffer) {
+            no_pending_offer(s)?;
+        }
+        // A mid named twice is closed once; one that names no track is reported per item (Calls'
+        // `close_track_error`) while the others close.
         let mut unique: Vec<Mid> = Vec::with_capacity(mids.len());
-        for mid in mids {
-            let mid = Mid::from(mid.as_str());
+        let mut unknown = Vec::new();
+        for name in mids {
+            let mid = Mid::from(name.as_str());
             if !s.pushed.iter().any(|t| t.mid == mid) && !s.pulls.iter().any(|p| p.mid == mid) {
-                return Err(Problem::not_found(format!("no track on mid {mid}")));
-            }
-            if !unique.contains(&mid) {
+                unknown.push(name.clone());
+            } else if !unique.contains(&mid) {
                 unique.push(mid);
             }
         }
         let mut ended_pushes = Vec::new();
         let mut ended_pulls = Vec::new();
-        let mut api = s.rtc.sdp_api();
-        for mid in unique {
-            if let Some(i) = s.pushed.iter().position(|t| t.mid == mid) {
+        for mid in &unique {
+            if let Some(i) = s.pushed.iter().position(|t| t.mid == *mid) {
                 ended_pushes.push(s.pushed.remove(i));
-            } else if let Some(i) = s.pulls.iter().position(|p| p.mid == mid) {
+            } else if let Some(i) = s.pulls.iter().position(|p| p.mid == *mid) {
                 ended_pulls.push(s.pulls.remove(i));
-            } else {
-                return Err(Problem::not_found(format!("no track on mid {mid}")));
             }
-            api.stop_media(mid);
         }
-        let offer = api.apply().map(|(offer, pending)| {
-            s.pending = Some(PendingOffer {
-                offer: pending,
-                pulls: vec![],
-            });
-            peer::crlf(&offer.to_sdp_string())
-        });
+        let offer = match how {
+            CloseHow::ServerOffer if !unique.is_empty() => {
+                let mut api = s.rtc.sdp_api();
+                for mid in unique {
+                    api.stop_media(mid);
+                }
+                api.apply().map(|(offer, pending)| {
+                    s.pending = Some(PendingOffer {
+                        offer: pending,
+                        pulls: vec![],
+                    });
+                    peer::crlf(&offer.to_sdp_string())
+                })
+            }
+            _ => None,
+        };
         for pull in ended_pulls {
             if let Some(track) = pull.track_id() {
                 self.unsubscribe_local(id, track);
@@ -302,15 +327,17 @@ impl Worker {
         }
         self.ctx.registry.remove_pushed(id, &ended_pushes);
         self.update_gauges();
-        Ok(match offer {
-            Some(sdp) => Negotiated::Offer {
-                sdp,
-                pulls: vec![],
-                ended: ended_pushes,
+        let answer = match how {
+            CloseHow::ClientOffer(sdp) => match self.accept_client_offer(id, &sdp, &[])? {
+                Negotiated::Answer { sdp, .. } => Some(sdp),
+                _ => None,
             },
-            None => Negotiated::Done {
-                ended: ended_pushes,
-            },
+            _ => None,
+        };
+        Ok(Negotiated::Closed {
+            offer,
+            answer,
+            unknown,
         })
     }
 }

@@ -14,6 +14,8 @@
 //!   "video"), and an empty session + `tracks/new` with local tracks named "cam"/"mic"; both send
 //!   the fixture; other API sessions pull (id, "cam") and (id, "video") and get every frame.
 //! - `errors`: 401, 404, error entries, 409, 400, DELETE.
+//! - `close_per_item_errors_force_and_client_offer`: Calls' `tracks/close` (per-item
+//!   `close_track_error`, `force: true`, the client's offer answered at once).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -173,6 +175,11 @@ enum Cmd {
         sdp: String,
         reply: oneshot::Sender<Result<String>>,
     },
+    /// Stop a transceiver and offer (Calls' `tracks/close` with the client's offer).
+    StopAndOffer {
+        mid: Mid,
+        reply: oneshot::Sender<Result<String>>,
+    },
 }
 
 /// What arrived on one mid.
@@ -281,6 +288,18 @@ impl Peer {
         self.cmds
             .send(Cmd::AcceptAnswer {
                 sdp: sdp.to_owned(),
+                reply,
+            })
+            .ok()
+            .context("peer gone")?;
+        rx.await.context("peer gone")?
+    }
+
+    async fn stop_and_offer(&self, mid: &str) -> Result<String> {
+        let (reply, rx) = oneshot::channel();
+        self.cmds
+            .send(Cmd::StopAndOffer {
+                mid: Mid::from(mid),
                 reply,
             })
             .ok()
@@ -572,6 +591,18 @@ async fn run(
                             .context("parsing the offer")
                             .and_then(|o| lp.rtc.sdp_api().accept_offer(o).context("str0m refused the offer"))
                             .map(|a| a.to_sdp_string());
+                        let _ = reply.send(result);
+                    }
+                    Cmd::StopAndOffer { mid, reply } => {
+                        let mut api = lp.rtc.sdp_api();
+                        api.stop_media(mid);
+                        let result = match api.apply() {
+                            Some((offer, p)) => {
+                                pending = Some((p, vec![]));
+                                Ok(offer.to_sdp_string())
+                            }
+                            None => Err(anyhow::anyhow!("str0m made no offer")),
+                        };
                         let _ = reply.send(result);
                     }
                 }
@@ -1159,7 +1190,10 @@ async fn errors() -> Result<()> {
             Some(json!({"tracks": [{"mid": "77"}]})),
         )
         .await?;
-    ensure!(status == 404, "closing an unknown mid: {status} {body}");
+    ensure!(
+        status == 200 && body["tracks"][0]["errorCode"] == "close_track_error",
+        "closing an unknown mid: {status} {body}"
+    );
 
     // DELETE: 200, gone from /v1/stats, then 404.
     let before = session_count(&gw.stats().await?);
@@ -1247,10 +1281,11 @@ async fn server_offer_answered_with_default_h264_formats() -> Result<()> {
     Ok(())
 }
 
-/// `tracks/close` naming a known and an unknown mid answers 404 and must change nothing: the
-/// known mid keeps its media and can still be closed afterwards.
+/// `tracks/close` as Calls does it: a mid that names no track is reported in its item
+/// (`close_track_error`) while the others close; `force: true` closes without any SDP; with the
+/// client's own offer (its transceiver stopped) the answer comes back at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn close_with_an_unknown_mid_changes_nothing() -> Result<()> {
+async fn close_per_item_errors_force_and_client_offer() -> Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
     let gw = start_gateway().await?;
     let api = Api::new(&gw)?;
@@ -1283,32 +1318,89 @@ async fn close_with_an_unknown_mid_changes_nothing() -> Result<()> {
     api.renegotiate(&id, &answer).await?;
     expect_media(&viewer, &vmid, &amid, 10, 10).await?;
 
-    let (status, body) = api
-        .call(
-            Method::PUT,
-            &format!("/{id}/tracks/close"),
-            Some(json!({"tracks": [{"mid": vmid}, {"mid": "nope"}]})),
-        )
-        .await?;
-    ensure!(
-        status == 404,
-        "closing a known and an unknown mid: {status} {body}"
-    );
-    // Nothing was closed: video keeps coming, and the mid can still be closed.
-    let v0 = viewer.counts(&vmid).0;
-    viewer
-        .wait_for(
-            "video after the refused close",
-            Duration::from_secs(3),
-            |p| p.counts(&vmid).0 >= v0 + 15,
-        )
-        .await?;
+    // Only an unknown mid: 200, its item says why, nothing changes.
     let v = api
         .expect(
             200,
             Method::PUT,
             &format!("/{id}/tracks/close"),
-            Some(json!({"tracks": [{"mid": vmid}]})),
+            Some(json!({"tracks": [{"mid": "nope"}], "force": true})),
+        )
+        .await?;
+    ensure!(v["tracks"][0]["errorCode"] == "close_track_error", "{v}");
+    ensure!(v["sessionDescription"].is_null(), "force: no SDP: {v}");
+    let v0 = viewer.counts(&vmid).0;
+    viewer
+        .wait_for("video after closing nothing", Duration::from_secs(3), |p| {
+            p.counts(&vmid).0 >= v0 + 15
+        })
+        .await?;
+
+    // force: the video mid and an unknown one; video stops, audio goes on, no renegotiation.
+    let v = api
+        .expect(
+            200,
+            Method::PUT,
+            &format!("/{id}/tracks/close"),
+            Some(json!({"tracks": [{"mid": vmid}, {"mid": "nope"}], "force": true})),
+        )
+        .await?;
+    ensure!(v["tracks"][0]["mid"] == json!(vmid), "{v}");
+    ensure!(v["tracks"][0]["errorCode"].is_null(), "{v}");
+    ensure!(v["tracks"][1]["errorCode"] == "close_track_error", "{v}");
+    ensure!(v["requiresImmediateRenegotiation"] == json!(false), "{v}");
+    ensure!(v["sessionDescription"].is_null(), "force: no SDP: {v}");
+    viewer
+        .wait_for("a video pause of 400 ms", Duration::from_secs(3), |p| {
+            p.last_at(&vmid)
+                .is_some_and(|t| t.elapsed() > Duration::from_millis(400))
+        })
+        .await?;
+    let (v1, a1) = (viewer.counts(&vmid).0, viewer.counts(&amid).1);
+    viewer
+        .wait_for(
+            "audio after the forced close",
+            Duration::from_secs(3),
+            |p| p.counts(&amid).1 >= a1 + 25,
+        )
+        .await?;
+    ensure!(
+        viewer.counts(&vmid).0 == v1,
+        "video kept arriving after force"
+    );
+
+    // The client stops its audio transceiver and offers: we answer in the same call.
+    let offer = viewer.stop_and_offer(&amid).await?;
+    let v = api
+        .expect(
+            200,
+            Method::PUT,
+            &format!("/{id}/tracks/close"),
+            Some(json!({
+                "tracks": [{"mid": amid}],
+                "sessionDescription": {"type": "offer", "sdp": offer},
+            })),
+        )
+        .await?;
+    ensure!(v["requiresImmediateRenegotiation"] == json!(false), "{v}");
+    ensure!(v["sessionDescription"]["type"] == "answer", "{v}");
+    let answer = v["sessionDescription"]["sdp"]
+        .as_str()
+        .context("no answer sdp")?;
+    viewer.accept_answer(answer).await?;
+    viewer
+        .wait_for("an audio pause of 400 ms", Duration::from_secs(3), |p| {
+            p.last_at(&amid)
+                .is_some_and(|t| t.elapsed() > Duration::from_millis(400))
+        })
+        .await?;
+    // The session is still good for another pull.
+    let v = api
+        .expect(
+            200,
+            Method::POST,
+            &format!("/{id}/tracks/new"),
+            Some(json!({"tracks": [remote(&src, "audio")]})),
         )
         .await?;
     let answer = viewer.accept_offer(&server_offer(&v)?).await?;

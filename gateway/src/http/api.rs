@@ -14,7 +14,7 @@ use super::problem::Problem;
 use super::{AppState, Peer, admitted, bearer, read_body};
 use crate::auth::Verdict;
 use crate::ids::SessionId;
-use crate::negotiation::{Negotiated, Negotiation};
+use crate::negotiation::{CloseHow, Negotiated, Negotiation};
 use crate::node::Node;
 use crate::registry::Role;
 use crate::sessions;
@@ -60,6 +60,9 @@ pub struct TracksRequest {
     pub session_description: Option<SessionDescription>,
     #[serde(default)]
     pub tracks: Vec<TrackObject>,
+    /// `tracks/close`: close without renegotiating.
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -418,25 +421,56 @@ pub async fn close_tracks(
     if mids.is_empty() {
         return Err(Problem::bad_request("name the tracks to close by mid"));
     }
-    let result = sessions::negotiate(&node, id, Negotiation::Close { mids: mids.clone() }).await?;
+    let how = match (req.force, req.session_description) {
+        (true, _) => CloseHow::Force,
+        (false, Some(d)) if d.kind == "offer" => CloseHow::ClientOffer(d.sdp),
+        (false, Some(_)) => {
+            return Err(
+                Problem::bad_request("tracks/close takes the client's offer")
+                    .code("invalid_session_description"),
+            );
+        }
+        // Not Calls' flow (its clients send their offer), kept for clients of ours that let
+        // the gateway offer: the answer comes with `renegotiate`.
+        (false, None) => CloseHow::ServerOffer,
+    };
+    let Negotiated::Closed {
+        offer,
+        answer,
+        unknown,
+    } = sessions::negotiate(
+        &node,
+        id,
+        Negotiation::Close {
+            mids: mids.clone(),
+            how,
+        },
+    )
+    .await?
+    else {
+        return Err(Problem::internal("unexpected negotiation result"));
+    };
     let tracks = mids
         .iter()
-        .map(|m| TrackObject {
-            mid: Some(m.clone()),
-            ..TrackObject::default()
+        .map(|m| {
+            let missing = unknown.contains(m);
+            TrackObject {
+                mid: Some(m.clone()),
+                error_code: missing.then(|| "close_track_error".into()),
+                error_description: missing.then(|| format!("no open track on mid {m}")),
+                ..TrackObject::default()
+            }
         })
         .collect();
-    let resp = match result {
-        Negotiated::Offer { sdp, .. } => TracksResponse {
-            session_description: description("offer", sdp),
-            tracks,
-            requires_immediate_renegotiation: true,
-            ..TracksResponse::default()
+    let resp = TracksResponse {
+        requires_immediate_renegotiation: offer.is_some(),
+        session_description: match (offer, answer) {
+            (Some(sdp), _) => description("offer", sdp),
+            (None, Some(sdp)) => description("answer", sdp),
+            (None, None) => None,
         },
-        _ => TracksResponse {
-            tracks,
-            ..TracksResponse::default()
-        },
+        tracks,
+        ..TracksResponse::default()
     };
     Ok(Json(resp).into_response())
 }
