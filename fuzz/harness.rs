@@ -26,6 +26,7 @@ pub const TARGETS: &[Target] = &[
     ("keyframe", keyframe),
     ("dtls", dtls),
     ("rtcp", rtcp),
+    ("recording", recording),
 ];
 
 /// SDP inspection of offers (`sdp_info`): m-lines, ufrag, msid rewriting.
@@ -109,12 +110,7 @@ pub fn depacketize(data: &[u8]) {
     for codec in [VideoCodec::H264, VideoCodec::H265, VideoCodec::Av1] {
         let mut a = Assembler::new(codec);
         let now = Instant::now();
-        let mut rest = data;
-        let mut seq = 0u64;
-        while let Some((&len, tail)) = rest.split_first() {
-            let n = usize::from(len).min(tail.len());
-            let (payload, next) = tail.split_at(n);
-            rest = next;
+        for (seq, len, payload) in length_prefixed(data) {
             let p = relay::MediaPacket {
                 seq,
                 rtp_time: seq / 3,
@@ -124,7 +120,6 @@ pub fn depacketize(data: &[u8]) {
                 keyframe_start: relay::is_keyframe_start(relay::Codec::H264, payload),
                 received: now,
             };
-            seq += 1;
             let units = a.push(&p);
             let bytes: usize = units.iter().map(|u| u.data.len()).sum();
             assert!(
@@ -151,6 +146,102 @@ pub fn parameter_sets(data: &[u8]) {
     let _ = TrackKind::video(VideoCodec::H264, &[a.to_vec(), b.to_vec()]);
     let _ = TrackKind::video(VideoCodec::H265, &[a.to_vec(), b.to_vec(), c.to_vec()]);
     let _ = TrackKind::video(VideoCodec::Av1, &[data.to_vec()]);
+}
+
+/// The recorder's path from packets to file bytes: depacketized access units become samples
+/// (durations and sync flags from the input), the parameter sets the assembler saw become the
+/// sample entry, and `fmp4::init_segment` / `fmp4::fragment` write them. Every box the writer
+/// emits must be well-formed: sizes that add up, an `mdat` holding exactly the samples.
+pub fn recording(data: &[u8]) {
+    use gateway::depacketize::{Assembler, VideoCodec};
+    use gateway::fmp4::{self, Sample, TrackDesc, TrackKind, TrackRun};
+    let Some((&selector, data)) = data.split_first() else {
+        return;
+    };
+    let codec = match selector % 3 {
+        0 => VideoCodec::H264,
+        1 => VideoCodec::H265,
+        _ => VideoCodec::Av1,
+    };
+    let mut a = Assembler::new(codec);
+    let now = Instant::now();
+    let mut samples = Vec::new();
+    let mut packets = 0u64;
+    for (seq, len, payload) in length_prefixed(data) {
+        packets = seq + 1;
+        let p = relay::MediaPacket {
+            seq,
+            rtp_time: seq / 2,
+            marker: len & 1 == 1,
+            pt: 96,
+            payload: payload.into(),
+            keyframe_start: false,
+            received: now,
+        };
+        for unit in a.push(&p) {
+            samples.push(Sample {
+                duration: u32::from(len) * 1000,
+                sync: unit.keyframe,
+                data: unit.data,
+            });
+        }
+    }
+    if let Some(params) = a.parameter_sets()
+        && let Ok(kind) = TrackKind::video(codec, &params)
+    {
+        let init = fmp4::init_segment(&[TrackDesc {
+            id: 1,
+            timescale: fmp4::VIDEO_TIMESCALE,
+            kind,
+        }]);
+        assert_boxes(&init);
+    }
+    let run = TrackRun {
+        track_id: 1,
+        base_time: u64::from(selector) << 32,
+        samples: &samples,
+    };
+    let bytes = fmp4::fragment(packets as u32, &[run]);
+    let boxes = assert_boxes(&bytes);
+    let payload: usize = samples.iter().map(|s| s.data.len()).sum();
+    if !samples.is_empty() {
+        let mdat = boxes.iter().find(|(kind, _)| kind == b"mdat");
+        assert_eq!(
+            mdat.map(|(_, size)| size - 8),
+            Some(payload),
+            "mdat != samples"
+        );
+    }
+}
+
+/// Packets cut out of `data` by a one-byte length before each: (index, that byte, the payload).
+fn length_prefixed(data: &[u8]) -> impl Iterator<Item = (u64, u8, &[u8])> {
+    let mut rest = data;
+    let mut seq = 0u64;
+    std::iter::from_fn(move || {
+        let (&len, tail) = rest.split_first()?;
+        let (payload, next) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = next;
+        seq += 1;
+        Some((seq - 1, len, payload))
+    })
+}
+
+/// Walks top-level ISO BMFF boxes; panics unless their sizes tile `bytes` exactly.
+fn assert_boxes(bytes: &[u8]) -> Vec<([u8; 4], usize)> {
+    let mut boxes = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let head = bytes.get(at..at + 8).expect("a truncated box header");
+        let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        assert!(
+            size >= 8 && at + size <= bytes.len(),
+            "box size {size} at {at}"
+        );
+        boxes.push(([head[4], head[5], head[6], head[7]], size));
+        at += size;
+    }
+    boxes
 }
 
 /// The TOML config file and the session/track API's JSON bodies.
