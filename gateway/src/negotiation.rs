@@ -9,7 +9,7 @@ use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 
 use crate::http::problem::Problem;
-use crate::ids::SessionId;
+use crate::ids::{SessionId, TrackId};
 use crate::peer::{self, negotiated_params};
 use crate::registry::TrackInfo;
 use crate::session::Pull;
@@ -28,6 +28,8 @@ pub enum Negotiation {
     Pull { tracks: Vec<Arc<TrackInfo>> },
     /// The client's answer to our pending offer.
     Answer { sdp: String },
+    /// Re-use a pulled m-line for another track of its kind (Calls' `tracks/update`); no SDP.
+    Update { mid: String, track: Arc<TrackInfo> },
     /// Stop these m-lines (pushed or pulled); unknown mids are reported, not refused.
     Close { mids: Vec<String>, how: CloseHow },
 }
@@ -96,6 +98,7 @@ impl Worker {
             Negotiation::Pull { tracks } => self.offer_pulls(id, tracks),
             Negotiation::Answer { sdp } => self.accept_client_answer(id, &sdp, now),
             Negotiation::Close { mids, how } => self.close_mids(id, &mids, how, now),
+            Negotiation::Update { mid, track } => self.repoint_pull(id, &mid, track, now),
         };
         self.mark(id);
         result
@@ -339,6 +342,47 @@ impl Worker {
             answer,
             unknown,
         })
+    }
+}
+
+impl Worker {
+    /// A pulled m-line forwards `track` from now on (at its next keyframe, as a new viewer
+    /// would start): the old track is let go, the new one subscribed.
+    fn repoint_pull(
+        &mut self,
+        id: SessionId,
+        mid: &str,
+        track: Arc<TrackInfo>,
+        now: Instant,
+    ) -> Result<Negotiated, Problem> {
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| Problem::not_found("no such session"))?;
+        let mid = Mid::from(mid);
+        let Some(i) = s.pulls.iter().position(|p| p.mid == mid) else {
+            return Err(Problem::not_found(format!("no pulled track on mid {mid}")));
+        };
+        let pull = &s.pulls[i];
+        if pull.kind != track.kind {
+            return Err(Problem::unprocessable(format!(
+                "mid {mid} carries {:?}, the track is {:?}",
+                pull.kind, track.kind
+            )));
+        }
+        let old: Vec<TrackId> = pull.track_id().into_iter().chain(pull.target).collect();
+        if old.contains(&track.id) {
+            return Ok(Negotiated::Done { ended: vec![] });
+        }
+        let connected = s.connected;
+        let pull = &mut s.pulls[i];
+        pull.retarget(Some(track.clone()), connected, now);
+        pull.set_layers_for_api(&self.ctx.registry);
+        for t in old {
+            self.unsubscribe_local(id, t);
+        }
+        self.subscribe_local(id, i, track, now);
+        Ok(Negotiated::Done { ended: vec![] })
     }
 }
 

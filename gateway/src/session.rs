@@ -342,6 +342,23 @@ impl Pull {
     }
 }
 
+/// What the session/track API shows of a session (`GET …/sessions/{id}`, Calls' track list).
+#[derive(Debug)]
+pub struct SessionView {
+    /// ICE and DTLS are up.
+    pub connected: bool,
+    /// Pushed tracks: mid, track name.
+    pub pushed: Vec<(Mid, String)>,
+    pub pulls: Vec<PullView>,
+}
+
+/// One pulled m-line: the track it forwards (publisher session, track name), if any now.
+#[derive(Debug)]
+pub struct PullView {
+    pub mid: Mid,
+    pub source: Option<(SessionId, String)>,
+}
+
 /// A session owned by a worker.
 pub struct Session {
     pub id: SessionId,
@@ -368,6 +385,26 @@ pub struct Session {
 }
 
 impl Session {
+    pub fn view(&self) -> SessionView {
+        SessionView {
+            connected: self.connected,
+            pushed: self.pushed.iter().fold(Vec::new(), |mut v, t| {
+                // Simulcast pushes one track per layer on one mid: listed once.
+                if !v.iter().any(|(m, _)| *m == t.mid) {
+                    v.push((t.mid, t.name.clone()));
+                }
+                v
+            }),
+            pulls: self
+                .pulls
+                .iter()
+                .map(|p| PullView {
+                    mid: p.mid,
+                    source: p.track.as_ref().map(|t| (t.session, t.name.clone())),
+                })
+                .collect(),
+        }
+    }
     /// Let str0m act on a timeout that has come (timers, and packets written but not yet
     /// stamped for sending). A refusal is logged; the session goes on.
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -107,6 +107,11 @@ pub enum WorkerMsg {
         rid: Option<String>,
         reply: oneshot::Sender<Result<(), crate::http::problem::Problem>>,
     },
+    /// The session/track API's `GET …/sessions/{id}`: what the session pushes and pulls.
+    Describe {
+        session: SessionId,
+        reply: oneshot::Sender<Option<crate::session::SessionView>>,
+    },
     /// A stream has a (new) publisher: viewers following it re-attach.
     StreamLive {
         stream: Arc<str>,
@@ -434,6 +439,9 @@ impl Worker {
                 reply,
             } => {
                 let _ = reply.send(self.select_layer(session, mid, rid, now));
+            }
+            WorkerMsg::Describe { session, reply } => {
+                let _ = reply.send(self.sessions.get(&session).map(|s| s.view()));
             }
             WorkerMsg::Negotiate {
                 session,

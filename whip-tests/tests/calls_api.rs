@@ -155,6 +155,30 @@ fn remote(session: &str, name: &str) -> Value {
     json!({"location": "remote", "sessionId": session, "trackName": name})
 }
 
+/// A str0m viewer in a new empty API session pulling `source`'s "video" and "audio" (our offer,
+/// its answer), once media flows: the viewer, the session id, the video and audio mids.
+async fn pull_video_and_audio(
+    api: &Api,
+    catalog: Arc<FrameCatalog>,
+    source: &str,
+) -> Result<(Peer, String, String, String)> {
+    let viewer = Peer::start("viewer", catalog, None).await?;
+    let id = api.new_empty_session().await?;
+    let v = api
+        .expect(
+            200,
+            Method::POST,
+            &format!("/{id}/tracks/new"),
+            Some(json!({"tracks": [remote(source, "video"), remote(source, "audio")]})),
+        )
+        .await?;
+    let (vmid, amid) = (mid_of(&v, "video")?, mid_of(&v, "audio")?);
+    let answer = viewer.accept_offer(&server_offer(&v)?).await?;
+    api.renegotiate(&id, &answer).await?;
+    expect_media(&viewer, &vmid, &amid, 10, 10).await?;
+    Ok((viewer, id, vmid, amid))
+}
+
 fn session_count(stats: &Value) -> u64 {
     stats["sessions"].as_u64().unwrap_or(u64::MAX)
 }
@@ -1303,20 +1327,7 @@ async fn close_per_item_errors_force_and_client_offer() -> Result<()> {
         .wait_for_frames(1, Duration::from_secs(10))
         .await?;
 
-    let viewer = Peer::start("viewer", catalog.clone(), None).await?;
-    let id = api.new_empty_session().await?;
-    let v = api
-        .expect(
-            200,
-            Method::POST,
-            &format!("/{id}/tracks/new"),
-            Some(json!({"tracks": [remote(&src, "video"), remote(&src, "audio")]})),
-        )
-        .await?;
-    let (vmid, amid) = (mid_of(&v, "video")?, mid_of(&v, "audio")?);
-    let answer = viewer.accept_offer(&server_offer(&v)?).await?;
-    api.renegotiate(&id, &answer).await?;
-    expect_media(&viewer, &vmid, &amid, 10, 10).await?;
+    let (viewer, id, vmid, amid) = pull_video_and_audio(&api, catalog.clone(), &src).await?;
 
     // Only an unknown mid: 200, its item says why, nothing changes.
     let v = api
@@ -1408,5 +1419,99 @@ async fn close_per_item_errors_force_and_client_offer() -> Result<()> {
 
     let _ = viewer.stop().await;
     publisher.stop().await?;
+    Ok(())
+}
+
+/// Calls' `GET …/sessions/{id}` lists pulled tracks with their source and `status`, and
+/// `tracks/update` re-points a pulled m-line at another publisher's track without SDP: after the
+/// first publisher leaves, video keeps coming on the same mid, from the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_session_lists_pulls_and_update_repoints_a_mid() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let gw = start_gateway().await?;
+    let api = Api::new(&gw)?;
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let catalog = media.catalog();
+    let id_of = |p: &WhipPublisher| -> Result<String> {
+        Ok(p.resource_url()
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .context("no id")?
+            .to_owned())
+    };
+    let first =
+        WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("first"))).await?;
+    let second =
+        WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("second"))).await?;
+    let (a, b) = (id_of(&first)?, id_of(&second)?);
+    first.wait_for_frames(1, Duration::from_secs(10)).await?;
+    second.wait_for_frames(1, Duration::from_secs(10)).await?;
+
+    let (viewer, id, vmid, amid) = pull_video_and_audio(&api, catalog.clone(), &a).await?;
+
+    let v = api
+        .expect(200, Method::GET, &format!("/{id}"), None)
+        .await?;
+    let pulled = |v: &Value, mid: &str| -> Option<Value> {
+        v["tracks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["mid"] == mid && t["location"] == "remote")
+            .cloned()
+    };
+    let video = pulled(&v, &vmid).with_context(|| format!("no pulled video in {v}"))?;
+    ensure!(video["sessionId"] == json!(a), "{video}");
+    ensure!(video["trackName"] == "video", "{video}");
+    ensure!(video["status"] == "active", "{video}");
+    ensure!(pulled(&v, &amid).is_some(), "no pulled audio in {v}");
+    ensure!(v["dataChannels"].is_array(), "{v}");
+
+    // Re-point the video mid at the second publisher; an unknown mid fails in its item only.
+    let v = api
+        .expect(
+            200,
+            Method::PUT,
+            &format!("/{id}/tracks/update"),
+            Some(json!({"tracks": [
+                {"location": "remote", "mid": vmid, "sessionId": b, "trackName": "video"},
+                {"location": "remote", "mid": "zz", "sessionId": b, "trackName": "video"},
+            ]})),
+        )
+        .await?;
+    ensure!(v["tracks"][0]["errorCode"].is_null(), "{v}");
+    ensure!(v["tracks"][1]["errorCode"] == "update_track_error", "{v}");
+    ensure!(v["requiresImmediateRenegotiation"] == json!(false), "{v}");
+    let v = api
+        .expect(
+            200,
+            Method::PUT,
+            &format!("/{id}/tracks/update"),
+            Some(json!({"tracks": [
+                {"location": "remote", "mid": amid, "sessionId": b, "trackName": "video"},
+            ]})),
+        )
+        .await?;
+    ensure!(
+        v["tracks"][0]["errorCode"] == "update_track_error",
+        "video onto the audio mid: {v}"
+    );
+
+    first.stop().await?;
+    let v0 = viewer.counts(&vmid).0;
+    viewer
+        .wait_for(
+            "video from the second publisher",
+            Duration::from_secs(5),
+            |p| p.counts(&vmid).0 >= v0 + 30,
+        )
+        .await?;
+    let v = api
+        .expect(200, Method::GET, &format!("/{id}"), None)
+        .await?;
+    let video = pulled(&v, &vmid).with_context(|| format!("no pulled video in {v}"))?;
+    ensure!(video["sessionId"] == json!(b), "after the update: {video}");
+
+    let _ = viewer.stop().await;
+    second.stop().await?;
     Ok(())
 }

@@ -40,6 +40,9 @@ pub struct TrackObject {
     /// Remote simulcast tracks: `{"preferredRid": "…"}` pulls (and pins) that layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulcast: Option<SimulcastPreference>,
+    /// `GET …/sessions/{id}`: `active` or `inactive`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +108,20 @@ async fn json_body<T: for<'de> Deserialize<'de> + Default>(
     // `fetch(url, {body: JSON.stringify(..)})`, i.e. `text/plain;charset=UTF-8`.
     serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")).code("decoding_error"))
+}
+
+/// The prelude of every call on one session: the app's secret, the session (of this app), the
+/// body.
+async fn session_request(
+    node: &Node,
+    app: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(SessionId, TracksRequest), Problem> {
+    app_auth(node, app, headers)?;
+    let id = own_session(node, app, id)?;
+    Ok((id, json_body(node, body).await?))
 }
 
 fn description(kind: &str, sdp: String) -> Option<SessionDescription> {
@@ -297,12 +314,36 @@ pub async fn get_session(
         .registry
         .session(id)
         .ok_or_else(|| Problem::not_found("no such session"))?;
-    let tracks: Vec<TrackObject> = entry
-        .pushed
-        .iter()
-        .map(|t| local(&t.mid, &t.name, id))
-        .collect();
-    Ok(Json(serde_json::json!({ "sessionId": id.to_string(), "tracks": tracks })).into_response())
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    node.send(
+        entry.worker,
+        crate::worker::WorkerMsg::Describe { session: id, reply },
+    );
+    let view = rx
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| Problem::not_found("no such session"))?;
+    let status = |active: bool| Some(if active { "active" } else { "inactive" }.to_string());
+    let pushed = view.pushed.iter().map(|(mid, name)| TrackObject {
+        status: status(view.connected),
+        ..local(mid, name, id)
+    });
+    let pulled = view.pulls.iter().map(|p| TrackObject {
+        location: Some("remote".into()),
+        mid: Some(p.mid.to_string()),
+        session_id: p.source.as_ref().map(|(s, _)| s.to_string()),
+        track_name: p.source.as_ref().map(|(_, n)| n.clone()),
+        status: status(view.connected && p.source.is_some()),
+        ..TrackObject::default()
+    });
+    let tracks: Vec<TrackObject> = pushed.chain(pulled).collect();
+    Ok(Json(serde_json::json!({
+        "sessionId": id.to_string(),
+        "tracks": tracks,
+        "dataChannels": [],
+    }))
+    .into_response())
 }
 
 /// `POST …/tracks/new`: local tracks with the client's offer (answered at once), or remote
@@ -313,9 +354,7 @@ pub async fn new_tracks(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    app_auth(&node, &app, &headers)?;
-    let id = own_session(&node, &app, &id)?;
-    let req: TracksRequest = json_body(&node, body).await?;
+    let (id, req) = session_request(&node, &app, &id, &headers, body).await?;
     if req.tracks.is_empty() {
         return Err(Problem::bad_request("tracks must not be empty"));
     }
@@ -393,9 +432,7 @@ pub async fn renegotiate(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    app_auth(&node, &app, &headers)?;
-    let id = own_session(&node, &app, &id)?;
-    let req: TracksRequest = json_body(&node, body).await?;
+    let (id, req) = session_request(&node, &app, &id, &headers, body).await?;
     let Some(desc) = req.session_description.filter(|d| d.kind == "answer") else {
         return Err(
             Problem::bad_request("renegotiate takes a sessionDescription of type answer")
@@ -414,9 +451,7 @@ pub async fn close_tracks(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    app_auth(&node, &app, &headers)?;
-    let id = own_session(&node, &app, &id)?;
-    let req: TracksRequest = json_body(&node, body).await?;
+    let (id, req) = session_request(&node, &app, &id, &headers, body).await?;
     let mids: Vec<String> = req.tracks.iter().filter_map(|t| t.mid.clone()).collect();
     if mids.is_empty() {
         return Err(Problem::bad_request("name the tracks to close by mid"));
@@ -473,6 +508,80 @@ pub async fn close_tracks(
         ..TracksResponse::default()
     };
     Ok(Json(resp).into_response())
+}
+
+/// `PUT …/sessions/{id}/tracks/update`: remote tracks by `mid`, each re-pointed at the track
+/// `(sessionId, trackName)` (a transceiver re-used for another track of its kind) and/or pinned
+/// to `simulcast.preferredRid`. Items that cannot be done carry `update_track_error`; no SDP.
+pub async fn update_tracks(
+    State(node): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let (id, req) = session_request(&node, &app, &id, &headers, body).await?;
+    if req.tracks.is_empty() {
+        return Err(Problem::bad_request("tracks must not be empty"));
+    }
+    let worker = node
+        .registry
+        .session(id)
+        .ok_or_else(|| Problem::not_found("no such session"))?
+        .worker;
+    let mut results = Vec::with_capacity(req.tracks.len());
+    for t in req.tracks {
+        let outcome = update_one(&node, id, worker, &t).await;
+        results.push(match outcome {
+            Ok(()) => t,
+            Err(p) => TrackObject {
+                error_code: Some("update_track_error".into()),
+                error_description: Some(p.detail),
+                ..t
+            },
+        });
+    }
+    Ok(Json(TracksResponse {
+        tracks: results,
+        ..TracksResponse::default()
+    })
+    .into_response())
+}
+
+async fn update_one(
+    node: &Node,
+    id: SessionId,
+    worker: usize,
+    t: &TrackObject,
+) -> Result<(), Problem> {
+    let Some(mid) = t.mid.clone() else {
+        return Err(Problem::bad_request("each track needs the mid to update"));
+    };
+    if t.session_id.is_some() || t.track_name.is_some() {
+        let (found, _) = resolve_remote(node, std::slice::from_ref(t));
+        let Some((_, track)) = found.into_iter().next() else {
+            return Err(Problem::not_found("no such remote track"));
+        };
+        let update = Negotiation::Update {
+            mid: mid.clone(),
+            track,
+        };
+        sessions::negotiate(node, id, update).await?;
+    }
+    if let Some(rid) = t.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        node.send(
+            worker,
+            crate::worker::WorkerMsg::SelectLayer {
+                session: id,
+                mid: Some(mid),
+                rid: Some(rid),
+                reply,
+            },
+        );
+        rx.await
+            .map_err(|_| Problem::not_found("session ended"))??;
+    }
+    Ok(())
 }
 
 /// `DELETE /v1/apps/{app}/sessions/{id}` (an addition to the Calls shape): end the session.

@@ -41,7 +41,8 @@ pub fn router(node: Arc<Node>) -> Router {
             )
             .route(&at("/{id}/tracks/new"), post(api::new_tracks))
             .route(&at("/{id}/renegotiate"), put(api::renegotiate))
-            .route(&at("/{id}/tracks/close"), put(api::close_tracks));
+            .route(&at("/{id}/tracks/close"), put(api::close_tracks))
+            .route(&at("/{id}/tracks/update"), put(api::update_tracks));
     }
     router
         .route("/", get(pages::index))
