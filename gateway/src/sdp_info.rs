@@ -26,6 +26,8 @@ pub struct MLine {
     pub pts: Vec<u8>,
     /// `(rtx, apt)`: the RTX payload type repairing each media payload type.
     pub rtx: Vec<(u8, u8)>,
+    /// The sender's MediaStreamTrack id (`a=msid:<stream> <track>`), if it says one.
+    pub msid_track: Option<String>,
 }
 
 impl MLine {
@@ -74,6 +76,7 @@ pub fn mlines(sdp: &str) -> Vec<MLine> {
                 bundle_only: false,
                 pts,
                 rtx: Vec::new(),
+                msid_track: None,
             });
             rtx_pts.push(Vec::new());
             apts.push(Vec::new());
@@ -96,6 +99,12 @@ pub fn mlines(sdp: &str) -> Vec<MLine> {
                     m.rids += 1;
                 } else if line.trim_end() == "a=bundle-only" {
                     m.bundle_only = true;
+                } else if let Some(msid) = line.strip_prefix("a=msid:") {
+                    m.msid_track = msid
+                        .split_whitespace()
+                        .nth(1)
+                        .filter(|t| !t.is_empty() && *t != "-")
+                        .map(str::to_string);
                 } else if let Some((pt, value)) = line
                     .strip_prefix("a=rtpmap:")
                     .and_then(|v| v.split_once(' '))

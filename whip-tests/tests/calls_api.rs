@@ -1515,3 +1515,75 @@ async fn get_session_lists_pulls_and_update_repoints_a_mid() -> Result<()> {
     second.stop().await?;
     Ok(())
 }
+
+/// Calls' `autoDiscover`: `tracks/new` with the client's offer and no track list pushes every
+/// m-line the offer sends on, named by the sender's MediaStreamTrack id (`a=msid`); those names
+/// can then be pulled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_discover_pushes_every_sent_track_by_its_msid() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let gw = start_gateway().await?;
+    let api = Api::new(&gw)?;
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let catalog = media.catalog();
+    let pusher = Peer::start(
+        "pusher (autoDiscover)",
+        catalog.clone(),
+        Some(media.clone()),
+    )
+    .await?;
+    let id = api.new_empty_session().await?;
+    let (offer, mids) = pusher
+        .make_offer(&[
+            (MediaKind::Video, Direction::SendOnly),
+            (MediaKind::Audio, Direction::SendOnly),
+        ])
+        .await?;
+    // The offer's own word for each m-line's track: `a=msid:<stream> <track>` after `a=mid:`.
+    let msid_of = |mid: &Mid| -> Option<String> {
+        let section = offer
+            .split("\r\nm=")
+            .find(|s| s.contains(&format!("a=mid:{mid}\r\n")))?;
+        let line = section.lines().find_map(|l| l.strip_prefix("a=msid:"))?;
+        line.split_whitespace().nth(1).map(str::to_owned)
+    };
+    let (video_name, audio_name) = (
+        msid_of(&mids[0]).context("no msid for video")?,
+        msid_of(&mids[1]).context("no msid for audio")?,
+    );
+    let v = api
+        .expect(
+            200,
+            Method::POST,
+            &format!("/{id}/tracks/new"),
+            Some(json!({
+                "autoDiscover": true,
+                "sessionDescription": {"type": "offer", "sdp": offer},
+            })),
+        )
+        .await?;
+    ensure!(v["sessionDescription"]["type"] == "answer", "{v}");
+    ensure!(mid_of(&v, &video_name)? == mids[0].to_string(), "{v}");
+    ensure!(mid_of(&v, &audio_name)? == mids[1].to_string(), "{v}");
+    pusher
+        .accept_answer(v["sessionDescription"]["sdp"].as_str().context("sdp")?)
+        .await?;
+
+    let viewer = Peer::start("viewer", catalog.clone(), None).await?;
+    let vs = api.new_empty_session().await?;
+    let v = api
+        .expect(
+            200,
+            Method::POST,
+            &format!("/{vs}/tracks/new"),
+            Some(json!({"tracks": [remote(&id, &video_name), remote(&id, &audio_name)]})),
+        )
+        .await?;
+    let (vmid, amid) = (mid_of(&v, &video_name)?, mid_of(&v, &audio_name)?);
+    let answer = viewer.accept_offer(&server_offer(&v)?).await?;
+    api.renegotiate(&vs, &answer).await?;
+    expect_media(&viewer, &vmid, &amid, 30, 25).await?;
+    let _ = viewer.stop().await;
+    let _ = pusher.stop().await;
+    Ok(())
+}

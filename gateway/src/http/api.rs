@@ -66,6 +66,9 @@ pub struct TracksRequest {
     /// `tracks/close`: close without renegotiating.
     #[serde(default)]
     pub force: bool,
+    /// `tracks/new`: push every track the offer sends, named by its MediaStreamTrack id.
+    #[serde(default)]
+    pub auto_discover: bool,
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -108,6 +111,30 @@ async fn json_body<T: for<'de> Deserialize<'de> + Default>(
     // `fetch(url, {body: JSON.stringify(..)})`, i.e. `text/plain;charset=UTF-8`.
     serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")).code("decoding_error"))
+}
+
+/// `autoDiscover`: a local track for every m-line the offer sends on, named as Calls names them,
+/// by the sender's MediaStreamTrack id (`a=msid`), else by its mid.
+fn discovered(offer: &str) -> Vec<TrackObject> {
+    crate::sdp_info::mlines(offer)
+        .into_iter()
+        .filter(|m| m.is_media() && !m.rejected())
+        .filter(|m| {
+            matches!(
+                m.direction,
+                crate::sdp_info::Direction::SendOnly | crate::sdp_info::Direction::SendRecv
+            )
+        })
+        .filter_map(|m| {
+            let mid = m.mid?;
+            Some(TrackObject {
+                location: Some("local".into()),
+                track_name: Some(m.msid_track.unwrap_or_else(|| mid.clone())),
+                mid: Some(mid),
+                ..TrackObject::default()
+            })
+        })
+        .collect()
 }
 
 /// The prelude of every call on one session: the app's secret, the session (of this app), the
@@ -354,7 +381,13 @@ pub async fn new_tracks(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let (id, req) = session_request(&node, &app, &id, &headers, body).await?;
+    let (id, mut req) = session_request(&node, &app, &id, &headers, body).await?;
+    if req.auto_discover
+        && req.tracks.is_empty()
+        && let Some(desc) = &req.session_description
+    {
+        req.tracks = discovered(&desc.sdp);
+    }
     if req.tracks.is_empty() {
         return Err(Problem::bad_request("tracks must not be empty"));
     }
