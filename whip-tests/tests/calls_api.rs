@@ -1130,7 +1130,7 @@ async fn errors() -> Result<()> {
         .find(|t| t["trackName"] == "nope")
         .context("no entry for the unknown track")?;
     ensure!(
-        bad["errorCode"].is_string(),
+        bad["errorCode"] == "not_found_track_error",
         "unknown track without errorCode: {bad}"
     );
     ensure!(mid_of(&v, "video").is_ok(), "{v}");

@@ -208,7 +208,7 @@ fn resolve_remote(
                 });
                 if layer.is_none() {
                     let mut t = t.clone();
-                    t.error_code = Some("not_found".into());
+                    t.error_code = Some("not_found_track_error".into());
                     t.error_description =
                         Some(format!("the track has no simulcast layer with rid {rid:?}"));
                     missing.push(t);
@@ -222,7 +222,7 @@ fn resolve_remote(
             Some(track) => found.push((t.clone(), track)),
             None => {
                 let mut t = t.clone();
-                t.error_code = Some("not_found".into());
+                t.error_code = Some("not_found_track_error".into());
                 t.error_description =
                     Some("no such track: sessionId and trackName must name a pushed track".into());
                 missing.push(t);
