@@ -26,6 +26,9 @@ pub enum Negotiation {
     },
     /// Add sendonly m-lines pulling these tracks; we make the offer.
     Pull { tracks: Vec<Arc<TrackInfo>> },
+    /// Add recvonly m-lines for tracks the client will push, named (Calls: local tracks without
+    /// an offer); we make the offer, the tracks exist once the client answers.
+    Receive { tracks: Vec<(String, MediaKind)> },
     /// The client's answer to our pending offer.
     Answer { sdp: String },
     /// Re-use a pulled m-line for another track of its kind (Calls' `tracks/update`); no SDP.
@@ -61,6 +64,11 @@ pub enum Negotiated {
     Done {
         ended: Vec<Arc<TrackInfo>>,
     },
+    /// Our offer for tracks the client will push: their mids, names and kinds.
+    Receiving {
+        sdp: String,
+        pushes: Vec<(Mid, String, MediaKind)>,
+    },
     /// A `tracks/close`: our offer or our answer (by `CloseHow`), and the mids that named no track.
     Closed {
         offer: Option<String>,
@@ -73,6 +81,8 @@ pub enum Negotiated {
 pub struct PendingOffer {
     pub offer: SdpPendingOffer,
     pub pulls: Vec<(Mid, Arc<TrackInfo>)>,
+    /// Tracks the client will push on these mids once it answers (name, kind).
+    pub pushes: Vec<(Mid, String, MediaKind)>,
 }
 
 /// One offer of ours at a time: str0m invalidates a pending offer when another is made.
@@ -96,6 +106,7 @@ impl Worker {
         let result = match n {
             Negotiation::Offer { sdp, names } => self.accept_client_offer(id, &sdp, &names),
             Negotiation::Pull { tracks } => self.offer_pulls(id, tracks),
+            Negotiation::Receive { tracks } => self.offer_receives(id, tracks),
             Negotiation::Answer { sdp } => self.accept_client_answer(id, &sdp, now),
             Negotiation::Close { mids, how } => self.close_mids(id, &mids, how, now),
             Negotiation::Update { mid, track } => self.repoint_pull(id, &mid, track, now),
@@ -111,7 +122,6 @@ impl Worker {
         names: &[(String, String)],
     ) -> Result<Negotiated, Problem> {
         let offer = peer::parse_offer(sdp)?;
-        let index = self.index;
         let s = self
             .sessions
             .get_mut(&id)
@@ -123,6 +133,26 @@ impl Worker {
             s.pushed.iter().any(|t| t.mid == *mid) || s.pulls.iter().any(|p| p.mid == *mid)
         };
         let new: Vec<(Mid, MediaKind)> = media.into_iter().filter(|(m, _)| !known(m)).collect();
+        let pushed = self.push_tracks(id, new, names)?;
+        Ok(Negotiated::Answer {
+            sdp: answer,
+            pushed,
+        })
+    }
+
+    /// New pushed tracks on these m-lines, where we receive: named from `names` (mid → name),
+    /// else `audio-<mid>` / `video-<mid>`.
+    fn push_tracks(
+        &mut self,
+        id: SessionId,
+        new: Vec<(Mid, MediaKind)>,
+        names: &[(String, String)],
+    ) -> Result<Vec<Arc<TrackInfo>>, Problem> {
+        let index = self.index;
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| Problem::not_found("no such session"))?;
         let mut pushed = Vec::new();
         for (mid, kind) in new {
             let receiving = s.rtc.media(mid).is_some_and(|m| {
@@ -136,19 +166,18 @@ impl Worker {
                 .find(|(m, _)| m.as_str() == &*mid)
                 .map(|(_, n)| n.clone())
                 .unwrap_or_else(|| {
-                    format!(
-                        "{}-{mid}",
-                        if kind == MediaKind::Audio {
-                            "audio"
-                        } else {
-                            "video"
-                        }
-                    )
+                    let kind = if kind == MediaKind::Audio {
+                        "audio"
+                    } else {
+                        "video"
+                    };
+                    format!("{kind}-{mid}")
                 });
             if s.pushed.iter().any(|t| t.name == name) {
                 return Err(Problem::unprocessable(format!(
                     "track name {name:?} is already used in this session"
-                )));
+                ))
+                .code("repeated_local_track_error"));
             }
             let info = Arc::new(TrackInfo::new(
                 self.ctx.registry.next_track_id(),
@@ -173,10 +202,7 @@ impl Worker {
         }
         self.ctx.registry.add_pushed(id, &pushed);
         self.update_gauges();
-        Ok(Negotiated::Answer {
-            sdp: answer,
-            pushed,
-        })
+        Ok(pushed)
     }
 
     fn offer_pulls(
@@ -207,11 +233,52 @@ impl Worker {
         s.pending = Some(PendingOffer {
             offer: pending,
             pulls: pulls.clone(),
+            pushes: vec![],
         });
         Ok(Negotiated::Offer {
             sdp: peer::crlf(&offer.to_sdp_string()),
             pulls,
             ended: vec![],
+        })
+    }
+
+    fn offer_receives(
+        &mut self,
+        id: SessionId,
+        tracks: Vec<(String, MediaKind)>,
+    ) -> Result<Negotiated, Problem> {
+        let s = self
+            .sessions
+            .get_mut(&id)
+            .ok_or_else(|| Problem::not_found("no such session"))?;
+        no_pending_offer(s)?;
+        for (name, _) in &tracks {
+            if s.pushed.iter().any(|t| t.name == *name) {
+                return Err(Problem::unprocessable(format!(
+                    "track name {name:?} is already used in this session"
+                ))
+                .code("repeated_local_track_error"));
+            }
+        }
+        let mut api = s.rtc.sdp_api();
+        let pushes: Vec<(Mid, String, MediaKind)> = tracks
+            .into_iter()
+            .map(|(name, kind)| {
+                let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+                (mid, name, kind)
+            })
+            .collect();
+        let Some((offer, pending)) = api.apply() else {
+            return Err(Problem::unprocessable("nothing to negotiate"));
+        };
+        s.pending = Some(PendingOffer {
+            offer: pending,
+            pulls: vec![],
+            pushes: pushes.clone(),
+        });
+        Ok(Negotiated::Receiving {
+            sdp: peer::crlf(&offer.to_sdp_string()),
+            pushes,
         })
     }
 
@@ -266,6 +333,17 @@ impl Worker {
         for (i, track) in start {
             self.subscribe_local(id, i, track, now);
         }
+        let names: Vec<(String, String)> = pending
+            .pushes
+            .iter()
+            .filter(|(mid, _, _)| accepted.iter().any(|(m, _)| m == mid))
+            .map(|(mid, name, _)| (mid.to_string(), name.clone()))
+            .collect();
+        let kinds: Vec<(Mid, MediaKind)> =
+            pending.pushes.iter().map(|(m, _, k)| (*m, *k)).collect();
+        if !names.is_empty() {
+            self.push_tracks(id, kinds, &names)?;
+        }
         Ok(Negotiated::Done { ended: vec![] })
     }
 
@@ -314,6 +392,7 @@ impl Worker {
                     s.pending = Some(PendingOffer {
                         offer: pending,
                         pulls: vec![],
+                        pushes: vec![],
                     });
                     peer::crlf(&offer.to_sdp_string())
                 })

@@ -162,6 +162,17 @@ async fn pull_video_and_audio(
     catalog: Arc<FrameCatalog>,
     source: &str,
 ) -> Result<(Peer, String, String, String)> {
+    pull_video_and_audio_named(api, catalog, source, "video", "audio").await
+}
+
+/// [`pull_video_and_audio`] of tracks with other names.
+async fn pull_video_and_audio_named(
+    api: &Api,
+    catalog: Arc<FrameCatalog>,
+    source: &str,
+    video: &str,
+    audio: &str,
+) -> Result<(Peer, String, String, String)> {
     let viewer = Peer::start("viewer", catalog, None).await?;
     let id = api.new_empty_session().await?;
     let v = api
@@ -169,10 +180,10 @@ async fn pull_video_and_audio(
             200,
             Method::POST,
             &format!("/{id}/tracks/new"),
-            Some(json!({"tracks": [remote(source, "video"), remote(source, "audio")]})),
+            Some(json!({"tracks": [remote(source, video), remote(source, audio)]})),
         )
         .await?;
-    let (vmid, amid) = (mid_of(&v, "video")?, mid_of(&v, "audio")?);
+    let (vmid, amid) = (mid_of(&v, video)?, mid_of(&v, audio)?);
     let answer = viewer.accept_offer(&server_offer(&v)?).await?;
     api.renegotiate(&id, &answer).await?;
     expect_media(&viewer, &vmid, &amid, 10, 10).await?;
@@ -615,6 +626,26 @@ async fn run(
                             .context("parsing the offer")
                             .and_then(|o| lp.rtc.sdp_api().accept_offer(o).context("str0m refused the offer"))
                             .map(|a| a.to_sdp_string());
+                        // A peer with media sends on every m-line the offer asks it to send on.
+                        if result.is_ok() && cursors.is_some() {
+                            let new: Vec<(Mid, MediaKind)> = sdp
+                                .split("\r\nm=")
+                                .skip(1)
+                                .filter(|s| s.contains("a=recvonly"))
+                                .filter_map(|s| {
+                                    let mid = s.lines().find_map(|l| l.strip_prefix("a=mid:"))?;
+                                    let kind = if s.starts_with("video") { MediaKind::Video } else { MediaKind::Audio };
+                                    Some((Mid::from(mid.trim()), kind))
+                                })
+                                .filter(|(m, _)| !tracks.iter().any(|(_, t, _)| t == m))
+                                .collect();
+                            for (mid, kind) in new {
+                                let (k, codec) = if kind == MediaKind::Video { (Kind::Video, Codec::H264) } else { (Kind::Audio, Codec::Opus) };
+                                if let Some(pt) = pick_pt(&mut lp.rtc, mid, codec) {
+                                    tracks.push((k, mid, pt));
+                                }
+                            }
+                        }
                         let _ = reply.send(result);
                     }
                     Cmd::StopAndOffer { mid, reply } => {
@@ -1583,6 +1614,56 @@ async fn auto_discover_pushes_every_sent_track_by_its_msid() -> Result<()> {
     let answer = viewer.accept_offer(&server_offer(&v)?).await?;
     api.renegotiate(&vs, &answer).await?;
     expect_media(&viewer, &vmid, &amid, 30, 25).await?;
+    let _ = viewer.stop().await;
+    let _ = pusher.stop().await;
+    Ok(())
+}
+
+/// Calls' local tracks without the client's offer: `tracks/new` with `{location: local,
+/// trackName, kind}` answers our offer (a recvonly m-line each, `requiresImmediateRenegotiation`);
+/// the client answers with `renegotiate` and its tracks can be pulled by those names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_tracks_without_an_offer_get_our_offer() -> Result<()> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let gw = start_gateway().await?;
+    let api = Api::new(&gw)?;
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let catalog = media.catalog();
+    let pusher = Peer::start("pusher (our offer)", catalog.clone(), Some(media.clone())).await?;
+    let id = api.new_empty_session().await?;
+    let v = api
+        .expect(
+            200,
+            Method::POST,
+            &format!("/{id}/tracks/new"),
+            Some(json!({"tracks": [
+                {"location": "local", "trackName": "cam", "kind": "video"},
+                {"location": "local", "trackName": "mic", "kind": "audio"},
+            ]})),
+        )
+        .await?;
+    let offer = server_offer(&v)?;
+    ensure!(
+        mid_of(&v, "cam").is_ok() && mid_of(&v, "mic").is_ok(),
+        "{v}"
+    );
+    let answer = pusher.accept_offer(&offer).await?;
+    api.renegotiate(&id, &answer).await?;
+    // Without a kind there is nothing to offer.
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/{id}/tracks/new"),
+            Some(json!({"tracks": [{"location": "local", "trackName": "x"}]})),
+        )
+        .await?;
+    ensure!(
+        status == 406 && body["errorCode"] == "invalid_params",
+        "{status} {body}"
+    );
+
+    let (viewer, _, _, _) =
+        pull_video_and_audio_named(&api, catalog.clone(), &id, "cam", "mic").await?;
     let _ = viewer.stop().await;
     let _ = pusher.stop().await;
     Ok(())

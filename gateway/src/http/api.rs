@@ -35,6 +35,9 @@ pub struct TrackObject {
     pub mid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_name: Option<String>,
+    /// `audio` or `video`: needed for a local track when we make the offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
     /// Remote simulcast tracks: `{"preferredRid": "…"}` pulls (and pins) that layer.
@@ -426,12 +429,15 @@ pub async fn new_tracks(
             "push local tracks and pull remote ones in separate requests",
         ));
     }
-    let Some(desc) = req.session_description.filter(|d| d.kind == "offer") else {
+    let Some(desc) = req.session_description else {
+        return receive_local(&node, id, req.tracks).await;
+    };
+    if desc.kind != "offer" {
         return Err(
-            Problem::bad_request("local tracks need a sessionDescription of type offer")
+            Problem::bad_request("local tracks take a sessionDescription of type offer")
                 .code("invalid_session_description"),
         );
-    };
+    }
     let names = req
         .tracks
         .iter()
@@ -538,6 +544,49 @@ pub async fn close_tracks(
             (None, None) => None,
         },
         tracks,
+        ..TracksResponse::default()
+    };
+    Ok(Json(resp).into_response())
+}
+
+/// Local tracks without the client's offer: we offer a recvonly m-line per track (Calls:
+/// `requiresImmediateRenegotiation`); the tracks exist once `renegotiate` brings the answer.
+async fn receive_local(
+    node: &Node,
+    id: SessionId,
+    requested: Vec<TrackObject>,
+) -> Result<Response, Problem> {
+    let mut tracks = Vec::with_capacity(requested.len());
+    for t in &requested {
+        let kind = match t.kind.as_deref() {
+            Some("audio") => str0m::media::MediaKind::Audio,
+            Some("video") => str0m::media::MediaKind::Video,
+            _ => {
+                return Err(Problem::bad_request(
+                    "a local track without an offer needs kind \"audio\" or \"video\"",
+                ));
+            }
+        };
+        let Some(name) = t.track_name.clone() else {
+            return Err(Problem::bad_request("each local track needs a trackName"));
+        };
+        tracks.push((name, kind));
+    }
+    let Negotiated::Receiving { sdp, pushes } =
+        sessions::negotiate(node, id, Negotiation::Receive { tracks }).await?
+    else {
+        return Err(Problem::internal("expected an offer"));
+    };
+    let resp = TracksResponse {
+        session_description: description("offer", sdp),
+        tracks: pushes
+            .iter()
+            .map(|(mid, name, kind)| TrackObject {
+                kind: Some(if kind.is_audio() { "audio" } else { "video" }.into()),
+                ..local(mid, name, id)
+            })
+            .collect(),
+        requires_immediate_renegotiation: true,
         ..TracksResponse::default()
     };
     Ok(Json(resp).into_response())
