@@ -3,8 +3,10 @@
 
 pub mod admission;
 pub mod auth;
+pub mod channel_fanout;
 pub mod cluster_bridge;
 pub mod config;
+pub mod data_channel;
 pub mod demux;
 pub mod depacketize;
 pub mod fmp4;

@@ -31,6 +31,18 @@ pub enum Negotiation {
     Receive { tracks: Vec<(String, MediaKind)> },
     /// The client's answer to our pending offer.
     Answer { sdp: String },
+    /// Calls' `datachannels/establish`: the session's SCTP association, with the negotiated
+    /// channel `name` (e.g. "server-events") on it; we offer the application m-line unless the
+    /// session has one.
+    EstablishChannels { name: String },
+    /// Publish a data channel by this name (Calls: `location: local`).
+    PublishChannel { name: String },
+    /// Receive `publisher`'s channel `name`, published on worker `publisher_worker`.
+    SubscribeChannel {
+        publisher: SessionId,
+        name: String,
+        publisher_worker: usize,
+    },
     /// Re-use a pulled m-line for another track of its kind (Calls' `tracks/update`); no SDP.
     Update { mid: String, track: Arc<TrackInfo> },
     /// Stop these m-lines (pushed or pulled); unknown mids are reported, not refused.
@@ -68,6 +80,12 @@ pub enum Negotiated {
     Receiving {
         sdp: String,
         pushes: Vec<(Mid, String, MediaKind)>,
+    },
+    /// A data channel opened on the session: its SCTP stream id, and our offer when the session
+    /// needs its application m-line negotiated first.
+    Channel {
+        stream_id: u16,
+        offer: Option<String>,
     },
     /// A `tracks/close`: our offer or our answer (by `CloseHow`), and the mids that named no track.
     Closed {
@@ -110,6 +128,13 @@ impl Worker {
             Negotiation::Answer { sdp } => self.accept_client_answer(id, &sdp, now),
             Negotiation::Close { mids, how } => self.close_mids(id, &mids, how, now),
             Negotiation::Update { mid, track } => self.repoint_pull(id, &mid, track, now),
+            Negotiation::EstablishChannels { name } => self.establish_channels(id, name),
+            Negotiation::PublishChannel { name } => self.publish_channel(id, name),
+            Negotiation::SubscribeChannel {
+                publisher,
+                name,
+                publisher_worker,
+            } => self.subscribe_channel(id, publisher, name, publisher_worker),
         };
         self.mark(id);
         result

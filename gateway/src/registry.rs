@@ -151,6 +151,8 @@ struct Inner {
     viewers: HashMap<Arc<str>, usize>,
     /// Sessions the node ended on its own, newest last (`end_session`, `take_ended`).
     ended: VecDeque<Ended>,
+    /// Published data channels: (session, channel name) → the session's worker.
+    channels: HashMap<(SessionId, String), usize>,
     admission: Admission,
 }
 
@@ -296,6 +298,10 @@ impl Registry {
 
     fn remove_in(inner: &mut Inner, id: SessionId) -> Option<SessionEntry> {
         let entry = inner.sessions.remove(&id)?;
+        if !inner.channels.is_empty() {
+            inner.channels.retain(|(s, _), _| *s != id);
+            crate::heap_trim::shrink_map(&mut inner.channels);
+        }
         if let Some(source) = entry.pending_from {
             inner.admission.settled(source);
         }
@@ -343,6 +349,28 @@ impl Registry {
             at: now,
         });
         Some(entry)
+    }
+
+    /// A session publishes a data channel by this name; false if it already does.
+    pub fn publish_channel(&self, session: SessionId, name: &str, worker: usize) -> bool {
+        let mut inner = self.lock();
+        if !inner.sessions.contains_key(&session) {
+            return false;
+        }
+        let key = (session, name.to_string());
+        if inner.channels.contains_key(&key) {
+            return false;
+        }
+        inner.channels.insert(key, worker);
+        true
+    }
+
+    /// The worker of the session that publishes data channel `name`, if one does.
+    pub fn channel_worker(&self, session: SessionId, name: &str) -> Option<usize> {
+        self.lock()
+            .channels
+            .get(&(session, name.to_string()))
+            .copied()
     }
 
     /// Drops the ended sessions older than `ENDED_GRACE`; returns how many went. `end_session`

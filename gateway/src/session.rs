@@ -350,6 +350,8 @@ pub struct SessionView {
     /// Pushed tracks: mid, track name.
     pub pushed: Vec<(Mid, String)>,
     pub pulls: Vec<PullView>,
+    /// Data channels: the publisher (None: this session's own), name, SCTP stream id.
+    pub channels: Vec<(Option<SessionId>, String, u16)>,
 }
 
 /// One pulled m-line: the track it forwards (publisher session, track name), if any now.
@@ -378,6 +380,8 @@ pub struct Session {
     pub same_ssrc_repair: bool,
     /// Our offer waiting for the client's answer (session/track API).
     pub pending: Option<crate::negotiation::PendingOffer>,
+    /// Data channels it publishes and subscribes to (`data_channel`).
+    pub channels: crate::data_channel::SessionChannels,
     /// Latest egress bandwidth estimate (bits/s), for automatic simulcast layer choice.
     pub bwe_bps: Option<u64>,
     /// NACK messages str0m has counted per outgoing mid so far (its stats are running totals).
@@ -402,6 +406,18 @@ impl Session {
                     mid: p.mid,
                     source: p.track.as_ref().map(|t| (t.session, t.name.clone())),
                 })
+                .collect(),
+            channels: self
+                .channels
+                .published
+                .iter()
+                .map(|c| (None, c.name.clone(), c.stream_id))
+                .chain(
+                    self.channels
+                        .subscribed
+                        .iter()
+                        .map(|c| (Some(c.publisher), c.name.clone(), c.stream_id)),
+                )
                 .collect(),
         }
     }
@@ -433,6 +449,7 @@ impl Session {
             pulls,
             packets_in: 0,
             pending: None,
+            channels: Default::default(),
             same_ssrc_repair: false,
             bwe_bps: None,
             egress_nacks: Vec::new(),

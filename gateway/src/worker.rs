@@ -107,6 +107,18 @@ pub enum WorkerMsg {
         rid: Option<String>,
         reply: oneshot::Sender<Result<(), crate::http::problem::Problem>>,
     },
+    /// To the worker of a session publishing data channel `name`: forward it to `subscriber`.
+    ChannelSubscribe {
+        publisher: SessionId,
+        name: String,
+        subscriber: crate::data_channel::Subscriber,
+    },
+    /// From a publishing session's worker: one message for a subscriber's channel here.
+    ChannelMessage {
+        to: crate::data_channel::Subscriber,
+        binary: bool,
+        data: Arc<[u8]>,
+    },
     /// The session/track API's `GET …/sessions/{id}`: what the session pushes and pulls.
     Describe {
         session: SessionId,
@@ -132,6 +144,8 @@ pub struct WorkerStats {
     pub keyframe_requests_sent: AtomicU64,
     /// Panics caught inside str0m (each cost one session).
     pub panics: AtomicU64,
+    /// Data channel messages a subscriber missed (channel not open, or too much unsent).
+    pub channel_drops: AtomicU64,
     /// NACKed packets from viewers without RTX: asked for, resent from the cache, not found.
     pub nacks_received: AtomicU64,
     pub nacks_answered: AtomicU64,
@@ -172,7 +186,7 @@ const IMMEDIATE_TIMEOUTS: u32 = 4;
 pub struct Worker {
     pub(crate) index: usize,
     pub(crate) ctx: Arc<WorkerCtx>,
-    stats: Arc<WorkerStats>,
+    pub(crate) stats: Arc<WorkerStats>,
     /// Boxed: a `Session` (its `Rtc` inline) is kilobytes, and a map never shrinks, so inline
     /// values would keep a flood's peak (capacity × size) allocated after the sessions are gone.
     pub(crate) sessions: HashMap<SessionId, Box<Session>>,
@@ -439,6 +453,14 @@ impl Worker {
                 reply,
             } => {
                 let _ = reply.send(self.select_layer(session, mid, rid, now));
+            }
+            WorkerMsg::ChannelSubscribe {
+                publisher,
+                name,
+                subscriber,
+            } => self.add_channel_subscriber(publisher, &name, subscriber),
+            WorkerMsg::ChannelMessage { to, binary, data } => {
+                self.write_channel(to, binary, &data);
             }
             WorkerMsg::Describe { session, reply } => {
                 let _ = reply.send(self.sessions.get(&session).map(|s| s.view()));
@@ -1205,6 +1227,7 @@ impl Worker {
                     }
                 }
             }
+            Event::ChannelData(d) => self.on_channel_data(id, d, now),
             Event::KeyframeRequest(KeyframeRequest { mid, .. }) => {
                 let track = self
                     .sessions

@@ -149,6 +149,17 @@ async fn session_request(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(SessionId, TracksRequest), Problem> {
+    session_request_as(node, app, id, headers, body).await
+}
+
+/// [`session_request`] for a body of another shape.
+pub(super) async fn session_request_as<T: for<'de> Deserialize<'de> + Default>(
+    node: &Node,
+    app: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(SessionId, T), Problem> {
     app_auth(node, app, headers)?;
     let id = own_session(node, app, id)?;
     Ok((id, json_body(node, body).await?))
@@ -368,10 +379,27 @@ pub async fn get_session(
         ..TrackObject::default()
     });
     let tracks: Vec<TrackObject> = pushed.chain(pulled).collect();
+    let channels: Vec<serde_json::Value> = view
+        .channels
+        .iter()
+        .map(|(publisher, name, stream_id)| {
+            let status = if view.connected {
+                "active"
+            } else {
+                "initializing"
+            };
+            match publisher {
+                None => serde_json::json!({"location": "local", "dataChannelName": name,
+                    "id": stream_id, "status": status}),
+                Some(p) => serde_json::json!({"location": "remote", "sessionId": p.to_string(),
+                    "dataChannelName": name, "id": stream_id, "status": status}),
+            }
+        })
+        .collect();
     Ok(Json(serde_json::json!({
         "sessionId": id.to_string(),
         "tracks": tracks,
-        "dataChannels": [],
+        "dataChannels": channels,
     }))
     .into_response())
 }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod body;
 pub mod calls;
+pub mod datachannels;
 pub mod endpoint;
 pub mod ice_patch;
 pub mod pages;
@@ -42,7 +43,12 @@ pub fn router(node: Arc<Node>) -> Router {
             .route(&at("/{id}/tracks/new"), post(api::new_tracks))
             .route(&at("/{id}/renegotiate"), put(api::renegotiate))
             .route(&at("/{id}/tracks/close"), put(api::close_tracks))
-            .route(&at("/{id}/tracks/update"), put(api::update_tracks));
+            .route(&at("/{id}/tracks/update"), put(api::update_tracks))
+            .route(
+                &at("/{id}/datachannels/establish"),
+                post(datachannels::establish),
+            )
+            .route(&at("/{id}/datachannels/new"), post(datachannels::new));
     }
     router
         .route("/", get(pages::index))

@@ -1,0 +1,194 @@
+//! The worker's side of data channels (`data_channel`): opening negotiated channels on its
+//! sessions' `Rtc`s, and forwarding each message of a published channel to its subscribers —
+//! written straight into a subscriber's `Rtc` on this worker, sent as one shared message to
+//! another worker. A subscriber that cannot take more (its channel not open yet, or more than
+//! `MAX_BUFFERED_BYTES` unsent) misses that message, counted; the others do not wait for it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::channel::{ChannelConfig, ChannelData};
+
+use crate::data_channel::{MAX_BUFFERED_BYTES, Subscriber};
+use crate::http::problem::Problem;
+use crate::ids::SessionId;
+use crate::negotiation::{Negotiated, PendingOffer};
+use crate::worker::{Worker, WorkerMsg};
+
+fn no_session() -> Problem {
+    Problem::not_found("no such session")
+}
+
+impl Worker {
+    /// Opens a negotiated channel `name` on the session; its SCTP stream id.
+    fn open_channel(
+        &mut self,
+        id: SessionId,
+        name: &str,
+    ) -> Result<(u16, str0m::channel::ChannelId), Problem> {
+        let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
+        let stream_id = s
+            .channels
+            .next_stream_id()
+            .ok_or_else(|| Problem::unprocessable("no data channel ids left on this session"))?;
+        let channel = s.rtc.direct_api().create_data_channel(ChannelConfig {
+            label: name.to_string(),
+            negotiated: Some(stream_id),
+            ..ChannelConfig::default()
+        });
+        self.mark(id);
+        Ok((stream_id, channel))
+    }
+
+    pub(crate) fn establish_channels(
+        &mut self,
+        id: SessionId,
+        name: String,
+    ) -> Result<Negotiated, Problem> {
+        let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
+        if s.pending.is_some() {
+            return Err(Problem::new(
+                http::StatusCode::CONFLICT,
+                "an offer is already waiting for its answer (PUT renegotiate)",
+            ));
+        }
+        let stream_id = s
+            .channels
+            .next_stream_id()
+            .ok_or_else(|| Problem::unprocessable("no data channel ids left on this session"))?;
+        let mut api = s.rtc.sdp_api();
+        // Adds the application m-line when the session has none yet; then an offer is due.
+        api.add_channel_with_config(ChannelConfig {
+            label: name,
+            negotiated: Some(stream_id),
+            ..ChannelConfig::default()
+        });
+        let offer = api.apply().map(|(offer, pending)| {
+            s.pending = Some(PendingOffer {
+                offer: pending,
+                pulls: vec![],
+                pushes: vec![],
+            });
+            crate::peer::crlf(&offer.to_sdp_string())
+        });
+        self.mark(id);
+        Ok(Negotiated::Channel { stream_id, offer })
+    }
+
+    pub(crate) fn publish_channel(
+        &mut self,
+        id: SessionId,
+        name: String,
+    ) -> Result<Negotiated, Problem> {
+        if !self.ctx.registry.publish_channel(id, &name, self.index) {
+            return Err(Problem::unprocessable(format!(
+                "this session already publishes a data channel {name:?}"
+            )));
+        }
+        let (stream_id, channel) = self.open_channel(id, &name)?;
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.channels.publish(name, stream_id, channel);
+        }
+        Ok(Negotiated::Channel {
+            stream_id,
+            offer: None,
+        })
+    }
+
+    pub(crate) fn subscribe_channel(
+        &mut self,
+        id: SessionId,
+        publisher: SessionId,
+        name: String,
+        publisher_worker: usize,
+    ) -> Result<Negotiated, Problem> {
+        let (stream_id, channel) = self.open_channel(id, &name)?;
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.channels.subscribed.push(crate::data_channel::Subscribed {
+                publisher,
+                name: name.clone(),
+                stream_id,
+                channel,
+            });
+        }
+        let subscriber = Subscriber {
+            session: id,
+            worker: self.index,
+            channel,
+        };
+        if publisher_worker == self.index {
+            self.add_channel_subscriber(publisher, &name, subscriber);
+        } else if let Some(w) = self.ctx.peers.get(publisher_worker) {
+            let _ = w.send(WorkerMsg::ChannelSubscribe {
+                publisher,
+                name,
+                subscriber,
+            });
+        }
+        Ok(Negotiated::Channel {
+            stream_id,
+            offer: None,
+        })
+    }
+
+    pub(crate) fn add_channel_subscriber(
+        &mut self,
+        publisher: SessionId,
+        name: &str,
+        subscriber: Subscriber,
+    ) {
+        if let Some(p) = self
+            .sessions
+            .get_mut(&publisher)
+            .and_then(|s| s.channels.published_mut(name))
+            && !p.subscribers.contains(&subscriber)
+        {
+            p.subscribers.push(subscriber);
+        }
+    }
+
+    /// A message from session `id`: forwarded if it came on a channel the session publishes.
+    pub(crate) fn on_channel_data(&mut self, id: SessionId, d: ChannelData, now: Instant) {
+        let Some(p) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|s| s.channels.by_channel(d.id))
+        else {
+            return;
+        };
+        if !p.admit(d.data.len(), now) {
+            return;
+        }
+        let subscribers = p.subscribers.clone();
+        let data: Arc<[u8]> = d.data.into();
+        for to in subscribers {
+            if to.worker == self.index {
+                self.write_channel(to, d.binary, &data);
+            } else if let Some(w) = self.ctx.peers.get(to.worker) {
+                let _ = w.send(WorkerMsg::ChannelMessage {
+                    to,
+                    binary: d.binary,
+                    data: data.clone(),
+                });
+            }
+        }
+    }
+
+    pub(crate) fn write_channel(&mut self, to: Subscriber, binary: bool, data: &[u8]) {
+        let Some(s) = self.sessions.get_mut(&to.session) else {
+            return;
+        };
+        let written = match s.rtc.channel(to.channel) {
+            Some(mut c) => {
+                c.buffered_amount() <= MAX_BUFFERED_BYTES && c.write(binary, data).unwrap_or(false)
+            }
+            None => false,
+        };
+        if !written {
+            self.stats
+                .channel_drops
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.mark(to.session);
+    }
+}

@@ -1,0 +1,163 @@
+//! DataChannels on the track model, as Calls does them (`datachannels/new`): a session publishes
+//! named channels (`location: local`) and subscribes to other sessions' channels (`location:
+//! remote`, by session id and channel name). Both ends are negotiated out of band (the client
+//! opens `createDataChannel(name, {negotiated: true, id})` with the id we answer), so no DCEP.
+//! A message on a published channel goes to every subscriber, on this worker directly and to
+//! other workers as a message; never back to its sender. This file is the per-session
+//! bookkeeping and the limits; the worker does the writing.
+
+use std::time::{Duration, Instant};
+
+use str0m::channel::ChannelId;
+
+use crate::ids::SessionId;
+
+/// Largest message forwarded; larger ones are dropped and counted (Chromium's own limit for a
+/// message to an SCTP peer that does not say otherwise is 64 KiB; 16 KiB always interoperates).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Messages per second a published channel may send, with this burst.
+pub const MESSAGES_PER_SECOND: f64 = 200.0;
+pub const BURST: f64 = 400.0;
+/// A subscriber whose channel holds more than this unsent is skipped (its message counted as
+/// dropped) rather than let grow: a slow subscriber never holds up the others.
+pub const MAX_BUFFERED_BYTES: usize = 1024 * 1024;
+/// The first SCTP stream id we hand out; below it, the ids clients' in-band (DCEP) channels take.
+const FIRST_STREAM_ID: u16 = 100;
+
+/// Where a published channel's messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscriber {
+    pub session: SessionId,
+    pub worker: usize,
+    pub channel: ChannelId,
+}
+
+/// A channel the session publishes.
+#[derive(Debug)]
+pub struct Published {
+    pub name: String,
+    pub stream_id: u16,
+    pub channel: ChannelId,
+    pub subscribers: Vec<Subscriber>,
+    tokens: f64,
+    refilled: Option<Instant>,
+    pub dropped: u64,
+}
+
+/// A channel the session receives from another session's published one.
+#[derive(Debug)]
+pub struct Subscribed {
+    pub publisher: SessionId,
+    pub name: String,
+    pub stream_id: u16,
+    pub channel: ChannelId,
+}
+
+/// A session's channels.
+#[derive(Debug, Default)]
+pub struct SessionChannels {
+    pub published: Vec<Published>,
+    pub subscribed: Vec<Subscribed>,
+    next_stream_id: u16,
+}
+
+impl SessionChannels {
+    /// A stream id not used by this session yet.
+    pub fn next_stream_id(&mut self) -> Option<u16> {
+        let id = self.next_stream_id.max(FIRST_STREAM_ID);
+        // SCTP stream ids are below 65535; a session that opened 65k channels is done.
+        let next = id.checked_add(1)?;
+        self.next_stream_id = next;
+        Some(id)
+    }
+
+    pub fn publish(&mut self, name: String, stream_id: u16, channel: ChannelId) {
+        self.published.push(Published {
+            name,
+            stream_id,
+            channel,
+            subscribers: Vec::new(),
+            tokens: BURST,
+            refilled: None,
+            dropped: 0,
+        });
+    }
+
+    pub fn published_mut(&mut self, name: &str) -> Option<&mut Published> {
+        self.published.iter_mut().find(|p| p.name == name)
+    }
+
+    pub fn by_channel(&mut self, channel: ChannelId) -> Option<&mut Published> {
+        self.published.iter_mut().find(|p| p.channel == channel)
+    }
+}
+
+impl Published {
+    /// Whether a message of `len` bytes arriving at `now` may be forwarded: within the size
+    /// limit and the channel's token bucket. A refused one is counted.
+    pub fn admit(&mut self, len: usize, now: Instant) -> bool {
+        let elapsed = self
+            .refilled
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * MESSAGES_PER_SECOND).min(BURST);
+        self.refilled = Some(now);
+        if len > MAX_MESSAGE_BYTES || self.tokens < 1.0 {
+            self.dropped += 1;
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel() -> Published {
+        Published {
+            name: "chat".into(),
+            stream_id: 100,
+            channel: a_channel_id(),
+            subscribers: Vec::new(),
+            tokens: BURST,
+            refilled: None,
+            dropped: 0,
+        }
+    }
+
+    /// str0m hands out ChannelIds only from an Rtc.
+    fn a_channel_id() -> ChannelId {
+        let mut rtc = str0m::Rtc::new(Instant::now());
+        rtc.direct_api()
+            .create_data_channel(str0m::channel::ChannelConfig {
+                label: "x".into(),
+                negotiated: Some(1),
+                ..Default::default()
+            })
+    }
+
+    #[test]
+    fn a_burst_then_the_rate_and_no_oversized_message() {
+        let mut c = channel();
+        let t0 = Instant::now();
+        let admitted = (0..1000).filter(|_| c.admit(10, t0)).count();
+        assert_eq!(admitted, BURST as usize);
+        assert_eq!(c.dropped, 1000 - BURST as u64);
+        let later = t0 + Duration::from_millis(100);
+        let admitted = (0..100).filter(|_| c.admit(10, later)).count();
+        assert_eq!(admitted, 20, "200/s for 100 ms");
+        let much_later = t0 + Duration::from_secs(60);
+        assert!(!c.admit(MAX_MESSAGE_BYTES + 1, much_later));
+        assert!(c.admit(MAX_MESSAGE_BYTES, much_later));
+    }
+
+    #[test]
+    fn stream_ids_are_unique_and_above_the_in_band_ones() {
+        let mut s = SessionChannels::default();
+        let a = s.next_stream_id();
+        let b = s.next_stream_id();
+        assert_eq!(a, Some(FIRST_STREAM_ID));
+        assert_eq!(b, Some(FIRST_STREAM_ID + 1));
+    }
+}

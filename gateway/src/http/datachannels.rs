@@ -1,0 +1,165 @@
+//! The session/track API's data channel calls, as Calls has them: `datachannels/establish` gives
+//! a session its SCTP association (our offer with an application m-line, answered with
+//! `renegotiate`), `datachannels/new` publishes (`location: local`) or subscribes to (`location:
+//! remote`, by `sessionId` + `dataChannelName`) named channels, answering the SCTP stream id the
+//! client opens with `createDataChannel(name, {negotiated: true, id})`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::api::{SessionDescription, session_request_as};
+use super::problem::Problem;
+use crate::ids::SessionId;
+use crate::negotiation::{Negotiated, Negotiation};
+use crate::sessions;
+
+#[derive(Debug, Deserialize, Serialize, Clone, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DataChannelObject {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_channel_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DataChannelsRequest {
+    #[serde(default)]
+    pub data_channel: Option<DataChannelObject>,
+    #[serde(default)]
+    pub data_channels: Vec<DataChannelObject>,
+    #[serde(default)]
+    pub session_description: Option<SessionDescription>,
+}
+
+/// `POST …/sessions/{id}/datachannels/establish`.
+pub async fn establish(
+    State(node): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let (id, req): (SessionId, DataChannelsRequest) =
+        session_request_as(&node, &app, &id, &headers, body).await?;
+    if req.session_description.is_some() {
+        return Err(Problem::unprocessable(
+            "establish makes the offer here; a client offer with an application m-line goes to \
+             sessions/new or tracks/new",
+        ));
+    }
+    let name = req
+        .data_channel
+        .and_then(|d| d.data_channel_name)
+        .unwrap_or_else(|| "server-events".into());
+    let Negotiated::Channel { stream_id, offer } = sessions::negotiate(
+        &node,
+        id,
+        Negotiation::EstablishChannels { name: name.clone() },
+    )
+    .await?
+    else {
+        return Err(Problem::internal("unexpected negotiation result"));
+    };
+    Ok(Json(serde_json::json!({
+        "requiresImmediateRenegotiation": offer.is_some(),
+        "dataChannel": {"dataChannelName": name, "id": stream_id},
+        "sessionDescription": offer.map(|sdp| SessionDescription { kind: "offer".into(), sdp }),
+    }))
+    .into_response())
+}
+
+/// `POST …/sessions/{id}/datachannels/new`: each item published or subscribed; items that
+/// cannot be done carry their `errorCode`.
+pub async fn new(
+    State(node): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let (id, req): (SessionId, DataChannelsRequest) =
+        session_request_as(&node, &app, &id, &headers, body).await?;
+    if req.data_channels.is_empty() {
+        return Err(Problem::bad_request("dataChannels must not be empty"));
+    }
+    let mut out = Vec::with_capacity(req.data_channels.len());
+    for item in req.data_channels {
+        let result = open(&node, id, &item).await;
+        out.push(match result {
+            Ok(stream_id) => DataChannelObject {
+                id: Some(stream_id),
+                ..item
+            },
+            Err(p) => DataChannelObject {
+                error_code: Some(
+                    if p.status == axum::http::StatusCode::NOT_FOUND {
+                        "not_found_datachannel_error"
+                    } else {
+                        "datachannel_error"
+                    }
+                    .into(),
+                ),
+                error_description: Some(p.detail),
+                ..item
+            },
+        });
+    }
+    Ok(Json(serde_json::json!({ "dataChannels": out })).into_response())
+}
+
+async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Result<u16, Problem> {
+    let Some(name) = item.data_channel_name.clone().filter(|n| !n.is_empty()) else {
+        return Err(Problem::bad_request(
+            "each data channel needs a dataChannelName",
+        ));
+    };
+    let negotiation = match item.location.as_deref() {
+        Some("local") => Negotiation::PublishChannel { name },
+        Some("remote") => {
+            let publisher: SessionId = item
+                .session_id
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    Problem::not_found(
+                        "a remote data channel needs the sessionId that publishes it",
+                    )
+                })?;
+            let publisher_worker =
+                node.registry
+                    .channel_worker(publisher, &name)
+                    .ok_or_else(|| {
+                        Problem::not_found(format!(
+                            "session {publisher} publishes no data channel {name:?}"
+                        ))
+                    })?;
+            Negotiation::SubscribeChannel {
+                publisher,
+                name,
+                publisher_worker,
+            }
+        }
+        _ => {
+            return Err(Problem::bad_request(
+                "location must be \"local\" or \"remote\"",
+            ));
+        }
+    };
+    match sessions::negotiate(node, id, negotiation).await? {
+        Negotiated::Channel { stream_id, .. } => Ok(stream_id),
+        _ => Err(Problem::internal("unexpected negotiation result")),
+    }
+}

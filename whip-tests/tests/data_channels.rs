@@ -1,0 +1,266 @@
+//! Issue 12: data channels on the track model, as Calls has them, on one gateway. Three str0m
+//! peers (a publisher and two subscribers), each an API session: `datachannels/establish` (our
+//! offer with the application m-line, answered with `renegotiate`), then `datachannels/new` —
+//! the publisher's `local` "chat", the subscribers' `remote` (publisher session, "chat") — and
+//! each opens the negotiated channel with the id it was answered. Every message the publisher
+//! sends reaches both subscribers, in order; a subscriber's own writes go nowhere; an unknown
+//! channel fails in its item.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use reqwest::Client;
+use serde_json::{Value, json};
+use str0m::change::SdpOffer;
+use str0m::channel::{ChannelConfig, ChannelId};
+use str0m::{Event, Rtc};
+use tokio::sync::watch;
+use whip_tests::Gateway;
+use whip_tests::rtc_loop::RtcLoop;
+use whip_tests::signaling::http_client;
+
+const APP: &str = "dc";
+const SECRET: &str = "0123456789abcdef0123";
+
+struct Api {
+    c: Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(&self, path: &str, method: reqwest::Method, body: Value) -> Result<(u16, Value)> {
+        let r = self
+            .c
+            .request(
+                method,
+                format!("{}/v1/apps/{APP}/sessions{path}", self.base),
+            )
+            .bearer_auth(SECRET)
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+}
+
+/// A str0m peer with an API session and its SCTP association.
+struct DcPeer {
+    lp: RtcLoop,
+    session: String,
+    received: Vec<String>,
+    stop: watch::Receiver<bool>,
+}
+
+impl DcPeer {
+    async fn connect(api: &Api, stop: watch::Receiver<bool>) -> Result<DcPeer> {
+        let rtc = Rtc::builder().build(Instant::now());
+        let mut lp = RtcLoop::bind(rtc, "127.0.0.1:0".parse()?).await?;
+        let (status, v) = api.call("/new", reqwest::Method::POST, json!({})).await?;
+        ensure!(status == 201, "sessions/new: {status} {v}");
+        let session = v["sessionId"].as_str().context("sessionId")?.to_owned();
+        let (status, v) = api
+            .call(
+                &format!("/{session}/datachannels/establish"),
+                reqwest::Method::POST,
+                json!({"dataChannel": {"location": "remote", "dataChannelName": "server-events"}}),
+            )
+            .await?;
+        ensure!(status == 200, "establish: {status} {v}");
+        ensure!(v["requiresImmediateRenegotiation"] == json!(true), "{v}");
+        let offer = v["sessionDescription"]["sdp"].as_str().context("offer")?;
+        ensure!(
+            offer.contains("m=application"),
+            "no application m-line: {offer}"
+        );
+        let offer = SdpOffer::from_sdp_string(offer)?;
+        let answer = lp.rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
+        let (status, v) = api
+            .call(
+                &format!("/{session}/renegotiate"),
+                reqwest::Method::PUT,
+                json!({"sessionDescription": {"type": "answer", "sdp": answer}}),
+            )
+            .await?;
+        ensure!(status == 200, "renegotiate: {status} {v}");
+        Ok(DcPeer {
+            lp,
+            session,
+            received: Vec::new(),
+            stop,
+        })
+    }
+
+    fn open(&mut self, name: &str, stream_id: u16) -> ChannelId {
+        self.lp.rtc.direct_api().create_data_channel(ChannelConfig {
+            label: name.into(),
+            negotiated: Some(stream_id),
+            ..ChannelConfig::default()
+        })
+    }
+
+    /// Feeds the engine for up to `ms` and keeps what arrived on any channel.
+    async fn pump(&mut self, ms: u64) -> Result<()> {
+        let mut events = Vec::new();
+        self.lp.drain(&mut events).await?;
+        let deadline = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < deadline {
+            self.lp.wait(Some(deadline), &mut self.stop).await?;
+            self.lp.drain(&mut events).await?;
+        }
+        for e in events {
+            if let Event::ChannelData(d) = e {
+                self.received
+                    .push(String::from_utf8_lossy(&d.data).into_owned());
+            }
+        }
+        Ok(())
+    }
+
+    fn is_open(&mut self, channel: ChannelId) -> bool {
+        self.lp.rtc.channel(channel).is_some()
+    }
+}
+
+async fn pump_all(peers: &mut [&mut DcPeer], ms: u64) -> Result<()> {
+    for p in peers.iter_mut() {
+        p.pump(ms).await?;
+    }
+    Ok(())
+}
+
+async fn new_channel(api: &Api, session: &str, item: Value) -> Result<Value> {
+    let (status, v) = api
+        .call(
+            &format!("/{session}/datachannels/new"),
+            reqwest::Method::POST,
+            json!({ "dataChannels": [item] }),
+        )
+        .await?;
+    ensure!(status == 200, "datachannels/new: {status} {v}");
+    Ok(v["dataChannels"][0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_channel_reaches_every_subscriber_in_order() -> Result<()> {
+    let gw = tokio::task::spawn_blocking(|| {
+        Gateway::start_with_args(&["--app", &format!("{APP}:{SECRET}"), "--workers", "2"])
+    })
+    .await??;
+    let api = Api {
+        c: http_client()?,
+        base: gw.base_url(),
+    };
+    let (_stop_tx, stop) = watch::channel(false);
+    let mut publisher = DcPeer::connect(&api, stop.clone()).await?;
+    let mut sub_a = DcPeer::connect(&api, stop.clone()).await?;
+    let mut sub_b = DcPeer::connect(&api, stop.clone()).await?;
+
+    let chat = new_channel(
+        &api,
+        &publisher.session,
+        json!({"location": "local", "dataChannelName": "chat"}),
+    )
+    .await?;
+    let pub_id = chat["id"]
+        .as_u64()
+        .with_context(|| format!("no id: {chat}"))? as u16;
+    let pub_channel = publisher.open("chat", pub_id);
+    let mut subs = Vec::new();
+    for sub in [&mut sub_a, &mut sub_b] {
+        let item = new_channel(
+            &api,
+            &sub.session,
+            json!({"location": "remote", "sessionId": publisher.session, "dataChannelName": "chat"}),
+        )
+        .await?;
+        let id = item["id"]
+            .as_u64()
+            .with_context(|| format!("no id: {item}"))? as u16;
+        subs.push(sub.open("chat", id));
+    }
+    let missing = new_channel(
+        &api,
+        &sub_a.session,
+        json!({"location": "remote", "sessionId": publisher.session, "dataChannelName": "nope"}),
+    )
+    .await?;
+    ensure!(
+        missing["errorCode"] == "not_found_datachannel_error",
+        "unknown channel: {missing}"
+    );
+
+    // Wait for every association and channel to be up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 20).await?;
+        let open =
+            publisher.is_open(pub_channel) && sub_a.is_open(subs[0]) && sub_b.is_open(subs[1]);
+        if open {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "channels did not open");
+    }
+
+    const N: usize = 100;
+    for i in 0..N {
+        let mut c = publisher
+            .lp
+            .rtc
+            .channel(pub_channel)
+            .context("publisher channel")?;
+        c.write(false, format!("msg {i}").as_bytes())?;
+        if i % 10 == 9 {
+            pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 5).await?;
+        }
+    }
+    // A subscriber's own write on its (subscribed) channel goes nowhere.
+    sub_a
+        .lp
+        .rtc
+        .channel(subs[0])
+        .context("subscriber channel")?
+        .write(false, b"from a subscriber")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (sub_a.received.len() < N || sub_b.received.len() < N) && Instant::now() < deadline {
+        pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 20).await?;
+    }
+    pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 200).await?;
+    let want: Vec<String> = (0..N).map(|i| format!("msg {i}")).collect();
+    ensure!(
+        sub_a.received == want,
+        "subscriber A got {:?}",
+        sub_a.received
+    );
+    ensure!(
+        sub_b.received == want,
+        "subscriber B got {:?}",
+        sub_b.received
+    );
+    ensure!(
+        publisher.received.is_empty(),
+        "publisher got {:?}",
+        publisher.received
+    );
+
+    // GET session lists the channels.
+    let (status, v) = api
+        .call(
+            &format!("/{}", sub_a.session),
+            reqwest::Method::GET,
+            Value::Null,
+        )
+        .await?;
+    ensure!(status == 200, "{status} {v}");
+    let dc = &v["dataChannels"];
+    ensure!(
+        dc.as_array()
+            .is_some_and(|a| a.iter().any(|c| c["location"] == "remote"
+                && c["dataChannelName"] == "chat"
+                && c["sessionId"] == json!(publisher.session)
+                && c["status"] == "active")),
+        "GET session: {v}"
+    );
+    Ok(())
+}
