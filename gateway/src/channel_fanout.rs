@@ -131,6 +131,76 @@ impl Worker {
         })
     }
 
+    /// Closes the session's channels with these stream ids: a published one stops reaching its
+    /// subscribers (their channels stay, silent), a subscribed one is dropped by its publisher.
+    pub(crate) fn close_channels(
+        &mut self,
+        id: SessionId,
+        stream_ids: &[u16],
+    ) -> Result<Negotiated, Problem> {
+        let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
+        let mut closed = Vec::new();
+        let mut unsubscribe = Vec::new();
+        for &sid in stream_ids {
+            if let Some(i) = s.channels.published.iter().position(|c| c.stream_id == sid) {
+                let c = s.channels.published.remove(i);
+                s.rtc.direct_api().close_data_channel(c.channel);
+                self.ctx.registry.unpublish_channel(id, &c.name);
+                closed.push(sid);
+            } else if let Some(i) = s
+                .channels
+                .subscribed
+                .iter()
+                .position(|c| c.stream_id == sid)
+            {
+                let c = s.channels.subscribed.remove(i);
+                s.rtc.direct_api().close_data_channel(c.channel);
+                unsubscribe.push((c.publisher, c.name, c.channel));
+                closed.push(sid);
+            }
+        }
+        for (publisher, name, channel) in unsubscribe {
+            let worker = self.ctx.registry.channel_worker(publisher, &name);
+            let gone = Subscriber {
+                session: id,
+                worker: self.index,
+                channel,
+            };
+            match worker {
+                Some(w) if w == self.index => {
+                    self.remove_channel_subscriber(publisher, &name, gone)
+                }
+                Some(w) => {
+                    if let Some(peer) = self.ctx.peers.get(w) {
+                        let _ = peer.send(WorkerMsg::ChannelUnsubscribe {
+                            publisher,
+                            name,
+                            subscriber: gone,
+                        });
+                    }
+                }
+                None => {}
+            }
+        }
+        self.mark(id);
+        Ok(Negotiated::ChannelsClosed { closed })
+    }
+
+    pub(crate) fn remove_channel_subscriber(
+        &mut self,
+        publisher: SessionId,
+        name: &str,
+        gone: Subscriber,
+    ) {
+        if let Some(p) = self
+            .sessions
+            .get_mut(&publisher)
+            .and_then(|s| s.channels.published_mut(name))
+        {
+            p.subscribers.retain(|s| *s != gone);
+        }
+    }
+
     pub(crate) fn add_channel_subscriber(
         &mut self,
         publisher: SessionId,

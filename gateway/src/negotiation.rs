@@ -43,6 +43,8 @@ pub enum Negotiation {
         name: String,
         publisher_worker: usize,
     },
+    /// Close the session's data channels with these SCTP stream ids; returns those it had.
+    CloseChannels { stream_ids: Vec<u16> },
     /// Re-use a pulled m-line for another track of its kind (Calls' `tracks/update`); no SDP.
     Update { mid: String, track: Arc<TrackInfo> },
     /// Stop these m-lines (pushed or pulled); unknown mids are reported, not refused.
@@ -87,6 +89,10 @@ pub enum Negotiated {
         stream_id: u16,
         offer: Option<String>,
     },
+    /// The data channels `CloseChannels` found and closed.
+    ChannelsClosed {
+        closed: Vec<u16>,
+    },
     /// A `tracks/close`: our offer or our answer (by `CloseHow`), and the mids that named no track.
     Closed {
         offer: Option<String>,
@@ -129,6 +135,7 @@ impl Worker {
             Negotiation::Close { mids, how } => self.close_mids(id, &mids, how, now),
             Negotiation::Update { mid, track } => self.repoint_pull(id, &mid, track, now),
             Negotiation::EstablishChannels { name } => self.establish_channels(id, name),
+            Negotiation::CloseChannels { stream_ids } => self.close_channels(id, &stream_ids),
             Negotiation::PublishChannel { name } => self.publish_channel(id, name),
             Negotiation::SubscribeChannel {
                 publisher,

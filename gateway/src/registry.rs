@@ -365,6 +365,13 @@ impl Registry {
         true
     }
 
+    /// The session no longer publishes data channel `name`.
+    pub fn unpublish_channel(&self, session: SessionId, name: &str) {
+        let mut inner = self.lock();
+        inner.channels.remove(&(session, name.to_string()));
+        crate::heap_trim::shrink_map(&mut inner.channels);
+    }
+
     /// The worker of the session that publishes data channel `name`, if one does.
     pub fn channel_worker(&self, session: SessionId, name: &str) -> Option<usize> {
         self.lock()

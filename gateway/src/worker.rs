@@ -113,6 +113,12 @@ pub enum WorkerMsg {
         name: String,
         subscriber: crate::data_channel::Subscriber,
     },
+    /// To the worker of a session publishing data channel `name`: stop forwarding to `subscriber`.
+    ChannelUnsubscribe {
+        publisher: SessionId,
+        name: String,
+        subscriber: crate::data_channel::Subscriber,
+    },
     /// From a publishing session's worker: one message for a subscriber's channel here.
     ChannelMessage {
         to: crate::data_channel::Subscriber,
@@ -459,6 +465,11 @@ impl Worker {
                 name,
                 subscriber,
             } => self.add_channel_subscriber(publisher, &name, subscriber),
+            WorkerMsg::ChannelUnsubscribe {
+                publisher,
+                name,
+                subscriber,
+            } => self.remove_channel_subscriber(publisher, &name, subscriber),
             WorkerMsg::ChannelMessage { to, binary, data } => {
                 self.write_channel(to, binary, &data);
             }

@@ -262,5 +262,49 @@ async fn a_published_channel_reaches_every_subscriber_in_order() -> Result<()> {
                 && c["status"] == "active")),
         "GET session: {v}"
     );
+
+    // B closes its channel (and names one it never had); A keeps receiving.
+    let b_id = v["dataChannels"][0]["id"].clone();
+    let (status, v) = api
+        .call(
+            &format!("/{}/datachannels/close", sub_b.session),
+            reqwest::Method::PUT,
+            json!({"dataChannels": [{"id": b_id}, {"id": 9999}]}),
+        )
+        .await?;
+    ensure!(status == 200, "close: {status} {v}");
+    ensure!(v["dataChannels"][0]["errorCode"].is_null(), "{v}");
+    ensure!(
+        v["dataChannels"][1]["errorCode"] == "not_found_datachannel_error",
+        "{v}"
+    );
+    let (_, v) = api
+        .call(
+            &format!("/{}", sub_b.session),
+            reqwest::Method::GET,
+            Value::Null,
+        )
+        .await?;
+    ensure!(
+        v["dataChannels"] == json!([]),
+        "closed channel still listed: {v}"
+    );
+    for i in N..N + 10 {
+        let mut c = publisher
+            .lp
+            .rtc
+            .channel(pub_channel)
+            .context("publisher channel")?;
+        c.write(false, format!("msg {i}").as_bytes())?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sub_a.received.len() < N + 10 && Instant::now() < deadline {
+        pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 20).await?;
+    }
+    ensure!(
+        sub_a.received.len() == N + 10,
+        "A after B closed: {}",
+        sub_a.received.len()
+    );
     Ok(())
 }

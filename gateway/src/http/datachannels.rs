@@ -120,6 +120,42 @@ pub async fn new(
     Ok(Json(serde_json::json!({ "dataChannels": out })).into_response())
 }
 
+/// `PUT …/sessions/{id}/datachannels/close`: `dataChannels[{id}]`; an id the session does not
+/// have comes back with `errorCode`.
+pub async fn close(
+    State(node): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let (id, req): (SessionId, DataChannelsRequest) =
+        session_request_as(&node, &app, &id, &headers, body).await?;
+    let stream_ids: Vec<u16> = req.data_channels.iter().filter_map(|c| c.id).collect();
+    if stream_ids.is_empty() {
+        return Err(Problem::bad_request(
+            "name the data channels to close by id",
+        ));
+    }
+    let Negotiated::ChannelsClosed { closed } =
+        sessions::negotiate(&node, id, Negotiation::CloseChannels { stream_ids }).await?
+    else {
+        return Err(Problem::internal("unexpected negotiation result"));
+    };
+    let out: Vec<DataChannelObject> = req
+        .data_channels
+        .into_iter()
+        .map(|c| {
+            let found = c.id.is_some_and(|i| closed.contains(&i));
+            DataChannelObject {
+                error_code: (!found).then(|| "not_found_datachannel_error".into()),
+                error_description: (!found).then(|| "no open data channel with this id".into()),
+                ..c
+            }
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "dataChannels": out })).into_response())
+}
+
 async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Result<u16, Problem> {
     let Some(name) = item.data_channel_name.clone().filter(|n| !n.is_empty()) else {
         return Err(Problem::bad_request(

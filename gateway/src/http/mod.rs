@@ -48,7 +48,8 @@ pub fn router(node: Arc<Node>) -> Router {
                 &at("/{id}/datachannels/establish"),
                 post(datachannels::establish),
             )
-            .route(&at("/{id}/datachannels/new"), post(datachannels::new));
+            .route(&at("/{id}/datachannels/new"), post(datachannels::new))
+            .route(&at("/{id}/datachannels/close"), put(datachannels::close));
     }
     router
         .route("/", get(pages::index))
