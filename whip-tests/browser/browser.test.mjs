@@ -188,3 +188,38 @@ describe("pages with bearer tokens (?token=)", { timeout: 30_000 }, () => {
     });
   });
 });
+
+describe("session/track API demo page (/calls): publish, pull by session id, data channel chat", { timeout: 40_000 }, () => {
+  const APP = "demo";
+  const SECRET = "demo-secret-0123456789";
+  const gw = new Gateway("calls demo", ["--app", `${APP}:${SECRET}`]);
+  before(() => gw.start(), { timeout: 25_000 });
+  after(async () => { await closePages(); await gw.stop(); }, { timeout: 10_000 });
+
+  it("a viewer pulls the publisher's camera and gets its chat messages", async (t) => {
+    await withDiagnostics("calls demo", async () => {
+      const url = `${gw.base}/calls?app=${APP}&secret=${SECRET}`;
+      const ready = (page) => page.waitForFunction(
+        () => window.calls.error || (window.calls.channel && window.calls.channel.readyState === "open"),
+        null, { timeout: 15_000, polling: 200 });
+      const pub = await openPage("calls publish", url);
+      await ready(pub);
+      assert.equal(await pub.evaluate(() => window.calls.error), null);
+      const sessionId = await pub.evaluate(() => window.calls.sessionId);
+
+      const view = await openPage("calls watch", `${url}&pull=${sessionId}`);
+      await ready(view);
+      assert.equal(await view.evaluate(() => window.calls.error), null);
+      const frames = () => view.evaluate(() => document.getElementById("video").getVideoPlaybackQuality().totalVideoFrames);
+      const deadline = Date.now() + 15_000;
+      while (Date.now() < deadline && (await frames()) <= MIN_FRAMES) await new Promise((r) => setTimeout(r, 250));
+      assert.ok((await frames()) > MIN_FRAMES, `the viewer shows ${await frames()} frames`);
+
+      const sent = ["hello 0", "hello 1", "hello 2", "hello 3", "hello 4"];
+      for (const m of sent) await pub.evaluate((m) => window.calls.send(m), m);
+      await view.waitForFunction((n) => window.calls.messages.length >= n, sent.length, { timeout: 5_000 });
+      assert.deepEqual(await view.evaluate(() => window.calls.messages), sent);
+      t.diagnostic(`viewer: ${await frames()} frames, messages ${JSON.stringify(sent)}`);
+    });
+  });
+});

@@ -55,6 +55,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/", get(pages::index))
         .route("/watch/{stream}", get(pages::watch))
         .route("/publish/{stream}", get(pages::publish))
+        .route("/calls", get(pages::calls))
         .route("/assets/{file}", get(pages::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/streams", get(pages::streams))

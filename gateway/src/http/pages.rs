@@ -1,5 +1,5 @@
 //! The small pages the gateway serves itself (no CDN): the stream list, a WHEP player, a
-//! camera publisher; and the JSON the list page and monitoring read.
+//! camera publisher, the session/track API demo; and the JSON the list page and monitoring read.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,6 +16,7 @@ const INDEX: &str = include_str!("../../assets/index.html");
 const WATCH: &str = include_str!("../../assets/watch.html");
 const PUBLISH: &str = include_str!("../../assets/publish.html");
 const COMMON_JS: &str = include_str!("../../assets/common.js");
+const CALLS: &str = include_str!("../../assets/calls.html");
 
 pub async fn index() -> Html<&'static str> {
     Html(INDEX)
@@ -27,6 +28,11 @@ pub async fn watch(Path(_stream): Path<String>) -> Html<&'static str> {
 
 pub async fn publish(Path(_stream): Path<String>) -> Html<&'static str> {
     Html(PUBLISH)
+}
+
+/// The session/track API demo: publish, pull by session id, a data channel chat.
+pub async fn calls() -> Html<&'static str> {
+    Html(CALLS)
 }
 
 pub async fn asset(Path(file): Path<String>) -> Result<Response, Problem> {
