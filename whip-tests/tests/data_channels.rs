@@ -308,3 +308,126 @@ async fn a_published_channel_reaches_every_subscriber_in_order() -> Result<()> {
     );
     Ok(())
 }
+
+/// BENCHMARKS.md 8: one published channel fanned out by one gateway (debug or release, as
+/// `GATEWAY_BIN`/the harness builds it) to `DC_SUBSCRIBERS` str0m subscribers (default 100), each
+/// in its own task; the publisher sends at the channel limit (200 messages/s) for 5 s, each
+/// message stamped with its send time. Prints messages/s out, loss, latency p50/p99 and the
+/// gateway's CPU. Not a pass/fail test: `cargo test --release -p whip-tests --test data_channels
+/// -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn fan_out_figures() -> Result<()> {
+    let subscribers: usize = std::env::var("DC_SUBSCRIBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let gw = tokio::task::spawn_blocking(|| {
+        Gateway::start_with_args(&["--app", &format!("{APP}:{SECRET}")])
+    })
+    .await??;
+    let api = Api {
+        c: http_client()?,
+        base: gw.base_url(),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let mut publisher = DcPeer::connect(&api, stop.clone()).await?;
+    let chat = new_channel(
+        &api,
+        &publisher.session,
+        json!({"location": "local", "dataChannelName": "chat"}),
+    )
+    .await?;
+    let pub_channel = publisher.open("chat", chat["id"].as_u64().context("id")? as u16);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..subscribers {
+        let mut sub = DcPeer::connect(&api, stop.clone()).await?;
+        let item = new_channel(
+            &api,
+            &sub.session,
+            json!({"location": "remote", "sessionId": publisher.session, "dataChannelName": "chat"}),
+        )
+        .await?;
+        let channel = sub.open("chat", item["id"].as_u64().context("id")? as u16);
+        tasks.push(tokio::spawn(async move {
+            // (received at, sent at) in µs since `started`.
+            let mut got: Vec<(u64, u64)> = Vec::new();
+            let mut events = Vec::new();
+            let mut stop = sub.stop.clone();
+            let mut open = false;
+            loop {
+                if sub.lp.drain(&mut events).await.is_err() {
+                    break;
+                }
+                for e in events.drain(..) {
+                    if let Event::ChannelData(d) = e {
+                        let now = started.elapsed().as_micros() as u64;
+                        let sent = String::from_utf8_lossy(&d.data).parse::<u64>().unwrap_or(0);
+                        got.push((now, sent));
+                    }
+                }
+                open |= sub.is_open(channel);
+                match sub.lp.wait(None, &mut stop).await {
+                    Ok(whip_tests::rtc_loop::Woke::Stop) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            (open, got)
+        }));
+    }
+    // Let every association come up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !publisher.is_open(pub_channel) && Instant::now() < deadline {
+        publisher.pump(20).await?;
+    }
+    publisher.pump(2000).await?;
+    let pid = gw.pid().to_string();
+    let cpu = whip_tests::gateway_probe::CpuMeter::start(&pid);
+    let (rate, secs) = (200u64, 5u64);
+    let t0 = Instant::now();
+    let mut sent = 0u64;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let due = t0.elapsed().as_millis() as u64 * rate / 1000;
+        while sent < due {
+            let stamp = started.elapsed().as_micros() as u64;
+            publisher
+                .lp
+                .rtc
+                .channel(pub_channel)
+                .context("publisher channel")?
+                .write(false, stamp.to_string().as_bytes())?;
+            sent += 1;
+        }
+        publisher.pump(2).await?;
+    }
+    publisher.pump(1000).await?;
+    let cores = cpu.cores().unwrap_or(f64::NAN);
+    let _ = stop_tx.send(true);
+    let mut latencies = Vec::new();
+    let (mut delivered, mut open) = (0u64, 0usize);
+    for t in tasks {
+        let (o, got) = t.await?;
+        open += usize::from(o);
+        delivered += got.len() as u64;
+        latencies.extend(got.iter().map(|(r, s)| r.saturating_sub(*s)));
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let expected = sent * subscribers as u64;
+    println!(
+        "RESULT subscribers={subscribers} open={open} sent={sent} delivered={delivered} \
+         loss={:.4} out_per_s={:.0} p50_ms={:.2} p99_ms={:.2} gateway_cores={cores:.3}",
+        1.0 - delivered as f64 / expected.max(1) as f64,
+        delivered as f64 / secs as f64,
+        pct(0.5),
+        pct(0.99),
+    );
+    Ok(())
+}
