@@ -175,6 +175,23 @@ async fn a_calls_page_on_another_origin_gets_what_it_expects() -> Result<()> {
         .await?;
     calls_error(r, 406, "invalid_params", "local and remote tracks mixed").await?;
     let r = c
+        .post(format!("{base}/v1/apps/open/sessions/new"))
+        .bearer_auth(SECRET)
+        .send()
+        .await?;
+    let v: Value = serde_json::from_str(&r.text().await?)?;
+    let sid = v["sessionId"].as_str().context("sessionId")?;
+    let many: Vec<Value> = (0..65)
+        .map(|i| serde_json::json!({"location": "remote", "sessionId": sid, "trackName": format!("t{i}")}))
+        .collect();
+    let r = c
+        .post(format!("{base}/v1/apps/open/sessions/{sid}/tracks/new"))
+        .bearer_auth(SECRET)
+        .body(serde_json::json!({ "tracks": many }).to_string())
+        .send()
+        .await?;
+    calls_error(r, 406, "invalid_params", "65 tracks in one request").await?;
+    let r = c
         .get(format!(
             "{base}/v1/apps/open/sessions/00000000000000000000000000000000"
         ))

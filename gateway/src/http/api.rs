@@ -140,6 +140,21 @@ fn discovered(offer: &str) -> Vec<TrackObject> {
         .collect()
 }
 
+/// Calls takes 1 to 64 tracks per request.
+fn check_track_count(tracks: &[TrackObject]) -> Result<(), Problem> {
+    const MAX_TRACKS: usize = 64;
+    if tracks.is_empty() {
+        return Err(Problem::bad_request("tracks must not be empty"));
+    }
+    if tracks.len() > MAX_TRACKS {
+        return Err(Problem::bad_request(format!(
+            "at most {MAX_TRACKS} tracks per request ({} given)",
+            tracks.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The prelude of every call on one session: the app's secret, the session (of this app), the
 /// body.
 async fn session_request(
@@ -419,9 +434,7 @@ pub async fn new_tracks(
     {
         req.tracks = discovered(&desc.sdp);
     }
-    if req.tracks.is_empty() {
-        return Err(Problem::bad_request("tracks must not be empty"));
-    }
+    check_track_count(&req.tracks)?;
     if req.tracks.iter().all(is_remote) {
         if req.session_description.is_some() {
             return Err(Problem::unprocessable(
@@ -630,9 +643,7 @@ pub async fn update_tracks(
     body: Body,
 ) -> Result<Response, Problem> {
     let (id, req) = session_request(&node, &app, &id, &headers, body).await?;
-    if req.tracks.is_empty() {
-        return Err(Problem::bad_request("tracks must not be empty"));
-    }
+    check_track_count(&req.tracks)?;
     let worker = node
         .registry
         .session(id)
