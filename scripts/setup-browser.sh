@@ -5,8 +5,9 @@
 #   - Debian's firefox-esr at /usr/bin/firefox-esr (firefox.test.mjs drives it over WebDriver BiDi
 #     with puppeteer-core; Puppeteer's own browser downloads are not used)
 #   - the tests' npm dependencies (npm ci, from package-lock.json), among them the third-party
-#     WHIP/WHEP client libraries thirdparty.test.mjs runs (whip-whep, @eyevinn/whip-web-client)
-#     and esbuild, which bundles the Eyevinn client for the page
+#     WHIP/WHEP client libraries thirdparty.test.mjs runs (whip-whep, @eyevinn/whip-web-client),
+#     Cloudflare's partytracks (partytracks.test.mjs, with its rxjs) and esbuild, which bundles
+#     the Eyevinn client and partytracks for the pages
 # Run as root (or with sudo available) on Debian/Ubuntu. Non-interactive.
 set -euo pipefail
 
@@ -37,7 +38,7 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 
 NEED_NPM=0
-for pkg in playwright-core puppeteer-core esbuild whip-whep @eyevinn/whip-web-client; do
+for pkg in playwright-core puppeteer-core esbuild whip-whep @eyevinn/whip-web-client partytracks rxjs; do
   [ -d "$TEST_DIR/node_modules/$pkg" ] || NEED_NPM=1
 done
 if [ "$NEED_NPM" -eq 1 ]; then
