@@ -40,7 +40,8 @@ use whip_tests::{
 const APP: &str = "demo";
 const SECRET: &str = "0123456789abcdef0123";
 
-/// The tests are timing-sensitive on a two-core machine: they take turns.
+/// The tests are timing-sensitive on a two-core machine: under `cargo test` (one process) they
+/// take turns; nextest runs each in its own process, as many at once as there are cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn start_gateway() -> Result<Gateway> {
