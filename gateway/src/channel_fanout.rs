@@ -27,10 +27,9 @@ impl Worker {
         name: &str,
     ) -> Result<(u16, str0m::channel::ChannelId), Problem> {
         let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
-        let stream_id = s
-            .channels
-            .next_stream_id()
-            .ok_or_else(|| Problem::unprocessable("no data channel ids left on this session"))?;
+        let stream_id = s.channels.next_stream_id().ok_or_else(|| {
+            Problem::unprocessable("this session has as many data channels as it may")
+        })?;
         let channel = s.rtc.direct_api().create_data_channel(ChannelConfig {
             label: name.to_string(),
             negotiated: Some(stream_id),
@@ -52,10 +51,9 @@ impl Worker {
                 "an offer is already waiting for its answer (PUT renegotiate)",
             ));
         }
-        let stream_id = s
-            .channels
-            .next_stream_id()
-            .ok_or_else(|| Problem::unprocessable("no data channel ids left on this session"))?;
+        let stream_id = s.channels.next_stream_id().ok_or_else(|| {
+            Problem::unprocessable("this session has as many data channels as it may")
+        })?;
         let mut api = s.rtc.sdp_api();
         // Adds the application m-line when the session has none yet; then an offer is due.
         api.add_channel_with_config(ChannelConfig {

@@ -21,6 +21,9 @@ pub const BURST: f64 = 400.0;
 /// A subscriber whose channel holds more than this unsent is skipped (its message counted as
 /// dropped) rather than let grow: a slow subscriber never holds up the others.
 pub const MAX_BUFFERED_BYTES: usize = 1024 * 1024;
+/// Channels one session may have open (published and subscribed together): each costs an SCTP
+/// stream on its association and a slot in the fan-out.
+pub const MAX_CHANNELS_PER_SESSION: usize = 256;
 /// The first SCTP stream id we hand out; below it, the ids clients' in-band (DCEP) channels take.
 const FIRST_STREAM_ID: u16 = 100;
 
@@ -62,8 +65,12 @@ pub struct SessionChannels {
 }
 
 impl SessionChannels {
-    /// A stream id not used by this session yet.
+    /// A stream id not used by this session yet; None once the session has its
+    /// `MAX_CHANNELS_PER_SESSION` (or ran out of ids).
     pub fn next_stream_id(&mut self) -> Option<u16> {
+        if self.published.len() + self.subscribed.len() >= MAX_CHANNELS_PER_SESSION {
+            return None;
+        }
         let id = self.next_stream_id.max(FIRST_STREAM_ID);
         // SCTP stream ids are below 65535; a session that opened 65k channels is done.
         let next = id.checked_add(1)?;
@@ -159,5 +166,10 @@ mod tests {
         let b = s.next_stream_id();
         assert_eq!(a, Some(FIRST_STREAM_ID));
         assert_eq!(b, Some(FIRST_STREAM_ID + 1));
+        for i in 0..MAX_CHANNELS_PER_SESSION {
+            let id = s.next_stream_id().expect("an id");
+            s.publish(format!("c{i}"), id, a_channel_id());
+        }
+        assert_eq!(s.next_stream_id(), None, "a session's channels are bounded");
     }
 }

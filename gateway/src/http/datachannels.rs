@@ -92,8 +92,8 @@ pub async fn new(
 ) -> Result<Response, Problem> {
     let (id, req): (SessionId, DataChannelsRequest) =
         session_request_as(&node, &app, &id, &headers, body).await?;
-    if req.data_channels.is_empty() {
-        return Err(Problem::bad_request("dataChannels must not be empty"));
+    if req.data_channels.is_empty() || req.data_channels.len() > 64 {
+        return Err(Problem::bad_request("dataChannels: 1 to 64 per request"));
     }
     let mut out = Vec::with_capacity(req.data_channels.len());
     for item in req.data_channels {
