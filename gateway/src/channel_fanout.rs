@@ -12,11 +12,27 @@ use str0m::channel::{ChannelConfig, ChannelData};
 use crate::data_channel::{MAX_BUFFERED_BYTES, Subscriber};
 use crate::http::problem::Problem;
 use crate::ids::SessionId;
-use crate::negotiation::{Negotiated, PendingOffer};
+use crate::negotiation::{Negotiated, PendingOffer, no_pending_offer};
 use crate::worker::{Worker, WorkerMsg};
 
 fn no_session() -> Problem {
     Problem::not_found("no such session")
+}
+
+/// A new negotiated channel `name` for the session: its SCTP stream id and str0m's config.
+fn negotiated(
+    channels: &mut crate::data_channel::SessionChannels,
+    name: String,
+) -> Result<(u16, ChannelConfig), Problem> {
+    let stream_id = channels.next_stream_id().ok_or_else(|| {
+        Problem::unprocessable("this session has as many data channels as it may")
+    })?;
+    let config = ChannelConfig {
+        label: name,
+        negotiated: Some(stream_id),
+        ..ChannelConfig::default()
+    };
+    Ok((stream_id, config))
 }
 
 impl Worker {
@@ -27,14 +43,8 @@ impl Worker {
         name: &str,
     ) -> Result<(u16, str0m::channel::ChannelId), Problem> {
         let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
-        let stream_id = s.channels.next_stream_id().ok_or_else(|| {
-            Problem::unprocessable("this session has as many data channels as it may")
-        })?;
-        let channel = s.rtc.direct_api().create_data_channel(ChannelConfig {
-            label: name.to_string(),
-            negotiated: Some(stream_id),
-            ..ChannelConfig::default()
-        });
+        let (stream_id, config) = negotiated(&mut s.channels, name.to_string())?;
+        let channel = s.rtc.direct_api().create_data_channel(config);
         self.mark(id);
         Ok((stream_id, channel))
     }
@@ -45,30 +55,12 @@ impl Worker {
         name: String,
     ) -> Result<Negotiated, Problem> {
         let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
-        if s.pending.is_some() {
-            return Err(Problem::new(
-                http::StatusCode::CONFLICT,
-                "an offer is already waiting for its answer (PUT renegotiate)",
-            ));
-        }
-        let stream_id = s.channels.next_stream_id().ok_or_else(|| {
-            Problem::unprocessable("this session has as many data channels as it may")
-        })?;
+        no_pending_offer(s)?;
+        let (stream_id, config) = negotiated(&mut s.channels, name)?;
         let mut api = s.rtc.sdp_api();
         // Adds the application m-line when the session has none yet; then an offer is due.
-        api.add_channel_with_config(ChannelConfig {
-            label: name,
-            negotiated: Some(stream_id),
-            ..ChannelConfig::default()
-        });
-        let offer = api.apply().map(|(offer, pending)| {
-            s.pending = Some(PendingOffer {
-                offer: pending,
-                pulls: vec![],
-                pushes: vec![],
-            });
-            crate::peer::crlf(&offer.to_sdp_string())
-        });
+        api.add_channel_with_config(config);
+        let offer = PendingOffer::keep(&mut s.pending, api.apply(), vec![], vec![]);
         self.mark(id);
         Ok(Negotiated::Channel { stream_id, offer })
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 
 use crate::http::problem::Problem;
@@ -109,8 +109,27 @@ pub struct PendingOffer {
     pub pushes: Vec<(Mid, String, MediaKind)>,
 }
 
+impl PendingOffer {
+    /// Keeps str0m's pending offer (what `SdpApi::apply` made) as the session's, with what
+    /// starts once the client answers; our offer's SDP, or None when nothing needed negotiating.
+    pub(crate) fn keep(
+        slot: &mut Option<PendingOffer>,
+        applied: Option<(SdpOffer, SdpPendingOffer)>,
+        pulls: Vec<(Mid, Arc<TrackInfo>)>,
+        pushes: Vec<(Mid, String, MediaKind)>,
+    ) -> Option<String> {
+        let (offer, pending) = applied?;
+        *slot = Some(PendingOffer {
+            offer: pending,
+            pulls,
+            pushes,
+        });
+        Some(peer::crlf(&offer.to_sdp_string()))
+    }
+}
+
 /// One offer of ours at a time: str0m invalidates a pending offer when another is made.
-fn no_pending_offer(s: &crate::session::Session) -> Result<(), Problem> {
+pub(crate) fn no_pending_offer(s: &crate::session::Session) -> Result<(), Problem> {
     if s.pending.is_some() {
         return Err(Problem::new(
             http::StatusCode::CONFLICT,
@@ -259,16 +278,12 @@ impl Worker {
             );
             pulls.push((mid, t));
         }
-        let Some((offer, pending)) = api.apply() else {
+        let Some(sdp) = PendingOffer::keep(&mut s.pending, api.apply(), pulls.clone(), vec![])
+        else {
             return Err(Problem::unprocessable("nothing to negotiate"));
         };
-        s.pending = Some(PendingOffer {
-            offer: pending,
-            pulls: pulls.clone(),
-            pushes: vec![],
-        });
         Ok(Negotiated::Offer {
-            sdp: peer::crlf(&offer.to_sdp_string()),
+            sdp,
             pulls,
             ended: vec![],
         })
@@ -300,18 +315,11 @@ impl Worker {
                 (mid, name, kind)
             })
             .collect();
-        let Some((offer, pending)) = api.apply() else {
+        let Some(sdp) = PendingOffer::keep(&mut s.pending, api.apply(), vec![], pushes.clone())
+        else {
             return Err(Problem::unprocessable("nothing to negotiate"));
         };
-        s.pending = Some(PendingOffer {
-            offer: pending,
-            pulls: vec![],
-            pushes: pushes.clone(),
-        });
-        Ok(Negotiated::Receiving {
-            sdp: peer::crlf(&offer.to_sdp_string()),
-            pushes,
-        })
+        Ok(Negotiated::Receiving { sdp, pushes })
     }
 
     fn accept_client_answer(
@@ -420,14 +428,7 @@ impl Worker {
                 for mid in unique {
                     api.stop_media(mid);
                 }
-                api.apply().map(|(offer, pending)| {
-                    s.pending = Some(PendingOffer {
-                        offer: pending,
-                        pulls: vec![],
-                        pushes: vec![],
-                    });
-                    peer::crlf(&offer.to_sdp_string())
-                })
+                PendingOffer::keep(&mut s.pending, api.apply(), vec![], vec![])
             }
             _ => None,
         };

@@ -395,6 +395,29 @@ pub async fn negotiate(node: &Node, id: SessionId, n: Negotiation) -> Result<Neg
     rx.await.map_err(|_| Problem::not_found("session ended"))?
 }
 
+/// Pin a viewer's m-line (`mid`, or every simulcast pull when None) to layer `rid`, or back to
+/// automatic choice (None), on the session's worker.
+pub async fn select_layer(
+    node: &Node,
+    worker: usize,
+    id: SessionId,
+    mid: Option<String>,
+    rid: Option<String>,
+) -> Result<(), Problem> {
+    let (reply, rx) = oneshot::channel();
+    node.send(
+        worker,
+        WorkerMsg::SelectLayer {
+            session: id,
+            mid,
+            rid,
+            reply,
+        },
+    );
+    rx.await
+        .map_err(|_| Problem::not_found("no such session"))?
+}
+
 /// End a session. False if there was none.
 pub fn close(node: &Node, id: SessionId) -> bool {
     let Some(entry) = node.registry.remove_session(id) else {

@@ -689,18 +689,7 @@ async fn update_one(
         sessions::negotiate(node, id, update).await?;
     }
     if let Some(rid) = t.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()) {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        node.send(
-            worker,
-            crate::worker::WorkerMsg::SelectLayer {
-                session: id,
-                mid: Some(mid),
-                rid: Some(rid),
-                reply,
-            },
-        );
-        rx.await
-            .map_err(|_| Problem::not_found("session ended"))??;
+        sessions::select_layer(node, worker, id, Some(mid), Some(rid)).await?;
     }
     Ok(())
 }

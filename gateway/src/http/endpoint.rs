@@ -151,17 +151,7 @@ pub async fn whep_layer(
     let bytes = super::read_body(body, node.config.max_body_bytes).await?;
     let req: LayerRequest = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")))?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    node.send(
-        entry.worker,
-        crate::worker::WorkerMsg::SelectLayer {
-            session: id,
-            mid: req.media_id,
-            rid: req.encoding_id,
-            reply: tx,
-        },
-    );
-    rx.await.map_err(|_| missing())??;
+    sessions::select_layer(&node, entry.worker, id, req.media_id, req.encoding_id).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
