@@ -75,7 +75,14 @@ impl Worker {
                 "this session already publishes a data channel {name:?}"
             )));
         }
-        let (stream_id, channel) = self.open_channel(id, &name)?;
+        let (stream_id, channel) = match self.open_channel(id, &name) {
+            Ok(opened) => opened,
+            Err(p) => {
+                // Not published after all: the name stays free and nobody subscribes to it.
+                self.ctx.registry.unpublish_channel(id, &name);
+                return Err(p);
+            }
+        };
         if let Some(s) = self.sessions.get_mut(&id) {
             s.channels.publish(name, stream_id, channel);
         }

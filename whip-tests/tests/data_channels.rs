@@ -434,3 +434,77 @@ async fn fan_out_figures() -> Result<()> {
     );
     Ok(())
 }
+
+/// A session at its channel limit (256) is refused another one in the item; the refused name is
+/// not left registered: after closing a channel, the same name publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_leaves_the_name_free() -> Result<()> {
+    let gw = tokio::task::spawn_blocking(|| {
+        Gateway::start_with_args(&["--app", &format!("{APP}:{SECRET}")])
+    })
+    .await??;
+    let api = Api {
+        c: http_client()?,
+        base: gw.base_url(),
+    };
+    let (status, v) = api.call("/new", reqwest::Method::POST, json!({})).await?;
+    ensure!(status == 201, "sessions/new: {status} {v}");
+    let session = v["sessionId"].as_str().context("sessionId")?.to_owned();
+    let mut first_id = Value::Null;
+    for batch in 0..4 {
+        let items: Vec<Value> = (0..64)
+            .map(
+                |i| json!({"location": "local", "dataChannelName": format!("c{}", batch * 64 + i)}),
+            )
+            .collect();
+        let (status, v) = api
+            .call(
+                &format!("/{session}/datachannels/new"),
+                reqwest::Method::POST,
+                json!({ "dataChannels": items }),
+            )
+            .await?;
+        ensure!(status == 200, "batch {batch}: {status} {v}");
+        ensure!(
+            v["dataChannels"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|c| c["errorCode"].is_null())),
+            "batch {batch}: {v}"
+        );
+        if batch == 0 {
+            first_id = v["dataChannels"][0]["id"].clone();
+        }
+    }
+    let over = new_channel(
+        &api,
+        &session,
+        json!({"location": "local", "dataChannelName": "extra"}),
+    )
+    .await?;
+    ensure!(
+        over["errorCode"] == "datachannel_error",
+        "the 257th: {over}"
+    );
+    let (status, v) = api
+        .call(
+            &format!("/{session}/datachannels/close"),
+            reqwest::Method::PUT,
+            json!({"dataChannels": [{"id": first_id}]}),
+        )
+        .await?;
+    ensure!(
+        status == 200 && v["dataChannels"][0]["errorCode"].is_null(),
+        "close: {status} {v}"
+    );
+    let again = new_channel(
+        &api,
+        &session,
+        json!({"location": "local", "dataChannelName": "extra"}),
+    )
+    .await?;
+    ensure!(
+        again["errorCode"].is_null() && again["id"].is_u64(),
+        "after a close: {again}"
+    );
+    Ok(())
+}
