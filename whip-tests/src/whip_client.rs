@@ -259,6 +259,14 @@ impl WhipPublisher {
         &self.resource.url
     }
 
+    /// The gateway's session id: the resource URL's last segment (the session/track API pulls
+    /// this publisher's tracks by it).
+    pub fn session_id(&self) -> Option<String> {
+        self.resource_url()
+            .path_segments()
+            .and_then(|mut s| s.next_back().map(str::to_owned))
+    }
+
     /// What has been sent so far.
     pub fn stats(&self) -> PublishStats {
         Self::snapshot(&self.counters)

@@ -729,12 +729,7 @@ async fn pull_server_offer_close_and_client_offer() -> Result<()> {
     // 1. The publisher, addressed by its session id.
     let publisher =
         WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("src"))).await?;
-    let src = publisher
-        .resource_url()
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .context("no id")?
-        .to_owned();
+    let src = publisher.session_id().context("no id")?;
     publisher
         .wait_for_frames(1, Duration::from_secs(10))
         .await?;
@@ -1079,12 +1074,7 @@ async fn errors() -> Result<()> {
     let catalog = media.catalog();
     let publisher =
         WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("src"))).await?;
-    let src = publisher
-        .resource_url()
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .context("no id")?
-        .to_owned();
+    let src = publisher.session_id().context("no id")?;
 
     // Auth: missing, wrong, another app's id, and the secret of this app under another app name.
     let new_url = api.url("/new");
@@ -1292,12 +1282,7 @@ async fn server_offer_answered_with_default_h264_formats() -> Result<()> {
     let catalog = media.catalog();
     let publisher =
         WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("src"))).await?;
-    let src = publisher
-        .resource_url()
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .context("no id")?
-        .to_owned();
+    let src = publisher.session_id().context("no id")?;
     publisher
         .wait_for_frames(1, Duration::from_secs(10))
         .await?;
@@ -1349,12 +1334,7 @@ async fn close_per_item_errors_force_and_client_offer() -> Result<()> {
     let catalog = media.catalog();
     let publisher =
         WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("src"))).await?;
-    let src = publisher
-        .resource_url()
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .context("no id")?
-        .to_owned();
+    let src = publisher.session_id().context("no id")?;
     publisher
         .wait_for_frames(1, Duration::from_secs(10))
         .await?;
@@ -1464,18 +1444,14 @@ async fn get_session_lists_pulls_and_update_repoints_a_mid() -> Result<()> {
     let api = Api::new(&gw)?;
     let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
     let catalog = media.catalog();
-    let id_of = |p: &WhipPublisher| -> Result<String> {
-        Ok(p.resource_url()
-            .path_segments()
-            .and_then(|mut s| s.next_back())
-            .context("no id")?
-            .to_owned())
-    };
     let first =
         WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("first"))).await?;
     let second =
         WhipPublisher::start(media.clone(), PublishOptions::new(gw.whip_url("second"))).await?;
-    let (a, b) = (id_of(&first)?, id_of(&second)?);
+    let (a, b) = (
+        first.session_id().context("no id")?,
+        second.session_id().context("no id")?,
+    );
     first.wait_for_frames(1, Duration::from_secs(10)).await?;
     second.wait_for_frames(1, Duration::from_secs(10)).await?;
 

@@ -251,11 +251,7 @@ async fn preferred_rid_in_the_api_pulls_that_layer() -> Result<()> {
     let _turn = ONE_AT_A_TIME.lock().await;
     let gw = start_gateway().await?;
     let publisher = publish(&gw, "sc-api", &["h", "m", "l"]).await?;
-    let session = publisher
-        .resource_url()
-        .path_segments()
-        .and_then(|mut s| s.next_back().map(str::to_owned))
-        .context("publisher session id")?;
+    let session = publisher.session_id().context("publisher session id")?;
     let catalog = catalog()?;
     let len = catalog.video_len();
     let opts = PlayOptions {
