@@ -142,44 +142,64 @@ async fn new_channel(api: &Api, session: &str, item: Value) -> Result<Value> {
     Ok(v["dataChannels"][0].clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_published_channel_reaches_every_subscriber_in_order() -> Result<()> {
-    let gw = tokio::task::spawn_blocking(|| {
-        Gateway::start_with_args(&["--app", &format!("{APP}:{SECRET}"), "--workers", "2"])
+/// A gateway with the test's app (and `toml`, `args`), and the API client for it.
+async fn start(
+    toml: Option<&'static str>,
+    args: &'static [&'static str],
+) -> Result<(Gateway, Api)> {
+    let gw = tokio::task::spawn_blocking(move || {
+        let app = format!("{APP}:{SECRET}");
+        let mut all = vec!["--app", app.as_str()];
+        all.extend_from_slice(args);
+        match toml {
+            Some(t) => Gateway::start_with_config(t, &all),
+            None => Gateway::start_with_args(&all),
+        }
     })
     .await??;
     let api = Api {
         c: http_client()?,
         base: gw.base_url(),
     };
+    Ok((gw, api))
+}
+
+impl DcPeer {
+    /// `datachannels/new` with one `item` for this peer's session, then the negotiated channel
+    /// opened with the id it answered.
+    async fn add_channel(&mut self, api: &Api, item: Value) -> Result<ChannelId> {
+        let answered = new_channel(api, &self.session, item).await?;
+        let id = answered["id"]
+            .as_u64()
+            .with_context(|| format!("no id: {answered}"))? as u16;
+        let name = answered["dataChannelName"]
+            .as_str()
+            .context("no name")?
+            .to_owned();
+        Ok(self.open(&name, id))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_channel_reaches_every_subscriber_in_order() -> Result<()> {
+    let (_gw, api) = start(None, &["--workers", "2"]).await?;
     let (_stop_tx, stop) = watch::channel(false);
     let mut publisher = DcPeer::connect(&api, stop.clone()).await?;
     let mut sub_a = DcPeer::connect(&api, stop.clone()).await?;
     let mut sub_b = DcPeer::connect(&api, stop.clone()).await?;
 
-    let chat = new_channel(
-        &api,
-        &publisher.session,
-        json!({"location": "local", "dataChannelName": "chat"}),
-    )
-    .await?;
-    let pub_id = chat["id"]
-        .as_u64()
-        .with_context(|| format!("no id: {chat}"))? as u16;
-    let pub_channel = publisher.open("chat", pub_id);
-    let mut subs = Vec::new();
-    for sub in [&mut sub_a, &mut sub_b] {
-        let item = new_channel(
+    let pub_channel = publisher
+        .add_channel(
             &api,
-            &sub.session,
-            json!({"location": "remote", "sessionId": publisher.session, "dataChannelName": "chat"}),
+            json!({"location": "local", "dataChannelName": "chat"}),
         )
         .await?;
-        let id = item["id"]
-            .as_u64()
-            .with_context(|| format!("no id: {item}"))? as u16;
-        subs.push(sub.open("chat", id));
-    }
+    let remote =
+        json!({"location": "remote", "sessionId": publisher.session, "dataChannelName": "chat"});
+    let subs = [
+        sub_a.add_channel(&api, remote.clone()).await?,
+        sub_b.add_channel(&api, remote).await?,
+    ];
     let missing = new_channel(
         &api,
         &sub_a.session,
@@ -325,34 +345,22 @@ async fn fan_out_figures() -> Result<()> {
     // Every subscriber comes from 127.0.0.1: the per-source admission limits are off here.
     const NO_SOURCE_LIMITS: &str =
         "[limits]\nposts_per_second_per_source = 0.0\npending_per_source = 0\n";
-    let gw = tokio::task::spawn_blocking(|| {
-        Gateway::start_with_config(NO_SOURCE_LIMITS, &["--app", &format!("{APP}:{SECRET}")])
-    })
-    .await??;
-    let api = Api {
-        c: http_client()?,
-        base: gw.base_url(),
-    };
+    let (gw, api) = start(Some(NO_SOURCE_LIMITS), &[]).await?;
     let (stop_tx, stop) = watch::channel(false);
     let mut publisher = DcPeer::connect(&api, stop.clone()).await?;
-    let chat = new_channel(
-        &api,
-        &publisher.session,
-        json!({"location": "local", "dataChannelName": "chat"}),
-    )
-    .await?;
-    let pub_channel = publisher.open("chat", chat["id"].as_u64().context("id")? as u16);
+    let pub_channel = publisher
+        .add_channel(
+            &api,
+            json!({"location": "local", "dataChannelName": "chat"}),
+        )
+        .await?;
+    let remote =
+        json!({"location": "remote", "sessionId": publisher.session, "dataChannelName": "chat"});
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..subscribers {
         let mut sub = DcPeer::connect(&api, stop.clone()).await?;
-        let item = new_channel(
-            &api,
-            &sub.session,
-            json!({"location": "remote", "sessionId": publisher.session, "dataChannelName": "chat"}),
-        )
-        .await?;
-        let channel = sub.open("chat", item["id"].as_u64().context("id")? as u16);
+        let channel = sub.add_channel(&api, remote.clone()).await?;
         tasks.push(tokio::spawn(async move {
             // (received at, sent at) in µs since `started`.
             let mut got: Vec<(u64, u64)> = Vec::new();
@@ -439,14 +447,7 @@ async fn fan_out_figures() -> Result<()> {
 /// not left registered: after closing a channel, the same name publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_publish_leaves_the_name_free() -> Result<()> {
-    let gw = tokio::task::spawn_blocking(|| {
-        Gateway::start_with_args(&["--app", &format!("{APP}:{SECRET}")])
-    })
-    .await??;
-    let api = Api {
-        c: http_client()?,
-        base: gw.base_url(),
-    };
+    let (_gw, api) = start(None, &[]).await?;
     let (status, v) = api.call("/new", reqwest::Method::POST, json!({})).await?;
     ensure!(status == 201, "sessions/new: {status} {v}");
     let session = v["sessionId"].as_str().context("sessionId")?.to_owned();
