@@ -80,6 +80,23 @@ export async function launchChromium(userDataDir, logs) {
   return context;
 }
 
+/** Chromium as launchChromium starts it but without its context.route(): Playwright would answer
+ *  every CORS preflight itself, so a page on another origin would never meet the gateway's own
+ *  CORS answers. Nothing leaves the machine all the same: no host name resolves (CHROMIUM_ARGS),
+ *  the pages name only 127.0.0.1 and nothing configures a STUN/TURN server. */
+export async function launchChromiumCrossOrigin(userDataDir) {
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM_BIN,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 800, height: 600 },
+    permissions: ["camera", "microphone"],
+    timeout: 20_000,
+  });
+  context.setDefaultTimeout(10_000);
+  return context;
+}
+
 /** The state of the gateway's page in `page` (its WHIP/WHEP client and status line), as JSON. */
 export async function pageState(label, page) {
   try {

@@ -25,8 +25,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
-import { chromium } from "playwright-core";
-import { CHROMIUM_ARGS, CHROMIUM_BIN, Diagnostics, Gateway, gateways } from "./lib.mjs";
+import { CHROMIUM_BIN, Diagnostics, Gateway, gateways, launchChromiumCrossOrigin } from "./lib.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OVERALL_MS = 60_000;
@@ -133,15 +132,7 @@ before(async () => {
   assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
   site = await startSite();
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-partytracks-profile-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM_BIN,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 800, height: 600 },
-    permissions: ["camera", "microphone"],
-    timeout: 20_000,
-  });
-  context.setDefaultTimeout(10_000);
+  context = await launchChromiumCrossOrigin(userDataDir);
 }, { timeout: 25_000 });
 
 after(async () => {

@@ -12,12 +12,12 @@
 //
 // The pages come from a small static server of this file on another loopback port than the
 // gateway, as a real application's would: every WHIP/WHEP request is cross-origin and goes through
-// the gateway's CORS (preflights included). That is also why this file launches Chromium itself
-// rather than with lib.mjs's launchChromium: a context.route() makes Playwright answer every CORS
-// preflight itself, allowing whatever was asked, so a preflight the gateway would refuse passed.
-// Without the route, nothing leaves the machine all the same: no host name resolves
-// (CHROMIUM_ARGS), the pages name only 127.0.0.1, no STUN/TURN server is configured and the
-// gateway's only ICE candidate is 127.0.0.1.
+// the gateway's CORS (preflights included). That is also why this file launches Chromium with
+// lib.mjs's launchChromiumCrossOrigin, without the context.route() of launchChromium (with it
+// Playwright answers every CORS preflight itself, so a preflight the gateway would refuse passed).
+// Nothing leaves the machine all the same: no host name resolves (CHROMIUM_ARGS), the pages name
+// only 127.0.0.1, no STUN/TURN server is configured and the gateway's only ICE candidate is
+// 127.0.0.1.
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -27,8 +27,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
-import { chromium } from "playwright-core";
-import { CHROMIUM_ARGS, CHROMIUM_BIN, Diagnostics, Gateway, gateways, publishStats, watchStats } from "./lib.mjs";
+import { CHROMIUM_BIN, Diagnostics, Gateway, gateways, launchChromiumCrossOrigin, publishStats, watchStats } from "./lib.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const OVERALL_MS = 60_000; // hard stop for the whole file (a normal run takes ~10 s)
@@ -215,15 +214,7 @@ before(async () => {
   assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
   site = await startSite();
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-thirdparty-profile-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM_BIN,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 800, height: 600 },
-    permissions: ["camera", "microphone"],
-    timeout: 20_000,
-  });
-  context.setDefaultTimeout(10_000);
+  context = await launchChromiumCrossOrigin(userDataDir);
 }, { timeout: 25_000 });
 
 after(async () => {
