@@ -70,7 +70,7 @@ impl Worker {
         id: SessionId,
         name: String,
     ) -> Result<Negotiated, Problem> {
-        if !self.ctx.registry.publish_channel(id, &name, self.index) {
+        if !self.ctx.registry.publish_channel(id, &name) {
             return Err(Problem::unprocessable(format!(
                 "this session already publishes a data channel {name:?}"
             )));

@@ -110,6 +110,8 @@ pub struct SessionEntry {
     /// STUN naming this session's ufrag that failed MESSAGE-INTEGRITY (counted by the demux).
     pub stun_integrity_failures: Arc<AtomicU64>,
     pub pushed: Vec<Arc<TrackInfo>>,
+    /// Names of the data channels it publishes (subscribers find its worker by them).
+    pub published_channels: Vec<String>,
 }
 
 impl SessionEntry {
@@ -134,6 +136,7 @@ impl SessionEntry {
             pending_from: None,
             stun_integrity_failures: Default::default(),
             pushed,
+            published_channels: vec![],
         }
     }
 }
@@ -151,8 +154,6 @@ struct Inner {
     viewers: HashMap<Arc<str>, usize>,
     /// Sessions the node ended on its own, newest last (`end_session`, `take_ended`).
     ended: VecDeque<Ended>,
-    /// Published data channels: (session, channel name) → the session's worker.
-    channels: HashMap<(SessionId, String), usize>,
     admission: Admission,
 }
 
@@ -298,10 +299,6 @@ impl Registry {
 
     fn remove_in(inner: &mut Inner, id: SessionId) -> Option<SessionEntry> {
         let entry = inner.sessions.remove(&id)?;
-        if !inner.channels.is_empty() {
-            inner.channels.retain(|(s, _), _| *s != id);
-            crate::heap_trim::shrink_map(&mut inner.channels);
-        }
         if let Some(source) = entry.pending_from {
             inner.admission.settled(source);
         }
@@ -351,33 +348,33 @@ impl Registry {
         Some(entry)
     }
 
-    /// A session publishes a data channel by this name; false if it already does.
-    pub fn publish_channel(&self, session: SessionId, name: &str, worker: usize) -> bool {
+    /// A session publishes a data channel by this name; false if it already does (or is gone).
+    pub fn publish_channel(&self, session: SessionId, name: &str) -> bool {
         let mut inner = self.lock();
-        if !inner.sessions.contains_key(&session) {
+        let Some(entry) = inner.sessions.get_mut(&session) else {
+            return false;
+        };
+        if entry.published_channels.iter().any(|n| n == name) {
             return false;
         }
-        let key = (session, name.to_string());
-        if inner.channels.contains_key(&key) {
-            return false;
-        }
-        inner.channels.insert(key, worker);
+        entry.published_channels.push(name.to_string());
         true
     }
 
     /// The session no longer publishes data channel `name`.
     pub fn unpublish_channel(&self, session: SessionId, name: &str) {
-        let mut inner = self.lock();
-        inner.channels.remove(&(session, name.to_string()));
-        crate::heap_trim::shrink_map(&mut inner.channels);
+        if let Some(entry) = self.lock().sessions.get_mut(&session) {
+            entry.published_channels.retain(|n| n != name);
+        }
     }
 
     /// The worker of the session that publishes data channel `name`, if one does.
     pub fn channel_worker(&self, session: SessionId, name: &str) -> Option<usize> {
         self.lock()
-            .channels
-            .get(&(session, name.to_string()))
-            .copied()
+            .sessions
+            .get(&session)
+            .filter(|e| e.published_channels.iter().any(|n| n == name))
+            .map(|e| e.worker)
     }
 
     /// Drops the ended sessions older than `ENDED_GRACE`; returns how many went. `end_session`
