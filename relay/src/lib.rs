@@ -4,11 +4,13 @@
 //! deterministically by its caller.
 
 mod codec;
+pub mod data_track;
 mod gap_tracker;
 mod h264_stream;
 mod keyframe_cache;
 mod keyframe_request;
 pub mod link;
+mod message_reassembly;
 mod nack;
 mod packet;
 mod packet_cache;
@@ -29,6 +31,7 @@ pub use h264_stream::{
 };
 pub use keyframe_cache::KeyframeCache;
 pub use keyframe_request::KeyframeRequests;
+pub use message_reassembly::{Message, Reassembly, ReassemblyLimits, ReassemblyStats};
 pub use nack::NackStats;
 pub use packet::{MediaPacket, SharedPacket};
 pub use packet_cache::{CacheLimits, PacketCache};

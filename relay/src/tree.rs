@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::Codec;
+use crate::data_track::DataTrackParams;
 use crate::gap_tracker::{Arrival, GapTracker, RepairConfig};
 use crate::h264_stream::H264Inspector;
 use crate::keyframe_cache::KeyframeCache;
@@ -163,6 +165,9 @@ struct Link {
 
 /// Early datagrams kept per link at most (a keyframe run is a few hundred packets).
 const MAX_EARLY: usize = 4096;
+/// When a reliable data track's newest packet is sent to the children again, after it was
+/// taken in: a lost last fragment is then repaired within about the second probe.
+const TAIL_PROBES: [Duration; 2] = [Duration::from_millis(60), Duration::from_millis(300)];
 /// Child NACKs forwarded upstream and not yet answered, per track at most.
 const MAX_UPSTREAM: usize = 4096;
 
@@ -187,6 +192,14 @@ struct NodeTrack {
     local: bool,
     idle_since: Option<Instant>,
     keyframe_requests: KeyframeRequests,
+    /// Data channel tracks: how their messages are delivered (None for media).
+    data: Option<DataTrackParams>,
+    /// Highest sequence number this node has taken in.
+    highest_seq: Option<u64>,
+    /// Reliable data tracks: when to send children the newest packet again, and how often it
+    /// has been sent again. A lost last fragment is otherwise noticed only when the next message
+    /// comes (a gap is seen from the packet after it), and chat may pause for minutes.
+    tail_probe: Option<(Instant, u8)>,
     /// H264 only: the latest in-band SPS/PPS, so that a run replayed to a new subscriber can be
     /// preceded by them when its keyframe came without (encoders that send them only at start
     /// would otherwise leave every later subscriber unable to decode).
@@ -213,6 +226,9 @@ impl NodeTrack {
             local: false,
             idle_since: None,
             keyframe_requests: KeyframeRequests::new(config.keyframe_request_interval),
+            data: None,
+            highest_seq: None,
+            tail_probe: None,
             h264: None,
         }
     }
@@ -586,6 +602,7 @@ impl TreeNode {
             .entry(key)
             .or_insert_with_key(|k| NodeTrack::new(k, &self.config));
         t.origin = true;
+        t.data = DataTrackParams::from_fmtp(&info.fmtp).filter(|_| info.codec == Codec::Other);
         t.info = Some(info);
         t.idle_since = None;
     }
@@ -883,7 +900,13 @@ impl TreeNode {
         info.channel = channel;
         info.track = key.clone();
         let run = t.replay();
-        info.first_seq = run.first().map_or(u64::MAX, |p| p.seq);
+        info.first_seq = match (run.first(), t.data) {
+            (Some(p), _) => p.seq,
+            // A data track has no run: the child wants everything from the next packet on
+            // (a track's fragmenter starts at 0), so that it can repair even the first.
+            (None, Some(_)) => t.highest_seq.map_or(0, |h| h + 1),
+            (None, None) => u64::MAX,
+        };
         t.children.push((link, channel));
         self.out.push_back(Output::Send {
             link,
@@ -910,6 +933,7 @@ impl TreeNode {
         }
         t.parent_channel = Some(ok.channel);
         let first = t.info.is_none();
+        t.data = DataTrackParams::from_fmtp(&ok.fmtp).filter(|_| ok.codec == Codec::Other);
         t.info = Some(ok.clone());
         t.gaps.parent_changed(now);
         if first && ok.first_seq != u64::MAX {
@@ -1077,6 +1101,10 @@ impl TreeNode {
             }
         }
         self.stats.packets_in += 1;
+        t.highest_seq = Some(t.highest_seq.map_or(packet.seq, |h| h.max(packet.seq)));
+        if t.data.is_some_and(|d| d.reliable) {
+            t.tail_probe = Some((now + TAIL_PROBES[0], 0));
+        }
         t.cache.insert(packet.clone(), now);
         t.keyframes.push(&packet);
         t.inspect(&packet);
@@ -1152,10 +1180,28 @@ impl TreeNode {
                     .get(&link)
                     .map_or(Duration::from_millis(20), |l| l.rtt);
                 let seqs = t.gaps.poll_nacks(now, rtt);
-                if !seqs.is_empty() {
+                // An unreliable data channel's datagrams are not asked for again.
+                let repaired = t.data.is_none_or(|d| d.reliable);
+                if repaired && !seqs.is_empty() {
                     self.stats.nacks_sent += seqs.len() as u64;
                     for msg in nack_messages(channel, &seqs) {
                         self.out.push_back(Output::Send { link, msg });
+                    }
+                }
+            }
+            if let Some((at, sent)) = t.tail_probe
+                && at <= now
+            {
+                let next = TAIL_PROBES.get(usize::from(sent) + 1);
+                t.tail_probe = next.map(|d| (now + *d - TAIL_PROBES[usize::from(sent)], sent + 1));
+                if let Some(p) = t.highest_seq.and_then(|h| t.cache.get(h)) {
+                    for (link, channel) in &t.children {
+                        if let Ok(bytes) =
+                            encode_datagram(p, *channel, true, self.config.max_datagram)
+                        {
+                            self.stats.datagrams_out += 1;
+                            self.out.push_back(Output::Datagram { link: *link, bytes });
+                        }
                     }
                 }
             }
@@ -1229,6 +1275,9 @@ impl TreeNode {
             }
             if let Some(s) = t.idle_since {
                 at = at.min(s + self.config.prune_grace);
+            }
+            if let Some((probe, _)) = t.tail_probe {
+                at = at.min(probe);
             }
         }
         at
