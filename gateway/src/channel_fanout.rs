@@ -3,13 +3,16 @@
 //! written straight into a subscriber's `Rtc` on this worker, sent as one shared message to
 //! another worker. A subscriber that cannot take more (its channel not open yet, or more than
 //! `MAX_BUFFERED_BYTES` unsent) misses that message, counted; the others do not wait for it.
+//! In a cluster every published channel's messages also go to the bridge, which carries them
+//! through the channel's tree to subscribers on other gateways; a subscription to a channel
+//! published elsewhere is held by the bridge as if it were the publisher's worker.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::channel::{ChannelConfig, ChannelData};
 
-use crate::data_channel::{MAX_BUFFERED_BYTES, Subscriber};
+use crate::data_channel::{ChannelOptions, MAX_BUFFERED_BYTES, SessionChannels, Subscriber};
 use crate::http::problem::Problem;
 use crate::ids::SessionId;
 use crate::negotiation::{Negotiated, PendingOffer, no_pending_offer};
@@ -21,18 +24,14 @@ fn no_session() -> Problem {
 
 /// A new negotiated channel `name` for the session: its SCTP stream id and str0m's config.
 fn negotiated(
-    channels: &mut crate::data_channel::SessionChannels,
+    channels: &mut SessionChannels,
     name: String,
+    options: ChannelOptions,
 ) -> Result<(u16, ChannelConfig), Problem> {
     let stream_id = channels.next_stream_id().ok_or_else(|| {
         Problem::unprocessable("this session has as many data channels as it may")
     })?;
-    let config = ChannelConfig {
-        label: name,
-        negotiated: Some(stream_id),
-        ..ChannelConfig::default()
-    };
-    Ok((stream_id, config))
+    Ok((stream_id, options.config(name, stream_id)))
 }
 
 impl Worker {
@@ -41,9 +40,10 @@ impl Worker {
         &mut self,
         id: SessionId,
         name: &str,
+        options: ChannelOptions,
     ) -> Result<(u16, str0m::channel::ChannelId), Problem> {
         let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
-        let (stream_id, config) = negotiated(&mut s.channels, name.to_string())?;
+        let (stream_id, config) = negotiated(&mut s.channels, name.to_string(), options)?;
         let channel = s.rtc.direct_api().create_data_channel(config);
         self.mark(id);
         Ok((stream_id, channel))
@@ -56,7 +56,7 @@ impl Worker {
     ) -> Result<Negotiated, Problem> {
         let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
         no_pending_offer(s)?;
-        let (stream_id, config) = negotiated(&mut s.channels, name)?;
+        let (stream_id, config) = negotiated(&mut s.channels, name, ChannelOptions::default())?;
         let mut api = s.rtc.sdp_api();
         // Adds the application m-line when the session has none yet; then an offer is due.
         api.add_channel_with_config(config);
@@ -69,13 +69,14 @@ impl Worker {
         &mut self,
         id: SessionId,
         name: String,
+        options: ChannelOptions,
     ) -> Result<Negotiated, Problem> {
         if !self.ctx.registry.publish_channel(id, &name) {
             return Err(Problem::unprocessable(format!(
                 "this session already publishes a data channel {name:?}"
             )));
         }
-        let (stream_id, channel) = match self.open_channel(id, &name) {
+        let (stream_id, channel) = match self.open_channel(id, &name, options) {
             Ok(opened) => opened,
             Err(p) => {
                 // Not published after all: the name stays free and nobody subscribes to it.
@@ -83,8 +84,17 @@ impl Worker {
                 return Err(p);
             }
         };
+        let bridge = self.ctx.bridge.and_then(|b| self.ctx.peers.get(b));
         if let Some(s) = self.sessions.get_mut(&id) {
-            s.channels.publish(name, stream_id, channel);
+            s.channels
+                .publish(name.clone(), stream_id, channel, bridge.is_some());
+        }
+        if let Some(bridge) = bridge {
+            let _ = bridge.send(WorkerMsg::ChannelPublished {
+                publisher: id,
+                name,
+                params: options.track_params(),
+            });
         }
         Ok(Negotiated::Channel {
             stream_id,
@@ -98,14 +108,16 @@ impl Worker {
         publisher: SessionId,
         name: String,
         publisher_worker: usize,
+        options: ChannelOptions,
     ) -> Result<Negotiated, Problem> {
-        let (stream_id, channel) = self.open_channel(id, &name)?;
+        let (stream_id, channel) = self.open_channel(id, &name, options)?;
         if let Some(s) = self.sessions.get_mut(&id) {
             s.channels.subscribed.push(crate::data_channel::Subscribed {
                 publisher,
                 name: name.clone(),
                 stream_id,
                 channel,
+                publisher_worker,
             });
         }
         let subscriber = Subscriber {
@@ -136,14 +148,12 @@ impl Worker {
         stream_ids: &[u16],
     ) -> Result<Negotiated, Problem> {
         let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
-        let mut closed = Vec::new();
-        let mut unsubscribe = Vec::new();
+        let mut closed = SessionChannels::default();
         for &sid in stream_ids {
             if let Some(i) = s.channels.published.iter().position(|c| c.stream_id == sid) {
                 let c = s.channels.published.remove(i);
                 s.rtc.direct_api().close_data_channel(c.channel);
-                self.ctx.registry.unpublish_channel(id, &c.name);
-                closed.push(sid);
+                closed.published.push(c);
             } else if let Some(i) = s
                 .channels
                 .subscribed
@@ -152,35 +162,49 @@ impl Worker {
             {
                 let c = s.channels.subscribed.remove(i);
                 s.rtc.direct_api().close_data_channel(c.channel);
-                unsubscribe.push((c.publisher, c.name, c.channel));
-                closed.push(sid);
+                closed.subscribed.push(c);
             }
         }
-        for (publisher, name, channel) in unsubscribe {
-            let worker = self.ctx.registry.channel_worker(publisher, &name);
+        let ids = closed
+            .published
+            .iter()
+            .map(|c| c.stream_id)
+            .chain(closed.subscribed.iter().map(|c| c.stream_id))
+            .collect();
+        self.end_channels(id, &closed);
+        self.mark(id);
+        Ok(Negotiated::ChannelsClosed { closed: ids })
+    }
+
+    /// Channels of session `id` that are gone (closed, or the session ended): published ones
+    /// leave the registry and the cluster, subscribed ones their publisher's fan-out.
+    pub(crate) fn end_channels(&mut self, id: SessionId, channels: &SessionChannels) {
+        let bridge = self.ctx.bridge.and_then(|b| self.ctx.peers.get(b));
+        for c in &channels.published {
+            self.ctx.registry.unpublish_channel(id, &c.name);
+            if let (true, Some(bridge)) = (c.to_cluster, bridge) {
+                let _ = bridge.send(WorkerMsg::ChannelUnpublished {
+                    publisher: id,
+                    name: c.name.clone(),
+                });
+            }
+        }
+        for c in &channels.subscribed {
             let gone = Subscriber {
                 session: id,
                 worker: self.index,
-                channel,
+                channel: c.channel,
             };
-            match worker {
-                Some(w) if w == self.index => {
-                    self.remove_channel_subscriber(publisher, &name, gone)
-                }
-                Some(w) => {
-                    if let Some(peer) = self.ctx.peers.get(w) {
-                        let _ = peer.send(WorkerMsg::ChannelUnsubscribe {
-                            publisher,
-                            name,
-                            subscriber: gone,
-                        });
-                    }
-                }
-                None => {}
+            if c.publisher_worker == self.index {
+                self.remove_channel_subscriber(c.publisher, &c.name, gone);
+            } else if let Some(peer) = self.ctx.peers.get(c.publisher_worker) {
+                let _ = peer.send(WorkerMsg::ChannelUnsubscribe {
+                    publisher: c.publisher,
+                    name: c.name.clone(),
+                    subscriber: gone,
+                });
             }
         }
-        self.mark(id);
-        Ok(Negotiated::ChannelsClosed { closed })
     }
 
     pub(crate) fn remove_channel_subscriber(
@@ -228,6 +252,16 @@ impl Worker {
         }
         let subscribers = p.subscribers.clone();
         let data: Arc<[u8]> = d.data.into();
+        if p.to_cluster
+            && let Some(bridge) = self.ctx.bridge.and_then(|b| self.ctx.peers.get(b))
+        {
+            let _ = bridge.send(WorkerMsg::ChannelToCluster {
+                publisher: id,
+                name: p.name.clone(),
+                binary: d.binary,
+                data: data.clone(),
+            });
+        }
         for to in subscribers {
             if to.worker == self.index {
                 self.write_channel(to, d.binary, &data);

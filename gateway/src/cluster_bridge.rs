@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use relay::KeyframeCache;
 use relay::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
@@ -20,6 +20,7 @@ use str0m::media::{Frequency, MediaKind, Mid};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster_channels::ClusterChannels;
 use crate::ids::{SessionId, TrackId};
 use crate::registry::{Registry, TrackInfo};
 use crate::worker::WorkerMsg;
@@ -40,6 +41,12 @@ pub enum BridgeRequest {
     Resolve {
         stream: String,
         reply: oneshot::Sender<Option<Vec<Arc<TrackInfo>>>>,
+    },
+    /// Does another gateway publish `publisher`'s data channel `name`?
+    FindChannel {
+        publisher: SessionId,
+        name: String,
+        reply: oneshot::Sender<bool>,
     },
 }
 
@@ -75,6 +82,8 @@ pub struct Bridge {
     remote_by_id: HashMap<TrackId, TrackKey>,
     lookups: Vec<(String, ResolveReply)>,
     resolving: Vec<PendingResolve>,
+    /// Data channels published here or subscribed from elsewhere.
+    channels: ClusterChannels,
 }
 
 fn session_bytes(id: SessionId) -> [u8; 16] {
@@ -121,6 +130,7 @@ impl Bridge {
         workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
         registry: Arc<Registry>,
     ) -> Bridge {
+        let channels = ClusterChannels::new(node_id.clone());
         Bridge {
             index,
             node_id,
@@ -133,6 +143,7 @@ impl Bridge {
             remote_by_id: HashMap::new(),
             lookups: Vec::new(),
             resolving: Vec::new(),
+            channels,
         }
     }
 
@@ -147,8 +158,15 @@ impl Bridge {
         // ended, streams gone — still reach the tree); when the last one has gone, the links
         // close (QUIC close frames sent); when the node has stopped, the bridge returns.
         let mut workers_open = true;
+        // Data channel reassembly gives up unrepaired gaps on this tick (seconds-scale limits).
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = tick.tick() => {
+                    self.channels
+                        .handle_timeout(&self.cluster, &self.workers, Instant::now())
+                }
                 msg = from_workers.recv(), if workers_open => match msg {
                     Some(msg) => self.on_worker(msg),
                     None => {
@@ -220,6 +238,13 @@ impl Bridge {
                 self.lookups.push((stream.clone(), reply));
                 self.cluster.send(Local::Lookup(stream));
             }
+            BridgeRequest::FindChannel {
+                publisher,
+                name,
+                reply,
+            } => self
+                .channels
+                .find(&self.cluster, publisher, name, reply, Instant::now()),
         }
     }
 
@@ -299,6 +324,43 @@ impl Bridge {
             // Origin side: the tree learns parameter sets in-band (the bridge feeds it from the
             // publisher's first packet on), and replays them ahead of a run that lacks them.
             WorkerMsg::H264ParameterSets { .. } => {}
+            WorkerMsg::ChannelPublished {
+                publisher,
+                name,
+                params,
+            } => self
+                .channels
+                .publish(&self.cluster, publisher, name, params),
+            WorkerMsg::ChannelUnpublished { publisher, name } => {
+                self.channels.unpublish(&self.cluster, publisher, &name)
+            }
+            WorkerMsg::ChannelToCluster {
+                publisher,
+                name,
+                binary,
+                data,
+            } => self.channels.send(
+                &self.cluster,
+                publisher,
+                name,
+                binary,
+                &data,
+                Instant::now(),
+            ),
+            WorkerMsg::ChannelSubscribe {
+                publisher,
+                name,
+                subscriber,
+            } => self
+                .channels
+                .subscribe(&self.cluster, publisher, &name, subscriber),
+            WorkerMsg::ChannelUnsubscribe {
+                publisher,
+                name,
+                subscriber,
+            } => self
+                .channels
+                .unsubscribe(&self.cluster, publisher, &name, subscriber),
             _ => {}
         }
     }
@@ -306,6 +368,12 @@ impl Bridge {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Deliver(key, packet) => {
+                if self
+                    .channels
+                    .on_deliver(&self.workers, &key, &packet, Instant::now())
+                {
+                    return;
+                }
                 let Some(remote) = self.remote_by_key.get_mut(&key) else {
                     return;
                 };
@@ -322,8 +390,15 @@ impl Bridge {
                     }
                 }
             }
-            Event::TrackReady(key, ok) => self.on_track_ready(key, ok),
+            Event::TrackReady(key, ok) => {
+                if !self.channels.on_track_ready(&key, &ok) {
+                    self.on_track_ready(key, ok)
+                }
+            }
             Event::TrackEnded(key) => {
+                if self.channels.on_track_ended(&key) {
+                    return;
+                }
                 if let Some(remote) = self.remote_by_key.remove(&key) {
                     self.remote_by_id.remove(&remote.info.id);
                     crate::heap_trim::shrink_map(&mut self.remote_by_key);
@@ -346,7 +421,14 @@ impl Bridge {
                     let _ = w.send(WorkerMsg::KeyframeRequest { track: *id });
                 }
             }
-            Event::StreamLocation(stream, origin) => self.on_location(stream, origin),
+            Event::StreamLocation(stream, origin) => {
+                if !self
+                    .channels
+                    .on_location(&stream, origin.as_ref(), Instant::now())
+                {
+                    self.on_location(stream, origin)
+                }
+            }
         }
     }
 

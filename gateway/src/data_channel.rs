@@ -8,7 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use str0m::channel::ChannelId;
+use relay::data_track::DataTrackParams;
+use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 
 use crate::ids::SessionId;
 
@@ -27,6 +28,57 @@ pub const MAX_CHANNELS_PER_SESSION: usize = 256;
 /// The first SCTP stream id we hand out; below it, the ids clients' in-band (DCEP) channels take.
 const FIRST_STREAM_ID: u16 = 100;
 
+/// How a channel delivers, as `datachannels/new` asks (WebRTC's `RTCDataChannelInit`): ordered
+/// and reliable unless told otherwise. Applies to the client's channel to us and, for a published
+/// channel, to its messages across the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelOptions {
+    pub ordered: bool,
+    pub max_retransmits: Option<u16>,
+    pub max_packet_life_time: Option<u16>,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            ordered: true,
+            max_retransmits: None,
+            max_packet_life_time: None,
+        }
+    }
+}
+
+impl ChannelOptions {
+    /// WebRTC refuses both limits at once; so do we.
+    pub fn valid(&self) -> bool {
+        self.max_retransmits.is_none() || self.max_packet_life_time.is_none()
+    }
+
+    /// str0m's config of the negotiated channel `label` with SCTP stream `stream_id`.
+    pub fn config(&self, label: String, stream_id: u16) -> ChannelConfig {
+        let reliability = match (self.max_retransmits, self.max_packet_life_time) {
+            (Some(retransmits), _) => Reliability::MaxRetransmits { retransmits },
+            (None, Some(lifetime)) => Reliability::MaxPacketLifetime { lifetime },
+            (None, None) => Reliability::Reliable,
+        };
+        ChannelConfig {
+            label,
+            ordered: self.ordered,
+            reliability,
+            negotiated: Some(stream_id),
+            ..ChannelConfig::default()
+        }
+    }
+
+    /// How the channel's messages travel the cluster's trees.
+    pub fn track_params(&self) -> DataTrackParams {
+        DataTrackParams {
+            ordered: self.ordered,
+            reliable: self.max_retransmits.is_none() && self.max_packet_life_time.is_none(),
+        }
+    }
+}
+
 /// Where a published channel's messages go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscriber {
@@ -42,6 +94,8 @@ pub struct Published {
     pub stream_id: u16,
     pub channel: ChannelId,
     pub subscribers: Vec<Subscriber>,
+    /// Its messages also go to the cluster bridge, for subscribers on other gateways.
+    pub to_cluster: bool,
     tokens: f64,
     refilled: Option<Instant>,
     pub dropped: u64,
@@ -54,6 +108,8 @@ pub struct Subscribed {
     pub name: String,
     pub stream_id: u16,
     pub channel: ChannelId,
+    /// Where the publisher's messages come from: its worker, or the cluster bridge.
+    pub publisher_worker: usize,
 }
 
 /// A session's channels.
@@ -78,12 +134,13 @@ impl SessionChannels {
         Some(id)
     }
 
-    pub fn publish(&mut self, name: String, stream_id: u16, channel: ChannelId) {
+    pub fn publish(&mut self, name: String, stream_id: u16, channel: ChannelId, to_cluster: bool) {
         self.published.push(Published {
             name,
             stream_id,
             channel,
             subscribers: Vec::new(),
+            to_cluster,
             tokens: BURST,
             refilled: None,
             dropped: 0,
@@ -127,10 +184,38 @@ mod tests {
             stream_id: 100,
             channel: a_channel_id(),
             subscribers: Vec::new(),
+            to_cluster: false,
             tokens: BURST,
             refilled: None,
             dropped: 0,
         }
+    }
+
+    #[test]
+    fn options_map_to_str0m_and_the_tree() {
+        let default = ChannelOptions::default();
+        assert!(default.valid());
+        let c = default.config("chat".into(), 100);
+        assert!(c.ordered && c.reliability == Reliability::Reliable);
+        assert_eq!(c.negotiated, Some(100));
+        assert_eq!(default.track_params(), DataTrackParams::default());
+        let lossy = ChannelOptions {
+            ordered: false,
+            max_retransmits: Some(0),
+            max_packet_life_time: None,
+        };
+        let c = lossy.config("game".into(), 101);
+        assert!(!c.ordered);
+        assert_eq!(
+            c.reliability,
+            Reliability::MaxRetransmits { retransmits: 0 }
+        );
+        assert!(!lossy.track_params().reliable && !lossy.track_params().ordered);
+        let both = ChannelOptions {
+            max_packet_life_time: Some(100),
+            ..lossy
+        };
+        assert!(!both.valid());
     }
 
     /// str0m hands out ChannelIds only from an Rtc.
@@ -168,7 +253,7 @@ mod tests {
         assert_eq!(b, Some(FIRST_STREAM_ID + 1));
         for i in 0..MAX_CHANNELS_PER_SESSION {
             let id = s.next_stream_id().expect("an id");
-            s.publish(format!("c{i}"), id, a_channel_id());
+            s.publish(format!("c{i}"), id, a_channel_id(), false);
         }
         assert_eq!(s.next_stream_id(), None, "a session's channels are bounded");
     }

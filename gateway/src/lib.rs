@@ -5,6 +5,7 @@ pub mod admission;
 pub mod auth;
 pub mod channel_fanout;
 pub mod cluster_bridge;
+pub mod cluster_channels;
 pub mod config;
 pub mod data_channel;
 pub mod demux;

@@ -36,12 +36,16 @@ pub enum Negotiation {
     /// session has one.
     EstablishChannels { name: String },
     /// Publish a data channel by this name (Calls: `location: local`).
-    PublishChannel { name: String },
+    PublishChannel {
+        name: String,
+        options: crate::data_channel::ChannelOptions,
+    },
     /// Receive `publisher`'s channel `name`, published on worker `publisher_worker`.
     SubscribeChannel {
         publisher: SessionId,
         name: String,
         publisher_worker: usize,
+        options: crate::data_channel::ChannelOptions,
     },
     /// Close the session's data channels with these SCTP stream ids; returns those it had.
     CloseChannels { stream_ids: Vec<u16> },
@@ -155,12 +159,15 @@ impl Worker {
             Negotiation::Update { mid, track } => self.repoint_pull(id, &mid, track, now),
             Negotiation::EstablishChannels { name } => self.establish_channels(id, name),
             Negotiation::CloseChannels { stream_ids } => self.close_channels(id, &stream_ids),
-            Negotiation::PublishChannel { name } => self.publish_channel(id, name),
+            Negotiation::PublishChannel { name, options } => {
+                self.publish_channel(id, name, options)
+            }
             Negotiation::SubscribeChannel {
                 publisher,
                 name,
                 publisher_worker,
-            } => self.subscribe_channel(id, publisher, name, publisher_worker),
+                options,
+            } => self.subscribe_channel(id, publisher, name, publisher_worker, options),
         };
         self.mark(id);
         result

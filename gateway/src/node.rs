@@ -41,6 +41,8 @@ pub struct Node {
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
 pub struct Cluster {
     pub bridge: mpsc::UnboundedSender<BridgeRequest>,
+    /// The bridge's index among the workers' peers (where worker messages for it go).
+    pub bridge_peer: usize,
     pub handle: relay::shell::cluster::ClusterHandle,
 }
 
@@ -132,6 +134,7 @@ impl Node {
             tasks.spawn(bridge.run(bridge_rx, requests_rx, events, links.clone()));
             cluster = Some(Cluster {
                 bridge: requests_tx,
+                bridge_peer: n,
                 handle,
             });
         }

@@ -297,6 +297,31 @@ async fn resolve_in_cluster(node: &Node, stream: &str) -> Option<Vec<Arc<TrackIn
     tokio::time::timeout(RESOLVE_TIMEOUT, rx).await.ok()?.ok()?
 }
 
+/// Where `publisher`'s data channel `name` is served from: its session's worker on this node,
+/// or the cluster bridge when another gateway publishes it (asked of the directory). None when
+/// nobody publishes it.
+pub async fn channel_source(node: &Node, publisher: SessionId, name: &str) -> Option<usize> {
+    if let Some(worker) = node.registry.channel_worker(publisher, name) {
+        return Some(worker);
+    }
+    let cluster = node.cluster.as_ref()?;
+    if node.registry.session(publisher).is_some() {
+        // A session of this node that does not publish the channel.
+        return None;
+    }
+    let (reply, rx) = oneshot::channel();
+    cluster
+        .bridge
+        .send(BridgeRequest::FindChannel {
+            publisher,
+            name: name.to_string(),
+            reply,
+        })
+        .ok()?;
+    let found = tokio::time::timeout(RESOLVE_TIMEOUT, rx).await.ok()?.ok()?;
+    found.then_some(cluster.bridge_peer)
+}
+
 /// A session that pulls given tracks, each on the offer's m-line with the given mid (the
 /// session/track API's remote tracks, when the client makes the offer).
 pub fn pull_tracks(

@@ -119,6 +119,25 @@ pub enum WorkerMsg {
         name: String,
         subscriber: crate::data_channel::Subscriber,
     },
+    /// To the cluster bridge: session `publisher` publishes data channel `name` (put it in the
+    /// tree and the directory).
+    ChannelPublished {
+        publisher: SessionId,
+        name: String,
+        params: relay::data_track::DataTrackParams,
+    },
+    /// To the cluster bridge: the channel is closed, or its session ended.
+    ChannelUnpublished {
+        publisher: SessionId,
+        name: String,
+    },
+    /// To the cluster bridge: one message of a published channel, for the tree.
+    ChannelToCluster {
+        publisher: SessionId,
+        name: String,
+        binary: bool,
+        data: Arc<[u8]>,
+    },
     /// From a publishing session's worker: one message for a subscriber's channel here.
     ChannelMessage {
         to: crate::data_channel::Subscriber,
@@ -473,6 +492,10 @@ impl Worker {
             WorkerMsg::ChannelMessage { to, binary, data } => {
                 self.write_channel(to, binary, &data);
             }
+            // The bridge's own messages; a worker is never sent them.
+            WorkerMsg::ChannelPublished { .. }
+            | WorkerMsg::ChannelUnpublished { .. }
+            | WorkerMsg::ChannelToCluster { .. } => {}
             WorkerMsg::Describe { session, reply } => {
                 let _ = reply.send(self.sessions.get(&session).map(|s| s.view()));
             }
@@ -1467,6 +1490,7 @@ impl Worker {
         for info in &s.pushed {
             self.end_track(info.id, now);
         }
+        self.end_channels(id, &s.channels);
         for pull in &s.pulls {
             for track in pull.track_id().into_iter().chain(pull.target) {
                 self.unsubscribe_local(id, track);

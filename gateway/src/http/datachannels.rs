@@ -14,9 +14,17 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::api::{SessionDescription, session_request_as};
 use super::problem::Problem;
+use crate::data_channel::ChannelOptions;
 use crate::ids::SessionId;
 use crate::negotiation::{Negotiated, Negotiation};
 use crate::sessions;
+
+/// Longest channel name: it names a track in the cluster, whose names are at most 255 bytes.
+const MAX_NAME_BYTES: usize = 200;
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_control)
+}
 
 #[derive(Debug, Deserialize, Serialize, Clone, Default)]
 #[serde(rename_all = "camelCase")]
@@ -29,6 +37,12 @@ pub struct DataChannelObject {
     pub session_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retransmits: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_packet_life_time: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,13 +171,24 @@ pub async fn close(
 }
 
 async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Result<u16, Problem> {
-    let Some(name) = item.data_channel_name.clone().filter(|n| !n.is_empty()) else {
-        return Err(Problem::bad_request(
-            "each data channel needs a dataChannelName",
-        ));
+    let Some(name) = item.data_channel_name.clone().filter(|n| valid_name(n)) else {
+        return Err(Problem::bad_request(format!(
+            "each data channel needs a dataChannelName of 1 to {MAX_NAME_BYTES} bytes without \
+             control characters"
+        )));
     };
+    let options = ChannelOptions {
+        ordered: item.ordered.unwrap_or(true),
+        max_retransmits: item.max_retransmits,
+        max_packet_life_time: item.max_packet_life_time,
+    };
+    if !options.valid() {
+        return Err(Problem::bad_request(
+            "maxRetransmits and maxPacketLifeTime cannot both be set",
+        ));
+    }
     let negotiation = match item.location.as_deref() {
-        Some("local") => Negotiation::PublishChannel { name },
+        Some("local") => Negotiation::PublishChannel { name, options },
         Some("remote") => {
             let publisher: SessionId = item
                 .session_id
@@ -174,18 +199,18 @@ async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Resul
                         "a remote data channel needs the sessionId that publishes it",
                     )
                 })?;
-            let publisher_worker =
-                node.registry
-                    .channel_worker(publisher, &name)
-                    .ok_or_else(|| {
-                        Problem::not_found(format!(
-                            "session {publisher} publishes no data channel {name:?}"
-                        ))
-                    })?;
+            let publisher_worker = sessions::channel_source(node, publisher, &name)
+                .await
+                .ok_or_else(|| {
+                    Problem::not_found(format!(
+                        "session {publisher} publishes no data channel {name:?}"
+                    ))
+                })?;
             Negotiation::SubscribeChannel {
                 publisher,
                 name,
                 publisher_worker,
+                options,
             }
         }
         _ => {

@@ -145,6 +145,16 @@ pub struct Cluster {
 /// An origin, `edges` edge gateways (tier 0) and `relays` relays (tier 1); every node drops
 /// `link_loss` of its outgoing media datagrams (none when 0).
 pub async fn cluster(edges: usize, relays: usize, link_loss: f64) -> Result<Cluster> {
+    cluster_with_args(edges, relays, link_loss, &[]).await
+}
+
+/// As [`cluster`], every gateway also started with `extra` arguments (e.g. an API app).
+pub async fn cluster_with_args(
+    edges: usize,
+    relays: usize,
+    link_loss: f64,
+    extra: &[&str],
+) -> Result<Cluster> {
     let certs = certs()?;
     let gw_ports: Vec<u16> = (0..=edges)
         .map(|_| free_udp_port())
@@ -176,6 +186,7 @@ pub async fn cluster(edges: usize, relays: usize, link_loss: f64) -> Result<Clus
             "--cluster-prune-grace-ms".into(),
             PRUNE_GRACE_MS.into(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         if link_loss > 0.0 {
             args.push("--test-drop-datagrams".into());
             args.push(link_loss.to_string());
