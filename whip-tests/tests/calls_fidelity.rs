@@ -191,6 +191,18 @@ async fn a_calls_page_on_another_origin_gets_what_it_expects() -> Result<()> {
         .send()
         .await?;
     calls_error(r, 406, "invalid_params", "65 tracks in one request").await?;
+    // A track name with a control character (they keep the cluster's data tracks apart).
+    let r = c
+        .post(format!("{base}/v1/apps/open/sessions/{sid}/tracks/new"))
+        .bearer_auth(SECRET)
+        .body(
+            serde_json::json!({"tracks": [{"location": "local", "trackName": "a\u{1}b",
+                                           "kind": "audio"}]})
+            .to_string(),
+        )
+        .send()
+        .await?;
+    calls_error(r, 406, "invalid_params", "a trackName with a control character").await?;
     let r = c
         .get(format!(
             "{base}/v1/apps/open/sessions/00000000000000000000000000000000"

@@ -19,6 +19,15 @@ use crate::node::Node;
 use crate::registry::Role;
 use crate::sessions;
 
+/// Longest track name: it names a track in the cluster, whose names are at most 255 bytes.
+const MAX_TRACK_NAME_BYTES: usize = 200;
+
+/// A track name a client may choose: not empty, bounded, no control characters (which keep
+/// the cluster's data tracks apart from media tracks, `relay::data_track`).
+fn valid_track_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_TRACK_NAME_BYTES && !name.chars().any(char::is_control)
+}
+
 #[derive(Debug, Deserialize, Serialize, Clone)]
 pub struct SessionDescription {
     #[serde(rename = "type")]
@@ -132,7 +141,11 @@ fn discovered(offer: &str) -> Vec<TrackObject> {
             let mid = m.mid?;
             Some(TrackObject {
                 location: Some("local".into()),
-                track_name: Some(m.msid_track.unwrap_or_else(|| mid.clone())),
+                track_name: Some(
+                    m.msid_track
+                        .filter(|n| valid_track_name(n))
+                        .unwrap_or_else(|| mid.clone()),
+                ),
                 mid: Some(mid),
                 ..TrackObject::default()
             })
@@ -464,6 +477,16 @@ pub async fn new_tracks(
             ..TracksResponse::default()
         };
         return Ok(Json(resp).into_response());
+    }
+    if let Some(bad) = req
+        .tracks
+        .iter()
+        .filter_map(|t| t.track_name.as_deref())
+        .find(|n| !valid_track_name(n))
+    {
+        return Err(Problem::bad_request(format!(
+            "trackName {bad:?}: 1 to {MAX_TRACK_NAME_BYTES} bytes, no control characters"
+        )));
     }
     if req.tracks.iter().any(is_remote) {
         return Err(Problem::unprocessable(
