@@ -10,12 +10,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use str0m::channel::{ChannelConfig, ChannelData};
+use str0m::channel::{ChannelConfig, ChannelData, ChannelId};
 
 use crate::data_channel::{ChannelOptions, MAX_BUFFERED_BYTES, SessionChannels, Subscriber};
 use crate::http::problem::Problem;
 use crate::ids::SessionId;
 use crate::negotiation::{Negotiated, PendingOffer, no_pending_offer};
+use crate::registry::Role;
 use crate::worker::{Worker, WorkerMsg};
 
 fn no_session() -> Problem {
@@ -111,6 +112,24 @@ impl Worker {
         options: ChannelOptions,
     ) -> Result<Negotiated, Problem> {
         let (stream_id, channel) = self.open_channel(id, &name, options)?;
+        self.attach_subscriber(id, publisher, name, channel, stream_id, publisher_worker);
+        Ok(Negotiated::Channel {
+            stream_id,
+            offer: None,
+        })
+    }
+
+    /// Session `id`'s `channel` receives `publisher`'s channel `name`, served by peer
+    /// `publisher_worker` (a worker, or the cluster bridge).
+    fn attach_subscriber(
+        &mut self,
+        id: SessionId,
+        publisher: SessionId,
+        name: String,
+        channel: str0m::channel::ChannelId,
+        stream_id: u16,
+        publisher_worker: usize,
+    ) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.channels.subscribed.push(crate::data_channel::Subscribed {
                 publisher,
@@ -134,10 +153,119 @@ impl Worker {
                 subscriber,
             });
         }
-        Ok(Negotiated::Channel {
-            stream_id,
-            offer: None,
-        })
+    }
+
+    /// A channel the client opened in band (DCEP) is open. On a WHIP session it is the
+    /// publisher's: published under its label, for the stream's viewers. On a WHEP session it
+    /// is the viewer's: it receives the publisher's channel with the same label, now or once
+    /// the publisher opens it. Channels `datachannels/*` opened (str0m reports those open too)
+    /// and API sessions' own in-band channels are left alone.
+    pub(crate) fn on_channel_open(&mut self, id: SessionId, channel: ChannelId, label: String) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if s.channels.knows(channel) {
+            return;
+        }
+        if !s.channels.has_room() {
+            tracing::warn!(session = %id, %label, "too many data channels; this one is not forwarded");
+            return;
+        }
+        let Some(entry) = self.ctx.registry.session(id) else {
+            return;
+        };
+        match entry.role {
+            Role::Whip => {
+                if !self.ctx.registry.publish_channel(id, &label) {
+                    tracing::warn!(session = %id, %label, "a second channel with this label is not forwarded");
+                    return;
+                }
+                let options = s
+                    .rtc
+                    .channel(channel)
+                    .and_then(|c| c.config().map(ChannelOptions::of))
+                    .unwrap_or_default();
+                let bridge = self.ctx.bridge.and_then(|b| self.ctx.peers.get(b));
+                // In-band channels have no id the API hands out: 0 is never a negotiated one.
+                s.channels
+                    .publish(label.clone(), 0, channel, bridge.is_some());
+                tracing::info!(session = %id, %label, "publisher opened a data channel");
+                if let Some(bridge) = bridge {
+                    let _ = bridge.send(WorkerMsg::ChannelPublished {
+                        publisher: id,
+                        name: label,
+                        params: options.track_params(),
+                    });
+                }
+            }
+            Role::Whep => {
+                s.channels.wanted.push((label, channel));
+                self.match_wanted(id);
+            }
+            Role::Api => {}
+        }
+    }
+
+    /// A WHEP viewer's channels waiting for the publisher's: attached to those that exist.
+    /// A publisher on another gateway is asked through the bridge, which subscribes to the
+    /// channel's tree (a channel the publisher has not opened there yet stays silent).
+    pub(crate) fn match_wanted(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if s.channels.wanted.is_empty() {
+            return;
+        }
+        let Some(publisher) = s
+            .pulls
+            .iter()
+            .find_map(|p| p.track.as_ref())
+            .map(|t| t.session)
+        else {
+            return;
+        };
+        let publisher_elsewhere = self.ctx.registry.session(publisher).is_none();
+        let wanted = std::mem::take(&mut s.channels.wanted);
+        let mut still = Vec::new();
+        for (label, channel) in wanted {
+            let source = self
+                .ctx
+                .registry
+                .channel_worker(publisher, &label)
+                .or(self.ctx.bridge.filter(|_| publisher_elsewhere));
+            match source {
+                Some(worker) => self.attach_subscriber(id, publisher, label, channel, 0, worker),
+                None => still.push((label, channel)),
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.channels.wanted = still;
+        }
+    }
+
+    /// The client closed an in-band channel.
+    pub(crate) fn on_channel_close(&mut self, id: SessionId, channel: ChannelId) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let mut closed = SessionChannels::default();
+        if let Some(i) = s
+            .channels
+            .published
+            .iter()
+            .position(|c| c.channel == channel)
+        {
+            closed.published.push(s.channels.published.remove(i));
+        } else if let Some(i) = s
+            .channels
+            .subscribed
+            .iter()
+            .position(|c| c.channel == channel)
+        {
+            closed.subscribed.push(s.channels.subscribed.remove(i));
+        }
+        s.channels.wanted.retain(|(_, c)| *c != channel);
+        self.end_channels(id, &closed);
     }
 
     /// Closes the session's channels with these stream ids: a published one stops reaching its

@@ -351,9 +351,17 @@ impl Bridge {
                 publisher,
                 name,
                 subscriber,
-            } => self
-                .channels
-                .subscribe(&self.cluster, publisher, &name, subscriber),
+            } => {
+                // A WHEP viewer's channel names only the publisher: its node is the one its
+                // media tracks come from.
+                let origin = self
+                    .remote_by_key
+                    .keys()
+                    .find(|k| k.session == publisher.to_bytes())
+                    .map(|k| k.origin.clone());
+                self.channels
+                    .subscribe(&self.cluster, publisher, &name, subscriber, origin)
+            }
             WorkerMsg::ChannelUnsubscribe {
                 publisher,
                 name,

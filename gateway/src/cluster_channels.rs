@@ -242,10 +242,19 @@ impl ClusterChannels {
         true
     }
 
-    fn remote_key(&self, publisher: SessionId, name: &str) -> Option<TrackKey> {
-        let (node, _) = self.origins.get(&publisher)?;
+    fn remote_key(
+        &self,
+        publisher: SessionId,
+        name: &str,
+        origin: Option<String>,
+    ) -> Option<TrackKey> {
+        let node = self
+            .origins
+            .get(&publisher)
+            .map(|(node, _)| node.clone())
+            .or(origin)?;
         Some(TrackKey {
-            origin: node.clone(),
+            origin: node,
             session: publisher.to_bytes(),
             name: data_key_name(name),
         })
@@ -258,8 +267,9 @@ impl ClusterChannels {
         publisher: SessionId,
         name: &str,
         subscriber: Subscriber,
+        origin: Option<String>,
     ) {
-        let Some(key) = self.remote_key(publisher, name) else {
+        let Some(key) = self.remote_key(publisher, name, origin) else {
             return;
         };
         let remote = self.remote.entry(key.clone()).or_insert_with(|| {
@@ -281,7 +291,7 @@ impl ClusterChannels {
         name: &str,
         gone: Subscriber,
     ) {
-        let Some(key) = self.remote_key(publisher, name).or_else(|| {
+        let Some(key) = self.remote_key(publisher, name, None).or_else(|| {
             self.remote
                 .iter()
                 .find(|(k, r)| {

@@ -70,6 +70,20 @@ impl ChannelOptions {
         }
     }
 
+    /// The options a client opened an in-band (DCEP) channel with.
+    pub fn of(config: &ChannelConfig) -> ChannelOptions {
+        let (max_retransmits, max_packet_life_time) = match config.reliability {
+            Reliability::Reliable => (None, None),
+            Reliability::MaxRetransmits { retransmits } => (Some(retransmits), None),
+            Reliability::MaxPacketLifetime { lifetime } => (None, Some(lifetime)),
+        };
+        ChannelOptions {
+            ordered: config.ordered,
+            max_retransmits,
+            max_packet_life_time,
+        }
+    }
+
     /// How the channel's messages travel the cluster's trees.
     pub fn track_params(&self) -> DataTrackParams {
         DataTrackParams {
@@ -117,14 +131,30 @@ pub struct Subscribed {
 pub struct SessionChannels {
     pub published: Vec<Published>,
     pub subscribed: Vec<Subscribed>,
+    /// A WHEP viewer's in-band channels whose label the stream's publisher has not opened yet
+    /// (label, channel): matched on the worker's housekeeping tick.
+    pub wanted: Vec<(String, ChannelId)>,
     next_stream_id: u16,
 }
 
 impl SessionChannels {
     /// A stream id not used by this session yet; None once the session has its
     /// `MAX_CHANNELS_PER_SESSION` (or ran out of ids).
+    /// Whether the session may have one more channel.
+    pub fn has_room(&self) -> bool {
+        self.published.len() + self.subscribed.len() + self.wanted.len() < MAX_CHANNELS_PER_SESSION
+    }
+
+    /// Whether `channel` is one of the session's channels already (one `datachannels/*`
+    /// opened: str0m reports those open too).
+    pub fn knows(&self, channel: ChannelId) -> bool {
+        self.published.iter().any(|p| p.channel == channel)
+            || self.subscribed.iter().any(|s| s.channel == channel)
+            || self.wanted.iter().any(|(_, c)| *c == channel)
+    }
+
     pub fn next_stream_id(&mut self) -> Option<u16> {
-        if self.published.len() + self.subscribed.len() >= MAX_CHANNELS_PER_SESSION {
+        if !self.has_room() {
             return None;
         }
         let id = self.next_stream_id.max(FIRST_STREAM_ID);

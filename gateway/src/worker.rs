@@ -1262,6 +1262,8 @@ impl Worker {
                 }
             }
             Event::ChannelData(d) => self.on_channel_data(id, d, now),
+            Event::ChannelOpen(channel, label) => self.on_channel_open(id, channel, label),
+            Event::ChannelClose(channel) => self.on_channel_close(id, channel),
             Event::KeyframeRequest(KeyframeRequest { mid, .. }) => {
                 let track = self
                     .sessions
@@ -1453,6 +1455,16 @@ impl Worker {
         }
         for id in dead {
             self.close_and_reap(id, now);
+        }
+        // WHEP viewers' channels whose publisher channel was not open yet.
+        let waiting: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.channels.wanted.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.match_wanted(id);
         }
         // Layer bitrates change: re-evaluate the automatic simulcast choice.
         let layered: Vec<SessionId> = self

@@ -202,7 +202,13 @@ async fn a_calls_page_on_another_origin_gets_what_it_expects() -> Result<()> {
         )
         .send()
         .await?;
-    calls_error(r, 406, "invalid_params", "a trackName with a control character").await?;
+    calls_error(
+        r,
+        406,
+        "invalid_params",
+        "a trackName with a control character",
+    )
+    .await?;
     let r = c
         .get(format!(
             "{base}/v1/apps/open/sessions/00000000000000000000000000000000"
