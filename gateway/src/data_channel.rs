@@ -6,12 +6,13 @@
 //! other workers as a message; never back to its sender. This file is the per-session
 //! bookkeeping and the limits; the worker does the writing.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use relay::data_track::DataTrackParams;
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 
 use crate::ids::SessionId;
+use crate::token_bucket::TokenBucket;
 
 /// Largest message forwarded; larger ones are dropped and counted (Chromium's own limit for a
 /// message to an SCTP peer that does not say otherwise is 64 KiB; 16 KiB always interoperates).
@@ -110,8 +111,7 @@ pub struct Published {
     pub subscribers: Vec<Subscriber>,
     /// Its messages also go to the cluster bridge, for subscribers on other gateways.
     pub to_cluster: bool,
-    tokens: f64,
-    refilled: Option<Instant>,
+    rate: TokenBucket,
     pub dropped: u64,
 }
 
@@ -171,8 +171,7 @@ impl SessionChannels {
             channel,
             subscribers: Vec::new(),
             to_cluster,
-            tokens: BURST,
-            refilled: None,
+            rate: TokenBucket::new(MESSAGES_PER_SECOND, BURST),
             dropped: 0,
         });
     }
@@ -190,16 +189,10 @@ impl Published {
     /// Whether a message of `len` bytes arriving at `now` may be forwarded: within the size
     /// limit and the channel's token bucket. A refused one is counted.
     pub fn admit(&mut self, len: usize, now: Instant) -> bool {
-        let elapsed = self
-            .refilled
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * MESSAGES_PER_SECOND).min(BURST);
-        self.refilled = Some(now);
-        if len > MAX_MESSAGE_BYTES || self.tokens < 1.0 {
+        if len > MAX_MESSAGE_BYTES || self.rate.take(now).is_err() {
             self.dropped += 1;
             return false;
         }
-        self.tokens -= 1.0;
         true
     }
 }
@@ -207,6 +200,7 @@ impl Published {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn channel() -> Published {
         Published {
@@ -215,8 +209,7 @@ mod tests {
             channel: a_channel_id(),
             subscribers: Vec::new(),
             to_cluster: false,
-            tokens: BURST,
-            refilled: None,
+            rate: TokenBucket::new(MESSAGES_PER_SECOND, BURST),
             dropped: 0,
         }
     }

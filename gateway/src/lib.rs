@@ -28,6 +28,7 @@ pub mod sendmmsg;
 pub mod server;
 pub mod session;
 pub mod sessions;
+pub mod token_bucket;
 pub mod track;
 pub mod udp;
 pub mod worker;

@@ -2,6 +2,7 @@
 //! publishes each stream. It is the control plane only — touched when sessions come and go,
 //! never per packet — so one mutex is enough.
 
+use crate::token_bucket::TokenBucket;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,7 +113,12 @@ pub struct SessionEntry {
     pub pushed: Vec<Arc<TrackInfo>>,
     /// Names of the data channels it publishes (subscribers find its worker by them).
     pub published_channels: Vec<String>,
+    /// Its session/track API calls (Calls allows 50 per second per session).
+    pub api_calls: TokenBucket,
 }
+
+/// API calls per second one session may make, and its burst.
+pub const API_CALLS_PER_SECOND: f64 = 50.0;
 
 impl SessionEntry {
     /// A session as it starts: no ICE restart yet, no forged STUN, not (yet) pending admission.
@@ -137,6 +143,7 @@ impl SessionEntry {
             stun_integrity_failures: Default::default(),
             pushed,
             published_channels: vec![],
+            api_calls: TokenBucket::new(API_CALLS_PER_SECOND, API_CALLS_PER_SECOND),
         }
     }
 }
@@ -359,6 +366,22 @@ impl Registry {
         }
         entry.published_channels.push(name.to_string());
         true
+    }
+
+    /// A session/track API call on session `id` of `app` at `now`: None if `app` has no such
+    /// session, else whether it is within the session's rate (how long to wait if not).
+    pub fn api_call(
+        &self,
+        id: SessionId,
+        app: &str,
+        now: Instant,
+    ) -> Option<Result<(), std::time::Duration>> {
+        let mut inner = self.lock();
+        let entry = inner.sessions.get_mut(&id)?;
+        if entry.app.as_deref() != Some(app) {
+            return None;
+        }
+        Some(entry.api_calls.take(now))
     }
 
     /// The session no longer publishes data channel `name`.

@@ -181,6 +181,22 @@ async fn a_calls_page_on_another_origin_gets_what_it_expects() -> Result<()> {
         .await?;
     let v: Value = serde_json::from_str(&r.text().await?)?;
     let sid = v["sessionId"].as_str().context("sessionId")?;
+    // Calls' query: a correlationId label is taken; a thirdparty (ICE-lite) peer is refused,
+    // as two ICE-lite ends never connect.
+    let r = c
+        .post(format!(
+            "{base}/v1/apps/open/sessions/new?correlationId=room-7"
+        ))
+        .bearer_auth(SECRET)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 201, "sessions/new with a correlationId");
+    let r = c
+        .post(format!("{base}/v1/apps/open/sessions/new?thirdparty=true"))
+        .bearer_auth(SECRET)
+        .send()
+        .await?;
+    calls_error(r, 406, "invalid_params", "a thirdparty session").await?;
     let many: Vec<Value> = (0..65)
         .map(|i| serde_json::json!({"location": "remote", "sessionId": sid, "trackName": format!("t{i}")}))
         .collect();

@@ -104,11 +104,18 @@ fn app_auth(node: &Node, app: &str, headers: &HeaderMap) -> Result<(), Problem> 
 fn own_session(node: &Node, app: &str, id: &str) -> Result<SessionId, Problem> {
     let missing = || Problem::not_found("no such session");
     let id: SessionId = id.parse().map_err(|_| missing())?;
-    let entry = node.registry.session(id).ok_or_else(missing)?;
-    if entry.app.as_deref() != Some(app) {
-        return Err(missing());
+    match node.registry.api_call(id, app, std::time::Instant::now()) {
+        None => Err(missing()),
+        Some(Ok(())) => Ok(id),
+        Some(Err(wait)) => Err(Problem::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "more than {} API calls per second on this session",
+                crate::registry::API_CALLS_PER_SECOND
+            ),
+        )
+        .retry_after(wait.as_secs_f64().ceil().max(1.0) as u32)),
     }
-    Ok(id)
 }
 
 async fn json_body<T: for<'de> Deserialize<'de> + Default>(
@@ -277,18 +284,44 @@ fn resolve_remote(
 /// `POST /v1/apps/{app}/sessions/new`. Without a body: an empty session. With an offer: the
 /// session pushes the offer's tracks, or — when `tracks` lists remote tracks with the mids of
 /// the offer's recvonly m-lines — pulls those.
+/// `sessions/new`'s query: Calls' `correlationId` (a label the app chooses, logged with the
+/// session) and `thirdparty` (the peer is ICE-lite, e.g. another SFU).
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSessionQuery {
+    correlation_id: Option<String>,
+    thirdparty: Option<String>,
+}
+
 pub async fn new_session(
     State(node): State<AppState>,
     Path(app): Path<String>,
+    query: Result<axum::extract::Query<NewSessionQuery>, axum::extract::rejection::QueryRejection>,
     peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
+    let query = query
+        .map_err(|e| Problem::bad_request(format!("query: {e}")))?
+        .0;
+    if query.thirdparty.as_deref().is_some_and(|t| t == "true") {
+        // Two ICE-lite ends never connect: neither sends a connectivity check.
+        return Err(Problem::unprocessable(
+            "thirdparty sessions (an ICE-lite peer) are not supported: this gateway is ICE-lite too",
+        ));
+    }
+    let correlation = query.correlation_id.unwrap_or_default();
+    if correlation.len() > 256 || correlation.chars().any(char::is_control) {
+        return Err(Problem::bad_request(
+            "correlationId: at most 256 bytes, no control characters",
+        ));
+    }
     let req: TracksRequest = json_body(&node, body).await?;
     // Admission as for a WHIP/WHEP POST: an API session is a PeerConnection waiting for ICE too.
-    let create = create_session(&node, app, req);
-    let (_, response) = admitted(&node, &peer, create, |(id, _)| *id).await?;
+    let create = create_session(&node, app.clone(), req);
+    let (id, response) = admitted(&node, &peer, create, |(id, _)| *id).await?;
+    tracing::info!(session = %id, %app, correlation_id = %correlation, "API session created");
     Ok(response)
 }
 
