@@ -1365,7 +1365,8 @@ async fn close_per_item_errors_force_and_client_offer() -> Result<()> {
             200,
             Method::PUT,
             &format!("/{id}/tracks/close"),
-            Some(json!({"tracks": [{"mid": vmid}, {"mid": "nope"}], "force": true})),
+            // Orange Meets' way of naming a transceiver: "#" + the track it carries.
+            Some(json!({"tracks": [{"mid": "#video"}, {"mid": "nope"}], "force": true})),
         )
         .await?;
     ensure!(v["tracks"][0]["mid"] == json!(vmid), "{v}");

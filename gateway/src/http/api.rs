@@ -404,14 +404,8 @@ async fn create_session(
     Ok((c.id, (StatusCode::CREATED, Json(resp)).into_response()))
 }
 
-/// `GET /v1/apps/{app}/sessions/{id}`: the session's pushed tracks.
-pub async fn get_session(
-    State(node): State<AppState>,
-    Path((app, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    app_auth(&node, &app, &headers)?;
-    let id = own_session(&node, &app, &id)?;
+/// What session `id`'s worker shows of it.
+async fn describe(node: &Node, id: SessionId) -> Result<crate::session::SessionView, Problem> {
     let entry = node
         .registry
         .session(id)
@@ -421,11 +415,58 @@ pub async fn get_session(
         entry.worker,
         crate::worker::WorkerMsg::Describe { session: id, reply },
     );
-    let view = rx
-        .await
+    rx.await
         .ok()
         .flatten()
-        .ok_or_else(|| Problem::not_found("no such session"))?;
+        .ok_or_else(|| Problem::not_found("no such session"))
+}
+
+/// Orange Meets names a transceiver by its track: `mid: "#<trackName>"` is the m-line of the
+/// session's pushed track of that name, or of its pull of a track of that name. Such mids are
+/// replaced by the real ones; a name that matches nothing is left, and fails as an unknown mid.
+async fn resolve_named_mids(
+    node: &Node,
+    id: SessionId,
+    tracks: &mut [TrackObject],
+) -> Result<(), Problem> {
+    if !tracks
+        .iter()
+        .any(|t| t.mid.as_deref().is_some_and(|m| m.starts_with('#')))
+    {
+        return Ok(());
+    }
+    let view = describe(node, id).await?;
+    for t in tracks.iter_mut() {
+        let Some(name) = t.mid.as_deref().and_then(|m| m.strip_prefix('#')) else {
+            continue;
+        };
+        let mid = view
+            .pushed
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(mid, _)| *mid)
+            .or_else(|| {
+                view.pulls
+                    .iter()
+                    .find(|p| p.source.as_ref().is_some_and(|(_, n)| n == name))
+                    .map(|p| p.mid)
+            });
+        if let Some(mid) = mid {
+            t.mid = Some(mid.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// `GET /v1/apps/{app}/sessions/{id}`: the session's pushed tracks.
+pub async fn get_session(
+    State(node): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    app_auth(&node, &app, &headers)?;
+    let id = own_session(&node, &app, &id)?;
+    let view = describe(&node, id).await?;
     let status = |active: bool| Some(if active { "active" } else { "inactive" }.to_string());
     let pushed = view.pushed.iter().map(|(mid, name)| TrackObject {
         status: status(view.connected),
@@ -587,7 +628,8 @@ pub async fn close_tracks(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let (id, req) = session_request(&node, &app, &id, &headers, body).await?;
+    let (id, mut req) = session_request(&node, &app, &id, &headers, body).await?;
+    resolve_named_mids(&node, id, &mut req.tracks).await?;
     let mids: Vec<String> = req.tracks.iter().filter_map(|t| t.mid.clone()).collect();
     if mids.is_empty() {
         return Err(Problem::bad_request("name the tracks to close by mid"));
@@ -698,8 +740,9 @@ pub async fn update_tracks(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let (id, req) = session_request(&node, &app, &id, &headers, body).await?;
+    let (id, mut req) = session_request(&node, &app, &id, &headers, body).await?;
     check_track_count(&req.tracks)?;
+    resolve_named_mids(&node, id, &mut req.tracks).await?;
     let worker = node
         .registry
         .session(id)
