@@ -50,11 +50,26 @@ impl Worker {
         Ok((stream_id, channel))
     }
 
+    /// Calls' `datachannels/establish`: with the client's offer (its application m-line), our
+    /// answer and the channel opened on the association it brings; without, our offer.
     pub(crate) fn establish_channels(
         &mut self,
         id: SessionId,
         name: String,
+        client_offer: Option<String>,
     ) -> Result<Negotiated, Problem> {
+        if let Some(sdp) = client_offer {
+            let Negotiated::Answer { sdp: answer, .. } = self.accept_client_offer(id, &sdp, &[])?
+            else {
+                return Err(Problem::internal("expected an answer"));
+            };
+            let (stream_id, _) = self.open_channel(id, &name, ChannelOptions::default())?;
+            return Ok(Negotiated::Channel {
+                stream_id,
+                offer: None,
+                answer: Some(answer),
+            });
+        }
         let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
         no_pending_offer(s)?;
         let (stream_id, config) = negotiated(&mut s.channels, name, ChannelOptions::default())?;
@@ -63,7 +78,11 @@ impl Worker {
         api.add_channel_with_config(config);
         let offer = PendingOffer::keep(&mut s.pending, api.apply(), vec![], vec![]);
         self.mark(id);
-        Ok(Negotiated::Channel { stream_id, offer })
+        Ok(Negotiated::Channel {
+            stream_id,
+            offer,
+            answer: None,
+        })
     }
 
     pub(crate) fn publish_channel(
@@ -100,6 +119,7 @@ impl Worker {
         Ok(Negotiated::Channel {
             stream_id,
             offer: None,
+            answer: None,
         })
     }
 
@@ -116,6 +136,7 @@ impl Worker {
         Ok(Negotiated::Channel {
             stream_id,
             offer: None,
+            answer: None,
         })
     }
 

@@ -34,7 +34,7 @@ pub enum Negotiation {
     /// Calls' `datachannels/establish`: the session's SCTP association, with the negotiated
     /// channel `name` (e.g. "server-events") on it; we offer the application m-line unless the
     /// session has one.
-    EstablishChannels { name: String },
+    EstablishChannels { name: String, offer: Option<String> },
     /// Publish a data channel by this name (Calls: `location: local`).
     PublishChannel {
         name: String,
@@ -88,10 +88,11 @@ pub enum Negotiated {
         pushes: Vec<(Mid, String, MediaKind)>,
     },
     /// A data channel opened on the session: its SCTP stream id, and our offer when the session
-    /// needs its application m-line negotiated first.
+    /// needs its application m-line negotiated first, or our answer to the client's offer.
     Channel {
         stream_id: u16,
         offer: Option<String>,
+        answer: Option<String>,
     },
     /// The data channels `CloseChannels` found and closed.
     ChannelsClosed {
@@ -157,7 +158,9 @@ impl Worker {
             Negotiation::Answer { sdp } => self.accept_client_answer(id, &sdp, now),
             Negotiation::Close { mids, how } => self.close_mids(id, &mids, how, now),
             Negotiation::Update { mid, track } => self.repoint_pull(id, &mid, track, now),
-            Negotiation::EstablishChannels { name } => self.establish_channels(id, name),
+            Negotiation::EstablishChannels { name, offer } => {
+                self.establish_channels(id, name, offer)
+            }
             Negotiation::CloseChannels { stream_ids } => self.close_channels(id, &stream_ids),
             Negotiation::PublishChannel { name, options } => {
                 self.publish_channel(id, name, options)
@@ -173,7 +176,7 @@ impl Worker {
         result
     }
 
-    fn accept_client_offer(
+    pub(crate) fn accept_client_offer(
         &mut self,
         id: SessionId,
         sdp: &str,

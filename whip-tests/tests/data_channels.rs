@@ -99,6 +99,41 @@ impl DcPeer {
         })
     }
 
+    /// As `connect`, but the way the older Calls examples do it: the client offers the
+    /// application m-line (`datachannels/establish` with its offer) and gets our answer.
+    async fn connect_offering(api: &Api, stop: watch::Receiver<bool>) -> Result<DcPeer> {
+        let rtc = Rtc::builder().build(Instant::now());
+        let mut lp = RtcLoop::bind(rtc, "127.0.0.1:0".parse()?).await?;
+        let (status, v) = api.call("/new", reqwest::Method::POST, json!({})).await?;
+        ensure!(status == 201, "sessions/new: {status} {v}");
+        let session = v["sessionId"].as_str().context("sessionId")?.to_owned();
+        let mut sdp = lp.rtc.sdp_api();
+        sdp.add_channel("bootstrap".into());
+        let (offer, pending) = sdp.apply().context("an offer")?;
+        let (status, v) = api
+            .call(
+                &format!("/{session}/datachannels/establish"),
+                reqwest::Method::POST,
+                json!({"dataChannel": {"location": "remote", "dataChannelName": "server-events"},
+                       "sessionDescription": {"type": "offer", "sdp": offer.to_sdp_string()}}),
+            )
+            .await?;
+        ensure!(status == 200, "establish with an offer: {status} {v}");
+        ensure!(v["requiresImmediateRenegotiation"] == json!(false), "{v}");
+        ensure!(v["sessionDescription"]["type"] == "answer", "{v}");
+        let answer = v["sessionDescription"]["sdp"].as_str().context("answer")?;
+        lp.rtc
+            .sdp_api()
+            .accept_answer(pending, str0m::change::SdpAnswer::from_sdp_string(answer)?)?;
+        Ok(DcPeer {
+            lp,
+            session,
+            received: Vec::new(),
+            by_channel: Default::default(),
+            stop,
+        })
+    }
+
     fn open_with(&mut self, config: ChannelConfig) -> ChannelId {
         self.lp.rtc.direct_api().create_data_channel(config)
     }
@@ -208,7 +243,7 @@ async fn a_published_channel_reaches_every_subscriber_in_order() -> Result<()> {
     let (_stop_tx, stop) = watch::channel(false);
     let mut publisher = DcPeer::connect(&api, stop.clone()).await?;
     let mut sub_a = DcPeer::connect(&api, stop.clone()).await?;
-    let mut sub_b = DcPeer::connect(&api, stop.clone()).await?;
+    let mut sub_b = DcPeer::connect_offering(&api, stop.clone()).await?;
 
     let pub_channel = publisher
         .add_channel(

@@ -1,8 +1,9 @@
 //! The session/track API's data channel calls, as Calls has them: `datachannels/establish` gives
 //! a session its SCTP association (our offer with an application m-line, answered with
-//! `renegotiate`), `datachannels/new` publishes (`location: local`) or subscribes to (`location:
-//! remote`, by `sessionId` + `dataChannelName`) named channels, answering the SCTP stream id the
-//! client opens with `createDataChannel(name, {negotiated: true, id})`.
+//! `renegotiate`; or our answer to the client's offer that has one), `datachannels/new`
+//! publishes (`location: local`) or subscribes to (`location: remote`, by `sessionId` +
+//! `dataChannelName`) named channels, answering the SCTP stream id the client opens with
+//! `createDataChannel(name, {negotiated: true, id})`.
 
 use axum::Json;
 use axum::body::Body;
@@ -69,20 +70,32 @@ pub async fn establish(
 ) -> Result<Response, Problem> {
     let (id, req): (SessionId, DataChannelsRequest) =
         session_request_as(&node, &app, &id, &headers, body).await?;
-    if req.session_description.is_some() {
-        return Err(Problem::unprocessable(
-            "establish makes the offer here; a client offer with an application m-line goes to \
-             sessions/new or tracks/new",
-        ));
-    }
+    let client_offer = match req.session_description {
+        Some(d) if d.kind == "offer" && d.sdp.contains("m=application") => Some(d.sdp),
+        Some(_) => {
+            return Err(Problem::bad_request(
+                "establish takes the client's offer with an application m-line, or no \
+                 sessionDescription (then we offer)",
+            )
+            .code("invalid_session_description"));
+        }
+        None => None,
+    };
     let name = req
         .data_channel
         .and_then(|d| d.data_channel_name)
         .unwrap_or_else(|| "server-events".into());
-    let Negotiated::Channel { stream_id, offer } = sessions::negotiate(
+    let Negotiated::Channel {
+        stream_id,
+        offer,
+        answer,
+    } = sessions::negotiate(
         &node,
         id,
-        Negotiation::EstablishChannels { name: name.clone() },
+        Negotiation::EstablishChannels {
+            name: name.clone(),
+            offer: client_offer,
+        },
     )
     .await?
     else {
@@ -91,7 +104,9 @@ pub async fn establish(
     Ok(Json(serde_json::json!({
         "requiresImmediateRenegotiation": offer.is_some(),
         "dataChannel": {"dataChannelName": name, "id": stream_id},
-        "sessionDescription": offer.map(|sdp| SessionDescription { kind: "offer".into(), sdp }),
+        "sessionDescription": offer
+            .map(|sdp| SessionDescription { kind: "offer".into(), sdp })
+            .or(answer.map(|sdp| SessionDescription { kind: "answer".into(), sdp })),
     }))
     .into_response())
 }
