@@ -152,13 +152,15 @@ impl Worker {
         publisher_worker: usize,
     ) {
         if let Some(s) = self.sessions.get_mut(&id) {
-            s.channels.subscribed.push(crate::data_channel::Subscribed {
-                publisher,
-                name: name.clone(),
-                stream_id,
-                channel,
-                publisher_worker,
-            });
+            s.channels
+                .subscribed
+                .push(crate::data_channel::Subscribed::new(
+                    publisher,
+                    name.clone(),
+                    stream_id,
+                    channel,
+                    publisher_worker,
+                ));
         }
         let subscriber = Subscriber {
             session: id,
@@ -387,13 +389,98 @@ impl Worker {
         }
     }
 
-    /// A message from session `id`: forwarded if it came on a channel the session publishes.
+    /// Calls' `datachannels/update`: whether session `id`'s subscription to `publisher`'s
+    /// channel `name` may reply. Its SCTP stream id.
+    pub(crate) fn set_can_reply(
+        &mut self,
+        id: SessionId,
+        publisher: SessionId,
+        name: &str,
+        can_reply: bool,
+    ) -> Result<Negotiated, Problem> {
+        let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
+        let bridge = self.ctx.bridge;
+        let c = s
+            .channels
+            .subscribed
+            .iter_mut()
+            .find(|c| c.publisher == publisher && c.name == name)
+            .ok_or_else(|| {
+                Problem::not_found(format!(
+                    "this session does not receive {publisher}'s data channel {name:?}"
+                ))
+            })?;
+        if can_reply && Some(c.publisher_worker) == bridge {
+            return Err(Problem::unprocessable(
+                "canReply reaches a publisher on this gateway only; this one is on another",
+            ));
+        }
+        c.can_reply = can_reply;
+        Ok(Negotiated::Channel {
+            stream_id: c.stream_id,
+            offer: None,
+            answer: None,
+        })
+    }
+
+    /// A subscriber's write on a channel it may reply on: to the publisher, on its worker.
+    fn on_reply(&mut self, id: SessionId, d: ChannelData, now: Instant) {
+        let Some(c) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|s| s.channels.subscribed.iter_mut().find(|c| c.channel == d.id))
+        else {
+            return;
+        };
+        if !c.admit_reply(d.data.len(), now) {
+            return;
+        }
+        let (publisher, name, worker) = (c.publisher, c.name.clone(), c.publisher_worker);
+        if worker == self.index {
+            self.write_reply(publisher, &name, d.binary, &d.data);
+        } else if let Some(w) = self.ctx.peers.get(worker) {
+            let _ = w.send(WorkerMsg::ChannelReply {
+                publisher,
+                name,
+                binary: d.binary,
+                data: d.data.into(),
+            });
+        }
+    }
+
+    /// A subscriber's reply, into the publisher's own channel.
+    pub(crate) fn write_reply(
+        &mut self,
+        publisher: SessionId,
+        name: &str,
+        binary: bool,
+        data: &[u8],
+    ) {
+        let Some(channel) = self
+            .sessions
+            .get_mut(&publisher)
+            .and_then(|s| s.channels.published_mut(name))
+            .map(|p| p.channel)
+        else {
+            return;
+        };
+        let to = Subscriber {
+            session: publisher,
+            worker: self.index,
+            channel,
+        };
+        self.write_channel(to, binary, data);
+    }
+
+    /// A message from session `id`: forwarded if it came on a channel the session publishes,
+    /// or replied to its publisher on a subscription that may reply.
     pub(crate) fn on_channel_data(&mut self, id: SessionId, d: ChannelData, now: Instant) {
         let Some(p) = self
             .sessions
             .get_mut(&id)
             .and_then(|s| s.channels.by_channel(d.id))
         else {
+            self.on_reply(id, d, now);
             return;
         };
         if !p.admit(d.data.len(), now) {

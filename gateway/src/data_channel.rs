@@ -124,6 +124,35 @@ pub struct Subscribed {
     pub channel: ChannelId,
     /// Where the publisher's messages come from: its worker, or the cluster bridge.
     pub publisher_worker: usize,
+    /// Calls' `canReply`: what the subscriber writes goes back to the publisher (only to it),
+    /// within the same size and rate limits as a published channel.
+    pub can_reply: bool,
+    reply_rate: TokenBucket,
+}
+
+impl Subscribed {
+    pub fn new(
+        publisher: SessionId,
+        name: String,
+        stream_id: u16,
+        channel: ChannelId,
+        publisher_worker: usize,
+    ) -> Subscribed {
+        Subscribed {
+            publisher,
+            name,
+            stream_id,
+            channel,
+            publisher_worker,
+            can_reply: false,
+            reply_rate: TokenBucket::new(MESSAGES_PER_SECOND, BURST),
+        }
+    }
+
+    /// Whether a reply of `len` bytes at `now` goes to the publisher.
+    pub fn admit_reply(&mut self, len: usize, now: Instant) -> bool {
+        self.can_reply && len <= MAX_MESSAGE_BYTES && self.reply_rate.take(now).is_ok()
+    }
 }
 
 /// A session's channels.

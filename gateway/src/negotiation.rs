@@ -47,6 +47,12 @@ pub enum Negotiation {
         publisher_worker: usize,
         options: crate::data_channel::ChannelOptions,
     },
+    /// Calls' `canReply` on the session's subscription to `publisher`'s channel `name`.
+    UpdateChannel {
+        publisher: SessionId,
+        name: String,
+        can_reply: bool,
+    },
     /// Close the session's data channels with these SCTP stream ids; returns those it had.
     CloseChannels { stream_ids: Vec<u16> },
     /// Re-use a pulled m-line for another track of its kind (Calls' `tracks/update`); no SDP.
@@ -162,6 +168,11 @@ impl Worker {
                 self.establish_channels(id, name, offer)
             }
             Negotiation::CloseChannels { stream_ids } => self.close_channels(id, &stream_ids),
+            Negotiation::UpdateChannel {
+                publisher,
+                name,
+                can_reply,
+            } => self.set_can_reply(id, publisher, &name, can_reply),
             Negotiation::PublishChannel { name, options } => {
                 self.publish_channel(id, name, options)
             }

@@ -138,6 +138,13 @@ pub enum WorkerMsg {
         binary: bool,
         data: Arc<[u8]>,
     },
+    /// To the worker of a session publishing data channel `name`: a subscriber's reply for it.
+    ChannelReply {
+        publisher: SessionId,
+        name: String,
+        binary: bool,
+        data: Arc<[u8]>,
+    },
     /// From a publishing session's worker: one message for a subscriber's channel here.
     ChannelMessage {
         to: crate::data_channel::Subscriber,
@@ -492,6 +499,12 @@ impl Worker {
             WorkerMsg::ChannelMessage { to, binary, data } => {
                 self.write_channel(to, binary, &data);
             }
+            WorkerMsg::ChannelReply {
+                publisher,
+                name,
+                binary,
+                data,
+            } => self.write_reply(publisher, &name, binary, &data),
             // The bridge's own messages; a worker is never sent them.
             WorkerMsg::ChannelPublished { .. }
             | WorkerMsg::ChannelUnpublished { .. }

@@ -321,6 +321,41 @@ async fn a_published_channel_reaches_every_subscriber_in_order() -> Result<()> {
         publisher.received
     );
 
+    // canReply (datachannels/update): A's writes now reach the publisher, and only it.
+    let (status, v) = api
+        .call(
+            &format!("/{}/datachannels/update", sub_a.session),
+            reqwest::Method::PUT,
+            json!({"dataChannels": [
+                {"location": "remote", "sessionId": publisher.session, "dataChannelName": "chat",
+                 "canReply": true},
+                {"location": "remote", "sessionId": publisher.session, "dataChannelName": "nope",
+                 "canReply": true}]}),
+        )
+        .await?;
+    ensure!(status == 200, "update: {status} {v}");
+    ensure!(v["dataChannels"][0]["errorCode"].is_null(), "{v}");
+    ensure!(
+        v["dataChannels"][1]["errorCode"] == "not_found_datachannel_error",
+        "{v}"
+    );
+    sub_a
+        .lp
+        .rtc
+        .channel(subs[0])
+        .context("subscriber channel")?
+        .write(false, b"reply from a")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while publisher.received.is_empty() && Instant::now() < deadline {
+        pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 20).await?;
+    }
+    ensure!(
+        publisher.received == ["reply from a"],
+        "publisher got {:?}",
+        publisher.received
+    );
+    ensure!(sub_b.received.len() == N, "a reply is not fanned out");
+
     // GET session lists the channels.
     let (status, v) = api
         .call(

@@ -45,6 +45,11 @@ pub struct DataChannelObject {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_packet_life_time: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_reply: Option<bool>,
+    /// Accepted and echoed; the answer never waits (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_ack: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
@@ -126,27 +131,107 @@ pub async fn new(
     }
     let mut out = Vec::with_capacity(req.data_channels.len());
     for item in req.data_channels {
-        let result = open(&node, id, &item).await;
+        let mut result = open(&node, id, &item).await;
+        if let (Ok(_), Some(true), Some("remote"), Some(name)) = (
+            &result,
+            item.can_reply,
+            item.location.as_deref(),
+            item.data_channel_name.clone(),
+        ) {
+            let publisher = publisher_of(&item)?;
+            result = reply(&node, id, publisher, name, true).await;
+        }
         out.push(match result {
             Ok(stream_id) => DataChannelObject {
                 id: Some(stream_id),
                 ..item
             },
-            Err(p) => DataChannelObject {
-                error_code: Some(
-                    if p.status == axum::http::StatusCode::NOT_FOUND {
-                        "not_found_datachannel_error"
-                    } else {
-                        "datachannel_error"
-                    }
-                    .into(),
-                ),
-                error_description: Some(p.detail),
-                ..item
-            },
+            Err(p) => item_error(item, p),
         });
     }
     Ok(Json(serde_json::json!({ "dataChannels": out })).into_response())
+}
+
+/// The `errorCode` of a data channel item that could not be done.
+fn item_error(item: DataChannelObject, p: Problem) -> DataChannelObject {
+    DataChannelObject {
+        error_code: Some(
+            if p.status == axum::http::StatusCode::NOT_FOUND {
+                "not_found_datachannel_error"
+            } else {
+                "datachannel_error"
+            }
+            .into(),
+        ),
+        error_description: Some(p.detail),
+        ..item
+    }
+}
+
+/// `PUT …/sessions/{id}/datachannels/update`: `dataChannels[{location: "remote", sessionId,
+/// dataChannelName, canReply}]` on channels the session receives.
+pub async fn update(
+    State(node): State<AppState>,
+    Path((app, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let (id, req): (SessionId, DataChannelsRequest) =
+        session_request_as(&node, &app, &id, &headers, body).await?;
+    if req.data_channels.is_empty() || req.data_channels.len() > 64 {
+        return Err(Problem::bad_request("dataChannels: 1 to 64 per request"));
+    }
+    let mut out = Vec::with_capacity(req.data_channels.len());
+    for item in req.data_channels {
+        let result = match (publisher_of(&item), item.data_channel_name.clone()) {
+            (Ok(publisher), Some(name)) => {
+                reply(&node, id, publisher, name, item.can_reply.unwrap_or(false)).await
+            }
+            (Err(p), _) => Err(p),
+            (_, None) => Err(Problem::bad_request("each item needs its dataChannelName")),
+        };
+        out.push(match result {
+            Ok(stream_id) => DataChannelObject {
+                id: Some(stream_id),
+                ..item
+            },
+            Err(p) => item_error(item, p),
+        });
+    }
+    Ok(Json(serde_json::json!({ "dataChannels": out })).into_response())
+}
+
+fn publisher_of(item: &DataChannelObject) -> Result<SessionId, Problem> {
+    item.session_id
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            Problem::not_found("a remote data channel needs the sessionId that publishes it")
+        })
+}
+
+/// Sets `canReply` on the session's subscription; its stream id.
+async fn reply(
+    node: &AppState,
+    id: SessionId,
+    publisher: SessionId,
+    name: String,
+    can_reply: bool,
+) -> Result<u16, Problem> {
+    match sessions::negotiate(
+        node,
+        id,
+        Negotiation::UpdateChannel {
+            publisher,
+            name,
+            can_reply,
+        },
+    )
+    .await?
+    {
+        Negotiated::Channel { stream_id, .. } => Ok(stream_id),
+        _ => Err(Problem::internal("unexpected negotiation result")),
+    }
 }
 
 /// `PUT …/sessions/{id}/datachannels/close`: `dataChannels[{id}]`; an id the session does not
@@ -205,15 +290,7 @@ async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Resul
     let negotiation = match item.location.as_deref() {
         Some("local") => Negotiation::PublishChannel { name, options },
         Some("remote") => {
-            let publisher: SessionId = item
-                .session_id
-                .as_deref()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| {
-                    Problem::not_found(
-                        "a remote data channel needs the sessionId that publishes it",
-                    )
-                })?;
+            let publisher = publisher_of(item)?;
             let publisher_worker = sessions::channel_source(node, publisher, &name)
                 .await
                 .ok_or_else(|| {
@@ -221,6 +298,12 @@ async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Resul
                         "session {publisher} publishes no data channel {name:?}"
                     ))
                 })?;
+            let elsewhere = node.cluster.as_ref().map(|c| c.bridge_peer) == Some(publisher_worker);
+            if item.can_reply == Some(true) && elsewhere {
+                return Err(Problem::unprocessable(
+                    "canReply reaches a publisher on this gateway only; this one is on another",
+                ));
+            }
             Negotiation::SubscribeChannel {
                 publisher,
                 name,

@@ -49,6 +49,7 @@ pub fn router(node: Arc<Node>) -> Router {
                 post(datachannels::establish),
             )
             .route(&at("/{id}/datachannels/new"), post(datachannels::new))
+            .route(&at("/{id}/datachannels/update"), put(datachannels::update))
             .route(&at("/{id}/datachannels/close"), put(datachannels::close));
     }
     router
