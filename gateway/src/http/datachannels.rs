@@ -124,13 +124,9 @@ pub async fn new(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let (id, req): (SessionId, DataChannelsRequest) =
-        session_request_as(&node, &app, &id, &headers, body).await?;
-    if req.data_channels.is_empty() || req.data_channels.len() > 64 {
-        return Err(Problem::bad_request("dataChannels: 1 to 64 per request"));
-    }
-    let mut out = Vec::with_capacity(req.data_channels.len());
-    for item in req.data_channels {
+    let (id, items) = items(&node, &app, &id, &headers, body).await?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
         let mut result = open(&node, id, &item).await;
         if let (Ok(_), Some(true), Some("remote"), Some(name)) = (
             &result,
@@ -141,31 +137,52 @@ pub async fn new(
             let publisher = publisher_of(&item)?;
             result = reply(&node, id, publisher, name, true).await;
         }
-        out.push(match result {
+        out.push((item, result));
+    }
+    Ok(answer(out))
+}
+
+/// A batch call's session and items (1 to 64).
+async fn items(
+    node: &AppState,
+    app: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(SessionId, Vec<DataChannelObject>), Problem> {
+    let (id, req): (SessionId, DataChannelsRequest) =
+        session_request_as(node, app, id, headers, body).await?;
+    if req.data_channels.is_empty() || req.data_channels.len() > 64 {
+        return Err(Problem::bad_request("dataChannels: 1 to 64 per request"));
+    }
+    Ok((id, req.data_channels))
+}
+
+/// A batch call's answer: each item with its SCTP stream id, or with the `errorCode` of why it
+/// could not be done.
+fn answer(results: Vec<(DataChannelObject, Result<u16, Problem>)>) -> Response {
+    let out: Vec<DataChannelObject> = results
+        .into_iter()
+        .map(|(item, result)| match result {
             Ok(stream_id) => DataChannelObject {
                 id: Some(stream_id),
                 ..item
             },
-            Err(p) => item_error(item, p),
-        });
-    }
-    Ok(Json(serde_json::json!({ "dataChannels": out })).into_response())
-}
-
-/// The `errorCode` of a data channel item that could not be done.
-fn item_error(item: DataChannelObject, p: Problem) -> DataChannelObject {
-    DataChannelObject {
-        error_code: Some(
-            if p.status == axum::http::StatusCode::NOT_FOUND {
-                "not_found_datachannel_error"
-            } else {
-                "datachannel_error"
-            }
-            .into(),
-        ),
-        error_description: Some(p.detail),
-        ..item
-    }
+            Err(p) => DataChannelObject {
+                error_code: Some(
+                    if p.status == axum::http::StatusCode::NOT_FOUND {
+                        "not_found_datachannel_error"
+                    } else {
+                        "datachannel_error"
+                    }
+                    .into(),
+                ),
+                error_description: Some(p.detail),
+                ..item
+            },
+        })
+        .collect();
+    Json(serde_json::json!({ "dataChannels": out })).into_response()
 }
 
 /// `PUT …/sessions/{id}/datachannels/update`: `dataChannels[{location: "remote", sessionId,
@@ -176,13 +193,9 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let (id, req): (SessionId, DataChannelsRequest) =
-        session_request_as(&node, &app, &id, &headers, body).await?;
-    if req.data_channels.is_empty() || req.data_channels.len() > 64 {
-        return Err(Problem::bad_request("dataChannels: 1 to 64 per request"));
-    }
-    let mut out = Vec::with_capacity(req.data_channels.len());
-    for item in req.data_channels {
+    let (id, items) = items(&node, &app, &id, &headers, body).await?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
         let result = match (publisher_of(&item), item.data_channel_name.clone()) {
             (Ok(publisher), Some(name)) => {
                 reply(&node, id, publisher, name, item.can_reply.unwrap_or(false)).await
@@ -190,15 +203,9 @@ pub async fn update(
             (Err(p), _) => Err(p),
             (_, None) => Err(Problem::bad_request("each item needs its dataChannelName")),
         };
-        out.push(match result {
-            Ok(stream_id) => DataChannelObject {
-                id: Some(stream_id),
-                ..item
-            },
-            Err(p) => item_error(item, p),
-        });
+        out.push((item, result));
     }
-    Ok(Json(serde_json::json!({ "dataChannels": out })).into_response())
+    Ok(answer(out))
 }
 
 fn publisher_of(item: &DataChannelObject) -> Result<SessionId, Problem> {
