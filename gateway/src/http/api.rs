@@ -3,6 +3,8 @@
 //! tracks by (session id, track name) through offers we make (`requiresImmediateRenegotiation`),
 //! answers them with `renegotiate`, and closes tracks by mid.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -17,6 +19,7 @@ use crate::ids::SessionId;
 use crate::negotiation::{CloseHow, Negotiated, Negotiation};
 use crate::node::Node;
 use crate::registry::Role;
+use crate::registry::TrackInfo;
 use crate::sessions;
 
 /// Longest track name: it names a track in the cluster, whose names are at most 255 bytes.
@@ -66,6 +69,41 @@ pub struct TrackObject {
 pub struct SimulcastPreference {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_rid: Option<String>,
+    /// `none` or `asciibetical`: rids in ASCII order are in priority order (f > h > q).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_ordering: Option<String>,
+    /// When the publisher has no `preferredRid` layer: `none` (the pull fails in its item) or
+    /// `asciibetical` / `nextPriority` (the next layer in priority order is pulled instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rid_not_available: Option<String>,
+    /// The current OpenAPI's name for `ridNotAvailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rid_unavailable_strategy: Option<String>,
+}
+
+impl SimulcastPreference {
+    /// Whether a missing preferred layer falls back to the next one in priority order.
+    fn falls_back(&self) -> bool {
+        self.rid_not_available
+            .as_deref()
+            .or(self.rid_unavailable_strategy.as_deref())
+            .is_some_and(|s| s == "asciibetical" || s == "nextPriority")
+    }
+}
+
+/// The layer a pull gets when the publisher has no `preferred` one: the first after it in
+/// ASCII (priority) order, else the last before it.
+fn next_priority<'a>(
+    layers: impl Iterator<Item = &'a Arc<TrackInfo>>,
+    preferred: &str,
+) -> Option<Arc<TrackInfo>> {
+    let mut by_rid: Vec<&Arc<TrackInfo>> = layers.filter(|l| l.rid.is_some()).collect();
+    by_rid.sort_by(|a, b| a.rid.cmp(&b.rid));
+    by_rid
+        .iter()
+        .find(|l| l.rid.as_deref().is_some_and(|r| r > preferred))
+        .or_else(|| by_rid.last())
+        .map(|l| Arc::clone(l))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -246,14 +284,20 @@ fn resolve_remote(
         let track = match (track, preferred) {
             (Some(track), Some(rid)) => {
                 let layer = node.registry.session(track.session).and_then(|e| {
-                    e.pushed
-                        .iter()
-                        .find(|l| {
-                            l.layer_group.is_some()
-                                && l.layer_group == track.layer_group
-                                && l.rid.as_deref() == Some(rid)
+                    let group = || {
+                        e.pushed.iter().filter(|l| {
+                            l.layer_group.is_some() && l.layer_group == track.layer_group
                         })
+                    };
+                    group()
+                        .find(|l| l.rid.as_deref() == Some(rid))
                         .cloned()
+                        .or_else(|| {
+                            t.simulcast
+                                .as_ref()
+                                .filter(|s| s.falls_back())
+                                .and_then(|_| next_priority(group(), rid))
+                        })
                 });
                 if layer.is_none() {
                     let mut t = t.clone();
@@ -803,4 +847,56 @@ pub async fn delete_session(
     let id = own_session(&node, &app, &id)?;
     sessions::close(&node, id);
     Ok(super::empty(StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+
+    fn layers(rids: &[&str]) -> Vec<Arc<TrackInfo>> {
+        let registry = Registry::default();
+        let group = registry.next_track_id();
+        rids.iter()
+            .map(|rid| {
+                Arc::new(
+                    TrackInfo::new(
+                        registry.next_track_id(),
+                        SessionId::random(),
+                        format!("video.{rid}"),
+                        str0m::media::MediaKind::Video,
+                        str0m::media::Mid::from("0"),
+                        vec![],
+                        0,
+                    )
+                    .layer(rid.to_string(), group),
+                )
+            })
+            .collect()
+    }
+
+    fn rid(t: Option<Arc<TrackInfo>>) -> Option<String> {
+        t.and_then(|t| t.rid.clone())
+    }
+
+    #[test]
+    fn a_missing_preferred_layer_falls_to_the_next_in_ascii_order() {
+        let l = layers(&["q", "f", "h"]);
+        // "g" is missing: "h" comes next (f > g > h > q in priority).
+        assert_eq!(rid(next_priority(l.iter(), "g")), Some("h".into()));
+        // Nothing after "z": the last one.
+        assert_eq!(rid(next_priority(l.iter(), "z")), Some("q".into()));
+        assert_eq!(rid(next_priority(layers(&[]).iter(), "h")), None);
+        let pref = |s: &str| SimulcastPreference {
+            rid_not_available: Some(s.into()),
+            ..SimulcastPreference::default()
+        };
+        assert!(pref("asciibetical").falls_back());
+        assert!(!pref("none").falls_back());
+        let current = SimulcastPreference {
+            rid_unavailable_strategy: Some("nextPriority".into()),
+            ..SimulcastPreference::default()
+        };
+        assert!(current.falls_back());
+    }
 }
