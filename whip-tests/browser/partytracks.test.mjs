@@ -7,8 +7,9 @@
 // (tracks/new remote, our offer, renegotiate), and the test waits for decoded frames. Every
 // request is cross-origin with an Authorization header, so each one goes through a CORS
 // preflight the gateway must answer (Chromium refuses the request otherwise), and the library
-// posts its JSON without a Content-Type (text/plain). The library's request history must show no
-// `errorCode`.
+// posts its JSON without a Content-Type (text/plain). Unsubscribing the pull then closes it the
+// library's way (the transceiver stopped, tracks/close with its offer, our answer applied). The
+// library's request history must show no `errorCode`.
 //
 //   scripts/setup-browser.sh && cargo build -p gateway && (cd whip-tests/browser && npm test)
 //   node --test partytracks.test.mjs      (just this file; GATEWAY_BIN, CHROMIUM_BIN as in lib.mjs)
@@ -46,7 +47,7 @@ async function startSite() {
   // The library and the one rxjs helper the page needs, bundled as an application's build would.
   const bundle = await esbuild.build({
     stdin: {
-      contents: 'export { PartyTracks } from "partytracks/client"; export { of } from "rxjs";',
+      contents: 'export { PartyTracks, setLogLevel } from "partytracks/client"; export { of } from "rxjs";',
       resolveDir: HERE, loader: "js",
     },
     bundle: true, format: "esm", platform: "browser", write: false, logLevel: "silent",
@@ -72,8 +73,19 @@ async function startSite() {
 
 /** Runs in a page: a PartyTracks instance on the gateway's API, kept as window.pt. */
 async function setUp([prefix, secret]) {
-  const { PartyTracks, of } = await import("/lib/partytracks.js");
+  const { PartyTracks, of, setLogLevel } = await import("/lib/partytracks.js");
   window.of = of;
+  // The library's own log, kept for the test's diagnostics.
+  window.logs = [];
+  for (const level of ["log", "debug", "info", "warn", "error"]) {
+    const original = console[level].bind(console);
+    console[level] = (...args) => {
+      window.logs.push(`${level}: ${args.map((a) => (typeof a === "string" ? a : String(a))).join(" ")}`);
+      original(...args);
+    };
+  }
+  setLogLevel("debug");
+  window.addEventListener("unhandledrejection", (e) => window.logs.push(`unhandled: ${e.reason}`));
   window.pt = new PartyTracks({
     prefix,
     headers: new Headers({ Authorization: `Bearer ${secret}` }),
@@ -93,6 +105,9 @@ async function push() {
 
 /** Runs in the pulling page: pulls the track named by `metadata` into the <video>. */
 function pull(metadata) {
+  // An app keeps its session while it pulls and unpulls tracks (its UI subscribes to it); with
+  // no other subscriber, unsubscribing the last pull would tear the session down instead.
+  window.sessionSub = window.pt.peerConnection$.subscribe(() => {});
   const track$ = window.pt.pull(window.of(metadata));
   window.pullSub = track$.subscribe({
     next: (track) => { document.querySelector("video").srcObject = new MediaStream([track]); },
@@ -160,6 +175,10 @@ describe("Cloudflare's partytracks client against the session/track API", { time
 
       const puller = await openPage("partytracks pull");
       await puller.evaluate(setUp, [prefix, SECRET]);
+      // The puller pushes its camera too: closing a pull must leave an m-line behind, since
+      // Chrome refuses its own offer with every m-line stopped under max-bundle ("no BUNDLE
+      // group") — with Calls just the same.
+      await puller.evaluate(push);
       await puller.evaluate(pull, metadata);
       const deadline = Date.now() + 20_000;
       let s = await videoStats(puller);
@@ -175,6 +194,26 @@ describe("Cloudflare's partytracks client against the session/track API", { time
         `the pulled <video> shows ${s.frames} frames at ${s.width}x${s.height}`);
       assert.deepEqual([...ph.failed, ...qh.failed], [], "API responses with an errorCode");
       t.diagnostic(`pulled video: ${s.frames} frames, ${s.width}x${s.height}`);
+
+      // Unsubscribing closes the pull: the library stops the transceiver and sends
+      // tracks/close with its offer; our answer must be one it accepts.
+      await puller.evaluate(() => window.pullSub.unsubscribe());
+      const closeBy = Date.now() + 10_000;
+      let after = await history(puller);
+      while (Date.now() < closeBy && !after.calls.some((c) => c.endsWith("/tracks/close"))) {
+        await new Promise((r) => setTimeout(r, 250));
+        after = await history(puller);
+      }
+      t.diagnostic(`puller's calls after unsubscribing: ${after.calls.join("; ")}`);
+      assert.ok(after.calls.some((c) => c.endsWith("/tracks/close")), "no tracks/close");
+      await new Promise((r) => setTimeout(r, 1000));
+      after = await history(puller);
+      assert.deepEqual(after.failed, [], "tracks/close answered with an errorCode");
+      const errors = await puller.evaluate(() => window.errors);
+      assert.deepEqual(errors, [], "errors after closing");
+      const logs = await puller.evaluate(() => window.logs);
+      assert.deepEqual(logs.filter((l) => l.startsWith("unhandled")), [],
+        "our answer to the close offer was refused");
     });
   });
 });
