@@ -1127,15 +1127,26 @@ async fn errors() -> Result<()> {
         ensure!(status == 404, "DELETE session {sid}: {status} {body}");
     }
 
-    // Remote tracks that do not exist: 404 when none does; an errorCode entry beside one that does.
-    let (status, body) = api
-        .call(
+    // Remote tracks that do not exist: a batch answer, 200 with each item's errorCode and no
+    // offer, when none does; an errorCode entry beside one that does.
+    let v = api
+        .expect(
+            200,
             Method::POST,
             &format!("/{id}/tracks/new"),
             Some(json!({"tracks": [remote(&src, "nope"), remote(unknown, "video")]})),
         )
         .await?;
-    ensure!(status == 404, "only unknown remote tracks: {status} {body}");
+    ensure!(
+        v["sessionDescription"].is_null() && v["requiresImmediateRenegotiation"] == json!(false),
+        "only unknown remote tracks: {v}"
+    );
+    ensure!(
+        v["tracks"].as_array().is_some_and(
+            |t| t.len() == 2 && t.iter().all(|t| t["errorCode"] == "not_found_track_error")
+        ),
+        "only unknown remote tracks: {v}"
+    );
     let v = api
         .expect(
             200,

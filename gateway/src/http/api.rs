@@ -574,9 +574,13 @@ pub async fn new_tracks(
         }
         let (found, mut results) = resolve_remote(&node, &req.tracks);
         if found.is_empty() {
-            return Err(Problem::not_found(
-                "none of the requested remote tracks exists",
-            ));
+            // A batch call: 200, every item saying why; nothing to negotiate.
+            let resp = TracksResponse {
+                tracks: results,
+                requires_immediate_renegotiation: false,
+                ..TracksResponse::default()
+            };
+            return Ok(Json(resp).into_response());
         }
         let tracks = found.iter().map(|(_, t)| t.clone()).collect();
         let Negotiated::Offer { sdp, pulls, .. } =
