@@ -118,6 +118,10 @@ pub struct Cli {
     /// sendmmsg (for benchmarks comparing the two).
     #[arg(long, env = "GATEWAY_NO_UDP_SENDMMSG")]
     pub no_udp_sendmmsg: bool,
+    /// Let WebSocket adapters dial endpoints on loopback and private networks (refused by
+    /// default: the gateway must not become a way into the networks behind it).
+    #[arg(long, env = "GATEWAY_ADAPTERS_ALLOW_PRIVATE")]
+    pub adapters_allow_private: bool,
     /// How far back (ms) a viewer's NACKs are answered with RTX (100-10000).
     #[arg(long, env = "GATEWAY_VIEWER_REPAIR_WINDOW_MS")]
     pub viewer_repair_window_ms: Option<u64>,
@@ -282,6 +286,26 @@ pub struct Config {
     pub limits: crate::admission::Limits,
     pub cluster: Option<ClusterSettings>,
     pub recording: Option<RecordingSettings>,
+    pub adapters: AdapterSettings,
+}
+
+/// `[adapters]`: Calls' WebSocket media adapters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdapterSettings {
+    /// Endpoints on loopback and private networks may be dialled (off: refused, as Calls does).
+    pub allow_private_endpoints: bool,
+    /// Adapters on this node at most.
+    pub max_adapters: usize,
+}
+
+impl Default for AdapterSettings {
+    fn default() -> Self {
+        AdapterSettings {
+            allow_private_endpoints: false,
+            max_adapters: 256,
+        }
+    }
 }
 
 impl Default for Config {
@@ -311,6 +335,7 @@ impl Default for Config {
             limits: crate::admission::Limits::default(),
             cluster: None,
             recording: None,
+            adapters: AdapterSettings::default(),
         }
     }
 }
@@ -364,6 +389,9 @@ impl Config {
         }
         if cli.no_udp_gso {
             self.udp_gso = false;
+        }
+        if cli.adapters_allow_private {
+            self.adapters.allow_private_endpoints = true;
         }
         if cli.no_udp_sendmmsg {
             self.udp_sendmmsg = false;

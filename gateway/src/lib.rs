@@ -1,6 +1,7 @@
 //! WHIP/WHEP broadcast gateway: HTTP API, WebRTC termination (str0m, RTP mode), the UDP shell and
 //! media workers. Everything after a packet leaves an `Rtc` is the `relay` crate's sans-IO code.
 
+pub mod adapters;
 pub mod admission;
 pub mod auth;
 pub mod channel_fanout;

@@ -36,6 +36,8 @@ pub struct Node {
     pub cluster: Option<Cluster>,
     /// Requests to the recorder, when recording is configured.
     pub recorder: Option<mpsc::UnboundedSender<RecorderRequest>>,
+    /// Requests to the WebSocket adapters' hub.
+    pub adapters: mpsc::UnboundedSender<crate::adapters::AdapterRequest>,
 }
 
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
@@ -149,6 +151,20 @@ impl Node {
             tasks.spawn(r.run(rec_rx, requests_rx, shutdown.clone()));
             recorder = Some(requests_tx);
         }
+        // The WebSocket adapters' hub is one more peer of the workers, after the others.
+        let (adapters_tx, adapters_rx) = mpsc::unbounded_channel();
+        {
+            let (hub_tx, hub_rx) = mpsc::unbounded_channel();
+            let index = peers_of_workers.len();
+            peers_of_workers.push(hub_tx);
+            let (hub, events) = crate::adapters::Hub::new(
+                index,
+                config.adapters.max_adapters,
+                peers_of_workers.clone(),
+                registry.clone(),
+            );
+            tasks.spawn(hub.run(events, hub_rx, adapters_rx, shutdown.clone()));
+        }
         let ctx = Arc::new(WorkerCtx {
             peers: peers_of_workers,
             udp: udp.clone(),
@@ -179,6 +195,7 @@ impl Node {
             next_worker: AtomicUsize::new(0),
             cluster,
             recorder,
+            adapters: adapters_tx,
         }))
     }
 

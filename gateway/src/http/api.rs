@@ -27,7 +27,7 @@ const MAX_TRACK_NAME_BYTES: usize = 200;
 
 /// A track name a client may choose: not empty, bounded, no control characters (which keep
 /// the cluster's data tracks apart from media tracks, `relay::data_track`).
-fn valid_track_name(name: &str) -> bool {
+pub(super) fn valid_track_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_TRACK_NAME_BYTES && !name.chars().any(char::is_control)
 }
 
@@ -132,7 +132,7 @@ struct TracksResponse {
     requires_immediate_renegotiation: bool,
 }
 
-fn app_auth(node: &Node, app: &str, headers: &HeaderMap) -> Result<(), Problem> {
+pub(super) fn app_auth(node: &Node, app: &str, headers: &HeaderMap) -> Result<(), Problem> {
     match node.auth.check_app(app, bearer(headers)) {
         Verdict::Allowed => Ok(()),
         _ => Err(Problem::unauthorized()),
@@ -156,7 +156,7 @@ fn own_session(node: &Node, app: &str, id: &str) -> Result<SessionId, Problem> {
     }
 }
 
-async fn json_body<T: for<'de> Deserialize<'de> + Default>(
+pub(super) async fn json_body<T: for<'de> Deserialize<'de> + Default>(
     node: &Node,
     body: Body,
 ) -> Result<T, Problem> {

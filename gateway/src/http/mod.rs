@@ -1,5 +1,6 @@
 //! The HTTP front: routes, CORS, body limits, and serving over plain TCP or rustls.
 
+pub mod adapters;
 pub mod api;
 pub mod body;
 pub mod calls;
@@ -51,6 +52,15 @@ pub fn router(node: Arc<Node>) -> Router {
             .route(&at("/{id}/datachannels/new"), post(datachannels::new))
             .route(&at("/{id}/datachannels/update"), put(datachannels::update))
             .route(&at("/{id}/datachannels/close"), put(datachannels::close));
+        router = router
+            .route(
+                &format!("{prefix}/apps/{{app}}/adapters/websocket/new"),
+                post(adapters::new),
+            )
+            .route(
+                &format!("{prefix}/apps/{{app}}/adapters/websocket/close"),
+                post(adapters::close),
+            );
     }
     router
         .route("/", get(pages::index))
