@@ -27,7 +27,18 @@ pub const TARGETS: &[Target] = &[
     ("dtls", dtls),
     ("rtcp", rtcp),
     ("recording", recording),
+    ("adapter_packet", adapter_packet),
 ];
+
+/// A WebSocket adapter's message from a service (`adapters::packet`): decoded or refused, and
+/// what decodes encodes back to a message that decodes the same.
+pub fn adapter_packet(data: &[u8]) {
+    use gateway::adapters::packet::Packet;
+    if let Ok(p) = Packet::decode(data) {
+        assert!(p.payload.len() <= data.len());
+        assert_eq!(Packet::decode(&p.encode()).as_ref(), Ok(&p));
+    }
+}
 
 /// SDP inspection of offers (`sdp_info`): m-lines, ufrag, msid rewriting.
 pub fn sdp(data: &[u8]) {

@@ -49,6 +49,16 @@ fn put(target: &str, name: &str, data: &[u8]) {
 #[ignore]
 fn write_seed_corpora() {
     use std::sync::Arc;
+    // A WebSocket adapter's PCM message, one with fields a newer service may add.
+    let pcm = gateway::adapters::packet::Packet {
+        sequence_number: 1,
+        timestamp: 960,
+        payload: (0..=255u8).cycle().take(3840).collect(),
+    };
+    put("adapter_packet", "pcm-frame", &pcm.encode());
+    let mut unknown = vec![0x18, 0x05, 0x25, 0, 0, 0, 0];
+    unknown.extend(pcm.encode());
+    put("adapter_packet", "unknown-fields", &unknown);
     let offers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../whip-tests/fixtures/offers");
     for name in [
         "obs30-h264.sdp",
