@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use str0m::channel::{ChannelConfig, ChannelData, ChannelId};
 
-use crate::data_channel::{ChannelOptions, MAX_BUFFERED_BYTES, SessionChannels, Subscriber};
+use crate::data_channel::{
+    AckGate, ChannelOptions, Gate, MAX_BUFFERED_BYTES, SessionChannels, Subscriber,
+};
 use crate::http::problem::Problem;
 use crate::ids::SessionId;
 use crate::negotiation::{Negotiated, PendingOffer, no_pending_offer};
@@ -130,9 +132,24 @@ impl Worker {
         name: String,
         publisher_worker: usize,
         options: ChannelOptions,
+        wait_for_ack: bool,
+        now: Instant,
     ) -> Result<Negotiated, Problem> {
         let (stream_id, channel) = self.open_channel(id, &name, options)?;
-        self.attach_subscriber(id, publisher, name, channel, stream_id, publisher_worker);
+        let gate = if wait_for_ack {
+            AckGate::waiting(now)
+        } else {
+            AckGate::Open
+        };
+        self.attach_subscriber(
+            id,
+            publisher,
+            name,
+            channel,
+            stream_id,
+            publisher_worker,
+            gate,
+        );
         Ok(Negotiated::Channel {
             stream_id,
             offer: None,
@@ -150,6 +167,7 @@ impl Worker {
         channel: str0m::channel::ChannelId,
         stream_id: u16,
         publisher_worker: usize,
+        gate: AckGate,
     ) {
         if let Some(s) = self.sessions.get_mut(&id) {
             s.channels
@@ -160,6 +178,7 @@ impl Worker {
                     stream_id,
                     channel,
                     publisher_worker,
+                    gate,
                 ));
         }
         let subscriber = Subscriber {
@@ -257,7 +276,9 @@ impl Worker {
                 .channel_worker(publisher, &label)
                 .or(self.ctx.bridge.filter(|_| publisher_elsewhere));
             match source {
-                Some(worker) => self.attach_subscriber(id, publisher, label, channel, 0, worker),
+                Some(worker) => {
+                    self.attach_subscriber(id, publisher, label, channel, 0, worker, AckGate::Open)
+                }
                 None => still.push((label, channel)),
             }
         }
@@ -432,6 +453,18 @@ impl Worker {
         else {
             return;
         };
+        // The first message of a `waitForAck` subscriber is its acknowledgment, not a reply.
+        if let Some(held) = c.gate.ack() {
+            let to = Subscriber {
+                session: id,
+                worker: self.index,
+                channel: d.id,
+            };
+            for (binary, data) in held {
+                self.write_channel(to, binary, &data);
+            }
+            return;
+        }
         if !c.admit_reply(d.data.len(), now) {
             return;
         }
@@ -500,7 +533,7 @@ impl Worker {
         }
         for to in subscribers {
             if to.worker == self.index {
-                self.write_channel(to, d.binary, &data);
+                self.deliver(to, d.binary, &data, now);
             } else if let Some(w) = self.ctx.peers.get(to.worker) {
                 let _ = w.send(WorkerMsg::ChannelMessage {
                     to,
@@ -508,6 +541,30 @@ impl Worker {
                     data: data.clone(),
                 });
             }
+        }
+    }
+
+    /// A published channel's message for a subscriber here: written, unless the subscriber's
+    /// `waitForAck` gate holds it.
+    pub(crate) fn deliver(&mut self, to: Subscriber, binary: bool, data: &Arc<[u8]>, now: Instant) {
+        let gate = self
+            .sessions
+            .get_mut(&to.session)
+            .and_then(|s| {
+                s.channels
+                    .subscribed
+                    .iter_mut()
+                    .find(|c| c.channel == to.channel)
+            })
+            .map(|c| c.gate.offer(binary, data, now));
+        match gate {
+            Some(Gate::Held) => {}
+            Some(Gate::Dropped) => {
+                self.stats
+                    .channel_drops
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(Gate::Pass) | None => self.write_channel(to, binary, data),
         }
     }
 

@@ -6,7 +6,9 @@
 //! other workers as a message; never back to its sender. This file is the per-session
 //! bookkeeping and the limits; the worker does the writing.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use relay::data_track::DataTrackParams;
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
@@ -115,6 +117,70 @@ pub struct Published {
     pub dropped: u64,
 }
 
+/// How long a `waitForAck` subscriber has to send its acknowledgment (Calls: 15 s); what was
+/// held for it is dropped after that, and nothing more is held.
+pub const ACK_WAIT: Duration = Duration::from_secs(15);
+/// Bytes held at most for a subscriber that has not acknowledged yet.
+pub const MAX_HELD_BYTES: usize = 256 * 1024;
+
+/// Calls' `waitForAck`: delivery to a subscriber waits until it sends its first message (the
+/// acknowledgment, consumed here), so that it loses nothing it sent before it was listening.
+#[derive(Debug, Default)]
+pub enum AckGate {
+    #[default]
+    Open,
+    Waiting {
+        since: Instant,
+        held: VecDeque<(bool, Arc<[u8]>)>,
+        bytes: usize,
+    },
+}
+
+/// What the gate does with a message for the subscriber.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Write it now.
+    Pass,
+    Held,
+    Dropped,
+}
+
+impl AckGate {
+    pub fn waiting(now: Instant) -> AckGate {
+        AckGate::Waiting {
+            since: now,
+            held: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn offer(&mut self, binary: bool, data: &Arc<[u8]>, now: Instant) -> Gate {
+        let AckGate::Waiting { since, held, bytes } = self else {
+            return Gate::Pass;
+        };
+        if now.saturating_duration_since(*since) >= ACK_WAIT || *bytes + data.len() > MAX_HELD_BYTES
+        {
+            if !held.is_empty() {
+                held.clear();
+                *bytes = 0;
+            }
+            return Gate::Dropped;
+        }
+        *bytes += data.len();
+        held.push_back((binary, data.clone()));
+        Gate::Held
+    }
+
+    /// A message from the subscriber: the acknowledgment if the gate was waiting (it opens and
+    /// hands back what it held, in order); None when it was open already.
+    pub fn ack(&mut self) -> Option<VecDeque<(bool, Arc<[u8]>)>> {
+        match std::mem::take(self) {
+            AckGate::Open => None,
+            AckGate::Waiting { held, .. } => Some(held),
+        }
+    }
+}
+
 /// A channel the session receives from another session's published one.
 #[derive(Debug)]
 pub struct Subscribed {
@@ -128,6 +194,7 @@ pub struct Subscribed {
     /// within the same size and rate limits as a published channel.
     pub can_reply: bool,
     reply_rate: TokenBucket,
+    pub gate: AckGate,
 }
 
 impl Subscribed {
@@ -137,6 +204,7 @@ impl Subscribed {
         stream_id: u16,
         channel: ChannelId,
         publisher_worker: usize,
+        gate: AckGate,
     ) -> Subscribed {
         Subscribed {
             publisher,
@@ -146,6 +214,7 @@ impl Subscribed {
             publisher_worker,
             can_reply: false,
             reply_rate: TokenBucket::new(MESSAGES_PER_SECOND, BURST),
+            gate,
         }
     }
 
@@ -229,7 +298,6 @@ impl Published {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn channel() -> Published {
         Published {
@@ -241,6 +309,34 @@ mod tests {
             rate: TokenBucket::new(MESSAGES_PER_SECOND, BURST),
             dropped: 0,
         }
+    }
+
+    #[test]
+    fn an_ack_gate_holds_until_the_ack_then_for_fifteen_seconds_at_most() {
+        let t0 = Instant::now();
+        let msg = |s: &str| -> Arc<[u8]> { s.as_bytes().into() };
+        let mut open = AckGate::default();
+        assert_eq!(open.offer(false, &msg("a"), t0), Gate::Pass);
+        assert!(open.ack().is_none(), "an open gate takes no ack");
+        let mut g = AckGate::waiting(t0);
+        assert_eq!(g.offer(false, &msg("a"), t0), Gate::Held);
+        assert_eq!(g.offer(true, &msg("b"), t0), Gate::Held);
+        let held = g.ack().expect("was waiting");
+        assert_eq!(held.len(), 2);
+        assert_eq!(&*held[1].1, b"b");
+        assert_eq!(g.offer(false, &msg("c"), t0), Gate::Pass);
+        let mut late = AckGate::waiting(t0);
+        assert_eq!(late.offer(false, &msg("a"), t0), Gate::Held);
+        assert_eq!(late.offer(false, &msg("b"), t0 + ACK_WAIT), Gate::Dropped);
+        assert_eq!(
+            late.ack().map(|h| h.len()),
+            Some(0),
+            "what was held is gone"
+        );
+        let mut full = AckGate::waiting(t0);
+        let big: Arc<[u8]> = vec![0u8; MAX_HELD_BYTES].into();
+        assert_eq!(full.offer(false, &big, t0), Gate::Held);
+        assert_eq!(full.offer(false, &msg("x"), t0), Gate::Dropped);
     }
 
     #[test]

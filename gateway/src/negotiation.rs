@@ -46,6 +46,8 @@ pub enum Negotiation {
         name: String,
         publisher_worker: usize,
         options: crate::data_channel::ChannelOptions,
+        /// Calls' `waitForAck`: nothing is delivered until the subscriber's first message.
+        wait_for_ack: bool,
     },
     /// Calls' `canReply` on the session's subscription to `publisher`'s channel `name`.
     UpdateChannel {
@@ -181,7 +183,16 @@ impl Worker {
                 name,
                 publisher_worker,
                 options,
-            } => self.subscribe_channel(id, publisher, name, publisher_worker, options),
+                wait_for_ack,
+            } => self.subscribe_channel(
+                id,
+                publisher,
+                name,
+                publisher_worker,
+                options,
+                wait_for_ack,
+                now,
+            ),
         };
         self.mark(id);
         result

@@ -497,7 +497,7 @@ impl Worker {
                 subscriber,
             } => self.remove_channel_subscriber(publisher, &name, subscriber),
             WorkerMsg::ChannelMessage { to, binary, data } => {
-                self.write_channel(to, binary, &data);
+                self.deliver(to, binary, &data, now);
             }
             WorkerMsg::ChannelReply {
                 publisher,

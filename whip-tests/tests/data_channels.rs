@@ -255,7 +255,14 @@ async fn a_published_channel_reaches_every_subscriber_in_order() -> Result<()> {
         json!({"location": "remote", "sessionId": publisher.session, "dataChannelName": "chat"});
     let subs = [
         sub_a.add_channel(&api, remote.clone()).await?,
-        sub_b.add_channel(&api, remote).await?,
+        // B holds delivery until its first message (Calls' waitForAck).
+        sub_b
+            .add_channel(&api, {
+                let mut r = remote.clone();
+                r["waitForAck"] = json!(true);
+                r
+            })
+            .await?,
     ];
     let missing = new_channel(
         &api,
@@ -300,7 +307,24 @@ async fn a_published_channel_reaches_every_subscriber_in_order() -> Result<()> {
         .context("subscriber channel")?
         .write(false, b"from a subscriber")?;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while (sub_a.received.len() < N || sub_b.received.len() < N) && Instant::now() < deadline {
+    while sub_a.received.len() < N && Instant::now() < deadline {
+        pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 20).await?;
+    }
+    pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 200).await?;
+    ensure!(
+        sub_b.received.is_empty(),
+        "B got {} messages before its acknowledgment",
+        sub_b.received.len()
+    );
+    // B's acknowledgment: everything held comes, in order; the ack itself goes nowhere.
+    sub_b
+        .lp
+        .rtc
+        .channel(subs[1])
+        .context("subscriber channel")?
+        .write(false, b"ready")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sub_b.received.len() < N && Instant::now() < deadline {
         pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 20).await?;
     }
     pump_all(&mut [&mut publisher, &mut sub_a, &mut sub_b], 200).await?;

@@ -46,7 +46,7 @@ pub struct DataChannelObject {
     pub max_packet_life_time: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub can_reply: Option<bool>,
-    /// Accepted and echoed; the answer never waits (see the README).
+    /// Remote channels: hold delivery until the subscriber's first message (consumed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_ack: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -316,6 +316,7 @@ async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Resul
                 name,
                 publisher_worker,
                 options,
+                wait_for_ack: item.wait_for_ack == Some(true),
             }
         }
         _ => {
