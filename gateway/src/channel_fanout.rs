@@ -13,7 +13,8 @@ use std::time::Instant;
 use str0m::channel::{ChannelConfig, ChannelData, ChannelId};
 
 use crate::data_channel::{
-    AckGate, ChannelOptions, Gate, MAX_BUFFERED_BYTES, SessionChannels, Subscriber,
+    AckGate, ChannelOptions, Gate, MAX_BUFFERED_BYTES, SessionChannels, Subscribed, Subscriber,
+    Subscription,
 };
 use crate::http::problem::Problem;
 use crate::ids::SessionId;
@@ -128,27 +129,25 @@ impl Worker {
     pub(crate) fn subscribe_channel(
         &mut self,
         id: SessionId,
-        publisher: SessionId,
-        name: String,
-        publisher_worker: usize,
-        options: ChannelOptions,
-        wait_for_ack: bool,
+        sub: Subscription,
         now: Instant,
     ) -> Result<Negotiated, Problem> {
-        let (stream_id, channel) = self.open_channel(id, &name, options)?;
-        let gate = if wait_for_ack {
+        let (stream_id, channel) = self.open_channel(id, &sub.name, sub.options)?;
+        let gate = if sub.wait_for_ack {
             AckGate::waiting(now)
         } else {
             AckGate::Open
         };
         self.attach_subscriber(
             id,
-            publisher,
-            name,
-            channel,
-            stream_id,
-            publisher_worker,
-            gate,
+            Subscribed::new(
+                sub.publisher,
+                sub.name,
+                stream_id,
+                channel,
+                sub.publisher_worker,
+                gate,
+            ),
         );
         Ok(Negotiated::Channel {
             stream_id,
@@ -157,29 +156,17 @@ impl Worker {
         })
     }
 
-    /// Session `id`'s `channel` receives `publisher`'s channel `name`, served by peer
-    /// `publisher_worker` (a worker, or the cluster bridge).
-    fn attach_subscriber(
-        &mut self,
-        id: SessionId,
-        publisher: SessionId,
-        name: String,
-        channel: str0m::channel::ChannelId,
-        stream_id: u16,
-        publisher_worker: usize,
-        gate: AckGate,
-    ) {
+    /// Session `id` receives on `sub.channel` the publisher's channel, served by peer
+    /// `sub.publisher_worker` (a worker, or the cluster bridge).
+    fn attach_subscriber(&mut self, id: SessionId, sub: Subscribed) {
+        let (publisher, name, channel, publisher_worker) = (
+            sub.publisher,
+            sub.name.clone(),
+            sub.channel,
+            sub.publisher_worker,
+        );
         if let Some(s) = self.sessions.get_mut(&id) {
-            s.channels
-                .subscribed
-                .push(crate::data_channel::Subscribed::new(
-                    publisher,
-                    name.clone(),
-                    stream_id,
-                    channel,
-                    publisher_worker,
-                    gate,
-                ));
+            s.channels.subscribed.push(sub);
         }
         let subscriber = Subscriber {
             session: id,
@@ -276,9 +263,10 @@ impl Worker {
                 .channel_worker(publisher, &label)
                 .or(self.ctx.bridge.filter(|_| publisher_elsewhere));
             match source {
-                Some(worker) => {
-                    self.attach_subscriber(id, publisher, label, channel, 0, worker, AckGate::Open)
-                }
+                Some(worker) => self.attach_subscriber(
+                    id,
+                    Subscribed::new(publisher, label, 0, channel, worker, AckGate::Open),
+                ),
                 None => still.push((label, channel)),
             }
         }

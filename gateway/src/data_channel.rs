@@ -181,6 +181,18 @@ impl AckGate {
     }
 }
 
+/// What a session asks to receive (`datachannels/new`, `location: remote`).
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub publisher: SessionId,
+    pub name: String,
+    /// The peer that serves it: the publisher's worker, or the cluster bridge.
+    pub publisher_worker: usize,
+    pub options: ChannelOptions,
+    /// Calls' `waitForAck`: nothing is delivered until the subscriber's first message.
+    pub wait_for_ack: bool,
+}
+
 /// A channel the session receives from another session's published one.
 #[derive(Debug)]
 pub struct Subscribed {

@@ -40,15 +40,8 @@ pub enum Negotiation {
         name: String,
         options: crate::data_channel::ChannelOptions,
     },
-    /// Receive `publisher`'s channel `name`, published on worker `publisher_worker`.
-    SubscribeChannel {
-        publisher: SessionId,
-        name: String,
-        publisher_worker: usize,
-        options: crate::data_channel::ChannelOptions,
-        /// Calls' `waitForAck`: nothing is delivered until the subscriber's first message.
-        wait_for_ack: bool,
-    },
+    /// Receive another session's channel.
+    SubscribeChannel(crate::data_channel::Subscription),
     /// Calls' `canReply` on the session's subscription to `publisher`'s channel `name`.
     UpdateChannel {
         publisher: SessionId,
@@ -178,21 +171,7 @@ impl Worker {
             Negotiation::PublishChannel { name, options } => {
                 self.publish_channel(id, name, options)
             }
-            Negotiation::SubscribeChannel {
-                publisher,
-                name,
-                publisher_worker,
-                options,
-                wait_for_ack,
-            } => self.subscribe_channel(
-                id,
-                publisher,
-                name,
-                publisher_worker,
-                options,
-                wait_for_ack,
-                now,
-            ),
+            Negotiation::SubscribeChannel(sub) => self.subscribe_channel(id, sub, now),
         };
         self.mark(id);
         result

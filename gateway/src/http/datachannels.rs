@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::api::{SessionDescription, session_request_as};
 use super::problem::Problem;
-use crate::data_channel::ChannelOptions;
+use crate::data_channel::{ChannelOptions, Subscription};
 use crate::ids::SessionId;
 use crate::negotiation::{Negotiated, Negotiation};
 use crate::sessions;
@@ -311,13 +311,13 @@ async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Resul
                     "canReply reaches a publisher on this gateway only; this one is on another",
                 ));
             }
-            Negotiation::SubscribeChannel {
+            Negotiation::SubscribeChannel(Subscription {
                 publisher,
                 name,
                 publisher_worker,
                 options,
                 wait_for_ack: item.wait_for_ack == Some(true),
-            }
+            })
         }
         _ => {
             return Err(Problem::bad_request(
