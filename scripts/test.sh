@@ -10,6 +10,8 @@ bash scripts/setup-browser.sh
 bash scripts/setup-gstreamer.sh
 # ffmpeg/ffprobe: the recording test reads its files back with them; whip-load's synthetic stream.
 bash scripts/setup-media-tools.sh
+# The metrics test starts a real Prometheus server to scrape a gateway and a relay.
+bash scripts/setup-prometheus.sh
 
 # The integration tests start this binary as a real process.
 cargo build -p gateway --bin gateway -p relay --bin relay

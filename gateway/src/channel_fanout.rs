@@ -507,6 +507,9 @@ impl Worker {
         if !p.admit(d.data.len(), now) {
             return;
         }
+        self.stats
+            .channel_messages_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let subscribers = p.subscribers.clone();
         let data: Arc<[u8]> = d.data.into();
         if p.to_cluster
@@ -566,11 +569,12 @@ impl Worker {
             }
             None => false,
         };
-        if !written {
-            self.stats
-                .channel_drops
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        let counter = if written {
+            &self.stats.channel_messages_delivered
+        } else {
+            &self.stats.channel_drops
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.mark(to.session);
     }
 }

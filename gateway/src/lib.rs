@@ -16,6 +16,8 @@ pub mod gso;
 pub mod heap_trim;
 pub mod http;
 pub mod ids;
+pub mod join_metrics;
+pub mod metrics;
 pub mod negotiation;
 pub mod node;
 pub mod peer;

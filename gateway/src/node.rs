@@ -38,6 +38,9 @@ pub struct Node {
     pub recorder: Option<mpsc::UnboundedSender<RecorderRequest>>,
     /// Requests to the WebSocket adapters' hub.
     pub adapters: mpsc::UnboundedSender<crate::adapters::AdapterRequest>,
+    /// How long clients waited to join (`join_metrics`), and the HTTP requests' durations.
+    pub join: Arc<crate::join_metrics::JoinMetrics>,
+    pub http_timing: crate::http::timing::HttpTiming,
 }
 
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
@@ -68,6 +71,11 @@ pub struct NodeStats {
     /// the three counters above are the gateway's own same-SSRC repairs (sequence numbers).
     pub nacks_rtx: u64,
     pub panics: u64,
+    /// Data channel messages a subscriber missed (its channel not open, or too much unsent).
+    pub channel_drops: u64,
+    /// Data channel messages received from publishing sessions, and written to subscribers.
+    pub channel_messages_received: u64,
+    pub channel_messages_delivered: u64,
     /// H264 encoder quirks seen on published tracks: access units with B slices, and IDRs sent
     /// without SPS/PPS since the previous IDR.
     pub h264_bframes: u64,
@@ -75,6 +83,7 @@ pub struct NodeStats {
     /// Simulcast layer switches done for viewers (automatic or pinned).
     pub layer_switches: u64,
     pub udp_received: u64,
+    pub udp_received_bytes: u64,
     /// Datagrams sent, their bytes (UDP payload), and the GSO buffers that carried several.
     pub udp_sent: u64,
     pub udp_sent_bytes: u64,
@@ -165,6 +174,7 @@ impl Node {
             );
             tasks.spawn(hub.run(events, hub_rx, adapters_rx, shutdown.clone()));
         }
+        let join = Arc::new(crate::join_metrics::JoinMetrics::default());
         let ctx = Arc::new(WorkerCtx {
             peers: peers_of_workers,
             udp: udp.clone(),
@@ -173,6 +183,7 @@ impl Node {
             config: config.clone(),
             stats: stats.clone(),
             bridge: cluster.as_ref().map(|_| n),
+            join: join.clone(),
         });
         for (i, rx) in receivers.into_iter().enumerate() {
             let worker = Worker::new(i, ctx.clone());
@@ -196,6 +207,8 @@ impl Node {
             cluster,
             recorder,
             adapters: adapters_tx,
+            join,
+            http_timing: Default::default(),
         }))
     }
 
@@ -252,6 +265,9 @@ impl Node {
             keyframe_requests_sent: sum(&|s| s.keyframe_requests_sent.load(r)),
             nacks_received: sum(&|s| s.nacks_received.load(r)),
             nacks_rtx: sum(&|s| s.nacks_rtx.load(r)),
+            channel_drops: sum(&|s| s.channel_drops.load(r)),
+            channel_messages_received: sum(&|s| s.channel_messages_received.load(r)),
+            channel_messages_delivered: sum(&|s| s.channel_messages_delivered.load(r)),
             nacks_answered: sum(&|s| s.nacks_answered.load(r)),
             nacks_missed: sum(&|s| s.nacks_missed.load(r)),
             panics: sum(&|s| s.panics.load(r)),
@@ -259,6 +275,7 @@ impl Node {
             h264_idr_without_parameter_sets: sum(&|s| s.h264_idr_without_parameter_sets.load(r)),
             layer_switches: sum(&|s| s.layer_switches.load(r)),
             udp_received: self.udp.received.load(r),
+            udp_received_bytes: self.udp.received_bytes.load(r),
             udp_sent: self.udp.sent.load(r),
             udp_sent_bytes: self.udp.sent_bytes.load(r),
             udp_gso_sends: self.udp.gso_sends.load(r),

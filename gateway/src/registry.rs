@@ -284,6 +284,15 @@ impl Registry {
         self.lock().admission.pending()
     }
 
+    /// Sessions that push at least one media track.
+    pub fn publisher_count(&self) -> usize {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|e| !e.pushed.is_empty())
+            .count()
+    }
+
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
     }

@@ -66,6 +66,8 @@ pub struct Pull {
     /// parent node replays): the packets waiting their turn (`run_pacer`). Live packets of the
     /// track queue behind them, so order is kept.
     pub pacer: Option<RunPacer>,
+    /// When the first packet was written to this viewer (`join_metrics`).
+    pub first_write: Option<Instant>,
 }
 
 /// Before both layers have sent a sender report: frames of two simulcast layers arriving this
@@ -112,6 +114,7 @@ impl Pull {
             held: Vec::new(),
             repair_window_bound: false,
             pacer: None,
+            first_write: None,
         }
     }
 
@@ -334,6 +337,7 @@ impl Pull {
         .marker(pkt.marker)
         .nackable(self.kind == MediaKind::Video);
         tx.write_rtp(write);
+        self.first_write.get_or_insert(now);
         self.rewriter.note_sent(now);
         self.at_frame_end = pkt.marker;
         self.last_src_time = Some(pkt.rtp_time);
@@ -386,6 +390,7 @@ pub struct Session {
     pub bwe_bps: Option<u64>,
     /// NACK messages str0m has counted per outgoing mid so far (its stats are running totals).
     pub egress_nacks: Vec<(Mid, u64)>,
+    pub join: crate::join_metrics::JoinClock,
 }
 
 impl Session {
@@ -453,6 +458,7 @@ impl Session {
             same_ssrc_repair: false,
             bwe_bps: None,
             egress_nacks: Vec::new(),
+            join: crate::join_metrics::JoinClock::new(now, now),
         }
     }
 

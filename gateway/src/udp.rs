@@ -72,6 +72,7 @@ pub struct UdpShell {
     pub send_calls: AtomicU64,
     pub send_errors: AtomicU64,
     pub received: AtomicU64,
+    pub received_bytes: AtomicU64,
     pub unrouted: AtomicU64,
     /// STUN with a live ufrag and a failed MESSAGE-INTEGRITY (see `demux`).
     pub forged: AtomicU64,
@@ -109,6 +110,7 @@ impl UdpShell {
             send_calls: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
             forged: AtomicU64::new(0),
         }))
@@ -311,6 +313,8 @@ impl UdpShell {
                 let destination =
                     SocketAddr::new(meta.dst_ip.unwrap_or(self.local.ip()), self.local.port());
                 let stride = meta.stride.max(1);
+                self.received_bytes
+                    .fetch_add(meta.len as u64, Ordering::Relaxed);
                 for chunk in buf[..meta.len].chunks(stride) {
                     self.received.fetch_add(1, Ordering::Relaxed);
                     let source = normalise(meta.addr);

@@ -25,6 +25,7 @@ use relay::{MediaPacket, SharedPacket};
 use crate::config::Config;
 use crate::demux::{DemuxUpdate, Route};
 use crate::ids::{SessionId, TrackId};
+use crate::join_metrics::{JoinClock, JoinMetrics, Role};
 use crate::registry::{Registry, TrackInfo};
 use crate::sender_clock::SwitchAt;
 use crate::session::{Pull, PullState, Session};
@@ -39,6 +40,8 @@ pub struct Adopt {
     pub same_ssrc_repair: bool,
     pub pushed: Vec<Arc<TrackInfo>>,
     pub pulls: Vec<Pull>,
+    /// When the HTTP request that made the session arrived (`join_metrics`).
+    pub requested: Instant,
 }
 
 /// Everything a worker is told.
@@ -178,6 +181,8 @@ pub struct WorkerStats {
     pub panics: AtomicU64,
     /// Data channel messages a subscriber missed (channel not open, or too much unsent).
     pub channel_drops: AtomicU64,
+    pub channel_messages_received: AtomicU64,
+    pub channel_messages_delivered: AtomicU64,
     /// NACKed packets from viewers without RTX: asked for, resent from the cache, not found.
     pub nacks_received: AtomicU64,
     pub nacks_answered: AtomicU64,
@@ -201,6 +206,7 @@ pub struct WorkerCtx {
     pub stats: Vec<Arc<WorkerStats>>,
     /// Index in `peers` of the cluster bridge, when the node is in a cluster.
     pub bridge: Option<usize>,
+    pub join: Arc<JoinMetrics>,
 }
 
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
@@ -569,6 +575,7 @@ impl Worker {
             .filter_map(|(i, p)| Some((i, p.track.clone()?)))
             .collect();
         let mut session = Session::new(id, a.rtc, a.pushed, a.pulls, now);
+        session.join = JoinClock::new(a.requested, now);
         session.same_ssrc_repair = a.same_ssrc_repair;
         tracing::debug!(session = %id, same_ssrc_repair = a.same_ssrc_repair, "adopted");
         self.sessions.insert(id, Box::new(session));
@@ -1174,6 +1181,10 @@ impl Worker {
             return;
         };
         s.packets_in += 1;
+        if !s.join.reported(Role::Publisher) {
+            s.join
+                .first_media(Role::Publisher, rtp.timestamp, &self.ctx.join);
+        }
         let Some(track) = s.track_for_ssrc(rtp.header.ssrc) else {
             return;
         };
@@ -1235,6 +1246,7 @@ impl Worker {
                     return;
                 };
                 s.connected = true;
+                s.join.dtls_connected(now);
                 tracing::info!(session = %id, after_ms = now.duration_since(s.created).as_millis() as u64, "connected");
                 self.ctx.registry.connected(id);
                 let n = s.pulls.len();
@@ -1242,6 +1254,11 @@ impl Worker {
                     self.start_pull(id, i, now);
                 }
                 self.choose_layers(id, now);
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Connected) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.join.ice_connected(now);
+                }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 // ICE-lite: consent from the client stopped. The client reconnects with a new POST.
@@ -1465,6 +1482,13 @@ impl Worker {
                 tracing::info!(session = %id, connected = s.connected, "reaping silent session");
                 dead.push(*id);
             }
+            // A viewer's first media packet is noted as it is written; reported from here, so
+            // the packet path only stores an instant.
+            if s.connected && !s.join.reported(Role::Viewer) {
+                if let Some(first) = s.pulls.iter().filter_map(|p| p.first_write).min() {
+                    s.join.first_media(Role::Viewer, first, &self.ctx.join);
+                }
+            }
         }
         for id in dead {
             self.close_and_reap(id, now);
@@ -1612,6 +1636,7 @@ mod tests {
             config: Arc::new(config),
             stats: vec![Arc::default()],
             bridge: None,
+            join: Arc::default(),
         });
         (Worker::new(0, ctx), peers)
     }
@@ -1626,6 +1651,7 @@ mod tests {
                 same_ssrc_repair: false,
                 pushed: vec![],
                 pulls,
+                requested: now,
             },
             now,
         );

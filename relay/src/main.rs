@@ -215,6 +215,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let stats_addr = http.local_addr().map_err(|e| e.to_string())?;
     let app = Router::new()
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(handle.clone());
     let server = tokio::spawn({
@@ -246,6 +247,19 @@ fn concrete_listen(listen: SocketAddr) -> Result<SocketAddr, String> {
 
 async fn stats(State(handle): State<ClusterHandle>) -> axum::Json<cluster::ClusterStats> {
     axum::Json(handle.stats())
+}
+
+/// Prometheus: the node's tree and link metrics (`relay::metrics`).
+async fn metrics(State(handle): State<ClusterHandle>) -> impl axum::response::IntoResponse {
+    let mut e = relay::metrics::Exposition::new();
+    e.cluster(&handle.stats());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            relay::metrics::CONTENT_TYPE,
+        )],
+        e.finish(),
+    )
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

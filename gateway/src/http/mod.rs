@@ -11,6 +11,7 @@ pub mod pages;
 pub mod problem;
 pub mod recording;
 pub mod resource;
+pub mod timing;
 pub mod tls;
 
 use std::sync::Arc;
@@ -71,6 +72,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/streams", get(pages::streams))
         .route("/v1/stats", get(pages::stats))
+        .route("/metrics", get(pages::metrics))
         .route(
             "/v1/streams/{stream}/recording",
             post(recording::start).delete(recording::stop),
@@ -115,8 +117,10 @@ pub fn router(node: Arc<Node>) -> Router {
             node.config.max_body_bytes,
             body::read_first,
         ))
+        .route_layer(middleware::from_fn(timing::tag_route))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn_with_state(node.clone(), calls::front))
+        .layer(middleware::from_fn_with_state(node.clone(), timing::time))
         .with_state(node)
 }
 

@@ -69,3 +69,20 @@ pub async fn stats(State(node): State<AppState>, headers: HeaderMap) -> Result<R
     allowed(node.auth.check_admin(bearer(&headers)))?;
     Ok(Json(node.stats()).into_response())
 }
+
+/// `GET /metrics`: Prometheus text, behind the same admin token as `/v1/stats` (Prometheus
+/// sends it with `authorization: {credentials: …}`).
+pub async fn metrics(
+    State(node): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    allowed(node.auth.check_admin(bearer(&headers)))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            relay::metrics::CONTENT_TYPE,
+        )],
+        crate::metrics::render(&node),
+    )
+        .into_response())
+}

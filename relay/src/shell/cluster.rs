@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::cluster_tls::{ClusterIdentity, LinkTiming};
 use super::links::{LinkEvent, LinkHandle, Links, LossShaper};
 use crate::SharedPacket;
+use crate::histogram::{HOP_BUCKETS, Histogram, HistogramSnapshot};
 use crate::link::{CloseCode, Hello, StreamOrigin, SubscribeOk, TrackKey};
 use crate::tree::{LinkId, Output, TreeConfig, TreeNode, TreeStats};
 
@@ -128,6 +129,8 @@ pub struct ClusterStats {
     pub members: Vec<(u8, String)>,
     /// Handshakes that failed on TLS or Hello, either side (a stranger shows up here).
     pub refused_handshakes: u64,
+    /// What this node adds to a media datagram (arrival on a link → handed on).
+    pub hop_latency: HistogramSnapshot,
 }
 
 /// One link that is up.
@@ -138,6 +141,9 @@ pub struct LinkStats {
     /// We opened it (else the peer did).
     pub dialed: bool,
     pub rtt_ms: f64,
+    /// QUIC's own counts: every packet, and those it declared lost.
+    pub packets_sent: u64,
+    pub packets_lost: u64,
     pub datagrams_in: u64,
     pub datagrams_out: u64,
     /// Dropped on purpose by the test-only loss shaper.
@@ -254,6 +260,7 @@ pub async fn start(
         dns_members: HashMap::new(),
         applied: BTreeMap::new(),
         stats: stats.clone(),
+        hop_latency: Histogram::new(HOP_BUCKETS),
     };
     node.apply_members(Instant::now());
     node.publish_stats();
@@ -328,6 +335,7 @@ struct Node {
     /// Member lists as last given to the tree, per tier.
     applied: BTreeMap<u8, Vec<String>>,
     stats: Arc<Mutex<ClusterStats>>,
+    hop_latency: Histogram,
 }
 
 impl Node {
@@ -432,7 +440,12 @@ impl Node {
                 }
             }
             LinkEvent::Control { link, msg } => self.tree.on_control(link, msg, now),
-            LinkEvent::Datagram { link, bytes, at } => self.tree.on_datagram(link, &bytes, at),
+            LinkEvent::Datagram { link, bytes, at } => {
+                self.tree.on_datagram(link, &bytes, at);
+                self.drain();
+                self.hop_latency.observe(at.elapsed());
+                return;
+            }
         }
         self.drain();
     }
@@ -527,6 +540,7 @@ impl Node {
             tracks,
             members,
             refused_handshakes: self.links.refused(),
+            hop_latency: self.hop_latency.snapshot(),
         };
         match self.stats.lock() {
             Ok(mut s) => *s = snapshot,

@@ -136,11 +136,14 @@ impl LinkHandle {
     pub fn stats(&self, id: LinkId) -> LinkStats {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let path = self.conn.stats().path;
         LinkStats {
             id,
             peer: self.peer.clone(),
             dialed: self.dialed,
             rtt_ms: self.conn.rtt().as_secs_f64() * 1000.0,
+            packets_sent: path.sent_packets,
+            packets_lost: path.lost_packets,
             datagrams_in: get(&c.datagrams_in),
             datagrams_out: get(&c.datagrams_out),
             datagrams_dropped_by_shaper: get(&c.datagrams_dropped_by_shaper),

@@ -1,0 +1,159 @@
+//! How long a client waits to join, in phases: the HTTP request that made its session (the
+//! answer), ICE, DTLS, and the first media packet (sent to a viewer, or received from a
+//! publisher); and the whole wait, request → first media packet. Each session keeps a
+//! [`JoinClock`]; a worker reports it once per role into the node's [`JoinMetrics`].
+
+use std::time::Instant;
+
+use relay::histogram::{Histogram, HistogramSnapshot, JOIN_BUCKETS};
+
+tokio::task_local! {
+    /// When the HTTP request being handled arrived (set by the router's timing layer), so that
+    /// a session made deep inside a handler knows how long its client has been waiting.
+    pub static REQUEST_STARTED: Instant;
+}
+
+/// The current request's arrival, or now outside a request.
+pub fn request_started() -> Instant {
+    REQUEST_STARTED
+        .try_with(|t| *t)
+        .unwrap_or_else(|_| Instant::now())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Publisher,
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Publisher, Role::Viewer];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Publisher => "publisher",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+/// The phases, in order; each is measured from the end of the one before.
+pub const PHASES: [&str; 4] = ["answer", "ice", "dtls", "first_packet"];
+
+#[derive(Debug)]
+pub struct JoinMetrics {
+    /// Per role, per phase (`PHASES`).
+    phases: [[Histogram; 4]; 2],
+    /// Per role: request → first media packet.
+    total: [Histogram; 2],
+}
+
+impl Default for JoinMetrics {
+    fn default() -> Self {
+        let h = || Histogram::new(JOIN_BUCKETS);
+        JoinMetrics {
+            phases: [[h(), h(), h(), h()], [h(), h(), h(), h()]],
+            total: [h(), h()],
+        }
+    }
+}
+
+impl JoinMetrics {
+    /// Per role: each phase's snapshot and the total's.
+    pub fn snapshot(&self, role: Role) -> ([HistogramSnapshot; 4], HistogramSnapshot) {
+        let i = role as usize;
+        (
+            [0, 1, 2, 3].map(|p| self.phases[i][p].snapshot()),
+            self.total[i].snapshot(),
+        )
+    }
+}
+
+/// One session's milestones.
+#[derive(Debug, Clone)]
+pub struct JoinClock {
+    requested: Instant,
+    created: Instant,
+    ice: Option<Instant>,
+    dtls: Option<Instant>,
+    reported: [bool; 2],
+}
+
+impl JoinClock {
+    pub fn new(requested: Instant, created: Instant) -> JoinClock {
+        JoinClock {
+            requested: requested.min(created),
+            created,
+            ice: None,
+            dtls: None,
+            reported: [false; 2],
+        }
+    }
+
+    pub fn ice_connected(&mut self, now: Instant) {
+        self.ice.get_or_insert(now);
+    }
+
+    pub fn dtls_connected(&mut self, now: Instant) {
+        // str0m may report DTLS before (or without) an ICE state change: ICE then ends here.
+        self.ice.get_or_insert(now);
+        self.dtls.get_or_insert(now);
+    }
+
+    pub fn reported(&self, role: Role) -> bool {
+        self.reported[role as usize]
+    }
+
+    /// The first media packet for `role` at `at`: every phase observed once, the first time.
+    pub fn first_media(&mut self, role: Role, at: Instant, metrics: &JoinMetrics) {
+        let r = role as usize;
+        if self.reported[r] {
+            return;
+        }
+        self.reported[r] = true;
+        let dtls = self.dtls.unwrap_or(at);
+        let ice = self.ice.unwrap_or(dtls);
+        let marks = [self.requested, self.created, ice, dtls, at.max(dtls)];
+        for (p, w) in marks.windows(2).enumerate() {
+            metrics.phases[r][p].observe(w[1].saturating_duration_since(w[0]));
+        }
+        metrics.total[r].observe(at.saturating_duration_since(self.requested));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn phases_add_up_to_the_total_and_are_reported_once_per_role() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let m = JoinMetrics::default();
+        let mut c = JoinClock::new(t0, ms(3));
+        c.ice_connected(ms(40));
+        c.ice_connected(ms(90)); // a later change does not move the milestone
+        c.dtls_connected(ms(120));
+        c.first_media(Role::Viewer, ms(130), &m);
+        c.first_media(Role::Viewer, ms(900), &m);
+        let (phases, total) = m.snapshot(Role::Viewer);
+        let sums: Vec<f64> = phases.iter().map(|h| h.sum_seconds).collect();
+        for (got, want) in sums.iter().zip([0.003, 0.037, 0.080, 0.010]) {
+            assert!((got - want).abs() < 1e-9, "{sums:?}");
+        }
+        assert_eq!(total.count(), 1);
+        assert!((total.sum_seconds - 0.130).abs() < 1e-9);
+        assert_eq!(m.snapshot(Role::Publisher).1.count(), 0);
+        assert!(c.reported(Role::Viewer) && !c.reported(Role::Publisher));
+    }
+
+    #[test]
+    fn a_request_time_after_creation_counts_as_no_wait() {
+        let t0 = Instant::now();
+        let m = JoinMetrics::default();
+        let mut c = JoinClock::new(t0 + Duration::from_secs(1), t0);
+        c.first_media(Role::Publisher, t0, &m);
+        assert_eq!(m.snapshot(Role::Publisher).1.sum_seconds, 0.0);
+    }
+}
