@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster_channels::ClusterChannels;
 use crate::ids::{SessionId, TrackId};
 use crate::registry::{Registry, TrackInfo};
+use crate::subscribe_trace::SubscribeTrace;
 use crate::worker::WorkerMsg;
+use relay::shell::otlp_push::SpanSink;
 
 /// How long a WHEP request waits for the cluster to find a stream and its codecs.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -84,6 +86,7 @@ pub struct Bridge {
     resolving: Vec<PendingResolve>,
     /// Data channels published here or subscribed from elsewhere.
     channels: ClusterChannels,
+    subscribes: SubscribeTrace,
 }
 
 fn session_bytes(id: SessionId) -> [u8; 16] {
@@ -131,6 +134,7 @@ impl Bridge {
         registry: Arc<Registry>,
     ) -> Bridge {
         let channels = ClusterChannels::new(node_id.clone());
+        let subscribes = SubscribeTrace::new(SpanSink::disabled(), node_id.clone());
         Bridge {
             index,
             node_id,
@@ -144,7 +148,13 @@ impl Bridge {
             lookups: Vec::new(),
             resolving: Vec::new(),
             channels,
+            subscribes,
         }
+    }
+
+    /// Export a span per cluster subscribe (`subscribe_trace`).
+    pub fn trace_subscribes(&mut self, sink: SpanSink) {
+        self.subscribes = SubscribeTrace::new(sink, self.node_id.clone());
     }
 
     pub async fn run(
@@ -287,6 +297,7 @@ impl Bridge {
                 // worker of the track: only the node's first worker subscribes; later ones get
                 // the run the bridge cached, once.
                 if first {
+                    self.subscribes.asked(&key, Instant::now());
                     self.cluster.send(Local::Subscribe(key));
                 } else if let Some(w) = self.workers.get(worker) {
                     if let Some((sps, pps)) = remote.h264.as_ref().and_then(|h| h.parameter_sets())
@@ -385,6 +396,7 @@ impl Bridge {
                 let Some(remote) = self.remote_by_key.get_mut(&key) else {
                     return;
                 };
+                self.subscribes.delivered(&key, Instant::now());
                 remote.keyframes.push(&packet);
                 if let Some(h) = remote.h264.as_mut() {
                     h.push(packet.rtp_time, &packet.payload);
@@ -400,6 +412,7 @@ impl Bridge {
             }
             Event::TrackReady(key, ok) => {
                 if !self.channels.on_track_ready(&key, &ok) {
+                    self.subscribes.ready(&key, Instant::now());
                     self.on_track_ready(key, ok)
                 }
             }
@@ -407,6 +420,7 @@ impl Bridge {
                 if self.channels.on_track_ended(&key) {
                     return;
                 }
+                self.subscribes.ended(&key);
                 if let Some(remote) = self.remote_by_key.remove(&key) {
                     self.remote_by_id.remove(&remote.info.id);
                     crate::heap_trim::shrink_map(&mut self.remote_by_key);
@@ -458,6 +472,7 @@ impl Bridge {
             for key in &keys {
                 if !self.remote_by_key.contains_key(key) {
                     // Subscribing is how the codec description (SubscribeOk) comes down the tree.
+                    self.subscribes.asked(key, Instant::now());
                     self.cluster.send(Local::Subscribe(key.clone()));
                 }
             }

@@ -122,6 +122,13 @@ pub struct Cli {
     /// default: the gateway must not become a way into the networks behind it).
     #[arg(long, env = "GATEWAY_ADAPTERS_ALLOW_PRIVATE")]
     pub adapters_allow_private: bool,
+    /// Push metrics and session-setup spans over OTLP/HTTP to this receiver (base URL, e.g.
+    /// `http://otel-collector:4318`). Off by default.
+    #[arg(long, env = "GATEWAY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// How often (ms) metrics are pushed over OTLP (default 10000).
+    #[arg(long, env = "GATEWAY_OTLP_INTERVAL_MS")]
+    pub otlp_interval_ms: Option<u64>,
     /// How far back (ms) a viewer's NACKs are answered with RTX (100-10000).
     #[arg(long, env = "GATEWAY_VIEWER_REPAIR_WINDOW_MS")]
     pub viewer_repair_window_ms: Option<u64>,
@@ -287,6 +294,28 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     pub recording: Option<RecordingSettings>,
     pub adapters: AdapterSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[telemetry]`: OTLP export (the Prometheus endpoint `/metrics` is always on).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Base URL of an OTLP/HTTP receiver; none: no push.
+    pub otlp_endpoint: Option<String>,
+    pub otlp_interval_ms: u64,
+    /// The resource's `service.name`.
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            otlp_interval_ms: 10_000,
+            service_name: "wish-gateway".into(),
+        }
+    }
 }
 
 /// `[adapters]`: Calls' WebSocket media adapters.
@@ -336,6 +365,7 @@ impl Default for Config {
             cluster: None,
             recording: None,
             adapters: AdapterSettings::default(),
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -389,6 +419,12 @@ impl Config {
         }
         if cli.no_udp_gso {
             self.udp_gso = false;
+        }
+        if let Some(e) = cli.otlp_endpoint {
+            self.telemetry.otlp_endpoint = Some(e);
+        }
+        if let Some(ms) = cli.otlp_interval_ms {
+            self.telemetry.otlp_interval_ms = ms;
         }
         if cli.adapters_allow_private {
             self.adapters.allow_private_endpoints = true;
@@ -559,6 +595,18 @@ impl Config {
                     "test_drop_datagrams must be in [0, 1)".into(),
                 ));
             }
+        }
+        if let Some(e) = &self.telemetry.otlp_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "otlp_endpoint must be an http:// or https:// URL, not {e:?}"
+            )));
+        }
+        if !(100..=3_600_000).contains(&self.telemetry.otlp_interval_ms) {
+            return Err(ConfigError::Invalid(
+                "otlp_interval_ms must be between 100 and 3600000".into(),
+            ));
         }
         if self.recording.as_ref().is_some_and(|r| r.segment_secs == 0) {
             return Err(ConfigError::Invalid(

@@ -7,17 +7,36 @@ use std::time::Instant;
 
 use relay::histogram::{Histogram, HistogramSnapshot, JOIN_BUCKETS};
 
+use crate::trace_context::TraceParent;
+
 tokio::task_local! {
-    /// When the HTTP request being handled arrived (set by the router's timing layer), so that
-    /// a session made deep inside a handler knows how long its client has been waiting.
-    pub static REQUEST_STARTED: Instant;
+    /// The HTTP request being handled (set by the router's timing layer), so that a session
+    /// made deep inside a handler knows how long its client has been waiting, and in whose trace.
+    pub static REQUEST: RequestContext;
 }
 
-/// The current request's arrival, or now outside a request.
-pub fn request_started() -> Instant {
-    REQUEST_STARTED
-        .try_with(|t| *t)
-        .unwrap_or_else(|_| Instant::now())
+/// When a request arrived and the span it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext {
+    pub started: Instant,
+    pub parent: Option<TraceParent>,
+}
+
+impl RequestContext {
+    /// No request: a session made by the node itself.
+    pub fn now() -> RequestContext {
+        RequestContext {
+            started: Instant::now(),
+            parent: None,
+        }
+    }
+
+    /// The request being handled, or [`RequestContext::now`] outside one.
+    pub fn current() -> RequestContext {
+        REQUEST
+            .try_with(|r| *r)
+            .unwrap_or_else(|_| RequestContext::now())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +91,8 @@ impl JoinMetrics {
 /// One session's milestones.
 #[derive(Debug, Clone)]
 pub struct JoinClock {
+    /// The caller's span (`trace_context`).
+    pub parent: Option<TraceParent>,
     requested: Instant,
     created: Instant,
     ice: Option<Instant>,
@@ -80,9 +101,10 @@ pub struct JoinClock {
 }
 
 impl JoinClock {
-    pub fn new(requested: Instant, created: Instant) -> JoinClock {
+    pub fn new(request: RequestContext, created: Instant) -> JoinClock {
         JoinClock {
-            requested: requested.min(created),
+            parent: request.parent,
+            requested: request.started.min(created),
             created,
             ice: None,
             dtls: None,
@@ -104,11 +126,17 @@ impl JoinClock {
         self.reported[role as usize]
     }
 
-    /// The first media packet for `role` at `at`: every phase observed once, the first time.
-    pub fn first_media(&mut self, role: Role, at: Instant, metrics: &JoinMetrics) {
+    /// The first media packet for `role` at `at`: every phase observed once, the first time,
+    /// whose milestones (request, answer, ICE, DTLS, first packet) are returned for its trace.
+    pub fn first_media(
+        &mut self,
+        role: Role,
+        at: Instant,
+        metrics: &JoinMetrics,
+    ) -> Option<[Instant; 5]> {
         let r = role as usize;
         if self.reported[r] {
-            return;
+            return None;
         }
         self.reported[r] = true;
         let dtls = self.dtls.unwrap_or(at);
@@ -118,6 +146,7 @@ impl JoinClock {
             metrics.phases[r][p].observe(w[1].saturating_duration_since(w[0]));
         }
         metrics.total[r].observe(at.saturating_duration_since(self.requested));
+        Some(marks)
     }
 }
 
@@ -131,12 +160,16 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let m = JoinMetrics::default();
-        let mut c = JoinClock::new(t0, ms(3));
+        let request = RequestContext {
+            started: t0,
+            parent: None,
+        };
+        let mut c = JoinClock::new(request, ms(3));
         c.ice_connected(ms(40));
         c.ice_connected(ms(90)); // a later change does not move the milestone
         c.dtls_connected(ms(120));
-        c.first_media(Role::Viewer, ms(130), &m);
-        c.first_media(Role::Viewer, ms(900), &m);
+        assert!(c.first_media(Role::Viewer, ms(130), &m).is_some());
+        assert!(c.first_media(Role::Viewer, ms(900), &m).is_none());
         let (phases, total) = m.snapshot(Role::Viewer);
         let sums: Vec<f64> = phases.iter().map(|h| h.sum_seconds).collect();
         for (got, want) in sums.iter().zip([0.003, 0.037, 0.080, 0.010]) {
@@ -152,7 +185,11 @@ mod tests {
     fn a_request_time_after_creation_counts_as_no_wait() {
         let t0 = Instant::now();
         let m = JoinMetrics::default();
-        let mut c = JoinClock::new(t0 + Duration::from_secs(1), t0);
+        let later = RequestContext {
+            started: t0 + Duration::from_secs(1),
+            parent: None,
+        };
+        let mut c = JoinClock::new(later, t0);
         c.first_media(Role::Publisher, t0, &m);
         assert_eq!(m.snapshot(Role::Publisher).1.sum_seconds, 0.0);
     }

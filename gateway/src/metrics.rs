@@ -4,7 +4,7 @@
 //! the tree's and links' metrics (`relay::metrics`). Names follow Prometheus' conventions:
 //! `_total` counters, base units.
 
-use relay::metrics::Exposition;
+use relay::metrics::{Exposition, Kind};
 
 use crate::join_metrics::{PHASES, Role};
 use crate::node::Node;
@@ -12,7 +12,13 @@ use crate::node::Node;
 /// Streams with a `stream` label at most: the ones with the most viewers.
 pub const MAX_STREAM_SERIES: usize = 50;
 
+/// The Prometheus text of [`gather`].
 pub fn render(node: &Node) -> String {
+    gather(node).finish()
+}
+
+/// Every metric of the node, once: for `/metrics` and for OTLP.
+pub fn gather(node: &Node) -> Exposition {
     let s = node.stats();
     let mut e = Exposition::new();
     let gauges: [(&str, &str, usize); 5] = [
@@ -166,7 +172,7 @@ pub fn render(node: &Node) -> String {
         .collect();
     e.family(
         "gateway_worker_sessions",
-        "gauge",
+        Kind::Gauge,
         "Sessions per media worker (its load).",
         workers
             .iter()
@@ -178,7 +184,7 @@ pub fn render(node: &Node) -> String {
     streams.truncate(MAX_STREAM_SERIES);
     e.family(
         "gateway_stream_viewers",
-        "gauge",
+        Kind::Gauge,
         "Viewers per stream, for the streams with the most (at most 50 series).",
         streams
             .iter()
@@ -187,7 +193,7 @@ pub fn render(node: &Node) -> String {
     join_histograms(&mut e, node);
     e.family(
         "gateway_stream_received_bits_per_second",
-        "gauge",
+        Kind::Gauge,
         "Bitrate a stream's publisher sends (all its tracks and layers), for the same streams.",
         streams.iter().map(|st| {
             let bps: u64 = st.track_stats.iter().map(|t| t.bitrate_bps).sum();
@@ -197,7 +203,7 @@ pub fn render(node: &Node) -> String {
     if let Some(cluster) = &s.cluster {
         e.cluster(cluster);
     }
-    e.finish()
+    e
 }
 
 fn join_histograms(e: &mut Exposition, node: &Node) {

@@ -111,6 +111,14 @@ impl Node {
         tasks: &mut JoinSet<()>,
     ) -> Result<Arc<Node>, String> {
         let config = Arc::new(config);
+        // Spans are made by the workers and the bridge, pushed with the metrics (OTLP).
+        let (spans, span_queue) = match &config.telemetry.otlp_endpoint {
+            Some(_) => {
+                let (sink, queue) = relay::shell::otlp_push::span_queue();
+                (sink, Some(queue))
+            }
+            None => (relay::shell::otlp_push::SpanSink::disabled(), None),
+        };
         let path = crate::udp::SendPath {
             gso: config.udp_gso,
             sendmmsg: config.udp_sendmmsg,
@@ -135,13 +143,14 @@ impl Node {
             let (requests_tx, requests_rx) = mpsc::unbounded_channel();
             let (handle, events, node_id) =
                 crate::cluster_bridge::start_cluster(settings, links.clone()).await?;
-            let bridge = Bridge::new(
+            let mut bridge = Bridge::new(
                 n,
                 node_id,
                 handle.clone(),
                 peers_of_workers.clone(),
                 registry.clone(),
             );
+            bridge.trace_subscribes(spans.clone());
             tasks.spawn(bridge.run(bridge_rx, requests_rx, events, links.clone()));
             cluster = Some(Cluster {
                 bridge: requests_tx,
@@ -184,6 +193,7 @@ impl Node {
             stats: stats.clone(),
             bridge: cluster.as_ref().map(|_| n),
             join: join.clone(),
+            spans,
         });
         for (i, rx) in receivers.into_iter().enumerate() {
             let worker = Worker::new(i, ctx.clone());
@@ -194,7 +204,7 @@ impl Node {
                 .receive_loop(demux_rx, senders.clone(), shutdown.clone()),
         );
         tasks.spawn(crate::heap_trim::run(registry.clone(), shutdown.clone()));
-        Ok(Arc::new(Node {
+        let node = Arc::new(Node {
             auth: Auth::new(&config),
             config,
             registry,
@@ -209,7 +219,34 @@ impl Node {
             adapters: adapters_tx,
             join,
             http_timing: Default::default(),
-        }))
+        });
+        if let (Some(queue), Some(endpoint)) =
+            (span_queue, node.config.telemetry.otlp_endpoint.clone())
+        {
+            let otlp = relay::shell::otlp_push::OtlpConfig {
+                endpoint,
+                interval: std::time::Duration::from_millis(node.config.telemetry.otlp_interval_ms),
+                service: node.config.telemetry.service_name.clone(),
+                instance: node.instance_id(),
+            };
+            let for_metrics = node.clone();
+            let gather = Arc::new(move || crate::metrics::gather(&for_metrics));
+            tasks.spawn(relay::shell::otlp_push::run(
+                otlp,
+                gather,
+                queue,
+                shutdown.clone(),
+            ));
+        }
+        Ok(node)
+    }
+
+    /// This node in telemetry: its cluster node id, or its UDP address.
+    pub fn instance_id(&self) -> String {
+        match &self.cluster {
+            Some(c) => c.handle.stats().node_id,
+            None => self.udp_addr().to_string(),
+        }
     }
 
     pub fn udp_addr(&self) -> SocketAddr {

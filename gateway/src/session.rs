@@ -458,7 +458,13 @@ impl Session {
             same_ssrc_repair: false,
             bwe_bps: None,
             egress_nacks: Vec::new(),
-            join: crate::join_metrics::JoinClock::new(now, now),
+            join: crate::join_metrics::JoinClock::new(
+                crate::join_metrics::RequestContext {
+                    started: now,
+                    parent: None,
+                },
+                now,
+            ),
         }
     }
 

@@ -29,7 +29,7 @@ pub struct Created {
 /// reaches the worker), and owned by its worker. The order matters: a client can send STUN as
 /// soon as it has the answer, which is after this returns.
 fn start_session(node: &Node, entry: SessionEntry, ice: str0m::IceCreds, mut adopt: Adopt) {
-    adopt.requested = crate::join_metrics::request_started();
+    adopt.requested = crate::join_metrics::RequestContext::current();
     let (id, worker) = (adopt.id, entry.worker);
     let failures = entry.stun_integrity_failures.clone();
     node.registry.insert_session(id, entry);
@@ -130,7 +130,7 @@ pub fn push(
             same_ssrc_repair: false,
             pushed: tracks.clone(),
             pulls: vec![],
-            requested: Instant::now(),
+            requested: crate::join_metrics::RequestContext::now(),
         },
     );
     let stream_for_cluster = stream.clone();
@@ -216,7 +216,7 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
             same_ssrc_repair: peer.same_ssrc_repair,
             pushed: vec![],
             pulls,
-            requested: Instant::now(),
+            requested: crate::join_metrics::RequestContext::now(),
         },
     );
     tracing::info!(%stream, session = %id, "playing");
@@ -259,7 +259,7 @@ pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Pro
             same_ssrc_repair: false,
             pushed: vec![],
             pulls: vec![],
-            requested: Instant::now(),
+            requested: crate::join_metrics::RequestContext::now(),
         },
     );
     let offered = negotiate(node, id, Negotiation::Pull { tracks: primary }).await;
@@ -374,7 +374,7 @@ pub fn pull_tracks(
             same_ssrc_repair: peer.same_ssrc_repair,
             pushed: vec![],
             pulls,
-            requested: Instant::now(),
+            requested: crate::join_metrics::RequestContext::now(),
         },
     );
     Ok(Created {
@@ -409,7 +409,7 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
             same_ssrc_repair: false,
             pushed: vec![],
             pulls: vec![],
-            requested: Instant::now(),
+            requested: crate::join_metrics::RequestContext::now(),
         },
     );
     Ok(id)

@@ -25,7 +25,7 @@ use relay::{MediaPacket, SharedPacket};
 use crate::config::Config;
 use crate::demux::{DemuxUpdate, Route};
 use crate::ids::{SessionId, TrackId};
-use crate::join_metrics::{JoinClock, JoinMetrics, Role};
+use crate::join_metrics::{JoinClock, JoinMetrics, RequestContext, Role};
 use crate::registry::{Registry, TrackInfo};
 use crate::sender_clock::SwitchAt;
 use crate::session::{Pull, PullState, Session};
@@ -40,8 +40,8 @@ pub struct Adopt {
     pub same_ssrc_repair: bool,
     pub pushed: Vec<Arc<TrackInfo>>,
     pub pulls: Vec<Pull>,
-    /// When the HTTP request that made the session arrived (`join_metrics`).
-    pub requested: Instant,
+    /// The HTTP request that made the session: when it arrived, its trace (`join_metrics`).
+    pub requested: RequestContext,
 }
 
 /// Everything a worker is told.
@@ -207,6 +207,19 @@ pub struct WorkerCtx {
     /// Index in `peers` of the cluster bridge, when the node is in a cluster.
     pub bridge: Option<usize>,
     pub join: Arc<JoinMetrics>,
+    /// Finished setup spans go here (OTLP), when an endpoint is configured.
+    pub spans: relay::shell::otlp_push::SpanSink,
+}
+
+/// A session's setup as spans, when traces are exported.
+fn export_setup(ctx: &WorkerCtx, s: &Session, role: Role, marks: [Instant; 5]) {
+    if ctx.spans.enabled() {
+        let spans =
+            crate::trace_context::setup_spans(s.join.parent, &s.id.to_string(), role, marks);
+        for span in spans {
+            ctx.spans.send(span);
+        }
+    }
 }
 
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
@@ -1181,9 +1194,12 @@ impl Worker {
             return;
         };
         s.packets_in += 1;
-        if !s.join.reported(Role::Publisher) {
-            s.join
-                .first_media(Role::Publisher, rtp.timestamp, &self.ctx.join);
+        if !s.join.reported(Role::Publisher)
+            && let Some(marks) = s
+                .join
+                .first_media(Role::Publisher, rtp.timestamp, &self.ctx.join)
+        {
+            export_setup(&self.ctx, s, Role::Publisher, marks);
         }
         let Some(track) = s.track_for_ssrc(rtp.header.ssrc) else {
             return;
@@ -1485,8 +1501,10 @@ impl Worker {
             // A viewer's first media packet is noted as it is written; reported from here, so
             // the packet path only stores an instant.
             if s.connected && !s.join.reported(Role::Viewer) {
-                if let Some(first) = s.pulls.iter().filter_map(|p| p.first_write).min() {
-                    s.join.first_media(Role::Viewer, first, &self.ctx.join);
+                if let Some(first) = s.pulls.iter().filter_map(|p| p.first_write).min()
+                    && let Some(marks) = s.join.first_media(Role::Viewer, first, &self.ctx.join)
+                {
+                    export_setup(&self.ctx, s, Role::Viewer, marks);
                 }
             }
         }
@@ -1637,6 +1655,7 @@ mod tests {
             stats: vec![Arc::default()],
             bridge: None,
             join: Arc::default(),
+            spans: relay::shell::otlp_push::SpanSink::disabled(),
         });
         (Worker::new(0, ctx), peers)
     }
@@ -1651,7 +1670,7 @@ mod tests {
                 same_ssrc_repair: false,
                 pushed: vec![],
                 pulls,
-                requested: now,
+                requested: RequestContext::now(),
             },
             now,
         );

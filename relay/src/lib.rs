@@ -14,6 +14,7 @@ pub mod link;
 mod message_reassembly;
 pub mod metrics;
 mod nack;
+pub mod otlp;
 mod packet;
 mod packet_cache;
 pub mod placement;

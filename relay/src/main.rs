@@ -75,6 +75,12 @@ struct RunArgs {
     /// HTTP address of `GET /v1/stats` and `GET /healthz`. Port 0 picks a free port.
     #[arg(long, env = "RELAY_STATS_LISTEN", default_value = "0.0.0.0:7080")]
     stats_listen: SocketAddr,
+    /// Push metrics over OTLP/HTTP to this receiver (base URL, e.g. `http://otel-collector:4318`).
+    #[arg(long, env = "RELAY_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// How often (ms) metrics are pushed over OTLP.
+    #[arg(long, env = "RELAY_OTLP_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    otlp_interval_ms: u64,
     /// TEST ONLY: drop this fraction of outgoing media datagrams.
     #[arg(long, env = "RELAY_TEST_DROP_DATAGRAMS", default_value_t = 0.0)]
     test_drop_datagrams: f64,
@@ -226,6 +232,33 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 .await
         }
     });
+    if let Some(endpoint) = args.otlp_endpoint.clone() {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(format!(
+                "--otlp-endpoint must be an http(s) URL, not {endpoint:?}"
+            ));
+        }
+        let otlp = relay::shell::otlp_push::OtlpConfig {
+            endpoint,
+            interval: Duration::from_millis(args.otlp_interval_ms),
+            service: "wish-relay".into(),
+            instance: handle.stats().node_id,
+        };
+        let for_metrics = handle.clone();
+        let gather = std::sync::Arc::new(move || {
+            let mut e = relay::metrics::Exposition::new();
+            e.cluster(&for_metrics.stats());
+            e
+        });
+        // Relays make no spans; the queue only satisfies the pusher.
+        let (_spans, queue) = relay::shell::otlp_push::span_queue();
+        tokio::spawn(relay::shell::otlp_push::run(
+            otlp,
+            gather,
+            queue,
+            shutdown.clone(),
+        ));
+    }
     // Tests and scripts wait for this line; it carries the bound ports when 0 was asked for.
     println!("READY cluster={} stats={stats_addr}", handle.local_addr());
     tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -11,10 +11,36 @@ use crate::shell::cluster::ClusterStats;
 /// The exposition format's media type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// One scrape's text.
+/// What kind of metric a family is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A total since the process started; the name ends in `_total`.
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One series' value.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Number(f64),
+    Histogram(HistogramSnapshot),
+}
+
+/// One metric: its name, help, kind and series (label pairs, value).
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub name: String,
+    pub help: String,
+    pub kind: Kind,
+    pub series: Vec<(Vec<(String, String)>, Value)>,
+}
+
+/// One scrape's (or one push's) metrics: gathered once, written as Prometheus text
+/// ([`Exposition::finish`]) or as OTLP (`relay::otlp`).
 #[derive(Debug, Default)]
 pub struct Exposition {
-    out: String,
+    pub families: Vec<Family>,
 }
 
 /// A label value, escaped as the format wants (backslash, quote, newline).
@@ -24,85 +50,125 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+fn owned(labels: &[(&str, &str)]) -> Vec<(String, String)> {
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 impl Exposition {
     pub fn new() -> Exposition {
         Exposition::default()
     }
 
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
+    fn push(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        series: Vec<(Vec<(String, String)>, Value)>,
+    ) {
+        self.families.push(Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            series,
+        });
     }
 
     /// A counter (a total since the process started); `name` ends in `_total`.
     pub fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.header(name, "counter", help);
-        self.sample(name, &[], value as f64);
+        self.push(
+            name,
+            help,
+            Kind::Counter,
+            vec![(vec![], Value::Number(value as f64))],
+        );
     }
 
     pub fn gauge(&mut self, name: &str, help: &str, value: f64) {
-        self.header(name, "gauge", help);
-        self.sample(name, &[], value);
+        self.push(
+            name,
+            help,
+            Kind::Gauge,
+            vec![(vec![], Value::Number(value))],
+        );
     }
 
     /// A metric with one sample per label set.
     pub fn family<'a>(
         &mut self,
         name: &str,
-        kind: &str,
+        kind: Kind,
         help: &str,
         samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, f64)>,
     ) {
-        self.header(name, kind, help);
-        for (labels, value) in samples {
-            self.sample(name, &labels, value);
-        }
+        let series = samples
+            .into_iter()
+            .map(|(l, v)| (owned(&l), Value::Number(v)))
+            .collect();
+        self.push(name, help, kind, series);
     }
 
-    /// A histogram, one series per label set: cumulative `_bucket`s up to `+Inf`, `_sum`,
-    /// `_count`.
+    /// A histogram, one series per label set.
     pub fn histogram<'a>(
         &mut self,
         name: &str,
         help: &str,
         series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, &'a HistogramSnapshot)>,
     ) {
-        self.header(name, "histogram", help);
-        let bucket = format!("{name}_bucket");
-        for (labels, h) in series {
-            let mut cumulative = 0;
-            for (i, c) in h.counts.iter().enumerate() {
-                cumulative += c;
-                let le = match h.bounds.get(i) {
-                    Some(b) => b.to_string(),
-                    None => "+Inf".to_string(),
-                };
-                let mut l = labels.clone();
-                l.push(("le", le.as_str()));
-                self.sample(&bucket, &l, cumulative as f64);
-            }
-            self.sample(&format!("{name}_sum"), &labels, h.sum_seconds);
-            self.sample(&format!("{name}_count"), &labels, cumulative as f64);
-        }
+        let series = series
+            .into_iter()
+            .map(|(l, h)| (owned(&l), Value::Histogram(h.clone())))
+            .collect();
+        self.push(name, help, Kind::Histogram, series);
     }
 
-    pub fn finish(self) -> String {
-        self.out
+    /// The Prometheus text: histograms as cumulative `_bucket`s up to `+Inf`, `_sum`, `_count`.
+    pub fn finish(&self) -> String {
+        let mut out = String::new();
+        for f in &self.families {
+            let kind = match f.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+            let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+            for (labels, value) in &f.series {
+                match value {
+                    Value::Number(v) => sample(&mut out, &f.name, labels, None, *v),
+                    Value::Histogram(h) => {
+                        let bucket = format!("{}_bucket", f.name);
+                        let mut cumulative = 0;
+                        for (i, c) in h.counts.iter().enumerate() {
+                            cumulative += c;
+                            let le = match h.bounds.get(i) {
+                                Some(b) => b.to_string(),
+                                None => "+Inf".to_string(),
+                            };
+                            sample(&mut out, &bucket, labels, Some(&le), cumulative as f64);
+                        }
+                        sample(
+                            &mut out,
+                            &format!("{}_sum", f.name),
+                            labels,
+                            None,
+                            h.sum_seconds,
+                        );
+                        sample(
+                            &mut out,
+                            &format!("{}_count", f.name),
+                            labels,
+                            None,
+                            cumulative as f64,
+                        );
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The cluster node's metrics: its tree and its links.
@@ -196,7 +262,7 @@ impl Exposition {
         // One series per peer: bounded by the cluster's size, not by its traffic.
         self.family(
             "cluster_link_rtt_seconds",
-            "gauge",
+            Kind::Gauge,
             "Round-trip time of each node link.",
             s.links
                 .iter()
@@ -204,7 +270,7 @@ impl Exposition {
         );
         self.family(
             "cluster_link_packets_sent_total",
-            "counter",
+            Kind::Counter,
             "QUIC packets sent on each node link (media, control and acknowledgements).",
             s.links
                 .iter()
@@ -212,7 +278,7 @@ impl Exposition {
         );
         self.family(
             "cluster_link_packets_lost_total",
-            "counter",
+            Kind::Counter,
             "QUIC packets each node link declared lost (its loss rate over the packets sent).",
             s.links
                 .iter()
@@ -225,7 +291,7 @@ impl Exposition {
         );
         self.family(
             "cluster_link_datagrams_received_total",
-            "counter",
+            Kind::Counter,
             "Media datagrams received on each node link.",
             s.links
                 .iter()
@@ -233,13 +299,34 @@ impl Exposition {
         );
         self.family(
             "cluster_link_datagrams_sent_total",
-            "counter",
+            Kind::Counter,
             "Media datagrams sent on each node link.",
             s.links
                 .iter()
                 .map(|l| (vec![("peer", l.peer.as_str())], l.datagrams_out as f64)),
         );
     }
+}
+
+/// One line: `name{labels,le="…"} value`.
+fn sample(out: &mut String, name: &str, labels: &[(String, String)], le: Option<&str>, value: f64) {
+    out.push_str(name);
+    let extra = le.map(|le| ("le", le));
+    if !labels.is_empty() || extra.is_some() {
+        out.push('{');
+        let all = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(extra);
+        for (i, (k, v)) in all.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape(v));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
 }
 
 #[cfg(test)]
@@ -253,7 +340,7 @@ mod tests {
         e.gauge("y", "Level.", 0.5);
         e.family(
             "z",
-            "gauge",
+            Kind::Gauge,
             "Per peer.",
             vec![(vec![("peer", "a\"b\\c\nd")], 1.0)],
         );

@@ -46,6 +46,20 @@ pub fn http_status(err: &anyhow::Error) -> Option<u16> {
 /// The workspace builds reqwest with rustls but without a built-in crypto provider, so one has to
 /// be installed process-wide before the first client exists, even for plain http URLs.
 pub fn http_client() -> Result<Client> {
+    client_builder().build().context("building HTTP client")
+}
+
+/// As [`http_client`], sending `name: value` with every request.
+pub fn http_client_with_header(name: &'static str, value: &str) -> Result<Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(name, value.parse().context("header value")?);
+    client_builder()
+        .default_headers(headers)
+        .build()
+        .context("building HTTP client")
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Fails only if something else installed one first, which is just as good.
@@ -55,8 +69,6 @@ pub fn http_client() -> Result<Client> {
         // OBS gives up after 8 s; a test client should not be more patient than real ones.
         .timeout(Duration::from_secs(8))
         .user_agent(concat!("whip-tests/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building HTTP client")
 }
 
 /// A session resource created by a successful POST.

@@ -56,6 +56,8 @@ pub struct PlayOptions {
     pub api_track: Option<crate::signaling::ApiTrack>,
     /// Count RTP datagrams instead of decrypting them (load generation; see the module doc).
     pub thin: bool,
+    /// A W3C `traceparent` sent with every request (a player that traces its own join).
+    pub traceparent: Option<String>,
 }
 
 impl PlayOptions {
@@ -74,6 +76,7 @@ impl PlayOptions {
             drop_every: None,
             api_track: None,
             thin: false,
+            traceparent: None,
         }
     }
 }
@@ -191,7 +194,10 @@ impl WhepPlayer {
         let video_mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = change.apply().context("str0m made no offer")?;
 
-        let client = http_client()?;
+        let client = match &opts.traceparent {
+            Some(tp) => crate::signaling::http_client_with_header("traceparent", tp)?,
+            None => http_client()?,
+        };
         // The clock starts here: what a viewer waits for includes the HTTP round trip.
         let t0 = Instant::now();
         let answer = match &opts.api_track {

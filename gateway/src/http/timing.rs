@@ -1,6 +1,6 @@
 //! How long HTTP requests take, per route and method (the route as the router matched it, e.g.
 //! `/whep/{stream}`, so label sets are bounded by the route table), and the request's arrival
-//! time made available to whatever it creates (`join_metrics::REQUEST_STARTED`).
+//! time and trace parent made available to whatever it creates (`join_metrics::REQUEST`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,7 @@ use axum::response::Response;
 use relay::histogram::{Histogram, HistogramSnapshot, JOIN_BUCKETS};
 
 use super::AppState;
-use crate::join_metrics::REQUEST_STARTED;
+use crate::join_metrics::{REQUEST, RequestContext};
 
 /// Route label of requests no route matched (scanners, typos): one series for all of them.
 const UNMATCHED: &str = "unmatched";
@@ -64,7 +64,11 @@ pub async fn tag_route(request: Request, next: Next) -> Response {
 pub async fn time(State(node): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_string();
-    let response = REQUEST_STARTED.scope(started, next.run(request)).await;
+    let context = RequestContext {
+        started,
+        parent: crate::trace_context::extract(request.headers()),
+    };
+    let response = REQUEST.scope(context, next.run(request)).await;
     let route = response
         .extensions()
         .get::<RouteTag>()

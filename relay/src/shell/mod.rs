@@ -4,3 +4,4 @@
 pub mod cluster;
 pub mod cluster_tls;
 pub mod links;
+pub mod otlp_push;

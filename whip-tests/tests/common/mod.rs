@@ -74,6 +74,17 @@ impl Drop for Relay {
 
 impl Relay {
     pub fn start(certs: &Certs, port: u16, members: &[String], link_loss: f64) -> Result<Relay> {
+        Relay::start_with_args(certs, port, members, link_loss, &[])
+    }
+
+    /// As [`Relay::start`], with `extra` arguments.
+    pub fn start_with_args(
+        certs: &Certs,
+        port: u16,
+        members: &[String],
+        link_loss: f64,
+        extra: &[&str],
+    ) -> Result<Relay> {
         let node = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(relay_binary()?);
         cmd.args([
@@ -97,6 +108,7 @@ impl Relay {
         for m in members {
             cmd.args(["--member", m]);
         }
+        cmd.args(extra);
         let log = std::fs::File::create(std::env::temp_dir().join(format!("relay-{port}.stderr")))?;
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -155,6 +167,17 @@ pub async fn cluster_with_args(
     link_loss: f64,
     extra: &[&str],
 ) -> Result<Cluster> {
+    cluster_with_node_args(edges, relays, link_loss, extra, &[]).await
+}
+
+/// As [`cluster_with_args`], the relays also started with `relay_extra`.
+pub async fn cluster_with_node_args(
+    edges: usize,
+    relays: usize,
+    link_loss: f64,
+    extra: &[&str],
+    relay_extra: &[&str],
+) -> Result<Cluster> {
     let certs = certs()?;
     let gw_ports: Vec<u16> = (0..=edges)
         .map(|_| free_udp_port())
@@ -169,7 +192,7 @@ pub async fn cluster_with_args(
     members.extend(relay_ports.iter().map(|p| format!("1:127.0.0.1:{p}")));
     let relays = relay_ports
         .iter()
-        .map(|p| Relay::start(&certs, *p, &members, link_loss))
+        .map(|p| Relay::start_with_args(&certs, *p, &members, link_loss, relay_extra))
         .collect::<Result<Vec<_>>>()?;
     let mut gateways = Vec::new();
     for port in gw_ports {
