@@ -443,6 +443,9 @@ impl Bridge {
                     let _ = w.send(WorkerMsg::KeyframeRequest { track: *id });
                 }
             }
+            // A gateway does not drain its tree this way (its sessions are the one-address
+            // issue's); nothing to do if it ever hears of it.
+            Event::Drained => {}
             Event::StreamLocation(stream, origin) => {
                 if !self
                     .channels

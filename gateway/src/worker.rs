@@ -1500,12 +1500,12 @@ impl Worker {
             }
             // A viewer's first media packet is noted as it is written; reported from here, so
             // the packet path only stores an instant.
-            if s.connected && !s.join.reported(Role::Viewer) {
-                if let Some(first) = s.pulls.iter().filter_map(|p| p.first_write).min()
-                    && let Some(marks) = s.join.first_media(Role::Viewer, first, &self.ctx.join)
-                {
-                    export_setup(&self.ctx, s, Role::Viewer, marks);
-                }
+            if s.connected
+                && !s.join.reported(Role::Viewer)
+                && let Some(first) = s.pulls.iter().filter_map(|p| p.first_write).min()
+                && let Some(marks) = s.join.first_media(Role::Viewer, first, &self.ctx.join)
+            {
+                export_setup(&self.ctx, s, Role::Viewer, marks);
             }
         }
         for id in dead {

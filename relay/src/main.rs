@@ -15,7 +15,9 @@ use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
 use relay::shell::cluster::{self, ClusterConfig, ClusterHandle};
 use relay::shell::cluster_tls::{ClusterIdentity, LinkTiming};
+use relay::shell::drain::DrainState;
 use relay::tree::TreeConfig;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -75,6 +77,10 @@ struct RunArgs {
     /// HTTP address of `GET /v1/stats` and `GET /healthz`. Port 0 picks a free port.
     #[arg(long, env = "RELAY_STATS_LISTEN", default_value = "0.0.0.0:7080")]
     stats_listen: SocketAddr,
+    /// On SIGTERM, wait this long (ms) at most for children to move to other parents before
+    /// the links close (0: close at once).
+    #[arg(long, env = "RELAY_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    drain_timeout_ms: u64,
     /// Push metrics over OTLP/HTTP to this receiver (base URL, e.g. `http://otel-collector:4318`).
     #[arg(long, env = "RELAY_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
@@ -219,11 +225,15 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot bind stats listener {}: {e}", args.stats_listen))?;
     let stats_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let drain = Arc::new(DrainState::default());
     let app = Router::new()
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(handle.clone());
+        .route("/healthz", get(healthz))
+        .with_state(App {
+            handle: handle.clone(),
+            drain: drain.clone(),
+        });
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -261,9 +271,18 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     // Tests and scripts wait for this line; it carries the bound ports when 0 was asked for.
     println!("READY cluster={} stats={stats_addr}", handle.local_addr());
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(relay::shell::drain::on_signal(
+        handle.clone(),
+        drain.clone(),
+        Duration::from_millis(args.drain_timeout_ms),
+        shutdown.clone(),
+    ));
     // A relay has no local viewers; the channel ends when the node has shut down.
-    while events.recv().await.is_some() {}
+    while let Some(event) = events.recv().await {
+        if matches!(event, cluster::Event::Drained) {
+            drain.drained.notify_one();
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
 }
@@ -278,14 +297,30 @@ fn concrete_listen(listen: SocketAddr) -> Result<SocketAddr, String> {
     Ok(SocketAddr::new(listen.ip(), port))
 }
 
-async fn stats(State(handle): State<ClusterHandle>) -> axum::Json<cluster::ClusterStats> {
-    axum::Json(handle.stats())
+/// What the stats server's handlers share.
+#[derive(Clone)]
+struct App {
+    handle: ClusterHandle,
+    drain: Arc<DrainState>,
+}
+
+async fn stats(State(app): State<App>) -> axum::Json<cluster::ClusterStats> {
+    axum::Json(app.handle.stats())
+}
+
+/// Liveness and readiness: 503 once draining, so nothing new is sent this way.
+async fn healthz(State(app): State<App>) -> (axum::http::StatusCode, &'static str) {
+    if app.drain.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (axum::http::StatusCode::OK, "ok\n")
+    }
 }
 
 /// Prometheus: the node's tree and link metrics (`relay::metrics`).
-async fn metrics(State(handle): State<ClusterHandle>) -> impl axum::response::IntoResponse {
+async fn metrics(State(app): State<App>) -> impl axum::response::IntoResponse {
     let mut e = relay::metrics::Exposition::new();
-    e.cluster(&handle.stats());
+    e.cluster(&app.handle.stats());
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -293,30 +328,6 @@ async fn metrics(State(handle): State<ClusterHandle>) -> impl axum::response::In
         )],
         e.finish(),
     )
-}
-
-async fn stop_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutting down");
-    shutdown.cancel();
 }
 
 #[cfg(test)]

@@ -180,6 +180,9 @@ struct NodeTrack {
     parent_link: Option<LinkId>,
     parent_channel: Option<u32>,
     subscribed: bool,
+    /// The link of a parent that is draining, which keeps feeding the track until the new
+    /// parent's first datagram arrives (then it is unsubscribed): no packet falls between.
+    leaving: Option<LinkId>,
     /// Parents that redirected this track away (full); skipped when choosing.
     redirected_by: Vec<String>,
     cache: PacketCache,
@@ -216,6 +219,7 @@ impl NodeTrack {
             parent_link: None,
             parent_channel: None,
             subscribed: false,
+            leaving: None,
             redirected_by: Vec::new(),
             cache: PacketCache::new(config.cache),
             keyframes: KeyframeCache::new(config.keyframe_cache_bytes),
@@ -297,6 +301,10 @@ pub struct TreeNode {
     /// As an origin: what we announced, re-sent when a home link comes (back) up.
     announced: HashMap<String, StreamOrigin>,
     lookups: HashSet<String>,
+    /// This node is leaving: children are asked to move, new ones are turned away.
+    draining: bool,
+    /// Peers that said they are leaving: chosen as parent for nothing.
+    draining_peers: HashSet<String>,
     out: VecDeque<Output>,
     stats: TreeStats,
 }
@@ -314,6 +322,8 @@ impl TreeNode {
             directory: HashMap::new(),
             announced: HashMap::new(),
             lookups: HashSet::new(),
+            draining: false,
+            draining_peers: HashSet::new(),
             out: VecDeque::new(),
             stats: TreeStats::default(),
         }
@@ -443,6 +453,11 @@ impl TreeNode {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
+        for t in self.tracks.values_mut() {
+            if t.leaving == Some(link) {
+                t.leaving = None;
+            }
+        }
         if self.by_peer.get(&l.peer) == Some(&link) {
             self.by_peer.remove(&l.peer);
         }
@@ -521,6 +536,7 @@ impl TreeNode {
 
     fn usable(&self, peer: &str, now: Instant) -> bool {
         peer != self.config.node_id
+            && !self.draining_peers.contains(peer)
             && self.failed.get(peer).is_none_or(|t| {
                 now.saturating_duration_since(*t) >= self.config.failed_peer_backoff
             })
@@ -805,6 +821,7 @@ impl TreeNode {
                     self.end_track(&track);
                 }
             }
+            ControlMessage::Draining => self.on_peer_draining(link, now),
             ControlMessage::KeyframeRequest { channel } => {
                 let key = self
                     .links
@@ -851,6 +868,15 @@ impl TreeNode {
     }
 
     fn on_subscribe(&mut self, link: LinkId, track: TrackKey, now: Instant) {
+        if self.draining && track.origin != self.config.node_id {
+            // Leaving: the child's next rendezvous choice serves it instead.
+            self.stats.redirects_sent += 1;
+            self.out.push_back(Output::Send {
+                link,
+                msg: ControlMessage::Redirect { track },
+            });
+            return;
+        }
         let exists = self.tracks.contains_key(&track);
         if !exists && track.origin == self.config.node_id {
             // Our publisher is gone (or never was).
@@ -1043,12 +1069,27 @@ impl TreeNode {
             }
             return;
         };
-        if self
-            .tracks
-            .get(&key)
-            .is_none_or(|t| t.parent_link != Some(link))
-        {
+        let Some(t) = self.tracks.get_mut(&key) else {
             return;
+        };
+        let from_new_parent = t.parent_link == Some(link);
+        if !from_new_parent && t.leaving != Some(link) {
+            return;
+        }
+        // The new parent's first datagram: the leaving one can stop (anything it would still
+        // have sent, the new parent's run and stream carry, or repair fetches from it).
+        let done = match t.leaving {
+            Some(old) if from_new_parent && old != link => {
+                t.leaving = None;
+                Some(old)
+            }
+            _ => None,
+        };
+        if let Some(old) = done {
+            self.out.push_back(Output::Send {
+                link: old,
+                msg: ControlMessage::Unsubscribe { track: key.clone() },
+            });
         }
         self.ingest(
             &key,
@@ -1057,6 +1098,70 @@ impl TreeNode {
             d.retransmission,
             now,
         );
+    }
+
+    // ----- drain -----
+
+    /// Leave the cluster without a lost packet: tell every peer, turn new children away, and
+    /// keep serving the ones there are until they have moved ([`TreeNode::is_drained`]).
+    pub fn drain(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        for link in self.links.keys() {
+            self.out.push_back(Output::Send {
+                link: *link,
+                msg: ControlMessage::Draining,
+            });
+        }
+    }
+
+    /// Draining, and no child is left to serve.
+    pub fn is_drained(&self) -> bool {
+        self.draining
+            && self
+                .tracks
+                .values()
+                .all(|t| t.children.is_empty() && t.waiting_children.is_empty())
+    }
+
+    /// The peer behind `link` is leaving: each track it feeds subscribes at its next choice
+    /// now, and keeps taking the leaving parent's packets until the new one's arrive.
+    fn on_peer_draining(&mut self, link: LinkId, now: Instant) {
+        let Some(peer) = self.links.get(&link).map(|l| l.peer.clone()) else {
+            return;
+        };
+        self.draining_peers.insert(peer.clone());
+        let fed: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.parent_link == Some(link) && !t.origin)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in fed {
+            let Some(t) = self.tracks.get(&key) else {
+                continue;
+            };
+            let Some(next) =
+                self.choose_parent(&key, &t.hash_key.clone(), &t.redirected_by.clone(), now)
+            else {
+                // Nowhere else to go: stay until the link closes, then re-parent as ever.
+                continue;
+            };
+            if let Some(t) = self.tracks.get_mut(&key) {
+                t.leaving = Some(link);
+                t.parent = Some(next.clone());
+                // No parent link until the new one's is up (`link_up` subscribes then).
+                t.parent_link = None;
+                t.subscribed = false;
+                t.parent_channel = None;
+            }
+            self.stats.reparents += 1;
+            if self.link_to(&next).is_some() {
+                self.subscribe_upstream(&key, now);
+            }
+        }
     }
 
     /// A packet enters this node: cache it once, send it to every child and local viewer.

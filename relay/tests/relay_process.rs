@@ -228,7 +228,7 @@ impl Node {
                         Event::TrackReady(..) => l.ready += 1,
                         Event::TrackEnded(_) => l.ended += 1,
                         Event::StreamLocation(s, o) => l.locations.push((s, o)),
-                        Event::KeyframeRequest(_) => {}
+                        Event::KeyframeRequest(_) | Event::Drained => {}
                     }
                 }
             }

@@ -451,6 +451,82 @@ fn viewers_resume_after_their_relay_dies() {
 }
 
 #[test]
+fn a_draining_relay_hands_its_children_over_without_a_gap() {
+    let mut net = cluster(3, 0.0, 5);
+    let mut publisher = Publisher { seq: 0 };
+    net.run(Duration::from_millis(300), |n| publisher.tick(n));
+    let now = net.now;
+    for i in 0..3 {
+        net.node(&format!("edge-{i}")).subscribe(&track(), now);
+    }
+    net.pump();
+    let mut step = 0u64;
+    let mut tick = |n: &mut Net| {
+        step += 1;
+        if step.is_multiple_of(5) {
+            publisher.tick(n)
+        }
+    };
+    net.run(Duration::from_secs(1), &mut tick);
+    let parent = net.nodes["edge-0"]
+        .parent_of(&track())
+        .map(str::to_string)
+        .expect("edge-0 has a parent");
+    assert!(parent.starts_with("relay-"), "{parent}");
+    let below: Vec<String> = (0..3)
+        .map(|i| format!("edge-{i}"))
+        .filter(|e| net.nodes[e].parent_of(&track()) == Some(parent.as_str()))
+        .collect();
+    let nacks_before: Vec<u64> = below
+        .iter()
+        .map(|e| net.nodes[e].stats().nacks_sent)
+        .collect();
+    let delivered_before: Vec<usize> = below.iter().map(|e| net.delivered[e].len()).collect();
+
+    net.node(&parent).drain();
+    net.pump();
+    let started = net.now;
+    let mut drained_after = None;
+    net.run(Duration::from_millis(500), |n| {
+        tick(n);
+        if drained_after.is_none() && n.nodes[&parent].is_drained() {
+            drained_after = Some(n.now.duration_since(started));
+        }
+    });
+    let drained_after = drained_after.expect("every child moved within 500 ms");
+    // Then it goes, as the binary does once drained; nobody should notice.
+    net.kill(&parent);
+    net.run(Duration::from_secs(2), &mut tick);
+
+    for (i, edge) in below.iter().enumerate() {
+        let new_parent = net.nodes[edge].parent_of(&track()).map(str::to_string);
+        assert!(
+            new_parent.as_deref().is_some_and(|p| p != parent),
+            "{edge} moved off {parent}: {new_parent:?}"
+        );
+        let after = &net.delivered[edge][delivered_before[i]..];
+        assert!(
+            after.windows(2).all(|w| w[1] == w[0] + 1),
+            "{edge}: every packet once and in order across the move"
+        );
+        assert!(
+            after.len() >= 490,
+            "{edge}: delivery went on ({})",
+            after.len()
+        );
+        assert_eq!(
+            net.nodes[edge].stats().nacks_sent,
+            nacks_before[i],
+            "{edge}: nothing needed repair"
+        );
+    }
+    println!(
+        "{parent} drained in {drained_after:?}: {} edges moved, no packet repaired or lost",
+        below.len()
+    );
+}
+
+#[test]
 fn a_tree_is_pruned_after_its_viewers_leave() {
     let mut net = cluster(2, 0.0, 9);
     let mut publisher = Publisher { seq: 0 };

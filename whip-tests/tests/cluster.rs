@@ -120,19 +120,7 @@ async fn viewers_resume_without_a_new_post_when_their_relay_dies() -> Result<()>
         player.report().video_frames
     );
 
-    // Which relay carries the *video* track? (Audio may hang below the other relay.)
-    let mut carrier = None;
-    for (i, r) in c.relays.iter().enumerate() {
-        let s = r.stats().await?;
-        let carries_video = s["tracks"].as_array().is_some_and(|t| {
-            t.iter()
-                .any(|t| t["key"].as_str().is_some_and(|k| k.ends_with("/video")))
-        });
-        if carries_video {
-            carrier = Some(i);
-        }
-    }
-    let carrier = carrier.context("no relay carries the video track")?;
+    let carrier = video_carrier(&c.relays).await?;
     let killed = c.relays.remove(carrier);
     let before = player.report().video_frames;
     let killed_at = Instant::now();
@@ -165,6 +153,93 @@ async fn viewers_resume_without_a_new_post_when_their_relay_dies() -> Result<()>
         "delivery did not continue: {} → {}",
         before,
         report.video_frames
+    );
+    publisher.stop().await?;
+    Ok(())
+}
+
+/// Which relay carries the *video* track (audio may hang below the other relay).
+async fn video_carrier(relays: &[Relay]) -> Result<usize> {
+    let mut carrier = None;
+    for (i, r) in relays.iter().enumerate() {
+        let s = r.stats().await?;
+        let carries_video = s["tracks"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["key"].as_str().is_some_and(|k| k.ends_with("/video")))
+        });
+        if carries_video {
+            carrier = Some(i);
+        }
+    }
+    carrier.context("no relay carries the video track")
+}
+
+/// SIGTERM on the relay a viewer's video hangs below: the relay drains (its children move to
+/// the other relay while it still feeds them) and exits; the viewer sees every frame once and
+/// in order, and nothing on the way needed repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_drained_mid_stream_loses_no_frame() -> Result<()> {
+    let mut c = cluster(1, 2, 0.0).await?;
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let publisher = WhipPublisher::start(
+        media.clone(),
+        PublishOptions::new(c.gateways[0].whip_url("drain")),
+    )
+    .await?;
+    publisher
+        .wait_for_frames(15, Duration::from_secs(10))
+        .await?;
+    let opts = PlayOptions {
+        duration: Duration::from_secs(7),
+        ..PlayOptions::new(c.gateways[1].whep_url("drain"))
+    };
+    let player = WhepPlayer::start(media.catalog(), opts).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let carrier = video_carrier(&c.relays).await?;
+    let edge_nacks = |s: &serde_json::Value| s["cluster"]["tree"]["nacks_sent"].as_u64();
+    let nacks_before = edge_nacks(&c.gateways[1].stats().await?);
+    let before = player.report().video_frames;
+    let mut relay = c.relays.remove(carrier);
+    let (clean, took) = tokio::task::spawn_blocking(move || {
+        let r = relay.terminate(Duration::from_secs(12));
+        (r, relay)
+    })
+    .await
+    .map(|(r, relay)| {
+        let log = relay.log();
+        (r, log)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .and_then(|(r, log)| {
+        let (ok, took) = r?;
+        ensure!(
+            log.contains("drained: no child left"),
+            "the relay closed its links before its children had moved: {log}"
+        );
+        Ok((ok, took))
+    })?;
+    ensure!(clean, "the relay exited with an error after draining");
+    let report = player.finish().await?;
+    print_report("across the drain", &report);
+    let nacks_after = edge_nacks(&c.gateways[1].stats().await?);
+    println!(
+        "relay drained and exited in {took:?}; edge NACKs sent {nacks_before:?} → {nacks_after:?}; viewer NACKs {}",
+        report.nacks_sent
+    );
+    ensure!(report.error.is_none(), "{:?}", report.error);
+    ensure!(
+        report.video_frames > before + 100,
+        "delivery did not continue: {before} → {}",
+        report.video_frames
+    );
+    ensure!(
+        report.whole_in_order && report.sequence.missing == 0 && report.sequence.gaps == 0,
+        "frames lost or out of order across the drain: {:?}",
+        report.sequence
+    );
+    ensure!(
+        nacks_after == nacks_before,
+        "the edge had to repair: {nacks_before:?} → {nacks_after:?}"
     );
     publisher.stop().await?;
     Ok(())

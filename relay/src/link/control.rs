@@ -31,6 +31,7 @@ pub(crate) const TRACK_ENDED: u8 = 0x13;
 pub(crate) const KEYFRAME_REQUEST: u8 = 0x14;
 pub(crate) const NACK: u8 = 0x15;
 pub(crate) const REDIRECT: u8 = 0x16;
+pub(crate) const DRAINING: u8 = 0x17;
 pub(crate) const STREAM_ANNOUNCE: u8 = 0x20;
 pub(crate) const STREAM_WITHDRAW: u8 = 0x21;
 pub(crate) const STREAM_LOOKUP: u8 = 0x22;
@@ -84,6 +85,10 @@ pub enum ControlMessage {
         channel: u32,
         seqs: Vec<u64>,
     },
+    /// Any node → its peers: I am leaving; move the tracks I feed you to your next rendezvous
+    /// parent now (make before break), and choose me for nothing new. Peers of an older build
+    /// ignore it (unknown types are skipped) and re-parent when the link closes, as before.
+    Draining,
     /// Origin gateway → the stream's home node: this stream is published here.
     StreamAnnounce {
         stream: String,
@@ -187,6 +192,7 @@ impl ControlMessage {
             ControlMessage::SubscribeOk(_) => SUBSCRIBE_OK,
             ControlMessage::TrackEnded { .. } => TRACK_ENDED,
             ControlMessage::Redirect { .. } => REDIRECT,
+            ControlMessage::Draining => DRAINING,
             ControlMessage::KeyframeRequest { .. } => KEYFRAME_REQUEST,
             ControlMessage::Nack { .. } => NACK,
             ControlMessage::StreamAnnounce { .. } => STREAM_ANNOUNCE,
@@ -230,7 +236,7 @@ impl ControlMessage {
     fn put_body(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         match self {
             ControlMessage::Hello(hello) => hello.put(out)?,
-            ControlMessage::HelloAck => {}
+            ControlMessage::HelloAck | ControlMessage::Draining => {}
             ControlMessage::Close { code, reason } => {
                 out.put_u16(code.to_wire());
                 put_string(out, reason, "close reason")?;
@@ -296,6 +302,7 @@ impl ControlMessage {
                 }));
             }
             HELLO_ACK => ControlMessage::HelloAck,
+            DRAINING => ControlMessage::Draining,
             PING => ControlMessage::Ping {
                 t: r.u64("ping t")?,
             },

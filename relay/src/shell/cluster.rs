@@ -67,6 +67,9 @@ pub enum Local {
     Announce(String, StreamOrigin),
     Withdraw(String, [u8; 16]),
     Lookup(String),
+    /// Leave without a lost packet: children move first (`TreeNode::drain`); `Event::Drained`
+    /// says when none is left.
+    Drain,
 }
 
 /// Node → gateway: the tree's outputs that are local.
@@ -77,6 +80,8 @@ pub enum Event {
     TrackEnded(TrackKey),
     KeyframeRequest(TrackKey),
     StreamLocation(String, Option<StreamOrigin>),
+    /// After `Local::Drain`: every child has moved to another parent; the links may close.
+    Drained,
 }
 
 /// The gateway's (or the binary's) handle on a running node.
@@ -261,6 +266,7 @@ pub async fn start(
         applied: BTreeMap::new(),
         stats: stats.clone(),
         hop_latency: Histogram::new(HOP_BUCKETS),
+        drained_told: false,
     };
     node.apply_members(Instant::now());
     node.publish_stats();
@@ -336,6 +342,8 @@ struct Node {
     applied: BTreeMap<u8, Vec<String>>,
     stats: Arc<Mutex<ClusterStats>>,
     hop_latency: Histogram,
+    /// `Event::Drained` was emitted.
+    drained_told: bool,
 }
 
 impl Node {
@@ -398,6 +406,10 @@ impl Node {
                 self.tree.handle_timeout(now);
             }
             self.drain();
+            if !self.drained_told && self.tree.is_drained() {
+                self.drained_told = true;
+                self.emit(Event::Drained);
+            }
         }
         self.close().await;
     }
@@ -414,6 +426,7 @@ impl Node {
             Local::Announce(stream, origin) => tree.announce(stream, origin),
             Local::Withdraw(stream, session) => tree.withdraw(&stream, session),
             Local::Lookup(stream) => tree.lookup(&stream),
+            Local::Drain => tree.drain(),
         }
         // Outputs are drained per input: the tree queues them, but a long batch of packets
         // should not hold a keyframe run's worth of datagrams back.

@@ -3,5 +3,6 @@
 
 pub mod cluster;
 pub mod cluster_tls;
+pub mod drain;
 pub mod links;
 pub mod otlp_push;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use whip_tests::Gateway;
 use whip_tests::harness::relay_binary;
@@ -132,6 +132,30 @@ impl Relay {
             }
         }
         bail!("relay on {port} did not print READY")
+    }
+
+    /// Sends SIGTERM (the relay drains, then exits) and waits up to `within` for the exit;
+    /// returns whether it exited successfully, and how long it took.
+    pub fn terminate(&mut self, within: Duration) -> Result<(bool, Duration)> {
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill -TERM failed");
+        while started.elapsed() < within {
+            if let Some(exit) = self.child.try_wait()? {
+                return Ok((exit.success(), started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!("relay did not exit within {within:?} of SIGTERM")
+    }
+
+    /// What the relay logged.
+    pub fn log(&self) -> String {
+        let port = self.node.rsplit(':').next().unwrap_or("");
+        std::fs::read_to_string(std::env::temp_dir().join(format!("relay-{port}.stderr")))
+            .unwrap_or_default()
     }
 
     /// The relay's `/v1/stats`: its `ClusterStats` at the top level.
