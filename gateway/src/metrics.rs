@@ -179,22 +179,27 @@ pub fn gather(node: &Node) -> Exposition {
             .zip(&s.worker_sessions)
             .map(|(w, n)| (vec![("worker", w.as_str())], *n as f64)),
     );
-    let mut streams = node.registry.streams();
-    streams.sort_by(|a, b| b.viewers.cmp(&a.viewers).then_with(|| a.name.cmp(&b.name)));
-    streams.truncate(MAX_STREAM_SERIES);
+    let mut viewers = node.registry.viewers_by_stream();
+    viewers.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    viewers.truncate(MAX_STREAM_SERIES);
     e.family(
         "gateway_stream_viewers",
         Kind::Gauge,
-        "Viewers per stream, for the streams with the most (at most 50 series).",
-        streams
+        "WHEP viewers on this node per stream (wherever it is published), for the streams \
+         with the most (at most 50 series); sum over nodes for a stream's audience.",
+        viewers
             .iter()
-            .map(|st| (vec![("stream", st.name.as_str())], st.viewers as f64)),
+            .map(|(name, n)| (vec![("stream", name.as_str())], *n as f64)),
     );
+    let mut streams = node.registry.streams();
+    streams.sort_by(|a, b| b.viewers.cmp(&a.viewers).then_with(|| a.name.cmp(&b.name)));
+    streams.truncate(MAX_STREAM_SERIES);
     join_histograms(&mut e, node);
     e.family(
         "gateway_stream_received_bits_per_second",
         Kind::Gauge,
-        "Bitrate a stream's publisher sends (all its tracks and layers), for the same streams.",
+        "Bitrate a stream's publisher on this node sends (all its tracks and layers), for the \
+         50 streams with the most viewers here.",
         streams.iter().map(|st| {
             let bps: u64 = st.track_stats.iter().map(|t| t.bitrate_bps).sum();
             (vec![("stream", st.name.as_str())], bps as f64)

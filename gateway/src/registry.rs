@@ -284,6 +284,16 @@ impl Registry {
         self.lock().admission.pending()
     }
 
+    /// WHEP viewers on this node per stream, wherever the stream is published (an edge's
+    /// viewers of a remote stream count here, not at the origin).
+    pub fn viewers_by_stream(&self) -> Vec<(String, usize)> {
+        self.lock()
+            .viewers
+            .iter()
+            .map(|(s, n)| (s.to_string(), *n))
+            .collect()
+    }
+
     /// Sessions that push at least one media track.
     pub fn publisher_count(&self) -> usize {
         self.lock()

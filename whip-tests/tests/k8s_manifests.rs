@@ -15,9 +15,21 @@
 //!   `publishNotReadyAddresses`) that exist, select the workloads of that tier, carry the port,
 //!   and every tier is listed by every node;
 //! - Services select something and their target ports exist with the same protocol; the HPA
-//!   (autoscaling/v2, CPU) targets the relay Deployment, which leaves `replicas` to it; PDBs select
-//!   something; every object is in the one Namespace; Secrets referenced are made by
-//!   `k8s/cluster-secret.sh`; `k8s/kustomization.yaml` lists every file and its images are used.
+//!   (autoscaling/v2) targets the relay Deployment, which leaves `replicas` to it, and scales on a
+//!   Pods metric (the media) first with CPU as the fallback; PDBs select something; every object
+//!   is in the one Namespace; Secrets referenced are made by `k8s/cluster-secret.sh`;
+//!   `k8s/kustomization.yaml` lists every file and its images are used;
+//! - monitoring (`k8s/monitoring/`, its own kustomization): every metric name the Grafana
+//!   dashboard's PromQL and the prometheus-adapter rules use is one `gateway/src/metrics.rs` or
+//!   `relay/src/metrics.rs` writes (their quoted `"gateway_…"`, `"tree_…"`, `"cluster_…"` names are
+//!   grepped at test time; `_bucket`/`_sum`/`_count` of a histogram count as its name); the
+//!   dashboard parses, has the datasource/namespace/pod variables, and every panel has the
+//!   datasource variable and targets whose selectors follow `$namespace` and `$pod`; the adapter
+//!   rule maps `namespace`/`pod`, rates counters, and makes the HPA's Pods metric out of a metric
+//!   the relay exports; the Prometheus scrape jobs, run (pod discovery and relabelling, with a
+//!   small RE2 subset) against every container port of the workloads, keep exactly the port each
+//!   binary serves `/metrics` on, label targets with namespace/pod/container, and send the
+//!   gateway's admin token.
 //!
 //! Problems are collected, not stopped at: the failure lists every one as
 //! `k8s/<file>: <Kind>/<name>[, container <c>]: <what>`. The `breaking_*` tests apply one
@@ -91,6 +103,16 @@ const BINARIES: &[Binary] = &[
 ];
 
 const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
+/// Monitoring manifests: applied on their own (`kubectl apply -k k8s/monitoring/`).
+const MONITORING: &str = "k8s/monitoring/";
+const DASHBOARD: &str = "k8s/monitoring/grafana-dashboard.json";
+/// Where the metric names are written, by binary. The relay binary exports what
+/// `relay/src/metrics.rs` writes; the gateway exports both files' metrics.
+const METRICS_SOURCES: &[(&str, &str)] = &[
+    ("gateway", "gateway/src/metrics.rs"),
+    ("relay", "relay/src/metrics.rs"),
+];
+const METRIC_PREFIXES: &[&str] = &["gateway_", "tree_", "cluster_"];
 const CLUSTER_SCOPED: &[&str] = &[
     "Namespace",
     "ClusterRole",
@@ -134,7 +156,28 @@ impl Inputs {
                 files.insert(format!("k8s/{name}"), text);
             }
         }
-        for rel in ["Dockerfile", "gateway/src/config.rs", "relay/src/main.rs"] {
+        if let Ok(entries) = std::fs::read_dir(root.join(MONITORING)) {
+            for entry in entries {
+                let path = entry.expect("directory entry").path();
+                let name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("")
+                    .to_string();
+                if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
+                    let text = std::fs::read_to_string(&path)
+                        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+                    files.insert(format!("{MONITORING}{name}"), text);
+                }
+            }
+        }
+        for rel in [
+            "Dockerfile",
+            "gateway/src/config.rs",
+            "relay/src/main.rs",
+            "gateway/src/metrics.rs",
+            "relay/src/metrics.rs",
+        ] {
             if let Ok(text) = std::fs::read_to_string(root.join(rel)) {
                 files.insert(rel.to_string(), text);
             }
@@ -157,9 +200,37 @@ impl Inputs {
         copy
     }
 
+    /// Edit a copy of `file` as JSON; the edit must apply.
+    fn edited_json(&self, file: &str, edit: impl FnOnce(&mut Value) -> bool) -> Inputs {
+        let mut copy = self.clone();
+        let text = copy
+            .files
+            .get_mut(file)
+            .unwrap_or_else(|| panic!("no file {file} to break"));
+        let mut v: Value = serde_json::from_str(text).expect("valid JSON to start from");
+        assert!(
+            edit(&mut v),
+            "the edit of {file} no longer applies: update this breaking test"
+        );
+        *text = serde_json::to_string_pretty(&v).expect("JSON");
+        copy
+    }
+
+    /// The manifests of `kubectl apply -k k8s/`: `k8s/*.yaml`, not the subdirectories.
     fn manifests(&self) -> impl Iterator<Item = (&String, &String)> {
         self.files.iter().filter(|(p, _)| {
-            p.starts_with("k8s/")
+            p.strip_prefix("k8s/")
+                .is_some_and(|rest| !rest.contains('/'))
+                && (p.ends_with(".yaml") || p.ends_with(".yml"))
+                && !is_kustomization(p)
+        })
+    }
+
+    /// The manifests of `kubectl apply -k k8s/monitoring/`.
+    fn monitoring_manifests(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.files.iter().filter(|(p, _)| {
+            p.strip_prefix(MONITORING)
+                .is_some_and(|rest| !rest.contains('/'))
                 && (p.ends_with(".yaml") || p.ends_with(".yml"))
                 && !is_kustomization(p)
         })
@@ -1236,7 +1307,9 @@ fn check(inputs: &Inputs) -> Vec<String> {
         }
     }
 
-    // Autoscaling: the HPA drives the relay Deployment on CPU.
+    // Autoscaling: the HPA drives the relay Deployment on the media it forwards (a Pods metric,
+    // from prometheus-adapter), with CPU as the fallback.
+    let mut hpa_pod_metrics: Vec<(String, String)> = Vec::new();
     let hpas: Vec<&Obj> = objs
         .iter()
         .filter(|o| o.kind == "HorizontalPodAutoscaler")
@@ -1262,12 +1335,12 @@ fn check(inputs: &Inputs) -> Vec<String> {
         if h.str("/spec/scaleTargetRef/apiVersion") != Some("apps/v1") {
             r.bad(&at, "scaleTargetRef.apiVersion must be apps/v1");
         }
-        if target
+        let scales_relay = target
             .containers()
             .iter()
             .any(|c| binary_of(c).is_some_and(|b| b.name == "relay"))
-            && kind == "Deployment"
-        {
+            && kind == "Deployment";
+        if scales_relay {
             relay_scaled = true;
         }
         if target.get("/spec/replicas").is_some() {
@@ -1276,15 +1349,55 @@ fn check(inputs: &Inputs) -> Vec<String> {
                 format!("sets spec.replicas, which fights {at} on every apply"),
             );
         }
-        let cpu = h
+        let metrics = h
             .get("/spec/metrics")
             .and_then(Value::as_array)
-            .is_some_and(|ms| {
-                ms.iter()
-                    .any(|m| m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu"))
-            });
+            .cloned()
+            .unwrap_or_default();
+        let cpu = metrics.iter().any(|m| {
+            m.get("type").and_then(Value::as_str) == Some("Resource")
+                && m.pointer("/resource/name").and_then(Value::as_str) == Some("cpu")
+        });
         if !cpu {
-            r.bad(&at, "no CPU resource metric");
+            r.bad(
+                &at,
+                "no CPU resource metric (the fallback while the custom metric cannot be read)",
+            );
+        }
+        if scales_relay {
+            let pods: Vec<&Value> = metrics
+                .iter()
+                .filter(|m| m.get("type").and_then(Value::as_str) == Some("Pods"))
+                .collect();
+            if pods.is_empty() {
+                r.bad(&at, "no Pods metric: relays scale on the media they forward (a per-pod custom metric from prometheus-adapter, AverageValue target), CPU only as the fallback");
+            } else if metrics
+                .first()
+                .and_then(|m| m.get("type"))
+                .and_then(Value::as_str)
+                != Some("Pods")
+            {
+                r.bad(
+                    &at,
+                    "the Pods metric (the media) should come first, CPU after it as the fallback",
+                );
+            }
+            for m in pods {
+                let name = m
+                    .pointer("/pods/metric/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if name.is_empty() {
+                    r.bad(&at, "a Pods metric without pods.metric.name");
+                    continue;
+                }
+                if m.pointer("/pods/target/type").and_then(Value::as_str) != Some("AverageValue")
+                    || m.pointer("/pods/target/averageValue").is_none()
+                {
+                    r.bad(&at, format!("Pods metric {name}: the target must be type AverageValue with an averageValue (per pod)"));
+                }
+                hpa_pod_metrics.push((at.clone(), name.to_string()));
+            }
         }
         let (min, max) = (
             as_u64(h.get("/spec/minReplicas")).unwrap_or(1),
@@ -1316,7 +1429,7 @@ fn check(inputs: &Inputs) -> Vec<String> {
     match inputs
         .files
         .iter()
-        .find(|(p, _)| p.starts_with("k8s/") && is_kustomization(p))
+        .find(|(p, _)| p.as_str() == "k8s/kustomization.yaml")
     {
         None => r.bad("k8s/kustomization.yaml", "missing"),
         Some((kpath, text)) => match parse_yaml(text) {
@@ -1373,7 +1486,1185 @@ fn check(inputs: &Inputs) -> Vec<String> {
         },
     }
 
+    check_monitoring(inputs, &workloads, &hpa_pod_metrics, &mut r);
+    // A problem found once per port or per target is one problem.
+    let mut seen = BTreeSet::new();
+    r.0.retain(|p| seen.insert(p.clone()));
     r.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metric names, PromQL and relabelling
+
+/// The metric names quoted in a metrics source: `"gateway_…"`, `"tree_…"`, `"cluster_…"`.
+fn metric_names_in(source: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (i, _) in source.match_indices('"') {
+        let rest = &source[i + 1..];
+        let len = rest
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(rest.len());
+        let word = &rest[..len];
+        if rest[len..].starts_with('"') && METRIC_PREFIXES.iter().any(|p| word.starts_with(p)) {
+            names.insert(word.to_string());
+        }
+    }
+    names
+}
+
+/// A name a query may use: a metric, or a histogram's `_bucket`/`_sum`/`_count` series.
+fn is_known_metric(name: &str, known: &BTreeSet<String>) -> bool {
+    known.contains(name)
+        || ["_bucket", "_sum", "_count"].iter().any(|s| {
+            name.strip_suffix(s)
+                .is_some_and(|base| known.contains(base))
+        })
+}
+
+/// A metric a PromQL expression selects, with the text of its `{…}` matchers.
+#[derive(Debug)]
+struct Selector {
+    name: String,
+    matchers: String,
+}
+
+/// PromQL keywords, aggregation operators and binary operators that look like names.
+const PROMQL_WORDS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+];
+/// Keywords followed by a parenthesised list of label names.
+const PROMQL_GROUPING: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+
+/// The index after the string literal starting at `i` (`"…"`, `'…'` with escapes, `` `…` ``).
+fn skip_string(c: &[char], i: usize) -> usize {
+    let quote = c[i];
+    let mut j = i + 1;
+    while j < c.len() {
+        if c[j] == '\\' && quote != '`' {
+            j += 2;
+            continue;
+        }
+        if c[j] == quote {
+            return j + 1;
+        }
+        j += 1;
+    }
+    c.len()
+}
+
+/// The index after the bracket closing the one at `i`, skipping string literals.
+fn skip_balanced(c: &[char], i: usize, open: char, close: char) -> usize {
+    let mut depth = 0;
+    let mut j = i;
+    while j < c.len() {
+        match c[j] {
+            '"' | '\'' | '`' => {
+                j = skip_string(c, j);
+                continue;
+            }
+            ch if ch == open => depth += 1,
+            ch if ch == close => {
+                depth -= 1;
+                if depth == 0 {
+                    return j + 1;
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    c.len()
+}
+
+/// `__name__` matchers in a `{…}` block: the names they select (`=~"a|b"` gives both).
+fn name_matchers(block: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = block;
+    while let Some(i) = rest.find("__name__") {
+        rest = rest[i + 8..].trim_start();
+        let rest2 = rest.trim_start_matches(['=', '~', '!']).trim_start();
+        if let Some(q) = rest2
+            .chars()
+            .next()
+            .filter(|q| matches!(q, '"' | '\'' | '`'))
+            && let Some(end) = rest2[1..].find(q)
+        {
+            out.extend(rest2[1..1 + end].split('|').map(str::to_string));
+        }
+    }
+    out
+}
+
+/// The metrics a PromQL expression (a Grafana target, an adapter query) selects. Functions,
+/// keywords, label lists after `by`/`on`/…, string literals, ranges `[…]`, Grafana variables
+/// (`$x`, `${x}`) and prometheus-adapter templates (`<<.Series>>`) are not metric names.
+fn promql_selectors(expr: &str) -> Vec<Selector> {
+    let c: Vec<char> = expr.chars().collect();
+    let ident_start = |ch: char| ch.is_ascii_alphabetic() || ch == '_' || ch == ':';
+    let ident_char = |ch: char| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':';
+    let skip_ws = |mut j: usize| {
+        while j < c.len() && c[j].is_whitespace() {
+            j += 1;
+        }
+        j
+    };
+    let text = |from: usize, to: usize| -> String {
+        c[from.min(c.len())..to.min(c.len())].iter().collect()
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < c.len() {
+        let ch = c[i];
+        if matches!(ch, '"' | '\'' | '`') {
+            i = skip_string(&c, i);
+        } else if ch == '$' {
+            i += 1;
+            if c.get(i) == Some(&'{') {
+                i = skip_balanced(&c, i, '{', '}');
+            } else {
+                while i < c.len() && ident_char(c[i]) {
+                    i += 1;
+                }
+            }
+        } else if ch == '<' && c.get(i + 1) == Some(&'<') {
+            i = (i + 2..c.len().saturating_sub(1))
+                .find(|&j| c[j] == '>' && c[j + 1] == '>')
+                .map_or(c.len(), |j| j + 2);
+        } else if ch == '[' {
+            i = skip_balanced(&c, i, '[', ']');
+        } else if ch == '{' {
+            let end = skip_balanced(&c, i, '{', '}');
+            let block = text(i + 1, end.saturating_sub(1));
+            for name in name_matchers(&block) {
+                out.push(Selector {
+                    name,
+                    matchers: block.clone(),
+                });
+            }
+            i = end;
+        } else if ch.is_ascii_digit()
+            || (ch == '.' && c.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
+            while i < c.len() && (c[i].is_ascii_alphanumeric() || c[i] == '.') {
+                i += 1;
+            }
+        } else if ident_start(ch) {
+            let start = i;
+            while i < c.len() && ident_char(c[i]) {
+                i += 1;
+            }
+            let word = text(start, i);
+            let lower = word.to_ascii_lowercase();
+            let next = skip_ws(i);
+            if PROMQL_GROUPING.contains(&lower.as_str()) {
+                if c.get(next) == Some(&'(') {
+                    i = skip_balanced(&c, next, '(', ')');
+                }
+            } else if !PROMQL_WORDS.contains(&lower.as_str()) && c.get(next) != Some(&'(') {
+                let mut matchers = String::new();
+                if c.get(next) == Some(&'{') {
+                    let end = skip_balanced(&c, next, '{', '}');
+                    matchers = text(next + 1, end.saturating_sub(1));
+                    i = end;
+                }
+                out.push(Selector {
+                    name: word,
+                    matchers,
+                });
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The PromQL of a Grafana query variable: `label_values(expr, label)` → `expr`;
+/// `query_result(expr)` → `expr`; `label_values(label)`, `label_names()`, `metrics(…)` → none.
+fn variable_expr(query: &str) -> Option<String> {
+    let q = query.trim();
+    for f in ["label_values(", "query_result("] {
+        if let Some(inner) = q.strip_prefix(f).and_then(|r| r.strip_suffix(')')) {
+            if f == "query_result(" {
+                return Some(inner.to_string());
+            }
+            let c: Vec<char> = inner.chars().collect();
+            let (mut j, mut last_comma) = (0, None);
+            while j < c.len() {
+                match c[j] {
+                    '"' | '\'' | '`' => {
+                        j = skip_string(&c, j);
+                        continue;
+                    }
+                    '(' => j = skip_balanced(&c, j, '(', ')') - 1,
+                    '{' => j = skip_balanced(&c, j, '{', '}') - 1,
+                    '[' => j = skip_balanced(&c, j, '[', ']') - 1,
+                    ',' => last_comma = Some(j),
+                    _ => {}
+                }
+                j += 1;
+            }
+            return last_comma.map(|k| c[..k].iter().collect());
+        }
+    }
+    if q.starts_with("label_names(") || q.starts_with("metrics(") {
+        return None;
+    }
+    Some(q.to_string())
+}
+
+/// A regular expression as relabel rules (RE2, anchored) and prometheus-adapter (`name.matches`,
+/// unanchored) use it, as far as these configs need: literals, escapes, `.`, classes, groups,
+/// `|`, `* + ? {n,m}`, `^ $`. Only whether it matches, not what it captures.
+#[derive(Debug, Clone)]
+enum Re {
+    Char(char),
+    Any,
+    Class(Vec<(char, char)>, bool),
+    Start,
+    End,
+    Alt(Vec<Vec<Re>>),
+    Repeat(Box<Re>, usize, Option<usize>),
+}
+
+struct Regex(Re);
+
+impl Regex {
+    fn new(pattern: &str) -> Result<Regex, String> {
+        let c: Vec<char> = pattern.chars().collect();
+        let mut pos = 0;
+        let alts = re_alt(&c, &mut pos)?;
+        if pos != c.len() {
+            return Err(format!("unbalanced ')' in {pattern:?}"));
+        }
+        Ok(Regex(Re::Alt(alts)))
+    }
+
+    /// The whole string (relabelling anchors its regexes at both ends).
+    fn full_match(&self, s: &str) -> bool {
+        let c: Vec<char> = s.chars().collect();
+        re_match(&self.0, &c, 0, &mut |j| j == c.len())
+    }
+
+    /// Anywhere in the string.
+    fn is_match(&self, s: &str) -> bool {
+        let c: Vec<char> = s.chars().collect();
+        (0..=c.len()).any(|start| re_match(&self.0, &c, start, &mut |_| true))
+    }
+}
+
+fn re_alt(c: &[char], pos: &mut usize) -> Result<Vec<Vec<Re>>, String> {
+    let mut alts = vec![Vec::new()];
+    while *pos < c.len() {
+        match c[*pos] {
+            ')' => break,
+            '|' => {
+                *pos += 1;
+                alts.push(Vec::new());
+            }
+            _ => {
+                let mut atom = re_atom(c, pos)?;
+                loop {
+                    let (min, max, len) = match c.get(*pos) {
+                        Some('*') => (0, None, 1),
+                        Some('+') => (1, None, 1),
+                        Some('?') => (0, Some(1), 1),
+                        Some('{') => {
+                            let close = c[*pos..].iter().position(|&x| x == '}');
+                            let body: Option<String> =
+                                close.map(|e| c[*pos + 1..*pos + e].iter().collect());
+                            let parsed = body.as_deref().and_then(|b| match b.split_once(',') {
+                                None => b.parse().ok().map(|n: usize| (n, Some(n))),
+                                Some((lo, "")) => lo.parse().ok().map(|n| (n, None)),
+                                Some((lo, hi)) => Some((lo.parse().ok()?, Some(hi.parse().ok()?))),
+                            });
+                            match (parsed, close) {
+                                (Some((lo, hi)), Some(e)) => (lo, hi, e + 1),
+                                _ => break,
+                            }
+                        }
+                        _ => break,
+                    };
+                    *pos += len;
+                    if c.get(*pos) == Some(&'?') {
+                        *pos += 1; // lazy: the same strings match
+                    }
+                    atom = Re::Repeat(Box::new(atom), min, max);
+                }
+                alts.last_mut().expect("one alternative").push(atom);
+            }
+        }
+    }
+    Ok(alts)
+}
+
+fn re_escape(e: char) -> Re {
+    let digit = vec![('0', '9')];
+    let word = vec![('a', 'z'), ('A', 'Z'), ('0', '9'), ('_', '_')];
+    let space = vec![(' ', ' '), ('\t', '\r')];
+    match e {
+        'd' => Re::Class(digit, false),
+        'D' => Re::Class(digit, true),
+        'w' => Re::Class(word, false),
+        'W' => Re::Class(word, true),
+        's' => Re::Class(space, false),
+        'S' => Re::Class(space, true),
+        'n' => Re::Char('\n'),
+        't' => Re::Char('\t'),
+        other => Re::Char(other),
+    }
+}
+
+fn re_atom(c: &[char], pos: &mut usize) -> Result<Re, String> {
+    let ch = c[*pos];
+    *pos += 1;
+    Ok(match ch {
+        '.' => Re::Any,
+        '^' => Re::Start,
+        '$' => Re::End,
+        '(' => {
+            if c.get(*pos) == Some(&'?') {
+                if c.get(*pos + 1) != Some(&':') {
+                    return Err("only (?:…) groups are supported".into());
+                }
+                *pos += 2;
+            }
+            let alts = re_alt(c, pos)?;
+            if c.get(*pos) != Some(&')') {
+                return Err("missing ')'".into());
+            }
+            *pos += 1;
+            Re::Alt(alts)
+        }
+        '[' => {
+            let negated = c.get(*pos) == Some(&'^');
+            if negated {
+                *pos += 1;
+            }
+            let mut ranges = Vec::new();
+            let mut first = true;
+            loop {
+                let Some(&x) = c.get(*pos) else {
+                    return Err("unterminated '['".into());
+                };
+                *pos += 1;
+                if x == ']' && !first {
+                    break;
+                }
+                first = false;
+                let lo = if x == '\\' {
+                    let e = *c.get(*pos).ok_or("trailing '\\'")?;
+                    *pos += 1;
+                    match re_escape(e) {
+                        Re::Class(r, false) => {
+                            ranges.extend(r);
+                            continue;
+                        }
+                        Re::Char(x) => x,
+                        _ => return Err(format!("\\{e} in a class is not supported")),
+                    }
+                } else {
+                    x
+                };
+                if c.get(*pos) == Some(&'-') && c.get(*pos + 1).is_some_and(|&n| n != ']') {
+                    ranges.push((lo, c[*pos + 1]));
+                    *pos += 2;
+                } else {
+                    ranges.push((lo, lo));
+                }
+            }
+            Re::Class(ranges, negated)
+        }
+        '\\' => {
+            let e = *c.get(*pos).ok_or("trailing '\\'")?;
+            *pos += 1;
+            re_escape(e)
+        }
+        '*' | '+' | '?' => return Err(format!("nothing to repeat before '{ch}'")),
+        other => Re::Char(other),
+    })
+}
+
+/// Does `re` match at `i`, with `k` accepting where it ends (backtracking)?
+fn re_match(re: &Re, s: &[char], i: usize, k: &mut dyn FnMut(usize) -> bool) -> bool {
+    match re {
+        Re::Char(x) => s.get(i) == Some(x) && k(i + 1),
+        Re::Any => s.get(i).is_some_and(|x| *x != '\n') && k(i + 1),
+        Re::Class(ranges, negated) => {
+            s.get(i)
+                .is_some_and(|x| ranges.iter().any(|(lo, hi)| lo <= x && x <= hi) != *negated)
+                && k(i + 1)
+        }
+        Re::Start => i == 0 && k(i),
+        Re::End => i == s.len() && k(i),
+        Re::Alt(alts) => alts.iter().any(|seq| re_seq(seq, s, i, k)),
+        Re::Repeat(inner, min, max) => {
+            if *max != Some(0)
+                && re_match(inner, s, i, &mut |j| {
+                    (j > i || *min > 0)
+                        && re_match(
+                            &Re::Repeat(inner.clone(), min.saturating_sub(1), max.map(|m| m - 1)),
+                            s,
+                            j,
+                            k,
+                        )
+                })
+            {
+                return true;
+            }
+            *min == 0 && k(i)
+        }
+    }
+}
+
+fn re_seq(seq: &[Re], s: &[char], i: usize, k: &mut dyn FnMut(usize) -> bool) -> bool {
+    match seq.split_first() {
+        None => k(i),
+        Some((first, rest)) => re_match(first, s, i, &mut |j| re_seq(rest, s, j, k)),
+    }
+}
+
+/// Prometheus' label name for a Kubernetes label or annotation key.
+fn sanitize_label(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The labels Prometheus' Kubernetes discovery (`role: pod`) gives the target of one container
+/// port of a workload's pod.
+fn discovered_labels(w: &Obj, container: &Value, port: &ContainerPort) -> BTreeMap<String, String> {
+    let pod_ip = "10.0.0.10";
+    let mut l = BTreeMap::new();
+    let mut set = |k: &str, v: &str| {
+        l.insert(k.to_string(), v.to_string());
+    };
+    set("__address__", &format!("{pod_ip}:{}", port.port));
+    set("__scheme__", "http");
+    set("__metrics_path__", "/metrics");
+    set(
+        "__meta_kubernetes_namespace",
+        w.namespace.as_deref().unwrap_or(""),
+    );
+    set("__meta_kubernetes_pod_name", &format!("{}-x1y2z", w.name));
+    set("__meta_kubernetes_pod_ip", pod_ip);
+    set("__meta_kubernetes_pod_node_name", "node-1");
+    set("__meta_kubernetes_pod_host_ip", "10.0.0.1");
+    set("__meta_kubernetes_pod_ready", "true");
+    set("__meta_kubernetes_pod_phase", "Running");
+    set(
+        "__meta_kubernetes_pod_controller_kind",
+        if w.kind == "Deployment" {
+            "ReplicaSet"
+        } else {
+            w.kind.as_str()
+        },
+    );
+    let cname = container.get("name").and_then(Value::as_str).unwrap_or("");
+    set("__meta_kubernetes_pod_container_name", cname);
+    set("__meta_kubernetes_pod_container_init", "false");
+    set(
+        "__meta_kubernetes_pod_container_port_name",
+        port.name.as_deref().unwrap_or(""),
+    );
+    set(
+        "__meta_kubernetes_pod_container_port_number",
+        &port.port.to_string(),
+    );
+    set(
+        "__meta_kubernetes_pod_container_port_protocol",
+        &port.protocol,
+    );
+    for (k, v) in w.template_labels() {
+        let k = sanitize_label(&k);
+        set(&format!("__meta_kubernetes_pod_label_{k}"), &v);
+        set(&format!("__meta_kubernetes_pod_labelpresent_{k}"), "true");
+    }
+    for (k, v) in string_map(w.get("/spec/template/metadata/annotations")) {
+        let k = sanitize_label(&k);
+        set(&format!("__meta_kubernetes_pod_annotation_{k}"), &v);
+        set(
+            &format!("__meta_kubernetes_pod_annotationpresent_{k}"),
+            "true",
+        );
+    }
+    l
+}
+
+/// Applies `relabel_configs`; Ok(None) when the target is dropped. Rules this test cannot
+/// evaluate (regex captures other than `$1` of `(.*)`, hashmod, labelmap) are an error.
+fn relabel(
+    rules: &[Value],
+    mut labels: BTreeMap<String, String>,
+) -> Result<Option<BTreeMap<String, String>>, String> {
+    for rule in rules {
+        let action = rule
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or("replace")
+            .to_ascii_lowercase();
+        let separator = rule.get("separator").and_then(Value::as_str).unwrap_or(";");
+        let pattern = rule.get("regex").and_then(Value::as_str).unwrap_or("(.*)");
+        let regex = Regex::new(pattern).map_err(|e| format!("regex {pattern:?}: {e}"))?;
+        let value = rule
+            .get("source_labels")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|n| {
+                        n.as_str()
+                            .and_then(|n| labels.get(n))
+                            .cloned()
+                            .unwrap_or_default()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(separator)
+            })
+            .unwrap_or_default();
+        match action.as_str() {
+            "keep" => {
+                if !regex.full_match(&value) {
+                    return Ok(None);
+                }
+            }
+            "drop" => {
+                if regex.full_match(&value) {
+                    return Ok(None);
+                }
+            }
+            "labeldrop" => labels.retain(|k, _| !regex.full_match(k)),
+            "labelkeep" => labels.retain(|k, _| regex.full_match(k)),
+            "replace" => {
+                let Some(target) = rule.get("target_label").and_then(Value::as_str) else {
+                    return Err("a replace rule without target_label".into());
+                };
+                let replacement = rule
+                    .get("replacement")
+                    .and_then(Value::as_str)
+                    .unwrap_or("$1");
+                if !regex.full_match(&value) {
+                    continue;
+                }
+                let new = if !replacement.contains('$') {
+                    replacement.to_string()
+                } else if pattern == "(.*)" && matches!(replacement, "$1" | "${1}") {
+                    value
+                } else {
+                    return Err(format!(
+                        "replace with regex {pattern:?} and replacement {replacement:?} is beyond this test's relabelling"
+                    ));
+                };
+                if new.is_empty() {
+                    labels.remove(target);
+                } else {
+                    labels.insert(target.to_string(), new);
+                }
+            }
+            other => {
+                return Err(format!(
+                    "relabel action {other:?} is beyond this test's relabelling"
+                ));
+            }
+        }
+    }
+    Ok(Some(labels))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring: the dashboard, the adapter rules, the scrape config
+
+/// A Grafana datasource reference that follows the `datasource` variable.
+fn is_datasource_variable(v: Option<&Value>) -> bool {
+    let uid = match v {
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(Value::Object(o)) => o.get("uid").and_then(Value::as_str),
+        _ => None,
+    };
+    matches!(uid, Some("${datasource}" | "$datasource"))
+}
+
+fn check_monitoring(
+    inputs: &Inputs,
+    workloads: &[&Obj],
+    hpa_pod_metrics: &[(String, String)],
+    r: &mut Report,
+) {
+    // The names each binary writes.
+    let mut exported: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (bin, src) in METRICS_SOURCES {
+        match inputs.files.get(*src) {
+            None => r.bad(
+                src,
+                "missing: cannot learn which metrics the binaries export",
+            ),
+            Some(text) => {
+                let names = metric_names_in(text);
+                if names.is_empty() {
+                    r.bad(src, "no quoted \"gateway_…\", \"tree_…\" or \"cluster_…\" names found: has the metrics code changed?");
+                }
+                exported.insert(*bin, names);
+            }
+        }
+    }
+    let known: BTreeSet<String> = exported.values().flatten().cloned().collect();
+    let relay_exports = exported.get("relay").cloned().unwrap_or_default();
+
+    // The dashboard.
+    match inputs.files.get(DASHBOARD) {
+        None => r.bad(DASHBOARD, "missing"),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Err(e) => r.bad(DASHBOARD, format!("not valid JSON: {e}")),
+            Ok(d) => check_dashboard(&d, &known, r),
+        },
+    }
+
+    // The monitoring objects.
+    let mut objs: Vec<Obj> = Vec::new();
+    for (file, text) in inputs.monitoring_manifests() {
+        match parse_yaml(text) {
+            Err(e) => r.bad(file, format!("not valid YAML: {e}")),
+            Ok(docs) => {
+                for v in docs {
+                    let kind = v
+                        .get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let name = v
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    if kind.is_empty() || name.is_empty() || v.get("apiVersion").is_none() {
+                        r.bad(file, "a document lacks apiVersion, kind or metadata.name");
+                        continue;
+                    }
+                    let namespace = v
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    objs.push(Obj {
+                        file: file.clone(),
+                        kind,
+                        name,
+                        namespace,
+                        v,
+                    });
+                }
+            }
+        }
+    }
+    // ConfigMap files of a given key, parsed.
+    let config_files = |key: &str, r: &mut Report| -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for o in objs.iter().filter(|o| o.kind == "ConfigMap") {
+            let Some(text) = o
+                .get("/data")
+                .and_then(|d| d.get(key))
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            let at = format!("{}, {key}", o.at());
+            match parse_yaml(text) {
+                Err(e) => r.bad(&at, format!("not valid YAML: {e}")),
+                Ok(docs) => out.push((at, docs.into_iter().next().unwrap_or(Value::Null))),
+            }
+        }
+        out
+    };
+
+    // prometheus-adapter rules: what they make, from which series.
+    let adapter = config_files("config.yaml", r);
+    if adapter.is_empty() {
+        r.bad(
+            MONITORING,
+            "no prometheus-adapter configuration (a ConfigMap with a config.yaml of rules:)",
+        );
+    }
+    let mut produced: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    for (at, cfg) in &adapter {
+        let rules = cfg
+            .get("rules")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if rules.is_empty() {
+            r.bad(at, "no rules");
+        }
+        for (n, rule) in rules.iter().enumerate() {
+            let at = format!("{at}: rule {}", n + 1);
+            let series_query = rule
+                .get("seriesQuery")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let series: Vec<String> = promql_selectors(series_query)
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            if series.is_empty() {
+                r.bad(&at, "seriesQuery names no metric");
+            }
+            let metrics_query = rule
+                .get("metricsQuery")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            for (what, query) in [
+                ("seriesQuery", series_query),
+                ("metricsQuery", metrics_query),
+            ] {
+                for s in promql_selectors(query) {
+                    if !is_known_metric(&s.name, &known) {
+                        r.bad(&at, format!("{what} uses {}, which is not a metric gateway/src/metrics.rs or relay/src/metrics.rs writes", s.name));
+                    }
+                }
+            }
+            for template in ["<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"] {
+                if !metrics_query.contains(template) {
+                    r.bad(&at, format!("metricsQuery lacks {template}: the adapter could not narrow it to the pods the HPA asks about"));
+                }
+            }
+            if series.iter().all(|s| s.ends_with("_total"))
+                && !["rate(", "irate(", "increase("]
+                    .iter()
+                    .any(|f| metrics_query.contains(f))
+            {
+                r.bad(
+                    &at,
+                    "metricsQuery serves a counter's running total: take its rate",
+                );
+            }
+            let overrides = rule.pointer("/resources/overrides");
+            let maps = |label: &str, resource: &str| {
+                overrides
+                    .and_then(|o| o.get(label))
+                    .and_then(|o| o.get("resource"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|res| res == resource)
+            };
+            let template = rule
+                .pointer("/resources/template")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.contains("<<.Resource>>"));
+            let mapped = template || (maps("namespace", "namespace") && maps("pod", "pod"));
+            if !mapped {
+                r.bad(&at, "resources do not map the labels namespace and pod to their resources: a Pods metric would find no series");
+            }
+            let Some(made) = rule.pointer("/name/as").and_then(Value::as_str) else {
+                r.bad(&at, "no name.as: say which metric the rule makes");
+                continue;
+            };
+            if let Some(matches) = rule.pointer("/name/matches").and_then(Value::as_str) {
+                match Regex::new(matches) {
+                    Err(e) => r.bad(&at, format!("name.matches {matches:?}: {e}")),
+                    Ok(re) => {
+                        for s in &series {
+                            if !re.is_match(s) {
+                                r.bad(&at, format!("name.matches {matches:?} does not match {s}: the rule makes nothing"));
+                            }
+                        }
+                    }
+                }
+            }
+            produced.insert(made.to_string(), (at.clone(), series));
+        }
+    }
+    for (hpa, metric) in hpa_pod_metrics {
+        match produced.get(metric) {
+            None => r.bad(hpa, format!(
+                "its Pods metric {metric} is made by no prometheus-adapter rule in {MONITORING} (they make {:?})",
+                produced.keys().collect::<Vec<_>>()
+            )),
+            Some((at, series)) => {
+                for s in series {
+                    if !relay_exports.contains(s) {
+                        r.bad(at, format!("makes {metric}, which scales the relays, from {s}, which the relay does not export (relay/src/metrics.rs)"));
+                    }
+                }
+            }
+        }
+    }
+
+    // Prometheus scrape jobs against every container port of every workload.
+    let scrape = config_files("prometheus.yml", r);
+    if scrape.is_empty() {
+        r.bad(
+            MONITORING,
+            "no Prometheus scrape configuration (a ConfigMap with a prometheus.yml)",
+        );
+    }
+    let jobs: Vec<(String, Value)> = scrape
+        .iter()
+        .flat_map(|(at, cfg)| {
+            cfg.get("scrape_configs")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |j| {
+                    let name = j
+                        .get("job_name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_string();
+                    (format!("{at}: job {name}"), j)
+                })
+        })
+        .collect();
+    for w in workloads {
+        let ns = w.namespace.as_deref().unwrap_or("");
+        let pod_containers = w.containers();
+        for c in &pod_containers {
+            let Some(bin) = binary_of(c) else { continue };
+            let cname = c.get("name").and_then(Value::as_str).unwrap_or("?");
+            let env = env_of(c);
+            // /metrics is served where /healthz is: the HTTP port, the relay's stats port.
+            let metrics_port = literal(&env, bin.health).and_then(port_of).map(u64::from);
+            let needs_token = env.iter().any(|(n, _)| n == "GATEWAY_ADMIN_TOKENS");
+            for pc in &pod_containers {
+                let pc_name = pc.get("name").and_then(Value::as_str).unwrap_or("?");
+                for port in ports_of(pc) {
+                    let serves_metrics = pc_name == cname
+                        && Some(port.port) == metrics_port
+                        && port.protocol == "TCP";
+                    let what = format!(
+                        "port {}/{} ({}) of {}, container {pc_name}",
+                        port.port,
+                        port.protocol,
+                        port.name.as_deref().unwrap_or("unnamed"),
+                        w.at()
+                    );
+                    let mut kept_by = Vec::new();
+                    for (jat, job) in &jobs {
+                        let sd = job
+                            .get("kubernetes_sd_configs")
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default();
+                        let discovers = sd.iter().any(|s| {
+                            s.get("role").and_then(Value::as_str) == Some("pod")
+                                && s.pointer("/namespaces/names")
+                                    .and_then(Value::as_array)
+                                    .is_none_or(|names| names.iter().any(|n| n == ns))
+                        });
+                        if !discovers {
+                            continue;
+                        }
+                        let rules = job
+                            .get("relabel_configs")
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default();
+                        match relabel(&rules, discovered_labels(w, pc, &port)) {
+                            Err(e) => r.bad(jat, e),
+                            Ok(None) => {}
+                            Ok(Some(labels)) => kept_by.push((jat, job, labels)),
+                        }
+                    }
+                    if !serves_metrics {
+                        for (jat, _, _) in &kept_by {
+                            r.bad(jat, format!("scrapes {what}, which serves no /metrics"));
+                        }
+                        continue;
+                    }
+                    match kept_by.as_slice() {
+                        [] => r.bad(
+                            MONITORING,
+                            format!(
+                                "no Prometheus scrape job keeps {what}, where `{}` serves /metrics",
+                                bin.name
+                            ),
+                        ),
+                        [_] => {}
+                        more => r.bad(
+                            MONITORING,
+                            format!(
+                                "{what} is scraped by {} jobs: every sum would count it {} times",
+                                more.len(),
+                                more.len()
+                            ),
+                        ),
+                    }
+                    for (jat, job, labels) in &kept_by {
+                        let path = job
+                            .get("metrics_path")
+                            .and_then(Value::as_str)
+                            .unwrap_or("/metrics");
+                        if path != "/metrics" {
+                            r.bad(
+                                jat,
+                                format!("metrics_path is {path:?}, the binaries serve /metrics"),
+                            );
+                        }
+                        for label in ["namespace", "pod", "container"] {
+                            if labels.get(label).is_none_or(String::is_empty) {
+                                r.bad(jat, format!("gives {what} no `{label}` label (the dashboard and prometheus-adapter need namespace, pod and container)"));
+                            }
+                        }
+                        let credentials = job.pointer("/authorization/credentials_file").is_some()
+                            || job.pointer("/authorization/credentials").is_some()
+                            || job.get("bearer_token_file").is_some();
+                        if needs_token && !credentials {
+                            r.bad(jat, format!("scrapes {what} without credentials: GATEWAY_ADMIN_TOKENS is set, so /metrics needs an admin token (authorization.credentials_file)"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // The monitoring kustomization: every manifest, the dashboard through a generator.
+    let kpath = format!("{MONITORING}kustomization.yaml");
+    match inputs.files.get(&kpath) {
+        None => r.bad(&kpath, "missing"),
+        Some(text) => match parse_yaml(text) {
+            Err(e) => r.bad(&kpath, format!("not valid YAML: {e}")),
+            Ok(docs) => {
+                let k = docs.into_iter().next().unwrap_or(Value::Null);
+                let listed: BTreeSet<String> = k
+                    .get("resources")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(|s| format!("{MONITORING}{s}"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let files: BTreeSet<String> = inputs
+                    .monitoring_manifests()
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                for f in files.difference(&listed) {
+                    r.bad(&kpath, format!("does not list {f} under resources"));
+                }
+                for f in listed.difference(&files) {
+                    r.bad(&kpath, format!("lists {f}, which does not exist"));
+                }
+                let generated: BTreeSet<String> = k
+                    .get("configMapGenerator")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|g| g.get("files").and_then(Value::as_array))
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(|f| format!("{MONITORING}{}", f.rsplit_once('=').map_or(f, |(_, p)| p)))
+                    .collect();
+                for f in &generated {
+                    if !inputs.files.contains_key(f) {
+                        r.bad(
+                            &kpath,
+                            format!("configMapGenerator reads {f}, which does not exist"),
+                        );
+                    }
+                }
+                for f in inputs
+                    .files
+                    .keys()
+                    .filter(|p| p.starts_with(MONITORING) && p.ends_with(".json"))
+                {
+                    if !generated.contains(f) {
+                        r.bad(&kpath, format!("{f} is in no configMapGenerator"));
+                    }
+                }
+                if let Some(ns) = k.get("namespace").and_then(Value::as_str) {
+                    for o in &objs {
+                        if o.namespace.as_deref() != Some(ns) {
+                            r.bad(
+                                &o.at(),
+                                format!(
+                                    "metadata.namespace is {:?}, but {kpath} puts it in {ns:?}",
+                                    o.namespace
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        },
+    }
+}
+
+fn check_dashboard(d: &Value, known: &BTreeSet<String>, r: &mut Report) {
+    let schema = as_u64(d.get("schemaVersion")).unwrap_or(0);
+    if schema < 38 {
+        r.bad(
+            DASHBOARD,
+            format!("schemaVersion {schema} < 38 (Grafana 10)"),
+        );
+    }
+    let vars = d
+        .pointer("/templating/list")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v.get("name").and_then(Value::as_str) == Some(name))
+    };
+    match var("datasource") {
+        Some(v)
+            if v.get("type").and_then(Value::as_str) == Some("datasource")
+                && v.get("query").and_then(Value::as_str) == Some("prometheus") => {}
+        _ => r.bad(
+            DASHBOARD,
+            "no variable `datasource` of type datasource, query prometheus",
+        ),
+    }
+    for name in ["namespace", "pod"] {
+        if var(name)
+            .and_then(|v| v.get("type"))
+            .and_then(Value::as_str)
+            != Some("query")
+        {
+            r.bad(DASHBOARD, format!("no query variable `{name}`"));
+        }
+    }
+    for v in &vars {
+        if v.get("type").and_then(Value::as_str) != Some("query") {
+            continue;
+        }
+        let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
+        let at = format!("{DASHBOARD}: variable {name}");
+        if !is_datasource_variable(v.get("datasource")) {
+            r.bad(&at, "its datasource is not the ${datasource} variable");
+        }
+        let query = match v.get("query") {
+            Some(Value::String(q)) => q.clone(),
+            Some(q) => q
+                .get("query")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            None => String::new(),
+        };
+        for s in variable_expr(&query)
+            .map(|e| promql_selectors(&e))
+            .unwrap_or_default()
+        {
+            if !is_known_metric(&s.name, known) {
+                r.bad(&at, format!("uses {}, which is not a metric gateway/src/metrics.rs or relay/src/metrics.rs writes", s.name));
+            }
+        }
+    }
+
+    // Panels, and the panels of collapsed rows.
+    let mut panels: Vec<Value> = Vec::new();
+    let mut stack: Vec<Value> = d
+        .get("panels")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    stack.reverse();
+    while let Some(p) = stack.pop() {
+        if let Some(inner) = p.get("panels").and_then(Value::as_array) {
+            stack.extend(inner.iter().rev().cloned());
+        }
+        panels.push(p);
+    }
+    if !panels
+        .iter()
+        .any(|p| p.get("type").and_then(Value::as_str) != Some("row"))
+    {
+        r.bad(DASHBOARD, "no panels");
+    }
+    let mut ids = BTreeSet::new();
+    for p in &panels {
+        let id = as_u64(p.get("id"));
+        let title = p.get("title").and_then(Value::as_str).unwrap_or("");
+        let at = format!(
+            "{DASHBOARD}: panel {} {title:?}",
+            id.map_or("without id".to_string(), |i| i.to_string())
+        );
+        match id {
+            None => r.bad(&at, "no id"),
+            Some(i) if !ids.insert(i) => r.bad(&at, "id used twice"),
+            Some(_) => {}
+        }
+        if p.get("gridPos").is_none() {
+            r.bad(&at, "no gridPos");
+        }
+        if p.get("type").and_then(Value::as_str) == Some("row") {
+            continue;
+        }
+        if title.is_empty() {
+            r.bad(&at, "no title");
+        }
+        if p.get("datasource").is_none() {
+            r.bad(&at, "no datasource");
+        } else if !is_datasource_variable(p.get("datasource")) {
+            r.bad(&at, "its datasource is not the ${datasource} variable");
+        }
+        let targets = p
+            .get("targets")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if targets.is_empty() {
+            r.bad(&at, "no targets");
+        }
+        for t in &targets {
+            let ref_id = t.get("refId").and_then(Value::as_str).unwrap_or("?");
+            let at = format!("{at}, target {ref_id}");
+            if t.get("datasource").is_some() && !is_datasource_variable(t.get("datasource")) {
+                r.bad(&at, "its datasource is not the ${datasource} variable");
+            }
+            let expr = t.get("expr").and_then(Value::as_str).unwrap_or("");
+            let selectors = promql_selectors(expr);
+            if selectors.is_empty() {
+                r.bad(&at, format!("expr {expr:?} selects no metric"));
+            }
+            for s in selectors {
+                if !is_known_metric(&s.name, known) {
+                    r.bad(&at, format!("uses {}, which is not a metric gateway/src/metrics.rs or relay/src/metrics.rs writes", s.name));
+                }
+                if !(s.matchers.contains("$namespace") && s.matchers.contains("$pod")) {
+                    r.bad(
+                        &at,
+                        format!(
+                            "selects {}{{{}}} without filtering on $namespace and $pod",
+                            s.name, s.matchers
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn assert_clean(problems: &[String]) {
@@ -1623,4 +2914,334 @@ fn the_dockerfile_copies_every_local_path_the_workspace_needs() {
             "the Dockerfile does not COPY {path} (it copies {copied:?})"
         );
     }
+}
+
+#[test]
+fn the_metric_names_come_from_the_sources() {
+    let inputs = Inputs::load();
+    let gateway = metric_names_in(&inputs.files["gateway/src/metrics.rs"]);
+    let relay = metric_names_in(&inputs.files["relay/src/metrics.rs"]);
+    for name in [
+        "gateway_sessions",
+        "gateway_join_seconds",
+        "gateway_worker_sessions",
+    ] {
+        assert!(gateway.contains(name), "{name} not in {gateway:?}");
+    }
+    for name in [
+        "tree_datagrams_sent_total",
+        "tree_hop_duration_seconds",
+        "cluster_link_rtt_seconds",
+    ] {
+        assert!(relay.contains(name), "{name} not in {relay:?}");
+    }
+    // The dashboard is read, not skipped: it selects most of what the binaries export.
+    let dashboard: Value = serde_json::from_str(&inputs.files[DASHBOARD]).expect("JSON");
+    let mut used = BTreeSet::new();
+    let mut stack = vec![&dashboard];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(expr)) = o.get("expr") {
+                    used.extend(promql_selectors(expr).into_iter().map(|s| s.name));
+                }
+                stack.extend(o.values());
+            }
+            Value::Array(a) => stack.extend(a),
+            _ => {}
+        }
+    }
+    for name in [
+        "gateway_stream_viewers",
+        "gateway_join_phase_seconds_bucket",
+        "tree_nacks_forwarded_total",
+        "cluster_link_packets_lost_total",
+    ] {
+        assert!(
+            used.contains(name),
+            "the dashboard does not use {name}: {used:?}"
+        );
+    }
+}
+
+#[test]
+fn promql_names_and_relabel_regexes_are_read_as_prometheus_reads_them() {
+    let names =
+        |e: &str| -> Vec<String> { promql_selectors(e).into_iter().map(|s| s.name).collect() };
+    assert_eq!(
+        names(
+            r#"histogram_quantile(0.99, sum by (le, route) (rate(a_bucket{route="/whep/{stream}", pod=~"$pod"}[$__rate_interval])))"#
+        ),
+        ["a_bucket"]
+    );
+    assert_eq!(
+        names("sum(rate(b_total[5m])) by (pod) / on(pod) group_left(node) c offset 1h > bool 1e3"),
+        ["b_total", "c"]
+    );
+    assert_eq!(
+        names(r#"sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)"#),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(r#"{__name__=~"d|e", ns="x"}"#), ["d", "e"]);
+    assert_eq!(
+        variable_expr("label_values(f{a=\"1,2\"}, pod)").as_deref(),
+        Some("f{a=\"1,2\"}")
+    );
+    assert_eq!(variable_expr("label_values(pod)"), None);
+    let re = |p: &str| Regex::new(p).expect("regex");
+    assert!(re("wish;gateway;http").full_match("wish;gateway;http"));
+    assert!(!re("wish;gateway;http").full_match("wish;gateway;https"));
+    assert!(re("Pending|Succeeded|Failed").full_match("Failed"));
+    assert!(!re("Pending|Succeeded|Failed").full_match("Running"));
+    assert!(re("(.*)").full_match(""));
+    assert!(re(r"[a-z]+-\d{2,3}(?:x|y)?").full_match("relay-123y"));
+    assert!(!re(r"[a-z]+-\d{2,3}").full_match("relay-1234"));
+    assert!(re("^tree_datagrams_sent_total$").is_match("tree_datagrams_sent_total"));
+    assert!(!re("^tree_datagrams_sent$").is_match("tree_datagrams_sent_total"));
+    assert!(re("sent").is_match("tree_datagrams_sent_total"));
+}
+
+#[test]
+fn breaking_the_dashboard_is_caught() {
+    let i = Inputs::load().broken(
+        DASHBOARD,
+        "rate(gateway_nacks_answered_total{",
+        "rate(gateway_nacks_answerd_total{",
+    );
+    assert_complains(
+        &i,
+        &[
+            "k8s/monitoring/grafana-dashboard.json: panel",
+            "uses gateway_nacks_answerd_total, which is not a metric",
+        ],
+    );
+    let i = Inputs::load().broken(
+        DASHBOARD,
+        "gateway_streams{namespace=~\\\"$namespace\\\", pod=~\\\"$pod\\\"}",
+        "gateway_streams{namespace=~\\\"$namespace\\\"}",
+    );
+    assert_complains(
+        &i,
+        &[
+            "\"Streams\", target A",
+            "gateway_streams{namespace=~\"$namespace\"} without filtering on $namespace and $pod",
+        ],
+    );
+    let title = |v: &Value| v.get("title").and_then(Value::as_str).map(str::to_string);
+    let i = Inputs::load().edited_json(DASHBOARD, |d| {
+        let panels = d["panels"].as_array_mut().expect("panels");
+        let p = panels
+            .iter_mut()
+            .find(|p| title(p).as_deref() == Some("Link RTT"))
+            .expect("a Link RTT panel");
+        p.as_object_mut()
+            .expect("panel")
+            .remove("datasource")
+            .is_some()
+    });
+    assert_complains(&i, &["panel", "\"Link RTT\": no datasource"]);
+    let i = Inputs::load().edited_json(DASHBOARD, |d| {
+        let panels = d["panels"].as_array_mut().expect("panels");
+        let p = panels
+            .iter_mut()
+            .find(|p| title(p).as_deref() == Some("Keyframe cache hits"))
+            .expect("a Keyframe cache hits panel");
+        p["targets"] = Value::Array(vec![]);
+        true
+    });
+    assert_complains(&i, &["\"Keyframe cache hits\": no targets"]);
+    let i = Inputs::load().edited_json(DASHBOARD, |d| {
+        let vars = d["templating"]["list"].as_array_mut().expect("variables");
+        let before = vars.len();
+        vars.retain(|v| v["name"] != "pod");
+        vars.len() < before
+    });
+    assert_complains(&i, &[DASHBOARD, "no query variable `pod`"]);
+    let i = Inputs::load().broken(DASHBOARD, "\"panels\": [", "\"panels\": [[");
+    assert_complains(&i, &[DASHBOARD, "not valid JSON"]);
+}
+
+#[test]
+fn breaking_the_autoscaler_metrics_is_caught() {
+    // No Pods metric: the relays would scale on CPU only.
+    let i = Inputs::load().broken(
+        "k8s/relay.yaml",
+        "    - type: Pods\n      pods:\n",
+        "    - type: External\n      external:\n",
+    );
+    assert_complains(&i, &["HorizontalPodAutoscaler/relay", "no Pods metric"]);
+    // A Pods metric no adapter rule makes.
+    let i = Inputs::load().broken(
+        "k8s/relay.yaml",
+        "name: relay_tree_datagrams_sent_per_second",
+        "name: relay_datagrams_out_per_second",
+    );
+    assert_complains(
+        &i,
+        &[
+            "HorizontalPodAutoscaler/relay",
+            "relay_datagrams_out_per_second is made by no prometheus-adapter rule",
+        ],
+    );
+    let i = Inputs::load().broken("k8s/relay.yaml", "type: AverageValue", "type: Value");
+    assert_complains(&i, &["HorizontalPodAutoscaler/relay", "AverageValue"]);
+    let i = Inputs::load().broken(
+        "k8s/relay.yaml",
+        "        name: cpu\n",
+        "        name: memory\n",
+    );
+    assert_complains(
+        &i,
+        &["HorizontalPodAutoscaler/relay", "no CPU resource metric"],
+    );
+}
+
+#[test]
+fn breaking_the_adapter_rule_is_caught() {
+    let adapter = "k8s/monitoring/prometheus-adapter.yaml";
+    let i = Inputs::load().broken(
+        adapter,
+        "as: relay_tree_datagrams_sent_per_second",
+        "as: relay_datagrams_per_second",
+    );
+    assert_complains(
+        &i,
+        &[
+            "HorizontalPodAutoscaler/relay",
+            "made by no prometheus-adapter rule",
+        ],
+    );
+    let i = Inputs::load().broken(
+        adapter,
+        "seriesQuery: 'tree_datagrams_sent_total{",
+        "seriesQuery: 'tree_datagram_sent_total{",
+    );
+    assert_complains(
+        &i,
+        &[
+            "ConfigMap/wish-prometheus-adapter, config.yaml: rule 1",
+            "seriesQuery uses tree_datagram_sent_total, which is not a metric",
+        ],
+    );
+    let i = Inputs::load().broken(
+        adapter,
+        "sum(rate(<<.Series>>{<<.LabelMatchers>>}[1m]))",
+        "sum(<<.Series>>{<<.LabelMatchers>>})",
+    );
+    assert_complains(&i, &["rule 1", "counter's running total"]);
+    let i = Inputs::load().broken(adapter, "            pod: {resource: pod}\n", "");
+    assert_complains(&i, &["rule 1", "namespace and pod"]);
+    // A gateway-only metric cannot drive the relays.
+    let i = Inputs::load()
+        .broken(
+            adapter,
+            "'tree_datagrams_sent_total{",
+            "'gateway_udp_sent_bytes_total{",
+        )
+        .broken(
+            adapter,
+            "^tree_datagrams_sent_total$",
+            "^gateway_udp_sent_bytes_total$",
+        );
+    assert_complains(&i, &["rule 1", "which the relay does not export"]);
+}
+
+#[test]
+fn breaking_the_scrape_config_is_caught() {
+    let scrape = "k8s/monitoring/prometheus-scrape.yaml";
+    let i = Inputs::load().broken(
+        scrape,
+        "regex: wish;gateway;http",
+        "regex: wish;gateway;webrtc",
+    );
+    assert_complains(
+        &i,
+        &[
+            "no Prometheus scrape job keeps port 8080/TCP (http) of",
+            "DaemonSet/gateway",
+        ],
+    );
+    assert_complains(
+        &i,
+        &[
+            "job wish-gateway",
+            "scrapes port 8189/UDP (webrtc)",
+            "serves no /metrics",
+        ],
+    );
+    let i = Inputs::load().broken(scrape, "regex: wish;relay;stats", "regex: wish;relay;.*");
+    assert_complains(
+        &i,
+        &[
+            "job wish-relay",
+            "scrapes port 7000/UDP (cluster) of",
+            "Deployment/relay",
+        ],
+    );
+    let i = Inputs::load().broken(
+        scrape,
+        "        authorization:\n          type: Bearer\n          credentials_file: /etc/prometheus/secrets/wish-metrics/admin-token\n",
+        "",
+    );
+    assert_complains(
+        &i,
+        &[
+            "job wish-gateway",
+            "without credentials",
+            "GATEWAY_ADMIN_TOKENS",
+        ],
+    );
+    let i = Inputs::load().broken(
+        scrape,
+        "            target_label: pod\n",
+        "            target_label: pod_name\n",
+    );
+    assert_complains(&i, &["job wish-gateway", "no `pod` label"]);
+    let i = Inputs::load().broken(scrape, "names: [wish]", "names: [default]");
+    assert_complains(&i, &["no Prometheus scrape job keeps port 8080/TCP (http)"]);
+}
+
+#[test]
+fn renaming_a_metric_in_the_source_is_caught() {
+    let i = Inputs::load().broken(
+        "relay/src/metrics.rs",
+        "\"tree_datagrams_sent_total\"",
+        "\"tree_datagrams_out_total\"",
+    );
+    assert_complains(
+        &i,
+        &[
+            DASHBOARD,
+            "uses tree_datagrams_sent_total, which is not a metric",
+        ],
+    );
+    assert_complains(
+        &i,
+        &[
+            "config.yaml: rule 1",
+            "uses tree_datagrams_sent_total, which is not a metric",
+        ],
+    );
+}
+
+#[test]
+fn breaking_the_monitoring_kustomization_is_caught() {
+    let k = "k8s/monitoring/kustomization.yaml";
+    let i = Inputs::load().broken(k, "  - prometheus-adapter.yaml\n", "");
+    assert_complains(
+        &i,
+        &[k, "does not list k8s/monitoring/prometheus-adapter.yaml"],
+    );
+    let i = Inputs::load().broken(
+        k,
+        "wish.json=grafana-dashboard.json",
+        "wish.json=dashboard.json",
+    );
+    assert_complains(
+        &i,
+        &[k, "grafana-dashboard.json is in no configMapGenerator"],
+    );
+    // The monitoring manifests are not part of `kubectl apply -k k8s/`, nor checked as if they were.
+    let problems = check(&Inputs::load());
+    assert!(problems.is_empty(), "{problems:?}");
 }
