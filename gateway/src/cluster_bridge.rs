@@ -87,6 +87,10 @@ pub struct Bridge {
     /// Data channels published here or subscribed from elsewhere.
     channels: ClusterChannels,
     subscribes: SubscribeTrace,
+    /// The stream each resolved remote track belongs to, to forget it in `remote_streams`
+    /// when the track ends.
+    stream_of_key: HashMap<TrackKey, String>,
+    remote_streams: Option<crate::remote_streams::RemoteStreams>,
 }
 
 fn session_bytes(id: SessionId) -> [u8; 16] {
@@ -149,7 +153,14 @@ impl Bridge {
             resolving: Vec::new(),
             channels,
             subscribes,
+            stream_of_key: HashMap::new(),
+            remote_streams: None,
         }
+    }
+
+    /// Forget a stream in `cache` when one of its tracks ends.
+    pub fn invalidate_streams_in(&mut self, cache: crate::remote_streams::RemoteStreams) {
+        self.remote_streams = Some(cache);
     }
 
     /// Export a span per cluster subscribe (`subscribe_trace`).
@@ -421,6 +432,11 @@ impl Bridge {
                     return;
                 }
                 self.subscribes.ended(&key);
+                if let Some(stream) = self.stream_of_key.remove(&key)
+                    && let Some(cache) = &self.remote_streams
+                {
+                    cache.invalidate(stream);
+                }
                 if let Some(remote) = self.remote_by_key.remove(&key) {
                     self.remote_by_id.remove(&remote.info.id);
                     crate::heap_trim::shrink_map(&mut self.remote_by_key);
@@ -542,6 +558,9 @@ impl Bridge {
             match ready {
                 Some(tracks) => {
                     tracing::info!(stream = %p.stream, tracks = tracks.len(), "stream found in the cluster");
+                    for k in &p.keys {
+                        self.stream_of_key.insert(k.clone(), p.stream.clone());
+                    }
                     let _ = p.reply.send(Some(tracks));
                 }
                 None if p.reply.is_closed() => {}

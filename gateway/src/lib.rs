@@ -23,6 +23,7 @@ pub mod node;
 pub mod peer;
 pub mod recorder;
 pub mod registry;
+pub mod remote_streams;
 pub mod run_pacer;
 pub mod sdp_info;
 pub mod sender_clock;

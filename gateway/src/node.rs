@@ -49,6 +49,8 @@ pub struct Cluster {
     /// The bridge's index among the workers' peers (where worker messages for it go).
     pub bridge_peer: usize,
     pub handle: relay::shell::cluster::ClusterHandle,
+    /// Remote streams as last found (`remote_streams`), shared with the bridge.
+    pub remote_streams: crate::remote_streams::RemoteStreams,
 }
 
 /// Node-wide counters for `/v1/stats`.
@@ -151,11 +153,14 @@ impl Node {
                 registry.clone(),
             );
             bridge.trace_subscribes(spans.clone());
+            let remote_streams = crate::remote_streams::RemoteStreams::default();
+            bridge.invalidate_streams_in(remote_streams.clone());
             tasks.spawn(bridge.run(bridge_rx, requests_rx, events, links.clone()));
             cluster = Some(Cluster {
                 bridge: requests_tx,
                 bridge_peer: n,
                 handle,
+                remote_streams,
             });
         }
         // The recorder, if any, is one more peer of the workers (n, or n + 1 after the bridge).

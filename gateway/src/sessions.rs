@@ -290,15 +290,19 @@ async fn live_tracks(node: &Node, stream: &str) -> Option<Vec<Arc<TrackInfo>>> {
 /// home node and described by the tree (None when there is no cluster or no such stream).
 async fn resolve_in_cluster(node: &Node, stream: &str) -> Option<Vec<Arc<TrackInfo>>> {
     let cluster = node.cluster.as_ref()?;
-    let (reply, rx) = oneshot::channel();
-    cluster
-        .bridge
-        .send(BridgeRequest::Resolve {
-            stream: stream.to_string(),
-            reply,
-        })
-        .ok()?;
-    tokio::time::timeout(RESOLVE_TIMEOUT, rx).await.ok()?.ok()?
+    let lookup = async {
+        let (reply, rx) = oneshot::channel();
+        cluster
+            .bridge
+            .send(BridgeRequest::Resolve {
+                stream: stream.to_string(),
+                reply,
+            })
+            .ok()?;
+        tokio::time::timeout(RESOLVE_TIMEOUT, rx).await.ok()?.ok()?
+    };
+    let tracks = cluster.remote_streams.get_or_lookup(stream, lookup).await?;
+    Some(tracks.as_ref().clone())
 }
 
 /// Where `publisher`'s data channel `name` is served from: its session's worker on this node,

@@ -528,3 +528,102 @@ async fn figure_d_stall_after_a_relay_kill() -> Result<()> {
     );
     Ok(())
 }
+
+// ---- e) relay CPU per forwarded datagram, and the cost of a scrape ----
+
+/// CPU nanoseconds `pid` spent while `f` ran.
+async fn cpu_during<T>(
+    pid: u32,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<(T, u64)> {
+    let pid = pid.to_string();
+    let before = whip_tests::gateway_probe::cpu_ns(&pid).context("relay CPU")?;
+    let out = f.await?;
+    let after = whip_tests::gateway_probe::cpu_ns(&pid).context("relay CPU")?;
+    Ok((out, after.saturating_sub(before)))
+}
+
+/// `n` scrapes of `url`: the body size of the last.
+async fn scrape(url: &str, n: usize) -> Result<usize> {
+    let client = whip_tests::signaling::http_client()?;
+    let mut bytes = 0;
+    for _ in 0..n {
+        let r = client
+            .get(url)
+            .bearer_auth(whip_tests::harness::HARNESS_ADMIN_TOKEN)
+            .send()
+            .await?;
+        ensure!(r.status().is_success(), "GET {url}: {}", r.status());
+        bytes = r.bytes().await?.len();
+    }
+    Ok(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figure_e_relay_cpu_per_forwarded_datagram() -> Result<()> {
+    const STREAMS: usize = 3;
+    const EDGES: usize = 5;
+    const WINDOW: Duration = Duration::from_secs(6);
+    const SCRAPES: usize = 200;
+    let _serial = SERIAL.lock().await;
+    let c = cluster(EDGES, 1, 0.0).await?;
+    let mut publishers = Vec::new();
+    for s in 0..STREAMS {
+        let name = format!("load{s}");
+        publishers.push(publish(&name, PublishOptions::new(c.gateways[0].whip_url(&name))).await?);
+    }
+    let mut viewers = Vec::new();
+    for edge in &c.gateways[1..] {
+        for s in 0..STREAMS {
+            let opts = PlayOptions {
+                duration: WINDOW + Duration::from_secs(4),
+                thin: true,
+                ..PlayOptions::new(edge.whep_url(&format!("load{s}")))
+            };
+            viewers.push(WhepPlayer::start(catalog()?, opts).await?);
+        }
+    }
+    // Every tree built and its keyframe runs sent: then measure the steady state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let relay = &c.relays[0];
+    let sent = |s: &Value| s["tree"]["datagrams_out"].as_u64().unwrap_or(0);
+    let before = sent(&relay.stats().await?);
+    let ((), cpu) = cpu_during(relay.pid(), async {
+        tokio::time::sleep(WINDOW).await;
+        Ok(())
+    })
+    .await?;
+    // The stats snapshot is up to a second old at both ends; same lag, same window.
+    let forwarded = sent(&relay.stats().await?).saturating_sub(before);
+    let relay_url = format!("http://{}/metrics", relay.stats);
+    let (relay_bytes, relay_scrape_cpu) =
+        cpu_during(relay.pid(), scrape(&relay_url, SCRAPES)).await?;
+    let edge = &c.gateways[1];
+    let edge_url = format!("{}/metrics", edge.base_url());
+    let (edge_bytes, edge_scrape_cpu) = cpu_during(edge.pid(), scrape(&edge_url, SCRAPES)).await?;
+    for v in viewers {
+        let r = v.finish().await?;
+        ensure!(r.error.is_none(), "viewer: {:?}", r.error);
+    }
+    for p in publishers {
+        p.stop().await?;
+    }
+    ensure!(
+        forwarded > 1000,
+        "the relay forwarded only {forwarded} datagrams"
+    );
+    let ns = cpu as f64 / forwarded as f64;
+    println!(
+        "FIGURE: e relay CPU per forwarded datagram ({} nodes, {STREAMS} streams x {EDGES} edges, \
+         {WINDOW:?}): {forwarded} datagrams ({:.0}/s), {:.0} ms CPU, {ns:.0} ns/datagram = \
+         {:.0} k datagrams/s per core; a scrape costs the relay {:.0} µs CPU ({relay_bytes} B), \
+         an edge gateway {:.0} µs ({edge_bytes} B)",
+        node_build(),
+        forwarded as f64 / WINDOW.as_secs_f64(),
+        cpu as f64 / 1e6,
+        1e6 / ns,
+        relay_scrape_cpu as f64 / SCRAPES as f64 / 1e3,
+        edge_scrape_cpu as f64 / SCRAPES as f64 / 1e3,
+    );
+    Ok(())
+}

@@ -151,6 +151,10 @@ impl Relay {
         bail!("relay did not exit within {within:?} of SIGTERM")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the relay logged.
     pub fn log(&self) -> String {
         let port = self.node.rsplit(':').next().unwrap_or("");
