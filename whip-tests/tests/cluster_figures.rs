@@ -561,7 +561,7 @@ async fn scrape(url: &str, n: usize) -> Result<usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn figure_e_relay_cpu_per_forwarded_datagram() -> Result<()> {
-    const STREAMS: usize = 3;
+    const STREAMS: usize = 10;
     const EDGES: usize = 5;
     const WINDOW: Duration = Duration::from_secs(6);
     const SCRAPES: usize = 200;
