@@ -12,6 +12,8 @@ bash scripts/setup-gstreamer.sh
 bash scripts/setup-media-tools.sh
 # The metrics test starts a real Prometheus server to scrape a gateway and a relay.
 bash scripts/setup-prometheus.sh
+# The TURN test: coturn as the TURN server our credentials are for, and its test client.
+bash scripts/setup-coturn.sh
 
 # The integration tests start this binary as a real process.
 cargo build -p gateway --bin gateway -p relay --bin relay

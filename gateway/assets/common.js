@@ -34,6 +34,40 @@ const gw = (() => {
     return t ? path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(t) : path;
   }
 
+  /**
+   * The ICE servers the endpoint announces (WHIP/WHEP `Link: <url>; rel="ice-server"` on its
+   * OPTIONS answer; TURN ones with short-lived credentials), as RTCPeerConnection wants them.
+   * Nothing when the request fails: the gateway is reachable directly in the common case.
+   */
+  async function iceServers(endpoint) {
+    let header = "";
+    try {
+      const res = await fetch(endpoint, { method: "OPTIONS", headers: authHeaders() });
+      header = res.headers.get("link") || "";
+    } catch (_) {
+      return [];
+    }
+    const servers = [];
+    // Values are joined with ", " by fetch; a URL never contains ", <".
+    for (const part of header.split(/,\s*(?=<)/)) {
+      const m = part.match(/^<([^>]+)>(.*)$/);
+      if (!m || !/rel="?ice-server"?/.test(m[2])) continue;
+      const param = (name) => {
+        const p = m[2].match(new RegExp(name + '="([^"]*)"'));
+        return p ? p[1] : undefined;
+      };
+      const server = { urls: m[1] };
+      const username = param("username");
+      const credential = param("credential");
+      if (username !== undefined && credential !== undefined) {
+        server.username = username;
+        server.credential = credential;
+      }
+      servers.push(server);
+    }
+    return servers;
+  }
+
   /** Resolves once ICE gathering is complete, or after maxMs, whichever comes first. */
   function waitIceGathering(pc, maxMs) {
     if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -136,6 +170,7 @@ const gw = (() => {
     authHeaders,
     withToken,
     waitIceGathering,
+    iceServers,
     retryAfterSeconds,
     postOffer,
     deleteSession,

@@ -122,6 +122,14 @@ pub struct Cli {
     /// default: the gateway must not become a way into the networks behind it).
     #[arg(long, env = "GATEWAY_ADAPTERS_ALLOW_PRIVATE")]
     pub adapters_allow_private: bool,
+    /// A TURN key as `id:secret` (repeatable): the secret is the bearer token of
+    /// `POST /v1/turn/keys/{id}/credentials/…` and signs the usernames it issues.
+    #[arg(long = "turn-key", env = "GATEWAY_TURN_KEYS", value_delimiter = ',')]
+    pub turn_keys: Vec<String>,
+    /// A TURN server URL handed out with credentials (repeatable), e.g.
+    /// `turn:turn.example.com:3478?transport=udp`.
+    #[arg(long = "turn-url", env = "GATEWAY_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
     /// Push metrics and session-setup spans over OTLP/HTTP to this receiver (base URL, e.g.
     /// `http://otel-collector:4318`). Off by default.
     #[arg(long, env = "GATEWAY_OTLP_ENDPOINT")]
@@ -295,6 +303,57 @@ pub struct Config {
     pub recording: Option<RecordingSettings>,
     pub adapters: AdapterSettings,
     pub telemetry: TelemetrySettings,
+    pub turn: TurnSettings,
+}
+
+/// `[turn]`: short-lived TURN credentials (Calls' TURN API), for a TURN server that checks them
+/// with the shared secret (coturn's `use-auth-secret`, the "TURN REST API" scheme).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnSettings {
+    /// `[[turn.keys]] id = "…", secret = "…"`.
+    pub keys: Vec<TurnKeyConfig>,
+    /// TURN URLs handed out (`turn:` and `turns:`).
+    pub urls: Vec<String>,
+    /// STUN URLs handed out; default: `stun:host:port` of each `turn:` URL.
+    pub stun_urls: Vec<String>,
+    /// Lifetime of the credentials put in WHIP/WHEP `Link` headers (seconds).
+    pub link_ttl_secs: u64,
+}
+
+impl Default for TurnSettings {
+    fn default() -> Self {
+        TurnSettings {
+            keys: Vec::new(),
+            urls: Vec::new(),
+            stun_urls: Vec::new(),
+            link_ttl_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnKeyConfig {
+    pub id: String,
+    pub secret: String,
+}
+
+impl TurnSettings {
+    /// The STUN URLs: configured, or derived from the `turn:` URLs.
+    pub fn stun(&self) -> Vec<String> {
+        if !self.stun_urls.is_empty() {
+            return self.stun_urls.clone();
+        }
+        let mut out: Vec<String> = self
+            .urls
+            .iter()
+            .filter_map(|u| u.strip_prefix("turn:"))
+            .map(|rest| format!("stun:{}", rest.split('?').next().unwrap_or(rest)))
+            .collect();
+        out.dedup();
+        out
+    }
 }
 
 /// `[telemetry]`: OTLP export (the Prometheus endpoint `/metrics` is always on).
@@ -366,6 +425,7 @@ impl Default for Config {
             recording: None,
             adapters: AdapterSettings::default(),
             telemetry: TelemetrySettings::default(),
+            turn: TurnSettings::default(),
         }
     }
 }
@@ -532,6 +592,16 @@ impl Config {
                 r.segment_secs = s;
             }
         }
+        for key in cli.turn_keys {
+            let (id, secret) = key.split_once(':').ok_or_else(|| {
+                ConfigError::Invalid(format!("--turn-key {key:?}: expected id:secret"))
+            })?;
+            self.turn.keys.push(TurnKeyConfig {
+                id: id.into(),
+                secret: secret.into(),
+            });
+        }
+        self.turn.urls.extend(cli.turn_urls);
         for app in cli.apps {
             let (id, secret) = app
                 .split_once(':')
@@ -551,6 +621,24 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "viewer_repair_window {} ms: must be 100 to 10000 ms",
                 window.as_millis()
+            )));
+        }
+        for k in &self.turn.keys {
+            if k.id.is_empty() || k.id.contains(':') || k.id.len() > 64 || k.secret.len() < 16 {
+                return Err(ConfigError::Invalid(format!(
+                    "TURN key {:?}: the id must be 1-64 characters without ':', the secret at least 16",
+                    k.id
+                )));
+            }
+        }
+        if let Some(u) = self
+            .turn
+            .urls
+            .iter()
+            .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "TURN URL {u:?}: must start with turn: or turns:"
             )));
         }
         if self.tokens.iter().any(|t| t.token.len() < 8) {

@@ -41,6 +41,8 @@ pub struct Node {
     /// How long clients waited to join (`join_metrics`), and the HTTP requests' durations.
     pub join: Arc<crate::join_metrics::JoinMetrics>,
     pub http_timing: crate::http::timing::HttpTiming,
+    /// TURN keys and revoked usernames (`turn_credentials`).
+    pub turn: std::sync::Mutex<crate::turn_credentials::TurnCredentials>,
 }
 
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
@@ -209,6 +211,17 @@ impl Node {
                 .receive_loop(demux_rx, senders.clone(), shutdown.clone()),
         );
         tasks.spawn(crate::heap_trim::run(registry.clone(), shutdown.clone()));
+        let turn = crate::turn_credentials::TurnCredentials::new(
+            config
+                .turn
+                .keys
+                .iter()
+                .map(|k| crate::turn_credentials::TurnKey {
+                    id: k.id.clone(),
+                    secret: k.secret.clone(),
+                })
+                .collect(),
+        );
         let node = Arc::new(Node {
             auth: Auth::new(&config),
             config,
@@ -224,6 +237,7 @@ impl Node {
             adapters: adapters_tx,
             join,
             http_timing: Default::default(),
+            turn: std::sync::Mutex::new(turn),
         });
         if let (Some(queue), Some(endpoint)) =
             (span_queue, node.config.telemetry.otlp_endpoint.clone())

@@ -43,7 +43,8 @@ fn created(node: &crate::node::Node, prefix: &str, stream: &str, c: Created) -> 
         "accept-patch",
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
-    with_links(r, node)
+    // The POST was authorised: the client may have TURN credentials.
+    with_links(r, node, true)
 }
 
 /// What WHIP and WHEP POSTs share: a valid stream name, permission, an SDP offer within limits.
@@ -156,7 +157,21 @@ pub async fn whep_layer(
 }
 
 /// CORS preflight and ICE-server discovery (some players read the `Link`s from OPTIONS).
-pub async fn options(State(node): State<AppState>) -> Response {
+/// The endpoint's OPTIONS: what it accepts, and its ICE servers (RFC 9725 §4.6); TURN
+/// credentials only for a client that may publish (WHIP) or play (WHEP) this stream.
+pub async fn options(
+    State(node): State<AppState>,
+    Path(stream): Path<String>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let action = if uri.path().starts_with("/whip/") {
+        crate::auth::Action::Publish
+    } else {
+        crate::auth::Action::Play
+    };
+    let may =
+        node.auth.check(super::bearer(&headers), action, &stream) == crate::auth::Verdict::Allowed;
     let mut r = empty(StatusCode::OK);
     r.headers_mut()
         .insert("accept-post", HeaderValue::from_static("application/sdp"));
@@ -164,7 +179,7 @@ pub async fn options(State(node): State<AppState>) -> Response {
         header::ALLOW,
         HeaderValue::from_static("OPTIONS, POST, GET, HEAD"),
     );
-    with_links(r, &node)
+    with_links(r, &node, may)
 }
 
 /// RFC 9725 allows GET on the endpoint; answer 2xx with no body.

@@ -13,6 +13,7 @@ pub mod recording;
 pub mod resource;
 pub mod timing;
 pub mod tls;
+pub mod turn;
 
 use std::sync::Arc;
 
@@ -53,6 +54,14 @@ pub fn router(node: Arc<Node>) -> Router {
             .route(&at("/{id}/datachannels/new"), post(datachannels::new))
             .route(&at("/{id}/datachannels/update"), put(datachannels::update))
             .route(&at("/{id}/datachannels/close"), put(datachannels::close));
+        let turn = |path: &str| format!("{prefix}/turn/keys/{{key}}/credentials{path}");
+        router = router
+            .route(
+                &turn("/generate-ice-servers"),
+                post(turn::generate_ice_servers),
+            )
+            .route(&turn("/generate"), post(turn::generate))
+            .route(&turn("/{username}/revoke"), post(turn::revoke));
         router = router
             .route(
                 &format!("{prefix}/apps/{{app}}/adapters/websocket/new"),
@@ -279,25 +288,38 @@ pub async fn admitted<T>(
     created
 }
 
-/// One `Link` header per configured ICE server, values quoted (OBS reads only that form).
-pub fn ice_server_links(node: &Node) -> Vec<HeaderValue> {
-    node.config
+/// One `Link` header per ICE server, values quoted (OBS reads only that form): the configured
+/// ones, then, when TURN keys and URLs are configured (`[turn]`), the STUN URLs and each TURN URL
+/// with fresh short-lived credentials (only for a client allowed to publish or play there:
+/// `with_turn`, so that TURN credentials are not handed to anyone who asks).
+pub fn ice_server_links(node: &Node, with_turn: bool) -> Vec<HeaderValue> {
+    let link = |url: &str, creds: Option<(&str, &str)>| {
+        let mut v = format!("<{url}>; rel=\"ice-server\"");
+        if let Some((u, c)) = creds {
+            v.push_str(&format!(
+                "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+            ));
+        }
+        HeaderValue::from_str(&v).ok()
+    };
+    let mut links: Vec<HeaderValue> = node
+        .config
         .ice_servers
         .iter()
-        .filter_map(|s| {
-            let mut v = format!("<{}>; rel=\"ice-server\"", s.url);
-            if let (Some(u), Some(c)) = (&s.username, &s.credential) {
-                v.push_str(&format!(
-                    "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
-                ));
-            }
-            HeaderValue::from_str(&v).ok()
-        })
-        .collect()
+        .filter_map(|s| link(&s.url, s.username.as_deref().zip(s.credential.as_deref())))
+        .collect();
+    if let Some((urls, c)) = turn::link_credentials(node).filter(|_| with_turn) {
+        links.extend(node.config.turn.stun().iter().filter_map(|u| link(u, None)));
+        links.extend(
+            urls.iter()
+                .filter_map(|u| link(u, Some((&c.username, &c.password)))),
+        );
+    }
+    links
 }
 
-pub fn with_links(mut response: Response, node: &Node) -> Response {
-    for link in ice_server_links(node) {
+pub fn with_links(mut response: Response, node: &Node, with_turn: bool) -> Response {
+    for link in ice_server_links(node, with_turn) {
         response.headers_mut().append(header::LINK, link);
     }
     response

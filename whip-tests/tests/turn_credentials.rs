@@ -1,0 +1,339 @@
+//! Calls' TURN credential API, against an independent TURN implementation: the gateway issues
+//! credentials (`POST /v1/turn/keys/{key}/credentials/generate-ice-servers`) in the TURN REST API
+//! scheme, Debian's coturn (`turnserver --use-auth-secret`, started here with the key's secret)
+//! checks them, and coturn's own client (`turnutils_uclient`) allocates and relays with them over
+//! UDP and TCP. Expired and forged credentials are refused by coturn; the API's status codes are
+//! Calls'. `scripts/setup-coturn.sh` installs coturn; without it the coturn test fails.
+
+use std::net::{TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use whip_tests::Gateway;
+
+const KEY: &str = "k1";
+const SECRET: &str = "turn-key-secret-0123456789";
+
+/// A port free for both UDP and TCP on 127.0.0.1, below the ephemeral range.
+fn free_port() -> Result<u16> {
+    for _ in 0..200 {
+        let port = 10_000 + rand::random::<u16>() % 20_000;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    bail!("no free port")
+}
+
+struct Coturn {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Coturn {
+    fn start() -> Result<Coturn> {
+        let port = free_port()?;
+        let relay_low = 30_000 + (rand::random::<u16>() % 100) * 20;
+        let child = Command::new("turnserver")
+            .args([
+                "-n",
+                "--listening-ip=127.0.0.1",
+                &format!("--listening-port={port}"),
+                "--relay-ip=127.0.0.1",
+                "--use-auth-secret",
+                &format!("--static-auth-secret={SECRET}"),
+                "--realm=wish",
+                "--allow-loopback-peers",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                &format!("--min-port={relay_low}"),
+                &format!("--max-port={}", relay_low + 19),
+                "--log-file=stdout",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting coturn's turnserver (scripts/setup-coturn.sh)")?;
+        // It listens within a few milliseconds; a TCP connect says when.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Coturn { child, port });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("turnserver did not listen on {port}")
+    }
+
+    /// coturn's client, relaying to itself through an allocation (`-y`): (messages sent,
+    /// received, lost) or the error it printed.
+    fn uclient(&self, tcp: bool, username: &str, password: &str) -> Result<(u64, u64, u64)> {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["30", "turnutils_uclient"]);
+        if tcp {
+            cmd.arg("-t");
+        }
+        let out = cmd
+            .args(["-u", username, "-w", password, "-p", &self.port.to_string()])
+            .args([
+                "-y",
+                "-n",
+                "20",
+                "-m",
+                "1",
+                "-l",
+                "120",
+                "-z",
+                "5",
+                "127.0.0.1",
+            ])
+            .output()
+            .context("running turnutils_uclient")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if text.contains("Cannot complete Allocation") || text.contains("ERROR") {
+            bail!(
+                "uclient: {}",
+                text.lines()
+                    .filter(|l| l.contains("ERROR"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+        }
+        let number_after = |key: &str| -> Option<u64> {
+            text.lines()
+                .rev()
+                .find_map(|l| l.split(key).nth(1))
+                .and_then(|rest| {
+                    rest.trim_start_matches('=')
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()
+                })
+                .and_then(|n| n.parse().ok())
+        };
+        let sent = number_after("tot_send_msgs=").context("no tot_send_msgs")?;
+        let received = number_after("tot_recv_msgs=").context("no tot_recv_msgs")?;
+        let lost = number_after("Total lost packets ").context("no lost count")?;
+        Ok((sent, received, lost))
+    }
+}
+
+fn gateway() -> Result<Gateway> {
+    Gateway::start_with_args(&[
+        "--turn-key",
+        &format!("{KEY}:{SECRET}"),
+        "--turn-url",
+        "turn:127.0.0.1:3478?transport=udp",
+        "--turn-url",
+        "turn:127.0.0.1:3478?transport=tcp",
+    ])
+}
+
+async fn post(g: &Gateway, path: &str, token: Option<&str>, body: &str) -> Result<(u16, String)> {
+    let mut req = whip_tests::signaling::http_client()?
+        .post(format!("{}{path}", g.base_url()))
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.text().await?))
+}
+
+/// (username, credential) from `generate-ice-servers`.
+async fn generate(g: &Gateway, ttl: u64) -> Result<(String, String, Value)> {
+    let (status, body) = post(
+        g,
+        &format!("/v1/turn/keys/{KEY}/credentials/generate-ice-servers"),
+        Some(SECRET),
+        &format!("{{\"ttl\": {ttl}}}"),
+    )
+    .await?;
+    ensure!(status == 201, "generate-ice-servers: {status} {body}");
+    let v: Value = serde_json::from_str(&body)?;
+    let turn = v["iceServers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["username"].is_string()))
+        .context("no TURN entry")?;
+    Ok((
+        turn["username"].as_str().unwrap_or("").to_string(),
+        turn["credential"].as_str().unwrap_or("").to_string(),
+        v,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_turn_api_answers_as_calls_does() -> Result<()> {
+    let g = tokio::task::spawn_blocking(gateway).await??;
+    let path = format!("/v1/turn/keys/{KEY}/credentials/generate-ice-servers");
+    // Shape: a STUN entry (derived from the turn: URLs) and a TURN entry with credentials.
+    let (user, cred, v) = generate(&g, 600).await?;
+    let servers = v["iceServers"].as_array().context("iceServers array")?;
+    ensure!(servers.len() == 2, "{v}");
+    ensure!(
+        servers[0]["urls"] == serde_json::json!(["stun:127.0.0.1:3478"]),
+        "{v}"
+    );
+    ensure!(
+        servers[1]["urls"].as_array().is_some_and(|u| u.len() == 2),
+        "{v}"
+    );
+    ensure!(
+        user.contains(&format!(":{KEY}:")) && !cred.is_empty(),
+        "{v}"
+    );
+    // The older `generate`: one object.
+    let (status, body) = post(
+        &g,
+        &format!("/v1/turn/keys/{KEY}/credentials/generate"),
+        Some(SECRET),
+        "",
+    )
+    .await?;
+    ensure!(status == 201, "generate: {status} {body}");
+    let old: Value = serde_json::from_str(&body)?;
+    ensure!(
+        old["iceServers"]["username"].is_string() && old["iceServers"]["urls"].is_array(),
+        "{old}"
+    );
+    // Refusals.
+    for (token, key, body, want) in [
+        (None, KEY, "{}", 401),
+        (Some("wrong-token-wrong-token"), KEY, "{}", 401),
+        (Some(SECRET), "nope", "{}", 404),
+        (Some(SECRET), KEY, "{not json", 400),
+        (Some(SECRET), KEY, "{\"ttl\": 0}", 400),
+        (Some(SECRET), KEY, "{\"ttl\": 999999}", 400),
+    ] {
+        let p = path.replace(KEY, key);
+        let (status, text) = post(&g, &p, token, body).await?;
+        ensure!(
+            status == want,
+            "{key} {body} with {token:?}: {status} {text}, want {want}"
+        );
+    }
+    // Revoke: 204 for a username the key issued, 404 otherwise, 401 without the token.
+    let revoke = |u: &str| format!("/v1/turn/keys/{KEY}/credentials/{u}/revoke");
+    ensure!(post(&g, &revoke(&user), None, "").await?.0 == 401);
+    ensure!(post(&g, &revoke(&user), Some(SECRET), "").await?.0 == 204);
+    ensure!(post(&g, &revoke("someone-else"), Some(SECRET), "").await?.0 == 404);
+    // WHIP answers carry the TURN servers with fresh credentials.
+    let client = whip_tests::signaling::http_client()?;
+    let r = client
+        .request(reqwest::Method::OPTIONS, g.whip_url("turn"))
+        .send()
+        .await?;
+    let links: Vec<String> = r
+        .headers()
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    ensure!(
+        links
+            .iter()
+            .any(|l| l.starts_with("<turn:127.0.0.1:3478?transport=udp>")
+                && l.contains("username=\"")
+                && l.contains("credential=\"")),
+        "no TURN Link with credentials: {links:?}"
+    );
+    ensure!(
+        links.iter().any(|l| l.starts_with("<stun:127.0.0.1:3478>")),
+        "{links:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_relays_with_our_credentials_and_refuses_expired_ones() -> Result<()> {
+    let g = tokio::task::spawn_blocking(gateway).await??;
+    let coturn = Coturn::start()?;
+    let (user, cred, _) = generate(&g, 600).await?;
+    let (short_user, short_cred, _) = generate(&g, 1).await?;
+    let coturn = std::sync::Arc::new(coturn);
+    let c = coturn.clone();
+    let results = tokio::task::spawn_blocking(move || -> Result<_> {
+        let udp = c.uclient(false, &user, &cred)?;
+        let tcp = c.uclient(true, &user, &cred)?;
+        let forged = c.uclient(false, &user, "not-the-password");
+        std::thread::sleep(Duration::from_millis(2200));
+        let expired = c.uclient(false, &short_user, &short_cred);
+        Ok((udp, tcp, forged, expired))
+    })
+    .await??;
+    let (udp, tcp, forged, expired) = results;
+    println!("coturn with our credentials: UDP (sent, received, lost) {udp:?}, TCP {tcp:?}");
+    for (name, (sent, received, lost)) in [("UDP", udp), ("TCP", tcp)] {
+        ensure!(
+            sent >= 20 && received == sent && lost == 0,
+            "{name}: {sent} sent, {received} received, {lost} lost"
+        );
+    }
+    ensure!(
+        forged.is_err(),
+        "coturn accepted a wrong password: {forged:?}"
+    );
+    ensure!(
+        expired.is_err(),
+        "coturn accepted an expired credential: {expired:?}"
+    );
+    Ok(())
+}
+
+/// The `Link` headers of an OPTIONS on `url`, with `token` as bearer.
+async fn option_links(url: &str, token: Option<&str>) -> Result<Vec<String>> {
+    let mut req = whip_tests::signaling::http_client()?.request(reqwest::Method::OPTIONS, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await?;
+    Ok(r.headers()
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_go_only_to_clients_that_may_publish() -> Result<()> {
+    let g = tokio::task::spawn_blocking(|| {
+        Gateway::start_with_args(&[
+            "--publish-token",
+            "publish-token-0123",
+            "--turn-key",
+            &format!("{KEY}:{SECRET}"),
+            "--turn-url",
+            "turn:127.0.0.1:3478?transport=udp",
+        ])
+    })
+    .await??;
+    let has_turn = |links: &[String]| links.iter().any(|l| l.contains("credential=\""));
+    let anonymous = option_links(&g.whip_url("cam"), None).await?;
+    ensure!(
+        !has_turn(&anonymous),
+        "TURN credentials for anyone: {anonymous:?}"
+    );
+    let wrong = option_links(&g.whip_url("cam"), Some("not-a-token")).await?;
+    ensure!(
+        !has_turn(&wrong),
+        "TURN credentials for a wrong token: {wrong:?}"
+    );
+    let publisher = option_links(&g.whip_url("cam"), Some("publish-token-0123")).await?;
+    ensure!(
+        has_turn(&publisher),
+        "no TURN credentials for the publisher: {publisher:?}"
+    );
+    Ok(())
+}
