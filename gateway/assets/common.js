@@ -68,6 +68,19 @@ const gw = (() => {
     return servers;
   }
 
+  /**
+   * The RTCPeerConnection configuration for `endpoint`: its ICE servers, and with ?relay=1 in the
+   * page URL only relayed (TURN) paths — to check that a network that blocks UDP still works.
+   */
+  async function peerConfig(endpoint) {
+    const relayOnly = new URLSearchParams(location.search).get("relay") === "1";
+    return {
+      bundlePolicy: "max-bundle",
+      iceServers: await iceServers(endpoint),
+      iceTransportPolicy: relayOnly ? "relay" : "all",
+    };
+  }
+
   /** Resolves once ICE gathering is complete, or after maxMs, whichever comes first. */
   function waitIceGathering(pc, maxMs) {
     if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -171,6 +184,7 @@ const gw = (() => {
     withToken,
     waitIceGathering,
     iceServers,
+    peerConfig,
     retryAfterSeconds,
     postOffer,
     deleteSession,

@@ -1,0 +1,126 @@
+// Headless Chromium publishing and playing through TURN only (`?relay=1` on the gateway's pages:
+// `iceTransportPolicy: "relay"`), with the short-lived credentials the gateway puts in its WHIP/WHEP
+// `Link` headers, against Debian's coturn (started here with the TURN key's secret,
+// `use-auth-secret`). Once with the TURN URL over UDP, once over TCP only (a network that blocks
+// UDP): the selected candidate pair must be a relayed one, over that protocol, and frames must play.
+//
+//   scripts/setup-coturn.sh && scripts/setup-browser.sh && (cd whip-tests/browser && npm test)
+
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { CHROMIUM_BIN, Diagnostics, Gateway, gateways, launchChromium, waitFrames } from "./lib.mjs";
+
+const OVERALL_MS = 90_000;
+const SECRET = "turn-key-secret-browser-0123";
+const diag = new Diagnostics("turn test", OVERALL_MS);
+let context = null;
+let userDataDir = null;
+let coturn = null;
+
+function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function startCoturn() {
+  const port = await freeTcpPort();
+  const low = 30_000 + Math.floor(Math.random() * 100) * 20;
+  const proc = spawn("turnserver", ["-n", "--listening-ip=127.0.0.1", `--listening-port=${port}`,
+    "--relay-ip=127.0.0.1", "--use-auth-secret", `--static-auth-secret=${SECRET}`, "--realm=wish",
+    "--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls", `--min-port=${low}`,
+    `--max-port=${low + 19}`, "--log-file=stdout"], { stdio: "ignore" });
+  for (let i = 0; i < 100; i++) {
+    const up = await new Promise((r) => {
+      const c = net.connect(port, "127.0.0.1", () => { c.destroy(); r(true); });
+      c.on("error", () => r(false));
+    });
+    if (up) return { proc, port };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  proc.kill("SIGKILL");
+  throw new Error("turnserver did not listen");
+}
+
+/** The selected candidate pair's local candidate: { candidateType, relayProtocol }. */
+async function selectedLocal(page, which) {
+  return page.evaluate(async (w) => {
+    const stats = await window[w].pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) stats.forEach((s) => { if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") pair = s; });
+    const local = pair && stats.get(pair.localCandidateId);
+    return local ? { candidateType: local.candidateType, relayProtocol: local.relayProtocol } : null;
+  }, which);
+}
+
+function waitConnected(page, which, timeout) {
+  return page.waitForFunction(
+    (w) => window[w] && window[w].pc && window[w].pc.connectionState === "connected",
+    which, { timeout, polling: 200 });
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
+  coturn = await startCoturn();
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-turn-profile-"));
+  context = await launchChromium(userDataDir, diag.consoleLogs);
+}, { timeout: 25_000 });
+
+after(async () => {
+  diag.stop();
+  if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+  await Promise.all(gateways.map((g) => g.stop()));
+  if (coturn) coturn.proc.kill("SIGKILL");
+  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+}, { timeout: 15_000 });
+
+for (const transport of ["udp", "tcp"]) {
+  describe(`publish and play through TURN over ${transport.toUpperCase()} only`, { timeout: 40_000 }, () => {
+    let gw = null;
+    before(async () => {
+      gw = new Gateway(`turn-${transport}`, ["--turn-key", `k1:${SECRET}`,
+        "--turn-url", `turn:127.0.0.1:${coturn.port}?transport=${transport}`]);
+      await gw.start();
+    }, { timeout: 25_000 });
+    after(async () => {
+      for (const [label, page] of Object.entries(diag.pages)) {
+        await page.close().catch(() => {});
+        delete diag.pages[label];
+      }
+      await gw.stop();
+    }, { timeout: 10_000 });
+
+    it("relayed publish and play", async () => diag.run(`turn ${transport}`, async () => {
+      const stream = `turn${transport}`;
+      const pub = await context.newPage();
+      diag.watch(`publish-${transport}`, pub);
+      await pub.goto(`${gw.base}/publish/${stream}?relay=1`, { waitUntil: "load", timeout: 10_000 });
+      await waitConnected(pub, "whip", 20_000);
+      const viewer = await context.newPage();
+      diag.watch(`watch-${transport}`, viewer);
+      await viewer.goto(`${gw.base}/watch/${stream}?relay=1`, { waitUntil: "load", timeout: 10_000 });
+      await waitConnected(viewer, "whep", 20_000);
+      const frames = await waitFrames(viewer, 20, 15_000);
+      const pubLocal = await selectedLocal(pub, "whip");
+      const viewLocal = await selectedLocal(viewer, "whep");
+      console.log(`TURN ${transport}: publisher ${JSON.stringify(pubLocal)}, viewer ${JSON.stringify(viewLocal)}, ${JSON.stringify(frames)}`);
+      for (const [who, local] of [["publisher", pubLocal], ["viewer", viewLocal]]) {
+        assert.equal(local?.candidateType, "relay", `${who} is not relayed: ${JSON.stringify(local)}`);
+        assert.equal(local?.relayProtocol, transport, `${who} relays over ${local?.relayProtocol}`);
+      }
+    }));
+  });
+}
