@@ -28,7 +28,35 @@ pub const TARGETS: &[Target] = &[
     ("rtcp", rtcp),
     ("recording", recording),
     ("adapter_packet", adapter_packet),
+    ("turn_server", turn_server),
 ];
+
+/// The TURN service (`turn`): a datagram from a client and the same from a peer, into a server
+/// with one allocation's worth of state reachable only with credentials; nothing panics, and
+/// whatever goes out goes to the client that sent or to nobody (never to a peer unasked).
+pub fn turn_server(data: &[u8]) {
+    use gateway::turn::message::{Message, parse_channel_data};
+    use gateway::turn::server::{Output, TurnConfig, TurnServer};
+    if let Some(m) = Message::parse(data) {
+        let _ = (m.unknown_required(), m.get(0x0012).map(|v| m.xor_address(v)));
+    }
+    let _ = parse_channel_data(data);
+    let client: std::net::SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+    let mut s = TurnServer::new(TurnConfig {
+        allowed_peers: vec![("127.0.0.0".parse().expect("ip"), 8)],
+        ..TurnConfig::default()
+    });
+    let now = std::time::Instant::now();
+    s.handle_client(now, 1_000, client, data, &|_| Some("pw".to_string()));
+    s.handle_peer(now, "127.0.0.1:40000".parse().expect("addr"), "127.0.0.1:1".parse().expect("addr"), data);
+    s.handle_timeout(now);
+    while let Some(o) = s.poll_output() {
+        match o {
+            Output::ToClient { to, .. } => assert_eq!(to, client),
+            other => panic!("unauthenticated input made {other:?}"),
+        }
+    }
+}
 
 /// A WebSocket adapter's message from a service (`adapters::packet`): decoded or refused, and
 /// what decodes encodes back to a message that decodes the same.

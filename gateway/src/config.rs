@@ -130,6 +130,17 @@ pub struct Cli {
     /// `turn:turn.example.com:3478?transport=udp`.
     #[arg(long = "turn-url", env = "GATEWAY_TURN_URLS", value_delimiter = ',')]
     pub turn_urls: Vec<String>,
+    /// Serve TURN over UDP on this address (off by default; `[turn] listen_udp`).
+    #[arg(long, env = "GATEWAY_TURN_LISTEN")]
+    pub turn_listen: Option<SocketAddr>,
+    /// A network (CIDR) the TURN service may relay to (repeatable; default: this gateway's own
+    /// candidate addresses).
+    #[arg(
+        long = "turn-allowed-peer",
+        env = "GATEWAY_TURN_ALLOWED_PEERS",
+        value_delimiter = ','
+    )]
+    pub turn_allowed_peers: Vec<String>,
     /// Push metrics and session-setup spans over OTLP/HTTP to this receiver (base URL, e.g.
     /// `http://otel-collector:4318`). Off by default.
     #[arg(long, env = "GATEWAY_OTLP_ENDPOINT")]
@@ -319,6 +330,39 @@ pub struct TurnSettings {
     pub stun_urls: Vec<String>,
     /// Lifetime of the credentials put in WHIP/WHEP `Link` headers (seconds).
     pub link_ttl_secs: u64,
+    /// The gateway's own TURN service over UDP: where it listens (none: off).
+    pub listen_udp: Option<SocketAddr>,
+    /// The address relayed sockets bind (default: the listen address's, or the first candidate).
+    pub relay_ip: Option<IpAddr>,
+    /// Networks peers may be in, as CIDR (`10.0.0.0/8`); default: this gateway's candidates.
+    pub allowed_peers: Vec<String>,
+    pub max_allocations_per_user: usize,
+    pub max_allocations_per_source: usize,
+    pub max_allocations: usize,
+    /// Longest allocation lifetime granted (seconds).
+    pub max_lifetime_secs: u64,
+    /// Bytes per second one allocation may relay (0: unlimited).
+    pub bandwidth_bytes_per_sec: u64,
+}
+
+impl Config {
+    /// Where the TURN service listens, if it is on.
+    pub fn turn_listen(&self) -> Option<SocketAddr> {
+        self.turn.listen_udp
+    }
+}
+
+/// `a.b.c.d/n` or an address alone (a host).
+pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (ip, bits) = match s.split_once('/') {
+        Some((ip, bits)) => (ip.parse::<IpAddr>().ok()?, bits.parse::<u8>().ok()?),
+        None => {
+            let ip: IpAddr = s.parse().ok()?;
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some((ip, bits))
 }
 
 impl Default for TurnSettings {
@@ -328,6 +372,14 @@ impl Default for TurnSettings {
             urls: Vec::new(),
             stun_urls: Vec::new(),
             link_ttl_secs: 3600,
+            listen_udp: None,
+            relay_ip: None,
+            allowed_peers: Vec::new(),
+            max_allocations_per_user: 10,
+            max_allocations_per_source: 20,
+            max_allocations: 10_000,
+            max_lifetime_secs: 3600,
+            bandwidth_bytes_per_sec: 2_500_000,
         }
     }
 }
@@ -602,6 +654,10 @@ impl Config {
             });
         }
         self.turn.urls.extend(cli.turn_urls);
+        if let Some(l) = cli.turn_listen {
+            self.turn.listen_udp = Some(l);
+        }
+        self.turn.allowed_peers.extend(cli.turn_allowed_peers);
         for app in cli.apps {
             let (id, secret) = app
                 .split_once(':')
@@ -630,6 +686,21 @@ impl Config {
                     k.id
                 )));
             }
+        }
+        if let Some(p) = self
+            .turn
+            .allowed_peers
+            .iter()
+            .find(|p| parse_cidr(p).is_none())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "TURN allowed peer {p:?}: not an address or CIDR"
+            )));
+        }
+        if self.turn.listen_udp.is_some() && self.turn.keys.is_empty() {
+            return Err(ConfigError::Invalid(
+                "the TURN service needs a TURN key (its credentials are the only way in)".into(),
+            ));
         }
         if let Some(u) = self
             .turn

@@ -36,6 +36,7 @@ pub mod subscribe_trace;
 pub mod token_bucket;
 pub mod trace_context;
 pub mod track;
+pub mod turn;
 pub mod turn_credentials;
 pub mod udp;
 pub mod worker;

@@ -1,7 +1,7 @@
 //! One gateway node: the UDP shell, the media workers and the directory, started together and
 //! stopped together. The HTTP layer talks to the node only through `Node`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -256,6 +256,41 @@ impl Node {
                 queue,
                 shutdown.clone(),
             ));
+        }
+        if let Some(listen) = node.config.turn_listen() {
+            let t = &node.config.turn;
+            let candidates: Vec<IpAddr> = node.peers.candidates().iter().map(|c| c.ip()).collect();
+            let allowed = if t.allowed_peers.is_empty() {
+                candidates
+                    .iter()
+                    .map(|ip| (*ip, if ip.is_ipv4() { 32 } else { 128 }))
+                    .collect()
+            } else {
+                t.allowed_peers
+                    .iter()
+                    .filter_map(|p| crate::config::parse_cidr(p))
+                    .collect()
+            };
+            let relay_ip = t
+                .relay_ip
+                .or_else(|| (!listen.ip().is_unspecified()).then_some(listen.ip()))
+                .or_else(|| candidates.first().copied())
+                .ok_or("TURN: no relay address (set turn.relay_ip)")?;
+            let config = crate::turn::server::TurnConfig {
+                realm: "wish".into(),
+                allowed_peers: allowed,
+                max_allocations_per_user: t.max_allocations_per_user,
+                max_allocations_per_source: t.max_allocations_per_source,
+                max_allocations: t.max_allocations,
+                max_lifetime: std::time::Duration::from_secs(t.max_lifetime_secs.max(60)),
+                bandwidth_bytes_per_sec: t.bandwidth_bytes_per_sec,
+            };
+            let (_, task) =
+                crate::turn::shell::start(listen, relay_ip, config, node.clone(), shutdown.clone())
+                    .await?;
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
         }
         Ok(node)
     }

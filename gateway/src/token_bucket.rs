@@ -22,13 +22,27 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token at `now`; when there is none, how long until there is.
-    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+    fn refill(&mut self, now: Instant) {
         let elapsed = self
             .refilled
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
         self.refilled = Some(now);
+    }
+
+    /// Takes `n` tokens (bytes, for a bandwidth limit) at `now`, if there are that many.
+    pub fn take_n(&mut self, n: f64, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens < n {
+            return false;
+        }
+        self.tokens -= n;
+        true
+    }
+
+    /// Takes one token at `now`; when there is none, how long until there is.
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
         if self.tokens < 1.0 {
             return Err(Duration::from_secs_f64(
                 (1.0 - self.tokens) / self.per_second.max(f64::MIN_POSITIVE),

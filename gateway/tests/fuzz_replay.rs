@@ -59,6 +59,14 @@ fn write_seed_corpora() {
     let mut unknown = vec![0x18, 0x05, 0x25, 0, 0, 0, 0];
     unknown.extend(pcm.encode());
     put("adapter_packet", "unknown-fields", &unknown);
+    // TURN: an Allocate (what every client sends first) and a ChannelData message.
+    use gateway::turn::message::{Builder, Class, attr};
+    let allocate = Builder::new(gateway::turn::message::ALLOCATE, Class::Request, [3; 12])
+        .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        .attr(attr::LIFETIME, &600u32.to_be_bytes())
+        .finish();
+    put("turn_server", "allocate", &allocate);
+    put("turn_server", "channel-data", &gateway::turn::message::channel_data(0x4001, b"media"));
     let offers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../whip-tests/fixtures/offers");
     for name in [
         "obs30-h264.sdp",

@@ -1,14 +1,16 @@
 // Headless Chromium publishing and playing through TURN only (`?relay=1` on the gateway's pages:
 // `iceTransportPolicy: "relay"`), with the short-lived credentials the gateway puts in its WHIP/WHEP
-// `Link` headers, against Debian's coturn (started here with the TURN key's secret,
-// `use-auth-secret`). Once with the TURN URL over UDP, once over TCP only (a network that blocks
-// UDP): the selected candidate pair must be a relayed one, over that protocol, and frames must play.
+// `Link` headers: against Debian's coturn (started here with the TURN key's secret,
+// `use-auth-secret`) over UDP and over TCP only (a network that blocks UDP), and against the
+// gateway's own TURN service over UDP. The selected candidate pair must be a relayed one, over
+// that protocol, and frames must play.
 //
 //   scripts/setup-coturn.sh && scripts/setup-browser.sh && (cd whip-tests/browser && npm test)
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import dgram from "node:dgram";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -27,6 +29,17 @@ function freeTcpPort() {
     const s = net.createServer();
     s.once("error", reject);
     s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket("udp4");
+    s.once("error", reject);
+    s.bind(0, "127.0.0.1", () => {
       const { port } = s.address();
       s.close(() => resolve(port));
     });
@@ -87,12 +100,16 @@ after(async () => {
   if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
 }, { timeout: 15_000 });
 
-for (const transport of ["udp", "tcp"]) {
-  describe(`publish and play through TURN over ${transport.toUpperCase()} only`, { timeout: 40_000 }, () => {
+// coturn over UDP and over TCP, and the gateway's own TURN service (UDP).
+for (const [server, transport] of [["coturn", "udp"], ["coturn", "tcp"], ["gateway", "udp"]]) {
+  describe(`publish and play through ${server}'s TURN over ${transport.toUpperCase()} only`, { timeout: 40_000 }, () => {
     let gw = null;
     before(async () => {
-      gw = new Gateway(`turn-${transport}`, ["--turn-key", `k1:${SECRET}`,
-        "--turn-url", `turn:127.0.0.1:${coturn.port}?transport=${transport}`]);
+      const own = server === "gateway" ? await freeUdpPort() : null;
+      const port = own ?? coturn.port;
+      gw = new Gateway(`turn-${server}-${transport}`, ["--turn-key", `k1:${SECRET}`,
+        "--turn-url", `turn:127.0.0.1:${port}?transport=${transport}`,
+        ...(own ? ["--turn-listen", `127.0.0.1:${own}`] : [])]);
       await gw.start();
     }, { timeout: 25_000 });
     after(async () => {
@@ -103,8 +120,8 @@ for (const transport of ["udp", "tcp"]) {
       await gw.stop();
     }, { timeout: 10_000 });
 
-    it("relayed publish and play", async () => diag.run(`turn ${transport}`, async () => {
-      const stream = `turn${transport}`;
+    it("relayed publish and play", async () => diag.run(`turn ${server} ${transport}`, async () => {
+      const stream = `turn${server}${transport}`;
       const pub = await context.newPage();
       diag.watch(`publish-${transport}`, pub);
       await pub.goto(`${gw.base}/publish/${stream}?relay=1`, { waitUntil: "load", timeout: 10_000 });
@@ -116,7 +133,7 @@ for (const transport of ["udp", "tcp"]) {
       const frames = await waitFrames(viewer, 20, 15_000);
       const pubLocal = await selectedLocal(pub, "whip");
       const viewLocal = await selectedLocal(viewer, "whep");
-      console.log(`TURN ${transport}: publisher ${JSON.stringify(pubLocal)}, viewer ${JSON.stringify(viewLocal)}, ${JSON.stringify(frames)}`);
+      console.log(`TURN ${server} ${transport}: publisher ${JSON.stringify(pubLocal)}, viewer ${JSON.stringify(viewLocal)}, ${JSON.stringify(frames)}`);
       for (const [who, local] of [["publisher", pubLocal], ["viewer", viewLocal]]) {
         assert.equal(local?.candidateType, "relay", `${who} is not relayed: ${JSON.stringify(local)}`);
         assert.equal(local?.relayProtocol, transport, `${who} relays over ${local?.relayProtocol}`);

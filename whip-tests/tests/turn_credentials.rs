@@ -75,58 +75,68 @@ impl Coturn {
         }
         bail!("turnserver did not listen on {port}")
     }
+}
 
-    /// coturn's client, relaying to itself through an allocation (`-y`): (messages sent,
-    /// received, lost) or the error it printed.
-    fn uclient(&self, tcp: bool, username: &str, password: &str) -> Result<(u64, u64, u64)> {
-        let mut cmd = Command::new("timeout");
-        cmd.args(["30", "turnutils_uclient"]);
-        if tcp {
-            cmd.arg("-t");
-        }
-        let out = cmd
-            .args(["-u", username, "-w", password, "-p", &self.port.to_string()])
-            .args([
-                "-y",
-                "-n",
-                "20",
-                "-m",
-                "1",
-                "-l",
-                "120",
-                "-z",
-                "5",
-                "127.0.0.1",
-            ])
-            .output()
-            .context("running turnutils_uclient")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        if text.contains("Cannot complete Allocation") || text.contains("ERROR") {
-            bail!(
-                "uclient: {}",
-                text.lines()
-                    .filter(|l| l.contains("ERROR"))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            );
-        }
-        let number_after = |key: &str| -> Option<u64> {
+/// coturn's client against the TURN server on `port`, relaying to itself through an allocation
+/// (`-y`): (messages sent, received, lost), or the errors it printed.
+fn uclient(port: u16, tcp: bool, username: &str, password: &str) -> Result<(u64, u64, u64)> {
+    uclient_with(port, if tcp { &["-t"] } else { &[] }, username, password)
+}
+
+/// As [`uclient`], with more flags (`-t` TCP, `-s` Send indications instead of channels).
+fn uclient_with(
+    port: u16,
+    flags: &[&str],
+    username: &str,
+    password: &str,
+) -> Result<(u64, u64, u64)> {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["30", "turnutils_uclient"]);
+    cmd.args(flags);
+    let out = cmd
+        .args(["-u", username, "-w", password, "-p", &port.to_string()])
+        // -c: no RTCP allocation pair (EVEN-PORT's reservation, which browsers never ask for).
+        .args([
+            "-c",
+            "-y",
+            "-n",
+            "20",
+            "-m",
+            "1",
+            "-l",
+            "120",
+            "-z",
+            "5",
+            "127.0.0.1",
+        ])
+        .output()
+        .context("running turnutils_uclient")?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if text.contains("Cannot complete Allocation") || text.contains("ERROR") {
+        bail!(
+            "uclient: {}",
             text.lines()
-                .rev()
-                .find_map(|l| l.split(key).nth(1))
-                .and_then(|rest| {
-                    rest.trim_start_matches('=')
-                        .split(|c: char| !c.is_ascii_digit())
-                        .next()
-                })
-                .and_then(|n| n.parse().ok())
-        };
-        let sent = number_after("tot_send_msgs=").context("no tot_send_msgs")?;
-        let received = number_after("tot_recv_msgs=").context("no tot_recv_msgs")?;
-        let lost = number_after("Total lost packets ").context("no lost count")?;
-        Ok((sent, received, lost))
+                .filter(|l| l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
     }
+    let number_after = |key: &str| -> Option<u64> {
+        text.lines()
+            .rev()
+            .find_map(|l| l.split(key).nth(1))
+            .and_then(|rest| {
+                rest.trim_start_matches('=')
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+            })
+            .and_then(|n| n.parse().ok())
+    };
+    let sent = number_after("tot_send_msgs=").context("no tot_send_msgs")?;
+    let received = number_after("tot_recv_msgs=").context("no tot_recv_msgs")?;
+    let lost = number_after("Total lost packets ").context("no lost count")?;
+    Ok((sent, received, lost))
 }
 
 fn gateway() -> Result<Gateway> {
@@ -265,11 +275,11 @@ async fn coturn_relays_with_our_credentials_and_refuses_expired_ones() -> Result
     let coturn = std::sync::Arc::new(coturn);
     let c = coturn.clone();
     let results = tokio::task::spawn_blocking(move || -> Result<_> {
-        let udp = c.uclient(false, &user, &cred)?;
-        let tcp = c.uclient(true, &user, &cred)?;
-        let forged = c.uclient(false, &user, "not-the-password");
+        let udp = uclient(c.port, false, &user, &cred)?;
+        let tcp = uclient(c.port, true, &user, &cred)?;
+        let forged = uclient(c.port, false, &user, "not-the-password");
         std::thread::sleep(Duration::from_millis(2200));
-        let expired = c.uclient(false, &short_user, &short_cred);
+        let expired = uclient(c.port, false, &short_user, &short_cred);
         Ok((udp, tcp, forged, expired))
     })
     .await??;
@@ -334,6 +344,95 @@ async fn turn_credentials_go_only_to_clients_that_may_publish() -> Result<()> {
     ensure!(
         has_turn(&publisher),
         "no TURN credentials for the publisher: {publisher:?}"
+    );
+    Ok(())
+}
+
+/// The gateway's own TURN service, with coturn's client as the independent implementation:
+/// allocations with the API's credentials relay every message; wrong and expired credentials
+/// are refused; a peer outside the allowed networks is refused (403) and nothing is sent to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_turn_server_relays_for_coturns_client_and_refuses_strangers() -> Result<()> {
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let url = format!("turn:127.0.0.1:{port}?transport=udp");
+    let g = tokio::task::spawn_blocking(move || {
+        Gateway::start_with_args(&[
+            "--turn-key",
+            &format!("{KEY}:{SECRET}"),
+            "--turn-url",
+            &url,
+            "--turn-listen",
+            &listen,
+        ])
+    })
+    .await??;
+    let (user, cred, _) = generate(&g, 600).await?;
+    let (short_user, short_cred, _) = generate(&g, 1).await?;
+    let (relayed, by_send, forged, expired, outside) = tokio::task::spawn_blocking(move || {
+        let relayed = uclient(port, false, &user, &cred);
+        let by_send = uclient_with(port, &["-s"], &user, &cred);
+        let forged = uclient(port, false, &user, "not-the-password");
+        // A peer in a network nobody allowed: CreatePermission must fail.
+        let outside = Command::new("timeout")
+            .args([
+                "20",
+                "turnutils_uclient",
+                "-u",
+                &user,
+                "-w",
+                &cred,
+                "-p",
+                &port.to_string(),
+            ])
+            .args([
+                "-c",
+                "-e",
+                "10.255.255.1",
+                "-n",
+                "3",
+                "-m",
+                "1",
+                "127.0.0.1",
+            ])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            });
+        std::thread::sleep(Duration::from_millis(2200));
+        let expired = uclient(port, false, &short_user, &short_cred);
+        (relayed, by_send, forged, expired, outside)
+    })
+    .await?;
+    let (sent, received, lost) = relayed?;
+    println!(
+        "our TURN over UDP with coturn's client: sent {sent}, received {received}, lost {lost}"
+    );
+    ensure!(
+        sent >= 20 && received == sent && lost == 0,
+        "{sent} sent, {received} received, {lost} lost"
+    );
+    let (sent, received, lost) = by_send?;
+    ensure!(
+        sent >= 20 && received == sent && lost == 0,
+        "Send/Data indications: {sent} sent, {received} received, {lost} lost"
+    );
+    ensure!(forged.is_err(), "a wrong password was accepted: {forged:?}");
+    ensure!(
+        expired.is_err(),
+        "an expired credential was accepted: {expired:?}"
+    );
+    let outside = outside?;
+    ensure!(
+        outside.contains("403") || outside.contains("Forbidden"),
+        "a peer outside the allowed networks was not refused: {}",
+        outside
+            .lines()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     Ok(())
 }
