@@ -133,6 +133,9 @@ pub struct Cli {
     /// Serve TURN over UDP on this address (off by default; `[turn] listen_udp`).
     #[arg(long, env = "GATEWAY_TURN_LISTEN")]
     pub turn_listen: Option<SocketAddr>,
+    /// Serve TURN over TCP on this address too (`[turn] listen_tcp`).
+    #[arg(long, env = "GATEWAY_TURN_LISTEN_TCP")]
+    pub turn_listen_tcp: Option<SocketAddr>,
     /// A network (CIDR) the TURN service may relay to (repeatable; default: this gateway's own
     /// candidate addresses).
     #[arg(
@@ -332,6 +335,8 @@ pub struct TurnSettings {
     pub link_ttl_secs: u64,
     /// The gateway's own TURN service over UDP: where it listens (none: off).
     pub listen_udp: Option<SocketAddr>,
+    /// … and over TCP (RFC 8656 §3.1: the client's connection carries STUN and ChannelData).
+    pub listen_tcp: Option<SocketAddr>,
     /// The address relayed sockets bind (default: the listen address's, or the first candidate).
     pub relay_ip: Option<IpAddr>,
     /// Networks peers may be in, as CIDR (`10.0.0.0/8`); default: this gateway's candidates.
@@ -373,6 +378,7 @@ impl Default for TurnSettings {
             stun_urls: Vec::new(),
             link_ttl_secs: 3600,
             listen_udp: None,
+            listen_tcp: None,
             relay_ip: None,
             allowed_peers: Vec::new(),
             max_allocations_per_user: 10,
@@ -657,6 +663,9 @@ impl Config {
         if let Some(l) = cli.turn_listen {
             self.turn.listen_udp = Some(l);
         }
+        if let Some(l) = cli.turn_listen_tcp {
+            self.turn.listen_tcp = Some(l);
+        }
         self.turn.allowed_peers.extend(cli.turn_allowed_peers);
         for app in cli.apps {
             let (id, secret) = app
@@ -696,6 +705,11 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "TURN allowed peer {p:?}: not an address or CIDR"
             )));
+        }
+        if self.turn.listen_tcp.is_some() && self.turn.listen_udp.is_none() {
+            return Err(ConfigError::Invalid(
+                "turn.listen_tcp needs turn.listen_udp (the service runs on both)".into(),
+            ));
         }
         if self.turn.listen_udp.is_some() && self.turn.keys.is_empty() {
             return Err(ConfigError::Invalid(

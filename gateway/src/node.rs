@@ -285,9 +285,16 @@ impl Node {
                 max_lifetime: std::time::Duration::from_secs(t.max_lifetime_secs.max(60)),
                 bandwidth_bytes_per_sec: t.bandwidth_bytes_per_sec,
             };
-            let (_, task) =
-                crate::turn::shell::start(listen, relay_ip, config, node.clone(), shutdown.clone())
-                    .await?;
+            let tcp = node.config.turn.listen_tcp;
+            let (_, task) = crate::turn::shell::start(
+                listen,
+                tcp,
+                relay_ip,
+                config,
+                node.clone(),
+                shutdown.clone(),
+            )
+            .await?;
             tasks.spawn(async move {
                 let _ = task.await;
             });

@@ -66,7 +66,11 @@ fn write_seed_corpora() {
         .attr(attr::LIFETIME, &600u32.to_be_bytes())
         .finish();
     put("turn_server", "allocate", &allocate);
-    put("turn_server", "channel-data", &gateway::turn::message::channel_data(0x4001, b"media"));
+    put(
+        "turn_server",
+        "channel-data",
+        &gateway::turn::message::channel_data(0x4001, b"media"),
+    );
     let offers = Path::new(env!("CARGO_MANIFEST_DIR")).join("../whip-tests/fixtures/offers");
     for name in [
         "obs30-h264.sdp",

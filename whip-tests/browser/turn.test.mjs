@@ -2,7 +2,7 @@
 // `iceTransportPolicy: "relay"`), with the short-lived credentials the gateway puts in its WHIP/WHEP
 // `Link` headers: against Debian's coturn (started here with the TURN key's secret,
 // `use-auth-secret`) over UDP and over TCP only (a network that blocks UDP), and against the
-// gateway's own TURN service over UDP. The selected candidate pair must be a relayed one, over
+// gateway's own TURN service over UDP and over TCP only. The selected candidate pair must be a relayed one, over
 // that protocol, and frames must play.
 //
 //   scripts/setup-coturn.sh && scripts/setup-browser.sh && (cd whip-tests/browser && npm test)
@@ -35,15 +35,18 @@ function freeTcpPort() {
   });
 }
 
-function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket("udp4");
-    s.once("error", reject);
-    s.bind(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+/** A port free for TCP and for UDP on 127.0.0.1 (the gateway's TURN listens on both). */
+async function freeUdpPort() {
+  for (let i = 0; i < 50; i++) {
+    const port = await freeTcpPort();
+    const ok = await new Promise((resolve) => {
+      const s = dgram.createSocket("udp4");
+      s.once("error", () => resolve(false));
+      s.bind(port, "127.0.0.1", () => s.close(() => resolve(true)));
     });
-  });
+    if (ok) return port;
+  }
+  throw new Error("no port free for both TCP and UDP");
 }
 
 async function startCoturn() {
@@ -101,7 +104,7 @@ after(async () => {
 }, { timeout: 15_000 });
 
 // coturn over UDP and over TCP, and the gateway's own TURN service (UDP).
-for (const [server, transport] of [["coturn", "udp"], ["coturn", "tcp"], ["gateway", "udp"]]) {
+for (const [server, transport] of [["coturn", "udp"], ["coturn", "tcp"], ["gateway", "udp"], ["gateway", "tcp"]]) {
   describe(`publish and play through ${server}'s TURN over ${transport.toUpperCase()} only`, { timeout: 40_000 }, () => {
     let gw = null;
     before(async () => {
@@ -109,7 +112,7 @@ for (const [server, transport] of [["coturn", "udp"], ["coturn", "tcp"], ["gatew
       const port = own ?? coturn.port;
       gw = new Gateway(`turn-${server}-${transport}`, ["--turn-key", `k1:${SECRET}`,
         "--turn-url", `turn:127.0.0.1:${port}?transport=${transport}`,
-        ...(own ? ["--turn-listen", `127.0.0.1:${own}`] : [])]);
+        ...(own ? ["--turn-listen", `127.0.0.1:${own}`, "--turn-listen-tcp", `127.0.0.1:${own}`] : [])]);
       await gw.start();
     }, { timeout: 25_000 });
     after(async () => {

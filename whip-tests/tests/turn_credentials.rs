@@ -364,47 +364,51 @@ async fn our_turn_server_relays_for_coturns_client_and_refuses_strangers() -> Re
             &url,
             "--turn-listen",
             &listen,
+            "--turn-listen-tcp",
+            &listen,
         ])
     })
     .await??;
     let (user, cred, _) = generate(&g, 600).await?;
     let (short_user, short_cred, _) = generate(&g, 1).await?;
-    let (relayed, by_send, forged, expired, outside) = tokio::task::spawn_blocking(move || {
-        let relayed = uclient(port, false, &user, &cred);
-        let by_send = uclient_with(port, &["-s"], &user, &cred);
-        let forged = uclient(port, false, &user, "not-the-password");
-        // A peer in a network nobody allowed: CreatePermission must fail.
-        let outside = Command::new("timeout")
-            .args([
-                "20",
-                "turnutils_uclient",
-                "-u",
-                &user,
-                "-w",
-                &cred,
-                "-p",
-                &port.to_string(),
-            ])
-            .args([
-                "-c",
-                "-e",
-                "10.255.255.1",
-                "-n",
-                "3",
-                "-m",
-                "1",
-                "127.0.0.1",
-            ])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout).into_owned()
-                    + &String::from_utf8_lossy(&o.stderr)
-            });
-        std::thread::sleep(Duration::from_millis(2200));
-        let expired = uclient(port, false, &short_user, &short_cred);
-        (relayed, by_send, forged, expired, outside)
-    })
-    .await?;
+    let (relayed, by_send, over_tcp, forged, expired, outside) =
+        tokio::task::spawn_blocking(move || {
+            let relayed = uclient(port, false, &user, &cred);
+            let by_send = uclient_with(port, &["-s"], &user, &cred);
+            let over_tcp = uclient(port, true, &user, &cred);
+            let forged = uclient(port, false, &user, "not-the-password");
+            // A peer in a network nobody allowed: CreatePermission must fail.
+            let outside = Command::new("timeout")
+                .args([
+                    "20",
+                    "turnutils_uclient",
+                    "-u",
+                    &user,
+                    "-w",
+                    &cred,
+                    "-p",
+                    &port.to_string(),
+                ])
+                .args([
+                    "-c",
+                    "-e",
+                    "10.255.255.1",
+                    "-n",
+                    "3",
+                    "-m",
+                    "1",
+                    "127.0.0.1",
+                ])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr)
+                });
+            std::thread::sleep(Duration::from_millis(2200));
+            let expired = uclient(port, false, &short_user, &short_cred);
+            (relayed, by_send, over_tcp, forged, expired, outside)
+        })
+        .await?;
     let (sent, received, lost) = relayed?;
     println!(
         "our TURN over UDP with coturn's client: sent {sent}, received {received}, lost {lost}"
@@ -417,6 +421,11 @@ async fn our_turn_server_relays_for_coturns_client_and_refuses_strangers() -> Re
     ensure!(
         sent >= 20 && received == sent && lost == 0,
         "Send/Data indications: {sent} sent, {received} received, {lost} lost"
+    );
+    let (sent, received, lost) = over_tcp?;
+    ensure!(
+        sent >= 20 && received == sent && lost == 0,
+        "over TCP: {sent} sent, {received} received, {lost} lost"
     );
     ensure!(forged.is_err(), "a wrong password was accepted: {forged:?}");
     ensure!(

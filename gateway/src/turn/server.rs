@@ -634,6 +634,12 @@ impl TurnServer {
         self.out.push(Output::ToClient { to: client, bytes });
     }
 
+    /// The client's connection closed (TURN over TCP): its allocation goes with it.
+    pub fn client_gone(&mut self, client: SocketAddr) {
+        self.pending.remove(&client);
+        self.remove(client);
+    }
+
     fn remove(&mut self, client: SocketAddr) {
         if let Some(a) = self.allocations.remove(&client) {
             self.by_relayed.remove(&a.relayed);

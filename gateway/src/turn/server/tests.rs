@@ -262,7 +262,10 @@ fn networks_match_by_prefix_and_family() {
     assert!(in_network(ip("127.0.0.1"), (ip("127.0.0.1"), 32)));
     assert!(!in_network(ip("127.0.0.2"), (ip("127.0.0.1"), 32)));
     assert!(in_network(ip("8.8.8.8"), (ip("0.0.0.0"), 0)));
-    assert!(!in_network(ip("::ffff:10.1.0.1"), (ip("10.1.0.0"), 16)), "families do not mix");
+    assert!(
+        !in_network(ip("::ffff:10.1.0.1"), (ip("10.1.0.0"), 16)),
+        "families do not mix"
+    );
     assert!(in_network(ip("2001:db8::5"), (ip("2001:db8::"), 32)));
     assert!(!in_network(ip("10.1.0.1"), (ip("::"), 0)));
 }
