@@ -38,7 +38,10 @@ pub fn turn_server(data: &[u8]) {
     use gateway::turn::message::{Message, parse_channel_data};
     use gateway::turn::server::{Output, TurnConfig, TurnServer};
     if let Some(m) = Message::parse(data) {
-        let _ = (m.unknown_required(), m.get(0x0012).map(|v| m.xor_address(v)));
+        let _ = (
+            m.unknown_required(),
+            m.get(0x0012).map(|v| m.xor_address(v)),
+        );
     }
     let _ = parse_channel_data(data);
     let client: std::net::SocketAddr = "192.0.2.1:5000".parse().expect("addr");
@@ -48,7 +51,12 @@ pub fn turn_server(data: &[u8]) {
     });
     let now = std::time::Instant::now();
     s.handle_client(now, 1_000, client, data, &|_| Some("pw".to_string()));
-    s.handle_peer(now, "127.0.0.1:40000".parse().expect("addr"), "127.0.0.1:1".parse().expect("addr"), data);
+    s.handle_peer(
+        now,
+        "127.0.0.1:40000".parse().expect("addr"),
+        "127.0.0.1:1".parse().expect("addr"),
+        data,
+    );
     s.handle_timeout(now);
     while let Some(o) = s.poll_output() {
         match o {
