@@ -302,6 +302,14 @@ impl Node {
         Ok(node)
     }
 
+    /// TURN keys and revoked usernames, locked (a poisoned lock still holds valid data: every
+    /// change to it is one insert or one retain).
+    pub fn turn_credentials(
+        &self,
+    ) -> std::sync::MutexGuard<'_, crate::turn_credentials::TurnCredentials> {
+        self.turn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// This node in telemetry: its cluster node id, or its UDP address.
     pub fn instance_id(&self) -> String {
         match &self.cluster {

@@ -255,11 +255,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             instance: handle.stats().node_id,
         };
         let for_metrics = handle.clone();
-        let gather = std::sync::Arc::new(move || {
-            let mut e = relay::metrics::Exposition::new();
-            e.cluster(&for_metrics.stats());
-            e
-        });
+        let gather = std::sync::Arc::new(move || gather(&for_metrics));
         // Relays make no spans; the queue only satisfies the pusher.
         let (_spans, queue) = relay::shell::otlp_push::span_queue();
         tokio::spawn(relay::shell::otlp_push::run(
@@ -317,10 +313,16 @@ async fn healthz(State(app): State<App>) -> (axum::http::StatusCode, &'static st
     }
 }
 
+/// The relay's metrics, for `/metrics` and OTLP alike: its tree and links.
+fn gather(handle: &ClusterHandle) -> relay::metrics::Exposition {
+    let mut e = relay::metrics::Exposition::new();
+    e.cluster(&handle.stats());
+    e
+}
+
 /// Prometheus: the node's tree and link metrics (`relay::metrics`).
 async fn metrics(State(app): State<App>) -> impl axum::response::IntoResponse {
-    let mut e = relay::metrics::Exposition::new();
-    e.cluster(&app.handle.stats());
+    let e = gather(&app.handle);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -229,12 +229,23 @@ fn info() -> SubscribeOk {
     }
 }
 
-/// The origin's publisher: 200 packets/s, a keyframe every 100 packets.
+/// The origin's publisher: a keyframe every 100 packets.
+#[derive(Default)]
 struct Publisher {
     seq: u64,
+    /// Steps seen by `pace`.
+    step: u64,
 }
 
 impl Publisher {
+    /// One packet every fifth 1 ms step: 200 packets/s, a realistic video rate.
+    fn pace(&mut self, net: &mut Net) {
+        self.step += 1;
+        if self.step.is_multiple_of(5) {
+            self.tick(net);
+        }
+    }
+
     fn tick(&mut self, net: &mut Net) {
         let now = net.now;
         let Some(origin) = net.nodes.get_mut("origin") else {
@@ -277,7 +288,7 @@ fn cluster(edges: usize, loss: f64, seed: u64) -> Net {
 /// Run a publisher with `edges` edge gateways each subscribed; returns the net after `secs`.
 fn play(edges: usize, loss: f64, secs: u64, seed: u64) -> (Net, Publisher) {
     let mut net = cluster(edges, loss, seed);
-    let mut publisher = Publisher { seq: 0 };
+    let mut publisher = Publisher::default();
     // Half a second of publishing first, so edges join mid-GOP.
     net.run(Duration::from_millis(500), |n| publisher.tick(n));
     let now = net.now;
@@ -371,24 +382,18 @@ fn the_origin_hears_no_more_nacks_for_thirty_edges_than_for_one() {
     assert!(relays_30 > n30, "the relays absorbed the edges' NACKs");
 }
 
-#[test]
-fn viewers_resume_after_their_relay_dies() {
-    let mut net = cluster(3, 0.0, 3);
-    let mut publisher = Publisher { seq: 0 };
+/// Three edges subscribed after 300 ms of publishing and playing for a second since, the
+/// publisher at 200 packets/s: the net, the publisher, and edge-0's parent (a relay).
+fn three_edges_playing(seed: u64) -> (Net, Publisher, String) {
+    let mut net = cluster(3, 0.0, seed);
+    let mut publisher = Publisher::default();
     net.run(Duration::from_millis(300), |n| publisher.tick(n));
     let now = net.now;
     for i in 0..3 {
         net.node(&format!("edge-{i}")).subscribe(&track(), now);
     }
     net.pump();
-    // 200 packets/s, a realistic video rate.
-    let mut step = 0u64;
-    net.run(Duration::from_secs(1), |n| {
-        step += 1;
-        if step.is_multiple_of(5) {
-            publisher.tick(n)
-        }
-    });
+    net.run(Duration::from_secs(1), |n| publisher.pace(n));
     let parent = net.nodes["edge-0"]
         .parent_of(&track())
         .map(str::to_string)
@@ -397,6 +402,12 @@ fn viewers_resume_after_their_relay_dies() {
         parent.starts_with("relay-"),
         "edges hang below a relay, not the origin: {parent}"
     );
+    (net, publisher, parent)
+}
+
+#[test]
+fn viewers_resume_after_their_relay_dies() {
+    let (mut net, mut publisher, parent) = three_edges_playing(3);
     let before = net.delivered["edge-0"].len();
     let killed_at = publisher.seq;
     net.kill(&parent);
@@ -404,10 +415,7 @@ fn viewers_resume_after_their_relay_dies() {
     let mut resumed_after = None;
     let before_kill = net.delivered["edge-0"].len();
     net.run(Duration::from_secs(3), |n| {
-        step += 1;
-        if step.is_multiple_of(5) {
-            publisher.tick(n)
-        }
+        publisher.pace(n);
         if resumed_after.is_none() && n.delivered["edge-0"].len() > before_kill + 5 {
             resumed_after = Some(n.now.duration_since(killed_time));
         }
@@ -452,27 +460,8 @@ fn viewers_resume_after_their_relay_dies() {
 
 #[test]
 fn a_draining_relay_hands_its_children_over_without_a_gap() {
-    let mut net = cluster(3, 0.0, 5);
-    let mut publisher = Publisher { seq: 0 };
-    net.run(Duration::from_millis(300), |n| publisher.tick(n));
-    let now = net.now;
-    for i in 0..3 {
-        net.node(&format!("edge-{i}")).subscribe(&track(), now);
-    }
-    net.pump();
-    let mut step = 0u64;
-    let mut tick = |n: &mut Net| {
-        step += 1;
-        if step.is_multiple_of(5) {
-            publisher.tick(n)
-        }
-    };
-    net.run(Duration::from_secs(1), &mut tick);
-    let parent = net.nodes["edge-0"]
-        .parent_of(&track())
-        .map(str::to_string)
-        .expect("edge-0 has a parent");
-    assert!(parent.starts_with("relay-"), "{parent}");
+    let (mut net, mut publisher, parent) = three_edges_playing(5);
+    let mut tick = |n: &mut Net| publisher.pace(n);
     let below: Vec<String> = (0..3)
         .map(|i| format!("edge-{i}"))
         .filter(|e| net.nodes[e].parent_of(&track()) == Some(parent.as_str()))
@@ -529,7 +518,7 @@ fn a_draining_relay_hands_its_children_over_without_a_gap() {
 #[test]
 fn a_tree_is_pruned_after_its_viewers_leave() {
     let mut net = cluster(2, 0.0, 9);
-    let mut publisher = Publisher { seq: 0 };
+    let mut publisher = Publisher::default();
     let now = net.now;
     for i in 0..2 {
         net.node(&format!("edge-{i}")).subscribe(&track(), now);
@@ -621,7 +610,7 @@ fn a_full_relay_redirects_children_to_the_next_choice() {
     gateways.extend(edges.iter().map(String::as_str));
     net.set_members(&[(0, gateways), (1, vec!["relay-a", "relay-b"])]);
     net.node("origin").publish(info());
-    let mut publisher = Publisher { seq: 0 };
+    let mut publisher = Publisher::default();
     let now = net.now;
     for e in &edges {
         net.node(e).subscribe(&track(), now);

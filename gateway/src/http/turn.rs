@@ -37,7 +37,7 @@ pub fn unix_now() -> u64 {
 
 /// The key's secret must be the bearer token.
 fn authorised(node: &AppState, key_id: &str, headers: &HeaderMap) -> Result<(), Problem> {
-    let turn = node.turn.lock().unwrap_or_else(|p| p.into_inner());
+    let turn = node.turn_credentials();
     let Some(key) = turn.key(key_id) else {
         return Err(Problem::not_found("no such TURN key"));
     };
@@ -75,7 +75,7 @@ fn issue(
     if ttl == 0 || ttl > crate::turn_credentials::MAX_TTL_SECS {
         return Err(Problem::bad_request("ttl must be 1 to 172800 seconds"));
     }
-    let turn = node.turn.lock().unwrap_or_else(|p| p.into_inner());
+    let turn = node.turn_credentials();
     turn.issue(key_id, ttl, unix_now())
         .ok_or_else(|| Problem::not_found("no such TURN key"))
 }
@@ -122,7 +122,7 @@ pub async fn revoke(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     authorised(&node, &key_id, &headers)?;
-    let mut turn = node.turn.lock().unwrap_or_else(|p| p.into_inner());
+    let mut turn = node.turn_credentials();
     match turn.revoke(&key_id, &username, unix_now()) {
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(RevokeError::NotIssued) => Err(Problem::not_found("not a username this key issued")),
@@ -138,7 +138,7 @@ pub fn link_credentials(node: &crate::node::Node) -> Option<(Vec<String>, Creden
     if turn_cfg.urls.is_empty() {
         return None;
     }
-    let turn = node.turn.lock().unwrap_or_else(|p| p.into_inner());
+    let turn = node.turn_credentials();
     let c = turn.issue(&key.id, turn_cfg.link_ttl_secs.max(60), unix_now())?;
     Some((turn_cfg.urls.clone(), c))
 }

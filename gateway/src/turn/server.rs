@@ -6,7 +6,7 @@
 //! (403, so it is never an open relay), more allocations per username or per source address than
 //! configured (486), traffic over an allocation's bandwidth (dropped, counted).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -116,7 +116,7 @@ pub struct TurnServer {
     allocations: HashMap<SocketAddr, Allocation>,
     by_relayed: HashMap<SocketAddr, SocketAddr>,
     pending: HashMap<SocketAddr, Pending>,
-    out: Vec<Output>,
+    out: VecDeque<Output>,
     stats: TurnStats,
 }
 
@@ -149,7 +149,7 @@ impl TurnServer {
             allocations: HashMap::new(),
             by_relayed: HashMap::new(),
             pending: HashMap::new(),
-            out: Vec::new(),
+            out: VecDeque::new(),
             stats: TurnStats::default(),
         }
     }
@@ -162,11 +162,7 @@ impl TurnServer {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        if self.out.is_empty() {
-            None
-        } else {
-            Some(self.out.remove(0))
-        }
+        self.out.pop_front()
     }
 
     fn allowed(&self, peer: IpAddr) -> bool {
@@ -207,7 +203,7 @@ impl TurnServer {
     }
 
     fn reply(&mut self, to: SocketAddr, bytes: Vec<u8>) {
-        self.out.push(Output::ToClient { to, bytes });
+        self.out.push_back(Output::ToClient { to, bytes });
     }
 
     /// A datagram from a client to the listening socket.
@@ -391,7 +387,7 @@ impl TurnServer {
             },
         );
         let even = m.get(attr::EVEN_PORT).is_some();
-        self.out.push(Output::BindRelay { client: from, even });
+        self.out.push_back(Output::BindRelay { client: from, even });
     }
 
     fn allocate_success(&self, client: SocketAddr, txid: [u8; 12]) -> Vec<u8> {
@@ -418,7 +414,7 @@ impl TurnServer {
     ) {
         let Some(p) = self.pending.remove(&client) else {
             if let Ok(r) = relayed {
-                self.out.push(Output::CloseRelay { relayed: r });
+                self.out.push_back(Output::CloseRelay { relayed: r });
             }
             return;
         };
@@ -566,7 +562,25 @@ impl TurnServer {
         let (Some(peer), Some(data)) = (peer, m.get(attr::DATA)) else {
             return;
         };
-        let Some(a) = self.allocations.get_mut(&from) else {
+        self.relay_to_peer(now, from, peer, data);
+    }
+
+    fn channel_to_peer(&mut self, now: Instant, from: SocketAddr, channel: u16, data: &[u8]) {
+        let Some(a) = self.allocations.get(&from) else {
+            return;
+        };
+        let Some((peer, expires)) = a.channels.get(&channel).copied() else {
+            return;
+        };
+        if expires > now {
+            self.relay_to_peer(now, from, peer, data);
+        }
+    }
+
+    /// `client`'s data to `peer` from its relayed address, if it holds a permission for the
+    /// peer and the bandwidth allows.
+    fn relay_to_peer(&mut self, now: Instant, client: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        let Some(a) = self.allocations.get_mut(&client) else {
             return;
         };
         if a.permissions.get(&peer.ip()).is_none_or(|t| *t <= now) {
@@ -574,27 +588,7 @@ impl TurnServer {
         }
         if Self::admit(a, &mut self.stats, data.len(), now) {
             let from = a.relayed;
-            self.out.push(Output::ToPeer {
-                from,
-                to: peer,
-                bytes: data.to_vec(),
-            });
-        }
-    }
-
-    fn channel_to_peer(&mut self, now: Instant, from: SocketAddr, channel: u16, data: &[u8]) {
-        let Some(a) = self.allocations.get_mut(&from) else {
-            return;
-        };
-        let Some((peer, expires)) = a.channels.get(&channel).copied() else {
-            return;
-        };
-        if expires <= now || a.permissions.get(&peer.ip()).is_none_or(|t| *t <= now) {
-            return;
-        }
-        if Self::admit(a, &mut self.stats, data.len(), now) {
-            let from = a.relayed;
-            self.out.push(Output::ToPeer {
+            self.out.push_back(Output::ToPeer {
                 from,
                 to: peer,
                 bytes: data.to_vec(),
@@ -631,7 +625,7 @@ impl TurnServer {
                 .attr(attr::DATA, data)
                 .finish(),
         };
-        self.out.push(Output::ToClient { to: client, bytes });
+        self.out.push_back(Output::ToClient { to: client, bytes });
     }
 
     /// The client's connection closed (TURN over TCP): its allocation goes with it.
@@ -643,7 +637,8 @@ impl TurnServer {
     fn remove(&mut self, client: SocketAddr) {
         if let Some(a) = self.allocations.remove(&client) {
             self.by_relayed.remove(&a.relayed);
-            self.out.push(Output::CloseRelay { relayed: a.relayed });
+            self.out
+                .push_back(Output::CloseRelay { relayed: a.relayed });
         }
     }
 

@@ -85,22 +85,14 @@ async fn run(
             _ = shutdown.cancelled() => break,
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                let now_unix = crate::http::turn::unix_now();
-                let passwords = |u: &str| {
-                    node.turn.lock().unwrap_or_else(|p| p.into_inner()).password_for(u, now_unix)
-                };
-                server.handle_client(Instant::now(), now_unix, from, &buf[..n], &passwords);
+                from_client(&mut server, &node, from, &buf[..n]);
             }
             Some(event) = tcp_rx.recv() => match event {
                 TcpEvent::Open(addr, writer) => {
                     tcp_clients.insert(addr, writer);
                 }
                 TcpEvent::Message(from, bytes) => {
-                    let now_unix = crate::http::turn::unix_now();
-                    let passwords = |u: &str| {
-                        node.turn.lock().unwrap_or_else(|p| p.into_inner()).password_for(u, now_unix)
-                    };
-                    server.handle_client(Instant::now(), now_unix, from, &bytes, &passwords);
+                    from_client(&mut server, &node, from, &bytes);
                 }
                 TcpEvent::Closed(addr) => {
                     tcp_clients.remove(&addr);
@@ -157,6 +149,14 @@ async fn run(
     for (_, r) in relays {
         r.reader.abort();
     }
+}
+
+/// A client's message (a UDP datagram, or one framed off a TCP connection) into the server,
+/// checked against the credentials the API issued.
+fn from_client(server: &mut TurnServer, node: &Node, from: SocketAddr, bytes: &[u8]) {
+    let now_unix = crate::http::turn::unix_now();
+    let passwords = |u: &str| node.turn_credentials().password_for(u, now_unix);
+    server.handle_client(Instant::now(), now_unix, from, bytes, &passwords);
 }
 
 async fn bind_relay(
