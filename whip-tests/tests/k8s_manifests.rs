@@ -1436,16 +1436,7 @@ fn check(inputs: &Inputs) -> Vec<String> {
             Err(e) => r.bad(kpath, format!("not valid YAML: {e}")),
             Ok(docs) => {
                 let k = docs.into_iter().next().unwrap_or(Value::Null);
-                let listed: BTreeSet<String> = k
-                    .get("resources")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(|s| format!("k8s/{s}"))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let listed = listed_resources(&k, "k8s/");
                 let files: BTreeSet<String> = inputs.manifests().map(|(p, _)| p.clone()).collect();
                 for f in files.difference(&listed) {
                     r.bad(kpath, format!("does not list {f} under resources"));
@@ -2455,16 +2446,7 @@ fn check_monitoring(
             Err(e) => r.bad(&kpath, format!("not valid YAML: {e}")),
             Ok(docs) => {
                 let k = docs.into_iter().next().unwrap_or(Value::Null);
-                let listed: BTreeSet<String> = k
-                    .get("resources")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(|s| format!("{MONITORING}{s}"))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let listed = listed_resources(&k, MONITORING);
                 let files: BTreeSet<String> = inputs
                     .monitoring_manifests()
                     .map(|(p, _)| p.clone())
@@ -3244,4 +3226,18 @@ fn breaking_the_monitoring_kustomization_is_caught() {
     // The monitoring manifests are not part of `kubectl apply -k k8s/`, nor checked as if they were.
     let problems = check(&Inputs::load());
     assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// The `resources` a kustomization lists, as repository paths (`prefix` + each entry).
+fn listed_resources(kustomization: &Value, prefix: &str) -> BTreeSet<String> {
+    kustomization
+        .get("resources")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|s| format!("{prefix}{s}"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
