@@ -25,6 +25,13 @@ pub struct Cli {
     /// The one UDP address all WebRTC sessions share.
     #[arg(long, env = "GATEWAY_UDP_LISTEN")]
     pub udp_listen: Option<SocketAddr>,
+    /// ICE-TCP (RFC 6544): the TCP address for passive candidates. Default: the UDP listen
+    /// address (any free port if that one is taken).
+    #[arg(long, env = "GATEWAY_ICE_TCP_LISTEN")]
+    pub ice_tcp_listen: Option<SocketAddr>,
+    /// Offer no ICE-TCP candidates (clients then need UDP or TURN).
+    #[arg(long, env = "GATEWAY_NO_ICE_TCP")]
+    pub no_ice_tcp: bool,
     /// Host candidate addresses to advertise (repeatable). Default: every local interface address.
     #[arg(
         long = "candidate-ip",
@@ -281,6 +288,10 @@ pub struct Config {
     pub udp_gso: bool,
     /// Send many messages per syscall (Linux sendmmsg), gathered from the datagrams in place.
     pub udp_sendmmsg: bool,
+    /// Passive ICE-TCP candidates beside the UDP ones, for networks that block UDP.
+    pub ice_tcp: bool,
+    /// Their listen address; `None`: the UDP listen address.
+    pub ice_tcp_listen: Option<SocketAddr>,
     pub candidate_ips: Vec<IpAddr>,
     pub public_ips: Vec<IpAddr>,
     pub workers: usize,
@@ -461,6 +472,8 @@ impl Default for Config {
             udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
             udp_gso: true,
             udp_sendmmsg: true,
+            ice_tcp: true,
+            ice_tcp_listen: None,
             candidate_ips: Vec::new(),
             public_ips: Vec::new(),
             workers: 0,
@@ -537,6 +550,12 @@ impl Config {
         }
         if cli.no_udp_gso {
             self.udp_gso = false;
+        }
+        if let Some(a) = cli.ice_tcp_listen {
+            self.ice_tcp_listen = Some(a);
+        }
+        if cli.no_ice_tcp {
+            self.ice_tcp = false;
         }
         if let Some(e) = cli.otlp_endpoint {
             self.telemetry.otlp_endpoint = Some(e);

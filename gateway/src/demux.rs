@@ -31,7 +31,7 @@ pub struct Route {
 }
 
 /// Changes made by the control plane (new session, ICE restart, session gone).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum DemuxUpdate {
     /// STUN naming `ufrag` goes to `route` if it verifies with `pwd` (our ICE password for that
     /// ufrag). `failures` counts the session's forged STUN (shared with the registry, so the
@@ -45,6 +45,24 @@ pub enum DemuxUpdate {
     Remove {
         session: SessionId,
     },
+}
+
+/// Every routing table that must learn of each session: the UDP socket's and, when ICE-TCP is
+/// on, its listener's (each owns a `Demux`, so neither waits on a lock).
+#[derive(Debug, Clone, Default)]
+pub struct DemuxFeed(Vec<tokio::sync::mpsc::UnboundedSender<DemuxUpdate>>);
+
+impl DemuxFeed {
+    pub fn new(tables: Vec<tokio::sync::mpsc::UnboundedSender<DemuxUpdate>>) -> DemuxFeed {
+        DemuxFeed(tables)
+    }
+
+    pub fn send(&self, update: DemuxUpdate) {
+        for table in &self.0 {
+            // A table whose task has stopped (shutdown) needs no more updates.
+            let _ = table.send(update.clone());
+        }
+    }
 }
 
 /// What to do with a datagram.

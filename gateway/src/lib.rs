@@ -15,6 +15,7 @@ pub mod fmp4;
 pub mod gso;
 pub mod heap_trim;
 pub mod http;
+pub mod ice_tcp;
 pub mod ids;
 pub mod join_metrics;
 pub mod metrics;

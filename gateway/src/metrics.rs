@@ -47,7 +47,7 @@ pub fn gather(node: &Node) -> Exposition {
     for (name, help, value) in gauges {
         e.gauge(name, help, value as f64);
     }
-    let counters: [(&str, &str, u64); 23] = [
+    let mut counters: Vec<(&str, &str, u64)> = vec![
         (
             "gateway_udp_received_bytes_total",
             "UDP payload bytes received.",
@@ -164,6 +164,40 @@ pub fn gather(node: &Node) -> Exposition {
             s.channel_drops,
         ),
     ];
+    if let Some(t) = s.ice_tcp {
+        e.gauge(
+            "gateway_ice_tcp_connections",
+            "Open ICE-TCP connections.",
+            t.connections as f64,
+        );
+        counters.extend([
+            (
+                "gateway_ice_tcp_connections_accepted_total",
+                "ICE-TCP connections accepted.",
+                t.accepted,
+            ),
+            (
+                "gateway_ice_tcp_connections_refused_total",
+                "ICE-TCP connections closed over the cap or for proving no session in time.",
+                t.refused,
+            ),
+            (
+                "gateway_ice_tcp_frames_received_total",
+                "RFC 4571 frames received over ICE-TCP.",
+                t.frames_received,
+            ),
+            (
+                "gateway_ice_tcp_frames_sent_total",
+                "RFC 4571 frames queued to ICE-TCP clients.",
+                t.frames_sent,
+            ),
+            (
+                "gateway_ice_tcp_drops_total",
+                "ICE-TCP frames dropped: unrouted, forged STUN, or a full write queue.",
+                t.dropped,
+            ),
+        ]);
+    }
     for (name, help, value) in counters {
         e.counter(name, help, value);
     }

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Auth;
 use crate::cluster_bridge::{Bridge, BridgeRequest};
 use crate::config::Config;
-use crate::demux::{DemuxUpdate, Route};
+use crate::demux::{DemuxFeed, DemuxUpdate, Route};
+use crate::ice_tcp::IceTcp;
 use crate::ids::SessionId;
 use crate::peer::PeerFactory;
 use crate::recorder::{Recorder, RecorderRequest};
@@ -28,8 +29,10 @@ pub struct Node {
     pub registry: Arc<Registry>,
     pub peers: PeerFactory,
     pub udp: Arc<UdpShell>,
+    /// ICE-TCP's listener, when it is on.
+    pub ice_tcp: Option<Arc<IceTcp>>,
     workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
-    demux: mpsc::UnboundedSender<DemuxUpdate>,
+    demux: DemuxFeed,
     stats: Vec<Arc<WorkerStats>>,
     next_worker: AtomicUsize,
     /// Present when the node is part of a cluster.
@@ -102,6 +105,9 @@ pub struct NodeStats {
     /// STUN naming a live session's ufrag whose MESSAGE-INTEGRITY failed: dropped by the demux.
     pub stun_integrity_failures: u64,
     pub udp_send_errors: u64,
+    /// ICE-TCP connections and frames, when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ice_tcp: Option<crate::ice_tcp::IceTcpSnapshot>,
     /// Links, tree counters (NACKs answered/forwarded, keyframe requests) and tracks, in a cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<relay::shell::cluster::ClusterStats>,
@@ -129,12 +135,36 @@ impl Node {
         };
         let udp = UdpShell::bind(config.udp_listen, path)
             .map_err(|e| format!("cannot bind UDP {}: {e}", config.udp_listen))?;
-        let peers = PeerFactory::new(&config, udp.local_addr())?;
+        let mut peers = PeerFactory::new(&config, udp.local_addr())?;
+        let ice_tcp = match config.ice_tcp {
+            true => {
+                let explicit = config.ice_tcp_listen;
+                let addr = explicit.unwrap_or(config.udp_listen);
+                // The same port as UDP where it is free: one port for a firewall to open.
+                let addr = match addr.port() {
+                    0 => SocketAddr::new(addr.ip(), udp.local_addr().port()),
+                    _ => addr,
+                };
+                let (ice_tcp, listener) = IceTcp::bind(addr, explicit.is_none())
+                    .await
+                    .map_err(|e| format!("cannot bind ICE-TCP {addr}: {e}"))?;
+                peers = peers.with_ice_tcp(ice_tcp.local_addr().port());
+                Some((ice_tcp, listener))
+            }
+            false => None,
+        };
         let registry = Arc::new(Registry::with_limits(config.limits));
         let n = config.worker_count();
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..n).map(|_| mpsc::unbounded_channel()).unzip();
         let (demux_tx, demux_rx) = mpsc::unbounded_channel();
+        let mut demux_tables = vec![demux_tx];
+        let ice_tcp = ice_tcp.map(|(ice_tcp, listener)| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            demux_tables.push(tx);
+            (ice_tcp, listener, rx)
+        });
+        let demux_tx = DemuxFeed::new(demux_tables);
         let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::default()).collect();
         // The cluster bridge, if any, is one more peer of the workers, at index n.
         let mut peers_of_workers = senders.clone();
@@ -195,6 +225,7 @@ impl Node {
             peers: peers_of_workers,
             udp: udp.clone(),
             demux: demux_tx.clone(),
+            ice_tcp: ice_tcp.as_ref().map(|(t, _, _)| t.clone()),
             registry: registry.clone(),
             config: config.clone(),
             stats: stats.clone(),
@@ -210,6 +241,15 @@ impl Node {
             udp.clone()
                 .receive_loop(demux_rx, senders.clone(), shutdown.clone()),
         );
+        let ice_tcp = ice_tcp.map(|(ice_tcp, listener, rx)| {
+            tracing::info!(local = %ice_tcp.local_addr(), "ICE-TCP: passive candidates");
+            tasks.spawn(
+                ice_tcp
+                    .clone()
+                    .run(listener, rx, senders.clone(), shutdown.clone()),
+            );
+            ice_tcp
+        });
         tasks.spawn(crate::heap_trim::run(registry.clone(), shutdown.clone()));
         let turn = crate::turn_credentials::TurnCredentials::new(
             config
@@ -228,6 +268,7 @@ impl Node {
             registry,
             peers,
             udp,
+            ice_tcp,
             workers: senders,
             demux: demux_tx,
             stats,
@@ -347,7 +388,7 @@ impl Node {
         session: SessionId,
         failures: Arc<AtomicU64>,
     ) {
-        let _ = self.demux.send(DemuxUpdate::Ufrag {
+        self.demux.send(DemuxUpdate::Ufrag {
             ufrag: ice.ufrag,
             pwd: ice.pass,
             route: Route { worker, session },
@@ -391,6 +432,7 @@ impl Node {
             pending_sessions: self.registry.pending_count(),
             stun_integrity_failures: self.udp.forged.load(r),
             udp_send_errors: self.udp.send_errors.load(r),
+            ice_tcp: self.ice_tcp.as_ref().map(|t| t.snapshot()),
             cluster: self.cluster.as_ref().map(|c| c.handle.stats()),
         }
     }

@@ -14,6 +14,7 @@ use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::format::{Codec, CodecSpec, PayloadParams};
 use str0m::media::{MediaKind, Mid, Pt};
+use str0m::net::TcpType;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 use crate::config::Config;
@@ -48,6 +49,8 @@ pub struct PeerFactory {
     provider: Arc<CryptoProvider>,
     cert: DtlsCert,
     candidates: Vec<SocketAddr>,
+    /// The ICE-TCP listener's port: each candidate address gets a passive TCP candidate too.
+    ice_tcp_port: Option<u16>,
 }
 
 /// Largest offer m-line count we negotiate; real clients send 2 (3 with a data channel).
@@ -68,7 +71,14 @@ impl PeerFactory {
             provider: Arc::new(provider),
             cert,
             candidates,
+            ice_tcp_port: None,
         })
+    }
+
+    /// Offer passive ICE-TCP candidates on `port` (RFC 6544) beside the UDP ones.
+    pub fn with_ice_tcp(mut self, port: u16) -> Self {
+        self.ice_tcp_port = Some(port);
+        self
     }
 
     pub fn candidates(&self) -> &[SocketAddr] {
@@ -101,11 +111,30 @@ impl PeerFactory {
         })
     }
 
+    /// Every session's local candidates: a UDP host candidate per address, then (ICE-TCP) a
+    /// passive TCP one per address at str0m's lower TCP priority, so a client that can use UDP
+    /// does.
+    pub fn local_candidates(&self) -> Vec<Candidate> {
+        let udp = self
+            .candidates
+            .iter()
+            .filter_map(|a| Candidate::host(*a, "udp").ok());
+        let tcp = self.ice_tcp_port.iter().flat_map(|port| {
+            self.candidates.iter().filter_map(move |a| {
+                Candidate::builder()
+                    .tcp()
+                    .host(SocketAddr::new(a.ip(), *port))
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .ok()
+            })
+        });
+        udp.chain(tcp).collect()
+    }
+
     fn add_candidates(&self, rtc: &mut Rtc) {
-        for addr in &self.candidates {
-            if let Ok(c) = Candidate::host(*addr, "udp") {
-                rtc.add_local_candidate(c);
-            }
+        for c in self.local_candidates() {
+            rtc.add_local_candidate(c);
         }
     }
 

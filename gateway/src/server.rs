@@ -47,7 +47,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
         node.peers.candidates()
     );
     // Machine-readable line for scripts and tests that start the gateway on port 0.
-    println!("READY http={http_addr} udp={}", node.udp_addr());
+    match &node.ice_tcp {
+        Some(t) => println!(
+            "READY http={http_addr} udp={} ice_tcp={}",
+            node.udp_addr(),
+            t.local_addr()
+        ),
+        None => println!("READY http={http_addr} udp={}", node.udp_addr()),
+    }
     let app = http::router(node);
 
     match tls {

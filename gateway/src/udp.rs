@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
+use str0m::net::Protocol;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,8 @@ pub struct Datagram {
     pub destination: SocketAddr,
     pub data: Vec<u8>,
     pub at: Instant,
+    /// UDP, or TCP for a frame off an ICE-TCP connection (`ice_tcp`).
+    pub proto: Protocol,
 }
 
 /// How the shell may batch sends; both on by default, off for A/B measurements or a kernel that
@@ -336,6 +339,7 @@ impl UdpShell {
                             destination,
                             data: chunk.to_vec(),
                             at,
+                            proto: Protocol::Udp,
                         });
                     }
                 }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use relay::{MediaPacket, SharedPacket};
 
 use crate::config::Config;
-use crate::demux::{DemuxUpdate, Route};
+use crate::demux::{DemuxFeed, DemuxUpdate, Route};
 use crate::ids::{SessionId, TrackId};
 use crate::join_metrics::{JoinClock, JoinMetrics, RequestContext, Role};
 use crate::registry::{Registry, TrackInfo};
@@ -200,7 +200,9 @@ pub struct WorkerStats {
 pub struct WorkerCtx {
     pub peers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
     pub udp: Arc<UdpShell>,
-    pub demux: mpsc::UnboundedSender<DemuxUpdate>,
+    pub demux: DemuxFeed,
+    /// ICE-TCP connections (TCP transmits go there), when it is on.
+    pub ice_tcp: Option<Arc<crate::ice_tcp::IceTcp>>,
     pub registry: Arc<Registry>,
     pub config: Arc<Config>,
     pub stats: Vec<Arc<WorkerStats>>,
@@ -465,7 +467,7 @@ impl Worker {
                         worker: self.index,
                         session,
                     };
-                    let _ = self.ctx.demux.send(DemuxUpdate::Ufrag {
+                    self.ctx.demux.send(DemuxUpdate::Ufrag {
                         ufrag: l.ufrag.clone(),
                         pwd: l.pass.clone(),
                         route,
@@ -552,7 +554,7 @@ impl Worker {
         let input = Input::Receive(
             d.at,
             Receive {
-                proto: Protocol::Udp,
+                proto: d.proto,
                 source: d.source,
                 destination: d.destination,
                 contents,
@@ -1553,7 +1555,7 @@ impl Worker {
                 session: id,
             });
         }
-        let _ = self.ctx.demux.send(DemuxUpdate::Remove { session: id });
+        self.ctx.demux.send(DemuxUpdate::Remove { session: id });
         for info in &s.pushed {
             self.end_track(info.id, now);
         }
@@ -1594,7 +1596,14 @@ impl Worker {
         if self.out.is_empty() {
             return;
         }
-        let out = std::mem::take(&mut self.out);
+        let mut out = std::mem::take(&mut self.out);
+        // ICE-TCP sessions are few: one scan finds none in the common case.
+        if out.iter().any(|t| t.proto != Protocol::Udp) {
+            if let Some(tcp) = &self.ctx.ice_tcp {
+                tcp.send(out.iter());
+            }
+            out.retain(|t| t.proto == Protocol::Udp);
+        }
         self.ctx.udp.send_batch(&out).await;
         self.out = out;
         self.out.clear();
@@ -1645,11 +1654,11 @@ mod tests {
         let udp = UdpShell::bind(config.udp_listen, Default::default()).expect("bind");
         let peers = PeerFactory::new(&config, udp.local_addr()).expect("peers");
         let (tx, _rx) = mpsc::unbounded_channel();
-        let (demux, _demux_rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(WorkerCtx {
             peers: vec![tx],
             udp,
-            demux,
+            demux: DemuxFeed::default(),
+            ice_tcp: None,
             registry: Arc::new(Registry::default()),
             config: Arc::new(config),
             stats: vec![Arc::default()],

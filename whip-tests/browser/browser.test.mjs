@@ -16,8 +16,8 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { CHROMIUM_BIN, Diagnostics, Gateway, gateways, launchChromium, pageState, publishStats, waitFrames,
-  watchStats } from "./lib.mjs";
+import { CHROMIUM_BIN, Diagnostics, Gateway, gateways, launchChromium, pageState, publishStats, waitConnected,
+  waitFrames, watchStats } from "./lib.mjs";
 
 const STREAM = "browsertest";
 const OVERALL_MS = 75_000; // hard stop for the whole file (a normal run takes ~15 s)
@@ -47,12 +47,6 @@ async function closePages() {
     await page.close().catch(() => {});
     delete pages[label];
   }
-}
-
-function waitConnected(page, which, timeout) {
-  return page.waitForFunction(
-    (w) => window[w] && window[w].pc && window[w].pc.connectionState === "connected",
-    which, { timeout, polling: 200 });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -255,6 +255,13 @@ export class Gateway {
   }
 }
 
+/** Resolves once the page's WHIP or WHEP client (`which`: "whip" or "whep") is connected. */
+export function waitConnected(page, which, timeout) {
+  return page.waitForFunction(
+    (w) => window[w] && window[w].pc && window[w].pc.connectionState === "connected",
+    which, { timeout, polling: 200 });
+}
+
 /** Polls the watch page until it has decoded more than minFrames with a size, or the time is up. */
 export async function waitFrames(page, minFrames, ms) {
   const deadline = Date.now() + ms;

@@ -185,14 +185,8 @@ pub async fn patch(
 /// 200 to an ICE restart: our new credentials and candidates, and the new ETag.
 fn restarted(node: &Node, ufrag: &str, pwd: &str, etag: &str) -> Response {
     let mut body = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
-    for (i, addr) in node.peers.candidates().iter().enumerate() {
-        body.push_str(&format!(
-            "a=candidate:{} 1 udp {} {} {} typ host\r\n",
-            i + 1,
-            2_130_706_431u32.saturating_sub(i as u32),
-            addr.ip(),
-            addr.port()
-        ));
+    for c in node.peers.local_candidates() {
+        body.push_str(&format!("a={}\r\n", c.to_sdp_string()));
     }
     body.push_str("a=end-of-candidates\r\n");
     let mut r = (StatusCode::OK, body).into_response();
