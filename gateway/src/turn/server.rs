@@ -120,7 +120,8 @@ pub struct TurnServer {
     stats: TurnStats,
 }
 
-fn long_term_key(username: &str, realm: &str, password: &str) -> hmac::Key {
+/// RFC 8489 §9.2.2: the long-term credential key, MD5(username:realm:password), as an HMAC key.
+pub fn long_term_key(username: &str, realm: &str, password: &str) -> hmac::Key {
     let digest = Md5::digest(format!("{username}:{realm}:{password}").as_bytes());
     hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &digest)
 }
