@@ -69,10 +69,7 @@ struct Args {
 /// A TURN control connection: datagrams, or a byte stream framed as RFC 8656 §12.5 says.
 enum Conn {
     Udp(UdpSocket),
-    Stream {
-        io: Box<dyn Stream>,
-        buf: Vec<u8>,
-    },
+    Stream { io: Box<dyn Stream>, buf: Vec<u8> },
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -248,7 +245,8 @@ fn median_us(v: &mut [Duration]) -> f64 {
 
 fn p99_us(v: &mut [Duration]) -> f64 {
     v.sort();
-    v.get(v.len() * 99 / 100).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    v.get(v.len() * 99 / 100)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e6)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -274,26 +272,36 @@ async fn main() -> Result<()> {
     let payload = vec![0x5Au8; args.size];
     let pad = conn.is_stream();
     let (mut turn_rtt, mut direct_rtt) = (Vec::new(), Vec::new());
+    let (mut turn_lost, mut direct_lost) = (0usize, 0usize);
     let mut buf = vec![0u8; 65_536];
-    let wait = Duration::from_secs(2);
+    // A ping with no echo by then is lost (and a late echo would be taken for the next one's,
+    // so the wait is long against a round trip of well under a millisecond).
+    let wait = Duration::from_millis(200);
     for _block in 0..args.pings.div_ceil(200) {
         for _ in 0..200 {
             let t = Instant::now();
             conn.send(&channel_data(&payload, pad)).await?;
-            tokio::time::timeout(wait, conn.recv())
-                .await
-                .context("no echo through TURN")??;
-            turn_rtt.push(t.elapsed());
+            match tokio::time::timeout(wait, conn.recv()).await {
+                Ok(r) => {
+                    r?;
+                    turn_rtt.push(t.elapsed());
+                }
+                Err(_) => turn_lost += 1,
+            }
         }
         for _ in 0..200 {
             let t = Instant::now();
             direct.send(&payload).await?;
-            tokio::time::timeout(wait, direct.recv(&mut buf))
-                .await
-                .context("no direct echo")??;
-            direct_rtt.push(t.elapsed());
+            match tokio::time::timeout(wait, direct.recv(&mut buf)).await {
+                Ok(r) => {
+                    r?;
+                    direct_rtt.push(t.elapsed());
+                }
+                Err(_) => direct_lost += 1,
+            }
         }
     }
+    ensure!(!turn_rtt.is_empty(), "no echo came back through TURN");
 
     // Throughput: keep `window` round trips in flight.
     let pid = args.server_pid.map(|p| p.to_string());
@@ -327,6 +335,7 @@ async fn main() -> Result<()> {
         "transport": format!("{:?}", args.transport).to_lowercase(),
         "size": args.size,
         "pings": turn_rtt.len(),
+        "pings_lost": { "turn": turn_lost, "direct": direct_lost },
         "turn_rtt_p50_us": turn_p50,
         "turn_rtt_p99_us": p99_us(&mut turn_rtt),
         "direct_rtt_p50_us": direct_p50,
