@@ -315,6 +315,11 @@ impl Node {
             let relay_ip = t
                 .relay_ip
                 .or_else(|| (!listen.ip().is_unspecified()).then_some(listen.ip()))
+                // A local candidate: a 1:1 NAT's public address (advertised first) is not bindable.
+                .or_else(|| {
+                    let public = &node.config.public_ips;
+                    candidates.iter().find(|ip| !public.contains(ip)).copied()
+                })
                 .or_else(|| candidates.first().copied())
                 .ok_or("TURN: no relay address (set turn.relay_ip)")?;
             let config = crate::turn::server::TurnConfig {
