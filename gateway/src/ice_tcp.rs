@@ -10,8 +10,9 @@
 //! request from a new TCP source is a peer-reflexive candidate like any other.
 //!
 //! Hostile clients: at most `MAX_CONNECTIONS` at once; a connection that has not proved a
-//! session's ICE password within `VERIFY_WITHIN` is closed; a write queue that is full (a client
-//! that does not read) drops packets as UDP would, so a slow client never stalls a worker.
+//! session's ICE password within `VERIFY_WITHIN` is closed, and one that has is closed when its
+//! session ends; a write queue that is full (a client that does not read) drops packets as UDP
+//! would, so a slow client never stalls a worker.
 
 use std::collections::HashMap;
 use std::io;
@@ -27,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::demux::{Demux, DemuxUpdate, Dispatch};
+use crate::ids::SessionId;
 use crate::udp::{Datagram, normalise};
 use crate::worker::WorkerMsg;
 
@@ -143,6 +145,26 @@ impl IceTcp {
         }
     }
 
+    /// A routing update; a session that has ended takes its connections with it (a client that
+    /// keeps one open would otherwise hold it, and a slot under `MAX_CONNECTIONS`, for good).
+    fn apply(
+        &self,
+        demux: &mut Demux,
+        sessions: &mut HashMap<SessionId, Vec<SocketAddr>>,
+        update: DemuxUpdate,
+    ) {
+        if let DemuxUpdate::Remove { session } = &update
+            && let Some(conns) = sessions.remove(session)
+        {
+            let mut writers = self.lock();
+            for source in conns {
+                // Dropping its write queue ends the connection's task.
+                writers.remove(&source);
+            }
+        }
+        demux.apply(update);
+    }
+
     /// Accept connections and route their frames until `shutdown`.
     pub async fn run(
         self: Arc<Self>,
@@ -155,12 +177,14 @@ impl IceTcp {
         let mut demux = Demux::default();
         // Connections that have not yet proved a session's password, and since when.
         let mut unverified: HashMap<SocketAddr, Instant> = HashMap::new();
+        // The connections each session has proved, closed when the session ends.
+        let mut sessions: HashMap<SessionId, Vec<SocketAddr>> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 update = updates.recv() => match update {
-                    Some(u) => demux.apply(u),
+                    Some(u) => self.apply(&mut demux, &mut sessions, u),
                     None => break,
                 },
                 accepted = listener.accept() => {
@@ -181,13 +205,15 @@ impl IceTcp {
                     ConnEvent::Frame { source, destination, data } => {
                         // A new session's ufrag must be known before its first STUN is routed.
                         while let Ok(u) = updates.try_recv() {
-                            demux.apply(u);
+                            self.apply(&mut demux, &mut sessions, u);
                         }
                         self.stats.frames_received.fetch_add(1, Ordering::Relaxed);
                         let at = Instant::now();
                         match demux.route(at, source, &data) {
                             Dispatch::To(route) => {
-                                unverified.remove(&source);
+                                if unverified.remove(&source).is_some() {
+                                    sessions.entry(route.session).or_default().push(source);
+                                }
                                 let d = Datagram { session: route.session, source, destination, data, at, proto: Protocol::Tcp };
                                 if let Some(w) = workers.get(route.worker) {
                                     let _ = w.send(WorkerMsg::Datagrams(vec![d]));
@@ -201,6 +227,10 @@ impl IceTcp {
                     ConnEvent::Closed(source) => {
                         self.lock().remove(&source);
                         unverified.remove(&source);
+                        // Few sessions use TCP: a scan is cheaper than a second index.
+                        for conns in sessions.values_mut() {
+                            conns.retain(|a| *a != source);
+                        }
                     }
                 },
                 _ = tick.tick() => {

@@ -4,7 +4,8 @@
 //! answered on the same connection, with the connection's address as XOR-MAPPED-ADDRESS. What a
 //! hostile client sends is dropped and counted: forged STUN naming a live session, garbage in
 //! full-size frames, a connection that never proves a session (closed after 10 s). The other
-//! session on the node keeps being answered throughout.
+//! session on the node keeps being answered throughout. A session that ends closes its
+//! connections.
 //!
 //! Chromium publishing and playing over ICE-TCP alone: `whip-tests/browser/ice_tcp.test.mjs`.
 
@@ -26,6 +27,8 @@ struct Session {
     /// The offer's own ufrag (the second half of USERNAME).
     remote_ufrag: String,
     tcp: SocketAddr,
+    /// The WHIP resource, to end the session.
+    resource: whip_tests::signaling::Resource,
 }
 
 fn fixture(name: &str) -> Result<String> {
@@ -44,7 +47,7 @@ fn attribute<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
 async fn session(gw: &Gateway, stream: &str) -> Result<Session> {
     let offer = fixture("chrome-publish.sdp")?;
     let answer = post_offer(&http_client()?, &gw.whip_url(stream), None, &offer).await?;
-    let sdp = answer.sdp;
+    let (sdp, resource) = (answer.sdp, answer.resource);
     let tcp: Vec<&str> = sdp
         .lines()
         .filter(|l| l.starts_with("a=candidate:") && l.contains(" tcp "))
@@ -69,6 +72,7 @@ async fn session(gw: &Gateway, stream: &str) -> Result<Session> {
             .context("offer ufrag")?
             .into(),
         tcp: addr,
+        resource,
     })
 }
 
@@ -164,6 +168,22 @@ async fn a_check_signed_with_the_session_password_is_answered_over_tcp() -> Resu
     ensure!(count(&t, "frames_received") >= 3, "{t}");
     ensure!(count(&t, "frames_sent") >= 3, "{t}");
     ensure!(count(&t, "connections") == 1, "{t}");
+
+    // The session ends: its connection goes with it.
+    ensure!(s.resource.delete().await? == 200, "DELETE");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut b = [0u8; 64];
+        while let Ok(n) = conn.read(&mut b).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await;
+    ensure!(
+        closed.is_ok(),
+        "the ended session's connection is still open"
+    );
     Ok(())
 }
 
