@@ -132,7 +132,7 @@ pub fn demux(data: &[u8]) {
 
 /// The node-link control stream decoder, fed in pieces as a QUIC stream delivers it.
 pub fn link_control(data: &[u8]) {
-    let mut dec = relay::link::ControlDecoder::new();
+    let mut dec = relay_proto::link::ControlDecoder::new();
     let mut out = Vec::new();
     let cut = data.first().map_or(1, |b| usize::from(*b).max(1));
     for chunk in data.chunks(cut) {
@@ -146,7 +146,7 @@ pub fn link_control(data: &[u8]) {
 
 /// A node-link media datagram.
 pub fn link_datagram(data: &[u8]) {
-    if let Ok(d) = relay::link::decode_datagram(data, Instant::now()) {
+    if let Ok(d) = relay_proto::link::decode_datagram(data, Instant::now()) {
         let _ = d;
     }
 }
@@ -158,13 +158,13 @@ pub fn depacketize(data: &[u8]) {
         let mut a = Assembler::new(codec);
         let now = Instant::now();
         for (seq, len, payload) in length_prefixed(data) {
-            let p = relay::MediaPacket {
+            let p = relay_proto::MediaPacket {
                 seq,
                 rtp_time: seq / 3,
                 marker: len & 1 == 1,
                 pt: 96,
                 payload: payload.into(),
-                keyframe_start: relay::is_keyframe_start(relay::Codec::H264, payload),
+                keyframe_start: relay_proto::is_keyframe_start(relay_proto::Codec::H264, payload),
                 received: now,
             };
             let units = a.push(&p);
@@ -176,11 +176,13 @@ pub fn depacketize(data: &[u8]) {
         }
         let _ = a.parameter_sets();
     }
-    let mut inspector = relay::H264Inspector::new();
+    let mut inspector = relay_proto::H264Inspector::new();
     for (i, chunk) in data.chunks(64).enumerate() {
         inspector.push(i as u64, chunk);
     }
-    let units = relay::aggregation_units(data).take(data.len() + 1).count();
+    let units = relay_proto::aggregation_units(data)
+        .take(data.len() + 1)
+        .count();
     assert!(units <= data.len());
 }
 
@@ -216,7 +218,7 @@ pub fn recording(data: &[u8]) {
     let mut packets = 0u64;
     for (seq, len, payload) in length_prefixed(data) {
         packets = seq + 1;
-        let p = relay::MediaPacket {
+        let p = relay_proto::MediaPacket {
             seq,
             rtp_time: seq / 2,
             marker: len & 1 == 1,
@@ -404,17 +406,17 @@ pub fn trickle_candidates(data: &[u8]) {
 /// detection for each codec, H264 parameter-set detection, the codec name from SDP, and the
 /// STAP-A of parameter sets rebuilt from what the inspector kept.
 pub fn keyframe(data: &[u8]) {
-    use relay::Codec::{self, *};
+    use relay_proto::Codec::{self, *};
     for codec in [H264, H265, Vp8, Vp9, Av1, Opus, Other] {
-        let _ = relay::is_keyframe_start(codec, data);
+        let _ = relay_proto::is_keyframe_start(codec, data);
     }
-    let _ = relay::h264_parameter_sets(data);
+    let _ = relay_proto::h264_parameter_sets(data);
     let _ = Codec::from_name(&String::from_utf8_lossy(data));
     let (sps, pps) = data.split_at(data.len() / 2);
-    if let Some(stap) = relay::h264_parameter_sets_stap_a(sps, pps) {
+    if let Some(stap) = relay_proto::h264_parameter_sets_stap_a(sps, pps) {
         assert!(stap.len() <= data.len() + 5);
-        let _ = relay::h264_parameter_sets(&stap);
-        assert!(relay::aggregation_units(&stap[1..]).count() <= 2);
+        let _ = relay_proto::h264_parameter_sets(&stap);
+        assert!(relay_proto::aggregation_units(&stap[1..]).count() <= 2);
     }
 }
 

@@ -12,9 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay::KeyframeCache;
-use relay::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
-use relay::shell::cluster::{ClusterHandle, Event, Local};
+use relay_proto::KeyframeCache;
+use relay_proto::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
+use relay_shell::cluster::{ClusterHandle, Event, Local};
 use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, MediaKind, Mid};
 use tokio::sync::{mpsc, oneshot};
@@ -25,7 +25,7 @@ use crate::ids::{SessionId, TrackId};
 use crate::registry::{Registry, TrackInfo};
 use crate::subscribe_trace::SubscribeTrace;
 use crate::worker::WorkerMsg;
-use relay::shell::otlp_push::SpanSink;
+use relay_shell::otlp_push::SpanSink;
 
 /// How long a WHEP request waits for the cluster to find a stream and its codecs.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -61,7 +61,7 @@ struct Remote {
     keyframes: KeyframeCache,
     /// H264: the parameter sets seen in what the tree delivered, handed to each later worker
     /// ahead of the cached run (which may start at a keyframe sent without them).
-    h264: Option<relay::H264Inspector>,
+    h264: Option<relay_proto::H264Inspector>,
 }
 
 struct PendingResolve {
@@ -97,19 +97,19 @@ fn session_bytes(id: SessionId) -> [u8; 16] {
     id.to_bytes()
 }
 
-fn wire_codec(codec: Codec) -> relay::Codec {
-    relay::Codec::from_name(&codec.to_string())
+fn wire_codec(codec: Codec) -> relay_proto::Codec {
+    relay_proto::Codec::from_name(&codec.to_string())
 }
 
-fn str0m_codec(codec: relay::Codec) -> Option<Codec> {
+fn str0m_codec(codec: relay_proto::Codec) -> Option<Codec> {
     Some(match codec {
-        relay::Codec::H264 => Codec::H264,
-        relay::Codec::H265 => Codec::H265,
-        relay::Codec::Vp8 => Codec::Vp8,
-        relay::Codec::Vp9 => Codec::Vp9,
-        relay::Codec::Av1 => Codec::Av1,
-        relay::Codec::Opus => Codec::Opus,
-        relay::Codec::Other => return None,
+        relay_proto::Codec::H264 => Codec::H264,
+        relay_proto::Codec::H265 => Codec::H265,
+        relay_proto::Codec::Vp8 => Codec::Vp8,
+        relay_proto::Codec::Vp9 => Codec::Vp9,
+        relay_proto::Codec::Av1 => Codec::Av1,
+        relay_proto::Codec::Opus => Codec::Opus,
+        relay_proto::Codec::Other => return None,
     })
 }
 
@@ -515,7 +515,8 @@ impl Bridge {
                     info,
                     workers: HashSet::new(),
                     keyframes: KeyframeCache::new(KEYFRAME_CACHE_BYTES),
-                    h264: (ok.codec == relay::Codec::H264).then(relay::H264Inspector::new),
+                    h264: (ok.codec == relay_proto::Codec::H264)
+                        .then(relay_proto::H264Inspector::new),
                 },
             );
         }
@@ -586,8 +587,8 @@ pub async fn start_cluster(
     settings: &crate::config::ClusterSettings,
     shutdown: CancellationToken,
 ) -> Result<(ClusterHandle, mpsc::UnboundedReceiver<Event>, String), String> {
-    use relay::shell::cluster::ClusterConfig;
-    use relay::shell::cluster_tls::{ClusterIdentity, LinkTiming};
+    use relay_shell::cluster::ClusterConfig;
+    use relay_shell::cluster_tls::{ClusterIdentity, LinkTiming};
     let identity = ClusterIdentity::load(&settings.cert, &settings.key)?;
     let node_id = settings
         .node_id
@@ -609,14 +610,14 @@ pub async fn start_cluster(
         dns_refresh: Duration::from_millis(settings.dns_refresh_ms),
         timing: LinkTiming::default(),
         tree: {
-            let mut tree = relay::tree::TreeConfig::new(node_id.clone(), 0);
+            let mut tree = relay_proto::tree::TreeConfig::new(node_id.clone(), 0);
             tree.prune_grace = Duration::from_millis(settings.prune_grace_ms);
             tree
         },
         drop_datagrams: settings.test_drop_datagrams,
         drop_seed: 1,
     };
-    let (handle, events) = relay::shell::cluster::start(config, shutdown).await?;
+    let (handle, events) = relay_shell::cluster::start(config, shutdown).await?;
     tracing::info!(%node_id, listen = %settings.listen, "joined the cluster");
     Ok((handle, events, node_id))
 }
@@ -629,7 +630,7 @@ mod tests {
 
     /// An edge node's bridge with two workers and one remote track of `codec`, ready.
     fn edge(
-        codec: relay::Codec,
+        codec: relay_proto::Codec,
     ) -> (
         Bridge,
         Rx<Local>,
@@ -668,8 +669,8 @@ mod tests {
         (bridge, cluster_rx, rx0, rx1, key, info)
     }
 
-    fn packet(seq: u64, keyframe_start: bool) -> relay::SharedPacket {
-        Arc::new(relay::MediaPacket {
+    fn packet(seq: u64, keyframe_start: bool) -> relay_proto::SharedPacket {
+        Arc::new(relay_proto::MediaPacket {
             seq,
             rtp_time: seq / 3,
             marker: seq % 3 == 2,
@@ -685,7 +686,8 @@ mod tests {
     /// and the first worker none again.
     #[test]
     fn a_second_worker_gets_one_keyframe_run_and_the_first_none() {
-        let (mut bridge, mut cluster_rx, mut rx0, mut rx1, key, info) = edge(relay::Codec::Vp8);
+        let (mut bridge, mut cluster_rx, mut rx0, mut rx1, key, info) =
+            edge(relay_proto::Codec::Vp8);
         let subscribes = |rx: &mut mpsc::UnboundedReceiver<Local>| {
             std::iter::from_fn(|| rx.try_recv().ok())
                 .filter(|l| matches!(l, Local::Subscribe(_)))
@@ -734,7 +736,7 @@ mod tests {
     /// SPS/PPS is handed them before the cached run (it never saw them in-band).
     #[test]
     fn a_later_worker_gets_the_parameter_sets_first() {
-        let (mut bridge, _cluster_rx, _rx0, mut rx1, key, info) = edge(relay::Codec::H264);
+        let (mut bridge, _cluster_rx, _rx0, mut rx1, key, info) = edge(relay_proto::Codec::H264);
         bridge.on_worker(WorkerMsg::Subscribe {
             track: info.clone(),
             worker: 0,
@@ -744,7 +746,7 @@ mod tests {
         ];
         let at = std::time::Instant::now();
         let pkt = |seq: u64, payload: Vec<u8>, keyframe_start: bool| {
-            Arc::new(relay::MediaPacket {
+            Arc::new(relay_proto::MediaPacket {
                 seq,
                 rtp_time: seq * 3000,
                 marker: true,

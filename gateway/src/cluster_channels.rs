@@ -1,5 +1,5 @@
 //! Data channels across the cluster, the bridge's part: a channel published here becomes a data
-//! track of the per-track trees (`relay::data_track`) and is listed in the directory under its
+//! track of the per-track trees (`relay_proto::data_track`) and is listed in the directory under its
 //! session (`session:{id}`, beside the WHIP stream names); a session here that subscribes to a
 //! channel published on another gateway finds it there, and the bridge subscribes to its track,
 //! reassembles its messages and hands them to the subscribers' workers — standing in for the
@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay::data_track::{DataTrackParams, Fragmenter, channel_of_key_name, data_key_name};
-use relay::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
-use relay::shell::cluster::{ClusterHandle, Local};
-use relay::{Reassembly, ReassemblyLimits, SharedPacket};
+use relay_proto::data_track::{DataTrackParams, Fragmenter, channel_of_key_name, data_key_name};
+use relay_proto::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
+use relay_proto::{Reassembly, ReassemblyLimits, SharedPacket};
+use relay_shell::cluster::{ClusterHandle, Local};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::data_channel::Subscriber;
@@ -125,7 +125,7 @@ impl ClusterChannels {
     ) {
         let key = self.key(publisher, &name);
         let names = self.listed.entry(publisher).or_default();
-        if names.len() >= relay::link::MAX_STREAM_TRACKS {
+        if names.len() >= relay_proto::link::MAX_STREAM_TRACKS {
             // The directory lists this many per session; the channel stays local to this node.
             tracing::warn!(session = %publisher, %name, "too many data channels to list in the cluster");
             return;

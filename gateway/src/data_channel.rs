@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay::data_track::DataTrackParams;
+use relay_proto::data_track::DataTrackParams;
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
 
 use crate::ids::SessionId;

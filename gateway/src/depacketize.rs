@@ -19,7 +19,7 @@ pub(crate) use av1::leb128;
 
 use std::time::Instant;
 
-use relay::MediaPacket;
+use relay_proto::MediaPacket;
 
 /// One picture (an H264/H265 access unit, an AV1 temporal unit), ready to be an MP4 sample.
 #[derive(Debug, Clone)]
@@ -172,7 +172,7 @@ pub(crate) mod test_support {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use relay::MediaPacket;
+    use relay_proto::MediaPacket;
 
     pub fn pkt(seq: u64, ts: u64, marker: bool, payload: &[u8]) -> MediaPacket {
         MediaPacket {

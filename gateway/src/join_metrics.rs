@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use relay::histogram::{Histogram, HistogramSnapshot, JOIN_BUCKETS};
+use relay_proto::histogram::{Histogram, HistogramSnapshot, JOIN_BUCKETS};
 
 use crate::trace_context::TraceParent;
 

@@ -1,10 +1,10 @@
 //! The gateway's Prometheus metrics (`GET /metrics`): the node's counters and gauges as
 //! `/v1/stats` has them, per-stream viewers for the busiest streams only (label cardinality stays
 //! bounded however many streams there are; no session id is ever a label), and, in a cluster,
-//! the tree's and links' metrics (`relay::metrics`). Names follow Prometheus' conventions:
+//! the tree's and links' metrics (`relay_proto::metrics`). Names follow Prometheus' conventions:
 //! `_total` counters, base units.
 
-use relay::metrics::{Exposition, Kind};
+use relay_proto::metrics::{Exposition, Kind};
 
 use crate::join_metrics::{PHASES, Role};
 use crate::node::Node;
@@ -240,7 +240,7 @@ pub fn gather(node: &Node) -> Exposition {
         }),
     );
     if let Some(cluster) = &s.cluster {
-        e.cluster(cluster);
+        relay_shell::cluster_metrics::write(&mut e, cluster);
     }
     e
 }

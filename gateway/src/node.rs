@@ -53,7 +53,7 @@ pub struct Cluster {
     pub bridge: mpsc::UnboundedSender<BridgeRequest>,
     /// The bridge's index among the workers' peers (where worker messages for it go).
     pub bridge_peer: usize,
-    pub handle: relay::shell::cluster::ClusterHandle,
+    pub handle: relay_shell::cluster::ClusterHandle,
     /// Remote streams as last found (`remote_streams`), shared with the bridge.
     pub remote_streams: crate::remote_streams::RemoteStreams,
 }
@@ -110,7 +110,7 @@ pub struct NodeStats {
     pub ice_tcp: Option<crate::ice_tcp::IceTcpSnapshot>,
     /// Links, tree counters (NACKs answered/forwarded, keyframe requests) and tracks, in a cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<relay::shell::cluster::ClusterStats>,
+    pub cluster: Option<relay_shell::cluster::ClusterStats>,
 }
 
 impl Node {
@@ -124,10 +124,10 @@ impl Node {
         // Spans are made by the workers and the bridge, pushed with the metrics (OTLP).
         let (spans, span_queue) = match &config.telemetry.otlp_endpoint {
             Some(_) => {
-                let (sink, queue) = relay::shell::otlp_push::span_queue();
+                let (sink, queue) = relay_shell::otlp_push::span_queue();
                 (sink, Some(queue))
             }
-            None => (relay::shell::otlp_push::SpanSink::disabled(), None),
+            None => (relay_shell::otlp_push::SpanSink::disabled(), None),
         };
         let path = crate::udp::SendPath {
             gso: config.udp_gso,
@@ -283,7 +283,7 @@ impl Node {
         if let (Some(queue), Some(endpoint)) =
             (span_queue, node.config.telemetry.otlp_endpoint.clone())
         {
-            let otlp = relay::shell::otlp_push::OtlpConfig {
+            let otlp = relay_shell::otlp_push::OtlpConfig {
                 endpoint,
                 interval: std::time::Duration::from_millis(node.config.telemetry.otlp_interval_ms),
                 service: node.config.telemetry.service_name.clone(),
@@ -291,7 +291,7 @@ impl Node {
             };
             let for_metrics = node.clone();
             let gather = Arc::new(move || crate::metrics::gather(&for_metrics));
-            tasks.spawn(relay::shell::otlp_push::run(
+            tasks.spawn(relay_shell::otlp_push::run(
                 otlp,
                 gather,
                 queue,

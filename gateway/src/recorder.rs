@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use relay::SharedPacket;
+use relay_proto::SharedPacket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -325,11 +325,11 @@ impl Recorder {
                 .first()
                 .map(|p| p.spec().codec.to_string())
                 .unwrap_or_default();
-            let codec = match relay::Codec::from_name(&name) {
-                relay::Codec::H264 => Codec::Video(VideoCodec::H264),
-                relay::Codec::H265 => Codec::Video(VideoCodec::H265),
-                relay::Codec::Av1 => Codec::Video(VideoCodec::Av1),
-                relay::Codec::Opus => Codec::Opus,
+            let codec = match relay_proto::Codec::from_name(&name) {
+                relay_proto::Codec::H264 => Codec::Video(VideoCodec::H264),
+                relay_proto::Codec::H265 => Codec::Video(VideoCodec::H265),
+                relay_proto::Codec::Av1 => Codec::Video(VideoCodec::Av1),
+                relay_proto::Codec::Opus => Codec::Opus,
                 other => {
                     if self.warned.insert(stream.clone()) {
                         tracing::warn!(%stream, codec = ?other, kind = ?info.kind,

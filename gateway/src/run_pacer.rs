@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use relay::SharedPacket;
+use relay_proto::SharedPacket;
 
 /// A run is paced at this multiple of the track's measured bitrate …
 pub const RATE_FACTOR: u64 = 4;
@@ -99,7 +99,7 @@ impl RunPacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use relay::MediaPacket;
+    use relay_proto::MediaPacket;
     use std::sync::Arc;
 
     fn packet(seq: u64, size: usize, at: Instant) -> SharedPacket {

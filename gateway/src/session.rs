@@ -9,7 +9,7 @@ use str0m::media::Pt;
 use str0m::media::{MediaKind, Mid};
 use str0m::rtp::{RtpWrite, Ssrc};
 
-use relay::{MediaPacket, Rewriter, SharedPacket};
+use relay_proto::{MediaPacket, Rewriter, SharedPacket};
 
 use crate::ids::{SessionId, TrackId};
 use crate::registry::TrackInfo;
@@ -49,7 +49,7 @@ pub struct Pull {
     /// Simulcast: the layer to switch to at its next keyframe.
     pub target: Option<TrackId>,
     /// The target's keyframe packets that arrived while the current layer was mid-frame.
-    pub switch_buf: Vec<relay::SharedPacket>,
+    pub switch_buf: Vec<relay_proto::SharedPacket>,
     /// Simulcast: a layer (rid) pinned by the viewer (WHEP layer extension / API); None = automatic.
     pub pinned: Option<String>,
     /// The last packet written ended a frame (marker), so a layer switch can happen now.
@@ -59,7 +59,7 @@ pub struct Pull {
     /// While a switch is pending: the current layer's latest frame, held back until the next
     /// one starts, so it can be dropped if the target's keyframe turns out to be the same
     /// picture (`switch_decision`).
-    pub held: Vec<relay::SharedPacket>,
+    pub held: Vec<relay_proto::SharedPacket>,
     /// str0m's RTX cache for this pull has been bounded (`bound_repair_window`).
     repair_window_bound: bool,
     /// While this viewer works through a keyframe run (the cache's, or one another worker or a

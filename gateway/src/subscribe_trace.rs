@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use relay::link::TrackKey;
-use relay::otlp::SpanRecord;
-use relay::shell::otlp_push::{SpanSink, wall_time};
+use relay_proto::link::TrackKey;
+use relay_shell::otlp::SpanRecord;
+use relay_shell::otlp_push::{SpanSink, wall_time};
 
 use crate::trace_context::trace_id;
 
@@ -76,7 +76,7 @@ impl SubscribeTrace {
         let attributes = vec![
             (
                 "wish.track".to_string(),
-                relay::shell::cluster::track_label(key),
+                relay_shell::cluster::track_label(key),
             ),
             ("wish.node".to_string(), self.node.clone()),
         ];
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_subscribe_becomes_spans_at_its_first_packet_only() {
-        let (sink, mut queue) = relay::shell::otlp_push::span_queue();
+        let (sink, mut queue) = relay_shell::otlp_push::span_queue();
         let mut t = SubscribeTrace::new(sink, "edge".into());
         let t0 = Instant::now();
         t.asked(&key(), t0);

@@ -9,8 +9,8 @@ use axum::http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use relay::otlp::SpanRecord;
-use relay::shell::otlp_push::wall_time;
+use relay_shell::otlp::SpanRecord;
+use relay_shell::otlp_push::wall_time;
 
 use crate::join_metrics::{PHASES, Role};
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay::{
+use relay_proto::{
     CacheLimits, H264Inspector, KeyframeCache, KeyframeRequests, PacketCache, SharedPacket,
 };
 
@@ -14,7 +14,7 @@ use crate::registry::TrackInfo;
 
 pub struct TrackState {
     pub info: Arc<TrackInfo>,
-    pub codec: relay::Codec,
+    pub codec: relay_proto::Codec,
     /// True on the worker that owns the publishing session.
     pub origin: bool,
     pub cache: PacketCache,
@@ -63,8 +63,8 @@ impl TrackState {
         let codec = info
             .params
             .first()
-            .map(|p| relay::Codec::from_name(&p.spec().codec.to_string()))
-            .unwrap_or(relay::Codec::Other);
+            .map(|p| relay_proto::Codec::from_name(&p.spec().codec.to_string()))
+            .unwrap_or(relay_proto::Codec::Other);
         TrackState {
             info,
             codec,
@@ -79,7 +79,7 @@ impl TrackState {
             keyframes_seen: 0,
             highest_seq: None,
             seq_gaps: 0,
-            h264: (codec == relay::Codec::H264).then(H264Quirks::default),
+            h264: (codec == relay_proto::Codec::H264).then(H264Quirks::default),
             rate_window: None,
         }
     }
@@ -120,7 +120,7 @@ impl TrackState {
         let Some(q) = self.h264.as_mut() else {
             return NewQuirks::default();
         };
-        if codec != relay::Codec::H264 {
+        if codec != relay_proto::Codec::H264 {
             return NewQuirks::default();
         }
         let (b, idr) = (
@@ -168,11 +168,11 @@ impl TrackState {
         frame: impl IntoIterator<Item = &'a SharedPacket>,
     ) -> Option<SharedPacket> {
         let mut frame = frame.into_iter().peekable();
-        if self.codec_of(frame.peek()?.pt) != relay::Codec::H264 {
+        if self.codec_of(frame.peek()?.pt) != relay_proto::Codec::H264 {
             return None;
         }
         let (sps, pps) = self.h264.as_ref()?.inspector.parameter_sets()?;
-        relay::parameter_sets_packet(frame, sps, pps)
+        relay_proto::parameter_sets_packet(frame, sps, pps)
     }
 
     /// The latest SPS and PPS, to hand to another worker's copy of the track.
@@ -184,14 +184,14 @@ impl TrackState {
     /// The latest in-band SPS and PPS as one STAP-A payload, when the track is H264 and has sent them.
     pub fn parameter_sets_stap_a(&self) -> Option<Vec<u8>> {
         let (sps, pps) = self.h264.as_ref()?.inspector.parameter_sets()?;
-        relay::h264_parameter_sets_stap_a(sps, pps)
+        relay_proto::h264_parameter_sets_stap_a(sps, pps)
     }
 
     /// The codec of a packet's payload type (a publisher may negotiate several).
-    pub fn codec_of(&self, pt: u8) -> relay::Codec {
+    pub fn codec_of(&self, pt: u8) -> relay_proto::Codec {
         match self.info.params.iter().find(|p| *p.pt() == pt) {
             Some(p) if p.pt() != self.info.params[0].pt() => {
-                relay::Codec::from_name(&p.spec().codec.to_string())
+                relay_proto::Codec::from_name(&p.spec().codec.to_string())
             }
             _ => self.codec,
         }
@@ -232,13 +232,13 @@ mod tests {
     }
 
     fn pkt(seq: u64, time: u64, payload: &[u8]) -> SharedPacket {
-        Arc::new(relay::MediaPacket {
+        Arc::new(relay_proto::MediaPacket {
             seq,
             rtp_time: time,
             marker: false,
             pt: 96,
             payload: payload.into(),
-            keyframe_start: relay::is_keyframe_start(relay::Codec::H264, payload),
+            keyframe_start: relay_proto::is_keyframe_start(relay_proto::Codec::H264, payload),
             received: Instant::now(),
         })
     }
@@ -295,11 +295,11 @@ mod tests {
             .expect("parameter sets");
         assert_eq!((ps.seq, ps.rtp_time, ps.pt), (29, 12_000, 96));
         assert!(ps.keyframe_start && !ps.marker);
-        assert_eq!(relay::h264_parameter_sets(&ps.payload), (true, true));
+        assert_eq!(relay_proto::h264_parameter_sets(&ps.payload), (true, true));
         // Sequence number 0 has no predecessor.
         assert!(t.parameter_sets_packet([&pkt(0, 0, &IDR)]).is_none());
         // The cached STAP-A is also what a rewriter maps right in front of the frame.
-        let mut rw = relay::Rewriter::new(90_000, 100);
+        let mut rw = relay_proto::Rewriter::new(90_000, 100);
         assert_eq!(rw.rewrite(ps.seq, ps.rtp_time), Some((100, 12_000)));
         assert_eq!(rw.rewrite(30, 12_000), Some((101, 12_000)));
     }

@@ -20,7 +20,7 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use relay::{MediaPacket, SharedPacket};
+use relay_proto::{MediaPacket, SharedPacket};
 
 use crate::config::Config;
 use crate::demux::{DemuxFeed, DemuxUpdate, Route};
@@ -127,7 +127,7 @@ pub enum WorkerMsg {
     ChannelPublished {
         publisher: SessionId,
         name: String,
-        params: relay::data_track::DataTrackParams,
+        params: relay_proto::data_track::DataTrackParams,
     },
     /// To the cluster bridge: the channel is closed, or its session ended.
     ChannelUnpublished {
@@ -210,7 +210,7 @@ pub struct WorkerCtx {
     pub bridge: Option<usize>,
     pub join: Arc<JoinMetrics>,
     /// Finished setup spans go here (OTLP), when an endpoint is configured.
-    pub spans: relay::shell::otlp_push::SpanSink,
+    pub spans: relay_shell::otlp_push::SpanSink,
 }
 
 /// A session's setup as spans, when traces are exported.
@@ -1215,7 +1215,7 @@ impl Worker {
             seq: *rtp.seq_no,
             rtp_time: rtp.time.numer(),
             marker: rtp.header.marker,
-            keyframe_start: relay::is_keyframe_start(codec, &rtp.payload),
+            keyframe_start: relay_proto::is_keyframe_start(codec, &rtp.payload),
             payload: rtp.payload,
             pt,
             received: rtp.timestamp,
@@ -1350,7 +1350,7 @@ impl Worker {
         let Some(last) = pull.last_out_seq() else {
             return;
         };
-        let mut stats = relay::NackStats::default();
+        let mut stats = relay_proto::NackStats::default();
         let mut resend = Vec::new();
         for entry in nack.reports.iter() {
             for seq in entry.into_iter(last.into()) {
@@ -1664,7 +1664,7 @@ mod tests {
             stats: vec![Arc::default()],
             bridge: None,
             join: Arc::default(),
-            spans: relay::shell::otlp_push::SpanSink::disabled(),
+            spans: relay_shell::otlp_push::SpanSink::disabled(),
         });
         (Worker::new(0, ctx), peers)
     }

@@ -144,22 +144,22 @@ fn write_seed_corpora() {
         &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1],
     );
     // Node link: control messages and a media datagram.
-    let key = relay::link::TrackKey {
+    let key = relay_proto::link::TrackKey {
         origin: "node-a".into(),
         session: [3; 16],
         name: "video".into(),
     };
     let mut control = bytes::BytesMut::new();
     for msg in [
-        relay::link::ControlMessage::HelloAck,
-        relay::link::ControlMessage::Ping { t: 42 },
-        relay::link::ControlMessage::Subscribe { track: key.clone() },
-        relay::link::ControlMessage::Unsubscribe { track: key },
+        relay_proto::link::ControlMessage::HelloAck,
+        relay_proto::link::ControlMessage::Ping { t: 42 },
+        relay_proto::link::ControlMessage::Subscribe { track: key.clone() },
+        relay_proto::link::ControlMessage::Unsubscribe { track: key },
     ] {
         msg.encode(&mut control).expect("encode");
     }
     put("link_control", "messages", &control);
-    let packet = relay::MediaPacket {
+    let packet = relay_proto::MediaPacket {
         seq: 7,
         rtp_time: 90_000,
         marker: true,
@@ -168,7 +168,7 @@ fn write_seed_corpora() {
         keyframe_start: true,
         received: std::time::Instant::now(),
     };
-    let dg = relay::link::encode_datagram(&packet, 1, false, 1200).expect("datagram");
+    let dg = relay_proto::link::encode_datagram(&packet, 1, false, 1200).expect("datagram");
     put("link_datagram", "h264", &dg);
     // Depacketizer input: length-prefixed RTP payloads (STAP-A SPS/PPS, FU-A IDR, a P slice).
     let sps = [

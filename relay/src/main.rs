@@ -1,5 +1,5 @@
 //! The `relay` binary: one mid-tier node of the cluster. No WebRTC, only forwarding between nodes:
-//! it runs `relay::shell::cluster` with no local publishers or viewers, and serves its stats.
+//! it runs `relay_shell::cluster` with no local publishers or viewers, and serves its stats.
 //!
 //! `relay cluster-cert --out DIR` writes a fresh cluster certificate and key (the content of the
 //! Kubernetes Secret every node mounts). Every flag also reads `RELAY_*` from the environment, so a
@@ -13,10 +13,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
-use relay::shell::cluster::{self, ClusterConfig, ClusterHandle};
-use relay::shell::cluster_tls::{ClusterIdentity, LinkTiming};
-use relay::shell::drain::DrainState;
-use relay::tree::TreeConfig;
+use relay_proto::tree::TreeConfig;
+use relay_shell::cluster::{self, ClusterConfig, ClusterHandle};
+use relay_shell::cluster_tls::{ClusterIdentity, LinkTiming};
+use relay_shell::drain::DrainState;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -248,7 +248,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 "--otlp-endpoint must be an http(s) URL, not {endpoint:?}"
             ));
         }
-        let otlp = relay::shell::otlp_push::OtlpConfig {
+        let otlp = relay_shell::otlp_push::OtlpConfig {
             endpoint,
             interval: Duration::from_millis(args.otlp_interval_ms),
             service: "wish-relay".into(),
@@ -257,8 +257,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         let for_metrics = handle.clone();
         let gather = std::sync::Arc::new(move || gather(&for_metrics));
         // Relays make no spans; the queue only satisfies the pusher.
-        let (_spans, queue) = relay::shell::otlp_push::span_queue();
-        tokio::spawn(relay::shell::otlp_push::run(
+        let (_spans, queue) = relay_shell::otlp_push::span_queue();
+        tokio::spawn(relay_shell::otlp_push::run(
             otlp,
             gather,
             queue,
@@ -267,7 +267,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     }
     // Tests and scripts wait for this line; it carries the bound ports when 0 was asked for.
     println!("READY cluster={} stats={stats_addr}", handle.local_addr());
-    tokio::spawn(relay::shell::drain::on_signal(
+    tokio::spawn(relay_shell::drain::on_signal(
         handle.clone(),
         drain.clone(),
         Duration::from_millis(args.drain_timeout_ms),
@@ -314,19 +314,19 @@ async fn healthz(State(app): State<App>) -> (axum::http::StatusCode, &'static st
 }
 
 /// The relay's metrics, for `/metrics` and OTLP alike: its tree and links.
-fn gather(handle: &ClusterHandle) -> relay::metrics::Exposition {
-    let mut e = relay::metrics::Exposition::new();
-    e.cluster(&handle.stats());
+fn gather(handle: &ClusterHandle) -> relay_proto::metrics::Exposition {
+    let mut e = relay_proto::metrics::Exposition::new();
+    relay_shell::cluster_metrics::write(&mut e, &handle.stats());
     e
 }
 
-/// Prometheus: the node's tree and link metrics (`relay::metrics`).
+/// Prometheus: the node's tree and link metrics (`relay_proto::metrics`).
 async fn metrics(State(app): State<App>) -> impl axum::response::IntoResponse {
     let e = gather(&app.handle);
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            relay::metrics::CONTENT_TYPE,
+            relay_proto::metrics::CONTENT_TYPE,
         )],
         e.finish(),
     )

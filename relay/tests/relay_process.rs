@@ -11,11 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relay::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
-use relay::shell::cluster::{self, ClusterConfig, ClusterHandle, Event, Local};
-use relay::shell::cluster_tls::{ClusterIdentity, LinkTiming};
-use relay::tree::TreeConfig;
-use relay::{Codec, MediaPacket};
+use relay_proto::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
+use relay_proto::tree::TreeConfig;
+use relay_proto::{Codec, MediaPacket};
+use relay_shell::cluster::{self, ClusterConfig, ClusterHandle, Event, Local};
+use relay_shell::cluster_tls::{ClusterIdentity, LinkTiming};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;

@@ -21,7 +21,7 @@
 //!   `k8s/kustomization.yaml` lists every file and its images are used;
 //! - monitoring (`k8s/monitoring/`, its own kustomization): every metric name the Grafana
 //!   dashboard's PromQL and the prometheus-adapter rules use is one `gateway/src/metrics.rs` or
-//!   `relay/src/metrics.rs` writes (their quoted `"gateway_…"`, `"tree_…"`, `"cluster_…"` names are
+//!   `relay/shell/src/cluster_metrics.rs` writes (their quoted `"gateway_…"`, `"tree_…"`, `"cluster_…"` names are
 //!   grepped at test time; `_bucket`/`_sum`/`_count` of a histogram count as its name); the
 //!   dashboard parses, has the datasource/namespace/pod variables, and every panel has the
 //!   datasource variable and targets whose selectors follow `$namespace` and `$pod`; the adapter
@@ -107,10 +107,10 @@ const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
 const MONITORING: &str = "k8s/monitoring/";
 const DASHBOARD: &str = "k8s/monitoring/grafana-dashboard.json";
 /// Where the metric names are written, by binary. The relay binary exports what
-/// `relay/src/metrics.rs` writes; the gateway exports both files' metrics.
+/// `relay/shell/src/cluster_metrics.rs` writes; the gateway exports both files' metrics.
 const METRICS_SOURCES: &[(&str, &str)] = &[
     ("gateway", "gateway/src/metrics.rs"),
-    ("relay", "relay/src/metrics.rs"),
+    ("relay", "relay/shell/src/cluster_metrics.rs"),
 ];
 const METRIC_PREFIXES: &[&str] = &["gateway_", "tree_", "cluster_"];
 const CLUSTER_SCOPED: &[&str] = &[
@@ -176,7 +176,7 @@ impl Inputs {
             "gateway/src/config.rs",
             "relay/src/main.rs",
             "gateway/src/metrics.rs",
-            "relay/src/metrics.rs",
+            "relay/shell/src/cluster_metrics.rs",
         ] {
             if let Ok(text) = std::fs::read_to_string(root.join(rel)) {
                 files.insert(rel.to_string(), text);
@@ -671,8 +671,12 @@ fn check(inputs: &Inputs) -> Vec<String> {
         }
         out
     };
-    let script_secrets = words_after(&["secret generic "]);
-    let script_keys = words_after(&["--from-file=", "--from-literal="]);
+    let script_secrets = words_after(&["secret generic ", "secret tls "]);
+    let mut script_keys = words_after(&["--from-file=", "--from-literal="]);
+    // `kubectl create secret tls` names its two keys itself.
+    if script.contains("secret tls ") {
+        script_keys.extend(["tls.crt".to_string(), "tls.key".to_string()]);
+    }
     if !script.is_empty() && !script.contains("cluster-cert --out") {
         r.bad(
             "k8s/cluster-secret.sh",
@@ -2240,7 +2244,7 @@ fn check_monitoring(
             ] {
                 for s in promql_selectors(query) {
                     if !is_known_metric(&s.name, &known) {
-                        r.bad(&at, format!("{what} uses {}, which is not a metric gateway/src/metrics.rs or relay/src/metrics.rs writes", s.name));
+                        r.bad(&at, format!("{what} uses {}, which is not a metric gateway/src/metrics.rs or relay/shell/src/cluster_metrics.rs writes", s.name));
                     }
                 }
             }
@@ -2303,7 +2307,7 @@ fn check_monitoring(
             Some((at, series)) => {
                 for s in series {
                     if !relay_exports.contains(s) {
-                        r.bad(at, format!("makes {metric}, which scales the relays, from {s}, which the relay does not export (relay/src/metrics.rs)"));
+                        r.bad(at, format!("makes {metric}, which scales the relays, from {s}, which the relay does not export (relay/shell/src/cluster_metrics.rs)"));
                     }
                 }
             }
@@ -2560,7 +2564,7 @@ fn check_dashboard(d: &Value, known: &BTreeSet<String>, r: &mut Report) {
             .unwrap_or_default()
         {
             if !is_known_metric(&s.name, known) {
-                r.bad(&at, format!("uses {}, which is not a metric gateway/src/metrics.rs or relay/src/metrics.rs writes", s.name));
+                r.bad(&at, format!("uses {}, which is not a metric gateway/src/metrics.rs or relay/shell/src/cluster_metrics.rs writes", s.name));
             }
         }
     }
@@ -2633,7 +2637,7 @@ fn check_dashboard(d: &Value, known: &BTreeSet<String>, r: &mut Report) {
             }
             for s in selectors {
                 if !is_known_metric(&s.name, known) {
-                    r.bad(&at, format!("uses {}, which is not a metric gateway/src/metrics.rs or relay/src/metrics.rs writes", s.name));
+                    r.bad(&at, format!("uses {}, which is not a metric gateway/src/metrics.rs or relay/shell/src/cluster_metrics.rs writes", s.name));
                 }
                 if !(s.matchers.contains("$namespace") && s.matchers.contains("$pod")) {
                     r.bad(
@@ -2902,7 +2906,7 @@ fn the_dockerfile_copies_every_local_path_the_workspace_needs() {
 fn the_metric_names_come_from_the_sources() {
     let inputs = Inputs::load();
     let gateway = metric_names_in(&inputs.files["gateway/src/metrics.rs"]);
-    let relay = metric_names_in(&inputs.files["relay/src/metrics.rs"]);
+    let relay = metric_names_in(&inputs.files["relay/shell/src/cluster_metrics.rs"]);
     for name in [
         "gateway_sessions",
         "gateway_join_seconds",
@@ -3186,7 +3190,7 @@ fn breaking_the_scrape_config_is_caught() {
 #[test]
 fn renaming_a_metric_in_the_source_is_caught() {
     let i = Inputs::load().broken(
-        "relay/src/metrics.rs",
+        "relay/shell/src/cluster_metrics.rs",
         "\"tree_datagrams_sent_total\"",
         "\"tree_datagrams_out_total\"",
     );

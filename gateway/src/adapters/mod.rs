@@ -67,7 +67,7 @@ pub enum AdapterRequest {
 pub enum TaskEvent {
     Packet {
         adapter: String,
-        packet: relay::MediaPacket,
+        packet: relay_proto::MediaPacket,
     },
     Ended {
         adapter: String,
@@ -82,7 +82,7 @@ enum Direction {
     },
     Egress {
         track: Arc<TrackInfo>,
-        tx: mpsc::Sender<relay::SharedPacket>,
+        tx: mpsc::Sender<relay_proto::SharedPacket>,
     },
 }
 
@@ -408,7 +408,7 @@ async fn ingest(
             _ = tick.tick() => {
                 rtp_time += pcm::FRAME_SAMPLES as u64;
                 if let Some(opus) = pcm.next_packet() {
-                    let packet = relay::MediaPacket {
+                    let packet = relay_proto::MediaPacket {
                         seq,
                         rtp_time,
                         marker: false,
@@ -449,7 +449,7 @@ async fn ingest(
 async fn egress(
     id: String,
     mut socket: Socket,
-    mut packets: mpsc::Receiver<relay::SharedPacket>,
+    mut packets: mpsc::Receiver<relay_proto::SharedPacket>,
     bytes: Arc<AtomicU64>,
     events: mpsc::UnboundedSender<TaskEvent>,
     stop: CancellationToken,

@@ -3,7 +3,7 @@
 //! ignored. VPS/SPS/PPS (32/33/34) go to `hvcC`, delimiters and filler data are dropped, the rest
 //! is the sample. Random access points are found with the relay's keyframe classifier.
 
-use relay::Codec;
+use relay_proto::Codec;
 
 use super::nal::{Fragmented, Role, access_unit, aggregated, complete};
 use super::{Damage, PayloadFormat};
@@ -71,7 +71,7 @@ impl PayloadFormat for H265 {
                 Some(AUD | FILLER) => Role::Skip,
                 // Parameter sets are out of the way, so "keyframe start" means an IRAP slice.
                 _ => Role::Sample {
-                    keyframe: relay::is_keyframe_start(Codec::H265, nal),
+                    keyframe: relay_proto::is_keyframe_start(Codec::H265, nal),
                 },
             }
         }))

@@ -68,7 +68,7 @@ pub fn aggregated(
     valid: impl Fn(&[u8]) -> bool,
     units: &mut Vec<Vec<u8>>,
 ) -> Result<(), Damage> {
-    for unit in relay::aggregation_units(body) {
+    for unit in relay_proto::aggregation_units(body) {
         match unit {
             Ok(nal) if valid(nal) => units.push(nal.to_vec()),
             _ => return Err(Damage::Malformed),

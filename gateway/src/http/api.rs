@@ -26,7 +26,7 @@ use crate::sessions;
 const MAX_TRACK_NAME_BYTES: usize = 200;
 
 /// A track name a client may choose: not empty, bounded, no control characters (which keep
-/// the cluster's data tracks apart from media tracks, `relay::data_track`).
+/// the cluster's data tracks apart from media tracks, `relay_proto::data_track`).
 pub(super) fn valid_track_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_TRACK_NAME_BYTES && !name.chars().any(char::is_control)
 }

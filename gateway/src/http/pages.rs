@@ -80,7 +80,7 @@ pub async fn metrics(
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
-            relay::metrics::CONTENT_TYPE,
+            relay_proto::metrics::CONTENT_TYPE,
         )],
         crate::metrics::render(&node),
     )

@@ -9,7 +9,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use relay::histogram::{Histogram, HistogramSnapshot, JOIN_BUCKETS};
+use relay_proto::histogram::{Histogram, HistogramSnapshot, JOIN_BUCKETS};
 
 use super::AppState;
 use crate::join_metrics::{REQUEST, RequestContext};

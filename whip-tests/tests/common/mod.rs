@@ -46,7 +46,7 @@ pub struct Certs {
 pub fn certs() -> Result<Certs> {
     let dir = tempfile::tempdir()?;
     let (cert_pem, key_pem) =
-        relay::shell::cluster_tls::ClusterIdentity::generate().map_err(anyhow::Error::msg)?;
+        relay_shell::cluster_tls::ClusterIdentity::generate().map_err(anyhow::Error::msg)?;
     let cert = dir.path().join("cluster.pem");
     let key = dir.path().join("cluster.key");
     std::fs::write(&cert, cert_pem)?;

@@ -1,7 +1,10 @@
-//! Media plane primitives, sans-IO in the style of str0m and quinn-proto: packets, per-track caches, keyframe
-//! detection, per-viewer rewriting and keyframe request aggregation. Nothing here owns a socket, a thread or a
-//! clock; time always comes in as an `Instant` argument, so every state machine is driven and tested
-//! deterministically by its caller.
+//! The relay tier's protocol and media plane, sans-IO in the style of str0m and quinn-proto:
+//! packets, per-track caches, keyframe detection, per-viewer rewriting and keyframe request
+//! aggregation, the node-link protocol (`link`), the per-track trees (`tree`) and their placement
+//! (`placement`), and the Prometheus exposition format (`metrics`). Nothing here owns a socket, a
+//! thread or a clock (no tokio, quinn or axum among its dependencies); time always comes in as an
+//! `Instant` argument, so every state machine is driven and tested deterministically by its
+//! caller. The IO shell around it is `relay-shell`; the `relay` binary is `relay/src/main.rs`.
 
 mod codec;
 pub mod data_track;
@@ -14,12 +17,10 @@ pub mod link;
 mod message_reassembly;
 pub mod metrics;
 mod nack;
-pub mod otlp;
 mod packet;
 mod packet_cache;
 pub mod placement;
 mod rewrite;
-pub mod shell;
 #[cfg(test)]
 mod test_support;
 pub mod tree;

@@ -11,7 +11,7 @@
 //! would break it with probability below ~1e-3 (most far below), while a biased hash (one that favours some members, or sends
 //! a departed member's tracks to one neighbour as a hash ring does) breaks it by a wide margin.
 
-use relay::placement::{Assignment, Tier, assign, parent, parent_for, score};
+use relay_proto::placement::{Assignment, Tier, assign, parent, parent_for, score};
 use std::collections::HashMap;
 
 /// (members, tracks): see the module comment.

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
 use prost::Message;
 
-use crate::metrics::{Exposition, Family, Kind, Value};
+use relay_proto::metrics::{Exposition, Family, Kind, Value};
 
 /// The instrumentation scope every export names.
 const SCOPE: &str = "wish";
@@ -206,7 +206,7 @@ pub fn traces_request(spans: &[SpanRecord], resource_attributes: &[(&str, &str)]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::histogram::Histogram as Hist;
+    use relay_proto::histogram::Histogram as Hist;
     use std::time::Duration;
 
     #[test]

@@ -18,12 +18,12 @@ use serde::Serialize;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
-use super::cluster_tls::{ClusterIdentity, LinkTiming};
-use super::links::{LinkEvent, LinkHandle, Links, LossShaper};
-use crate::SharedPacket;
-use crate::histogram::{HOP_BUCKETS, Histogram, HistogramSnapshot};
-use crate::link::{CloseCode, Hello, StreamOrigin, SubscribeOk, TrackKey};
-use crate::tree::{LinkId, Output, TreeConfig, TreeNode, TreeStats};
+use crate::cluster_tls::{ClusterIdentity, LinkTiming};
+use crate::links::{LinkEvent, LinkHandle, Links, LossShaper};
+use relay_proto::SharedPacket;
+use relay_proto::histogram::{HOP_BUCKETS, Histogram, HistogramSnapshot};
+use relay_proto::link::{CloseCode, Hello, StreamOrigin, SubscribeOk, TrackKey};
+use relay_proto::tree::{LinkId, Output, TreeConfig, TreeNode, TreeStats};
 
 /// The tree's timers are asked for at least this often, so nothing waits on a missed wake-up.
 const MAX_WAIT: Duration = Duration::from_millis(50);

@@ -24,10 +24,10 @@ use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarIn
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::LinkStats;
-use super::cluster_tls::{ClusterIdentity, LinkTiming, SERVER_NAME};
-use crate::link::{CloseCode, ControlDecoder, ControlMessage, DecodeError, Hello};
-use crate::tree::LinkId;
+use crate::cluster::LinkStats;
+use crate::cluster_tls::{ClusterIdentity, LinkTiming, SERVER_NAME};
+use relay_proto::link::{CloseCode, ControlDecoder, ControlMessage, DecodeError, Hello};
+use relay_proto::tree::LinkId;
 
 /// A peer that completed the QUIC handshake (so it holds the cluster key) still has this long to
 /// finish the `Hello` exchange; a stalled one must not hold a connection forever.
@@ -518,7 +518,7 @@ async fn refuse(send: &mut SendStream, code: CloseCode, reason: String) -> Refus
 
 /// The wire's strings are at most 255 bytes; cut at a character boundary.
 fn truncate(mut s: String) -> String {
-    let max = crate::link::MAX_STRING_LEN;
+    let max = relay_proto::link::MAX_STRING_LEN;
     if s.len() > max {
         let mut end = max;
         while !s.is_char_boundary(end) {

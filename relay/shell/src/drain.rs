@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::{ClusterHandle, Local};
+use crate::cluster::{ClusterHandle, Local};
 
 /// Shared between the signal task, the event loop and the health endpoint.
 #[derive(Debug, Default)]

@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay::data_track::{DataTrackParams, Fragmenter, data_key_name};
-use relay::link::{ControlMessage, StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
-use relay::tree::{LinkId, Output, TreeConfig, TreeNode};
-use relay::{Codec, MediaPacket, Reassembly, ReassemblyLimits};
+use relay_proto::data_track::{DataTrackParams, Fragmenter, data_key_name};
+use relay_proto::link::{
+    ControlMessage, StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind,
+};
+use relay_proto::tree::{LinkId, Output, TreeConfig, TreeNode};
+use relay_proto::{Codec, MediaPacket, Reassembly, ReassemblyLimits};
 
 const LATENCY: Duration = Duration::from_millis(5);
 const STEP: Duration = Duration::from_millis(1);
@@ -651,7 +653,7 @@ fn a_full_relay_redirects_children_to_the_next_choice() {
 fn a_lookup_whose_home_is_gone_is_answered_not_found() {
     let mut net = cluster(3, 0.0, 13);
     let gateways = ["origin", "edge-0", "edge-1", "edge-2"];
-    let home = relay::placement::home_node("lonely", &gateways[..])
+    let home = relay_proto::placement::home_node("lonely", &gateways[..])
         .expect("a home")
         .to_string();
     net.kill(&home);

@@ -2,7 +2,7 @@
 //! per-viewer cost of fanning one shared packet out to 1,000 viewers.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use relay::{
+use relay_proto::{
     CacheLimits, Codec, KeyframeCache, MediaPacket, PacketCache, Rewriter, SharedPacket,
     is_keyframe_start,
 };

@@ -1,6 +1,6 @@
 //! OTLP/HTTP push: every interval, the node's metrics (gathered by the same function `/metrics`
 //! uses) to `{endpoint}/v1/metrics`, and the spans finished since to `{endpoint}/v1/traces`, as
-//! protobuf (`relay::otlp`). Off unless an endpoint is configured. A collector that is down costs
+//! protobuf (`relay_shell::otlp`). Off unless an endpoint is configured. A collector that is down costs
 //! a logged warning per failure streak, never a blocked caller: spans wait in a bounded queue and
 //! are dropped (counted) when it is full.
 
@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Exposition;
 use crate::otlp::{SpanRecord, metrics_request, traces_request};
+use relay_proto::metrics::Exposition;
 
 /// An `Instant` as wall-clock time, through one anchor taken at the first call: spans are
 /// built after the fact from the instants code recorded, and OTLP wants Unix times.
