@@ -47,7 +47,7 @@ pub fn gather(node: &Node) -> Exposition {
     for (name, help, value) in gauges {
         e.gauge(name, help, value as f64);
     }
-    let counters: [(&str, &str, u64); 23] = [
+    let counters: [(&str, &str, u64); 24] = [
         (
             "gateway_udp_received_bytes_total",
             "UDP payload bytes received.",
@@ -162,6 +162,11 @@ pub fn gather(node: &Node) -> Exposition {
             "gateway_data_channel_drops_total",
             "Data channel messages a subscriber missed (not open, or too much unsent).",
             s.channel_drops,
+        ),
+        (
+            "gateway_turn_tls_handshake_failures_total",
+            "TLS connections to the TURN service whose handshake failed or timed out.",
+            s.turn_tls_handshake_failures,
         ),
     ];
     for (name, help, value) in counters {
