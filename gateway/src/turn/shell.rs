@@ -41,7 +41,7 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
     crate::http::tls::server_config(cert, key, &[ALPN_STUN_TURN])
 }
 
-/// What a TCP connection tells the server task.
+/// What a TCP or TLS connection tells the server task.
 enum TcpEvent {
     Open(SocketAddr, mpsc::Sender<Vec<u8>>),
     Message(SocketAddr, Vec<u8>),
@@ -344,7 +344,8 @@ where
             if writer.write_all(&bytes).await.is_err() {
                 break;
             }
-            // TLS holds records back until flushed; once per burst, not per message.
+            // TLS keeps what a busy socket did not take in its buffer until the next write or a
+            // flush: flush once the queue is empty, so nothing waits there, yet not per message.
             if rx.is_empty() && writer.flush().await.is_err() {
                 break;
             }
