@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates the two Secrets the manifests need, in the namespace of k8s/namespace.yaml:
+# Creates the Secrets the manifests need, in the namespace of k8s/namespace.yaml:
 #
 #   wish-cluster  cluster.pem, cluster.key: the cluster certificate and key every node mounts
 #                 (node links are QUIC with mutual TLS pinned to it), made by
@@ -7,6 +7,10 @@
 #   wish-tokens   publish-tokens (and play-tokens if PLAY_TOKEN is set): bearer tokens for WHIP
 #                 (and WHEP), comma-separated, each at least 8 characters; admin-tokens: for the
 #                 gateways' /v1/stats and /v1/streams (closed to others once tokens exist).
+#   wish-turn     turn-keys: `id:secret` of the TURN key (Calls' TURN API; its credentials are
+#                 the only way into the gateways' TURN service), printed once.
+#   wish-turn-tls tls.crt, tls.key for TURN over TLS: TURN_TLS_CERT/TURN_TLS_KEY if given, else a
+#                 self-signed placeholder (browsers refuse it: replace it, e.g. with cert-manager).
 #
 # An existing Secret is never replaced: a new cluster certificate splits a running cluster in two
 # (old and new pods refuse each other). To rotate, delete wish-cluster, run this again, then
@@ -16,6 +20,8 @@
 #   NAMESPACE      default: wish
 #   PUBLISH_TOKEN  default: a random 48-hex-digit token, printed once
 #   PLAY_TOKEN     default: none (anyone may watch)
+#   TURN_KEY       the TURN key as id:secret; default: turn1:<48 random hex digits>
+#   TURN_TLS_CERT, TURN_TLS_KEY  PEM files for TURN_HOST (k8s/gateway.yaml)
 #   RELAY_BIN      the relay binary; default: `relay` on PATH, else target/{release,debug}/relay,
 #                  else `cargo run --release -p relay` in this repository
 #   --dry-run      print the Secrets as YAML instead of creating them (no cluster needed)
@@ -104,4 +110,25 @@ else
   if [[ -z "${ADMIN_TOKEN:-}" ]]; then
     echo "admin token (GET /v1/stats with Authorization: Bearer): $admin" >&2
   fi
+fi
+
+if exists secret wish-turn; then
+  echo "secret $NAMESPACE/wish-turn exists: keeping it" >&2
+else
+  turn_key="${TURN_KEY:-turn1:$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}"
+  create secret generic wish-turn -n "$NAMESPACE" --from-literal=turn-keys="$turn_key"
+  if [[ -z "${TURN_KEY:-}" ]]; then
+    echo "TURN key (POST /v1/turn/keys/${turn_key%%:*}/credentials/generate-ice-servers with Authorization: Bearer ${turn_key#*:})" >&2
+  fi
+fi
+
+if exists secret wish-turn-tls; then
+  echo "secret $NAMESPACE/wish-turn-tls exists: keeping it" >&2
+elif [[ -n "${TURN_TLS_CERT:-}" && -n "${TURN_TLS_KEY:-}" ]]; then
+  create secret tls wish-turn-tls -n "$NAMESPACE" --cert="$TURN_TLS_CERT" --key="$TURN_TLS_KEY"
+else
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj /CN=turn.example.com -keyout "$WORK/turn.key" -out "$WORK/turn.crt" 2>/dev/null
+  create secret tls wish-turn-tls -n "$NAMESPACE" --cert="$WORK/turn.crt" --key="$WORK/turn.key"
+  echo "wish-turn-tls: a self-signed placeholder; browsers refuse turns: with it until you replace it" >&2
 fi

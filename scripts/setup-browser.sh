@@ -2,6 +2,7 @@
 # Installs what the browser tests (whip-tests/browser) need; safe to run again.
 #   - Debian's chromium at /usr/bin/chromium (browser.test.mjs drives it with playwright-core;
 #     Playwright's own browser downloads are not used)
+#   - Debian's openssl (turn.test.mjs makes a certificate for the gateway's TURN over TLS)
 #   - Debian's firefox-esr at /usr/bin/firefox-esr (firefox.test.mjs drives it over WebDriver BiDi
 #     with puppeteer-core; Puppeteer's own browser downloads are not used)
 #   - the tests' npm dependencies (npm ci, from package-lock.json), among them the third-party
@@ -24,6 +25,7 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -E";
 MISSING=()
 [ -x /usr/bin/chromium ] || MISSING+=(chromium)
 [ -x /usr/bin/firefox-esr ] || MISSING+=(firefox-esr)
+command -v openssl >/dev/null 2>&1 || MISSING+=(openssl)
 if [ "${#MISSING[@]}" -gt 0 ]; then
   echo "setup-browser: installing Debian ${MISSING[*]}" >&2
   $SUDO apt-get update -qq

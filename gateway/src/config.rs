@@ -6,7 +6,7 @@
 //! (with a warning at start-up, since anyone who can reach the port can then publish).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -143,6 +143,15 @@ pub struct Cli {
     /// Serve TURN over TCP on this address too (`[turn] listen_tcp`).
     #[arg(long, env = "GATEWAY_TURN_LISTEN_TCP")]
     pub turn_listen_tcp: Option<SocketAddr>,
+    /// Serve TURN over TLS (`turns:`) on this address too (`[turn] listen_tls`).
+    #[arg(long, env = "GATEWAY_TURN_LISTEN_TLS")]
+    pub turn_listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain for TURN over TLS (default: the HTTPS one, `--tls-cert`).
+    #[arg(long, env = "GATEWAY_TURN_TLS_CERT", requires = "turn_tls_key")]
+    pub turn_tls_cert: Option<PathBuf>,
+    /// PEM private key for TURN over TLS (default: the HTTPS one, `--tls-key`).
+    #[arg(long, env = "GATEWAY_TURN_TLS_KEY", requires = "turn_tls_cert")]
+    pub turn_tls_key: Option<PathBuf>,
     /// A network (CIDR) the TURN service may relay to (repeatable; default: this gateway's own
     /// candidate addresses).
     #[arg(
@@ -348,6 +357,11 @@ pub struct TurnSettings {
     pub listen_udp: Option<SocketAddr>,
     /// … and over TCP (RFC 8656 §3.1: the client's connection carries STUN and ChannelData).
     pub listen_tcp: Option<SocketAddr>,
+    /// … and over TLS (`turns:`, RFC 8656 §3.1): for networks that let only TLS out.
+    pub listen_tls: Option<SocketAddr>,
+    /// The TLS listener's PEM certificate chain and key; default: the HTTPS ones.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// The address relayed sockets bind (default: the listen address's, or the first candidate).
     pub relay_ip: Option<IpAddr>,
     /// Networks peers may be in, as CIDR (`10.0.0.0/8`); default: this gateway's candidates.
@@ -365,6 +379,15 @@ impl Config {
     /// Where the TURN service listens, if it is on.
     pub fn turn_listen(&self) -> Option<SocketAddr> {
         self.turn.listen_udp
+    }
+
+    /// The TURN TLS listener's certificate and key: `[turn]`'s own, else the HTTPS ones.
+    pub fn turn_tls_files(&self) -> Option<(&Path, &Path)> {
+        match (&self.turn.tls_cert, &self.turn.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?)),
+            _ => None,
+        }
     }
 }
 
@@ -390,6 +413,9 @@ impl Default for TurnSettings {
             link_ttl_secs: 3600,
             listen_udp: None,
             listen_tcp: None,
+            listen_tls: None,
+            tls_cert: None,
+            tls_key: None,
             relay_ip: None,
             allowed_peers: Vec::new(),
             max_allocations_per_user: 10,
@@ -685,6 +711,13 @@ impl Config {
         if let Some(l) = cli.turn_listen_tcp {
             self.turn.listen_tcp = Some(l);
         }
+        if let Some(l) = cli.turn_listen_tls {
+            self.turn.listen_tls = Some(l);
+        }
+        if cli.turn_tls_cert.is_some() {
+            self.turn.tls_cert = cli.turn_tls_cert;
+            self.turn.tls_key = cli.turn_tls_key;
+        }
         self.turn.allowed_peers.extend(cli.turn_allowed_peers);
         for app in cli.apps {
             let (id, secret) = app
@@ -725,9 +758,24 @@ impl Config {
                 "TURN allowed peer {p:?}: not an address or CIDR"
             )));
         }
-        if self.turn.listen_tcp.is_some() && self.turn.listen_udp.is_none() {
+        let streams = [("tcp", self.turn.listen_tcp), ("tls", self.turn.listen_tls)];
+        if let Some((name, _)) = streams.iter().find(|(_, l)| l.is_some())
+            && self.turn.listen_udp.is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "turn.listen_{name} needs turn.listen_udp (the service runs on both)"
+            )));
+        }
+        if self.turn.tls_cert.is_some() != self.turn.tls_key.is_some() {
             return Err(ConfigError::Invalid(
-                "turn.listen_tcp needs turn.listen_udp (the service runs on both)".into(),
+                "turn.tls_cert and turn.tls_key go together".into(),
+            ));
+        }
+        if self.turn.listen_tls.is_some() && self.turn_tls_files().is_none() {
+            return Err(ConfigError::Invalid(
+                "turn.listen_tls needs a certificate: turn.tls_cert and turn.tls_key \
+                 (--turn-tls-cert, --turn-tls-key), or the HTTPS tls_cert and tls_key"
+                    .into(),
             ));
         }
         if self.turn.listen_udp.is_some() && self.turn.keys.is_empty() {
@@ -965,5 +1013,49 @@ mod tests {
         assert_eq!(window(3000).expect("3 s"), Duration::from_secs(3));
         assert!(matches!(window(50), Err(ConfigError::Invalid(_))));
         assert!(matches!(window(60_000), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn turn_over_tls_takes_its_own_certificate_or_the_https_one() {
+        let turn = |cli: Cli| {
+            Config::load(Cli {
+                turn_keys: vec!["k1:turn-key-secret-0123456789".into()],
+                turn_listen: Some("127.0.0.1:3478".parse().expect("addr")),
+                turn_listen_tls: Some("127.0.0.1:5349".parse().expect("addr")),
+                ..cli
+            })
+        };
+        let err = turn(Cli::default()).expect_err("TLS without a certificate");
+        assert!(err.to_string().contains("needs a certificate"), "{err}");
+        let https = turn(Cli {
+            tls_cert: Some("/https.pem".into()),
+            tls_key: Some("/https.key".into()),
+            ..Cli::default()
+        })
+        .expect("the HTTPS certificate");
+        assert_eq!(
+            https.turn_tls_files(),
+            Some((Path::new("/https.pem"), Path::new("/https.key")))
+        );
+        let own = turn(Cli {
+            tls_cert: Some("/https.pem".into()),
+            tls_key: Some("/https.key".into()),
+            turn_tls_cert: Some("/turn.pem".into()),
+            turn_tls_key: Some("/turn.key".into()),
+            ..Cli::default()
+        })
+        .expect("its own certificate");
+        assert_eq!(
+            own.turn_tls_files(),
+            Some((Path::new("/turn.pem"), Path::new("/turn.key")))
+        );
+        let no_udp = Config::load(Cli {
+            turn_keys: vec!["k1:turn-key-secret-0123456789".into()],
+            turn_listen_tls: Some("127.0.0.1:5349".parse().expect("addr")),
+            turn_tls_cert: Some("/turn.pem".into()),
+            turn_tls_key: Some("/turn.key".into()),
+            ..Cli::default()
+        });
+        assert!(matches!(no_udp, Err(ConfigError::Invalid(e)) if e.contains("listen_udp")));
     }
 }

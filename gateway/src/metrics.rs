@@ -163,6 +163,11 @@ pub fn gather(node: &Node) -> Exposition {
             "Data channel messages a subscriber missed (not open, or too much unsent).",
             s.channel_drops,
         ),
+        (
+            "gateway_turn_tls_handshake_failures_total",
+            "TLS connections to the TURN service whose handshake failed or timed out.",
+            s.turn_tls_handshake_failures,
+        ),
     ];
     if let Some(t) = s.ice_tcp {
         e.gauge(

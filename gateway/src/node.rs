@@ -46,6 +46,8 @@ pub struct Node {
     pub http_timing: crate::http::timing::HttpTiming,
     /// TURN keys and revoked usernames (`turn_credentials`).
     pub turn: std::sync::Mutex<crate::turn_credentials::TurnCredentials>,
+    /// TLS connections to the TURN service that failed or timed out in their handshake.
+    pub turn_tls_handshake_failures: AtomicU64,
 }
 
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
@@ -108,6 +110,8 @@ pub struct NodeStats {
     /// ICE-TCP connections and frames, when it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ice_tcp: Option<crate::ice_tcp::IceTcpSnapshot>,
+    /// TLS connections to the TURN service whose handshake failed or timed out.
+    pub turn_tls_handshake_failures: u64,
     /// Links, tree counters (NACKs answered/forwarded, keyframe requests) and tracks, in a cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<relay_shell::cluster::ClusterStats>,
@@ -279,6 +283,7 @@ impl Node {
             join,
             http_timing: Default::default(),
             turn: std::sync::Mutex::new(turn),
+            turn_tls_handshake_failures: AtomicU64::new(0),
         });
         if let (Some(queue), Some(endpoint)) =
             (span_queue, node.config.telemetry.otlp_endpoint.clone())
@@ -332,9 +337,16 @@ impl Node {
                 bandwidth_bytes_per_sec: t.bandwidth_bytes_per_sec,
             };
             let tcp = node.config.turn.listen_tcp;
+            let tls = match (t.listen_tls, node.config.turn_tls_files()) {
+                (Some(addr), Some((cert, key))) => {
+                    Some((addr, crate::turn::shell::tls_config(cert, key)?))
+                }
+                _ => None,
+            };
             let (_, task) = crate::turn::shell::start(
                 listen,
                 tcp,
+                tls,
                 relay_ip,
                 config,
                 node.clone(),
@@ -438,6 +450,7 @@ impl Node {
             stun_integrity_failures: self.udp.forged.load(r),
             udp_send_errors: self.udp.send_errors.load(r),
             ice_tcp: self.ice_tcp.as_ref().map(|t| t.snapshot()),
+            turn_tls_handshake_failures: self.turn_tls_handshake_failures.load(r),
             cluster: self.cluster.as_ref().map(|c| c.handle.stats()),
         }
     }

@@ -23,7 +23,7 @@ use crate::node::Node;
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), String> {
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(c), Some(k)) => Some(http::tls::server_config(c, k)?),
+        (Some(c), Some(k)) => Some(http::tls::server_config(c, k, http::tls::HTTP_ALPN)?),
         _ => None,
     };
     if config.anonymous_publish() {

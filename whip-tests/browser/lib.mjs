@@ -58,14 +58,14 @@ export function remember(buf, line, max = 300) {
 
 /**
  * Debian's Chromium, headless, with a fake camera and microphone allowed, in a persistent
- * context at `userDataDir`. Belt and braces: its pages may only fetch from 127.0.0.1; anything
- * else is blocked and noted in `logs`.
+ * context at `userDataDir` (`extraArgs` after CHROMIUM_ARGS). Belt and braces: its pages may only
+ * fetch from 127.0.0.1; anything else is blocked and noted in `logs`.
  */
-export async function launchChromium(userDataDir, logs) {
+export async function launchChromium(userDataDir, logs, extraArgs = []) {
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM_BIN,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...extraArgs],
     viewport: { width: 1000, height: 700 },
     permissions: ["camera", "microphone"],
     timeout: 20_000,

@@ -82,7 +82,11 @@ const BINARIES: &[Binary] = &[
         listens: &[
             ("GATEWAY_HTTP_LISTEN", "TCP"),
             ("GATEWAY_UDP_LISTEN", "UDP"),
+            ("GATEWAY_ICE_TCP_LISTEN", "TCP"),
             ("GATEWAY_CLUSTER_LISTEN", "UDP"),
+            ("GATEWAY_TURN_LISTEN", "UDP"),
+            ("GATEWAY_TURN_LISTEN_TCP", "TCP"),
+            ("GATEWAY_TURN_LISTEN_TLS", "TCP"),
         ],
         health: "GATEWAY_HTTP_LISTEN",
     },

@@ -3,7 +3,8 @@
 //! scheme, Debian's coturn (`turnserver --use-auth-secret`, started here with the key's secret)
 //! checks them, and coturn's own client (`turnutils_uclient`) allocates and relays with them over
 //! UDP and TCP. Expired and forged credentials are refused by coturn; the API's status codes are
-//! Calls'. `scripts/setup-coturn.sh` installs coturn; without it the coturn test fails.
+//! Calls'. The same client runs against the gateway's own TURN service over UDP, TCP and TLS.
+//! `scripts/setup-coturn.sh` installs coturn; without it the coturn tests fail.
 
 use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -348,6 +349,16 @@ async fn turn_credentials_go_only_to_clients_that_may_publish() -> Result<()> {
     Ok(())
 }
 
+/// A gateway with the test's TURN key and `args` (its TURN listeners and URLs).
+async fn our_turn(args: &[&str]) -> Result<Gateway> {
+    let mut all = vec!["--turn-key".to_string(), format!("{KEY}:{SECRET}")];
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || {
+        Gateway::start_with_args(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await?
+}
+
 /// The gateway's own TURN service, with coturn's client as the independent implementation:
 /// allocations with the API's credentials relay every message; wrong and expired credentials
 /// are refused; a peer outside the allowed networks is refused (403) and nothing is sent to it.
@@ -356,19 +367,15 @@ async fn our_turn_server_relays_for_coturns_client_and_refuses_strangers() -> Re
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
     let url = format!("turn:127.0.0.1:{port}?transport=udp");
-    let g = tokio::task::spawn_blocking(move || {
-        Gateway::start_with_args(&[
-            "--turn-key",
-            &format!("{KEY}:{SECRET}"),
-            "--turn-url",
-            &url,
-            "--turn-listen",
-            &listen,
-            "--turn-listen-tcp",
-            &listen,
-        ])
-    })
-    .await??;
+    let g = our_turn(&[
+        "--turn-url",
+        &url,
+        "--turn-listen",
+        &listen,
+        "--turn-listen-tcp",
+        &listen,
+    ])
+    .await?;
     let (user, cred, _) = generate(&g, 600).await?;
     let (short_user, short_cred, _) = generate(&g, 1).await?;
     let (relayed, by_send, over_tcp, forged, expired, outside) =
@@ -442,6 +449,148 @@ async fn our_turn_server_relays_for_coturns_client_and_refuses_strangers() -> Re
             .take(8)
             .collect::<Vec<_>>()
             .join(" | ")
+    );
+    Ok(())
+}
+
+/// A self-signed certificate for `localhost`, written to `dir`: (certificate path, key path, the
+/// certificate as DER for a client's roots).
+fn self_signed(dir: &std::path::Path) -> Result<(String, String, Vec<u8>)> {
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
+    let (cert_path, key_path) = (dir.join("turn-cert.pem"), dir.join("turn-key.pem"));
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    Ok((
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+        cert.der().to_vec(),
+    ))
+}
+
+/// A STUN Binding request (no attributes) with transaction id `txid`.
+fn binding_request(txid: [u8; 12]) -> Vec<u8> {
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    request.extend_from_slice(&txid);
+    request
+}
+
+/// A STUN Binding request over TLS to `port` with `version` and `alpn` offered (none: no ALPN),
+/// the server checked against `root` as `localhost`: (the TLS version and ALPN agreed, the
+/// answer's message type).
+fn binding_over_tls(
+    port: u16,
+    root: &[u8],
+    version: &'static rustls::SupportedProtocolVersion,
+    alpn: Option<&[u8]>,
+) -> Result<(rustls::ProtocolVersion, Option<Vec<u8>>, u16)> {
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from(root.to_vec()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.into_iter().map(<[u8]>::to_vec).collect();
+    let name = rustls::pki_types::ServerName::try_from("localhost")?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let txid: [u8; 12] = rand::random();
+    tls.write_all(&binding_request(txid))?;
+    tls.flush()?;
+    let mut header = [0u8; 20];
+    tls.read_exact(&mut header)?;
+    ensure!(header[8..20] == txid, "an answer to another transaction");
+    let agreed = tls.conn.protocol_version().context("no TLS version")?;
+    let alpn = tls.conn.alpn_protocol().map(<[u8]>::to_vec);
+    Ok((agreed, alpn, u16::from_be_bytes([header[0], header[1]])))
+}
+
+/// The gateway's own TURN service over TLS (`turns:`), with coturn's client over TCP + TLS
+/// (`-t -S`): an allocation relays every message, a wrong password is refused; TLS 1.2 and 1.3
+/// are served with `stun.turn` or no ALPN offered; a client that speaks no TLS fails its handshake,
+/// is counted, and the listener serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_turn_server_relays_over_tls() -> Result<()> {
+    let (port, tls_port) = (free_port()?, free_port()?);
+    let dir = tempfile::tempdir()?;
+    let (cert, key, der) = self_signed(dir.path())?;
+    let g = our_turn(&[
+        "--turn-url",
+        &format!("turns:127.0.0.1:{tls_port}?transport=tcp"),
+        "--turn-listen",
+        &format!("127.0.0.1:{port}"),
+        "--turn-listen-tls",
+        &format!("127.0.0.1:{tls_port}"),
+        "--turn-tls-cert",
+        &cert,
+        "--turn-tls-key",
+        &key,
+    ])
+    .await?;
+    let (user, cred, _) = generate(&g, 600).await?;
+    let (plain, handshakes, relayed, forged) = tokio::task::spawn_blocking(move || {
+        // A STUN Binding in the clear where TLS is expected: the handshake fails.
+        let plain = std::net::TcpStream::connect(("127.0.0.1", tls_port)).and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(&binding_request([7; 12]))?;
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+            Ok(answer)
+        });
+        let mut handshakes = Vec::new();
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            for alpn in [None, Some(&b"stun.turn"[..])] {
+                handshakes.push((
+                    version.version,
+                    alpn.is_some(),
+                    binding_over_tls(tls_port, &der, version, alpn),
+                ));
+            }
+        }
+        let relayed = uclient_with(tls_port, &["-t", "-S"], &user, &cred);
+        let forged = uclient_with(tls_port, &["-t", "-S"], &user, "not-the-password");
+        (plain, handshakes, relayed, forged)
+    })
+    .await?;
+    let plain = plain?;
+    ensure!(
+        !plain.starts_with(&[0x01, 0x01]),
+        "a cleartext Binding was answered on the TLS port"
+    );
+    for (version, offered, result) in handshakes {
+        let (agreed, alpn, kind) =
+            result.with_context(|| format!("{version:?}, ALPN offered: {offered}"))?;
+        ensure!(agreed == version, "asked for {version:?}, got {agreed:?}");
+        ensure!(
+            alpn.as_deref() == offered.then_some(&b"stun.turn"[..]),
+            "{version:?}: ALPN {alpn:?}"
+        );
+        ensure!(
+            kind == 0x0101,
+            "{version:?}: a Binding answered with {kind:#06x}"
+        );
+    }
+    let (sent, received, lost) = relayed?;
+    println!(
+        "our TURN over TLS with coturn's client: sent {sent}, received {received}, lost {lost}"
+    );
+    ensure!(
+        sent >= 20 && received == sent && lost == 0,
+        "over TLS: {sent} sent, {received} received, {lost} lost"
+    );
+    ensure!(
+        forged.is_err(),
+        "a wrong password was accepted over TLS: {forged:?}"
+    );
+    let failures = g.stats().await?["turn_tls_handshake_failures"].as_u64();
+    ensure!(
+        failures.is_some_and(|n| n >= 1),
+        "the cleartext client's failed handshake was not counted: {failures:?}"
     );
     Ok(())
 }

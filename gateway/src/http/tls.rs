@@ -1,5 +1,6 @@
 //! HTTPS: browsers capture a camera only on a secure origin, so a gateway reached by name needs
-//! TLS. PEM files are read with rustls-pki-types' `PemObject` (rustls-pemfile is archived).
+//! TLS. PEM files are read with rustls-pki-types' `PemObject` (rustls-pemfile is archived). The
+//! TURN service's TLS listener (`turn::shell::tls_config`) loads its certificate here too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +9,12 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+/// HTTPS's ALPN: HTTP/2 first, so browsers multiplex WHIP/WHEP requests on one connection.
+pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// TLS 1.2 and 1.3 with the PEM chain and key, advertising `alpn`. rustls refuses a client whose
+/// ALPN list has none of them, and serves one that offers no ALPN at all.
+pub fn server_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -25,6 +31,6 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not fit: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

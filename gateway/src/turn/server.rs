@@ -1,5 +1,5 @@
-//! A TURN server (RFC 8656) over UDP as a sans-IO state machine: datagrams from clients and from
-//! peers in, with the time; datagrams out (to a client, or from a relayed address to a peer) and
+//! A TURN server (RFC 8656) as a sans-IO state machine: client messages (UDP datagrams, or framed
+//! off a TCP or TLS connection by the shell) and peer datagrams in, with the time; datagrams out (to a client, or from a relayed address to a peer) and
 //! requests to bind or close relayed sockets. Allocations, permissions, channels and refreshes;
 //! the long-term credential mechanism with the TURN REST API passwords of `turn_credentials` and
 //! stateless, expiring nonces. What it refuses: peers outside the deployment's allowed networks

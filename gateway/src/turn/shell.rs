@@ -1,16 +1,22 @@
-//! The TURN service's sockets: one UDP listener for clients and, when configured, a TCP one (each
-//! connection framed into STUN messages and ChannelData, RFC 8656 §12.5, its allocation ending
-//! with it), one UDP socket per allocation on the relay address (a reader task each, feeding the
-//! one task that owns the `TurnServer`), a once-a-second timer for expiries. Everything the
-//! server decides comes out of `poll_output`.
+//! The TURN service's sockets: one UDP listener for clients and, when configured, a TCP one and a
+//! TLS one (`turns:`; a handshake first, then the same framing), each connection framed into STUN
+//! messages and ChannelData (RFC 8656 §12.5) with its allocation ending with it; one UDP socket
+//! per allocation on the relay address (a reader task each, feeding the one task that owns the
+//! `TurnServer`), a once-a-second timer for expiries. Everything the server decides comes out of
+//! `poll_output`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::server::{Output, TurnConfig, TurnServer};
@@ -19,10 +25,23 @@ use crate::node::Node;
 /// A relayed datagram: (relayed address, peer, bytes).
 type PeerDatagram = (SocketAddr, SocketAddr, Vec<u8>);
 
-/// TCP connections at most; more are closed at once.
+/// TCP and TLS connections at most, together; more are closed at once.
 const MAX_TCP_CLIENTS: usize = 10_000;
 
-/// What a TCP connection tells the server task.
+/// A TLS client that has not finished its handshake by then is dropped: a slow or silent one
+/// would otherwise hold a connection slot for ever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// RFC 7443's ALPN id for TURN; clients that offer no ALPN are served too.
+const ALPN_STUN_TURN: &[u8] = b"stun.turn";
+
+/// The TLS listener's rustls configuration: TLS 1.2 and 1.3 (coturn's client and Chromium),
+/// `stun.turn` advertised.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    crate::http::tls::server_config(cert, key, &[ALPN_STUN_TURN])
+}
+
+/// What a TCP or TLS connection tells the server task.
 enum TcpEvent {
     Open(SocketAddr, mpsc::Sender<Vec<u8>>),
     Message(SocketAddr, Vec<u8>),
@@ -34,10 +53,12 @@ struct Relay {
     reader: tokio::task::JoinHandle<()>,
 }
 
-/// Binds `listen` (returns its real address) and serves TURN on it until `shutdown`.
+/// Binds `listen` (returns its real address), and `listen_tcp` and `listen_tls` when given, and
+/// serves TURN on them until `shutdown`.
 pub async fn start(
     listen: SocketAddr,
     listen_tcp: Option<SocketAddr>,
+    listen_tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     relay_ip: IpAddr,
     config: TurnConfig,
     node: Arc<Node>,
@@ -49,12 +70,26 @@ pub async fn start(
     let local = socket.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%local, %relay_ip, "TURN over UDP");
     let (tcp_tx, tcp_rx) = mpsc::channel::<TcpEvent>(4096);
-    if let Some(addr) = listen_tcp {
-        let listener = tokio::net::TcpListener::bind(addr)
+    let open = Arc::new(AtomicUsize::new(0));
+    let streams = [
+        listen_tcp.map(|addr| (addr, None)),
+        listen_tls.map(|(addr, config)| (addr, Some(TlsAcceptor::from(config)))),
+    ];
+    for (addr, tls) in streams.into_iter().flatten() {
+        let kind = if tls.is_some() { "TLS" } else { "TCP" };
+        let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("cannot bind TURN TCP {addr}: {e}"))?;
-        tracing::info!(local = %addr, "TURN over TCP");
-        tokio::spawn(accept(listener, tcp_tx, shutdown.clone()));
+            .map_err(|e| format!("cannot bind TURN {kind} {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%local, "TURN over {kind}");
+        let accepting = Accepting {
+            tls,
+            events: tcp_tx.clone(),
+            open: open.clone(),
+            node: node.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tokio::spawn(accept(listener, accepting));
     }
     let task = tokio::spawn(run(
         socket,
@@ -187,31 +222,86 @@ async fn bind_relay(
     Ok((addr, Relay { socket, reader }))
 }
 
-async fn accept(
-    listener: tokio::net::TcpListener,
+/// What a stream listener's connections share: the TLS acceptor (none: plain TCP), the server
+/// task's queue, the count of open connections across both listeners.
+struct Accepting {
+    tls: Option<TlsAcceptor>,
     events: mpsc::Sender<TcpEvent>,
+    open: Arc<AtomicUsize>,
+    node: Arc<Node>,
     shutdown: CancellationToken,
-) {
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+}
+
+async fn accept(listener: TcpListener, a: Accepting) {
     loop {
         let (stream, addr) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = a.shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
-                Err(_) => continue,
+                Err(e) => {
+                    // Out of file descriptors, most likely: retrying at once would spin.
+                    tracing::warn!(error = %e, "TURN accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             },
         };
-        if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_TCP_CLIENTS {
+        if a.open.load(Ordering::Relaxed) >= MAX_TCP_CLIENTS {
             continue; // dropped: closes the connection
         }
-        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (events, open, shutdown) = (events.clone(), open.clone(), shutdown.clone());
+        a.open.fetch_add(1, Ordering::Relaxed);
+        // STUN transactions and ChannelData are small writes that must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (tls, events, open, node, shutdown) = (
+            a.tls.clone(),
+            a.events.clone(),
+            a.open.clone(),
+            a.node.clone(),
+            a.shutdown.clone(),
+        );
         tokio::spawn(async move {
-            connection(stream, addr, &events, shutdown).await;
-            let _ = events.send(TcpEvent::Closed(addr)).await;
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let served = match tls {
+                None => connection(stream, addr, &events, shutdown).await,
+                Some(acceptor) => match handshake(&acceptor, stream, addr, &node).await {
+                    Some(tls) => connection(tls, addr, &events, shutdown).await,
+                    None => false,
+                },
+            };
+            if served {
+                let _ = events.send(TcpEvent::Closed(addr)).await;
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// A `turns:` client's TLS handshake, within [`TLS_HANDSHAKE_TIMEOUT`]. A failure (a client
+/// speaking something else, an old TLS version, a certificate it rejects) ends only this
+/// connection: logged at debug, counted in `/v1/stats`.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    addr: SocketAddr,
+    node: &Node,
+) -> Option<TlsStream<TcpStream>> {
+    let error = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let (_, session) = tls.get_ref();
+            tracing::debug!(
+                %addr,
+                version = ?session.protocol_version(),
+                alpn = ?session.alpn_protocol().map(String::from_utf8_lossy),
+                "TURN over TLS"
+            );
+            return Some(tls);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("none within {TLS_HANDSHAKE_TIMEOUT:?}"),
+    };
+    tracing::debug!(%addr, %error, "TURN TLS handshake failed");
+    node.turn_tls_handshake_failures
+        .fetch_add(1, Ordering::Relaxed);
+    None
 }
 
 /// Bytes on a TURN TCP connection that are neither a STUN message nor ChannelData.
@@ -233,22 +323,30 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, NotTurn> {
     Ok((buf.len() >= total).then_some(total))
 }
 
-async fn connection(
-    stream: tokio::net::TcpStream,
+/// Frames one client connection (TCP, or TLS once its handshake is done) into the server task
+/// until either side ends it; false if the server task had gone before it began.
+async fn connection<S>(
+    stream: S,
     addr: SocketAddr,
     events: &mpsc::Sender<TcpEvent>,
     shutdown: CancellationToken,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+) -> bool
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
     if events.send(TcpEvent::Open(addr, tx)).await.is_err() {
-        return;
+        return false;
     }
     let write = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+            // TLS keeps what a busy socket did not take in its buffer until the next write or a
+            // flush: flush once the queue is empty, so nothing waits there, yet not per message.
+            if rx.is_empty() && writer.flush().await.is_err() {
                 break;
             }
         }
@@ -279,6 +377,7 @@ async fn connection(
         }
     }
     write.abort();
+    true
 }
 
 #[cfg(test)]
