@@ -587,36 +587,8 @@ pub async fn start_cluster(
     settings: &crate::config::ClusterSettings,
     shutdown: CancellationToken,
 ) -> Result<(ClusterHandle, mpsc::UnboundedReceiver<Event>, String), String> {
-    use relay_shell::cluster::ClusterConfig;
-    use relay_shell::cluster_tls::{ClusterIdentity, LinkTiming};
-    let identity = ClusterIdentity::load(&settings.cert, &settings.key)?;
-    let node_id = settings
-        .node_id
-        .clone()
-        .unwrap_or_else(|| settings.listen.to_string());
-    let tiered = |list: &[String]| -> Result<Vec<(u8, String)>, String> {
-        list.iter()
-            .map(|m| crate::config::parse_tiered(m).map_err(|e| e.to_string()))
-            .collect()
-    };
-    let config = ClusterConfig {
-        node_id: node_id.clone(),
-        tier: 0,
-        cluster: settings.name.clone(),
-        listen: settings.listen,
-        identity,
-        members: tiered(&settings.members)?,
-        dns: tiered(&settings.members_dns)?,
-        dns_refresh: Duration::from_millis(settings.dns_refresh_ms),
-        timing: LinkTiming::default(),
-        tree: {
-            let mut tree = relay_proto::tree::TreeConfig::new(node_id.clone(), 0);
-            tree.prune_grace = Duration::from_millis(settings.prune_grace_ms);
-            tree
-        },
-        drop_datagrams: settings.test_drop_datagrams,
-        drop_seed: 1,
-    };
+    let config = settings.config(0)?;
+    let node_id = config.node_id.clone();
     let (handle, events) = relay_shell::cluster::start(config, shutdown).await?;
     tracing::info!(%node_id, listen = %settings.listen, "joined the cluster");
     Ok((handle, events, node_id))

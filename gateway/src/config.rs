@@ -175,35 +175,9 @@ pub struct Cli {
     pub test_drop_datagrams: Option<f64>,
 }
 
-/// Cluster membership and links (absent: a single node, no relay tiers).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterSettings {
-    pub listen: SocketAddr,
-    #[serde(default)]
-    pub node_id: Option<String>,
-    #[serde(default = "default_cluster_name")]
-    pub name: String,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// `tier:host:port`
-    #[serde(default)]
-    pub members: Vec<String>,
-    /// `tier:name:port`
-    #[serde(default)]
-    pub members_dns: Vec<String>,
-    #[serde(default = "default_dns_refresh")]
-    pub dns_refresh_ms: u64,
-    #[serde(default)]
-    pub test_drop_datagrams: f64,
-    /// A remote track nobody here watches any more is unsubscribed after this long.
-    #[serde(default = "default_prune_grace")]
-    pub prune_grace_ms: u64,
-}
-
-fn default_prune_grace() -> u64 {
-    5000
-}
+/// Cluster membership and links (absent: a single node, no relay tiers): the settings the relay
+/// binary has too, in `[cluster]`.
+pub use relay_shell::settings::ClusterSettings;
 
 /// Recording to fragmented MP4 (absent: nothing is recorded and the recording API says 409).
 #[derive(Debug, Clone, Deserialize)]
@@ -220,30 +194,6 @@ pub struct RecordingSettings {
 
 fn default_segment_secs() -> u64 {
     3600
-}
-
-fn default_cluster_name() -> String {
-    "default".into()
-}
-
-fn default_dns_refresh() -> u64 {
-    2000
-}
-
-/// `tier:rest` → (tier, rest).
-pub fn parse_tiered(s: &str) -> Result<(u8, String), ConfigError> {
-    let (tier, rest) = s
-        .split_once(':')
-        .ok_or_else(|| ConfigError::Invalid(format!("{s:?}: expected tier:host:port")))?;
-    let tier: u8 = tier
-        .parse()
-        .map_err(|_| ConfigError::Invalid(format!("{s:?}: tier must be a number")))?;
-    if !rest.contains(':') {
-        return Err(ConfigError::Invalid(format!(
-            "{s:?}: expected tier:host:port"
-        )));
-    }
-    Ok((tier, rest.to_string()))
 }
 
 /// A bearer token and the streams it may publish and play. A pattern is a stream name, `*`, or a
@@ -641,18 +591,7 @@ impl Config {
                     "--cluster-listen needs --cluster-cert and --cluster-key".into(),
                 ));
             };
-            self.cluster = Some(ClusterSettings {
-                listen,
-                node_id: None,
-                name: default_cluster_name(),
-                cert,
-                key,
-                members: Vec::new(),
-                members_dns: Vec::new(),
-                dns_refresh_ms: default_dns_refresh(),
-                test_drop_datagrams: 0.0,
-                prune_grace_ms: default_prune_grace(),
-            });
+            self.cluster = Some(ClusterSettings::new(listen, cert, key));
         }
         if let Some(c) = self.cluster.as_mut() {
             if let Some(id) = cli.node_id {
@@ -822,19 +761,7 @@ impl Config {
             }
         }
         if let Some(c) = &self.cluster {
-            if c.node_id.is_none() && c.listen.ip().is_unspecified() {
-                return Err(ConfigError::Invalid(
-                    "with a wildcard --cluster-listen, set --node-id to the address peers dial (in Kubernetes: $(POD_IP):port)".into(),
-                ));
-            }
-            for m in c.members.iter().chain(&c.members_dns) {
-                parse_tiered(m)?;
-            }
-            if !(0.0..1.0).contains(&c.test_drop_datagrams) {
-                return Err(ConfigError::Invalid(
-                    "test_drop_datagrams must be in [0, 1)".into(),
-                ));
-            }
+            c.validate().map_err(ConfigError::Invalid)?;
         }
         if let Some(e) = &self.telemetry.otlp_endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))

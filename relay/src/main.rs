@@ -13,10 +13,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use clap::{Args, Parser, Subcommand};
-use relay_proto::tree::TreeConfig;
-use relay_shell::cluster::{self, ClusterConfig, ClusterHandle};
-use relay_shell::cluster_tls::{ClusterIdentity, LinkTiming};
+use relay_shell::cluster::{self, ClusterHandle};
+use relay_shell::cluster_tls::ClusterIdentity;
 use relay_shell::drain::DrainState;
+use relay_shell::settings::{ClusterSettings, parse_member};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -65,12 +65,12 @@ struct RunArgs {
     #[arg(long, env = "RELAY_CLUSTER_KEY")]
     cluster_key: Option<PathBuf>,
     /// A static member, `tier:host:port` (repeatable; comma-separated in the environment).
-    #[arg(long = "member", env = "RELAY_MEMBERS", value_delimiter = ',', value_parser = parse_member)]
-    members: Vec<(u8, String)>,
+    #[arg(long = "member", env = "RELAY_MEMBERS", value_delimiter = ',', value_parser = member)]
+    members: Vec<String>,
     /// Members from DNS, `tier:name:port`: every address the name resolves to is a member of that
     /// tier (a Kubernetes headless Service). Repeatable.
-    #[arg(long = "members-dns", env = "RELAY_MEMBERS_DNS", value_delimiter = ',', value_parser = parse_member)]
-    members_dns: Vec<(u8, String)>,
+    #[arg(long = "members-dns", env = "RELAY_MEMBERS_DNS", value_delimiter = ',', value_parser = member)]
+    members_dns: Vec<String>,
     /// How often DNS members are re-resolved.
     #[arg(long, env = "RELAY_DNS_REFRESH_MS", default_value_t = 2000)]
     dns_refresh_ms: u64,
@@ -101,20 +101,9 @@ struct RunArgs {
     test_seed: u64,
 }
 
-/// `tier:host:port`; the host may be a bracketed IPv6 address.
-fn parse_member(s: &str) -> Result<(u8, String), String> {
-    let (tier, addr) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?}: expected tier:host:port"))?;
-    let tier: u8 = tier
-        .parse()
-        .map_err(|_| format!("{s:?}: tier {tier:?} is not a number 0-255"))?;
-    match addr.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok((tier, addr.to_string()))
-        }
-        _ => Err(format!("{s:?}: expected tier:host:port")),
-    }
+/// `tier:host:port` (the host may be a bracketed IPv6 address), checked as the cluster reads it.
+fn member(s: &str) -> Result<String, String> {
+    parse_member(s).map(|_| s.to_string())
 }
 
 fn main() -> std::process::ExitCode {
@@ -185,15 +174,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let (Some(cert), Some(key)) = (&args.cluster_cert, &args.cluster_key) else {
         return Err("--cluster-cert and --cluster-key are required (make them with `relay cluster-cert --out DIR`)".into());
     };
-    let identity = ClusterIdentity::load(cert, key)?;
     let listen = concrete_listen(args.listen)?;
-    let node_id = args.node_id.clone().unwrap_or_else(|| listen.to_string());
-    if args.node_id.is_none() && listen.ip().is_unspecified() {
-        tracing::warn!(
-            node_id,
-            "node id defaults to an unspecified address; peers cannot dial it: set --node-id"
-        );
-    }
     if args.test_drop_datagrams > 0.0 {
         tracing::warn!(
             fraction = args.test_drop_datagrams,
@@ -201,25 +182,19 @@ async fn run(args: RunArgs) -> Result<(), String> {
         );
     }
     let shutdown = CancellationToken::new();
-    let config = ClusterConfig {
-        node_id: node_id.clone(),
-        tier: args.tier,
-        cluster: args.cluster,
-        listen,
-        identity,
-        members: args.members,
-        dns: args.members_dns,
-        dns_refresh: Duration::from_millis(args.dns_refresh_ms),
-        timing: LinkTiming::default(),
-        tree: {
-            let mut tree = TreeConfig::new(node_id, args.tier);
-            tree.prune_grace = Duration::from_millis(args.prune_grace_ms);
-            tree.fanout_limit = args.fanout_limit.max(1);
-            tree
-        },
-        drop_datagrams: args.test_drop_datagrams,
-        drop_seed: args.test_seed,
+    let settings = ClusterSettings {
+        node_id: args.node_id.clone(),
+        name: args.cluster.clone(),
+        members: args.members.clone(),
+        members_dns: args.members_dns.clone(),
+        dns_refresh_ms: args.dns_refresh_ms,
+        prune_grace_ms: args.prune_grace_ms,
+        fanout_limit: args.fanout_limit,
+        test_drop_datagrams: args.test_drop_datagrams,
+        test_seed: args.test_seed,
+        ..ClusterSettings::new(listen, cert.clone(), key.clone())
     };
+    let config = settings.config(args.tier)?;
     let (handle, mut events) = cluster::start(config, shutdown.clone()).await?;
     let http = tokio::net::TcpListener::bind(args.stats_listen)
         .await

@@ -10,3 +10,4 @@ pub mod drain;
 pub mod links;
 pub mod otlp;
 pub mod otlp_push;
+pub mod settings;
