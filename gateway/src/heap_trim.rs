@@ -8,12 +8,9 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-
-use crate::registry::Registry;
 
 const EVERY: Duration = Duration::from_secs(5);
 /// Sessions (or remembered ended sessions) that must have gone since the last trim to trim.
@@ -45,7 +42,12 @@ impl Trimmer {
     }
 }
 
-pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
+/// Every few seconds, asks `sessions` (called with the time) how many ended sessions were just
+/// forgotten and how many sessions there are, and trims when enough have gone.
+pub async fn run(
+    sessions: impl Fn(std::time::Instant) -> (usize, usize),
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(EVERY);
     let mut trimmer = Trimmer::default();
     loop {
@@ -53,8 +55,7 @@ pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let forgotten = registry.forget_ended(std::time::Instant::now());
-        let sessions = registry.session_count();
+        let (forgotten, sessions) = sessions(std::time::Instant::now());
         if trimmer.tick(sessions, forgotten) {
             let released = trim();
             tracing::debug!(sessions, forgotten, released, "heap trimmed");

@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use relay_proto::histogram::{Histogram, HistogramSnapshot, JOIN_BUCKETS};
 
-use crate::trace_context::TraceParent;
+use relay_shell::otlp::SpanRecord;
+use relay_shell::otlp_push::wall_time;
+
+use crate::trace_context::{TraceParent, span_id, trace_id};
 
 tokio::task_local! {
     /// The HTTP request being handled (set by the router's timing layer), so that a session
@@ -150,6 +153,49 @@ impl JoinClock {
     }
 }
 
+/// A session's setup as spans, under the W3C `traceparent` its request carried or in a new
+/// trace: the whole (`marks[0]` → `marks[4]`) and one child per phase, or nothing when the
+/// caller's trace is not sampled (a parent's "not sampled" is obeyed).
+pub fn setup_spans(
+    parent: Option<TraceParent>,
+    session: &str,
+    role: Role,
+    marks: [Instant; 5],
+) -> Vec<SpanRecord> {
+    if parent.is_some_and(|p| !p.sampled) {
+        return Vec::new();
+    }
+    let trace_id = parent.map_or_else(trace_id, |p| p.trace_id);
+    let root = span_id();
+    let attributes = vec![
+        ("wish.session".to_string(), session.to_string()),
+        ("wish.role".to_string(), role.label().to_string()),
+    ];
+    let mut spans = vec![SpanRecord {
+        trace_id,
+        span_id: root,
+        parent_span_id: parent.map(|p| p.span_id),
+        name: format!("{} join", role.label()),
+        server: true,
+        start: wall_time(marks[0]),
+        end: wall_time(marks[4]),
+        attributes: attributes.clone(),
+    }];
+    for (phase, w) in PHASES.iter().zip(marks.windows(2)) {
+        spans.push(SpanRecord {
+            trace_id,
+            span_id: span_id(),
+            parent_span_id: Some(root),
+            name: (*phase).to_string(),
+            server: false,
+            start: wall_time(w[0]),
+            end: wall_time(w[1]),
+            attributes: attributes.clone(),
+        });
+    }
+    spans
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +238,44 @@ mod tests {
         let mut c = JoinClock::new(later, t0);
         c.first_media(Role::Publisher, t0, &m);
         assert_eq!(m.snapshot(Role::Publisher).1.sum_seconds, 0.0);
+    }
+
+    #[test]
+    fn setup_spans_hang_under_the_parent_and_cover_the_phases() {
+        let t0 = Instant::now();
+        let marks = [0, 2, 30, 80, 95].map(|ms| t0 + Duration::from_millis(ms));
+        let parent = TraceParent {
+            trace_id: [7; 16],
+            span_id: [9; 8],
+            sampled: true,
+        };
+        let spans = setup_spans(Some(parent), "abc", Role::Viewer, marks);
+        assert_eq!(spans.len(), 5);
+        assert_eq!(spans[0].parent_span_id, Some([9; 8]));
+        assert!(spans.iter().all(|s| s.trace_id == [7; 16]));
+        assert!(
+            spans[1..]
+                .iter()
+                .all(|s| s.parent_span_id == Some(spans[0].span_id))
+        );
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["viewer join", "answer", "ice", "dtls", "first_packet"]
+        );
+        let dtls = spans[3]
+            .end
+            .duration_since(spans[3].start)
+            .expect("ordered");
+        assert_eq!(dtls, Duration::from_millis(50));
+        let unsampled = TraceParent {
+            sampled: false,
+            ..parent
+        };
+        assert!(setup_spans(Some(unsampled), "abc", Role::Viewer, marks).is_empty());
+        assert_ne!(
+            setup_spans(None, "abc", Role::Viewer, marks)[0].trace_id,
+            [0; 16]
+        );
     }
 }

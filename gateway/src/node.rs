@@ -254,7 +254,11 @@ impl Node {
             );
             ice_tcp
         });
-        tasks.spawn(crate::heap_trim::run(registry.clone(), shutdown.clone()));
+        let trimmed = registry.clone();
+        tasks.spawn(crate::heap_trim::run(
+            move |now| (trimmed.forget_ended(now), trimmed.session_count()),
+            shutdown.clone(),
+        ));
         let turn = crate::turn_credentials::TurnCredentials::new(
             config
                 .turn

@@ -1,18 +1,12 @@
-//! Traces of what clients wait for: a session's setup (request → answer → ICE → DTLS → first
-//! media packet) as a span with one child per phase, under the W3C `traceparent` the request
-//! carried (so a player's or an encoder's own trace continues through the gateway), or in a new
-//! trace when it carried none. A parent that says "not sampled" is obeyed: nothing is exported.
-
-use std::time::Instant;
+//! The W3C trace context of a request: the caller's span from its `traceparent` (so a player's or
+//! an encoder's own trace continues through the gateway), and fresh trace and span ids for work
+//! no caller traced. The spans themselves are built where their instants are known
+//! (`join_metrics::setup_spans`, `subscribe_trace`).
 
 use axum::http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use relay_shell::otlp::SpanRecord;
-use relay_shell::otlp_push::wall_time;
-
-use crate::join_metrics::{PHASES, Role};
 
 /// The caller's span, from its `traceparent` (and `tracestate`) header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +41,8 @@ pub fn extract(headers: &HeaderMap) -> Option<TraceParent> {
     })
 }
 
-fn span_id() -> [u8; 8] {
+/// A span id (never the invalid all-zero one).
+pub fn span_id() -> [u8; 8] {
     // Never all zeros (an invalid id); the chance is 2^-64, the loop costs nothing.
     loop {
         let id: [u8; 8] = rand::random();
@@ -67,52 +62,9 @@ pub fn trace_id() -> [u8; 16] {
     }
 }
 
-/// A session's setup spans: the whole (`marks[0]` → `marks[4]`) and one per phase, or nothing
-/// when the caller's trace is not sampled.
-pub fn setup_spans(
-    parent: Option<TraceParent>,
-    session: &str,
-    role: Role,
-    marks: [Instant; 5],
-) -> Vec<SpanRecord> {
-    if parent.is_some_and(|p| !p.sampled) {
-        return Vec::new();
-    }
-    let trace_id = parent.map_or_else(trace_id, |p| p.trace_id);
-    let root = span_id();
-    let attributes = vec![
-        ("wish.session".to_string(), session.to_string()),
-        ("wish.role".to_string(), role.label().to_string()),
-    ];
-    let mut spans = vec![SpanRecord {
-        trace_id,
-        span_id: root,
-        parent_span_id: parent.map(|p| p.span_id),
-        name: format!("{} join", role.label()),
-        server: true,
-        start: wall_time(marks[0]),
-        end: wall_time(marks[4]),
-        attributes: attributes.clone(),
-    }];
-    for (phase, w) in PHASES.iter().zip(marks.windows(2)) {
-        spans.push(SpanRecord {
-            trace_id,
-            span_id: span_id(),
-            parent_span_id: Some(root),
-            name: (*phase).to_string(),
-            server: false,
-            start: wall_time(w[0]),
-            end: wall_time(w[1]),
-            attributes: attributes.clone(),
-        });
-    }
-    spans
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn headers(traceparent: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -139,44 +91,5 @@ mod tests {
             assert_eq!(extract(&headers(junk)), None, "{junk:?}");
         }
         assert_eq!(extract(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn setup_spans_hang_under_the_parent_and_cover_the_phases() {
-        let t0 = Instant::now();
-        let marks = [0, 2, 30, 80, 95].map(|ms| t0 + Duration::from_millis(ms));
-        let parent = TraceParent {
-            trace_id: [7; 16],
-            span_id: [9; 8],
-            sampled: true,
-        };
-        let spans = setup_spans(Some(parent), "abc", Role::Viewer, marks);
-        assert_eq!(spans.len(), 5);
-        assert_eq!(spans[0].parent_span_id, Some([9; 8]));
-        assert!(spans.iter().all(|s| s.trace_id == [7; 16]));
-        assert!(
-            spans[1..]
-                .iter()
-                .all(|s| s.parent_span_id == Some(spans[0].span_id))
-        );
-        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["viewer join", "answer", "ice", "dtls", "first_packet"]
-        );
-        let dtls = spans[3]
-            .end
-            .duration_since(spans[3].start)
-            .expect("ordered");
-        assert_eq!(dtls, Duration::from_millis(50));
-        let unsampled = TraceParent {
-            sampled: false,
-            ..parent
-        };
-        assert!(setup_spans(Some(unsampled), "abc", Role::Viewer, marks).is_empty());
-        assert_ne!(
-            setup_spans(None, "abc", Role::Viewer, marks)[0].trace_id,
-            [0; 16]
-        );
     }
 }

@@ -216,8 +216,7 @@ pub struct WorkerCtx {
 /// A session's setup as spans, when traces are exported.
 fn export_setup(ctx: &WorkerCtx, s: &Session, role: Role, marks: [Instant; 5]) {
     if ctx.spans.enabled() {
-        let spans =
-            crate::trace_context::setup_spans(s.join.parent, &s.id.to_string(), role, marks);
+        let spans = crate::join_metrics::setup_spans(s.join.parent, &s.id.to_string(), role, marks);
         for span in spans {
             ctx.spans.send(span);
         }

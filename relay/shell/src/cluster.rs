@@ -19,7 +19,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster_tls::{ClusterIdentity, LinkTiming};
-use crate::links::{LinkEvent, LinkHandle, Links, LossShaper};
+use crate::links::{LinkEvent, LinkHandle, LinkStats, Links, LossShaper};
 use relay_proto::SharedPacket;
 use relay_proto::histogram::{HOP_BUCKETS, Histogram, HistogramSnapshot};
 use relay_proto::link::{CloseCode, Hello, StreamOrigin, SubscribeOk, TrackKey};
@@ -136,29 +136,6 @@ pub struct ClusterStats {
     pub refused_handshakes: u64,
     /// What this node adds to a media datagram (arrival on a link → handed on).
     pub hop_latency: HistogramSnapshot,
-}
-
-/// One link that is up.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct LinkStats {
-    pub id: u64,
-    pub peer: String,
-    /// We opened it (else the peer did).
-    pub dialed: bool,
-    pub rtt_ms: f64,
-    /// QUIC's own counts: every packet, and those it declared lost.
-    pub packets_sent: u64,
-    pub packets_lost: u64,
-    pub datagrams_in: u64,
-    pub datagrams_out: u64,
-    /// Dropped on purpose by the test-only loss shaper.
-    pub datagrams_dropped_by_shaper: u64,
-    /// Over the connection's datagram size, or refused by QUIC.
-    pub datagrams_dropped: u64,
-    pub control_in: u64,
-    pub control_out: u64,
-    /// Malformed control frames and protocol violations (each closes the link).
-    pub decode_errors: u64,
 }
 
 /// One track this node holds.

@@ -21,13 +21,36 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarInt};
+use serde::Serialize;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::LinkStats;
 use crate::cluster_tls::{ClusterIdentity, LinkTiming, SERVER_NAME};
 use relay_proto::link::{CloseCode, ControlDecoder, ControlMessage, DecodeError, Hello};
 use relay_proto::tree::LinkId;
+
+/// One link that is up.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkStats {
+    pub id: u64,
+    pub peer: String,
+    /// We opened it (else the peer did).
+    pub dialed: bool,
+    pub rtt_ms: f64,
+    /// QUIC's own counts: every packet, and those it declared lost.
+    pub packets_sent: u64,
+    pub packets_lost: u64,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    /// Dropped on purpose by the test-only loss shaper.
+    pub datagrams_dropped_by_shaper: u64,
+    /// Over the connection's datagram size, or refused by QUIC.
+    pub datagrams_dropped: u64,
+    pub control_in: u64,
+    pub control_out: u64,
+    /// Malformed control frames and protocol violations (each closes the link).
+    pub decode_errors: u64,
+}
 
 /// A peer that completed the QUIC handshake (so it holds the cluster key) still has this long to
 /// finish the `Hello` exchange; a stalled one must not hold a connection forever.
