@@ -35,9 +35,9 @@ pub const TARGETS: &[Target] = &[
 /// with one allocation's worth of state reachable only with credentials; nothing panics, and
 /// whatever goes out goes to the client that sent or to nobody (never to a peer unasked).
 pub fn turn_server(data: &[u8]) {
-    use gateway::turn::message::{Message, parse_channel_data};
-    use gateway::turn::server::{Output, TurnConfig, TurnServer};
-    if let Some(m) = Message::parse(data) {
+    use gateway::turn::message::{TurnMessage, parse_channel_data};
+    use gateway::turn::server::{TurnConfig, TurnOutput, TurnServer};
+    if let Some(m) = TurnMessage::parse(data) {
         let _ = (
             m.unknown_required(),
             m.get(0x0012).map(|v| m.xor_address(v)),
@@ -60,7 +60,7 @@ pub fn turn_server(data: &[u8]) {
     s.handle_timeout(now);
     while let Some(o) = s.poll_output() {
         match o {
-            Output::ToClient { to, .. } => assert_eq!(to, client),
+            TurnOutput::ToClient { to, .. } => assert_eq!(to, client),
             other => panic!("unauthenticated input made {other:?}"),
         }
     }
@@ -189,12 +189,12 @@ pub fn depacketize(data: &[u8]) {
 /// SPS (H264, H265) and AV1 sequence header parsers behind the recorder's sample entries.
 pub fn parameter_sets(data: &[u8]) {
     use gateway::depacketize::VideoCodec;
-    use gateway::fmp4::TrackKind;
+    use gateway::fmp4::TrackConfig;
     let (a, b) = data.split_at(data.len() / 2);
     let (b, c) = b.split_at(b.len() / 2);
-    let _ = TrackKind::video(VideoCodec::H264, &[a.to_vec(), b.to_vec()]);
-    let _ = TrackKind::video(VideoCodec::H265, &[a.to_vec(), b.to_vec(), c.to_vec()]);
-    let _ = TrackKind::video(VideoCodec::Av1, &[data.to_vec()]);
+    let _ = TrackConfig::video(VideoCodec::H264, &[a.to_vec(), b.to_vec()]);
+    let _ = TrackConfig::video(VideoCodec::H265, &[a.to_vec(), b.to_vec(), c.to_vec()]);
+    let _ = TrackConfig::video(VideoCodec::Av1, &[data.to_vec()]);
 }
 
 /// The recorder's path from packets to file bytes: depacketized access units become samples
@@ -203,7 +203,7 @@ pub fn parameter_sets(data: &[u8]) {
 /// emits must be well-formed: sizes that add up, an `mdat` holding exactly the samples.
 pub fn recording(data: &[u8]) {
     use gateway::depacketize::{Assembler, VideoCodec};
-    use gateway::fmp4::{self, Sample, TrackDesc, TrackKind, TrackRun};
+    use gateway::fmp4::{self, Sample, TrackConfig, TrackDesc, TrackRun};
     let Some((&selector, data)) = data.split_first() else {
         return;
     };
@@ -236,7 +236,7 @@ pub fn recording(data: &[u8]) {
         }
     }
     if let Some(params) = a.parameter_sets()
-        && let Ok(kind) = TrackKind::video(codec, &params)
+        && let Ok(kind) = TrackConfig::video(codec, &params)
     {
         let init = fmp4::init_segment(&[TrackDesc {
             id: 1,

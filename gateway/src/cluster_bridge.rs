@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use relay_proto::KeyframeCache;
 use relay_proto::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
-use relay_shell::cluster::{ClusterHandle, Event, Local};
+use relay_shell::cluster::{ClusterEvent, ClusterHandle, Local};
 use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, MediaKind, Mid};
 use tokio::sync::{mpsc, oneshot};
@@ -172,7 +172,7 @@ impl Bridge {
         mut self,
         mut from_workers: mpsc::UnboundedReceiver<WorkerMsg>,
         mut requests: mpsc::UnboundedReceiver<BridgeRequest>,
-        mut events: mpsc::UnboundedReceiver<Event>,
+        mut events: mpsc::UnboundedReceiver<ClusterEvent>,
         links: CancellationToken,
     ) {
         // Shutdown, in order: the workers close their sessions and go (their last words — tracks
@@ -395,9 +395,9 @@ impl Bridge {
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: ClusterEvent) {
         match event {
-            Event::Deliver(key, packet) => {
+            ClusterEvent::Deliver(key, packet) => {
                 if self
                     .channels
                     .on_deliver(&self.workers, &key, &packet, Instant::now())
@@ -421,13 +421,13 @@ impl Bridge {
                     }
                 }
             }
-            Event::TrackReady(key, ok) => {
+            ClusterEvent::TrackReady(key, ok) => {
                 if !self.channels.on_track_ready(&key, &ok) {
                     self.subscribes.ready(&key, Instant::now());
                     self.on_track_ready(key, ok)
                 }
             }
-            Event::TrackEnded(key) => {
+            ClusterEvent::TrackEnded(key) => {
                 if self.channels.on_track_ended(&key) {
                     return;
                 }
@@ -451,7 +451,7 @@ impl Bridge {
                 }
                 self.fail_resolving(&key);
             }
-            Event::KeyframeRequest(key) => {
+            ClusterEvent::KeyframeRequest(key) => {
                 if let Some(id) = self.local_by_key.get(&key)
                     && let Some((_, info)) = self.local_by_id.get(id)
                     && let Some(w) = self.workers.get(info.origin_worker)
@@ -461,8 +461,8 @@ impl Bridge {
             }
             // A gateway does not drain its tree this way (its sessions are the one-address
             // issue's); nothing to do if it ever hears of it.
-            Event::Drained => {}
-            Event::StreamLocation(stream, origin) => {
+            ClusterEvent::Drained => {}
+            ClusterEvent::StreamLocation(stream, origin) => {
                 if !self
                     .channels
                     .on_location(&stream, origin.as_ref(), Instant::now())
@@ -586,7 +586,7 @@ impl Bridge {
 pub async fn start_cluster(
     settings: &crate::config::ClusterSettings,
     shutdown: CancellationToken,
-) -> Result<(ClusterHandle, mpsc::UnboundedReceiver<Event>, String), String> {
+) -> Result<(ClusterHandle, mpsc::UnboundedReceiver<ClusterEvent>, String), String> {
     let config = settings.config(0)?;
     let node_id = config.node_id.clone();
     let (handle, events) = relay_shell::cluster::start(config, shutdown).await?;
@@ -636,7 +636,7 @@ mod tests {
             audio_channels: 0,
             fmtp: String::new(),
         };
-        bridge.on_event(Event::TrackReady(key.clone(), ok));
+        bridge.on_event(ClusterEvent::TrackReady(key.clone(), ok));
         let info = bridge.remote_by_key[&key].info.clone();
         (bridge, cluster_rx, rx0, rx1, key, info)
     }
@@ -678,7 +678,7 @@ mod tests {
         assert_eq!(subscribes(&mut cluster_rx), 1, "the node subscribes");
         // The tree's answer: a keyframe run of 3 packets.
         for seq in 0..3 {
-            bridge.on_event(Event::Deliver(key.clone(), packet(seq, seq == 0)));
+            bridge.on_event(ClusterEvent::Deliver(key.clone(), packet(seq, seq == 0)));
         }
         assert_eq!(media(&mut rx0), 3);
 
@@ -728,11 +728,20 @@ mod tests {
                 received: at,
             })
         };
-        bridge.on_event(Event::Deliver(key.clone(), pkt(1, stap_a, true)));
-        bridge.on_event(Event::Deliver(key.clone(), pkt(2, vec![0x65, 0x88], true)));
-        bridge.on_event(Event::Deliver(key.clone(), pkt(3, vec![0x41, 0x9a], false)));
+        bridge.on_event(ClusterEvent::Deliver(key.clone(), pkt(1, stap_a, true)));
+        bridge.on_event(ClusterEvent::Deliver(
+            key.clone(),
+            pkt(2, vec![0x65, 0x88], true),
+        ));
+        bridge.on_event(ClusterEvent::Deliver(
+            key.clone(),
+            pkt(3, vec![0x41, 0x9a], false),
+        ));
         // A newer keyframe without parameter sets: the cached run starts there.
-        bridge.on_event(Event::Deliver(key.clone(), pkt(4, vec![0x65, 0x88], true)));
+        bridge.on_event(ClusterEvent::Deliver(
+            key.clone(),
+            pkt(4, vec![0x65, 0x88], true),
+        ));
         bridge.on_worker(WorkerMsg::Subscribe {
             track: info,
             worker: 1,

@@ -18,7 +18,7 @@ use crate::depacketize::VideoCodec;
 
 /// What the init segment says about one track.
 #[derive(Debug, Clone)]
-pub enum TrackKind {
+pub enum TrackConfig {
     /// H264 with the parameter sets the stream carried.
     H264 {
         sps: Vec<u8>,
@@ -33,16 +33,16 @@ pub enum TrackKind {
     },
 }
 
-impl TrackKind {
+impl TrackConfig {
     /// A video track's description from the parameter sets its depacketizer kept (H264: SPS,
     /// PPS; H265: VPS, SPS, PPS; AV1: the sequence header OBU). Err says what did not parse: a
     /// track is better not recorded than described wrongly.
-    pub fn video(codec: VideoCodec, params: &[Vec<u8>]) -> Result<TrackKind, &'static str> {
+    pub fn video(codec: VideoCodec, params: &[Vec<u8>]) -> Result<TrackConfig, &'static str> {
         match (codec, params) {
             (VideoCodec::H264, [sps, pps]) => {
                 // Players cope with a zero size; H264 recording has always been lenient here.
                 let (width, height) = sps_dimensions(sps).unwrap_or((0, 0));
-                Ok(TrackKind::H264 {
+                Ok(TrackConfig::H264 {
                     sps: sps.clone(),
                     pps: pps.clone(),
                     width,
@@ -50,10 +50,10 @@ impl TrackKind {
                 })
             }
             (VideoCodec::H265, [vps, sps, pps]) => HevcConfig::parse(vps, sps, pps)
-                .map(TrackKind::H265)
+                .map(TrackConfig::H265)
                 .ok_or("the H265 SPS does not parse (profile/tier/level, chroma, size)"),
             (VideoCodec::Av1, [sequence_header]) => Av1Config::parse(sequence_header)
-                .map(TrackKind::Av1)
+                .map(TrackConfig::Av1)
                 .ok_or("the AV1 sequence header does not parse"),
             _ => Err("parameter sets missing"),
         }
@@ -62,10 +62,10 @@ impl TrackKind {
     /// Picture size of a video track.
     fn dimensions(&self) -> Option<(u16, u16)> {
         match self {
-            TrackKind::H264 { width, height, .. } => Some((*width, *height)),
-            TrackKind::H265(c) => Some((c.width, c.height)),
-            TrackKind::Av1(c) => Some((c.width, c.height)),
-            TrackKind::Opus { .. } => None,
+            TrackConfig::H264 { width, height, .. } => Some((*width, *height)),
+            TrackConfig::H265(c) => Some((c.width, c.height)),
+            TrackConfig::Av1(c) => Some((c.width, c.height)),
+            TrackConfig::Opus { .. } => None,
         }
     }
 }
@@ -75,7 +75,7 @@ pub struct TrackDesc {
     /// 1-based track id.
     pub id: u32,
     pub timescale: u32,
-    pub kind: TrackKind,
+    pub kind: TrackConfig,
 }
 
 /// One sample of a fragment: its bytes (AVCC length-prefixed NAL units for H264, one packet for
@@ -146,7 +146,7 @@ pub fn init_segment(tracks: &[TrackDesc]) -> Vec<u8> {
             o.extend_from_slice(brand);
         }
         // The AV1 binding requires its brand among the compatible ones.
-        if tracks.iter().any(|t| matches!(t.kind, TrackKind::Av1(_))) {
+        if tracks.iter().any(|t| matches!(t.kind, TrackConfig::Av1(_))) {
             o.extend_from_slice(b"av01");
         }
     });
@@ -362,7 +362,7 @@ mod tests {
         let init = init_segment(&[TrackDesc {
             id: 1,
             timescale: AUDIO_TIMESCALE,
-            kind: TrackKind::Opus { channels: 2 },
+            kind: TrackConfig::Opus { channels: 2 },
         }]);
         let top = boxes(&init);
         assert_eq!(&top[0].0, b"ftyp");

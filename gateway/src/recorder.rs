@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::RecordingSettings;
 use crate::depacketize::{Assembler, VideoCodec};
-use crate::fmp4::{self, AUDIO_TIMESCALE, Sample, TrackDesc, TrackKind, VIDEO_TIMESCALE};
+use crate::fmp4::{self, AUDIO_TIMESCALE, Sample, TrackConfig, TrackDesc, VIDEO_TIMESCALE};
 use crate::ids::{SessionId, TrackId};
 use crate::registry::{Registry, TrackInfo};
 use crate::worker::WorkerMsg;
@@ -562,7 +562,7 @@ impl Recording {
             t.ready.clear();
             let kind = match t.codec {
                 _ if t.refused => continue,
-                Codec::Video(codec) => match TrackKind::video(codec, &params) {
+                Codec::Video(codec) => match TrackConfig::video(codec, &params) {
                     Ok(kind) => kind,
                     Err(why) => {
                         tracing::error!(stream = %self.stream, codec = ?codec,
@@ -572,7 +572,7 @@ impl Recording {
                         continue;
                     }
                 },
-                Codec::Opus => TrackKind::Opus {
+                Codec::Opus => TrackConfig::Opus {
                     channels: t
                         .info
                         .params

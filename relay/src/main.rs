@@ -250,7 +250,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     ));
     // A relay has no local viewers; the channel ends when the node has shut down.
     while let Some(event) = events.recv().await {
-        if matches!(event, cluster::Event::Drained) {
+        if matches!(event, cluster::ClusterEvent::Drained) {
             drain.drained.notify_one();
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use relay_proto::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
 use relay_proto::tree::TreeConfig;
 use relay_proto::{Codec, MediaPacket};
-use relay_shell::cluster::{self, ClusterConfig, ClusterHandle, Event, Local};
+use relay_shell::cluster::{self, ClusterConfig, ClusterEvent, ClusterHandle, Local};
 use relay_shell::cluster_tls::{ClusterIdentity, LinkTiming};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -224,11 +224,11 @@ impl Node {
                 while let Some(e) = events.recv().await {
                     let mut l = log.lock().expect("log");
                     match e {
-                        Event::Deliver(_, p) => l.delivered.push((p.seq, Instant::now())),
-                        Event::TrackReady(..) => l.ready += 1,
-                        Event::TrackEnded(_) => l.ended += 1,
-                        Event::StreamLocation(s, o) => l.locations.push((s, o)),
-                        Event::KeyframeRequest(_) | Event::Drained => {}
+                        ClusterEvent::Deliver(_, p) => l.delivered.push((p.seq, Instant::now())),
+                        ClusterEvent::TrackReady(..) => l.ready += 1,
+                        ClusterEvent::TrackEnded(_) => l.ended += 1,
+                        ClusterEvent::StreamLocation(s, o) => l.locations.push((s, o)),
+                        ClusterEvent::KeyframeRequest(_) | ClusterEvent::Drained => {}
                     }
                 }
             }

@@ -2,7 +2,7 @@
 //! `av1C` and `Opus` + `dOps`. Parameter sets live only here (the recorder strips them from H264
 //! and H265 samples, which is what `avc1`/`hvc1`, unlike `avc3`/`hev1`, promise).
 
-use super::{AUDIO_TIMESCALE, TrackKind, bx, u16b, u32b};
+use super::{AUDIO_TIMESCALE, TrackConfig, bx, u16b, u32b};
 
 /// A VisualSampleEntry (ISO/IEC 14496-12 §12.1.3) of type `kind` with its codec box.
 fn visual(
@@ -29,9 +29,9 @@ fn visual(
     });
 }
 
-pub(super) fn sample_entry(o: &mut Vec<u8>, kind: &TrackKind) {
+pub(super) fn sample_entry(o: &mut Vec<u8>, kind: &TrackConfig) {
     match kind {
-        TrackKind::H264 {
+        TrackConfig::H264 {
             sps,
             pps,
             width,
@@ -49,13 +49,13 @@ pub(super) fn sample_entry(o: &mut Vec<u8>, kind: &TrackKind) {
                 o.extend_from_slice(pps);
             });
         }),
-        TrackKind::H265(c) => visual(o, b"hvc1", c.width, c.height, |o| {
+        TrackConfig::H265(c) => visual(o, b"hvc1", c.width, c.height, |o| {
             bx(o, b"hvcC", |o| c.write_hvcc(o));
         }),
-        TrackKind::Av1(c) => visual(o, b"av01", c.width, c.height, |o| {
+        TrackConfig::Av1(c) => visual(o, b"av01", c.width, c.height, |o| {
             bx(o, b"av1C", |o| c.write_av1c(o));
         }),
-        TrackKind::Opus { channels } => bx(o, b"Opus", |o| {
+        TrackConfig::Opus { channels } => bx(o, b"Opus", |o| {
             o.extend_from_slice(&[0; 6]);
             u16b(o, 1);
             o.extend_from_slice(&[0; 8]);

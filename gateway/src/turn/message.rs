@@ -50,7 +50,7 @@ pub mod attr {
 
 /// A STUN message read from a datagram: borrowed, validated framing.
 #[derive(Debug)]
-pub struct Message<'a> {
+pub struct TurnMessage<'a> {
     pub method: u16,
     pub class: Class,
     pub txid: [u8; 12],
@@ -68,9 +68,9 @@ pub fn is_stun(bytes: &[u8]) -> bool {
     bytes.len() >= HEADER && bytes[0] & 0xC0 == 0 && bytes[4..8] == MAGIC.to_be_bytes()
 }
 
-impl<'a> Message<'a> {
+impl<'a> TurnMessage<'a> {
     /// `None` unless `bytes` is exactly one well-formed message (attributes inside its length).
-    pub fn parse(bytes: &'a [u8]) -> Option<Message<'a>> {
+    pub fn parse(bytes: &'a [u8]) -> Option<TurnMessage<'a>> {
         if !is_stun(bytes) {
             return None;
         }
@@ -100,7 +100,7 @@ impl<'a> Message<'a> {
             attrs.push((kind, value, vlen));
             at = value + vlen.div_ceil(4) * 4;
         }
-        Some(Message {
+        Some(TurnMessage {
             method,
             class,
             txid,
@@ -344,7 +344,7 @@ mod tests {
             .u32(attr::LIFETIME, 600)
             .attr(attr::USERNAME, b"abc")
             .sign(&key());
-        let m = Message::parse(&bytes).expect("parses");
+        let m = TurnMessage::parse(&bytes).expect("parses");
         assert_eq!(
             (m.method, m.class, m.txid),
             (ALLOCATE, Class::Success, txid)
@@ -364,7 +364,7 @@ mod tests {
         assert!(!m.integrity_ok(&other));
         let mut tampered = bytes.clone();
         tampered[30] ^= 1;
-        assert!(Message::parse(&tampered).is_none_or(|m| !m.integrity_ok(&key())));
+        assert!(TurnMessage::parse(&tampered).is_none_or(|m| !m.integrity_ok(&key())));
     }
 
     #[test]
@@ -390,14 +390,14 @@ mod tests {
             .attr(attr::USERNAME, b"user")
             .finish();
         for cut in 0..good.len() {
-            assert!(Message::parse(&good[..cut]).is_none());
+            assert!(TurnMessage::parse(&good[..cut]).is_none());
         }
         let mut long = good.clone();
         long[3] = 0xFC; // length beyond the datagram
-        assert!(Message::parse(&long).is_none());
+        assert!(TurnMessage::parse(&long).is_none());
         let mut attr_overrun = good.clone();
         attr_overrun[HEADER + 3] = 0xFF;
-        assert!(Message::parse(&attr_overrun).is_none());
+        assert!(TurnMessage::parse(&attr_overrun).is_none());
         assert!(xor_address(&[0, 9, 0, 0], &[0; 12]).is_none());
         assert!(parse_channel_data(&[0x40, 0x00, 0x00, 0x09, 1]).is_none());
         assert_eq!(

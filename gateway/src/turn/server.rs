@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::hmac;
 use md5::{Digest, Md5};
 
-use super::message::{self as msg, Builder, Class, Message, attr};
+use super::message::{self as msg, Builder, Class, TurnMessage, attr};
 use crate::token_bucket::TokenBucket;
 
 /// Limits and policy.
@@ -51,7 +51,7 @@ const NONCE_LIFETIME: Duration = Duration::from_secs(600);
 
 /// What the shell must do.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Output {
+pub enum TurnOutput {
     /// Send to a client from the listening socket.
     ToClient {
         to: SocketAddr,
@@ -116,7 +116,7 @@ pub struct TurnServer {
     allocations: HashMap<SocketAddr, Allocation>,
     by_relayed: HashMap<SocketAddr, SocketAddr>,
     pending: HashMap<SocketAddr, Pending>,
-    out: VecDeque<Output>,
+    out: VecDeque<TurnOutput>,
     stats: TurnStats,
 }
 
@@ -162,7 +162,7 @@ impl TurnServer {
         }
     }
 
-    pub fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_output(&mut self) -> Option<TurnOutput> {
         self.out.pop_front()
     }
 
@@ -190,7 +190,7 @@ impl TurnServer {
             && self.nonce(client, made) == nonce
     }
 
-    fn challenge(&self, m: &Message, client: SocketAddr, code: u16, now_unix: u64) -> Vec<u8> {
+    fn challenge(&self, m: &TurnMessage, client: SocketAddr, code: u16, now_unix: u64) -> Vec<u8> {
         let reason = if code == 438 {
             "Stale Nonce"
         } else {
@@ -204,7 +204,7 @@ impl TurnServer {
     }
 
     fn reply(&mut self, to: SocketAddr, bytes: Vec<u8>) {
-        self.out.push_back(Output::ToClient { to, bytes });
+        self.out.push_back(TurnOutput::ToClient { to, bytes });
     }
 
     /// A datagram from a client to the listening socket.
@@ -220,7 +220,7 @@ impl TurnServer {
             self.channel_to_peer(now, from, channel, data);
             return;
         }
-        let Some(m) = Message::parse(bytes) else {
+        let Some(m) = TurnMessage::parse(bytes) else {
             return;
         };
         match (m.class, m.method) {
@@ -241,7 +241,7 @@ impl TurnServer {
         now: Instant,
         now_unix: u64,
         from: SocketAddr,
-        m: &Message,
+        m: &TurnMessage,
         passwords: Passwords,
     ) {
         let unknown = m.unknown_required();
@@ -306,7 +306,7 @@ impl TurnServer {
         self.reply(from, r);
     }
 
-    fn allocate(&mut self, from: SocketAddr, m: &Message, username: &str, key: hmac::Key) {
+    fn allocate(&mut self, from: SocketAddr, m: &TurnMessage, username: &str, key: hmac::Key) {
         if let Some(a) = self.allocations.get(&from) {
             let r = if a.txid == m.txid {
                 self.allocate_success(from, m.txid)
@@ -388,7 +388,8 @@ impl TurnServer {
             },
         );
         let even = m.get(attr::EVEN_PORT).is_some();
-        self.out.push_back(Output::BindRelay { client: from, even });
+        self.out
+            .push_back(TurnOutput::BindRelay { client: from, even });
     }
 
     fn allocate_success(&self, client: SocketAddr, txid: [u8; 12]) -> Vec<u8> {
@@ -415,7 +416,7 @@ impl TurnServer {
     ) {
         let Some(p) = self.pending.remove(&client) else {
             if let Ok(r) = relayed {
-                self.out.push_back(Output::CloseRelay { relayed: r });
+                self.out.push_back(TurnOutput::CloseRelay { relayed: r });
             }
             return;
         };
@@ -453,7 +454,13 @@ impl TurnServer {
         self.reply(client, r);
     }
 
-    fn refresh(&mut self, now: Instant, from: SocketAddr, m: &Message, key: &hmac::Key) -> Vec<u8> {
+    fn refresh(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        m: &TurnMessage,
+        key: &hmac::Key,
+    ) -> Vec<u8> {
         let requested = m
             .u32_attr(attr::LIFETIME)
             .map(|s| Duration::from_secs(s.into()));
@@ -479,7 +486,7 @@ impl TurnServer {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        m: &Message,
+        m: &TurnMessage,
         key: &hmac::Key,
     ) -> Vec<u8> {
         let peers: Vec<SocketAddr> = m
@@ -509,7 +516,7 @@ impl TurnServer {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        m: &Message,
+        m: &TurnMessage,
         key: &hmac::Key,
     ) -> Vec<u8> {
         let bad = |code: u16, reason: &str| {
@@ -558,7 +565,7 @@ impl TurnServer {
         true
     }
 
-    fn send_indication(&mut self, now: Instant, from: SocketAddr, m: &Message) {
+    fn send_indication(&mut self, now: Instant, from: SocketAddr, m: &TurnMessage) {
         let peer = m.get(attr::XOR_PEER_ADDRESS).and_then(|v| m.xor_address(v));
         let (Some(peer), Some(data)) = (peer, m.get(attr::DATA)) else {
             return;
@@ -589,7 +596,7 @@ impl TurnServer {
         }
         if Self::admit(a, &mut self.stats, data.len(), now) {
             let from = a.relayed;
-            self.out.push_back(Output::ToPeer {
+            self.out.push_back(TurnOutput::ToPeer {
                 from,
                 to: peer,
                 bytes: data.to_vec(),
@@ -626,7 +633,8 @@ impl TurnServer {
                 .attr(attr::DATA, data)
                 .finish(),
         };
-        self.out.push_back(Output::ToClient { to: client, bytes });
+        self.out
+            .push_back(TurnOutput::ToClient { to: client, bytes });
     }
 
     /// The client's connection closed (TURN over TCP): its allocation goes with it.
@@ -639,7 +647,7 @@ impl TurnServer {
         if let Some(a) = self.allocations.remove(&client) {
             self.by_relayed.remove(&a.relayed);
             self.out
-                .push_back(Output::CloseRelay { relayed: a.relayed });
+                .push_back(TurnOutput::CloseRelay { relayed: a.relayed });
         }
     }
 

@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use super::server::{Output, TurnConfig, TurnServer};
+use super::server::{TurnConfig, TurnOutput, TurnServer};
 use crate::node::Node;
 
 /// A relayed datagram: (relayed address, peer, bytes).
@@ -141,7 +141,7 @@ async fn run(
         }
         while let Some(o) = server.poll_output() {
             match o {
-                Output::ToClient { to, mut bytes } => match tcp_clients.get(&to) {
+                TurnOutput::ToClient { to, mut bytes } => match tcp_clients.get(&to) {
                     Some(writer) => {
                         // Over TCP, ChannelData is padded to a multiple of four (§12.5).
                         if bytes.first().is_some_and(|b| b & 0xC0 == 0x40) {
@@ -154,12 +154,12 @@ async fn run(
                         let _ = socket.send_to(&bytes, to).await;
                     }
                 },
-                Output::ToPeer { from, to, bytes } => {
+                TurnOutput::ToPeer { from, to, bytes } => {
                     if let Some(r) = relays.get(&from) {
                         let _ = r.socket.send_to(&bytes, to).await;
                     }
                 }
-                Output::BindRelay { client, even } => {
+                TurnOutput::BindRelay { client, even } => {
                     let bound = bind_relay(relay_ip, even, peer_tx.clone()).await;
                     let result = match bound {
                         Ok((addr, relay)) => {
@@ -173,7 +173,7 @@ async fn run(
                     };
                     server.relay_bound(Instant::now(), client, result);
                 }
-                Output::CloseRelay { relayed } => {
+                TurnOutput::CloseRelay { relayed } => {
                     if let Some(r) = relays.remove(&relayed) {
                         r.reader.abort();
                     }

@@ -35,7 +35,7 @@ pub use h264_stream::{
 };
 pub use keyframe_cache::KeyframeCache;
 pub use keyframe_request::KeyframeRequests;
-pub use message_reassembly::{Message, Reassembly, ReassemblyLimits, ReassemblyStats};
+pub use message_reassembly::{DataMessage, Reassembly, ReassemblyLimits, ReassemblyStats};
 pub use nack::NackStats;
 pub use packet::{MediaPacket, SharedPacket};
 pub use packet_cache::{CacheLimits, PacketCache};

@@ -17,7 +17,7 @@ use crate::packet::MediaPacket;
 
 /// One reassembled message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+pub struct DataMessage {
     pub binary: bool,
     pub data: Arc<[u8]>,
 }
@@ -64,12 +64,12 @@ impl Partial {
             .is_some_and(|l| self.fragments.len() == usize::from(l) + 1)
     }
 
-    fn join(self) -> Message {
+    fn join(self) -> DataMessage {
         let mut data = Vec::with_capacity(self.bytes);
         for f in self.fragments.values() {
             data.extend_from_slice(f);
         }
-        Message {
+        DataMessage {
             binary: self.binary,
             data: data.into(),
         }
@@ -85,7 +85,7 @@ pub struct Reassembly {
     bytes: usize,
     /// Ordered channels: the next message to hand over (None until the first fragment).
     next: Option<u64>,
-    ready: std::collections::VecDeque<Message>,
+    ready: std::collections::VecDeque<DataMessage>,
     stats: ReassemblyStats,
 }
 
@@ -155,7 +155,7 @@ impl Reassembly {
             .min()
     }
 
-    pub fn poll_message(&mut self) -> Option<Message> {
+    pub fn poll_message(&mut self) -> Option<DataMessage> {
         self.ready.pop_front()
     }
 
@@ -325,7 +325,7 @@ mod tests {
         for p in packets.iter().filter(|p| FragmentPlace::of(p).message == 0) {
             r.push(p, t0());
         }
-        // Message 1 entirely lost; the rest pile up behind it until the budget gives it up.
+        // DataMessage 1 entirely lost; the rest pile up behind it until the budget gives it up.
         for p in packets.iter().filter(|p| FragmentPlace::of(p).message >= 2) {
             r.push(p, t0());
             assert!(r.bytes <= limits.max_bytes + 4);
@@ -344,7 +344,7 @@ mod tests {
             },
             ReassemblyLimits::default(),
         );
-        // Message 2 arrives first, then 0, then 1.
+        // DataMessage 2 arrives first, then 0, then 1.
         let of = |m: u64| {
             packets
                 .iter()

@@ -83,7 +83,7 @@ impl TreeConfig {
 
 /// What the node asks its shell (or its gateway) to do.
 #[derive(Debug, Clone)]
-pub enum Output {
+pub enum TreeOutput {
     /// Open a link to this peer (its node id is its cluster address).
     Connect {
         peer: String,
@@ -305,7 +305,7 @@ pub struct TreeNode {
     draining: bool,
     /// Peers that said they are leaving: chosen as parent for nothing.
     draining_peers: HashSet<String>,
-    out: VecDeque<Output>,
+    out: VecDeque<TreeOutput>,
     stats: TreeStats,
 }
 
@@ -337,7 +337,7 @@ impl TreeNode {
         self.stats
     }
 
-    pub fn poll_output(&mut self) -> Option<Output> {
+    pub fn poll_output(&mut self) -> Option<TreeOutput> {
         self.out.pop_front()
     }
 
@@ -411,7 +411,7 @@ impl TreeNode {
             .cloned()
             .collect();
         for s in lookups {
-            self.out.push_back(Output::Send {
+            self.out.push_back(TreeOutput::Send {
                 link,
                 msg: ControlMessage::StreamLookup { stream: s },
             });
@@ -440,7 +440,7 @@ impl TreeNode {
             .collect();
         for stream in stuck {
             self.lookups.remove(&stream);
-            self.out.push_back(Output::StreamLocation {
+            self.out.push_back(TreeOutput::StreamLocation {
                 stream,
                 origin: None,
             });
@@ -527,7 +527,7 @@ impl TreeNode {
             return Some(*l);
         }
         if self.connecting.insert(peer.to_string()) {
-            self.out.push_back(Output::Connect {
+            self.out.push_back(TreeOutput::Connect {
                 peer: peer.to_string(),
             });
         }
@@ -602,7 +602,7 @@ impl TreeNode {
         t.parent_link = Some(link);
         t.subscribed = true;
         t.gaps.parent_changed(now);
-        self.out.push_back(Output::Send {
+        self.out.push_back(TreeOutput::Send {
             link,
             msg: ControlMessage::Subscribe { track: key.clone() },
         });
@@ -643,13 +643,13 @@ impl TreeNode {
         t.local = true;
         t.idle_since = None;
         if let Some(info) = t.info.clone() {
-            self.out.push_back(Output::TrackReady {
+            self.out.push_back(TreeOutput::TrackReady {
                 track: track.clone(),
                 info,
             });
             for p in t.replay() {
                 self.stats.delivered += 1;
-                self.out.push_back(Output::Deliver {
+                self.out.push_back(TreeOutput::Deliver {
                     track: track.clone(),
                     packet: p,
                 });
@@ -711,19 +711,19 @@ impl TreeNode {
                         stream: stream.to_string(),
                         session,
                     };
-                    self.out.push_back(Output::Send { link, msg });
+                    self.out.push_back(TreeOutput::Send { link, msg });
                 }
             }
             None => {}
         }
     }
 
-    /// Where is this stream published? Answered with `Output::StreamLocation`.
+    /// Where is this stream published? Answered with `TreeOutput::StreamLocation`.
     pub fn lookup(&mut self, stream: &str) {
         match self.home(stream) {
             Some(home) if home == self.config.node_id => {
                 let origin = self.directory.get(stream).cloned();
-                self.out.push_back(Output::StreamLocation {
+                self.out.push_back(TreeOutput::StreamLocation {
                     stream: stream.to_string(),
                     origin,
                 });
@@ -734,10 +734,10 @@ impl TreeNode {
                     let msg = ControlMessage::StreamLookup {
                         stream: stream.to_string(),
                     };
-                    self.out.push_back(Output::Send { link, msg });
+                    self.out.push_back(TreeOutput::Send { link, msg });
                 }
             }
-            None => self.out.push_back(Output::StreamLocation {
+            None => self.out.push_back(TreeOutput::StreamLocation {
                 stream: stream.to_string(),
                 origin: None,
             }),
@@ -763,7 +763,7 @@ impl TreeNode {
                         stream: stream.to_string(),
                         origin,
                     };
-                    self.out.push_back(Output::Send { link, msg });
+                    self.out.push_back(TreeOutput::Send { link, msg });
                 }
             }
             None => {}
@@ -847,7 +847,7 @@ impl TreeNode {
             }
             ControlMessage::StreamLookup { stream } => {
                 let origin = self.directory.get(&stream).cloned();
-                self.out.push_back(Output::Send {
+                self.out.push_back(TreeOutput::Send {
                     link,
                     msg: ControlMessage::StreamLocation { stream, origin },
                 });
@@ -855,7 +855,7 @@ impl TreeNode {
             ControlMessage::StreamLocation { stream, origin } => {
                 if self.lookups.remove(&stream) {
                     self.out
-                        .push_back(Output::StreamLocation { stream, origin });
+                        .push_back(TreeOutput::StreamLocation { stream, origin });
                 }
             }
             // Handshake, keep-alive and close are the shell's business.
@@ -871,7 +871,7 @@ impl TreeNode {
         if self.draining && track.origin != self.config.node_id {
             // Leaving: the child's next rendezvous choice serves it instead.
             self.stats.redirects_sent += 1;
-            self.out.push_back(Output::Send {
+            self.out.push_back(TreeOutput::Send {
                 link,
                 msg: ControlMessage::Redirect { track },
             });
@@ -880,7 +880,7 @@ impl TreeNode {
         let exists = self.tracks.contains_key(&track);
         if !exists && track.origin == self.config.node_id {
             // Our publisher is gone (or never was).
-            self.out.push_back(Output::Send {
+            self.out.push_back(TreeOutput::Send {
                 link,
                 msg: ControlMessage::TrackEnded { track },
             });
@@ -896,7 +896,7 @@ impl TreeNode {
         }
         if !t.origin && t.children.len() + t.waiting_children.len() >= self.config.fanout_limit {
             self.stats.redirects_sent += 1;
-            self.out.push_back(Output::Send {
+            self.out.push_back(TreeOutput::Send {
                 link,
                 msg: ControlMessage::Redirect { track },
             });
@@ -934,7 +934,7 @@ impl TreeNode {
             (None, None) => u64::MAX,
         };
         t.children.push((link, channel));
-        self.out.push_back(Output::Send {
+        self.out.push_back(TreeOutput::Send {
             link,
             msg: ControlMessage::SubscribeOk(info),
         });
@@ -942,7 +942,7 @@ impl TreeNode {
             match encode_datagram(p, channel, false, self.config.max_datagram) {
                 Ok(bytes) => {
                     self.stats.datagrams_out += 1;
-                    self.out.push_back(Output::Datagram { link, bytes });
+                    self.out.push_back(TreeOutput::Datagram { link, bytes });
                 }
                 Err(_) => self.stats.oversized += 1,
             }
@@ -987,7 +987,7 @@ impl TreeNode {
             self.accept_child(&key, child);
         }
         if first && local {
-            self.out.push_back(Output::TrackReady {
+            self.out.push_back(TreeOutput::TrackReady {
                 track: key,
                 info: ok,
             });
@@ -1016,7 +1016,7 @@ impl TreeNode {
                     Ok(bytes) => {
                         self.stats.nacks_answered += 1;
                         self.stats.datagrams_out += 1;
-                        self.out.push_back(Output::Datagram { link, bytes });
+                        self.out.push_back(TreeOutput::Datagram { link, bytes });
                     }
                     Err(_) => self.stats.oversized += 1,
                 },
@@ -1047,7 +1047,7 @@ impl TreeNode {
             self.stats.nacks_forwarded += forward.len() as u64;
             self.stats.nacks_sent += forward.len() as u64;
             for msg in nack_messages(pchannel, &forward) {
-                self.out.push_back(Output::Send { link: parent, msg });
+                self.out.push_back(TreeOutput::Send { link: parent, msg });
             }
         }
     }
@@ -1086,7 +1086,7 @@ impl TreeNode {
             _ => None,
         };
         if let Some(old) = done {
-            self.out.push_back(Output::Send {
+            self.out.push_back(TreeOutput::Send {
                 link: old,
                 msg: ControlMessage::Unsubscribe { track: key.clone() },
             });
@@ -1110,7 +1110,7 @@ impl TreeNode {
         }
         self.draining = true;
         for link in self.links.keys() {
-            self.out.push_back(Output::Send {
+            self.out.push_back(TreeOutput::Send {
                 link: *link,
                 msg: ControlMessage::Draining,
             });
@@ -1196,7 +1196,7 @@ impl TreeNode {
                                 encode_datagram(&packet, channel, true, self.config.max_datagram)
                             {
                                 self.stats.datagrams_out += 1;
-                                self.out.push_back(Output::Datagram { link, bytes });
+                                self.out.push_back(TreeOutput::Datagram { link, bytes });
                             }
                         }
                     }
@@ -1217,14 +1217,15 @@ impl TreeNode {
             match encode_datagram(&packet, *channel, false, self.config.max_datagram) {
                 Ok(bytes) => {
                     self.stats.datagrams_out += 1;
-                    self.out.push_back(Output::Datagram { link: *link, bytes });
+                    self.out
+                        .push_back(TreeOutput::Datagram { link: *link, bytes });
                 }
                 Err(_) => self.stats.oversized += 1,
             }
         }
         if t.local {
             self.stats.delivered += 1;
-            self.out.push_back(Output::Deliver {
+            self.out.push_back(TreeOutput::Deliver {
                 track: key.clone(),
                 packet,
             });
@@ -1236,13 +1237,13 @@ impl TreeNode {
             return;
         };
         for (link, _) in &t.children {
-            self.out.push_back(Output::Send {
+            self.out.push_back(TreeOutput::Send {
                 link: *link,
                 msg: ControlMessage::TrackEnded { track: key.clone() },
             });
         }
         for link in &t.waiting_children {
-            self.out.push_back(Output::Send {
+            self.out.push_back(TreeOutput::Send {
                 link: *link,
                 msg: ControlMessage::TrackEnded { track: key.clone() },
             });
@@ -1257,7 +1258,7 @@ impl TreeNode {
                 l.inbound.retain(|_, k| k != key);
             }
             if !t.origin {
-                self.out.push_back(Output::Send {
+                self.out.push_back(TreeOutput::Send {
                     link,
                     msg: ControlMessage::Unsubscribe { track: key.clone() },
                 });
@@ -1265,7 +1266,7 @@ impl TreeNode {
         }
         if t.local {
             self.out
-                .push_back(Output::TrackEnded { track: key.clone() });
+                .push_back(TreeOutput::TrackEnded { track: key.clone() });
         }
     }
 
@@ -1290,7 +1291,7 @@ impl TreeNode {
                 if repaired && !seqs.is_empty() {
                     self.stats.nacks_sent += seqs.len() as u64;
                     for msg in nack_messages(channel, &seqs) {
-                        self.out.push_back(Output::Send { link, msg });
+                        self.out.push_back(TreeOutput::Send { link, msg });
                     }
                 }
             }
@@ -1305,7 +1306,8 @@ impl TreeNode {
                             encode_datagram(p, *channel, true, self.config.max_datagram)
                         {
                             self.stats.datagrams_out += 1;
-                            self.out.push_back(Output::Datagram { link: *link, bytes });
+                            self.out
+                                .push_back(TreeOutput::Datagram { link: *link, bytes });
                         }
                     }
                 }
@@ -1317,10 +1319,10 @@ impl TreeNode {
                 if t.origin {
                     self.stats.keyframe_requests_sent += 1;
                     self.out
-                        .push_back(Output::KeyframeRequest { track: key.clone() });
+                        .push_back(TreeOutput::KeyframeRequest { track: key.clone() });
                 } else if let (Some(link), Some(channel)) = (t.parent_link, t.parent_channel) {
                     self.stats.keyframe_requests_sent += 1;
-                    self.out.push_back(Output::Send {
+                    self.out.push_back(TreeOutput::Send {
                         link,
                         msg: ControlMessage::KeyframeRequest { channel },
                     });

@@ -11,7 +11,7 @@ use relay_proto::data_track::{DataTrackParams, Fragmenter, data_key_name};
 use relay_proto::link::{
     ControlMessage, StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind,
 };
-use relay_proto::tree::{LinkId, Output, TreeConfig, TreeNode};
+use relay_proto::tree::{LinkId, TreeConfig, TreeNode, TreeOutput};
 use relay_proto::{Codec, MediaPacket, Reassembly, ReassemblyLimits};
 
 const LATENCY: Duration = Duration::from_millis(5);
@@ -137,8 +137,8 @@ impl Net {
             }
             for (id, o) in work {
                 match o {
-                    Output::Connect { peer } => self.connect(&id, &peer),
-                    Output::Send { link, msg } => {
+                    TreeOutput::Connect { peer } => self.connect(&id, &peer),
+                    TreeOutput::Send { link, msg } => {
                         if let Some((peer, plink)) = self.links.get(&(id.clone(), link)).cloned() {
                             self.inflight.push((
                                 self.now + LATENCY,
@@ -148,7 +148,7 @@ impl Net {
                             ));
                         }
                     }
-                    Output::Datagram { link, bytes } => {
+                    TreeOutput::Datagram { link, bytes } => {
                         if self.random() < self.loss {
                             continue;
                         }
@@ -161,18 +161,18 @@ impl Net {
                             ));
                         }
                     }
-                    Output::Deliver { packet, .. } => {
+                    TreeOutput::Deliver { packet, .. } => {
                         self.delivered
                             .entry(id.clone())
                             .or_default()
                             .push(packet.seq);
                         self.packets.entry(id).or_default().push(packet);
                     }
-                    Output::KeyframeRequest { .. } => self.keyframe_requests_at_origin += 1,
-                    Output::StreamLocation { stream, origin } => {
+                    TreeOutput::KeyframeRequest { .. } => self.keyframe_requests_at_origin += 1,
+                    TreeOutput::StreamLocation { stream, origin } => {
                         self.locations.entry(id).or_default().push((stream, origin))
                     }
-                    Output::TrackReady { .. } | Output::TrackEnded { .. } => {}
+                    TreeOutput::TrackReady { .. } | TreeOutput::TrackEnded { .. } => {}
                 }
             }
         }

@@ -23,7 +23,7 @@ use crate::links::{LinkEvent, LinkHandle, LinkStats, Links, LossShaper};
 use relay_proto::SharedPacket;
 use relay_proto::histogram::{HOP_BUCKETS, Histogram, HistogramSnapshot};
 use relay_proto::link::{CloseCode, Hello, StreamOrigin, SubscribeOk, TrackKey};
-use relay_proto::tree::{LinkId, Output, TreeConfig, TreeNode, TreeStats};
+use relay_proto::tree::{LinkId, TreeConfig, TreeNode, TreeOutput, TreeStats};
 
 /// The tree's timers are asked for at least this often, so nothing waits on a missed wake-up.
 const MAX_WAIT: Duration = Duration::from_millis(50);
@@ -67,14 +67,14 @@ pub enum Local {
     Announce(String, StreamOrigin),
     Withdraw(String, [u8; 16]),
     Lookup(String),
-    /// Leave without a lost packet: children move first (`TreeNode::drain`); `Event::Drained`
+    /// Leave without a lost packet: children move first (`TreeNode::drain`); `ClusterEvent::Drained`
     /// says when none is left.
     Drain,
 }
 
 /// Node → gateway: the tree's outputs that are local.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub enum ClusterEvent {
     Deliver(TrackKey, SharedPacket),
     TrackReady(TrackKey, SubscribeOk),
     TrackEnded(TrackKey),
@@ -193,7 +193,7 @@ pub fn track_label(key: &TrackKey) -> String {
 pub async fn start(
     config: ClusterConfig,
     shutdown: CancellationToken,
-) -> Result<(ClusterHandle, UnboundedReceiver<Event>), String> {
+) -> Result<(ClusterHandle, UnboundedReceiver<ClusterEvent>), String> {
     if config.tree.node_id != config.node_id || config.tree.tier != config.tier {
         return Err(format!(
             "tree config is for {:?} tier {}, the node is {:?} tier {}",
@@ -230,7 +230,7 @@ pub async fn start(
         tier: config.tier,
         ..ClusterStats::default()
     }));
-    let mut node = Node {
+    let mut node = NodeTask {
         node_id: config.node_id.clone(),
         tier: config.tier,
         tree: TreeNode::new(config.tree),
@@ -305,13 +305,13 @@ async fn resolve_members(
     }
 }
 
-struct Node {
+struct NodeTask {
     node_id: String,
     tier: u8,
     tree: TreeNode,
     links: Links,
     handles: HashMap<LinkId, LinkHandle>,
-    events: UnboundedSender<Event>,
+    events: UnboundedSender<ClusterEvent>,
     shaper: LossShaper,
     static_members: Vec<(u8, String)>,
     dns_members: HashMap<(u8, String), Vec<String>>,
@@ -319,11 +319,11 @@ struct Node {
     applied: BTreeMap<u8, Vec<String>>,
     stats: Arc<Mutex<ClusterStats>>,
     hop_latency: Histogram,
-    /// `Event::Drained` was emitted.
+    /// `ClusterEvent::Drained` was emitted.
     drained_told: bool,
 }
 
-impl Node {
+impl NodeTask {
     async fn run(
         mut self,
         mut local_rx: UnboundedReceiver<Local>,
@@ -385,7 +385,7 @@ impl Node {
             self.drain();
             if !self.drained_told && self.tree.is_drained() {
                 self.drained_told = true;
-                self.emit(Event::Drained);
+                self.emit(ClusterEvent::Drained);
             }
         }
         self.close().await;
@@ -444,29 +444,35 @@ impl Node {
     fn drain(&mut self) {
         while let Some(o) = self.tree.poll_output() {
             match o {
-                Output::Connect { peer } => self.links.dial(peer),
-                Output::Send { link, msg } => {
+                TreeOutput::Connect { peer } => self.links.dial(peer),
+                TreeOutput::Send { link, msg } => {
                     if let Some(h) = self.handles.get(&link) {
                         h.send_control(msg);
                     }
                 }
-                Output::Datagram { link, bytes } => {
+                TreeOutput::Datagram { link, bytes } => {
                     if let Some(h) = self.handles.get(&link) {
                         h.send_datagram(bytes, &mut self.shaper);
                     }
                 }
-                Output::Deliver { track, packet } => self.emit(Event::Deliver(track, packet)),
-                Output::TrackReady { track, info } => self.emit(Event::TrackReady(track, info)),
-                Output::TrackEnded { track } => self.emit(Event::TrackEnded(track)),
-                Output::KeyframeRequest { track } => self.emit(Event::KeyframeRequest(track)),
-                Output::StreamLocation { stream, origin } => {
-                    self.emit(Event::StreamLocation(stream, origin))
+                TreeOutput::Deliver { track, packet } => {
+                    self.emit(ClusterEvent::Deliver(track, packet))
+                }
+                TreeOutput::TrackReady { track, info } => {
+                    self.emit(ClusterEvent::TrackReady(track, info))
+                }
+                TreeOutput::TrackEnded { track } => self.emit(ClusterEvent::TrackEnded(track)),
+                TreeOutput::KeyframeRequest { track } => {
+                    self.emit(ClusterEvent::KeyframeRequest(track))
+                }
+                TreeOutput::StreamLocation { stream, origin } => {
+                    self.emit(ClusterEvent::StreamLocation(stream, origin))
                 }
             }
         }
     }
 
-    fn emit(&self, e: Event) {
+    fn emit(&self, e: ClusterEvent) {
         // Nobody listening (a relay, or a gateway shutting down): nothing to do.
         let _ = self.events.send(e);
     }

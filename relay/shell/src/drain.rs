@@ -17,7 +17,7 @@ use crate::cluster::{ClusterHandle, Local};
 pub struct DrainState {
     /// Set at the first signal: `/healthz` answers 503 from then on.
     pub draining: AtomicBool,
-    /// Notified when the node reports `Event::Drained`.
+    /// Notified when the node reports `ClusterEvent::Drained`.
     pub drained: Notify,
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, ValueEnum};
-use gateway::turn::message::{self as msg, Builder, Class, Message, attr};
+use gateway::turn::message::{self as msg, Builder, Class, TurnMessage, attr};
 use gateway::turn::server::long_term_key;
 use gateway::turn::shell::frame_len;
 use serde_json::json;
@@ -193,7 +193,7 @@ async fn connect(args: &Args) -> Result<Conn> {
 async fn request(conn: &mut Conn, b: Builder, key: &aws_lc_rs::hmac::Key) -> Result<()> {
     conn.send(&b.sign(key)).await?;
     let answer = conn.recv().await?;
-    let m = Message::parse(&answer).context("answer is not STUN")?;
+    let m = TurnMessage::parse(&answer).context("answer is not STUN")?;
     if let Some(e) = m.get(attr::ERROR_CODE) {
         let code = e.get(2..4).map(|c| c[0] as u16 * 100 + c[1] as u16);
         bail!("refused: {code:?}");
@@ -219,7 +219,7 @@ async fn allocate(args: &Args, conn: &mut Conn, peer: SocketAddr) -> Result<()> 
         .finish();
     conn.send(&first).await?;
     let challenge = conn.recv().await?;
-    let m = Message::parse(&challenge).context("no 401")?;
+    let m = TurnMessage::parse(&challenge).context("no 401")?;
     let nonce = m.string(attr::NONCE).context("no NONCE")?.to_owned();
     let realm = m.string(attr::REALM).unwrap_or(&args.realm).to_owned();
     let key = long_term_key(&args.username, &realm, &args.password);

@@ -20,7 +20,7 @@ fn passwords(u: &str) -> Option<String> {
     (u == USER).then(|| PASS.to_string())
 }
 
-fn outputs(s: &mut TurnServer) -> Vec<Output> {
+fn outputs(s: &mut TurnServer) -> Vec<TurnOutput> {
     std::iter::from_fn(|| s.poll_output()).collect()
 }
 
@@ -28,13 +28,13 @@ fn outputs(s: &mut TurnServer) -> Vec<Output> {
 fn response(s: &mut TurnServer, to: SocketAddr) -> Vec<u8> {
     let out = outputs(s);
     match out.as_slice() {
-        [Output::ToClient { to: t, bytes }] if *t == to => bytes.clone(),
+        [TurnOutput::ToClient { to: t, bytes }] if *t == to => bytes.clone(),
         other => panic!("expected one response to {to}: {other:?}"),
     }
 }
 
 fn error_code(bytes: &[u8]) -> Option<u16> {
-    let m = Message::parse(bytes)?;
+    let m = TurnMessage::parse(bytes)?;
     let v = m.get(attr::ERROR_CODE)?;
     Some(u16::from(v[2]) * 100 + u16::from(v[3]))
 }
@@ -47,14 +47,14 @@ struct Client {
 
 impl Client {
     /// Allocate twice, as every client does: the challenge, then with credentials.
-    fn allocate(s: &mut TurnServer, now: Instant, addr: SocketAddr) -> (Client, Vec<Output>) {
+    fn allocate(s: &mut TurnServer, now: Instant, addr: SocketAddr) -> (Client, Vec<TurnOutput>) {
         let req = Builder::new(msg::ALLOCATE, Class::Request, rand::random())
             .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
             .finish();
         s.handle_client(now, 1_000, addr, &req, &passwords);
         let challenge = response(s, addr);
         assert_eq!(error_code(&challenge), Some(401));
-        let m = Message::parse(&challenge).expect("parses");
+        let m = TurnMessage::parse(&challenge).expect("parses");
         let nonce = m.string(attr::NONCE).expect("nonce").to_string();
         let c = Client {
             addr,
@@ -91,7 +91,7 @@ fn an_allocation_relays_both_ways_to_a_permitted_peer_only() {
     let (c, out) = Client::allocate(&mut s, now, client);
     assert_eq!(
         out,
-        vec![Output::BindRelay {
+        vec![TurnOutput::BindRelay {
             client,
             even: false
         }]
@@ -99,7 +99,7 @@ fn an_allocation_relays_both_ways_to_a_permitted_peer_only() {
     let relayed = addr("10.1.0.1:40000");
     s.relay_bound(now, client, Ok(relayed));
     let ok = response(&mut s, client);
-    let m = Message::parse(&ok).expect("parses");
+    let m = TurnMessage::parse(&ok).expect("parses");
     assert_eq!(m.class, Class::Success);
     assert!(m.integrity_ok(&c.key));
     assert_eq!(
@@ -125,7 +125,10 @@ fn an_allocation_relays_both_ways_to_a_permitted_peer_only() {
         c.signed(msg::CREATE_PERMISSION)
             .address(attr::XOR_PEER_ADDRESS, peer),
     );
-    assert_eq!(Message::parse(&r).map(|m| m.class), Some(Class::Success));
+    assert_eq!(
+        TurnMessage::parse(&r).map(|m| m.class),
+        Some(Class::Success)
+    );
     // Client → peer by Send indication.
     let send = Builder::new(msg::SEND, Class::Indication, rand::random())
         .address(attr::XOR_PEER_ADDRESS, peer)
@@ -134,7 +137,7 @@ fn an_allocation_relays_both_ways_to_a_permitted_peer_only() {
     s.handle_client(now, 1_000, client, &send, &passwords);
     assert_eq!(
         outputs(&mut s),
-        vec![Output::ToPeer {
+        vec![TurnOutput::ToPeer {
             from: relayed,
             to: peer,
             bytes: b"hello".to_vec()
@@ -143,7 +146,7 @@ fn an_allocation_relays_both_ways_to_a_permitted_peer_only() {
     // Peer → client as a Data indication; a peer without permission is dropped.
     s.handle_peer(now, relayed, peer, b"back");
     let data = response(&mut s, client);
-    let m = Message::parse(&data).expect("parses");
+    let m = TurnMessage::parse(&data).expect("parses");
     assert_eq!((m.method, m.class), (msg::DATA, Class::Indication));
     assert_eq!(m.get(attr::DATA), Some(&b"back"[..]));
     s.handle_peer(now, relayed, addr("10.1.0.8:9000"), b"stranger");
@@ -157,7 +160,10 @@ fn an_allocation_relays_both_ways_to_a_permitted_peer_only() {
             .attr(attr::CHANNEL_NUMBER, &[0x40, 0x01, 0, 0])
             .address(attr::XOR_PEER_ADDRESS, peer),
     );
-    assert_eq!(Message::parse(&r).map(|m| m.class), Some(Class::Success));
+    assert_eq!(
+        TurnMessage::parse(&r).map(|m| m.class),
+        Some(Class::Success)
+    );
     s.handle_client(
         now,
         1_000,
@@ -167,7 +173,7 @@ fn an_allocation_relays_both_ways_to_a_permitted_peer_only() {
     );
     assert_eq!(
         outputs(&mut s),
-        vec![Output::ToPeer {
+        vec![TurnOutput::ToPeer {
             from: relayed,
             to: peer,
             bytes: b"ch".to_vec()
@@ -194,10 +200,13 @@ fn an_allocation_relays_both_ways_to_a_permitted_peer_only() {
     let req = c.signed(msg::REFRESH).u32(attr::LIFETIME, 0).sign(&c.key);
     s.handle_client(now, 1_000, client, &req, &passwords);
     let out = outputs(&mut s);
-    assert_eq!(out.first(), Some(&Output::CloseRelay { relayed }));
+    assert_eq!(out.first(), Some(&TurnOutput::CloseRelay { relayed }));
     match out.get(1) {
-        Some(Output::ToClient { bytes, .. }) => {
-            assert_eq!(Message::parse(bytes).map(|m| m.class), Some(Class::Success))
+        Some(TurnOutput::ToClient { bytes, .. }) => {
+            assert_eq!(
+                TurnMessage::parse(bytes).map(|m| m.class),
+                Some(Class::Success)
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -215,7 +224,7 @@ fn wrong_passwords_stale_nonces_and_quotas_are_refused() {
     // The same user from another port: over its quota of one.
     let (_, out) = Client::allocate(&mut s, now, addr("192.0.2.10:5001"));
     match out.as_slice() {
-        [Output::ToClient { bytes, .. }] => assert_eq!(error_code(bytes), Some(486)),
+        [TurnOutput::ToClient { bytes, .. }] => assert_eq!(error_code(bytes), Some(486)),
         other => panic!("{other:?}"),
     }
     // A wrong key: 401.
@@ -237,7 +246,7 @@ fn wrong_passwords_stale_nonces_and_quotas_are_refused() {
     s.handle_timeout(now + Duration::from_secs(3_700));
     assert_eq!(
         outputs(&mut s),
-        vec![Output::CloseRelay {
+        vec![TurnOutput::CloseRelay {
             relayed: addr("10.1.0.1:40000")
         }]
     );
