@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// A target: its corpus directory name and what it runs.
-pub type Target = (&'static str, fn(&[u8]));
+pub(crate) type Target = (&'static str, fn(&[u8]));
 
 /// The targets, by directory name under `fuzz/corpus/`.
-pub const TARGETS: &[Target] = &[
+pub(crate) const TARGETS: &[Target] = &[
     ("sdp", sdp),
     ("trickle_patch", trickle_patch),
     ("demux", demux),
@@ -34,7 +34,7 @@ pub const TARGETS: &[Target] = &[
 /// The TURN service (`turn`): a datagram from a client and the same from a peer, into a server
 /// with one allocation's worth of state reachable only with credentials; nothing panics, and
 /// whatever goes out goes to the client that sent or to nobody (never to a peer unasked).
-pub fn turn_server(data: &[u8]) {
+pub(crate) fn turn_server(data: &[u8]) {
     use gateway::turn::message::{TurnMessage, parse_channel_data};
     use gateway::turn::server::{TurnConfig, TurnOutput, TurnServer};
     if let Some(m) = TurnMessage::parse(data) {
@@ -68,7 +68,7 @@ pub fn turn_server(data: &[u8]) {
 
 /// A WebSocket adapter's message from a service (`adapters::packet`): decoded or refused, and
 /// what decodes encodes back to a message that decodes the same.
-pub fn adapter_packet(data: &[u8]) {
+pub(crate) fn adapter_packet(data: &[u8]) {
     use gateway::adapters::packet::Packet;
     if let Ok(p) = Packet::decode(data) {
         assert!(p.payload.len() <= data.len());
@@ -77,7 +77,7 @@ pub fn adapter_packet(data: &[u8]) {
 }
 
 /// SDP inspection of offers (`sdp_info`): m-lines, ufrag, msid rewriting.
-pub fn sdp(data: &[u8]) {
+pub(crate) fn sdp(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let lines = gateway::sdp_info::mlines(&text);
     assert!(lines.len() <= text.lines().count() + 1);
@@ -90,7 +90,7 @@ pub fn sdp(data: &[u8]) {
 }
 
 /// A trickle/restart PATCH body and its If-Match header (`sdp_info::sdpfrag`, `ice_patch`).
-pub fn trickle_patch(data: &[u8]) {
+pub(crate) fn trickle_patch(data: &[u8]) {
     let (header, body) = split_at_newline(data);
     let header = String::from_utf8_lossy(header);
     let body = String::from_utf8_lossy(body);
@@ -108,7 +108,7 @@ pub fn trickle_patch(data: &[u8]) {
 }
 
 /// A datagram at the UDP demux with one live session (first two bytes: the source port).
-pub fn demux(data: &[u8]) {
+pub(crate) fn demux(data: &[u8]) {
     use gateway::demux::{Demux, DemuxUpdate, Route};
     let mut d = Demux::default();
     let route = Route {
@@ -131,7 +131,7 @@ pub fn demux(data: &[u8]) {
 }
 
 /// The node-link control stream decoder, fed in pieces as a QUIC stream delivers it.
-pub fn link_control(data: &[u8]) {
+pub(crate) fn link_control(data: &[u8]) {
     let mut dec = relay_proto::link::ControlDecoder::new();
     let mut out = Vec::new();
     let cut = data.first().map_or(1, |b| usize::from(*b).max(1));
@@ -145,14 +145,14 @@ pub fn link_control(data: &[u8]) {
 }
 
 /// A node-link media datagram.
-pub fn link_datagram(data: &[u8]) {
+pub(crate) fn link_datagram(data: &[u8]) {
     if let Ok(d) = relay_proto::link::decode_datagram(data, Instant::now()) {
         let _ = d;
     }
 }
 
 /// The recorder's depacketizers (H264, H265, AV1): packets are length-prefixed (one byte).
-pub fn depacketize(data: &[u8]) {
+pub(crate) fn depacketize(data: &[u8]) {
     use gateway::depacketize::{Assembler, VideoCodec};
     for codec in [VideoCodec::H264, VideoCodec::H265, VideoCodec::Av1] {
         let mut a = Assembler::new(codec);
@@ -187,7 +187,7 @@ pub fn depacketize(data: &[u8]) {
 }
 
 /// SPS (H264, H265) and AV1 sequence header parsers behind the recorder's sample entries.
-pub fn parameter_sets(data: &[u8]) {
+pub(crate) fn parameter_sets(data: &[u8]) {
     use gateway::depacketize::VideoCodec;
     use gateway::fmp4::TrackConfig;
     let (a, b) = data.split_at(data.len() / 2);
@@ -201,7 +201,7 @@ pub fn parameter_sets(data: &[u8]) {
 /// (durations and sync flags from the input), the parameter sets the assembler saw become the
 /// sample entry, and `fmp4::init_segment` / `fmp4::fragment` write them. Every box the writer
 /// emits must be well-formed: sizes that add up, an `mdat` holding exactly the samples.
-pub fn recording(data: &[u8]) {
+pub(crate) fn recording(data: &[u8]) {
     use gateway::depacketize::{Assembler, VideoCodec};
     use gateway::fmp4::{self, Sample, TrackConfig, TrackDesc, TrackRun};
     let Some((&selector, data)) = data.split_first() else {
@@ -294,7 +294,7 @@ fn assert_boxes(bytes: &[u8]) -> Vec<([u8; 4], usize)> {
 }
 
 /// The TOML config file and the session/track API's JSON bodies.
-pub fn config_and_api(data: &[u8]) {
+pub(crate) fn config_and_api(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = toml::from_str::<gateway::config::Config>(&text);
     let _ = serde_json::from_slice::<gateway::http::api::TracksRequest>(data);
@@ -304,7 +304,7 @@ pub fn config_and_api(data: &[u8]) {
 /// A WHIP or WHEP offer all the way through what one POST reaches: the gateway's checks,
 /// str0m's SDP parser and `accept_offer` (`PeerFactory::publisher`, `PeerFactory::viewer`
 /// against the tracks of an OBS publisher).
-pub fn offer(data: &[u8]) {
+pub(crate) fn offer(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = gateway::peer::parse_offer(&text);
     with_peers(|peers, tracks| {
@@ -331,7 +331,7 @@ pub fn offer(data: &[u8]) {
 /// A WHEP player's answer to the gateway's counter-offer (`negotiation::accept_client_answer`):
 /// str0m's `SdpAnswer` parser and `accept_answer` on a pending offer of the OBS tracks. str0m
 /// picks the offer's mids at random, so `@mid0`, `@mid1` in the input stand for them.
-pub fn answer(data: &[u8]) {
+pub(crate) fn answer(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     with_peers(|peers, tracks| {
         let (mut rtc, _, pending, mids) = counter_offer(peers, tracks);
@@ -351,7 +351,7 @@ pub fn answer(data: &[u8]) {
 
 /// The gateway's WHEP counter-offer of `tracks` (`negotiation`'s `offer_pulls`): the `Rtc`, the
 /// offer, its pending state and its mids in track order.
-pub fn counter_offer(
+pub(crate) fn counter_offer(
     peers: &gateway::peer::PeerFactory,
     tracks: &[std::sync::Arc<gateway::registry::TrackInfo>],
 ) -> (
@@ -382,7 +382,7 @@ pub fn counter_offer(
 /// A trickle PATCH as the worker takes it: the `Authorization` header (first line,
 /// `auth::bearer`), then each `a=candidate` of the sdpfrag body through str0m's candidate
 /// parser into a live `Rtc` (`worker`'s `WorkerMsg::Trickle`).
-pub fn trickle_candidates(data: &[u8]) {
+pub(crate) fn trickle_candidates(data: &[u8]) {
     let (header, body) = split_at_newline(data);
     let header = String::from_utf8_lossy(header);
     if let Some(token) = gateway::auth::bearer(Some(&header)) {
@@ -405,7 +405,7 @@ pub fn trickle_candidates(data: &[u8]) {
 /// The per-packet inspection of every publisher's RTP payload in the relay: keyframe
 /// detection for each codec, H264 parameter-set detection, the codec name from SDP, and the
 /// STAP-A of parameter sets rebuilt from what the inspector kept.
-pub fn keyframe(data: &[u8]) {
+pub(crate) fn keyframe(data: &[u8]) {
     use relay_proto::Codec::{self, *};
     for codec in [H264, H265, Vp8, Vp9, Av1, Opus, Other] {
         let _ = relay_proto::is_keyframe_start(codec, data);
@@ -423,7 +423,7 @@ pub fn keyframe(data: &[u8]) {
 /// Datagrams, each prefixed by its length (two bytes, big-endian), into a server-side DTLS 1.2
 /// engine as the gateway makes one for every session (`peer::cached_dtls`: the vendored,
 /// patched dimpl, no cookie exchange): what a peer's first DTLS flights reach after ICE.
-pub fn dtls(data: &[u8]) {
+pub(crate) fn dtls(data: &[u8]) {
     let mut server = dtls_engine(false);
     let mut rest = data;
     while let [a, b, tail @ ..] = rest {
@@ -439,7 +439,7 @@ pub fn dtls(data: &[u8]) {
 /// A compound RTCP packet as str0m parses a peer's (after SRTCP, so any player with a session):
 /// split as str0m's `Rtcp::read_packet` splits it (header length, padding), each packet through
 /// the public `Rtcp::try_from`; for a viewer without RTX the worker reads its NACKs from these.
-pub fn rtcp(data: &[u8]) {
+pub(crate) fn rtcp(data: &[u8]) {
     let mut buf = data;
     while let [first, _, hi, lo, ..] = *buf {
         let full = (usize::from(u16::from_be_bytes([hi, lo])) + 1) * 4;
@@ -465,7 +465,7 @@ pub fn rtcp(data: &[u8]) {
 
 /// A DTLS 1.2 engine from the gateway's crypto provider, with a certificate made once per
 /// thread: the server (`active` false) as every session has it, or a client for seeds.
-pub fn dtls_engine(active: bool) -> Box<dyn str0m::crypto::dtls::DtlsInstance> {
+pub(crate) fn dtls_engine(active: bool) -> Box<dyn str0m::crypto::dtls::DtlsInstance> {
     use str0m::crypto::dtls::{DtlsCert, DtlsVersion};
     thread_local! {
         static CERT: DtlsCert = gateway::peer::cached_dtls::crypto_provider()
@@ -493,7 +493,7 @@ pub fn dtls_engine(active: bool) -> Box<dyn str0m::crypto::dtls::DtlsInstance> {
 }
 
 /// What a DTLS engine has to send now (its datagrams), polled until it names its next timeout.
-pub fn dtls_drain(engine: &mut dyn str0m::crypto::dtls::DtlsInstance) -> Vec<Vec<u8>> {
+pub(crate) fn dtls_drain(engine: &mut dyn str0m::crypto::dtls::DtlsInstance) -> Vec<Vec<u8>> {
     use str0m::crypto::dtls::DtlsOutput;
     let mut buf = vec![0u8; 2048];
     let mut sent = Vec::new();
@@ -512,11 +512,11 @@ pub fn dtls_drain(engine: &mut dyn str0m::crypto::dtls::DtlsInstance) -> Vec<Vec
 }
 
 /// The OBS offer the `offer` and `answer` targets negotiate against.
-pub const OBS_OFFER: &str = include_str!("../whip-tests/fixtures/offers/obs30-h264.sdp");
+pub(crate) const OBS_OFFER: &str = include_str!("../whip-tests/fixtures/offers/obs30-h264.sdp");
 
 /// A node's `PeerFactory` and the tracks of one OBS publisher (audio + H264), built once per
 /// thread: the DTLS certificate and the publisher's negotiation are not what is fuzzed.
-pub fn with_peers<R>(
+pub(crate) fn with_peers<R>(
     f: impl FnOnce(&gateway::peer::PeerFactory, &[std::sync::Arc<gateway::registry::TrackInfo>]) -> R,
 ) -> R {
     use std::sync::Arc;

@@ -813,7 +813,7 @@ impl Config {
 mod secs {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         f64::deserialize(d)
             .and_then(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
     }
@@ -822,7 +822,7 @@ mod secs {
 mod millis {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_millis)
     }
 }

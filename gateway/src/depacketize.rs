@@ -174,7 +174,7 @@ pub(crate) mod test_support {
 
     use relay_proto::MediaPacket;
 
-    pub fn pkt(seq: u64, ts: u64, marker: bool, payload: &[u8]) -> MediaPacket {
+    pub(crate) fn pkt(seq: u64, ts: u64, marker: bool, payload: &[u8]) -> MediaPacket {
         MediaPacket {
             seq,
             rtp_time: ts,

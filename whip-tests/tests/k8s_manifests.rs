@@ -711,7 +711,7 @@ fn check(inputs: &Inputs) -> Vec<String> {
         members: Vec<(u8, String, u16)>,
         cluster_name: String,
     }
-    let mut nodes: Vec<Node> = Vec::new();
+    let mut nodes: Vec<Node<'_>> = Vec::new();
     for w in &workloads {
         let at = w.at();
         let pod = w.pod();
@@ -1236,7 +1236,7 @@ fn check(inputs: &Inputs) -> Vec<String> {
                 );
             }
             let selector = string_map(svc.get("/spec/selector"));
-            let selected: Vec<&Node> = nodes
+            let selected: Vec<&Node<'_>> = nodes
                 .iter()
                 .filter(|m| selects(&selector, &m.obj.template_labels()))
                 .collect();

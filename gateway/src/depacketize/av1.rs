@@ -21,7 +21,7 @@ const OBU_TILE_LIST: u8 = 8;
 const OBU_PADDING: u8 = 15;
 
 #[derive(Default)]
-pub struct Av1 {
+pub(super) struct Av1 {
     /// The OBU the previous packet's last element began (Y set).
     fragment: Fragmented,
     /// The latest sequence header OBU, with its size field.

@@ -13,7 +13,7 @@ const PPS: u8 = 8;
 const AUD: u8 = 9;
 
 #[derive(Default)]
-pub struct H264 {
+pub(super) struct H264 {
     fu: Fragmented,
     /// SPS, PPS.
     params: [Option<Vec<u8>>; 2],

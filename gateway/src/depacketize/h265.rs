@@ -18,7 +18,7 @@ const AUD: u8 = 35;
 const FILLER: u8 = 38;
 
 #[derive(Default)]
-pub struct H265 {
+pub(super) struct H265 {
     fu: Fragmented,
     /// VPS, SPS, PPS.
     params: [Option<Vec<u8>>; 3],

@@ -6,12 +6,12 @@ use super::Damage;
 
 /// A NAL unit being rebuilt from fragmentation units.
 #[derive(Default)]
-pub struct Fragmented(Option<Vec<u8>>);
+pub(super) struct Fragmented(Option<Vec<u8>>);
 
 impl Fragmented {
     /// One fragmentation unit: `header` (called on a start) is the rebuilt NAL unit header,
     /// `data` the fragment. A complete unit goes to `units`.
-    pub fn push(
+    pub(super) fn push(
         &mut self,
         (start, end): (bool, bool),
         header: impl FnOnce() -> Vec<u8>,
@@ -38,22 +38,22 @@ impl Fragmented {
     }
 
     /// The unit in progress, to be continued by the caller (AV1's Z bit).
-    pub fn take(&mut self) -> Option<Vec<u8>> {
+    pub(super) fn take(&mut self) -> Option<Vec<u8>> {
         self.0.take()
     }
 
     /// Keeps a unit whose rest comes in the next packet (AV1's Y bit).
-    pub fn hold(&mut self, unit: Vec<u8>) {
+    pub(super) fn hold(&mut self, unit: Vec<u8>) {
         self.0 = Some(unit);
     }
 
     /// A unit is in progress: anything but its next fragment means its end was lost.
-    pub fn pending(&self) -> bool {
+    pub(super) fn pending(&self) -> bool {
         self.0.is_some()
     }
 
     /// The frame ended: a unit still in progress lost its end.
-    pub fn end_frame(&mut self) -> Result<(), Damage> {
+    pub(super) fn end_frame(&mut self) -> Result<(), Damage> {
         match self.0.take() {
             Some(_) => Err(Damage::Incomplete),
             None => Ok(()),
@@ -63,7 +63,7 @@ impl Fragmented {
 
 /// The NAL units of an aggregation body (STAP-A, AP) to `units`; a unit cut short or failing
 /// `valid` (its header) makes the packet malformed.
-pub fn aggregated(
+pub(super) fn aggregated(
     body: &[u8],
     valid: impl Fn(&[u8]) -> bool,
     units: &mut Vec<Vec<u8>>,
@@ -78,7 +78,7 @@ pub fn aggregated(
 }
 
 /// What a NAL unit is to the MP4 sample.
-pub enum Role {
+pub(super) enum Role {
     /// Goes to the sample entry, in this slot of the parameter-set array.
     ParameterSet(usize),
     /// Means nothing in MP4 (delimiters, filler).
@@ -89,7 +89,7 @@ pub enum Role {
 
 /// The sample bytes and keyframe flag of an access unit; parameter sets are stored in `params`.
 /// `None` if nothing is left for the sample.
-pub fn access_unit(
+pub(super) fn access_unit(
     units: Vec<Vec<u8>>,
     params: &mut [Option<Vec<u8>>],
     role: impl Fn(&[u8]) -> Role,
@@ -115,6 +115,6 @@ pub fn access_unit(
 }
 
 /// All parameter sets, once each slot has been filled.
-pub fn complete(params: &[Option<Vec<u8>>]) -> Option<Vec<Vec<u8>>> {
+pub(super) fn complete(params: &[Option<Vec<u8>>]) -> Option<Vec<Vec<u8>>> {
     params.iter().cloned().collect()
 }

@@ -2,36 +2,36 @@
 //! AV1 sequence header), with the variable-length codes they use. Every read is checked: a
 //! header cut short yields `None`, never a panic.
 
-pub struct Bits<'a> {
+pub(super) struct Bits<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Bits<'a> {
-    pub fn new(data: &'a [u8]) -> Bits<'a> {
+    pub(super) fn new(data: &'a [u8]) -> Bits<'a> {
         Bits { data, pos: 0 }
     }
 
-    pub fn bit(&mut self) -> Option<u32> {
+    pub(super) fn bit(&mut self) -> Option<u32> {
         let b = self.data.get(self.pos / 8)?;
         let v = (b >> (7 - self.pos % 8)) & 1;
         self.pos += 1;
         Some(u32::from(v))
     }
 
-    pub fn flag(&mut self) -> Option<bool> {
+    pub(super) fn flag(&mut self) -> Option<bool> {
         Some(self.bit()? == 1)
     }
 
     /// `n` ≤ 32 bits as an unsigned number.
-    pub fn bits(&mut self, n: u32) -> Option<u32> {
+    pub(super) fn bits(&mut self, n: u32) -> Option<u32> {
         if n > 32 {
             return None;
         }
         (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.bit()?))
     }
 
-    pub fn skip(&mut self, n: usize) -> Option<()> {
+    pub(super) fn skip(&mut self, n: usize) -> Option<()> {
         self.pos = self.pos.checked_add(n)?;
         (self.pos <= self.data.len() * 8).then_some(())
     }
@@ -49,13 +49,13 @@ impl<'a> Bits<'a> {
     }
 
     /// Unsigned exp-Golomb, `ue(v)` of H264/H265 (and AV1's `uvlc`, which is the same code).
-    pub fn ue(&mut self) -> Option<u32> {
+    pub(super) fn ue(&mut self) -> Option<u32> {
         let zeros = self.leading_zeros()?;
         Some((1u32 << zeros) - 1 + self.bits(zeros)?)
     }
 
     /// Signed exp-Golomb, `se(v)`.
-    pub fn se(&mut self) -> Option<i32> {
+    pub(super) fn se(&mut self) -> Option<i32> {
         let k = self.ue()?;
         Some(if k % 2 == 1 {
             k.div_ceil(2) as i32
@@ -66,7 +66,7 @@ impl<'a> Bits<'a> {
 }
 
 /// The RBSP of a NAL unit payload: emulation prevention bytes (`00 00 03`) removed.
-pub fn rbsp(payload: &[u8]) -> Vec<u8> {
+pub(super) fn rbsp(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len());
     let mut zeros = 0;
     for &b in payload {

@@ -190,7 +190,13 @@ impl TurnServer {
             && self.nonce(client, made) == nonce
     }
 
-    fn challenge(&self, m: &TurnMessage, client: SocketAddr, code: u16, now_unix: u64) -> Vec<u8> {
+    fn challenge(
+        &self,
+        m: &TurnMessage<'_>,
+        client: SocketAddr,
+        code: u16,
+        now_unix: u64,
+    ) -> Vec<u8> {
         let reason = if code == 438 {
             "Stale Nonce"
         } else {
@@ -214,7 +220,7 @@ impl TurnServer {
         now_unix: u64,
         from: SocketAddr,
         bytes: &[u8],
-        passwords: Passwords,
+        passwords: Passwords<'_>,
     ) {
         if let Some((channel, data)) = msg::parse_channel_data(bytes) {
             self.channel_to_peer(now, from, channel, data);
@@ -241,8 +247,8 @@ impl TurnServer {
         now: Instant,
         now_unix: u64,
         from: SocketAddr,
-        m: &TurnMessage,
-        passwords: Passwords,
+        m: &TurnMessage<'_>,
+        passwords: Passwords<'_>,
     ) {
         let unknown = m.unknown_required();
         if !unknown.is_empty() {
@@ -306,7 +312,7 @@ impl TurnServer {
         self.reply(from, r);
     }
 
-    fn allocate(&mut self, from: SocketAddr, m: &TurnMessage, username: &str, key: hmac::Key) {
+    fn allocate(&mut self, from: SocketAddr, m: &TurnMessage<'_>, username: &str, key: hmac::Key) {
         if let Some(a) = self.allocations.get(&from) {
             let r = if a.txid == m.txid {
                 self.allocate_success(from, m.txid)
@@ -458,7 +464,7 @@ impl TurnServer {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        m: &TurnMessage,
+        m: &TurnMessage<'_>,
         key: &hmac::Key,
     ) -> Vec<u8> {
         let requested = m
@@ -486,7 +492,7 @@ impl TurnServer {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        m: &TurnMessage,
+        m: &TurnMessage<'_>,
         key: &hmac::Key,
     ) -> Vec<u8> {
         let peers: Vec<SocketAddr> = m
@@ -516,7 +522,7 @@ impl TurnServer {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        m: &TurnMessage,
+        m: &TurnMessage<'_>,
         key: &hmac::Key,
     ) -> Vec<u8> {
         let bad = |code: u16, reason: &str| {
@@ -565,7 +571,7 @@ impl TurnServer {
         true
     }
 
-    fn send_indication(&mut self, now: Instant, from: SocketAddr, m: &TurnMessage) {
+    fn send_indication(&mut self, now: Instant, from: SocketAddr, m: &TurnMessage<'_>) {
         let peer = m.get(attr::XOR_PEER_ADDRESS).and_then(|v| m.xor_address(v));
         let (Some(peer), Some(data)) = (peer, m.get(attr::DATA)) else {
             return;

@@ -7,16 +7,16 @@ use crate::packet::{MediaPacket, SharedPacket};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-pub fn t0() -> Instant {
+pub(crate) fn t0() -> Instant {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     *ORIGIN.get_or_init(Instant::now)
 }
 
-pub fn at_ms(ms: u64) -> Instant {
+pub(crate) fn at_ms(ms: u64) -> Instant {
     t0() + Duration::from_millis(ms)
 }
 
-pub fn packet(
+pub(crate) fn packet(
     seq: u64,
     rtp_time: u64,
     len: usize,

@@ -16,13 +16,13 @@ use whip_tests::Gateway;
 use whip_tests::harness::relay_binary;
 
 /// Trees are pruned this long after their last viewer leaves (5 s by default; short for tests).
-pub const PRUNE_GRACE_MS: &str = "500";
+pub(crate) const PRUNE_GRACE_MS: &str = "500";
 
 /// A UDP port for a node's cluster listener, which must be known before the node starts (every
 /// member lists every other). Taken at random *below* the kernel's ephemeral range: a port from
 /// `bind(0)` is free only until someone else's `bind(0)` (a viewer, another test's gateway) gets
 /// it first, which happened in CI ("Address already in use").
-pub fn free_udp_port() -> Result<u16> {
+pub(crate) fn free_udp_port() -> Result<u16> {
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
@@ -37,13 +37,13 @@ pub fn free_udp_port() -> Result<u16> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-pub struct Certs {
+pub(crate) struct Certs {
     _dir: tempfile::TempDir,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-pub fn certs() -> Result<Certs> {
+pub(crate) fn certs() -> Result<Certs> {
     let dir = tempfile::tempdir()?;
     let (cert_pem, key_pem) =
         relay_shell::cluster_tls::ClusterIdentity::generate().map_err(anyhow::Error::msg)?;
@@ -59,7 +59,7 @@ pub fn certs() -> Result<Certs> {
 }
 
 /// A `relay` process; killed on drop.
-pub struct Relay {
+pub(crate) struct Relay {
     child: Child,
     pub node: String,
     pub stats: SocketAddr,
@@ -73,12 +73,17 @@ impl Drop for Relay {
 }
 
 impl Relay {
-    pub fn start(certs: &Certs, port: u16, members: &[String], link_loss: f64) -> Result<Relay> {
+    pub(crate) fn start(
+        certs: &Certs,
+        port: u16,
+        members: &[String],
+        link_loss: f64,
+    ) -> Result<Relay> {
         Relay::start_with_args(certs, port, members, link_loss, &[])
     }
 
     /// As [`Relay::start`], with `extra` arguments.
-    pub fn start_with_args(
+    pub(crate) fn start_with_args(
         certs: &Certs,
         port: u16,
         members: &[String],
@@ -136,7 +141,7 @@ impl Relay {
 
     /// Sends SIGTERM (the relay drains, then exits) and waits up to `within` for the exit;
     /// returns whether it exited successfully, and how long it took.
-    pub fn terminate(&mut self, within: Duration) -> Result<(bool, Duration)> {
+    pub(crate) fn terminate(&mut self, within: Duration) -> Result<(bool, Duration)> {
         let started = Instant::now();
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -151,19 +156,19 @@ impl Relay {
         bail!("relay did not exit within {within:?} of SIGTERM")
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// What the relay logged.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let port = self.node.rsplit(':').next().unwrap_or("");
         std::fs::read_to_string(std::env::temp_dir().join(format!("relay-{port}.stderr")))
             .unwrap_or_default()
     }
 
     /// The relay's `/v1/stats`: its `ClusterStats` at the top level.
-    pub async fn stats(&self) -> Result<Value> {
+    pub(crate) async fn stats(&self) -> Result<Value> {
         let url = format!("http://{}/v1/stats", self.stats);
         let text = whip_tests::signaling::http_client()?
             .get(url)
@@ -175,7 +180,7 @@ impl Relay {
     }
 }
 
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub certs: Certs,
     /// Origin = gateways[0]; edges = gateways[1..].
     pub gateways: Vec<Gateway>,
@@ -184,12 +189,12 @@ pub struct Cluster {
 
 /// An origin, `edges` edge gateways (tier 0) and `relays` relays (tier 1); every node drops
 /// `link_loss` of its outgoing media datagrams (none when 0).
-pub async fn cluster(edges: usize, relays: usize, link_loss: f64) -> Result<Cluster> {
+pub(crate) async fn cluster(edges: usize, relays: usize, link_loss: f64) -> Result<Cluster> {
     cluster_with_args(edges, relays, link_loss, &[]).await
 }
 
 /// As [`cluster`], every gateway also started with `extra` arguments (e.g. an API app).
-pub async fn cluster_with_args(
+pub(crate) async fn cluster_with_args(
     edges: usize,
     relays: usize,
     link_loss: f64,
@@ -199,7 +204,7 @@ pub async fn cluster_with_args(
 }
 
 /// As [`cluster_with_args`], the relays also started with `relay_extra`.
-pub async fn cluster_with_node_args(
+pub(crate) async fn cluster_with_node_args(
     edges: usize,
     relays: usize,
     link_loss: f64,

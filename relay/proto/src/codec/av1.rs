@@ -4,7 +4,7 @@
 const Z: u8 = 0x80;
 const N: u8 = 0x08;
 
-pub fn is_keyframe_start(payload: &[u8]) -> bool {
+pub(super) fn is_keyframe_start(payload: &[u8]) -> bool {
     match payload {
         // A new sequence cannot begin with the continuation of an earlier OBU, and a bare aggregation header
         // carries no sequence at all; either means the packet is not what its N bit claims.

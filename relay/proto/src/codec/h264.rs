@@ -10,11 +10,11 @@ const FORBIDDEN_BIT: u8 = 0x80;
 const TYPE_MASK: u8 = 0x1f;
 const FU_START: u8 = 0x80;
 
-pub fn is_keyframe_start(payload: &[u8]) -> bool {
+pub(super) fn is_keyframe_start(payload: &[u8]) -> bool {
     nal_types(payload) & (bit(IDR) | bit(SPS)) != 0
 }
 
-pub fn parameter_sets(payload: &[u8]) -> (bool, bool) {
+pub(super) fn parameter_sets(payload: &[u8]) -> (bool, bool) {
     let types = nal_types(payload);
     (types & bit(SPS) != 0, types & bit(PPS) != 0)
 }

@@ -6,7 +6,7 @@ const FU: u8 = 49;
 const FORBIDDEN_BIT: u8 = 0x80;
 const FU_START: u8 = 0x80;
 
-pub fn is_keyframe_start(payload: &[u8]) -> bool {
+pub(super) fn is_keyframe_start(payload: &[u8]) -> bool {
     nal_types(payload) & KEYFRAME_TYPES != 0
 }
 

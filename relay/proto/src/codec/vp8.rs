@@ -12,7 +12,7 @@ const M: u8 = 0x80;
 /// Frame tag "show_frame/version/P" byte: P is clear for key frames (RFC 6386 section 9.1).
 const INTER_FRAME: u8 = 0x01;
 
-pub fn is_keyframe_start(payload: &[u8]) -> bool {
+pub(super) fn is_keyframe_start(payload: &[u8]) -> bool {
     let Some(&b0) = payload.first() else {
         return false;
     };

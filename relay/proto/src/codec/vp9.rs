@@ -7,7 +7,7 @@ const L: u8 = 0x20;
 const B: u8 = 0x08;
 const M: u8 = 0x80;
 
-pub fn is_keyframe_start(payload: &[u8]) -> bool {
+pub(super) fn is_keyframe_start(payload: &[u8]) -> bool {
     let Some(&b0) = payload.first() else {
         return false;
     };

@@ -7,15 +7,15 @@ use super::{
 use crate::Codec;
 
 /// xorshift64*: tiny, good enough to spray bytes, and seeded explicitly.
-pub struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Rng {
+    pub(super) fn new(seed: u64) -> Rng {
         // xorshift must not start at zero.
         Rng(seed | 1)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(super) fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -23,16 +23,16 @@ impl Rng {
     }
 
     /// Uniform enough in `0..n`; `0` for `n == 0`.
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
 
-    pub fn byte(&mut self) -> u8 {
+    pub(super) fn byte(&mut self) -> u8 {
         (self.next_u64() >> 56) as u8
     }
 }
 
-pub fn key(name: &str) -> TrackKey {
+pub(super) fn key(name: &str) -> TrackKey {
     TrackKey {
         origin: "gw-east-1".into(),
         session: *b"0123456789abcdef",
@@ -58,7 +58,7 @@ fn origin() -> StreamOrigin {
 }
 
 /// Every message type once, with non-trivial field values.
-pub fn one_of_each() -> Vec<ControlMessage> {
+pub(super) fn one_of_each() -> Vec<ControlMessage> {
     vec![
         ControlMessage::Hello(Hello::new("relay-2", 1, "prod")),
         ControlMessage::HelloAck,
