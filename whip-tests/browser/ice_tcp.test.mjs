@@ -99,7 +99,9 @@ describe("publish and play over ICE-TCP only", { timeout: 45_000 }, () => {
     }
     assert.ok(frames.framesDecoded > 20 && frames.frameWidth > 0, `frames: ${JSON.stringify(frames)}`);
     assert.ok(stats.ice_tcp && stats.ice_tcp.connections >= 2, `gateway: ${JSON.stringify(stats.ice_tcp)}`);
-    assert.ok(stats.ice_tcp.frames_received > 100 && stats.ice_tcp.frames_sent > 100,
-      `gateway: ${JSON.stringify(stats.ice_tcp)}`);
+    // Every decoded frame came in from the publisher and went out to the viewer over ICE-TCP (the
+    // counters are read after the frames were, and only grow).
+    assert.ok(stats.ice_tcp.frames_received >= frames.framesDecoded &&
+      stats.ice_tcp.frames_sent >= frames.framesDecoded, `gateway: ${JSON.stringify(stats.ice_tcp)}`);
   }));
 });
