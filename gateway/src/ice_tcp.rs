@@ -255,7 +255,8 @@ impl IceTcp {
 }
 
 /// One connection: frames read off it go to the router; frames queued for it are written in
-/// batches. It ends when the client closes, the bytes are not RFC 4571, or its queue is dropped.
+/// batches. It ends when the client closes, the router stops, or its queue is dropped (every byte
+/// stream frames as RFC 4571, so bad frames are the demux's to drop, not a reason to close).
 async fn connection(
     stream: TcpStream,
     source: SocketAddr,

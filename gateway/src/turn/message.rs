@@ -315,6 +315,14 @@ pub fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Over a stream (TCP, TLS) a ChannelData message is padded to a multiple of four bytes (RFC 8656
+/// §12.5); STUN messages are already. Anything else is left as it is.
+pub fn pad_for_stream(bytes: &mut Vec<u8>) {
+    if bytes.first().is_some_and(|b| b & 0xC0 == 0x40) {
+        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+    }
+}
+
 /// (channel, data) of a ChannelData message, if `bytes` is one.
 pub fn parse_channel_data(bytes: &[u8]) -> Option<(u16, &[u8])> {
     let channel = be16(bytes, 0)?;

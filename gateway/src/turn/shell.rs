@@ -143,10 +143,7 @@ async fn run(
             match o {
                 TurnOutput::ToClient { to, mut bytes } => match tcp_clients.get(&to) {
                     Some(writer) => {
-                        // Over TCP, ChannelData is padded to a multiple of four (§12.5).
-                        if bytes.first().is_some_and(|b| b & 0xC0 == 0x40) {
-                            bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-                        }
+                        super::message::pad_for_stream(&mut bytes);
                         // A client that does not read loses what does not fit (like UDP).
                         let _ = writer.try_send(bytes);
                     }

@@ -201,13 +201,11 @@ async fn request(conn: &mut Conn, b: Builder, key: &aws_lc_rs::hmac::Key) -> Res
     Ok(())
 }
 
-/// ChannelData on channel 0x4000 (padded to four over a stream).
-fn channel_data(payload: &[u8], pad: bool) -> Vec<u8> {
-    let mut v = vec![0x40, 0x00];
-    v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    v.extend_from_slice(payload);
-    if pad {
-        v.resize(v.len().div_ceil(4) * 4, 0);
+/// ChannelData on channel 0x4000, padded as a stream needs it.
+fn channel_data(payload: &[u8], stream: bool) -> Vec<u8> {
+    let mut v = msg::channel_data(0x4000, payload);
+    if stream {
+        msg::pad_for_stream(&mut v);
     }
     v
 }
