@@ -94,16 +94,16 @@ pub(crate) fn trickle_patch(data: &[u8]) {
     let (header, body) = split_at_newline(data);
     let header = String::from_utf8_lossy(header);
     let body = String::from_utf8_lossy(body);
-    let if_match = gateway::http::ice_patch::IfMatch::parse(Some(&header));
+    let if_match = gateway::front::ice_patch::IfMatch::parse(Some(&header));
     if let Ok(frag) = gateway::sdp_info::sdpfrag(&body) {
         assert!(frag.candidates.len() <= body.lines().count());
         let old = vec!["old1".to_string()];
-        let state = gateway::http::ice_patch::IceState {
+        let state = gateway::front::ice_patch::IceState {
             etag: "etag0",
             remote_ufrag: Some("live"),
             old_ufrags: &old,
         };
-        let _ = gateway::http::ice_patch::decide(frag.ufrag.as_deref(), &if_match, state);
+        let _ = gateway::front::ice_patch::decide(frag.ufrag.as_deref(), &if_match, state);
     }
 }
 
@@ -297,8 +297,8 @@ fn assert_boxes(bytes: &[u8]) -> Vec<([u8; 4], usize)> {
 pub(crate) fn config_and_api(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = toml::from_str::<gateway::config::Config>(&text);
-    let _ = serde_json::from_slice::<gateway::http::api::TracksRequest>(data);
-    let _ = serde_json::from_slice::<gateway::http::endpoint::LayerRequest>(data);
+    let _ = serde_json::from_slice::<gateway::front::api::TracksRequest>(data);
+    let _ = serde_json::from_slice::<gateway::front::endpoint::LayerRequest>(data);
 }
 
 /// A WHIP or WHEP offer all the way through what one POST reaches: the gateway's checks,

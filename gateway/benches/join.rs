@@ -45,7 +45,7 @@ fn factory() -> PeerFactory {
     PeerFactory::new(&config, udp).expect("peer factory")
 }
 
-/// The tracks an OBS 30 publisher's session registers, as `sessions::push` builds them.
+/// The tracks an OBS 30 publisher's session registers, as `control::push` builds them.
 fn obs_tracks(peers: &PeerFactory) -> Vec<Arc<TrackInfo>> {
     let publisher = peers
         .publisher(OBS_OFFER, Instant::now())

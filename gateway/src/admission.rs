@@ -40,7 +40,7 @@ impl Default for Limits {
 
 /// Why a session was refused, and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Throttled {
     /// 429: this source POSTs too fast.
     Rate { retry_after: u32 },
     /// 429: this source holds too many unconnected sessions.
@@ -80,17 +80,17 @@ impl Admission {
 
     /// Admit one new session from `source` at `now`: on success it counts as pending until
     /// `settled` is called for it.
-    pub fn admit(&mut self, now: Instant, source: IpAddr) -> Result<(), Refusal> {
+    pub fn admit(&mut self, now: Instant, source: IpAddr) -> Result<(), Throttled> {
         let l = self.limits;
         if l.pending > 0 && self.pending >= l.pending {
-            return Err(Refusal::NodePending {
+            return Err(Throttled::NodePending {
                 retry_after: PENDING_RETRY,
             });
         }
         if !self.sources.contains_key(&source) && self.sources.len() >= MAX_SOURCES {
             self.forget_idle(now);
             if self.sources.len() >= MAX_SOURCES {
-                return Err(Refusal::NodePending {
+                return Err(Throttled::NodePending {
                     retry_after: PENDING_RETRY,
                 });
             }
@@ -107,13 +107,13 @@ impl Admission {
             s.refilled = now;
             if s.tokens < 1.0 {
                 let wait = (1.0 - s.tokens) / l.posts_per_second_per_source;
-                return Err(Refusal::Rate {
+                return Err(Throttled::Rate {
                     retry_after: (wait.ceil() as u32).max(1),
                 });
             }
         }
         if l.pending_per_source > 0 && s.pending >= l.pending_per_source {
-            return Err(Refusal::SourcePending {
+            return Err(Throttled::SourcePending {
                 retry_after: PENDING_RETRY,
             });
         }
@@ -178,7 +178,7 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(a.admit(t0, ip(1)), Ok(()));
         }
-        assert_eq!(a.admit(t0, ip(1)), Err(Refusal::Rate { retry_after: 1 }));
+        assert_eq!(a.admit(t0, ip(1)), Err(Throttled::Rate { retry_after: 1 }));
         assert_eq!(
             a.admit(t0, ip(2)),
             Ok(()),
@@ -198,12 +198,12 @@ mod tests {
         assert_eq!(a.admit(t0, ip(1)), Ok(()));
         assert_eq!(
             a.admit(t0, ip(1)),
-            Err(Refusal::SourcePending { retry_after: 5 })
+            Err(Throttled::SourcePending { retry_after: 5 })
         );
         assert_eq!(a.admit(t0, ip(2)), Ok(()));
         assert_eq!(
             a.admit(t0, ip(3)),
-            Err(Refusal::NodePending { retry_after: 5 }),
+            Err(Throttled::NodePending { retry_after: 5 }),
             "three pending on the node"
         );
         // One connects: its source and the node have room again.

@@ -16,24 +16,20 @@ use crate::data_channel::{
     AckGate, ChannelOptions, Gate, MAX_BUFFERED_BYTES, SessionChannels, Subscribed, Subscriber,
     Subscription,
 };
-use crate::http::problem::Problem;
 use crate::ids::SessionId;
 use crate::negotiation::{Negotiated, PendingOffer, no_pending_offer};
+use crate::refusal::Refusal;
 use crate::registry::Role;
 use crate::worker::{Worker, WorkerMsg};
-
-fn no_session() -> Problem {
-    Problem::not_found("no such session")
-}
 
 /// A new negotiated channel `name` for the session: its SCTP stream id and str0m's config.
 fn negotiated(
     channels: &mut SessionChannels,
     name: String,
     options: ChannelOptions,
-) -> Result<(u16, ChannelConfig), Problem> {
+) -> Result<(u16, ChannelConfig), Refusal> {
     let stream_id = channels.next_stream_id().ok_or_else(|| {
-        Problem::unprocessable("this session has as many data channels as it may")
+        Refusal::unprocessable("this session has as many data channels as it may")
     })?;
     Ok((stream_id, options.config(name, stream_id)))
 }
@@ -45,8 +41,8 @@ impl Worker {
         id: SessionId,
         name: &str,
         options: ChannelOptions,
-    ) -> Result<(u16, str0m::channel::ChannelId), Problem> {
-        let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
+    ) -> Result<(u16, str0m::channel::ChannelId), Refusal> {
+        let s = self.sessions.get_mut(&id).ok_or_else(Refusal::no_session)?;
         let (stream_id, config) = negotiated(&mut s.channels, name.to_string(), options)?;
         let channel = s.rtc.direct_api().create_data_channel(config);
         self.mark(id);
@@ -60,11 +56,11 @@ impl Worker {
         id: SessionId,
         name: String,
         client_offer: Option<String>,
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         if let Some(sdp) = client_offer {
             let Negotiated::Answer { sdp: answer, .. } = self.accept_client_offer(id, &sdp, &[])?
             else {
-                return Err(Problem::internal("expected an answer"));
+                return Err(Refusal::internal("expected an answer"));
             };
             let (stream_id, _) = self.open_channel(id, &name, ChannelOptions::default())?;
             return Ok(Negotiated::Channel {
@@ -73,7 +69,7 @@ impl Worker {
                 answer: Some(answer),
             });
         }
-        let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
+        let s = self.sessions.get_mut(&id).ok_or_else(Refusal::no_session)?;
         no_pending_offer(s)?;
         let (stream_id, config) = negotiated(&mut s.channels, name, ChannelOptions::default())?;
         let mut api = s.rtc.sdp_api();
@@ -93,9 +89,9 @@ impl Worker {
         id: SessionId,
         name: String,
         options: ChannelOptions,
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         if !self.ctx.registry.publish_channel(id, &name) {
-            return Err(Problem::unprocessable(format!(
+            return Err(Refusal::unprocessable(format!(
                 "this session already publishes a data channel {name:?}"
             )));
         }
@@ -131,7 +127,7 @@ impl Worker {
         id: SessionId,
         sub: Subscription,
         now: Instant,
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         let (stream_id, channel) = self.open_channel(id, &sub.name, sub.options)?;
         let gate = if sub.wait_for_ack {
             AckGate::waiting(now)
@@ -306,8 +302,8 @@ impl Worker {
         &mut self,
         id: SessionId,
         stream_ids: &[u16],
-    ) -> Result<Negotiated, Problem> {
-        let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
+    ) -> Result<Negotiated, Refusal> {
+        let s = self.sessions.get_mut(&id).ok_or_else(Refusal::no_session)?;
         let mut closed = SessionChannels::default();
         for &sid in stream_ids {
             if let Some(i) = s.channels.published.iter().position(|c| c.stream_id == sid) {
@@ -406,8 +402,8 @@ impl Worker {
         publisher: SessionId,
         name: &str,
         can_reply: bool,
-    ) -> Result<Negotiated, Problem> {
-        let s = self.sessions.get_mut(&id).ok_or_else(no_session)?;
+    ) -> Result<Negotiated, Refusal> {
+        let s = self.sessions.get_mut(&id).ok_or_else(Refusal::no_session)?;
         let bridge = self.ctx.bridge;
         let c = s
             .channels
@@ -415,12 +411,12 @@ impl Worker {
             .iter_mut()
             .find(|c| c.publisher == publisher && c.name == name)
             .ok_or_else(|| {
-                Problem::not_found(format!(
+                Refusal::not_found(format!(
                     "this session does not receive {publisher}'s data channel {name:?}"
                 ))
             })?;
         if can_reply && Some(c.publisher_worker) == bridge {
-            return Err(Problem::unprocessable(
+            return Err(Refusal::unprocessable(
                 "canReply reaches a publisher on this gateway only; this one is on another",
             ));
         }

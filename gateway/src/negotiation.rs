@@ -8,9 +8,9 @@ use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind, Mid};
 
-use crate::http::problem::Problem;
 use crate::ids::{SessionId, TrackId};
 use crate::peer::{self, negotiated_params};
+use crate::refusal::Refusal;
 use crate::registry::TrackInfo;
 use crate::session::Pull;
 use crate::track::TrackState;
@@ -135,10 +135,9 @@ impl PendingOffer {
 }
 
 /// One offer of ours at a time: str0m invalidates a pending offer when another is made.
-pub(crate) fn no_pending_offer(s: &crate::session::Session) -> Result<(), Problem> {
+pub(crate) fn no_pending_offer(s: &crate::session::Session) -> Result<(), Refusal> {
     if s.pending.is_some() {
-        return Err(Problem::new(
-            http::StatusCode::CONFLICT,
+        return Err(Refusal::conflict(
             "an offer is already waiting for its answer (PUT renegotiate)",
         ));
     }
@@ -151,7 +150,7 @@ impl Worker {
         id: SessionId,
         n: Negotiation,
         now: Instant,
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         let result = match n {
             Negotiation::Offer { sdp, names } => self.accept_client_offer(id, &sdp, &names),
             Negotiation::Pull { tracks } => self.offer_pulls(id, tracks),
@@ -182,12 +181,12 @@ impl Worker {
         id: SessionId,
         sdp: &str,
         names: &[(String, String)],
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         let offer = peer::parse_offer(sdp)?;
         let s = self
             .sessions
             .get_mut(&id)
-            .ok_or_else(|| Problem::not_found("no such session"))?;
+            .ok_or_else(|| Refusal::no_session())?;
         // An offer from the client supersedes one of ours still waiting for its answer.
         s.pending = None;
         let (answer, media) = peer::answer_offer(&mut s.rtc, offer)?;
@@ -209,12 +208,12 @@ impl Worker {
         id: SessionId,
         new: Vec<(Mid, MediaKind)>,
         names: &[(String, String)],
-    ) -> Result<Vec<Arc<TrackInfo>>, Problem> {
+    ) -> Result<Vec<Arc<TrackInfo>>, Refusal> {
         let index = self.index;
         let s = self
             .sessions
             .get_mut(&id)
-            .ok_or_else(|| Problem::not_found("no such session"))?;
+            .ok_or_else(|| Refusal::no_session())?;
         let mut pushed = Vec::new();
         for (mid, kind) in new {
             let receiving = s.rtc.media(mid).is_some_and(|m| {
@@ -236,7 +235,7 @@ impl Worker {
                     format!("{kind}-{mid}")
                 });
             if s.pushed.iter().any(|t| t.name == name) {
-                return Err(Problem::unprocessable(format!(
+                return Err(Refusal::unprocessable(format!(
                     "track name {name:?} is already used in this session"
                 ))
                 .code("repeated_local_track_error"));
@@ -271,11 +270,11 @@ impl Worker {
         &mut self,
         id: SessionId,
         tracks: Vec<Arc<TrackInfo>>,
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         let s = self
             .sessions
             .get_mut(&id)
-            .ok_or_else(|| Problem::not_found("no such session"))?;
+            .ok_or_else(|| Refusal::no_session())?;
         no_pending_offer(s)?;
         let mut api = s.rtc.sdp_api();
         let mut pulls = Vec::new();
@@ -291,7 +290,7 @@ impl Worker {
         }
         let Some(sdp) = PendingOffer::keep(&mut s.pending, api.apply(), pulls.clone(), vec![])
         else {
-            return Err(Problem::unprocessable("nothing to negotiate"));
+            return Err(Refusal::unprocessable("nothing to negotiate"));
         };
         Ok(Negotiated::Offer {
             sdp,
@@ -304,15 +303,15 @@ impl Worker {
         &mut self,
         id: SessionId,
         tracks: Vec<(String, MediaKind)>,
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         let s = self
             .sessions
             .get_mut(&id)
-            .ok_or_else(|| Problem::not_found("no such session"))?;
+            .ok_or_else(|| Refusal::no_session())?;
         no_pending_offer(s)?;
         for (name, _) in &tracks {
             if s.pushed.iter().any(|t| t.name == *name) {
-                return Err(Problem::unprocessable(format!(
+                return Err(Refusal::unprocessable(format!(
                     "track name {name:?} is already used in this session"
                 ))
                 .code("repeated_local_track_error"));
@@ -328,7 +327,7 @@ impl Worker {
             .collect();
         let Some(sdp) = PendingOffer::keep(&mut s.pending, api.apply(), vec![], pushes.clone())
         else {
-            return Err(Problem::unprocessable("nothing to negotiate"));
+            return Err(Refusal::unprocessable("nothing to negotiate"));
         };
         Ok(Negotiated::Receiving { sdp, pushes })
     }
@@ -338,26 +337,25 @@ impl Worker {
         id: SessionId,
         sdp: &str,
         now: Instant,
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         let answer = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| Problem::bad_request(format!("malformed SDP answer: {e}")))?;
+            .map_err(|e| Refusal::malformed(format!("malformed SDP answer: {e}")))?;
         let s = self
             .sessions
             .get_mut(&id)
-            .ok_or_else(|| Problem::not_found("no such session"))?;
+            .ok_or_else(|| Refusal::no_session())?;
         let Some(pending) = s.pending.take() else {
-            return Err(Problem::new(
-                http::StatusCode::CONFLICT,
+            return Err(Refusal::conflict(
                 "no offer of ours is waiting for an answer",
             ));
         };
         s.rtc
             .sdp_api()
             .accept_answer(pending.offer, answer)
-            .map_err(|e| Problem::bad_request(format!("answer refused: {e}")))?;
+            .map_err(|e| Refusal::malformed(format!("answer refused: {e}")))?;
         let accepted = peer::accepted_media(sdp);
         // A WHEP viewer answering our counter-offer follows its stream across republishes, as
-        // one that made the offer does (`sessions::pull_stream`).
+        // one that made the offer does (`control::pull_stream`).
         let followed = self
             .ctx
             .registry
@@ -404,11 +402,11 @@ impl Worker {
         mids: &[String],
         how: CloseHow,
         now: Instant,
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         let s = self
             .sessions
             .get_mut(&id)
-            .ok_or_else(|| Problem::not_found("no such session"))?;
+            .ok_or_else(|| Refusal::no_session())?;
         if matches!(how, CloseHow::ServerOffer) {
             no_pending_offer(s)?;
         }
@@ -477,18 +475,18 @@ impl Worker {
         mid: &str,
         track: Arc<TrackInfo>,
         now: Instant,
-    ) -> Result<Negotiated, Problem> {
+    ) -> Result<Negotiated, Refusal> {
         let s = self
             .sessions
             .get_mut(&id)
-            .ok_or_else(|| Problem::not_found("no such session"))?;
+            .ok_or_else(|| Refusal::no_session())?;
         let mid = Mid::from(mid);
         let Some(i) = s.pulls.iter().position(|p| p.mid == mid) else {
-            return Err(Problem::not_found(format!("no pulled track on mid {mid}")));
+            return Err(Refusal::not_found(format!("no pulled track on mid {mid}")));
         };
         let pull = &s.pulls[i];
         if pull.kind != track.kind {
-            return Err(Problem::unprocessable(format!(
+            return Err(Refusal::unprocessable(format!(
                 "mid {mid} carries {:?}, the track is {:?}",
                 pull.kind, track.kind
             )));
@@ -513,7 +511,7 @@ impl Worker {
 pub fn message(
     session: SessionId,
     n: Negotiation,
-    reply: tokio::sync::oneshot::Sender<Result<Negotiated, Problem>>,
+    reply: tokio::sync::oneshot::Sender<Result<Negotiated, Refusal>>,
 ) -> WorkerMsg {
     WorkerMsg::Negotiate {
         session,

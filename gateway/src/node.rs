@@ -43,7 +43,7 @@ pub struct Node {
     pub adapters: mpsc::UnboundedSender<crate::adapters::AdapterRequest>,
     /// How long clients waited to join (`join_metrics`), and the HTTP requests' durations.
     pub join: Arc<crate::join_metrics::JoinMetrics>,
-    pub http_timing: crate::http::timing::HttpTiming,
+    pub http_timing: crate::front::timing::HttpTiming,
     /// TURN keys and revoked usernames (`turn_credentials`).
     pub turn: std::sync::Mutex<crate::turn_credentials::TurnCredentials>,
     /// TLS connections to the TURN service that failed or timed out in their handshake.

@@ -18,8 +18,8 @@ use str0m::net::TcpType;
 use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 
 use crate::config::Config;
-use crate::http::problem::Problem;
 use crate::ids::random_token;
+use crate::refusal::Refusal;
 use crate::registry::TrackInfo;
 use crate::sdp_info::{self, Direction, MLine};
 
@@ -99,7 +99,7 @@ impl PeerFactory {
         (config, ice)
     }
 
-    fn finish(&self, mut rtc: Rtc, offer: SdpOffer, ice: IceCreds) -> Result<NewPeer, Problem> {
+    fn finish(&self, mut rtc: Rtc, offer: SdpOffer, ice: IceCreds) -> Result<NewPeer, Refusal> {
         self.add_candidates(&mut rtc);
         let (answer, media) = answer_offer(&mut rtc, offer)?;
         Ok(NewPeer {
@@ -160,7 +160,7 @@ impl PeerFactory {
 
     /// A publisher (WHIP, or pushing tracks through the API): every media m-line must send, and
     /// every one must be accepted — a partial answer would leave the encoder sending into nothing.
-    pub fn publisher(&self, offer_sdp: &str, now: Instant) -> Result<NewPeer, Problem> {
+    pub fn publisher(&self, offer_sdp: &str, now: Instant) -> Result<NewPeer, Refusal> {
         let offer = parse_offer(offer_sdp)?;
         let lines = check_offer(offer_sdp)?;
         if let Some(m) = lines.iter().find(|m| {
@@ -168,7 +168,7 @@ impl PeerFactory {
                 && !m.rejected()
                 && matches!(m.direction, Direction::RecvOnly | Direction::Inactive)
         }) {
-            return Err(Problem::unprocessable(format!(
+            return Err(Refusal::unprocessable(format!(
                 "the {} m-line does not send; a publisher's offer must be sendonly",
                 m.kind
             )));
@@ -197,7 +197,7 @@ impl PeerFactory {
             .filter(|m| m.is_media() && !m.rejected())
             .count();
         if peer.media.len() != offered {
-            return Err(Problem::unprocessable(
+            return Err(Refusal::unprocessable(
                 "no supported codec for one of the offered tracks (video: H264, H265, VP8, VP9, AV1; audio: Opus)",
             ));
         }
@@ -213,7 +213,7 @@ impl PeerFactory {
         offer: SdpOffer,
         lines: &[MLine],
         now: Instant,
-    ) -> Result<Vec<(Pt, Option<Pt>, CodecSpec)>, Problem> {
+    ) -> Result<Vec<(Pt, Option<Pt>, CodecSpec)>, Refusal> {
         let (mut config, _) = self.base();
         add_publisher_codecs(&mut config);
         let mut probe = config.build(now);
@@ -256,7 +256,7 @@ impl PeerFactory {
         offer_sdp: &str,
         tracks: &[Arc<TrackInfo>],
         now: Instant,
-    ) -> Result<NewPeer, Problem> {
+    ) -> Result<NewPeer, Refusal> {
         let offer = parse_offer(offer_sdp)?;
         let lines = check_offer(offer_sdp)?;
         if let Some(m) = lines.iter().find(|m| {
@@ -264,7 +264,7 @@ impl PeerFactory {
                 && !m.rejected()
                 && matches!(m.direction, Direction::SendOnly | Direction::Inactive)
         }) {
-            return Err(Problem::unprocessable(format!(
+            return Err(Refusal::unprocessable(format!(
                 "the {} m-line does not receive; a player's offer must be recvonly",
                 m.kind
             )));
@@ -285,9 +285,9 @@ impl PeerFactory {
         let mut peer = self.finish(config.build(now), offer, ice)?;
         peer.same_ssrc_repair = same_ssrc_repair;
         if peer.media.is_empty() {
-            return Err(Problem {
+            return Err(Refusal {
                 counter_offer: true,
-                ..Problem::unprocessable(format!(
+                ..Refusal::unprocessable(format!(
                     "the player accepts none of the stream's codecs ({})",
                     codec_names(tracks)
                 ))
@@ -303,9 +303,9 @@ impl PeerFactory {
                 .any(|m| m.kind == name && !m.rejected() && m.direction != Direction::Inactive);
             let got = peer.media.iter().any(|(_, k)| *k == kind);
             if !ours.is_empty() && wanted && !got {
-                return Err(Problem {
+                return Err(Refusal {
                     counter_offer: true,
-                    ..Problem::unprocessable(format!(
+                    ..Refusal::unprocessable(format!(
                         "the player accepts none of the stream's {name} codecs ({})",
                         codec_names(&ours)
                     ))
@@ -362,11 +362,11 @@ fn add_publisher_codecs(config: &mut RtcConfig) {
 pub fn answer_offer(
     rtc: &mut Rtc,
     offer: SdpOffer,
-) -> Result<(String, Vec<(Mid, MediaKind)>), Problem> {
+) -> Result<(String, Vec<(Mid, MediaKind)>), Refusal> {
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
-        .map_err(|e| Problem::bad_request(format!("offer refused: {e}")))?;
+        .map_err(|e| Refusal::malformed(format!("offer refused: {e}")))?;
     let answer = crlf(&answer.to_sdp_string());
     let media = accepted_media(&answer);
     Ok((answer, media))
@@ -388,26 +388,26 @@ pub fn accepted_media(sdp: &str) -> Vec<(Mid, MediaKind)> {
         .collect()
 }
 
-fn check_offer(sdp: &str) -> Result<Vec<MLine>, Problem> {
+fn check_offer(sdp: &str) -> Result<Vec<MLine>, Refusal> {
     let lines = sdp_info::mlines(sdp);
     if lines.len() > MAX_MLINES {
-        return Err(Problem::unprocessable(format!(
+        return Err(Refusal::unprocessable(format!(
             "more than {MAX_MLINES} m-lines"
         )));
     }
     if !lines.iter().any(|m| m.is_media() && !m.rejected()) {
-        return Err(Problem::unprocessable(
+        return Err(Refusal::unprocessable(
             "the offer has no audio or video m-line",
         ));
     }
     Ok(lines)
 }
 
-pub fn parse_offer(sdp: &str) -> Result<SdpOffer, Problem> {
+pub fn parse_offer(sdp: &str) -> Result<SdpOffer, Refusal> {
     // RFC 8866 requires v=, o=, s= and t=; str0m is lenient about the last three.
     let has = |prefix: &str| sdp.lines().any(|l| l.starts_with(prefix));
     if !sdp.starts_with("v=0") || !has("o=") || !has("s=") || !has("t=") {
-        return Err(Problem::bad_request(
+        return Err(Refusal::malformed(
             "malformed SDP offer: it needs v=0, o=, s= and t= lines",
         ));
     }
@@ -420,14 +420,14 @@ pub fn parse_offer(sdp: &str) -> Result<SdpOffer, Problem> {
         .filter(|l| l.starts_with("m="))
         .find(|l| !mline_ok(l))
     {
-        return Err(Problem::bad_request(format!(
+        return Err(Refusal::malformed(format!(
             "malformed SDP offer: bad m-line {:.60}",
             bad
         )));
     }
     let sdp = bundle_single_mline(sdp);
     SdpOffer::from_sdp_string(&sdp).map_err(|e| {
-        Problem::bad_request(format!(
+        Refusal::malformed(format!(
             "malformed SDP offer: {}",
             sdp_error(&e.to_string())
         ))

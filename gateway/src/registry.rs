@@ -13,7 +13,7 @@ use serde::Serialize;
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, Mid};
 
-use crate::admission::{Admission, Limits, Refusal};
+use crate::admission::{Admission, Limits, Throttled};
 use crate::ids::{SessionId, TrackId};
 
 /// A pushed track, addressed globally by (session id, track name).
@@ -102,7 +102,7 @@ pub struct SessionEntry {
     /// Strong ETag of the ICE session (changes on ICE restart).
     pub etag: String,
     /// The client's ICE ufrag of the live generation (its offer's, then each restart's): a PATCH
-    /// naming another one is a restart (`http::ice_patch`).
+    /// naming another one is a restart (`front::ice_patch`).
     pub remote_ufrag: Option<String>,
     /// The client's ufrags of generations an ICE restart replaced (the last few).
     pub old_ufrags: Vec<String>,
@@ -241,7 +241,7 @@ impl Registry {
 
     /// May `source` open another session now? On success the caller must report the outcome:
     /// `pending` with the session it created, or `settled` if it created none.
-    pub fn admit(&self, now: Instant, source: IpAddr) -> Result<(), Refusal> {
+    pub fn admit(&self, now: Instant, source: IpAddr) -> Result<(), Throttled> {
         self.lock().admission.admit(now, source)
     }
 

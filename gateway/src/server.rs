@@ -18,12 +18,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::http;
+use crate::front;
 use crate::node::Node;
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), String> {
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(c), Some(k)) => Some(http::tls::server_config(c, k, http::tls::HTTP_ALPN)?),
+        (Some(c), Some(k)) => Some(front::tls::server_config(c, k, front::tls::HTTP_ALPN)?),
         _ => None,
     };
     if config.anonymous_publish() {
@@ -55,11 +55,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
         ),
         None => println!("READY http={http_addr} udp={}", node.udp_addr()),
     }
-    let app = http::router(node);
+    let app = front::router(node);
 
     match tls {
         None => {
-            // The peer address feeds admission (`http::admitted`): per-source limits.
+            // The peer address feeds admission (`front::admitted`): per-source limits.
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

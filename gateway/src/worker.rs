@@ -94,8 +94,7 @@ pub enum WorkerMsg {
     Negotiate {
         session: SessionId,
         negotiation: crate::negotiation::Negotiation,
-        reply:
-            oneshot::Sender<Result<crate::negotiation::Negotiated, crate::http::problem::Problem>>,
+        reply: oneshot::Sender<Result<crate::negotiation::Negotiated, crate::refusal::Refusal>>,
     },
     /// To the cluster bridge: a WHIP publisher's session ended (withdraw the stream).
     StreamGone {
@@ -108,7 +107,7 @@ pub enum WorkerMsg {
         session: SessionId,
         mid: Option<String>,
         rid: Option<String>,
-        reply: oneshot::Sender<Result<(), crate::http::problem::Problem>>,
+        reply: oneshot::Sender<Result<(), crate::refusal::Refusal>>,
     },
     /// To the worker of a session publishing data channel `name`: forward it to `subscriber`.
     ChannelSubscribe {
@@ -774,12 +773,12 @@ impl Worker {
         mid: Option<String>,
         rid: Option<String>,
         now: Instant,
-    ) -> Result<(), crate::http::problem::Problem> {
-        use crate::http::problem::Problem;
+    ) -> Result<(), crate::refusal::Refusal> {
+        use crate::refusal::Refusal;
         let s = self
             .sessions
             .get_mut(&id)
-            .ok_or_else(|| Problem::not_found("no such session"))?;
+            .ok_or_else(|| Refusal::no_session())?;
         let mut matched = 0;
         for p in s.pulls.iter_mut() {
             if mid.as_deref().is_some_and(|m| m != &*p.mid) {
@@ -787,7 +786,7 @@ impl Worker {
             }
             if p.layers.len() < 2 {
                 if mid.is_some() {
-                    return Err(Problem::unprocessable(
+                    return Err(Refusal::unprocessable(
                         "this media has a single layer (the publisher does not send simulcast)",
                     ));
                 }
@@ -796,7 +795,7 @@ impl Worker {
             if let Some(rid) = &rid
                 && p.layer_by_rid(rid).is_none()
             {
-                return Err(Problem::unprocessable(format!(
+                return Err(Refusal::unprocessable(format!(
                     "no layer (encodingId) {rid:?}; the publisher sends {:?}",
                     p.layers
                         .iter()
@@ -809,8 +808,8 @@ impl Worker {
         }
         if matched == 0 {
             return Err(match mid {
-                Some(m) => Problem::unprocessable(format!("no simulcast media with mid {m:?}")),
-                None => Problem::unprocessable(
+                Some(m) => Refusal::unprocessable(format!("no simulcast media with mid {m:?}")),
+                None => Refusal::unprocessable(
                     "no media of this session is simulcast (the publisher sends one layer)",
                 ),
             });
@@ -1542,7 +1541,7 @@ impl Worker {
         if let Some(t) = s.timeout {
             self.timers.remove(&(t, id));
         }
-        // A session still registered here ends without a DELETE (after one, sessions::close has
+        // A session still registered here ends without a DELETE (after one, control::close has
         // already removed it): the registry remembers it for the client's DELETE that may follow.
         let entry = self.ctx.registry.end_session(id);
         if let (Some(b), Some(e)) = (self.ctx.bridge, entry)

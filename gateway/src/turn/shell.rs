@@ -38,7 +38,7 @@ const ALPN_STUN_TURN: &[u8] = b"stun.turn";
 /// The TLS listener's rustls configuration: TLS 1.2 and 1.3 (coturn's client and Chromium),
 /// `stun.turn` advertised.
 pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    crate::http::tls::server_config(cert, key, &[ALPN_STUN_TURN])
+    crate::front::tls::server_config(cert, key, &[ALPN_STUN_TURN])
 }
 
 /// What a TCP or TLS connection tells the server task.
@@ -186,7 +186,7 @@ async fn run(
 /// A client's message (a UDP datagram, or one framed off a TCP connection) into the server,
 /// checked against the credentials the API issued.
 fn from_client(server: &mut TurnServer, node: &Node, from: SocketAddr, bytes: &[u8]) {
-    let now_unix = crate::http::turn::unix_now();
+    let now_unix = crate::front::turn::unix_now();
     let passwords = |u: &str| node.turn_credentials().password_for(u, now_unix);
     server.handle_client(Instant::now(), now_unix, from, bytes, &passwords);
 }

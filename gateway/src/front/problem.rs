@@ -15,14 +15,14 @@ pub struct Problem {
     /// `WWW-Authenticate: Bearer` on 401.
     pub challenge: bool,
     /// A WHEP offer refused only because it cannot be served as is (no codec of the stream): the
-    /// endpoint may answer 406 with a counter-offer instead (`http::endpoint::whep_post`).
+    /// endpoint may answer 406 with a counter-offer instead (`front::endpoint::whep_post`).
     pub counter_offer: bool,
-    /// The Calls `errorCode` when the status alone does not say it (`http::calls`).
+    /// The Calls `errorCode` when the status alone does not say it (`front::calls`).
     pub code: Option<&'static str>,
 }
 
 /// What a refusal was, kept in the response's extensions so that the session/track API can
-/// render it the way Calls clients read errors (`http::calls`) instead of as problem+json.
+/// render it the way Calls clients read errors (`front::calls`) instead of as problem+json.
 #[derive(Debug, Clone)]
 pub struct Refused {
     pub detail: String,
@@ -84,6 +84,28 @@ impl Problem {
     pub fn retry_after(mut self, secs: u32) -> Self {
         self.retry_after = Some(secs);
         self
+    }
+}
+
+/// The HTTP face of a refusal from the media core or the session operations.
+impl From<crate::refusal::Refusal> for Problem {
+    fn from(r: crate::refusal::Refusal) -> Problem {
+        use crate::refusal::RefusalKind;
+        let status = match r.kind {
+            RefusalKind::Malformed => StatusCode::BAD_REQUEST,
+            RefusalKind::NotFound => StatusCode::NOT_FOUND,
+            RefusalKind::Conflict => StatusCode::CONFLICT,
+            RefusalKind::Stale => StatusCode::PRECONDITION_FAILED,
+            RefusalKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RefusalKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Problem {
+            retry_after: r.retry_after,
+            counter_offer: r.counter_offer,
+            code: r.code,
+            ..Problem::new(status, r.detail)
+        }
     }
 }
 

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::api::{SessionDescription, session_request_as};
 use super::problem::Problem;
+use crate::control;
 use crate::data_channel::{ChannelOptions, Subscription};
 use crate::ids::SessionId;
 use crate::negotiation::{Negotiated, Negotiation};
-use crate::sessions;
 
 /// Longest channel name: it names a track in the cluster, whose names are at most 255 bytes.
 const MAX_NAME_BYTES: usize = 200;
@@ -94,7 +94,7 @@ pub async fn establish(
         stream_id,
         offer,
         answer,
-    } = sessions::negotiate(
+    } = control::negotiate(
         &node,
         id,
         Negotiation::EstablishChannels {
@@ -225,7 +225,7 @@ async fn reply(
     name: String,
     can_reply: bool,
 ) -> Result<u16, Problem> {
-    match sessions::negotiate(
+    match control::negotiate(
         node,
         id,
         Negotiation::UpdateChannel {
@@ -258,7 +258,7 @@ pub async fn close(
         ));
     }
     let Negotiated::ChannelsClosed { closed } =
-        sessions::negotiate(&node, id, Negotiation::CloseChannels { stream_ids }).await?
+        control::negotiate(&node, id, Negotiation::CloseChannels { stream_ids }).await?
     else {
         return Err(Problem::internal("unexpected negotiation result"));
     };
@@ -298,7 +298,7 @@ async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Resul
         Some("local") => Negotiation::PublishChannel { name, options },
         Some("remote") => {
             let publisher = publisher_of(item)?;
-            let publisher_worker = sessions::channel_source(node, publisher, &name)
+            let publisher_worker = control::channel_source(node, publisher, &name)
                 .await
                 .ok_or_else(|| {
                     Problem::not_found(format!(
@@ -325,7 +325,7 @@ async fn open(node: &AppState, id: SessionId, item: &DataChannelObject) -> Resul
             ));
         }
     };
-    match sessions::negotiate(node, id, negotiation).await? {
+    match control::negotiate(node, id, negotiation).await? {
         Negotiated::Channel { stream_id, .. } => Ok(stream_id),
         _ => Err(Problem::internal("unexpected negotiation result")),
     }

@@ -8,11 +8,11 @@ use str0m::media::MediaKind;
 use tokio::sync::oneshot;
 
 use crate::cluster_bridge::{BridgeRequest, RESOLVE_TIMEOUT};
-use crate::http::problem::Problem;
 use crate::ids::{SessionId, random_token};
 use crate::negotiation::{Negotiated, Negotiation};
 use crate::node::Node;
 use crate::peer::negotiated_params;
+use crate::refusal::Refusal;
 use crate::registry::{EtagError, Role, SessionEntry, TrackInfo};
 use crate::session::Pull;
 use crate::worker::{Adopt, WorkerMsg};
@@ -37,9 +37,9 @@ fn start_session(node: &Node, entry: SessionEntry, ice: str0m::IceCreds, mut ado
     node.send(worker, WorkerMsg::Adopt(Box::new(adopt)));
 }
 
-fn check_capacity(node: &Node) -> Result<(), Problem> {
+fn check_capacity(node: &Node) -> Result<(), Refusal> {
     if node.registry.session_count() >= node.config.max_sessions {
-        return Err(Problem::unavailable("this node is at its session limit"));
+        return Err(Refusal::unavailable("this node is at its session limit"));
     }
     Ok(())
 }
@@ -53,7 +53,7 @@ pub fn push(
     role: Role,
     app: Option<String>,
     offer: &str,
-) -> Result<Created, Problem> {
+) -> Result<Created, Refusal> {
     check_capacity(node)?;
     let peer = node.peers.publisher(offer, Instant::now())?;
     let id = SessionId::random();
@@ -169,14 +169,12 @@ pub fn push(
 }
 
 /// A session that pulls a stream's current tracks and follows the stream across republishes.
-pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Problem> {
+pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Refusal> {
     check_capacity(node)?;
     let Some(tracks) = live_tracks(node, &stream).await else {
-        return Err(Problem::new(
-            http::StatusCode::CONFLICT,
-            format!("stream {stream:?} has no publisher yet"),
-        )
-        .retry_after(2));
+        return Err(
+            Refusal::conflict(format!("stream {stream:?} has no publisher yet")).retry_after(2),
+        );
     };
     // A simulcast m-line is one track to the viewer: its top layer stands for the group.
     let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
@@ -231,11 +229,11 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
 /// WHEP counter-offer (the WHEP draft's 406): a viewer session of `stream` whose offer is ours,
 /// for a player whose own offer could not be served as is (none of the stream's codecs). The
 /// player answers with `PATCH` `application/sdp`. Returns the offer in `Created::answer`.
-pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Problem> {
+pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Refusal> {
     check_capacity(node)?;
     let tracks = live_tracks(node, &stream)
         .await
-        .ok_or_else(|| Problem::new(http::StatusCode::CONFLICT, "the stream ended"))?;
+        .ok_or_else(|| Refusal::conflict("the stream ended"))?;
     let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
     let (rtc, ice) = node.peers.offering_viewer(&primary, Instant::now());
     let id = SessionId::random();
@@ -267,7 +265,7 @@ pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Pro
         close(node, id);
         return Err(offered
             .err()
-            .unwrap_or_else(|| Problem::internal("expected an offer")));
+            .unwrap_or_else(|| Refusal::internal("expected an offer")));
     };
     tracing::info!(%stream, session = %id, "playing (our counter-offer)");
     Ok(Created {
@@ -337,7 +335,7 @@ pub fn pull_tracks(
     app: String,
     offer: &str,
     wanted: Vec<(String, Arc<TrackInfo>)>,
-) -> Result<Created, Problem> {
+) -> Result<Created, Refusal> {
     check_capacity(node)?;
     let tracks: Vec<Arc<TrackInfo>> = wanted.iter().map(|(_, t)| t.clone()).collect();
     let peer = node.peers.viewer(offer, &tracks, Instant::now())?;
@@ -352,7 +350,7 @@ pub fn pull_tracks(
         pulls.push(pull);
     }
     if pulls.iter().all(|p| p.track.is_none()) {
-        return Err(Problem::unprocessable(
+        return Err(Refusal::unprocessable(
             "no offered m-line matches a requested track's mid and kind",
         ));
     }
@@ -390,7 +388,7 @@ pub fn pull_tracks(
 }
 
 /// A session with nothing negotiated yet (session/track API); tracks come with renegotiation.
-pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
+pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Refusal> {
     check_capacity(node)?;
     let (rtc, ice) = node.peers.empty(Instant::now());
     let id = SessionId::random();
@@ -420,14 +418,14 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Problem> {
 }
 
 /// Renegotiate a session on its worker.
-pub async fn negotiate(node: &Node, id: SessionId, n: Negotiation) -> Result<Negotiated, Problem> {
+pub async fn negotiate(node: &Node, id: SessionId, n: Negotiation) -> Result<Negotiated, Refusal> {
     let entry = node
         .registry
         .session(id)
-        .ok_or_else(|| Problem::not_found("no such session"))?;
+        .ok_or_else(|| Refusal::no_session())?;
     let (tx, rx) = oneshot::channel();
     node.send(entry.worker, crate::negotiation::message(id, n, tx));
-    rx.await.map_err(|_| Problem::not_found("session ended"))?
+    rx.await.map_err(|_| Refusal::not_found("session ended"))?
 }
 
 /// Pin a viewer's m-line (`mid`, or every simulcast pull when None) to layer `rid`, or back to
@@ -438,7 +436,7 @@ pub async fn select_layer(
     id: SessionId,
     mid: Option<String>,
     rid: Option<String>,
-) -> Result<(), Problem> {
+) -> Result<(), Refusal> {
     let (reply, rx) = oneshot::channel();
     node.send(
         worker,
@@ -449,8 +447,7 @@ pub async fn select_layer(
             reply,
         },
     );
-    rx.await
-        .map_err(|_| Problem::not_found("no such session"))?
+    rx.await.map_err(|_| Refusal::no_session())?
 }
 
 /// End a session. False if there was none.
@@ -470,23 +467,20 @@ pub async fn ice_restart(
     if_match: Option<&str>,
     ufrag: String,
     pwd: String,
-) -> Result<(String, String, String), Problem> {
+) -> Result<(String, String, String), Refusal> {
     let entry = node
         .registry
         .session(id)
-        .ok_or_else(|| Problem::not_found("no such session"))?;
+        .ok_or_else(|| Refusal::no_session())?;
     let etag = random_token(16);
     match node
         .registry
         .restart_ice(id, if_match, etag.clone(), ufrag.clone())
     {
         Ok(()) => {}
-        Err(EtagError::NoSession) => return Err(Problem::not_found("no such session")),
+        Err(EtagError::NoSession) => return Err(Refusal::no_session()),
         Err(EtagError::Stale) => {
-            return Err(Problem::new(
-                http::StatusCode::PRECONDITION_FAILED,
-                "the ICE session changed (stale ETag)",
-            ));
+            return Err(Refusal::stale("the ICE session changed (stale ETag)"));
         }
     }
     let (tx, rx) = oneshot::channel();
@@ -503,15 +497,15 @@ pub async fn ice_restart(
         .await
         .ok()
         .flatten()
-        .ok_or_else(|| Problem::not_found("session ended"))?;
+        .ok_or_else(|| Refusal::not_found("session ended"))?;
     Ok((local.ufrag, local.pass, etag))
 }
 
-pub fn trickle(node: &Node, id: SessionId, candidates: Vec<String>) -> Result<(), Problem> {
+pub fn trickle(node: &Node, id: SessionId, candidates: Vec<String>) -> Result<(), Refusal> {
     let entry = node
         .registry
         .session(id)
-        .ok_or_else(|| Problem::not_found("no such session"))?;
+        .ok_or_else(|| Refusal::no_session())?;
     node.send(
         entry.worker,
         WorkerMsg::Trickle {

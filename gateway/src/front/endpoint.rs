@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use super::problem::Problem;
 use super::{AppState, Peer, admitted, authorize, empty, read_text, with_links};
 use crate::auth::Action;
+use crate::control::{self, Created};
 use crate::ids::valid_stream_name;
 use crate::registry::Role;
-use crate::sessions::{self, Created};
 
 fn stream_name(stream: &str) -> Result<Arc<str>, Problem> {
     if valid_stream_name(stream) {
@@ -69,7 +69,7 @@ pub async fn whip_post(
     body: Body,
 ) -> Result<Response, Problem> {
     let (name, offer) = offer_for(&node, &stream, Action::Publish, &headers, body).await?;
-    let push = async { sessions::push(&node, Some(name), Role::Whip, None, &offer) };
+    let push = async { control::push(&node, Some(name), Role::Whip, None, &offer) };
     let c = admitted(&node, &peer, push, |c| c.id).await?;
     Ok(created(&node, "whip", &stream, c))
 }
@@ -82,13 +82,13 @@ pub async fn whep_post(
     body: Body,
 ) -> Result<Response, Problem> {
     let (name, offer) = offer_for(&node, &stream, Action::Play, &headers, body).await?;
-    let pull = sessions::pull_stream(&node, name.clone(), &offer);
+    let pull = control::pull_stream(&node, name.clone(), &offer);
     let c = match admitted(&node, &peer, pull, |c| c.id).await {
         Ok(c) => c,
         // The WHEP draft's counter-offer: we offer what the stream has, the player answers
         // with PATCH application/sdp. A player that does not know it sees a 4xx either way.
         Err(p) if p.counter_offer => {
-            let ours = sessions::counter_offer(&node, name);
+            let ours = control::counter_offer(&node, name);
             let c = admitted(&node, &peer, ours, |c| c.id).await?;
             let mut r = created(&node, "whep", &stream, c);
             *r.status_mut() = StatusCode::NOT_ACCEPTABLE;
@@ -152,7 +152,7 @@ pub async fn whep_layer(
     let bytes = super::read_body(body, node.config.max_body_bytes).await?;
     let req: LayerRequest = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")))?;
-    sessions::select_layer(&node, entry.worker, id, req.media_id, req.encoding_id).await?;
+    control::select_layer(&node, entry.worker, id, req.media_id, req.encoding_id).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

@@ -249,29 +249,32 @@ fn peer_ip(peer: &Peer) -> Option<std::net::IpAddr> {
 
 /// Admission of a session-creating WHIP/WHEP POST (`admission`): 429 or 503 with Retry-After
 /// when refused. On success, run `create` and hand its session to the registry as pending.
-pub async fn admitted<T>(
+pub async fn admitted<T, E>(
     node: &Node,
     peer: &Peer,
-    create: impl std::future::Future<Output = Result<T, Problem>>,
+    create: impl std::future::Future<Output = Result<T, E>>,
     id_of: impl Fn(&T) -> crate::ids::SessionId,
-) -> Result<T, Problem> {
-    use crate::admission::Refusal;
+) -> Result<T, Problem>
+where
+    Problem: From<E>,
+{
+    use crate::admission::Throttled;
     let Some(ip) = peer_ip(peer) else {
-        return create.await;
+        return create.await.map_err(Problem::from);
     };
     if let Err(refusal) = node.registry.admit(std::time::Instant::now(), ip) {
         let (status, retry, detail) = match refusal {
-            Refusal::Rate { retry_after } => (
+            Throttled::Rate { retry_after } => (
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
                 retry_after,
                 "too many new sessions from this address; slow down",
             ),
-            Refusal::SourcePending { retry_after } => (
+            Throttled::SourcePending { retry_after } => (
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
                 retry_after,
                 "too many sessions from this address have not connected yet",
             ),
-            Refusal::NodePending { retry_after } => (
+            Throttled::NodePending { retry_after } => (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 retry_after,
                 "too many sessions on this node have not connected yet",
@@ -280,7 +283,7 @@ pub async fn admitted<T>(
         tracing::info!(source = %ip, ?refusal, "session refused by admission");
         return Err(Problem::new(status, detail).retry_after(retry));
     }
-    let created = create.await;
+    let created = create.await.map_err(Problem::from);
     match &created {
         Ok(c) => node.registry.pending(id_of(c), ip),
         Err(_) => node.registry.settled(ip),

@@ -14,11 +14,11 @@ use super::ice_patch::{self, IceState, IfMatch, PatchAction};
 use super::problem::Problem;
 use super::{AppState, authorize, bearer, empty, media_type, read_text};
 use crate::auth::Action;
+use crate::control;
 use crate::ids::SessionId;
 use crate::node::Node;
 use crate::registry::{Role, SessionEntry};
 use crate::sdp_info;
-use crate::sessions;
 
 fn find(
     node: &Node,
@@ -75,7 +75,7 @@ pub async fn delete(
             };
         }
     };
-    if !sessions::close(&node, id) {
+    if !control::close(&node, id) {
         return Err(Problem::not_found("no such session"));
     }
     Ok(empty(StatusCode::OK))
@@ -127,7 +127,7 @@ async fn answer_to_counter_offer(
     }
     let sdp = read_text(headers, body, "application/sdp", node.config.max_body_bytes).await?;
     let ufrag = sdp_info::ice_ufrag(&sdp);
-    sessions::negotiate(node, id, crate::negotiation::Negotiation::Answer { sdp }).await?;
+    control::negotiate(node, id, crate::negotiation::Negotiation::Answer { sdp }).await?;
     // Its ufrag is the client's live ICE generation: a PATCH naming it is trickle.
     node.registry.set_remote_ufrag(id, ufrag);
     Ok(empty(StatusCode::NO_CONTENT))
@@ -160,7 +160,7 @@ pub async fn patch(
     };
     match ice_patch::decide(frag.ufrag.as_deref(), &if_match, state)? {
         PatchAction::Trickle => {
-            sessions::trickle(&node, id, frag.candidates)?;
+            control::trickle(&node, id, frag.candidates)?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         PatchAction::StaleTrickle => {
@@ -174,9 +174,9 @@ pub async fn patch(
                 ));
             };
             let (lufrag, lpwd, etag) =
-                sessions::ice_restart(&node, id, expected.as_deref(), ufrag, pwd).await?;
+                control::ice_restart(&node, id, expected.as_deref(), ufrag, pwd).await?;
             // The restart's own fragment may already carry the client's new candidates.
-            sessions::trickle(&node, id, frag.candidates)?;
+            control::trickle(&node, id, frag.candidates)?;
             Ok(restarted(&node, &lufrag, &lpwd, &etag))
         }
     }

@@ -15,12 +15,12 @@ use serde::{Deserialize, Serialize};
 use super::problem::Problem;
 use super::{AppState, Peer, admitted, bearer, read_body};
 use crate::auth::Verdict;
+use crate::control;
 use crate::ids::SessionId;
 use crate::negotiation::{CloseHow, Negotiated, Negotiation};
 use crate::node::Node;
 use crate::registry::Role;
 use crate::registry::TrackInfo;
-use crate::sessions;
 
 /// Longest track name: it names a track in the cluster, whose names are at most 255 bytes.
 const MAX_TRACK_NAME_BYTES: usize = 200;
@@ -375,7 +375,7 @@ async fn create_session(
     req: TracksRequest,
 ) -> Result<(SessionId, Response), Problem> {
     let Some(desc) = req.session_description else {
-        let id = sessions::create_empty(node, app)?;
+        let id = control::create_empty(node, app)?;
         let resp = TracksResponse {
             session_id: Some(id.to_string()),
             ..TracksResponse::default()
@@ -389,7 +389,7 @@ async fn create_session(
         );
     }
     if !req.tracks.iter().any(is_remote) {
-        let c = sessions::push(node, None, Role::Api, Some(app), &desc.sdp)?;
+        let c = control::push(node, None, Role::Api, Some(app), &desc.sdp)?;
         let resp = TracksResponse {
             session_id: Some(c.id.to_string()),
             session_description: description("answer", c.answer),
@@ -417,7 +417,7 @@ async fn create_session(
             "none of the requested remote tracks exists (each needs sessionId, trackName and mid)",
         ));
     }
-    let c = sessions::pull_tracks(node, app, &desc.sdp, wanted)?;
+    let c = control::pull_tracks(node, app, &desc.sdp, wanted)?;
     // `preferredRid` pins the layer, the top one included (the pull already starts on it).
     if let Some(entry) = node.registry.session(c.id) {
         for (t, _) in &found {
@@ -584,7 +584,7 @@ pub async fn new_tracks(
         }
         let tracks = found.iter().map(|(_, t)| t.clone()).collect();
         let Negotiated::Offer { sdp, pulls, .. } =
-            sessions::negotiate(&node, id, Negotiation::Pull { tracks }).await?
+            control::negotiate(&node, id, Negotiation::Pull { tracks }).await?
         else {
             return Err(Problem::internal("expected an offer"));
         };
@@ -629,7 +629,7 @@ pub async fn new_tracks(
         .iter()
         .filter_map(|t| Some((t.mid.clone()?, t.track_name.clone()?)))
         .collect();
-    let Negotiated::Answer { sdp, pushed } = sessions::negotiate(
+    let Negotiated::Answer { sdp, pushed } = control::negotiate(
         &node,
         id,
         Negotiation::Offer {
@@ -664,7 +664,7 @@ pub async fn renegotiate(
                 .code("invalid_session_description"),
         );
     };
-    sessions::negotiate(&node, id, Negotiation::Answer { sdp: desc.sdp }).await?;
+    control::negotiate(&node, id, Negotiation::Answer { sdp: desc.sdp }).await?;
     Ok(Json(serde_json::json!({})).into_response())
 }
 
@@ -699,7 +699,7 @@ pub async fn close_tracks(
         offer,
         answer,
         unknown,
-    } = sessions::negotiate(
+    } = control::negotiate(
         &node,
         id,
         Negotiation::Close {
@@ -760,7 +760,7 @@ async fn receive_local(
         tracks.push((name, kind));
     }
     let Negotiated::Receiving { sdp, pushes } =
-        sessions::negotiate(node, id, Negotiation::Receive { tracks }).await?
+        control::negotiate(node, id, Negotiation::Receive { tracks }).await?
     else {
         return Err(Problem::internal("expected an offer"));
     };
@@ -833,10 +833,10 @@ async fn update_one(
             mid: mid.clone(),
             track,
         };
-        sessions::negotiate(node, id, update).await?;
+        control::negotiate(node, id, update).await?;
     }
     if let Some(rid) = t.simulcast.as_ref().and_then(|s| s.preferred_rid.clone()) {
-        sessions::select_layer(node, worker, id, Some(mid), Some(rid)).await?;
+        control::select_layer(node, worker, id, Some(mid), Some(rid)).await?;
     }
     Ok(())
 }
@@ -849,7 +849,7 @@ pub async fn delete_session(
 ) -> Result<Response, Problem> {
     app_auth(&node, &app, &headers)?;
     let id = own_session(&node, &app, &id)?;
-    sessions::close(&node, id);
+    control::close(&node, id);
     Ok(super::empty(StatusCode::OK))
 }
 
