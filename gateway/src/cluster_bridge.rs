@@ -20,11 +20,14 @@ use str0m::media::{Frequency, MediaKind, Mid};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::bridge_link::ToBridge;
+use crate::channel_link::ChannelMsg;
 use crate::cluster_channels::ClusterChannels;
 use crate::ids::{SessionId, TrackId};
+use crate::mailbox::{BridgeMsg, Mailbox};
 use crate::registry::{Registry, TrackInfo};
 use crate::subscribe_trace::SubscribeTrace;
-use crate::worker::WorkerMsg;
+use crate::track_link::{FromOrigin, ToOrigin, TrackMsg};
 use relay_shell::otlp_push::SpanSink;
 
 /// How long a WHEP request waits for the cluster to find a stream and its codecs.
@@ -74,7 +77,7 @@ pub struct Bridge {
     index: usize,
     node_id: String,
     cluster: ClusterHandle,
-    workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+    workers: Vec<Mailbox>,
     registry: Arc<Registry>,
     /// Our published tracks.
     local_by_id: HashMap<TrackId, (TrackKey, Arc<TrackInfo>)>,
@@ -134,7 +137,7 @@ impl Bridge {
         index: usize,
         node_id: String,
         cluster: ClusterHandle,
-        workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+        workers: Vec<Mailbox>,
         registry: Arc<Registry>,
     ) -> Bridge {
         let channels = ClusterChannels::new(node_id.clone());
@@ -170,7 +173,7 @@ impl Bridge {
 
     pub async fn run(
         mut self,
-        mut from_workers: mpsc::UnboundedReceiver<WorkerMsg>,
+        mut from_workers: mpsc::UnboundedReceiver<BridgeMsg>,
         mut requests: mpsc::UnboundedReceiver<BridgeRequest>,
         mut events: mpsc::UnboundedReceiver<ClusterEvent>,
         links: CancellationToken,
@@ -237,7 +240,7 @@ impl Bridge {
                     });
                     // Feed the tree from the origin worker, like a worker with viewers would.
                     if let Some(w) = self.workers.get(info.origin_worker) {
-                        let _ = w.send(WorkerMsg::Subscribe {
+                        w.track(ToOrigin::Subscribe {
                             track: info.clone(),
                             worker: self.index,
                         });
@@ -269,15 +272,25 @@ impl Bridge {
         }
     }
 
-    fn on_worker(&mut self, msg: WorkerMsg) {
+    fn on_worker(&mut self, msg: BridgeMsg) {
+        match msg {
+            BridgeMsg::Track(TrackMsg::FromOrigin(m)) => self.on_from_origin(m),
+            BridgeMsg::Track(TrackMsg::ToOrigin(m)) => self.on_to_origin(m),
+            BridgeMsg::Channel(m) => self.on_channel(m),
+            BridgeMsg::Notice(n) => self.on_notice(n),
+        }
+    }
+
+    /// Origin side: a local track the bridge feeds into its tree.
+    fn on_from_origin(&mut self, msg: FromOrigin) {
         match msg {
             // Origin side: a packet of a local track, once, for the whole tree.
-            WorkerMsg::Media { track, packet } => {
+            FromOrigin::Media { track, packet } => {
                 if let Some((key, _)) = self.local_by_id.get(&track) {
                     self.cluster.send(Local::Packet(key.clone(), packet));
                 }
             }
-            WorkerMsg::TrackEnded { track } => {
+            FromOrigin::TrackEnded { track } => {
                 if let Some((key, _)) = self.local_by_id.remove(&track) {
                     self.local_by_key.remove(&key);
                     crate::heap_trim::shrink_map(&mut self.local_by_id);
@@ -285,15 +298,19 @@ impl Bridge {
                     self.cluster.send(Local::Unpublish(key));
                 }
             }
-            WorkerMsg::StreamGone { stream, session } => {
-                self.cluster
-                    .send(Local::Withdraw(stream.to_string(), session_bytes(session)));
-            }
-            // Edge side: a worker with viewers of a remote track.
-            WorkerMsg::Subscribe { track, worker } => {
+            // Origin side: the tree learns parameter sets in-band (the bridge feeds it from the
+            // publisher's first packet on), and replays them ahead of a run that lacks them.
+            FromOrigin::H264ParameterSets { .. } => {}
+        }
+    }
+
+    /// Edge side: a worker with viewers of a remote track (the bridge is its origin).
+    fn on_to_origin(&mut self, msg: ToOrigin) {
+        match msg {
+            ToOrigin::Subscribe { track, worker } => {
                 let Some(key) = self.remote_by_id.get(&track.id).cloned() else {
                     if let Some(w) = self.workers.get(worker) {
-                        let _ = w.send(WorkerMsg::TrackEnded { track: track.id });
+                        w.track(FromOrigin::TrackEnded { track: track.id });
                     }
                     return;
                 };
@@ -313,21 +330,21 @@ impl Bridge {
                 } else if let Some(w) = self.workers.get(worker) {
                     if let Some((sps, pps)) = remote.h264.as_ref().and_then(|h| h.parameter_sets())
                     {
-                        let _ = w.send(WorkerMsg::H264ParameterSets {
+                        w.track(FromOrigin::H264ParameterSets {
                             track: track.id,
                             sps: sps.into(),
                             pps: pps.into(),
                         });
                     }
                     for p in remote.keyframes.run() {
-                        let _ = w.send(WorkerMsg::Media {
+                        w.track(FromOrigin::Media {
                             track: track.id,
                             packet: p.clone(),
                         });
                     }
                 }
             }
-            WorkerMsg::Unsubscribe { track, worker } => {
+            ToOrigin::Unsubscribe { track, worker } => {
                 let Some(key) = self.remote_by_id.get(&track).cloned() else {
                     return;
                 };
@@ -338,25 +355,31 @@ impl Bridge {
                     }
                 }
             }
-            WorkerMsg::KeyframeRequest { track } => {
+            ToOrigin::KeyframeRequest { track } => {
                 if let Some(key) = self.remote_by_id.get(&track) {
                     self.cluster.send(Local::KeyframeRequest(key.clone()));
                 }
             }
-            // Origin side: the tree learns parameter sets in-band (the bridge feeds it from the
-            // publisher's first packet on), and replays them ahead of a run that lacks them.
-            WorkerMsg::H264ParameterSets { .. } => {}
-            WorkerMsg::ChannelPublished {
+        }
+    }
+
+    fn on_notice(&mut self, n: ToBridge) {
+        match n {
+            ToBridge::StreamGone { stream, session } => {
+                self.cluster
+                    .send(Local::Withdraw(stream.to_string(), session_bytes(session)));
+            }
+            ToBridge::ChannelPublished {
                 publisher,
                 name,
                 params,
             } => self
                 .channels
                 .publish(&self.cluster, publisher, name, params),
-            WorkerMsg::ChannelUnpublished { publisher, name } => {
+            ToBridge::ChannelUnpublished { publisher, name } => {
                 self.channels.unpublish(&self.cluster, publisher, &name)
             }
-            WorkerMsg::ChannelToCluster {
+            ToBridge::ChannelToCluster {
                 publisher,
                 name,
                 binary,
@@ -369,7 +392,13 @@ impl Bridge {
                 &data,
                 Instant::now(),
             ),
-            WorkerMsg::ChannelSubscribe {
+        }
+    }
+
+    /// A worker's subscription to a channel published on another gateway.
+    fn on_channel(&mut self, m: ChannelMsg) {
+        match m {
+            ChannelMsg::Subscribe {
                 publisher,
                 name,
                 subscriber,
@@ -384,14 +413,24 @@ impl Bridge {
                 self.channels
                     .subscribe(&self.cluster, publisher, &name, subscriber, origin)
             }
-            WorkerMsg::ChannelUnsubscribe {
+            ChannelMsg::Unsubscribe {
                 publisher,
                 name,
                 subscriber,
             } => self
                 .channels
                 .unsubscribe(&self.cluster, publisher, &name, subscriber),
-            _ => {}
+            // canReply to a publisher on another gateway is refused when asked for
+            // (`set_can_reply`), so no worker sends one here.
+            ChannelMsg::Reply {
+                publisher, name, ..
+            } => {
+                tracing::warn!(%publisher, %name, "a reply to a channel published on another gateway was dropped");
+            }
+            // The bridge hands remote channels' messages to workers; it never receives one.
+            ChannelMsg::Message { .. } => {
+                tracing::warn!("a data channel message addressed to the bridge was dropped");
+            }
         }
     }
 
@@ -414,7 +453,7 @@ impl Bridge {
                 }
                 for w in &remote.workers {
                     if let Some(tx) = self.workers.get(*w) {
-                        let _ = tx.send(WorkerMsg::Media {
+                        tx.track(FromOrigin::Media {
                             track: remote.info.id,
                             packet: packet.clone(),
                         });
@@ -443,7 +482,7 @@ impl Bridge {
                     crate::heap_trim::shrink_map(&mut self.remote_by_id);
                     for w in &remote.workers {
                         if let Some(tx) = self.workers.get(*w) {
-                            let _ = tx.send(WorkerMsg::TrackEnded {
+                            tx.track(FromOrigin::TrackEnded {
                                 track: remote.info.id,
                             });
                         }
@@ -456,7 +495,7 @@ impl Bridge {
                     && let Some((_, info)) = self.local_by_id.get(id)
                     && let Some(w) = self.workers.get(info.origin_worker)
                 {
-                    let _ = w.send(WorkerMsg::KeyframeRequest { track: *id });
+                    w.track(ToOrigin::KeyframeRequest { track: *id });
                 }
             }
             // A gateway does not drain its tree this way (its sessions are the one-address
@@ -597,6 +636,7 @@ pub async fn start_cluster(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::WorkerMsg;
 
     type Rx<T> = mpsc::UnboundedReceiver<T>;
 
@@ -618,7 +658,7 @@ mod tests {
             2,
             "edge".into(),
             ClusterHandle::detached(cluster_tx),
-            vec![w0, w1],
+            vec![Mailbox::Worker(w0), Mailbox::Worker(w1)],
             Arc::new(Registry::default()),
         );
         let key = TrackKey {
@@ -667,14 +707,19 @@ mod tests {
         };
         let media = |rx: &mut mpsc::UnboundedReceiver<WorkerMsg>| {
             std::iter::from_fn(|| rx.try_recv().ok())
-                .filter(|m| matches!(m, WorkerMsg::Media { .. }))
+                .filter(|m| {
+                    matches!(
+                        m,
+                        WorkerMsg::Track(TrackMsg::FromOrigin(FromOrigin::Media { .. }))
+                    )
+                })
                 .count()
         };
 
-        bridge.on_worker(WorkerMsg::Subscribe {
+        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
             track: info.clone(),
             worker: 0,
-        });
+        })));
         assert_eq!(subscribes(&mut cluster_rx), 1, "the node subscribes");
         // The tree's answer: a keyframe run of 3 packets.
         for seq in 0..3 {
@@ -682,10 +727,10 @@ mod tests {
         }
         assert_eq!(media(&mut rx0), 3);
 
-        bridge.on_worker(WorkerMsg::Subscribe {
+        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
             track: info.clone(),
             worker: 1,
-        });
+        })));
         assert_eq!(
             subscribes(&mut cluster_rx),
             0,
@@ -697,10 +742,10 @@ mod tests {
             "the second worker gets the cached run once"
         );
         assert_eq!(media(&mut rx0), 0, "the first worker gets nothing again");
-        bridge.on_worker(WorkerMsg::Subscribe {
+        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
             track: info,
             worker: 1,
-        });
+        })));
         assert_eq!(media(&mut rx1), 0, "a repeated subscribe replays nothing");
     }
 
@@ -709,10 +754,10 @@ mod tests {
     #[test]
     fn a_later_worker_gets_the_parameter_sets_first() {
         let (mut bridge, _cluster_rx, _rx0, mut rx1, key, info) = edge(relay_proto::Codec::H264);
-        bridge.on_worker(WorkerMsg::Subscribe {
+        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
             track: info.clone(),
             worker: 0,
-        });
+        })));
         let stap_a: Vec<u8> = vec![
             24, 0, 4, 0x67, 0x42, 0x00, 0x1f, 0, 4, 0x68, 0xce, 0x3c, 0x80,
         ];
@@ -742,18 +787,18 @@ mod tests {
             key.clone(),
             pkt(4, vec![0x65, 0x88], true),
         ));
-        bridge.on_worker(WorkerMsg::Subscribe {
+        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
             track: info,
             worker: 1,
-        });
+        })));
         let got: Vec<WorkerMsg> = std::iter::from_fn(|| rx1.try_recv().ok()).collect();
         assert!(
-            matches!(got.first(), Some(WorkerMsg::H264ParameterSets { sps, pps, .. })
+            matches!(got.first(), Some(WorkerMsg::Track(TrackMsg::FromOrigin(FromOrigin::H264ParameterSets { sps, pps, .. })))
                 if sps[..] == [0x67, 0x42, 0x00, 0x1f] && pps[..] == [0x68, 0xce, 0x3c, 0x80]),
             "the later worker is not given the parameter sets first"
         );
         assert!(
-            matches!(got.get(1), Some(WorkerMsg::Media { packet, .. }) if packet.seq == 4),
+            matches!(got.get(1), Some(WorkerMsg::Track(TrackMsg::FromOrigin(FromOrigin::Media { packet, .. }))) if packet.seq == 4),
             "then the cached run"
         );
     }

@@ -13,11 +13,12 @@ use relay_proto::data_track::{DataTrackParams, Fragmenter, channel_of_key_name, 
 use relay_proto::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
 use relay_proto::{Reassembly, ReassemblyLimits, SharedPacket};
 use relay_shell::cluster::{ClusterHandle, Local};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use crate::channel_link::ChannelMsg;
 use crate::data_channel::Subscriber;
 use crate::ids::SessionId;
-use crate::worker::WorkerMsg;
+use crate::mailbox::Mailbox;
 
 /// Fragment payload: below any link's datagram limit (QUIC's is ~1,200 bytes before MTU
 /// discovery) with room for the link header.
@@ -329,7 +330,7 @@ impl ClusterChannels {
     /// A fragment the tree delivered; true if it was a data track's.
     pub fn on_deliver(
         &mut self,
-        workers: &[mpsc::UnboundedSender<WorkerMsg>],
+        workers: &[Mailbox],
         key: &TrackKey,
         packet: &SharedPacket,
         now: Instant,
@@ -355,12 +356,7 @@ impl ClusterChannels {
 
     /// Asks the directory again for channels it did not list yet; gives up gaps that were
     /// never repaired.
-    pub fn handle_timeout(
-        &mut self,
-        cluster: &ClusterHandle,
-        workers: &[mpsc::UnboundedSender<WorkerMsg>],
-        now: Instant,
-    ) {
+    pub fn handle_timeout(&mut self, cluster: &ClusterHandle, workers: &[Mailbox], now: Instant) {
         let mut asked = Vec::new();
         for l in &mut self.lookups {
             if l.retry_at.is_some_and(|at| at <= now) {
@@ -381,14 +377,14 @@ impl ClusterChannels {
 }
 
 /// Every whole message to every subscriber's worker.
-fn hand_over(remote: &mut Remote, workers: &[mpsc::UnboundedSender<WorkerMsg>]) {
+fn hand_over(remote: &mut Remote, workers: &[Mailbox]) {
     let Some(r) = remote.reassembly.as_mut() else {
         return;
     };
     while let Some(m) = r.poll_message() {
         for to in &remote.subscribers {
             if let Some(w) = workers.get(to.worker) {
-                let _ = w.send(WorkerMsg::ChannelMessage {
+                w.channel(ChannelMsg::Message {
                     to: *to,
                     binary: m.binary,
                     data: m.data.clone(),

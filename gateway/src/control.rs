@@ -8,14 +8,16 @@ use str0m::media::MediaKind;
 use tokio::sync::oneshot;
 
 use crate::cluster_bridge::{BridgeRequest, RESOLVE_TIMEOUT};
+use crate::command::Command;
+use crate::engine::Adopt;
 use crate::ids::{SessionId, random_token};
+use crate::mailbox::WorkerMsg;
 use crate::negotiation::{Negotiated, Negotiation};
 use crate::node::Node;
-use crate::peer::negotiated_params;
+use crate::peer::{NewPeer, negotiated_params};
 use crate::refusal::Refusal;
-use crate::registry::{EtagError, Role, SessionEntry, TrackInfo};
+use crate::registry::{EtagError, Registry, Role, SessionEntry, TrackInfo};
 use crate::session::Pull;
-use crate::worker::{Adopt, WorkerMsg};
 
 /// A session the HTTP layer can describe to its client.
 pub struct Created {
@@ -34,7 +36,7 @@ fn start_session(node: &Node, entry: SessionEntry, ice: str0m::IceCreds, mut ado
     let failures = entry.stun_integrity_failures.clone();
     node.registry.insert_session(id, entry);
     node.route_ice(ice, worker, id, failures);
-    node.send(worker, WorkerMsg::Adopt(Box::new(adopt)));
+    node.send(worker, WorkerMsg::Command(Command::Adopt(Box::new(adopt))));
 }
 
 fn check_capacity(node: &Node) -> Result<(), Refusal> {
@@ -58,59 +60,7 @@ pub fn push(
     let peer = node.peers.publisher(offer, Instant::now())?;
     let id = SessionId::random();
     let worker = node.pick_worker();
-    let mut tracks = Vec::new();
-    for (mid, kind) in &peer.media {
-        let base = if *kind == MediaKind::Audio {
-            "audio"
-        } else {
-            "video"
-        };
-        let name = if tracks.iter().any(|t: &Arc<TrackInfo>| t.name == base) {
-            format!("{base}-{mid}")
-        } else {
-            base.to_string()
-        };
-        // Simulcast: one track per layer (rid), all in one layer group. The first rid offered
-        // keeps the plain name (OBS's `0`, browsers' `h`/`f`), the others are `<name>.<rid>`.
-        let rids: Vec<String> = match peer.rtc.media(*mid).map(|m| m.rids_rx()) {
-            Some(str0m::media::Rids::Specific(r)) if *kind == MediaKind::Video => {
-                r.iter().map(|r| r.to_string()).collect()
-            }
-            _ => vec![],
-        };
-        let params = negotiated_params(&peer.rtc, *mid);
-        if rids.is_empty() {
-            tracks.push(Arc::new(TrackInfo::new(
-                node.registry.next_track_id(),
-                id,
-                name,
-                *kind,
-                *mid,
-                params,
-                worker,
-            )));
-            continue;
-        }
-        let group = node.registry.next_track_id();
-        for (i, rid) in rids.iter().enumerate() {
-            // The first layer keeps the m-line's name and gives the group its id.
-            let (track_id, track_name) = if i == 0 {
-                (group, name.clone())
-            } else {
-                (node.registry.next_track_id(), format!("{name}.{rid}"))
-            };
-            let info = TrackInfo::new(
-                track_id,
-                id,
-                track_name,
-                *kind,
-                *mid,
-                params.clone(),
-                worker,
-            );
-            tracks.push(Arc::new(info.layer(rid.clone(), group)));
-        }
-    }
+    let tracks = pushed_tracks(&peer, id, worker, &node.registry);
     let etag = random_token(16);
     start_session(
         node,
@@ -140,9 +90,11 @@ pub fn push(
             close(node, old);
         }
         let live = tracks.clone();
-        node.broadcast(|| WorkerMsg::StreamLive {
-            stream: stream.clone(),
-            tracks: live.clone(),
+        node.broadcast(|| {
+            WorkerMsg::Command(Command::StreamLive {
+                stream: stream.clone(),
+                tracks: live.clone(),
+            })
         });
         tracing::info!(%stream, session = %id, tracks = tracks.len(), "publishing");
     }
@@ -168,17 +120,79 @@ pub fn push(
     })
 }
 
-/// A session that pulls a stream's current tracks and follows the stream across republishes.
-pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Refusal> {
-    check_capacity(node)?;
-    let Some(tracks) = live_tracks(node, &stream).await else {
-        return Err(
-            Refusal::conflict(format!("stream {stream:?} has no publisher yet")).retry_after(2),
-        );
-    };
-    // A simulcast m-line is one track to the viewer: its top layer stands for the group.
-    let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
-    let peer = node.peers.viewer(offer, &primary, Instant::now())?;
+/// The tracks a publisher's negotiated session pushes: one per m-line, or one per simulcast
+/// layer (all in one layer group), named as Calls and WHIP clients expect.
+pub fn pushed_tracks(
+    peer: &NewPeer,
+    id: SessionId,
+    worker: usize,
+    registry: &Registry,
+) -> Vec<Arc<TrackInfo>> {
+    let mut tracks = Vec::new();
+    for (mid, kind) in &peer.media {
+        let base = if *kind == MediaKind::Audio {
+            "audio"
+        } else {
+            "video"
+        };
+        let name = if tracks.iter().any(|t: &Arc<TrackInfo>| t.name == base) {
+            format!("{base}-{mid}")
+        } else {
+            base.to_string()
+        };
+        // Simulcast: one track per layer (rid), all in one layer group. The first rid offered
+        // keeps the plain name (OBS's `0`, browsers' `h`/`f`), the others are `<name>.<rid>`.
+        let rids: Vec<String> = match peer.rtc.media(*mid).map(|m| m.rids_rx()) {
+            Some(str0m::media::Rids::Specific(r)) if *kind == MediaKind::Video => {
+                r.iter().map(|r| r.to_string()).collect()
+            }
+            _ => vec![],
+        };
+        let params = negotiated_params(&peer.rtc, *mid);
+        if rids.is_empty() {
+            tracks.push(Arc::new(TrackInfo::new(
+                registry.next_track_id(),
+                id,
+                name,
+                *kind,
+                *mid,
+                params,
+                worker,
+            )));
+            continue;
+        }
+        let group = registry.next_track_id();
+        for (i, rid) in rids.iter().enumerate() {
+            // The first layer keeps the m-line's name and gives the group its id.
+            let (track_id, track_name) = if i == 0 {
+                (group, name.clone())
+            } else {
+                (registry.next_track_id(), format!("{name}.{rid}"))
+            };
+            let info = TrackInfo::new(
+                track_id,
+                id,
+                track_name,
+                *kind,
+                *mid,
+                params.clone(),
+                worker,
+            );
+            tracks.push(Arc::new(info.layer(rid.clone(), group)));
+        }
+    }
+    tracks
+}
+
+/// A viewer's pulls of a stream: each of its m-lines takes the first unassigned primary track
+/// of its kind (a simulcast group's top layer stands for the group) and follows the stream.
+/// Also the tracks assigned.
+pub fn viewer_pulls(
+    peer: &NewPeer,
+    primary: &[Arc<TrackInfo>],
+    tracks: &[Arc<TrackInfo>],
+    stream: &Arc<str>,
+) -> (Vec<Pull>, Vec<Arc<TrackInfo>>) {
     let mut assigned: Vec<Arc<TrackInfo>> = Vec::new();
     let mut pulls = Vec::new();
     for (mid, kind) in &peer.media {
@@ -190,9 +204,24 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
             assigned.push(t.clone());
         }
         let mut pull = Pull::new(*mid, *kind, track, Some(stream.clone()));
-        pull.set_layers_from(&tracks);
+        pull.set_layers_from(tracks);
         pulls.push(pull);
     }
+    (pulls, assigned)
+}
+
+/// A session that pulls a stream's current tracks and follows the stream across republishes.
+pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Refusal> {
+    check_capacity(node)?;
+    let Some(tracks) = live_tracks(node, &stream).await else {
+        return Err(
+            Refusal::conflict(format!("stream {stream:?} has no publisher yet")).retry_after(2),
+        );
+    };
+    // A simulcast m-line is one track to the viewer: its top layer stands for the group.
+    let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
+    let peer = node.peers.viewer(offer, &primary, Instant::now())?;
+    let (pulls, assigned) = viewer_pulls(&peer, &primary, &tracks, &stream);
     let id = SessionId::random();
     let worker = node.pick_worker();
     let etag = random_token(16);
@@ -419,12 +448,16 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Refusal> {
 
 /// Renegotiate a session on its worker.
 pub async fn negotiate(node: &Node, id: SessionId, n: Negotiation) -> Result<Negotiated, Refusal> {
-    let entry = node
-        .registry
-        .session(id)
-        .ok_or_else(|| Refusal::no_session())?;
+    let entry = node.registry.session(id).ok_or_else(Refusal::no_session)?;
     let (tx, rx) = oneshot::channel();
-    node.send(entry.worker, crate::negotiation::message(id, n, tx));
+    node.send(
+        entry.worker,
+        WorkerMsg::Command(Command::Negotiate {
+            session: id,
+            negotiation: n,
+            reply: tx,
+        }),
+    );
     rx.await.map_err(|_| Refusal::not_found("session ended"))?
 }
 
@@ -440,12 +473,12 @@ pub async fn select_layer(
     let (reply, rx) = oneshot::channel();
     node.send(
         worker,
-        WorkerMsg::SelectLayer {
+        WorkerMsg::Command(Command::SelectLayer {
             session: id,
             mid,
             rid,
             reply,
-        },
+        }),
     );
     rx.await.map_err(|_| Refusal::no_session())?
 }
@@ -455,7 +488,10 @@ pub fn close(node: &Node, id: SessionId) -> bool {
     let Some(entry) = node.registry.remove_session(id) else {
         return false;
     };
-    node.send(entry.worker, WorkerMsg::Close { session: id });
+    node.send(
+        entry.worker,
+        WorkerMsg::Command(Command::Close { session: id }),
+    );
     true
 }
 
@@ -468,10 +504,7 @@ pub async fn ice_restart(
     ufrag: String,
     pwd: String,
 ) -> Result<(String, String, String), Refusal> {
-    let entry = node
-        .registry
-        .session(id)
-        .ok_or_else(|| Refusal::no_session())?;
+    let entry = node.registry.session(id).ok_or_else(Refusal::no_session)?;
     let etag = random_token(16);
     match node
         .registry
@@ -487,11 +520,11 @@ pub async fn ice_restart(
     let remote = str0m::IceCreds { ufrag, pass: pwd };
     node.send(
         entry.worker,
-        WorkerMsg::IceRestart {
+        WorkerMsg::Command(Command::IceRestart {
             session: id,
             remote,
             reply: tx,
-        },
+        }),
     );
     let local = rx
         .await
@@ -502,16 +535,13 @@ pub async fn ice_restart(
 }
 
 pub fn trickle(node: &Node, id: SessionId, candidates: Vec<String>) -> Result<(), Refusal> {
-    let entry = node
-        .registry
-        .session(id)
-        .ok_or_else(|| Refusal::no_session())?;
+    let entry = node.registry.session(id).ok_or_else(Refusal::no_session)?;
     node.send(
         entry.worker,
-        WorkerMsg::Trickle {
+        WorkerMsg::Command(Command::Trickle {
             session: id,
             candidates,
-        },
+        }),
     );
     Ok(())
 }

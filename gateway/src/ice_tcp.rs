@@ -27,10 +27,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::datagram::Datagram;
 use crate::demux::{Demux, DemuxUpdate, Dispatch};
 use crate::ids::SessionId;
-use crate::udp::{Datagram, normalise};
-use crate::worker::WorkerMsg;
+use crate::mailbox::WorkerMsg;
+use crate::udp::normalise;
 
 /// Connections at most; more are closed at accept.
 const MAX_CONNECTIONS: usize = 10_000;

@@ -14,13 +14,15 @@ use crate::auth::Auth;
 use crate::cluster_bridge::{Bridge, BridgeRequest};
 use crate::config::Config;
 use crate::demux::{DemuxFeed, DemuxUpdate, Route};
+use crate::engine::{Engine, EngineCtx, WorkerStats};
 use crate::ice_tcp::IceTcp;
 use crate::ids::SessionId;
+use crate::mailbox::{Mailbox, WorkerMsg};
 use crate::peer::PeerFactory;
 use crate::recorder::{Recorder, RecorderRequest};
 use crate::registry::Registry;
 use crate::udp::UdpShell;
-use crate::worker::{Worker, WorkerCtx, WorkerMsg, WorkerStats};
+use crate::worker::{Worker, WorkerIo};
 
 /// Handle shared by every HTTP handler.
 pub struct Node {
@@ -43,11 +45,9 @@ pub struct Node {
     pub adapters: mpsc::UnboundedSender<crate::adapters::AdapterRequest>,
     /// How long clients waited to join (`join_metrics`), and the HTTP requests' durations.
     pub join: Arc<crate::join_metrics::JoinMetrics>,
-    pub http_timing: crate::front::timing::HttpTiming,
-    /// TURN keys and revoked usernames (`turn_credentials`).
-    pub turn: std::sync::Mutex<crate::turn_credentials::TurnCredentials>,
-    /// TLS connections to the TURN service that failed or timed out in their handshake.
-    pub turn_tls_handshake_failures: AtomicU64,
+    pub http_timing: crate::http_timing::HttpTiming,
+    /// TURN keys, revoked usernames and the TURN service's TLS handshake failures.
+    pub turn: Arc<crate::turn_credentials::TurnShared>,
 }
 
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
@@ -123,6 +123,7 @@ impl Node {
         config: Config,
         shutdown: CancellationToken,
         tasks: &mut JoinSet<()>,
+        metrics: fn(&Node) -> relay_proto::metrics::Exposition,
     ) -> Result<Arc<Node>, String> {
         let config = Arc::new(config);
         // Spans are made by the workers and the bridge, pushed with the metrics (OTLP).
@@ -171,13 +172,14 @@ impl Node {
         let demux_tx = DemuxFeed::new(demux_tables);
         let stats: Vec<Arc<WorkerStats>> = (0..n).map(|_| Arc::default()).collect();
         // The cluster bridge, if any, is one more peer of the workers, at index n.
-        let mut peers_of_workers = senders.clone();
+        let mut peers_of_workers: Vec<Mailbox> =
+            senders.iter().cloned().map(Mailbox::Worker).collect();
         let mut cluster = None;
         // The cluster's links close after the workers are gone (the bridge decides when).
         let links = CancellationToken::new();
         if let Some(settings) = &config.cluster {
             let (bridge_tx, bridge_rx) = mpsc::unbounded_channel();
-            peers_of_workers.push(bridge_tx);
+            peers_of_workers.push(Mailbox::Bridge(bridge_tx));
             let (requests_tx, requests_rx) = mpsc::unbounded_channel();
             let (handle, events, node_id) =
                 crate::cluster_bridge::start_cluster(settings, links.clone()).await?;
@@ -204,9 +206,10 @@ impl Node {
         if let Some(settings) = &config.recording {
             let (rec_tx, rec_rx) = mpsc::unbounded_channel();
             let index = peers_of_workers.len();
-            peers_of_workers.push(rec_tx);
+            peers_of_workers.push(Mailbox::Recorder(rec_tx));
             let (requests_tx, requests_rx) = mpsc::unbounded_channel();
-            let r = Recorder::new(index, settings.clone(), senders.clone(), registry.clone());
+            let workers = peers_of_workers[..n].to_vec();
+            let r = Recorder::new(index, settings.clone(), workers, registry.clone());
             tasks.spawn(r.run(rec_rx, requests_rx, shutdown.clone()));
             recorder = Some(requests_tx);
         }
@@ -215,7 +218,7 @@ impl Node {
         {
             let (hub_tx, hub_rx) = mpsc::unbounded_channel();
             let index = peers_of_workers.len();
-            peers_of_workers.push(hub_tx);
+            peers_of_workers.push(Mailbox::Adapters(hub_tx));
             let (hub, events) = crate::adapters::Hub::new(
                 index,
                 config.adapters.max_adapters,
@@ -225,21 +228,25 @@ impl Node {
             tasks.spawn(hub.run(events, hub_rx, adapters_rx, shutdown.clone()));
         }
         let join = Arc::new(crate::join_metrics::JoinMetrics::default());
-        let ctx = Arc::new(WorkerCtx {
-            peers: peers_of_workers,
+        let io = Arc::new(WorkerIo {
+            mailboxes: peers_of_workers,
             udp: udp.clone(),
             demux: demux_tx.clone(),
             ice_tcp: ice_tcp.as_ref().map(|(t, _, _)| t.clone()),
-            registry: registry.clone(),
-            config: config.clone(),
-            stats: stats.clone(),
             bridge: cluster.as_ref().map(|_| n),
-            join: join.clone(),
-            spans,
+            spans: spans.clone(),
         });
         for (i, rx) in receivers.into_iter().enumerate() {
-            let worker = Worker::new(i, ctx.clone());
-            tasks.spawn(worker.run(rx, shutdown.clone()));
+            let ctx = Arc::new(EngineCtx {
+                registry: registry.clone(),
+                config: config.clone(),
+                stats: stats[i].clone(),
+                join: join.clone(),
+                bridge: io.bridge,
+                spans: spans.enabled(),
+            });
+            let engine = Engine::new(i, ctx, std::time::Instant::now());
+            tasks.spawn(Worker::new(engine, io.clone()).run(rx, shutdown.clone()));
         }
         tasks.spawn(
             udp.clone()
@@ -286,8 +293,7 @@ impl Node {
             adapters: adapters_tx,
             join,
             http_timing: Default::default(),
-            turn: std::sync::Mutex::new(turn),
-            turn_tls_handshake_failures: AtomicU64::new(0),
+            turn: Arc::new(crate::turn_credentials::TurnShared::new(turn)),
         });
         if let (Some(queue), Some(endpoint)) =
             (span_queue, node.config.telemetry.otlp_endpoint.clone())
@@ -299,7 +305,7 @@ impl Node {
                 instance: node.instance_id(),
             };
             let for_metrics = node.clone();
-            let gather = Arc::new(move || crate::metrics::gather(&for_metrics));
+            let gather = Arc::new(move || metrics(&for_metrics));
             tasks.spawn(relay_shell::otlp_push::run(
                 otlp,
                 gather,
@@ -353,7 +359,7 @@ impl Node {
                 tls,
                 relay_ip,
                 config,
-                node.clone(),
+                node.turn.clone(),
                 shutdown.clone(),
             )
             .await?;
@@ -369,7 +375,7 @@ impl Node {
     pub fn turn_credentials(
         &self,
     ) -> std::sync::MutexGuard<'_, crate::turn_credentials::TurnCredentials> {
-        self.turn.lock().unwrap_or_else(|p| p.into_inner())
+        self.turn.credentials()
     }
 
     /// This node in telemetry: its cluster node id, or its UDP address.
@@ -454,7 +460,7 @@ impl Node {
             stun_integrity_failures: self.udp.forged.load(r),
             udp_send_errors: self.udp.send_errors.load(r),
             ice_tcp: self.ice_tcp.as_ref().map(|t| t.snapshot()),
-            turn_tls_handshake_failures: self.turn_tls_handshake_failures.load(r),
+            turn_tls_handshake_failures: self.turn.tls_handshake_failures.load(r),
             cluster: self.cluster.as_ref().map(|c| c.handle.stats()),
         }
     }

@@ -25,8 +25,9 @@ use crate::config::RecordingSettings;
 use crate::depacketize::{Assembler, VideoCodec};
 use crate::fmp4::{self, AUDIO_TIMESCALE, Sample, TrackConfig, TrackDesc, VIDEO_TIMESCALE};
 use crate::ids::{SessionId, TrackId};
+use crate::mailbox::Mailbox;
 use crate::registry::{Registry, TrackInfo};
-use crate::worker::WorkerMsg;
+use crate::track_link::{FromOrigin, ToOrigin};
 
 /// At least one fragment this often (by arrival time), so a kill loses at most about this much.
 const FRAGMENT_EVERY: Duration = Duration::from_secs(1);
@@ -133,7 +134,7 @@ struct Recording {
 pub struct Recorder {
     index: usize,
     settings: RecordingSettings,
-    workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+    workers: Vec<Mailbox>,
     registry: Arc<Registry>,
     recordings: HashMap<Arc<str>, Recording>,
     by_track: HashMap<TrackId, Arc<str>>,
@@ -239,7 +240,7 @@ impl Recorder {
     pub fn new(
         index: usize,
         settings: RecordingSettings,
-        workers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+        workers: Vec<Mailbox>,
         registry: Arc<Registry>,
     ) -> Recorder {
         Recorder {
@@ -256,7 +257,7 @@ impl Recorder {
 
     pub async fn run(
         mut self,
-        mut from_workers: mpsc::UnboundedReceiver<WorkerMsg>,
+        mut from_workers: mpsc::UnboundedReceiver<FromOrigin>,
         mut requests: mpsc::UnboundedReceiver<RecorderRequest>,
         shutdown: CancellationToken,
     ) {
@@ -367,7 +368,7 @@ impl Recorder {
         for r in &recs {
             self.by_track.insert(r.info.id, stream.clone());
             if let Some(w) = self.workers.get(r.info.origin_worker) {
-                let _ = w.send(WorkerMsg::Subscribe {
+                w.track(ToOrigin::Subscribe {
                     track: r.info.clone(),
                     worker: self.index,
                 });
@@ -401,7 +402,7 @@ impl Recorder {
             if !t.ended
                 && let Some(w) = self.workers.get(t.info.origin_worker)
             {
-                let _ = w.send(WorkerMsg::Unsubscribe {
+                w.track(ToOrigin::Unsubscribe {
                     track: t.info.id,
                     worker: self.index,
                 });
@@ -410,9 +411,9 @@ impl Recorder {
         tracing::info!(stream = %rec.stream, session = %rec.session, "recording stopped");
     }
 
-    fn on_worker(&mut self, msg: WorkerMsg) {
+    fn on_worker(&mut self, msg: FromOrigin) {
         match msg {
-            WorkerMsg::Media { track, packet } => {
+            FromOrigin::Media { track, packet } => {
                 let Some(stream) = self.by_track.get(&track) else {
                     return;
                 };
@@ -422,7 +423,7 @@ impl Recorder {
                 let segment = Duration::from_secs(self.settings.segment_secs.max(1));
                 rec.on_packet(track, &packet, &self.settings.dir, segment);
             }
-            WorkerMsg::TrackEnded { track } => {
+            FromOrigin::TrackEnded { track } => {
                 let Some(stream) = self.by_track.get(&track).cloned() else {
                     return;
                 };
@@ -436,7 +437,9 @@ impl Recorder {
                     self.stop(&stream);
                 }
             }
-            _ => {}
+            // The origin also sends them in band, as a packet ahead of a keyframe run that
+            // lacks them (`TrackState::parameter_sets_packet`): that is what the assembler reads.
+            FromOrigin::H264ParameterSets { .. } => {}
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::node::Node;
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), String> {
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(c), Some(k)) => Some(front::tls::server_config(c, k, front::tls::HTTP_ALPN)?),
+        (Some(c), Some(k)) => Some(crate::tls::server_config(c, k, crate::tls::HTTP_ALPN)?),
         _ => None,
     };
     if config.anonymous_publish() {
@@ -38,7 +38,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
     let mut tasks = JoinSet::new();
     // Not a child of `shutdown`: the media outlives HTTP until HTTP has stopped.
     let media = CancellationToken::new();
-    let node = Node::start(config, media.clone(), &mut tasks).await?;
+    let node = Node::start(config, media.clone(), &mut tasks, crate::metrics::gather).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         "gateway ready: {scheme}://{http_addr}/ (WHIP {scheme}://<host>:{}/whip/<stream>), WebRTC on UDP {}, candidates {:?}",

@@ -7,6 +7,9 @@
 //! expired anyway. Sans-IO: time comes in as Unix seconds.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
 use base64::Engine;
@@ -16,6 +19,34 @@ use base64::engine::general_purpose::STANDARD;
 pub const MAX_TTL_SECS: u64 = 48 * 3600;
 /// Revoked usernames kept at most; beyond, revoking is refused (a caller would be hammering).
 pub const MAX_REVOKED: usize = 100_000;
+
+/// Seconds since the Unix epoch: what TURN REST credentials' usernames count in.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What the TURN service shares with the rest of the node: the credentials clients are checked
+/// against (the API issues and revokes them), and the TLS handshakes that failed.
+pub struct TurnShared {
+    credentials: Mutex<TurnCredentials>,
+    pub tls_handshake_failures: AtomicU64,
+}
+
+impl TurnShared {
+    pub fn new(credentials: TurnCredentials) -> TurnShared {
+        TurnShared {
+            credentials: Mutex::new(credentials),
+            tls_handshake_failures: AtomicU64::new(0),
+        }
+    }
+
+    pub fn credentials(&self) -> MutexGuard<'_, TurnCredentials> {
+        self.credentials.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// One TURN key: its id (in URLs and usernames) and its secret (the API bearer token, which
 /// also signs the usernames it issues).

@@ -15,27 +15,15 @@ use tokio::io::Interest;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::datagram::Datagram;
 use crate::demux::{Demux, DemuxUpdate, Dispatch};
 use crate::gso;
-use crate::ids::SessionId;
-use crate::worker::WorkerMsg;
+use crate::mailbox::WorkerMsg;
 
 /// Socket buffers large enough for a keyframe burst to many viewers without kernel drops.
 const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 const BATCH: usize = 32;
 const BUF_LEN: usize = 64 * 1024;
-
-/// A datagram on its way to the worker that owns its session.
-#[derive(Debug)]
-pub struct Datagram {
-    pub session: SessionId,
-    pub source: SocketAddr,
-    pub destination: SocketAddr,
-    pub data: Vec<u8>,
-    pub at: Instant,
-    /// UDP, or TCP for a frame off an ICE-TCP connection (`ice_tcp`).
-    pub proto: Protocol,
-}
 
 /// How the shell may batch sends; both on by default, off for A/B measurements or a kernel that
 /// misbehaves.

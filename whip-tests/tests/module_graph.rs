@@ -1,8 +1,7 @@
 //! The crates' shape, checked: `relay-proto` is sans-IO (no tokio, quinn or axum among its
-//! dependencies), and no module of `relay-proto` or `relay-shell` imports another that imports it
-//! back. The gateway still has one knot of mutually importing modules (the worker, the sessions,
-//! negotiation, the UDP shell, HTTP…: issue 11's engine is what unties it); this test lets it
-//! shrink but not grow, and no new knot appear.
+//! dependencies); the gateway's engine is sans-IO (no tokio, socket or clock in its files, none
+//! of the IO modules among its imports); and no module of `relay-proto`, `relay-shell` or the
+//! gateway imports another that imports it back.
 //!
 //! "Imports" means a `crate::module` path anywhere outside a file's `#[cfg(test)] mod tests`: the
 //! graph is between a crate's top-level modules (a file and its submodule folder are one).
@@ -158,31 +157,63 @@ fn relay_proto_has_no_io_dependencies() {
     }
 }
 
-/// The modules still caught in the gateway's import knots. Modules may leave; none may join
-/// (a knot that splits in two is progress: every module in a knot must be listed here).
-const GATEWAY_KNOTTED: &[&str] = &[
+#[test]
+fn the_gateway_has_no_import_cycles() {
+    let k = knots(&graph("gateway"));
+    assert!(
+        k.is_empty(),
+        "gateway: modules that import each other: {k:?}"
+    );
+}
+
+/// The gateway's modules that do IO or run tasks: the engine may name none of them.
+const GATEWAY_IO: &[&str] = &[
+    "adapters",
+    "cluster_bridge",
     "control",
     "front",
     "ice_tcp",
-    "metrics",
-    "negotiation",
+    "mailbox",
     "node",
-    "session",
+    "recorder",
+    "server",
     "turn",
     "udp",
     "worker",
 ];
 
 #[test]
-fn the_gateway_import_knots_do_not_grow() {
-    let k = knots(&graph("gateway"));
-    let allowed: BTreeSet<String> = GATEWAY_KNOTTED.iter().map(|s| s.to_string()).collect();
-    for knot in &k {
-        let new: Vec<&String> = knot.difference(&allowed).collect();
-        assert!(
-            new.is_empty(),
-            "modules joined the gateway's import knots: {new:?} (knot: {knot:?})"
-        );
+fn the_engine_is_sans_io() {
+    let src = root().join("gateway/src/engine");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() >= 10, "the engine is its concept files");
+    for f in files.iter().filter(|f| !f.ends_with("tests.rs")) {
+        let text = std::fs::read_to_string(f).expect("readable source");
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for io in [
+            "tokio",
+            "UdpSocket",
+            "TcpStream",
+            "Instant::now",
+            "SystemTime::now",
+            "thread::",
+        ] {
+            assert!(
+                !code.contains(io),
+                "{}: the engine must not use {io}",
+                f.display()
+            );
+        }
+    }
+    let g = graph("gateway");
+    let engine = g.get("engine").expect("the engine module");
+    for m in GATEWAY_IO {
+        assert!(!engine.contains(*m), "the engine imports the IO module {m}");
     }
 }
 

@@ -26,8 +26,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::ids::{SessionId, TrackId, random_token};
+use crate::mailbox::Mailbox;
 use crate::registry::{Registry, Role, SessionEntry, TrackInfo};
-use crate::worker::WorkerMsg;
+use crate::track_link::{FromOrigin, ToOrigin, TrackMsg};
 use endpoint::Socket;
 use packet::Packet;
 
@@ -97,7 +98,7 @@ pub struct Hub {
     index: usize,
     /// Adapters at most; a request beyond is dropped unanswered (HTTP says so in the item).
     max: usize,
-    peers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+    peers: Vec<Mailbox>,
     registry: Arc<Registry>,
     adapters: HashMap<String, Adapter>,
     by_track: HashMap<TrackId, String>,
@@ -126,7 +127,7 @@ impl Hub {
     pub fn new(
         index: usize,
         max: usize,
-        peers: Vec<mpsc::UnboundedSender<WorkerMsg>>,
+        peers: Vec<Mailbox>,
         registry: Arc<Registry>,
     ) -> (Hub, mpsc::UnboundedReceiver<TaskEvent>) {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -147,7 +148,7 @@ impl Hub {
     pub async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<TaskEvent>,
-        mut from_workers: mpsc::UnboundedReceiver<WorkerMsg>,
+        mut from_workers: mpsc::UnboundedReceiver<TrackMsg>,
         mut requests: mpsc::UnboundedReceiver<AdapterRequest>,
         shutdown: CancellationToken,
     ) {
@@ -242,7 +243,7 @@ impl Hub {
                     stop.clone(),
                 ));
                 if let Some(w) = self.peers.get(track.origin_worker) {
-                    let _ = w.send(WorkerMsg::Subscribe {
+                    w.track(ToOrigin::Subscribe {
                         track: track.clone(),
                         worker: self.index,
                     });
@@ -286,14 +287,14 @@ impl Hub {
                 self.registry.end_session(session);
                 for w in subscribers {
                     if let Some(tx) = self.peers.get(w) {
-                        let _ = tx.send(WorkerMsg::TrackEnded { track: track.id });
+                        tx.track(FromOrigin::TrackEnded { track: track.id });
                     }
                 }
             }
             Direction::Egress { track, .. } => {
                 self.by_track.remove(&track.id);
                 if let Some(w) = self.peers.get(track.origin_worker) {
-                    let _ = w.send(WorkerMsg::Unsubscribe {
+                    w.track(ToOrigin::Unsubscribe {
                         track: track.id,
                         worker: self.index,
                     });
@@ -322,7 +323,7 @@ impl Hub {
                 let packet = Arc::new(packet);
                 for w in subscribers {
                     if let Some(tx) = self.peers.get(*w) {
-                        let _ = tx.send(WorkerMsg::Media {
+                        tx.track(FromOrigin::Media {
                             track: track.id,
                             packet: packet.clone(),
                         });
@@ -343,26 +344,28 @@ impl Hub {
         }
     }
 
-    fn on_worker(&mut self, msg: WorkerMsg) {
+    fn on_worker(&mut self, msg: TrackMsg) {
         match msg {
             // A worker with viewers of an ingest track.
-            WorkerMsg::Subscribe { track, worker } => match self.ingest_track(track.id) {
-                Some(subscribers) => {
-                    subscribers.insert(worker);
-                }
-                None => {
-                    if let Some(tx) = self.peers.get(worker) {
-                        let _ = tx.send(WorkerMsg::TrackEnded { track: track.id });
+            TrackMsg::ToOrigin(ToOrigin::Subscribe { track, worker }) => {
+                match self.ingest_track(track.id) {
+                    Some(subscribers) => {
+                        subscribers.insert(worker);
+                    }
+                    None => {
+                        if let Some(tx) = self.peers.get(worker) {
+                            tx.track(FromOrigin::TrackEnded { track: track.id });
+                        }
                     }
                 }
-            },
-            WorkerMsg::Unsubscribe { track, worker } => {
+            }
+            TrackMsg::ToOrigin(ToOrigin::Unsubscribe { track, worker }) => {
                 if let Some(subscribers) = self.ingest_track(track) {
                     subscribers.remove(&worker);
                 }
             }
             // An egress adapter's track.
-            WorkerMsg::Media { track, packet } => {
+            TrackMsg::FromOrigin(FromOrigin::Media { track, packet }) => {
                 let Some(a) = self
                     .by_track
                     .get(&track)
@@ -376,13 +379,14 @@ impl Hub {
                     tracing::debug!(?track, "egress adapter behind: packet dropped");
                 }
             }
-            WorkerMsg::TrackEnded { track } => {
+            TrackMsg::FromOrigin(FromOrigin::TrackEnded { track }) => {
                 if let Some(id) = self.by_track.get(&track).cloned() {
                     self.close(&id);
                 }
             }
-            // Audio has no keyframes; the rest is for media workers.
-            _ => {}
+            // Audio has no keyframes to ask for, nor H264 parameter sets.
+            TrackMsg::ToOrigin(ToOrigin::KeyframeRequest { .. })
+            | TrackMsg::FromOrigin(FromOrigin::H264ParameterSets { .. }) => {}
         }
     }
 }

@@ -428,12 +428,12 @@ async fn create_session(
                 let (reply, _) = tokio::sync::oneshot::channel();
                 node.send(
                     entry.worker,
-                    crate::worker::WorkerMsg::SelectLayer {
+                    crate::mailbox::WorkerMsg::Command(crate::command::Command::SelectLayer {
                         session: c.id,
                         mid: Some(mid.clone()),
                         rid: Some(rid),
                         reply,
-                    },
+                    }),
                 );
             }
         }
@@ -457,7 +457,10 @@ async fn describe(node: &Node, id: SessionId) -> Result<crate::session::SessionV
     let (reply, rx) = tokio::sync::oneshot::channel();
     node.send(
         entry.worker,
-        crate::worker::WorkerMsg::Describe { session: id, reply },
+        crate::mailbox::WorkerMsg::Command(crate::command::Command::Describe {
+            session: id,
+            reply,
+        }),
     );
     rx.await
         .ok()

@@ -12,7 +12,6 @@ pub mod problem;
 pub mod recording;
 pub mod resource;
 pub mod timing;
-pub mod tls;
 pub mod turn;
 
 use std::sync::Arc;

@@ -1,50 +1,16 @@
-//! How long HTTP requests take, per route and method (the route as the router matched it, e.g.
-//! `/whep/{stream}`, so label sets are bounded by the route table), and the request's arrival
-//! time and trace parent made available to whatever it creates (`join_metrics::REQUEST`).
+//! The middleware that times HTTP requests per route (`http_timing::HttpTiming` keeps the
+//! histograms) and makes the request's arrival time and trace parent available to whatever it
+//! creates (`join_metrics::REQUEST`).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use relay_proto::histogram::{Histogram, HistogramSnapshot, JOIN_BUCKETS};
 
 use super::AppState;
+use crate::http_timing::UNMATCHED;
 use crate::join_metrics::{REQUEST, RequestContext};
-
-/// Route label of requests no route matched (scanners, typos): one series for all of them.
-const UNMATCHED: &str = "unmatched";
-
-/// Per (method, route): the durations.
-#[derive(Debug, Default)]
-pub struct HttpTiming {
-    by_route: Mutex<BTreeMap<(String, String), Arc<Histogram>>>,
-}
-
-impl HttpTiming {
-    fn histogram(&self, method: &str, route: &str) -> Arc<Histogram> {
-        let mut map = match self.by_route.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.entry((method.to_string(), route.to_string()))
-            .or_insert_with(|| Arc::new(Histogram::new(JOIN_BUCKETS)))
-            .clone()
-    }
-
-    /// (method, route, durations), sorted.
-    pub fn snapshot(&self) -> Vec<(String, String, HistogramSnapshot)> {
-        let map = match self.by_route.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        map.iter()
-            .map(|((m, r), h)| (m.clone(), r.clone(), h.snapshot()))
-            .collect()
-    }
-}
 
 /// The matched route, carried out on the response for [`time`] (which runs before routing).
 #[derive(Clone)]

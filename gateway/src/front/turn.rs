@@ -5,8 +5,6 @@
 //! constant time. Credentials follow the TURN REST API scheme (`turn_credentials`), so any TURN
 //! server holding the key's secret (coturn's `static-auth-secret`) accepts them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::problem::Problem;
 use super::{AppState, bearer};
-use crate::turn_credentials::{Credential, RevokeError};
+use crate::turn_credentials::{Credential, RevokeError, unix_now};
 
 /// The TTL when the request names none (Calls' examples use a day).
 const DEFAULT_TTL_SECS: u64 = 86_400;
@@ -26,13 +24,6 @@ const DEFAULT_TTL_SECS: u64 = 86_400;
 #[derive(Debug, Default, Deserialize)]
 struct GenerateRequest {
     ttl: Option<u64>,
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The key's secret must be the bearer token.

@@ -20,7 +20,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::server::{TurnConfig, TurnOutput, TurnServer};
-use crate::node::Node;
+use crate::turn_credentials::TurnShared;
 
 /// A relayed datagram: (relayed address, peer, bytes).
 type PeerDatagram = (SocketAddr, SocketAddr, Vec<u8>);
@@ -38,7 +38,7 @@ const ALPN_STUN_TURN: &[u8] = b"stun.turn";
 /// The TLS listener's rustls configuration: TLS 1.2 and 1.3 (coturn's client and Chromium),
 /// `stun.turn` advertised.
 pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    crate::front::tls::server_config(cert, key, &[ALPN_STUN_TURN])
+    crate::tls::server_config(cert, key, &[ALPN_STUN_TURN])
 }
 
 /// What a TCP or TLS connection tells the server task.
@@ -61,7 +61,7 @@ pub async fn start(
     listen_tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     relay_ip: IpAddr,
     config: TurnConfig,
-    node: Arc<Node>,
+    shared: Arc<TurnShared>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let socket = UdpSocket::bind(listen)
@@ -86,7 +86,7 @@ pub async fn start(
             tls,
             events: tcp_tx.clone(),
             open: open.clone(),
-            node: node.clone(),
+            shared: shared.clone(),
             shutdown: shutdown.clone(),
         };
         tokio::spawn(accept(listener, accepting));
@@ -96,7 +96,7 @@ pub async fn start(
         tcp_rx,
         relay_ip,
         TurnServer::new(config),
-        node,
+        shared,
         shutdown,
     ));
     Ok((local, task))
@@ -107,7 +107,7 @@ async fn run(
     mut tcp_rx: mpsc::Receiver<TcpEvent>,
     relay_ip: IpAddr,
     mut server: TurnServer,
-    node: Arc<Node>,
+    shared: Arc<TurnShared>,
     shutdown: CancellationToken,
 ) {
     let (peer_tx, mut peer_rx) = mpsc::channel::<PeerDatagram>(4096);
@@ -120,14 +120,14 @@ async fn run(
             _ = shutdown.cancelled() => break,
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                from_client(&mut server, &node, from, &buf[..n]);
+                from_client(&mut server, &shared, from, &buf[..n]);
             }
             Some(event) = tcp_rx.recv() => match event {
                 TcpEvent::Open(addr, writer) => {
                     tcp_clients.insert(addr, writer);
                 }
                 TcpEvent::Message(from, bytes) => {
-                    from_client(&mut server, &node, from, &bytes);
+                    from_client(&mut server, &shared, from, &bytes);
                 }
                 TcpEvent::Closed(addr) => {
                     tcp_clients.remove(&addr);
@@ -185,9 +185,9 @@ async fn run(
 
 /// A client's message (a UDP datagram, or one framed off a TCP connection) into the server,
 /// checked against the credentials the API issued.
-fn from_client(server: &mut TurnServer, node: &Node, from: SocketAddr, bytes: &[u8]) {
-    let now_unix = crate::front::turn::unix_now();
-    let passwords = |u: &str| node.turn_credentials().password_for(u, now_unix);
+fn from_client(server: &mut TurnServer, shared: &TurnShared, from: SocketAddr, bytes: &[u8]) {
+    let now_unix = crate::turn_credentials::unix_now();
+    let passwords = |u: &str| shared.credentials().password_for(u, now_unix);
     server.handle_client(Instant::now(), now_unix, from, bytes, &passwords);
 }
 
@@ -225,7 +225,7 @@ struct Accepting {
     tls: Option<TlsAcceptor>,
     events: mpsc::Sender<TcpEvent>,
     open: Arc<AtomicUsize>,
-    node: Arc<Node>,
+    shared: Arc<TurnShared>,
     shutdown: CancellationToken,
 }
 
@@ -249,17 +249,17 @@ async fn accept(listener: TcpListener, a: Accepting) {
         a.open.fetch_add(1, Ordering::Relaxed);
         // STUN transactions and ChannelData are small writes that must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let (tls, events, open, node, shutdown) = (
+        let (tls, events, open, shared, shutdown) = (
             a.tls.clone(),
             a.events.clone(),
             a.open.clone(),
-            a.node.clone(),
+            a.shared.clone(),
             a.shutdown.clone(),
         );
         tokio::spawn(async move {
             let served = match tls {
                 None => connection(stream, addr, &events, shutdown).await,
-                Some(acceptor) => match handshake(&acceptor, stream, addr, &node).await {
+                Some(acceptor) => match handshake(&acceptor, stream, addr, &shared).await {
                     Some(tls) => connection(tls, addr, &events, shutdown).await,
                     None => false,
                 },
@@ -279,7 +279,7 @@ async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     addr: SocketAddr,
-    node: &Node,
+    shared: &TurnShared,
 ) -> Option<TlsStream<TcpStream>> {
     let error = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
@@ -296,7 +296,8 @@ async fn handshake(
         Err(_) => format!("none within {TLS_HANDSHAKE_TIMEOUT:?}"),
     };
     tracing::debug!(%addr, %error, "TURN TLS handshake failed");
-    node.turn_tls_handshake_failures
+    shared
+        .tls_handshake_failures
         .fetch_add(1, Ordering::Relaxed);
     None
 }

@@ -1,4 +1,4 @@
-//! The worker's side of data channels (`data_channel`): opening negotiated channels on its
+//! The engine's side of data channels (`data_channel`): opening negotiated channels on its
 //! sessions' `Rtc`s, and forwarding each message of a published channel to its subscribers —
 //! written straight into a subscriber's `Rtc` on this worker, sent as one shared message to
 //! another worker. A subscriber that cannot take more (its channel not open yet, or more than
@@ -12,15 +12,18 @@ use std::time::Instant;
 
 use str0m::channel::{ChannelConfig, ChannelData, ChannelId};
 
+use super::Engine;
+use super::negotiation::no_pending_offer;
+use crate::bridge_link::ToBridge;
+use crate::channel_link::ChannelMsg;
 use crate::data_channel::{
     AckGate, ChannelOptions, Gate, MAX_BUFFERED_BYTES, SessionChannels, Subscribed, Subscriber,
     Subscription,
 };
 use crate::ids::SessionId;
-use crate::negotiation::{Negotiated, PendingOffer, no_pending_offer};
+use crate::negotiation::{Negotiated, PendingOffer};
 use crate::refusal::Refusal;
 use crate::registry::Role;
-use crate::worker::{Worker, WorkerMsg};
 
 /// A new negotiated channel `name` for the session: its SCTP stream id and str0m's config.
 fn negotiated(
@@ -34,9 +37,9 @@ fn negotiated(
     Ok((stream_id, options.config(name, stream_id)))
 }
 
-impl Worker {
+impl Engine {
     /// Opens a negotiated channel `name` on the session; its SCTP stream id.
-    fn open_channel(
+    pub(super) fn open_channel(
         &mut self,
         id: SessionId,
         name: &str,
@@ -51,7 +54,7 @@ impl Worker {
 
     /// Calls' `datachannels/establish`: with the client's offer (its application m-line), our
     /// answer and the channel opened on the association it brings; without, our offer.
-    pub(crate) fn establish_channels(
+    pub(super) fn establish_channels(
         &mut self,
         id: SessionId,
         name: String,
@@ -84,7 +87,7 @@ impl Worker {
         })
     }
 
-    pub(crate) fn publish_channel(
+    pub(super) fn publish_channel(
         &mut self,
         id: SessionId,
         name: String,
@@ -103,13 +106,13 @@ impl Worker {
                 return Err(p);
             }
         };
-        let bridge = self.ctx.bridge.and_then(|b| self.ctx.peers.get(b));
+        let clustered = self.ctx.bridge.is_some();
         if let Some(s) = self.sessions.get_mut(&id) {
             s.channels
-                .publish(name.clone(), stream_id, channel, bridge.is_some());
+                .publish(name.clone(), stream_id, channel, clustered);
         }
-        if let Some(bridge) = bridge {
-            let _ = bridge.send(WorkerMsg::ChannelPublished {
+        if clustered {
+            self.outbox.bridge(ToBridge::ChannelPublished {
                 publisher: id,
                 name,
                 params: options.track_params(),
@@ -122,7 +125,7 @@ impl Worker {
         })
     }
 
-    pub(crate) fn subscribe_channel(
+    pub(super) fn subscribe_channel(
         &mut self,
         id: SessionId,
         sub: Subscription,
@@ -154,7 +157,7 @@ impl Worker {
 
     /// Session `id` receives on `sub.channel` the publisher's channel, served by peer
     /// `sub.publisher_worker` (a worker, or the cluster bridge).
-    fn attach_subscriber(&mut self, id: SessionId, sub: Subscribed) {
+    pub(super) fn attach_subscriber(&mut self, id: SessionId, sub: Subscribed) {
         let (publisher, name, channel, publisher_worker) = (
             sub.publisher,
             sub.name.clone(),
@@ -171,12 +174,13 @@ impl Worker {
         };
         if publisher_worker == self.index {
             self.add_channel_subscriber(publisher, &name, subscriber);
-        } else if let Some(w) = self.ctx.peers.get(publisher_worker) {
-            let _ = w.send(WorkerMsg::ChannelSubscribe {
+        } else {
+            let m = ChannelMsg::Subscribe {
                 publisher,
                 name,
                 subscriber,
-            });
+            };
+            self.outbox.channel(publisher_worker, m);
         }
     }
 
@@ -185,7 +189,7 @@ impl Worker {
     /// is the viewer's: it receives the publisher's channel with the same label, now or once
     /// the publisher opens it. Channels `datachannels/*` opened (str0m reports those open too)
     /// and API sessions' own in-band channels are left alone.
-    pub(crate) fn on_channel_open(&mut self, id: SessionId, channel: ChannelId, label: String) {
+    pub(super) fn on_channel_open(&mut self, id: SessionId, channel: ChannelId, label: String) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -210,13 +214,12 @@ impl Worker {
                     .channel(channel)
                     .and_then(|c| c.config().map(ChannelOptions::of))
                     .unwrap_or_default();
-                let bridge = self.ctx.bridge.and_then(|b| self.ctx.peers.get(b));
+                let clustered = self.ctx.bridge.is_some();
                 // In-band channels have no id the API hands out: 0 is never a negotiated one.
-                s.channels
-                    .publish(label.clone(), 0, channel, bridge.is_some());
+                s.channels.publish(label.clone(), 0, channel, clustered);
                 tracing::info!(session = %id, %label, "publisher opened a data channel");
-                if let Some(bridge) = bridge {
-                    let _ = bridge.send(WorkerMsg::ChannelPublished {
+                if clustered {
+                    self.outbox.bridge(ToBridge::ChannelPublished {
                         publisher: id,
                         name: label,
                         params: options.track_params(),
@@ -234,7 +237,7 @@ impl Worker {
     /// A WHEP viewer's channels waiting for the publisher's: attached to those that exist.
     /// A publisher on another gateway is asked through the bridge, which subscribes to the
     /// channel's tree (a channel the publisher has not opened there yet stays silent).
-    pub(crate) fn match_wanted(&mut self, id: SessionId) {
+    pub(super) fn match_wanted(&mut self, id: SessionId) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -272,7 +275,7 @@ impl Worker {
     }
 
     /// The client closed an in-band channel.
-    pub(crate) fn on_channel_close(&mut self, id: SessionId, channel: ChannelId) {
+    pub(super) fn on_channel_close(&mut self, id: SessionId, channel: ChannelId) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -298,7 +301,7 @@ impl Worker {
 
     /// Closes the session's channels with these stream ids: a published one stops reaching its
     /// subscribers (their channels stay, silent), a subscribed one is dropped by its publisher.
-    pub(crate) fn close_channels(
+    pub(super) fn close_channels(
         &mut self,
         id: SessionId,
         stream_ids: &[u16],
@@ -334,12 +337,11 @@ impl Worker {
 
     /// Channels of session `id` that are gone (closed, or the session ended): published ones
     /// leave the registry and the cluster, subscribed ones their publisher's fan-out.
-    pub(crate) fn end_channels(&mut self, id: SessionId, channels: &SessionChannels) {
-        let bridge = self.ctx.bridge.and_then(|b| self.ctx.peers.get(b));
+    pub(super) fn end_channels(&mut self, id: SessionId, channels: &SessionChannels) {
         for c in &channels.published {
             self.ctx.registry.unpublish_channel(id, &c.name);
-            if let (true, Some(bridge)) = (c.to_cluster, bridge) {
-                let _ = bridge.send(WorkerMsg::ChannelUnpublished {
+            if c.to_cluster && self.ctx.bridge.is_some() {
+                self.outbox.bridge(ToBridge::ChannelUnpublished {
                     publisher: id,
                     name: c.name.clone(),
                 });
@@ -353,17 +355,18 @@ impl Worker {
             };
             if c.publisher_worker == self.index {
                 self.remove_channel_subscriber(c.publisher, &c.name, gone);
-            } else if let Some(peer) = self.ctx.peers.get(c.publisher_worker) {
-                let _ = peer.send(WorkerMsg::ChannelUnsubscribe {
+            } else {
+                let m = ChannelMsg::Unsubscribe {
                     publisher: c.publisher,
                     name: c.name.clone(),
                     subscriber: gone,
-                });
+                };
+                self.outbox.channel(c.publisher_worker, m);
             }
         }
     }
 
-    pub(crate) fn remove_channel_subscriber(
+    pub(super) fn remove_channel_subscriber(
         &mut self,
         publisher: SessionId,
         name: &str,
@@ -378,7 +381,7 @@ impl Worker {
         }
     }
 
-    pub(crate) fn add_channel_subscriber(
+    pub(super) fn add_channel_subscriber(
         &mut self,
         publisher: SessionId,
         name: &str,
@@ -396,7 +399,7 @@ impl Worker {
 
     /// Calls' `datachannels/update`: whether session `id`'s subscription to `publisher`'s
     /// channel `name` may reply. Its SCTP stream id.
-    pub(crate) fn set_can_reply(
+    pub(super) fn set_can_reply(
         &mut self,
         id: SessionId,
         publisher: SessionId,
@@ -429,7 +432,7 @@ impl Worker {
     }
 
     /// A subscriber's write on a channel it may reply on: to the publisher, on its worker.
-    fn on_reply(&mut self, id: SessionId, d: ChannelData, now: Instant) {
+    pub(super) fn on_reply(&mut self, id: SessionId, d: ChannelData, now: Instant) {
         let Some(c) = self
             .sessions
             .get_mut(&id)
@@ -455,18 +458,19 @@ impl Worker {
         let (publisher, name, worker) = (c.publisher, c.name.clone(), c.publisher_worker);
         if worker == self.index {
             self.write_reply(publisher, &name, d.binary, &d.data);
-        } else if let Some(w) = self.ctx.peers.get(worker) {
-            let _ = w.send(WorkerMsg::ChannelReply {
+        } else {
+            let m = ChannelMsg::Reply {
                 publisher,
                 name,
                 binary: d.binary,
                 data: d.data.into(),
-            });
+            };
+            self.outbox.channel(worker, m);
         }
     }
 
     /// A subscriber's reply, into the publisher's own channel.
-    pub(crate) fn write_reply(
+    pub(super) fn write_reply(
         &mut self,
         publisher: SessionId,
         name: &str,
@@ -491,7 +495,7 @@ impl Worker {
 
     /// A message from session `id`: forwarded if it came on a channel the session publishes,
     /// or replied to its publisher on a subscription that may reply.
-    pub(crate) fn on_channel_data(&mut self, id: SessionId, d: ChannelData, now: Instant) {
+    pub(super) fn on_channel_data(&mut self, id: SessionId, d: ChannelData, now: Instant) {
         let Some(p) = self
             .sessions
             .get_mut(&id)
@@ -508,10 +512,8 @@ impl Worker {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let subscribers = p.subscribers.clone();
         let data: Arc<[u8]> = d.data.into();
-        if p.to_cluster
-            && let Some(bridge) = self.ctx.bridge.and_then(|b| self.ctx.peers.get(b))
-        {
-            let _ = bridge.send(WorkerMsg::ChannelToCluster {
+        if p.to_cluster && self.ctx.bridge.is_some() {
+            self.outbox.bridge(ToBridge::ChannelToCluster {
                 publisher: id,
                 name: p.name.clone(),
                 binary: d.binary,
@@ -521,19 +523,20 @@ impl Worker {
         for to in subscribers {
             if to.worker == self.index {
                 self.deliver(to, d.binary, &data, now);
-            } else if let Some(w) = self.ctx.peers.get(to.worker) {
-                let _ = w.send(WorkerMsg::ChannelMessage {
+            } else {
+                let m = ChannelMsg::Message {
                     to,
                     binary: d.binary,
                     data: data.clone(),
-                });
+                };
+                self.outbox.channel(to.worker, m);
             }
         }
     }
 
     /// A published channel's message for a subscriber here: written, unless the subscriber's
     /// `waitForAck` gate holds it.
-    pub(crate) fn deliver(&mut self, to: Subscriber, binary: bool, data: &Arc<[u8]>, now: Instant) {
+    pub(super) fn deliver(&mut self, to: Subscriber, binary: bool, data: &Arc<[u8]>, now: Instant) {
         let gate = self
             .sessions
             .get_mut(&to.session)
@@ -555,7 +558,7 @@ impl Worker {
         }
     }
 
-    pub(crate) fn write_channel(&mut self, to: Subscriber, binary: bool, data: &[u8]) {
+    pub(super) fn write_channel(&mut self, to: Subscriber, binary: bool, data: &[u8]) {
         let Some(s) = self.sessions.get_mut(&to.session) else {
             return;
         };

@@ -1,0 +1,52 @@
+//! What leaves the engine besides datagrams: messages for the node's other tasks, routing
+//! updates for the demultiplexer, finished setup spans. Queued in order; the shell delivers them.
+
+use std::collections::VecDeque;
+
+use relay_shell::otlp::SpanRecord;
+
+use crate::bridge_link::ToBridge;
+use crate::channel_link::ChannelMsg;
+use crate::demux::DemuxUpdate;
+use crate::track_link::TrackMsg;
+
+pub enum EngineOutput {
+    /// Along a track, to the task at index `to` among the node's mailboxes.
+    Track { to: usize, msg: TrackMsg },
+    /// Along a data channel, to the task at index `to`.
+    Channel { to: usize, msg: ChannelMsg },
+    /// To the cluster bridge.
+    Bridge(ToBridge),
+    /// To the UDP and ICE-TCP demultiplexers.
+    Demux(DemuxUpdate),
+    /// A session's setup as a span, for the trace exporter.
+    Span(SpanRecord),
+}
+
+/// A field of its own, so that concept files can queue while they hold a session or a track.
+#[derive(Default)]
+pub(super) struct Outbox(VecDeque<EngineOutput>);
+
+impl Outbox {
+    pub(super) fn track(&mut self, to: usize, msg: impl Into<TrackMsg>) {
+        self.0.push_back(EngineOutput::Track {
+            to,
+            msg: msg.into(),
+        });
+    }
+    pub(super) fn channel(&mut self, to: usize, msg: ChannelMsg) {
+        self.0.push_back(EngineOutput::Channel { to, msg });
+    }
+    pub(super) fn bridge(&mut self, m: ToBridge) {
+        self.0.push_back(EngineOutput::Bridge(m));
+    }
+    pub(super) fn demux(&mut self, u: DemuxUpdate) {
+        self.0.push_back(EngineOutput::Demux(u));
+    }
+    pub(super) fn span(&mut self, s: SpanRecord) {
+        self.0.push_back(EngineOutput::Span(s));
+    }
+    pub(super) fn pop(&mut self) -> Option<EngineOutput> {
+        self.0.pop_front()
+    }
+}

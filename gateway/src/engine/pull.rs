@@ -1,0 +1,249 @@
+//! Pulls and subscriptions: a viewer's m-line attached to this engine's copy of a track, the
+//! copy fed by the track's origin, and serving a new subscriber from the cached keyframe run.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use str0m::media::MediaKind;
+
+use super::Engine;
+use crate::ids::{SessionId, TrackId};
+use crate::registry::TrackInfo;
+use crate::session::PullState;
+use crate::track_link::{FromOrigin, ToOrigin};
+
+impl Engine {
+    /// Make session `id`'s pull `i` receive `track` through this worker's copy of it.
+    pub(super) fn subscribe_local(
+        &mut self,
+        id: SessionId,
+        i: usize,
+        track: Arc<TrackInfo>,
+        now: Instant,
+    ) {
+        if !self.ensure_subscribed(id, track) {
+            return;
+        }
+        let connected = self.sessions.get(&id).is_some_and(|s| s.connected);
+        if connected {
+            self.start_pull(id, i, now);
+        }
+    }
+
+    /// Make session `id` a subscriber of this worker's copy of `track` (created and fed by the
+    /// origin worker if need be). False when the track is gone.
+    pub(super) fn ensure_subscribed(&mut self, id: SessionId, track: Arc<TrackInfo>) -> bool {
+        let track_id = track.id;
+        if !self.tracks.contains_key(&track_id) {
+            if track.origin_worker == self.index {
+                // The publisher is already gone from this worker.
+                return false;
+            }
+            let t = self.track_state(track.clone(), false);
+            self.tracks.insert(track_id, t);
+            let origin = track.origin_worker;
+            self.outbox.track(
+                origin,
+                ToOrigin::Subscribe {
+                    track,
+                    worker: self.index,
+                },
+            );
+        }
+        if let Some(t) = self.tracks.get_mut(&track_id)
+            && !t.subscribers.contains(&id)
+        {
+            t.subscribers.push(id);
+        }
+        true
+    }
+
+    /// Drop session `id` from `track` unless one of its pulls still forwards or targets it.
+    pub(super) fn release_if_unused(&mut self, id: SessionId, track: TrackId) {
+        let used = self.sessions.get(&id).is_some_and(|s| {
+            s.pulls
+                .iter()
+                .any(|p| p.track_id() == Some(track) || p.target == Some(track))
+        });
+        if !used {
+            self.unsubscribe_local(id, track);
+        }
+    }
+
+    /// A connected viewer's pull begins: video from the cached keyframe run when there is one,
+    /// otherwise from the next keyframe (and the publisher is asked for one).
+    pub(super) fn start_pull(&mut self, id: SessionId, i: usize, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        self.touching = Some(id);
+        let Some(pull) = s.pulls.get_mut(i) else {
+            return;
+        };
+        let Some(track_id) = pull.track_id() else {
+            return;
+        };
+        let Some(t) = self.tracks.get(&track_id) else {
+            return;
+        };
+        if pull.kind == MediaKind::Audio {
+            pull.state = PullState::Live;
+            return;
+        }
+        pull.bound_repair_window(&mut s.rtc, self.ctx.config.viewer_repair_window);
+        if t.keyframes.has_keyframe() {
+            pull.state = PullState::Live;
+            // A run without SPS/PPS (encoder sends them only at start) gets the cached ones first.
+            let parameter_sets = t.parameter_sets_packet(t.keyframes.run());
+            let rate = t.info.rate_bps.load(Ordering::Relaxed);
+            let run = parameter_sets.iter().chain(t.keyframes.run());
+            if pull.start_run(&mut s.rtc, run, rate, now) {
+                self.paced.push((id, pull.mid));
+            }
+            self.stats
+                .keyframe_runs_served
+                .fetch_add(1, Ordering::Relaxed);
+            self.mark(id);
+        } else {
+            pull.state = PullState::WaitKeyframe;
+            self.request_keyframe(track_id, now);
+        }
+    }
+
+    /// Another task subscribes to a track this engine is the origin of: its keyframe run goes
+    /// first, in order, on the same path the live packets follow (behind the parameter sets it
+    /// lacks, so the other task's run and inspector have them too).
+    pub(super) fn on_subscribe(&mut self, track: Arc<TrackInfo>, worker: usize) {
+        let Some(t) = self.tracks.get_mut(&track.id) else {
+            self.outbox
+                .track(worker, FromOrigin::TrackEnded { track: track.id });
+            return;
+        };
+        if !t.remote_workers.contains(&worker) {
+            t.remote_workers.push(worker);
+        }
+        if let Some((sps, pps)) = t.parameter_sets() {
+            let track = track.id;
+            self.outbox
+                .track(worker, FromOrigin::H264ParameterSets { track, sps, pps });
+        }
+        let parameter_sets = t.parameter_sets_packet(t.keyframes.run());
+        for p in parameter_sets.iter().chain(t.keyframes.run()) {
+            let packet = p.clone();
+            self.outbox.track(
+                worker,
+                FromOrigin::Media {
+                    track: track.id,
+                    packet,
+                },
+            );
+        }
+    }
+
+    /// Another task no longer subscribes to a track of ours.
+    pub(super) fn on_unsubscribe(&mut self, track: TrackId, worker: usize) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.remote_workers.retain(|w| *w != worker);
+        }
+    }
+
+    /// The origin's H264 parameter sets, ahead of a keyframe run that may lack them.
+    pub(super) fn learn_parameter_sets(&mut self, track: TrackId, sps: &[u8], pps: &[u8]) {
+        if let Some(q) = self.tracks.get_mut(&track).and_then(|t| t.h264.as_mut())
+            && q.inspector.parameter_sets().is_none()
+        {
+            q.inspector.learn_parameter_sets(sps, pps);
+        }
+    }
+
+    /// The origin says the track ended: drop our copy; its viewers wait.
+    pub(super) fn on_track_ended(&mut self, track: TrackId, now: Instant) {
+        if let Some(t) = self.tracks.remove(&track) {
+            self.detach_all(&t.subscribers, track, now);
+        }
+    }
+
+    pub(super) fn on_stream_live(&mut self, stream: &str, tracks: &[Arc<TrackInfo>], now: Instant) {
+        let mut moves = Vec::new();
+        for (id, s) in &self.sessions {
+            for (i, pull) in s.pulls.iter().enumerate() {
+                if pull.follow.as_deref() != Some(stream) {
+                    continue;
+                }
+                let Some(new) = tracks
+                    .iter()
+                    .find(|t| t.kind == pull.kind && t.is_primary())
+                else {
+                    continue;
+                };
+                if pull.track_id() != Some(new.id) {
+                    moves.push((*id, i, pull.track_id(), new.clone()));
+                }
+            }
+        }
+        for (id, i, old, mut new) in moves {
+            if let Some(old) = old {
+                self.unsubscribe_local(id, old);
+            }
+            if let Some(s) = self.sessions.get_mut(&id) {
+                let connected = s.connected;
+                if let Some(p) = s.pulls.get_mut(i) {
+                    p.retarget(Some(new.clone()), connected, now);
+                    p.set_layers_from(tracks);
+                    // A pinned layer is taken from the start when the new publisher has it.
+                    if let Some(l) = p.pinned.as_deref().and_then(|r| p.layer_by_rid(r)) {
+                        p.retarget(Some(l), connected, now);
+                    }
+                }
+                new = s.pulls[i].track.clone().unwrap_or(new);
+            }
+            self.subscribe_local(id, i, new, now);
+        }
+    }
+
+    pub(super) fn unsubscribe_local(&mut self, id: SessionId, track: TrackId) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.subscribers.retain(|s| *s != id);
+        if t.subscribers.is_empty() && !t.origin {
+            let origin = t.info.origin_worker;
+            self.tracks.remove(&track);
+            self.outbox.track(
+                origin,
+                ToOrigin::Unsubscribe {
+                    track,
+                    worker: self.index,
+                },
+            );
+        }
+    }
+
+    /// The source track is gone: its viewers wait (WHEP viewers resume on republish).
+    pub(super) fn detach_all(&mut self, subscribers: &[SessionId], track: TrackId, now: Instant) {
+        for id in subscribers {
+            if let Some(s) = self.sessions.get_mut(id) {
+                let connected = s.connected;
+                for p in s.pulls.iter_mut() {
+                    if p.track_id() == Some(track) {
+                        p.retarget(None, connected, now);
+                    } else if p.target == Some(track) {
+                        p.target = None;
+                        p.switch_buf.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A pushed track ends: other workers drop their copies, local viewers wait.
+    pub(super) fn end_track(&mut self, track: TrackId, now: Instant) {
+        if let Some(t) = self.tracks.remove(&track) {
+            for w in &t.remote_workers {
+                self.outbox.track(*w, FromOrigin::TrackEnded { track });
+            }
+            self.detach_all(&t.subscribers, track, now);
+        }
+    }
+}

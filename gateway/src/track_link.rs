@@ -1,0 +1,61 @@
+//! Messages along one track inside a node, between its origin (the worker of its publisher, the
+//! cluster bridge for a track from another node, an ingest adapter) and what subscribes to it (a
+//! worker with viewers, the bridge feeding the track's tree, the recorder, an egress adapter).
+//! The same shape as a relay tree's link, one level down: subscribe upstream, packets downstream.
+
+use std::sync::Arc;
+
+use relay_proto::SharedPacket;
+
+use crate::ids::TrackId;
+use crate::registry::TrackInfo;
+
+/// Subscriber → origin.
+pub enum ToOrigin {
+    /// Start sending me this track: its cached keyframe run first, then live packets.
+    Subscribe {
+        track: Arc<TrackInfo>,
+        /// The subscriber's index among the node's mailboxes.
+        worker: usize,
+    },
+    /// Stop sending it.
+    Unsubscribe { track: TrackId, worker: usize },
+    /// A viewer asked for a keyframe.
+    KeyframeRequest { track: TrackId },
+}
+
+/// Origin → subscriber.
+pub enum FromOrigin {
+    /// One packet of the track (an `Arc`, never a copy).
+    Media {
+        track: TrackId,
+        packet: SharedPacket,
+    },
+    /// Ahead of a keyframe run: the H264 track's latest SPS and PPS, for viewers starting at a
+    /// keyframe sent without them.
+    H264ParameterSets {
+        track: TrackId,
+        sps: Arc<[u8]>,
+        pps: Arc<[u8]>,
+    },
+    /// The publisher is gone.
+    TrackEnded { track: TrackId },
+}
+
+/// Either direction, for a task that is both an origin and a subscriber.
+pub enum TrackMsg {
+    ToOrigin(ToOrigin),
+    FromOrigin(FromOrigin),
+}
+
+impl From<ToOrigin> for TrackMsg {
+    fn from(m: ToOrigin) -> TrackMsg {
+        TrackMsg::ToOrigin(m)
+    }
+}
+
+impl From<FromOrigin> for TrackMsg {
+    fn from(m: FromOrigin) -> TrackMsg {
+        TrackMsg::FromOrigin(m)
+    }
+}
