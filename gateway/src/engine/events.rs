@@ -196,6 +196,8 @@ impl Engine {
                     self.request_keyframe(track, now);
                 }
             }
+            // str0m's events are `#[non_exhaustive]`; the others (media added, stream paused,
+            // ingress stats, ICE checking…) change nothing the engine decides.
             _ => {}
         }
     }
