@@ -23,12 +23,8 @@ pub struct TrackState {
     /// Origin only: workers that receive every packet of this track, once each.
     pub remote_workers: Vec<usize>,
     pub keyframe_requests: KeyframeRequests,
-    pub packets: u64,
-    pub bytes: u64,
-    pub keyframes_seen: u64,
-    /// Highest sequence number seen and how many numbers were skipped (loss before this node).
+    /// Highest sequence number seen (a jump is logged: loss before this node).
     pub highest_seq: Option<u64>,
-    pub seq_gaps: u64,
     /// H264 tracks: parameter sets seen in-band and encoder quirks (B-frames, IDRs without SPS/PPS).
     pub h264: Option<H264Quirks>,
     /// Bitrate measurement window (origin only; the result goes to `TrackInfo::rate_bps`).
@@ -74,11 +70,7 @@ impl TrackState {
             subscribers: Vec::new(),
             remote_workers: Vec::new(),
             keyframe_requests: KeyframeRequests::new(kf_interval),
-            packets: 0,
-            bytes: 0,
-            keyframes_seen: 0,
             highest_seq: None,
-            seq_gaps: 0,
             h264: (codec == relay_proto::Codec::H264).then(H264Quirks::default),
             rate_window: None,
         }

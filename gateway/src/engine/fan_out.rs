@@ -32,12 +32,9 @@ impl Engine {
                 .h264_idr_without_parameter_sets
                 .fetch_add(quirks.idr_without_parameter_sets, Ordering::Relaxed);
         }
-        t.packets += 1;
-        t.bytes += pkt.payload.len() as u64;
         t.measure(pkt.payload.len(), now);
         match t.highest_seq {
             Some(h) if pkt.seq > h + 1 => {
-                t.seq_gaps += pkt.seq - h - 1;
                 tracing::debug!(
                     track = t.info.id.0,
                     from = h,
@@ -50,9 +47,6 @@ impl Engine {
         }
         if t.highest_seq.is_none_or(|h| pkt.seq > h) {
             t.highest_seq = Some(pkt.seq);
-        }
-        if pkt.keyframe_start {
-            t.keyframes_seen += 1;
         }
         if t.origin {
             t.info.packets.fetch_add(1, Ordering::Relaxed);
