@@ -13,7 +13,7 @@
 # decrypt and check frames; the rest count packets only), START_VIEWERS=200 (all full),
 # START_RAMP=20, STORM_RATES=100,200,500,1000,2000 (joins/s, one step each), STORM_STEP_SECS=3,
 # CHURN_CYCLES=10000, CHURN_PARALLEL=4, MEMORY_SESSIONS=500, MEMORY_SETTLE_SECS=15,
-# SKIP_BUILD=1, SKIP_FLOOR=1, SKIP_FANOUT=1, SKIP_START=1, SKIP_TREES=1, SKIP_JOIN=1 (per-peer
+# GATEWAY_BIN (another gateway binary, e.g. for scripts/bench-ab.sh), SKIP_BUILD=1, SKIP_FLOOR=1, SKIP_FANOUT=1, SKIP_START=1, SKIP_TREES=1, SKIP_JOIN=1 (per-peer
 # cost), SKIP_STORM=1, SKIP_CHURN=1, SKIP_MEMORY=1.
 #
 # NETNS=1: "viewers on another host". On loopback the viewers' kernel receive work runs in the
@@ -77,7 +77,7 @@ fi
 if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release -p gateway -p whip-tests --bins
 fi
-GATEWAY=$ROOT/target/release/gateway
+GATEWAY=${GATEWAY_BIN:-$ROOT/target/release/gateway}
 LOAD=$ROOT/target/release/whip-load
 STORM=$ROOT/target/release/whip-storm
 
@@ -114,7 +114,12 @@ start_gateway() {
     local name=$1 ip=127.0.0.1
     [ -n "$NETNS" ] && [ "${2:-}" != loopback ] && ip=$NS_HOST_IP
     rm -f "$OUT/$name.gateway.out"
-    "$GATEWAY" --http-listen "$ip:0" --udp-listen "$ip:0" --candidate-ip "$ip" \
+    # The load tool is one source address standing for many clients: admission's per-source
+    # limits (50 POSTs/s, 200 pending) would refuse its ramp, so they are off here.
+    printf '[limits]\nposts_per_second_per_source = 0.0\npost_burst_per_source = 0.0\npending_per_source = 0\n' \
+        >"$OUT/bench-limits.toml"
+    "$GATEWAY" --config "$OUT/bench-limits.toml" \
+        --http-listen "$ip:0" --udp-listen "$ip:0" --candidate-ip "$ip" \
         >"$OUT/$name.gateway.out" 2>"$OUT/$name.gateway.err" &
     GW_PID=$!
     # Some shells fork a wrapper for a redirected background job: find the gateway itself.
