@@ -11,18 +11,28 @@ mod vp9;
 
 pub use aggregation::{AggregationUnits, MalformedAggregate, aggregation_units};
 
+/// The codec a track carries, as the media plane tells them apart: it picks the keyframe detector
+/// ([`is_keyframe_start`]). Read from SDP names with [`Codec::from_name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
+    /// H.264 (RFC 6184 payload).
     H264,
+    /// H.265 / HEVC (RFC 7798 payload).
     H265,
+    /// VP8 (RFC 7741 payload).
     Vp8,
+    /// VP9 (RFC 9628 payload).
     Vp9,
+    /// AV1 (the AV1 RTP payload format).
     Av1,
+    /// Opus audio; it has no keyframes.
     Opus,
+    /// Any other codec, and data tracks: forwarded as they are, never inspected, no keyframes.
     Other,
 }
 
 impl Codec {
+    /// True for the video codecs (H264, H265, VP8, VP9, AV1).
     pub fn is_video(self) -> bool {
         matches!(
             self,

@@ -47,6 +47,8 @@ impl Default for DataTrackParams {
 }
 
 impl DataTrackParams {
+    /// The fmtp a data track is described with, `webrtc-datachannel;ordered=…;reliable=…`; read back by
+    /// [`DataTrackParams::from_fmtp`].
     pub fn fmtp(&self) -> String {
         format!(
             "{FMTP_TAG};ordered={};reliable={}",
@@ -103,12 +105,16 @@ pub fn channel_of_key_name(name: &str) -> Option<&str> {
 /// Where a fragment belongs: its message's number, its index, and whether it is the last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmentPlace {
+    /// The message's number, counted by the origin's [`Fragmenter`] (`rtp_time` above its low 16 bits).
     pub message: u64,
+    /// The fragment's index within its message (the low 16 bits of `rtp_time`).
     pub index: u16,
+    /// The message's last fragment (the packet's `marker`).
     pub last: bool,
 }
 
 impl FragmentPlace {
+    /// Where a fragment of a data track belongs, read from its packet.
     pub fn of(packet: &MediaPacket) -> FragmentPlace {
         FragmentPlace {
             message: packet.rtp_time >> 16,
@@ -126,6 +132,7 @@ pub struct Fragmenter {
 }
 
 impl Fragmenter {
+    /// A fragmenter whose first message and first sequence number are 0.
     pub fn new() -> Fragmenter {
         Fragmenter::default()
     }

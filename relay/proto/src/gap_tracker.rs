@@ -87,6 +87,7 @@ pub enum Arrival {
 }
 
 impl GapTracker {
+    /// A tracker that has received nothing yet.
     pub fn new(config: RepairConfig) -> Self {
         GapTracker {
             config,
@@ -205,14 +206,17 @@ impl GapTracker {
         self.missing.contains_key(&seq)
     }
 
+    /// Sequence numbers currently missing and being repaired.
     pub fn missing(&self) -> usize {
         self.missing.len()
     }
 
+    /// The highest sequence number received so far; `None` before the first packet.
     pub fn highest(&self) -> Option<u64> {
         self.highest
     }
 
+    /// What repair has done so far.
     pub fn stats(&self) -> RepairStats {
         self.stats
     }

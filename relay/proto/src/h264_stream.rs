@@ -44,6 +44,7 @@ struct AccessUnit {
 }
 
 impl H264Inspector {
+    /// An inspector that has seen nothing yet.
     pub fn new() -> Self {
         Self::default()
     }

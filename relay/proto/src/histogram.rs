@@ -18,6 +18,7 @@ pub const HOP_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
 ];
 
+/// Latency observations counted in fixed buckets, updated from any thread (see the module docs).
 #[derive(Debug)]
 pub struct Histogram {
     bounds: &'static [f64],
@@ -29,14 +30,17 @@ pub struct Histogram {
 /// What a histogram held at one moment.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HistogramSnapshot {
+    /// The buckets' upper bounds in seconds, as the histogram was made with.
     #[serde(skip)]
     pub bounds: &'static [f64],
     /// Per bucket (not cumulative), the last one above every bound.
     pub counts: Vec<u64>,
+    /// The sum of all observations, in seconds.
     pub sum_seconds: f64,
 }
 
 impl Histogram {
+    /// An empty histogram with these bucket upper bounds (seconds, ascending).
     pub fn new(bounds: &'static [f64]) -> Histogram {
         Histogram {
             bounds,
@@ -45,6 +49,8 @@ impl Histogram {
         }
     }
 
+    /// Counts one observation in the first bucket whose bound it does not exceed (or the last bucket, above
+    /// every bound) and adds it to the sum.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = self.bounds.partition_point(|b| *b < secs);
@@ -55,6 +61,8 @@ impl Histogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// What the histogram holds now. Each counter is read on its own, so an observation made meanwhile may
+    /// show in some fields and not yet in others.
     pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot {
             bounds: self.bounds,
@@ -69,6 +77,7 @@ impl Histogram {
 }
 
 impl HistogramSnapshot {
+    /// Observations in total.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }

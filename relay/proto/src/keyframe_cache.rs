@@ -51,6 +51,7 @@ impl KeyframeCache {
         self.run.iter()
     }
 
+    /// True while the cache holds a run that starts at a keyframe, so a new viewer can start from it.
     pub fn has_keyframe(&self) -> bool {
         !self.run.is_empty()
     }

@@ -15,6 +15,7 @@ pub struct KeyframeRequests {
 }
 
 impl KeyframeRequests {
+    /// Forwards at most one request upstream per `min_interval`.
     pub fn new(min_interval: Duration) -> Self {
         KeyframeRequests {
             min_interval,
@@ -63,10 +64,12 @@ impl KeyframeRequests {
         self.aggregated
     }
 
+    /// Requests sent upstream (a counter for stats).
     pub fn forwarded(&self) -> u64 {
         self.forwarded
     }
 
+    /// True while a request is waiting to go upstream.
     pub fn is_pending(&self) -> bool {
         self.pending_since.is_some()
     }

@@ -6,6 +6,8 @@
 //! `Instant` argument, so every state machine is driven and tested deterministically by its
 //! caller. The IO shell around it is `relay-shell`; the `relay` binary is `relay/src/main.rs`.
 
+#![warn(missing_docs)]
+
 mod codec;
 pub mod data_track;
 mod gap_tracker;

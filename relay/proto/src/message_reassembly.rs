@@ -18,7 +18,9 @@ use crate::packet::MediaPacket;
 /// One reassembled message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataMessage {
+    /// Sent as binary (else as a string), as the WebRTC message type said.
     pub binary: bool,
+    /// The message's bytes.
     pub data: Arc<[u8]>,
 }
 
@@ -44,6 +46,7 @@ impl Default for ReassemblyLimits {
 /// What a reassembly has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReassemblyStats {
+    /// Messages handed over whole.
     pub delivered: u64,
     /// Messages never delivered: a fragment never came, or they came after their turn.
     pub lost: u64,
@@ -90,6 +93,7 @@ pub struct Reassembly {
 }
 
 impl Reassembly {
+    /// A reassembly for a channel delivered as `params` says, within `limits`.
     pub fn new(params: DataTrackParams, limits: ReassemblyLimits) -> Reassembly {
         Reassembly {
             params,
@@ -102,6 +106,7 @@ impl Reassembly {
         }
     }
 
+    /// What this reassembly has done so far.
     pub fn stats(&self) -> ReassemblyStats {
         self.stats
     }
@@ -155,6 +160,7 @@ impl Reassembly {
             .min()
     }
 
+    /// The next whole message to hand to subscribers, if any.
     pub fn poll_message(&mut self) -> Option<DataMessage> {
         self.ready.pop_front()
     }

@@ -15,23 +15,31 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub enum Kind {
     /// A total since the process started; the name ends in `_total`.
     Counter,
+    /// A value that can go up and down.
     Gauge,
+    /// Observations in buckets; written as cumulative `_bucket`s, `_sum` and `_count`.
     Histogram,
 }
 
 /// One series' value.
 #[derive(Debug, Clone)]
 pub enum Value {
+    /// A counter's or a gauge's value.
     Number(f64),
+    /// A histogram's buckets and sum.
     Histogram(HistogramSnapshot),
 }
 
 /// One metric: its name, help, kind and series (label pairs, value).
 #[derive(Debug, Clone)]
 pub struct Family {
+    /// The metric's name, as exposed.
     pub name: String,
+    /// The `# HELP` text.
     pub help: String,
+    /// Counter, gauge or histogram.
     pub kind: Kind,
+    /// One value per label set: the labels as (name, value) pairs, and the value.
     pub series: Vec<(Vec<(String, String)>, Value)>,
 }
 
@@ -39,6 +47,7 @@ pub struct Family {
 /// ([`Exposition::finish`]) or as OTLP (`relay_shell::otlp`).
 #[derive(Debug, Default)]
 pub struct Exposition {
+    /// The metrics, in the order they are written.
     pub families: Vec<Family>,
 }
 
@@ -57,6 +66,7 @@ fn owned(labels: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 impl Exposition {
+    /// An empty exposition.
     pub fn new() -> Exposition {
         Exposition::default()
     }
@@ -86,6 +96,7 @@ impl Exposition {
         );
     }
 
+    /// A gauge (a value that can go up and down), without labels.
     pub fn gauge(&mut self, name: &str, help: &str, value: f64) {
         self.push(
             name,

@@ -8,8 +8,11 @@ use crate::rewrite::Rewriter;
 /// Turns viewer NACKs into cache hits/misses for stats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NackStats {
+    /// NACKed sequence numbers handled.
     pub received: u64,
+    /// Of those, the ones answered (the packet was found).
     pub answered: u64,
+    /// Of those, the ones that could not be answered.
     pub missed: u64,
 }
 

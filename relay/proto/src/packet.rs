@@ -11,6 +11,7 @@ pub struct MediaPacket {
     pub seq: u64,
     /// Extended RTP timestamp, in the codec clock rate.
     pub rtp_time: u64,
+    /// The RTP marker bit (for video, the last packet of a frame).
     pub marker: bool,
     /// RTP payload type as the publisher sent it (each viewer maps it to its own).
     pub pt: u8,
@@ -18,6 +19,8 @@ pub struct MediaPacket {
     pub payload: Arc<[u8]>,
     /// Set by the producer using [`crate::is_keyframe_start`], so payload parsing happens once per packet, not per cache.
     pub keyframe_start: bool,
+    /// When this node received the packet (from the publisher, or in a link datagram); the packet cache ages
+    /// packets by it.
     pub received: Instant,
 }
 

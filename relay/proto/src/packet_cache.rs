@@ -4,11 +4,14 @@
 use crate::packet::SharedPacket;
 use std::time::{Duration, Instant};
 
+/// Bounds on one track's [`PacketCache`]: past any of them the oldest packets are evicted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CacheLimits {
+    /// Packets held at most.
     pub max_packets: usize,
     /// Payload bytes; a packet's header and bookkeeping are small and constant, so they are not budgeted.
     pub max_bytes: usize,
+    /// Packets received longer ago than this are evicted.
     pub max_age: Duration,
 }
 
@@ -49,6 +52,7 @@ pub struct PacketCache {
 }
 
 impl PacketCache {
+    /// An empty cache with these limits (its ring starts small and grows as needed).
     pub fn new(limits: CacheLimits) -> Self {
         let capacity = limits.max_packets.clamp(1, INITIAL_SLOTS);
         PacketCache {
@@ -94,10 +98,12 @@ impl PacketCache {
         (slot.seq == seq).then_some(slot)
     }
 
+    /// Packets held.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// True when no packet is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -42,14 +42,20 @@ pub type LinkId = u64;
 /// Settings of a node's tree behaviour.
 #[derive(Debug, Clone)]
 pub struct TreeConfig {
+    /// This node's id: its cluster address, as peers dial it and as membership lists and `Hello` name it.
     pub node_id: String,
     /// 0 for gateways (origins and edges), 1.. for relay tiers (higher is nearer the origins).
     pub tier: u8,
+    /// Limits of each track's packet cache, which answers children's NACKs.
     pub cache: CacheLimits,
+    /// Payload bytes each track's keyframe cache holds at most; a longer GOP is dropped and the cache waits
+    /// for the next keyframe.
     pub keyframe_cache_bytes: usize,
+    /// How this node repairs each track's link from its parent.
     pub repair: RepairConfig,
     /// A track nobody below wants is kept this long before the node unsubscribes upward.
     pub prune_grace: Duration,
+    /// Keyframe requests for one track go upstream at most once per this interval; the rest ride along.
     pub keyframe_request_interval: Duration,
     /// Largest datagram the links carry.
     pub max_datagram: usize,
@@ -61,6 +67,7 @@ pub struct TreeConfig {
 }
 
 impl TreeConfig {
+    /// The defaults for node `node_id` in `tier`.
     pub fn new(node_id: impl Into<String>, tier: u8) -> Self {
         TreeConfig {
             node_id: node_id.into(),
@@ -86,37 +93,52 @@ impl TreeConfig {
 pub enum TreeOutput {
     /// Open a link to this peer (its node id is its cluster address).
     Connect {
+        /// The peer's node id.
         peer: String,
     },
+    /// Send a control message on a link.
     Send {
+        /// The link to send on.
         link: LinkId,
+        /// The message.
         msg: ControlMessage,
     },
+    /// Send a media datagram on a link.
     Datagram {
+        /// The link to send on.
         link: LinkId,
+        /// The encoded datagram.
         bytes: Bytes,
     },
     /// A packet of a track subscribed locally (the gateway's viewers).
     Deliver {
+        /// The track.
         track: TrackKey,
+        /// The packet.
         packet: SharedPacket,
     },
     /// A locally subscribed track is flowing; its codec description.
     TrackReady {
+        /// The track.
         track: TrackKey,
+        /// The track's codec description.
         info: SubscribeOk,
     },
     /// A locally subscribed track is gone (its publisher left or its origin is unreachable).
     TrackEnded {
+        /// The track.
         track: TrackKey,
     },
     /// Origin only: ask the local publisher for a keyframe.
     KeyframeRequest {
+        /// The track.
         track: TrackKey,
     },
     /// The answer to a local `lookup`.
     StreamLocation {
+        /// The stream asked about.
         stream: String,
+        /// Where it is published; `None` when it is not live or its home could not be reached.
         origin: Option<StreamOrigin>,
     },
 }
@@ -124,27 +146,43 @@ pub enum TreeOutput {
 /// Counters for the node's stats endpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TreeStats {
+    /// Packets taken into a track for the first time, from the local publisher or a parent (repairs
+    /// included, duplicates not).
     pub packets_in: u64,
+    /// Media datagrams handed to the shell for children: live packets, keyframe runs, repairs and resends.
     pub datagrams_out: u64,
+    /// Packets handed to local subscribers, keyframe runs included.
     pub delivered: u64,
+    /// Packets from the parent that repair did not need (already held, or given up), asked for by no child.
     pub duplicates: u64,
+    /// Sequence numbers children NACKed.
     pub nacks_received: u64,
+    /// NACKed packets answered from this node's caches.
     pub nacks_answered: u64,
     /// NACKed packets this node misses too: its own repair brings them, once, to everyone.
     pub nacks_waiting: u64,
+    /// NACKed packets this node does not hold, is not repairing and cannot ask its parent for.
     pub nacks_missed: u64,
     /// NACKed packets older than this node's own first packet, asked of the parent once for
     /// however many children wanted them.
     pub nacks_forwarded: u64,
+    /// Sequence numbers NACKed to parents: this node's own repair and the forwarded ones.
     pub nacks_sent: u64,
+    /// Keyframe requests from local viewers and children.
     pub keyframe_requests_received: u64,
+    /// Keyframe requests sent upstream (to the parent, or at the origin to the local publisher).
     pub keyframe_requests_sent: u64,
+    /// Keyframe requests that rode along with one already waiting to go upstream.
     pub keyframe_requests_aggregated: u64,
+    /// Times a track chose its parent again because the old one died, could not be reached or is leaving.
     pub reparents: u64,
     /// Children sent to the next choice because this node was at its fan-out limit.
     pub redirects_sent: u64,
+    /// Tracks dropped after nobody wanted them for the prune grace.
     pub pruned: u64,
+    /// Datagrams from links that did not decode, or that overflowed the buffer for unknown channels.
     pub bad_datagrams: u64,
+    /// Packets too large for a datagram, not sent.
     pub oversized: u64,
 }
 
@@ -310,6 +348,7 @@ pub struct TreeNode {
 }
 
 impl TreeNode {
+    /// A node with no links, no members and no tracks.
     pub fn new(config: TreeConfig) -> TreeNode {
         TreeNode {
             config,
@@ -329,14 +368,17 @@ impl TreeNode {
         }
     }
 
+    /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.config.node_id
     }
 
+    /// The node's counters so far.
     pub fn stats(&self) -> TreeStats {
         self.stats
     }
 
+    /// The next thing the shell must do; drain until `None` after every input.
     pub fn poll_output(&mut self) -> Option<TreeOutput> {
         self.out.pop_front()
     }
@@ -349,6 +391,8 @@ impl TreeNode {
             .collect()
     }
 
+    /// The node the track comes from; `None` when the track is not held here, is published here, or has no
+    /// parent yet.
     pub fn parent_of(&self, track: &TrackKey) -> Option<&str> {
         self.tracks.get(track).and_then(|t| t.parent.as_deref())
     }
@@ -497,6 +541,7 @@ impl TreeNode {
         self.unreachable(&l.peer, now);
     }
 
+    /// The link's current round-trip time, which spaces NACK retries on it.
     pub fn set_rtt(&mut self, link: LinkId, rtt: Duration) {
         if let Some(l) = self.links.get_mut(&link) {
             l.rtt = rtt;
@@ -664,6 +709,8 @@ impl TreeNode {
         }
     }
 
+    /// Local viewers no longer want the track: once no child wants it either, it is pruned after the prune
+    /// grace (a track published here is kept).
     pub fn unsubscribe(&mut self, track: &TrackKey, now: Instant) {
         if let Some(t) = self.tracks.get_mut(track) {
             t.local = false;
@@ -687,6 +734,8 @@ impl TreeNode {
         self.send_announce(&stream);
     }
 
+    /// The publisher of `stream` (session `session`) left: forget the announcement here and at the stream's
+    /// home node. A withdraw for another session is ignored, so a stream republished meanwhile stays listed.
     pub fn withdraw(&mut self, stream: &str, session: [u8; 16]) {
         if self
             .announced
@@ -772,6 +821,7 @@ impl TreeNode {
 
     // ----- from links -----
 
+    /// A control message from the peer on `link` (a link that is not up is ignored).
     pub fn on_control(&mut self, link: LinkId, msg: ControlMessage, now: Instant) {
         if !self.links.contains_key(&link) {
             return;
@@ -1052,6 +1102,7 @@ impl TreeNode {
         }
     }
 
+    /// A media datagram from the peer on `link`, arrived at `now`.
     pub fn on_datagram(&mut self, link: LinkId, bytes: &[u8], now: Instant) {
         let Ok(d) = decode_datagram(bytes, now) else {
             self.stats.bad_datagrams += 1;
@@ -1272,6 +1323,8 @@ impl TreeNode {
 
     // ----- time -----
 
+    /// Does what is due by `now`: NACKs and their retries, keyframe requests, pruning of unwanted tracks,
+    /// another try for tracks without a parent and for announcements not yet sent.
     pub fn handle_timeout(&mut self, now: Instant) {
         let keys: Vec<TrackKey> = self.tracks.keys().cloned().collect();
         let mut prune = Vec::new();

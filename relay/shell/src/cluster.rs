@@ -40,32 +40,46 @@ pub struct ClusterConfig {
     pub tier: u8,
     /// Cluster name, checked in Hello.
     pub cluster: String,
+    /// The UDP address the node's QUIC endpoint binds.
     pub listen: SocketAddr,
+    /// The cluster certificate and key, which every link's mutual TLS pins.
     pub identity: ClusterIdentity,
     /// Static members: (tier, node id); may include this node.
     pub members: Vec<(u8, String)>,
     /// (tier, "name:port") re-resolved every `dns_refresh`; each resolved "ip:port" is a member id.
     pub dns: Vec<(u8, String)>,
+    /// How often the `dns` names are resolved again.
     pub dns_refresh: Duration,
+    /// Keep-alive and idle timeout of the links: how fast a dead peer is noticed.
     pub timing: LinkTiming,
     /// `node_id` and `tier` in it must equal the above.
     pub tree: TreeConfig,
     /// TEST-ONLY loss shaper: fraction of outgoing media datagrams dropped (seeded).
     pub drop_datagrams: f64,
+    /// TEST-ONLY: seed of the loss shaper, so a lossy run can be repeated.
     pub drop_seed: u64,
 }
 
 /// Gateway → node.
 #[derive(Debug, Clone)]
 pub enum Local {
+    /// A track published on this gateway, with its codec description.
     Publish(SubscribeOk),
+    /// A packet of a track published here.
     Packet(TrackKey, SharedPacket),
+    /// A track published here ended.
     Unpublish(TrackKey),
+    /// Local viewers want this track.
     Subscribe(TrackKey),
+    /// Local viewers no longer want this track.
     Unsubscribe(TrackKey),
+    /// A local viewer needs a keyframe of this track.
     KeyframeRequest(TrackKey),
+    /// A stream published here (name, origin), to register at its home node.
     Announce(String, StreamOrigin),
+    /// The publisher of this stream (name, session) left.
     Withdraw(String, [u8; 16]),
+    /// Where is this stream published? Answered with `ClusterEvent::StreamLocation`.
     Lookup(String),
     /// Leave without a lost packet: children move first (`TreeNode::drain`); `ClusterEvent::Drained`
     /// says when none is left.
@@ -75,10 +89,16 @@ pub enum Local {
 /// Node → gateway: the tree's outputs that are local.
 #[derive(Debug, Clone)]
 pub enum ClusterEvent {
+    /// A packet of a track subscribed here.
     Deliver(TrackKey, SharedPacket),
+    /// A track subscribed here is flowing; its codec description.
     TrackReady(TrackKey, SubscribeOk),
+    /// A track subscribed here is gone.
     TrackEnded(TrackKey),
+    /// A track published here: a viewer somewhere in the tree needs a keyframe.
     KeyframeRequest(TrackKey),
+    /// The answer to `Local::Lookup`: where the stream is published; `None` when it is not live or its
+    /// home could not be reached.
     StreamLocation(String, Option<StreamOrigin>),
     /// After `Local::Drain`: every child has moved to another parent; the links may close.
     Drained,
@@ -125,12 +145,18 @@ impl ClusterHandle {
 /// Counters and state of one node, for its stats endpoint.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClusterStats {
+    /// This node's id.
     pub node_id: String,
+    /// This node's tier (0 gateway, 1.. relay tiers).
     pub tier: u8,
+    /// The tree's counters.
     #[serde(serialize_with = "serialize_tree_stats")]
     pub tree: TreeStats,
+    /// Each link that is up.
     pub links: Vec<LinkStats>,
+    /// Each track the node holds.
     pub tracks: Vec<TrackStats>,
+    /// The membership the tree works with, static and from DNS: (tier, node id).
     pub members: Vec<(u8, String)>,
     /// Handshakes that failed on TLS or Hello, either side (a stranger shows up here).
     pub refused_handshakes: u64,
@@ -143,7 +169,9 @@ pub struct ClusterStats {
 pub struct TrackStats {
     /// "origin/sessionhex/name"
     pub key: String,
+    /// Children this node feeds the track to.
     pub children: usize,
+    /// The node the track comes from; `None` at its origin or while it has no parent.
     pub parent: Option<String>,
 }
 

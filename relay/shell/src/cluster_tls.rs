@@ -27,7 +27,9 @@ pub const SERVER_NAME: &str = "cluster.wish-relay.internal";
 /// Link timing: how fast a dead peer is noticed (re-parenting waits for this).
 #[derive(Debug, Clone, Copy)]
 pub struct LinkTiming {
+    /// QUIC keep-alive interval: an idle link still carries packets, so its death is noticed.
     pub keep_alive: Duration,
+    /// A link that hears nothing for this long is dead.
     pub idle_timeout: Duration,
 }
 
@@ -47,6 +49,7 @@ pub struct ClusterIdentity {
 }
 
 impl ClusterIdentity {
+    /// Reads the cluster certificate and key from PEM files.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
         let cert_pem = std::fs::read_to_string(cert)
             .map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
@@ -55,6 +58,7 @@ impl ClusterIdentity {
         Self::from_pem(&cert_pem, &key_pem)
     }
 
+    /// The cluster certificate and key from PEM text.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
         let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
             .map_err(|e| format!("bad cluster certificate: {e}"))?;
@@ -103,6 +107,8 @@ impl ClusterIdentity {
         Ok(Arc::new(t))
     }
 
+    /// The QUIC config for accepting links: TLS 1.3, the link ALPN, and a client must present the cluster
+    /// certificate.
     pub fn server_config(&self, timing: LinkTiming) -> Result<quinn::ServerConfig, String> {
         let mut tls = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -117,6 +123,8 @@ impl ClusterIdentity {
         Ok(config)
     }
 
+    /// The QUIC config for dialling links: TLS 1.3, the link ALPN, the cluster certificate presented, and
+    /// the server must present it too.
     pub fn client_config(&self, timing: LinkTiming) -> Result<quinn::ClientConfig, String> {
         let mut tls = rustls::ClientConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])

@@ -3,6 +3,8 @@
 //! cluster certificate), the task that drives one node's `TreeNode` (`cluster`), drain on
 //! SIGTERM, and telemetry out (the cluster's metrics, OTLP/HTTP push).
 
+#![warn(missing_docs)]
+
 pub mod cluster;
 pub mod cluster_metrics;
 pub mod cluster_tls;

@@ -32,21 +32,29 @@ use relay_proto::tree::LinkId;
 /// One link that is up.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LinkStats {
+    /// The link's id, as the node task and the tree know it.
     pub id: u64,
+    /// The peer's node id, from its Hello.
     pub peer: String,
     /// We opened it (else the peer did).
     pub dialed: bool,
+    /// QUIC's current RTT estimate, in milliseconds.
     pub rtt_ms: f64,
     /// QUIC's own counts: every packet, and those it declared lost.
     pub packets_sent: u64,
+    /// QUIC packets declared lost.
     pub packets_lost: u64,
+    /// Media datagrams received.
     pub datagrams_in: u64,
+    /// Media datagrams sent.
     pub datagrams_out: u64,
     /// Dropped on purpose by the test-only loss shaper.
     pub datagrams_dropped_by_shaper: u64,
     /// Over the connection's datagram size, or refused by QUIC.
     pub datagrams_dropped: u64,
+    /// Control messages received.
     pub control_in: u64,
+    /// Control messages queued for sending.
     pub control_out: u64,
     /// Malformed control frames and protocol violations (each closes the link).
     pub decode_errors: u64,
@@ -66,25 +74,37 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum LinkEvent {
     /// Hellos exchanged and accepted both ways; `peer` is the node id from the peer's Hello.
     Up {
+        /// The link's id.
         link: LinkId,
+        /// The peer's node id.
         peer: String,
+        /// The node task's handle for sending on the link.
         handle: LinkHandle,
     },
     /// A link that was up is gone (closed, timed out, malformed input).
     Down {
+        /// The link's id.
         link: LinkId,
     },
     /// A dial to `peer` did not produce a link (unreachable, refused, wrong identity).
     ConnectFailed {
+        /// The peer that was dialled.
         peer: String,
     },
+    /// A control message from the peer.
     Control {
+        /// The link it came on.
         link: LinkId,
+        /// The message.
         msg: ControlMessage,
     },
+    /// A media datagram from the peer.
     Datagram {
+        /// The link it came on.
         link: LinkId,
+        /// The datagram as received.
         bytes: Bytes,
+        /// When it was read off the connection.
         at: Instant,
     },
 }
@@ -116,10 +136,12 @@ pub struct LinkHandle {
 }
 
 impl LinkHandle {
+    /// The peer's node id.
     pub fn peer(&self) -> &str {
         &self.peer
     }
 
+    /// QUIC's current RTT estimate for the link.
     pub fn rtt(&self) -> Duration {
         self.conn.rtt()
     }
@@ -156,6 +178,7 @@ impl LinkHandle {
             .close(VarInt::from_u32(code.to_wire().into()), reason.as_bytes());
     }
 
+    /// A snapshot of the link's counters, reported under `id`.
     pub fn stats(&self, id: LinkId) -> LinkStats {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -187,6 +210,8 @@ pub struct LossShaper {
 }
 
 impl LossShaper {
+    /// Drops a `rate` fraction of datagrams (clamped to 0..=1; not finite means 0), in an order fixed by
+    /// `seed`.
     pub fn new(rate: f64, seed: u64) -> LossShaper {
         LossShaper {
             rate: if rate.is_finite() {
@@ -199,6 +224,7 @@ impl LossShaper {
         }
     }
 
+    /// Whether to drop the next datagram.
     pub fn drop_next(&mut self) -> bool {
         if self.rate <= 0.0 {
             return false;
@@ -262,6 +288,7 @@ impl Links {
         Ok(Links { endpoint, ctx })
     }
 
+    /// The address the endpoint is bound to (the real port when `listen` had port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, String> {
         self.endpoint.local_addr().map_err(|e| e.to_string())
     }

@@ -27,17 +27,25 @@ const SCOPE: &str = "wish";
 /// A finished span, as the code that timed it knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpanRecord {
+    /// The trace the span belongs to.
     pub trace_id: [u8; 16],
+    /// The span's own id.
     pub span_id: [u8; 8],
+    /// The span this one is part of; `None` for a trace's root.
     pub parent_span_id: Option<[u8; 8]>,
+    /// What was timed.
     pub name: String,
     /// A server span (it answers a client's request) rather than internal work.
     pub server: bool,
+    /// When it started.
     pub start: SystemTime,
+    /// When it ended.
     pub end: SystemTime,
+    /// Attributes, as key and string value.
     pub attributes: Vec<(String, String)>,
 }
 
+/// Nanoseconds since the Unix epoch, as OTLP timestamps want (0 before the epoch).
 pub fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

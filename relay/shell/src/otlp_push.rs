@@ -28,13 +28,16 @@ const SPAN_QUEUE: usize = 4096;
 /// A push that takes longer is abandoned (the next one carries the totals anyway).
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Where and how often [`run`] pushes.
 #[derive(Debug, Clone)]
 pub struct OtlpConfig {
     /// Base URL of an OTLP/HTTP receiver, e.g. `http://otel-collector:4318`.
     pub endpoint: String,
+    /// Time between pushes.
     pub interval: Duration,
-    /// `service.name` and `service.instance.id` of the resource.
+    /// `service.name` of the resource.
     pub service: String,
+    /// `service.instance.id` of the resource.
     pub instance: String,
 }
 
@@ -54,10 +57,13 @@ impl SpanSink {
         }
     }
 
+    /// False for a [`SpanSink::disabled`] sink, so callers can skip building spans.
     pub fn enabled(&self) -> bool {
         self.tx.is_some()
     }
 
+    /// Queues a finished span for the next push without waiting; when the queue is full the span is dropped
+    /// and counted. A disabled sink ignores it.
     pub fn send(&self, span: SpanRecord) {
         if let Some(tx) = &self.tx
             && tx.try_send(span).is_err()
@@ -72,9 +78,10 @@ impl SpanSink {
     }
 }
 
+/// Gathers the node's metrics for one push (the same function `/metrics` uses).
 pub type Gather = Arc<dyn Fn() -> Exposition + Send + Sync>;
 
-/// The spans' queue: a sink for the code that finishes spans, the receiving end for [`start`]
+/// The spans' queue: a sink for the code that finishes spans, the receiving end for [`run`]
 /// (made first, so that what produces spans can exist before what gathers metrics does).
 pub fn span_queue() -> (SpanSink, SpanQueue) {
     let (tx, rx) = mpsc::channel(SPAN_QUEUE);

@@ -29,6 +29,7 @@ pub struct ClusterSettings {
     pub name: String,
     /// The cluster certificate and key (PEM) every node holds.
     pub cert: PathBuf,
+    /// The cluster key (PEM), the certificate's private key.
     pub key: PathBuf,
     /// Static members, `tier:host:port`.
     #[serde(default)]
@@ -48,6 +49,7 @@ pub struct ClusterSettings {
     /// TEST ONLY: drop this fraction of outgoing media datagrams, seeded.
     #[serde(default)]
     pub test_drop_datagrams: f64,
+    /// TEST ONLY: seed of which datagrams are dropped, so a lossy run can be repeated.
     #[serde(default = "default_seed")]
     pub test_seed: u64,
 }

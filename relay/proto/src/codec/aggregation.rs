@@ -13,6 +13,7 @@ pub fn aggregation_units(body: &[u8]) -> AggregationUnits<'_> {
     AggregationUnits { rest: body }
 }
 
+/// The NAL units of one aggregation body, in order; made by [`aggregation_units`].
 pub struct AggregationUnits<'a> {
     rest: &'a [u8],
 }

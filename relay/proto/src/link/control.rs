@@ -46,43 +46,55 @@ pub enum ControlMessage {
     HelloAck,
     /// The sender is closing the link, and why (version mismatch, malformed input, shutdown). Frozen layout.
     Close {
+        /// Why, as a code the peer can act on.
         code: CloseCode,
+        /// Human-readable detail, for the peer's log.
         reason: String,
     },
     /// RTT probe; `t` is the pinger's own opaque timestamp, echoed back unchanged in `Pong`.
     Ping {
+        /// The pinger's timestamp, opaque to the peer.
         t: u64,
     },
+    /// The answer to `Ping`.
     Pong {
+        /// The `t` of the `Ping` answered.
         t: u64,
     },
     /// Child → parent: send me this track.
     Subscribe {
+        /// The track wanted.
         track: TrackKey,
     },
     /// Parent → child: this track already has as many children here as the fan-out limit
     /// allows; subscribe at the next rendezvous choice instead.
     Redirect {
+        /// The track this parent will not feed the child.
         track: TrackKey,
     },
     /// Child → parent: stop sending this track (last viewer below left).
     Unsubscribe {
+        /// The track no longer wanted.
         track: TrackKey,
     },
     /// Parent → child: the track is coming on a channel, with what the child needs to offer it to viewers.
     SubscribeOk(SubscribeOk),
     /// Parent → child: the track is gone (publisher left), or could not be found for a `Subscribe`.
     TrackEnded {
+        /// The track that ended.
         track: TrackKey,
     },
     /// Child → parent: a viewer below needs a keyframe.
     KeyframeRequest {
+        /// The track's channel on this link (from its `SubscribeOk`).
         channel: u32,
     },
     /// Child → parent: resend these packets. Up to [`MAX_NACK_SEQS`](super::MAX_NACK_SEQS) seqs; decoded
     /// sorted and unique whatever order they were given in.
     Nack {
+        /// The track's channel on this link (from its `SubscribeOk`).
         channel: u32,
+        /// Extended sequence numbers of the packets wanted.
         seqs: Vec<u64>,
     },
     /// Any node → its peers: I am leaving; move the tracks I feed you to your next rendezvous
@@ -91,22 +103,29 @@ pub enum ControlMessage {
     Draining,
     /// Origin gateway → the stream's home node: this stream is published here.
     StreamAnnounce {
+        /// The stream's name.
         stream: String,
+        /// Where the stream is published and which tracks it has.
         origin: StreamOrigin,
     },
     /// Origin gateway → home node: the publisher of this stream (this session) left. Naming the session lets
     /// the home node ignore a late withdraw after the stream was republished elsewhere.
     StreamWithdraw {
+        /// The stream's name.
         stream: String,
+        /// The session that published it (the `session` of its `StreamOrigin`).
         session: [u8; 16],
     },
     /// Edge → home node: where is this stream published?
     StreamLookup {
+        /// The stream's name.
         stream: String,
     },
     /// Home node → edge: the answer to `StreamLookup`; `None` when the stream is not live.
     StreamLocation {
+        /// The stream asked about.
         stream: String,
+        /// Where it is published.
         origin: Option<StreamOrigin>,
     },
 }
@@ -115,6 +134,7 @@ pub enum ControlMessage {
 /// publisher negotiated them, so the child can offer exactly those to its viewers without transcoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscribeOk {
+    /// The track this answers.
     pub track: TrackKey,
     /// Link-local number of this track in media datagrams, chosen by the parent.
     pub channel: u32,
@@ -122,6 +142,7 @@ pub struct SubscribeOk {
     /// keyframe run), or `u64::MAX` when it has none yet. Lets the child repair the very first
     /// packets too: datagrams may arrive before this message, and any of them may be lost.
     pub first_seq: u64,
+    /// The track's codec, as the publisher negotiated it.
     pub codec: Codec,
     /// RTP clock rate (90000 for video, 48000 for Opus).
     pub clock_rate: u32,
@@ -149,10 +170,12 @@ pub enum CloseCode {
     Malformed,
     /// The peer sent a valid message at the wrong time (anything before Hello, a second Hello).
     ProtocolViolation,
+    /// A code this build does not know (from a newer peer), kept as it came.
     Other(u16),
 }
 
 impl CloseCode {
+    /// The code's number on the wire.
     pub fn to_wire(self) -> u16 {
         match self {
             CloseCode::Shutdown => 0,
@@ -165,6 +188,7 @@ impl CloseCode {
         }
     }
 
+    /// The code of a number from the wire; numbers this build does not know become [`CloseCode::Other`].
     pub fn from_wire(code: u16) -> CloseCode {
         match code {
             0 => CloseCode::Shutdown,

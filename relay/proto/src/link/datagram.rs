@@ -42,6 +42,7 @@ pub struct MediaDatagram {
     pub channel: u32,
     /// Sent in answer to a NACK, not live: the receiver should not treat it as reordering or as new loss.
     pub retransmission: bool,
+    /// The media packet; its `received` is the datagram's arrival.
     pub packet: MediaPacket,
 }
 

@@ -41,6 +41,7 @@ pub struct ControlDecoder {
 }
 
 impl ControlDecoder {
+    /// A decoder with an empty buffer and zeroed counters.
     pub fn new() -> ControlDecoder {
         ControlDecoder::default()
     }
@@ -126,6 +127,7 @@ impl ControlDecoder {
         self.buf.len()
     }
 
+    /// This control stream's counters so far.
     pub fn stats(&self) -> DecodeStats {
         self.stats
     }

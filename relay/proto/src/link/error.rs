@@ -9,15 +9,28 @@ use std::fmt;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EncodeError {
     /// A string field is longer than [`MAX_STRING_LEN`](super::MAX_STRING_LEN) bytes.
-    StringTooLong { field: &'static str, len: usize },
+    StringTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// A list has more entries than the protocol allows (NACK seqs, stream tracks).
     TooMany {
+        /// What the list holds.
         what: &'static str,
+        /// Entries in the list.
         count: usize,
+        /// The most the protocol allows.
         max: usize,
     },
     /// The frame would exceed [`MAX_CONTROL_MESSAGE_LEN`](super::MAX_CONTROL_MESSAGE_LEN).
-    MessageTooLarge { len: usize, max: usize },
+    MessageTooLarge {
+        /// The frame's length in bytes.
+        len: usize,
+        /// The protocol's limit.
+        max: usize,
+    },
 }
 
 impl fmt::Display for EncodeError {
@@ -43,21 +56,38 @@ impl std::error::Error for EncodeError {}
 pub enum DecodeError {
     /// A length prefix above [`MAX_CONTROL_MESSAGE_LEN`](super::MAX_CONTROL_MESSAGE_LEN); refused before
     /// anything of that size is buffered.
-    Oversized { len: u32, max: u32 },
+    Oversized {
+        /// The length prefix received.
+        len: u32,
+        /// The protocol's limit.
+        max: u32,
+    },
     /// A count field above the protocol's bound (NACK seqs, stream tracks).
     TooMany {
+        /// The message's type byte.
         msg_type: u8,
+        /// What was counted.
         what: &'static str,
+        /// The count received.
         count: usize,
+        /// The most the protocol allows.
         max: usize,
     },
     /// A length prefix of zero: every frame has at least its type byte.
     EmptyFrame,
     /// The body of a known message does not parse: too short, trailing bytes, bad UTF-8, an out-of-range enum
     /// or flag, NACK blocks out of order.
-    Malformed { msg_type: u8, what: &'static str },
+    Malformed {
+        /// The message's type byte.
+        msg_type: u8,
+        /// Which part did not parse.
+        what: &'static str,
+    },
     /// The stream ended in the middle of a frame.
-    Truncated { buffered: usize },
+    Truncated {
+        /// Bytes of the unfinished frame held when the stream ended.
+        buffered: usize,
+    },
 }
 
 impl fmt::Display for DecodeError {
@@ -96,13 +126,27 @@ impl std::error::Error for DecodeError {}
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatagramError {
     /// Encoding: header plus payload exceed the datagram size the connection allows.
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// Header plus payload, in bytes.
+        size: usize,
+        /// The largest datagram allowed.
+        max: usize,
+    },
     /// Decoding: shorter than the fixed header.
-    Truncated { len: usize },
+    Truncated {
+        /// The datagram's length in bytes.
+        len: usize,
+    },
     /// Decoding: a datagram format this build does not speak.
-    UnsupportedVersion { version: u8 },
+    UnsupportedVersion {
+        /// The format version the datagram carries.
+        version: u8,
+    },
     /// Decoding: reserved flag bits set, which means a format this build does not understand.
-    ReservedFlags { flags: u8 },
+    ReservedFlags {
+        /// The datagram's whole flags byte.
+        flags: u8,
+    },
 }
 
 impl fmt::Display for DatagramError {

@@ -30,16 +30,23 @@ pub struct Hello {
 /// Why a peer's Hello was refused. Turn it into the `Close` to send with [`HandshakeError::close_message`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HandshakeError {
+    /// The peer speaks another protocol version.
     VersionMismatch {
+        /// Our [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
         ours: u16,
+        /// The version in the peer's Hello.
         theirs: u16,
     },
+    /// The peer belongs to another cluster.
     ClusterMismatch {
+        /// Our cluster name.
         ours: String,
+        /// The cluster name in the peer's Hello.
         theirs: String,
     },
     /// The peer claims our own node id: a node dialled itself (or two nodes share an id, which is as bad).
     SameNode {
+        /// The node id the peer claimed, which is ours.
         node_id: String,
     },
 }
@@ -97,6 +104,7 @@ impl Hello {
 }
 
 impl HandshakeError {
+    /// The close code that says why.
     pub fn code(&self) -> CloseCode {
         match self {
             HandshakeError::VersionMismatch { .. } => CloseCode::VersionMismatch,

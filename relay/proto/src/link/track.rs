@@ -18,6 +18,8 @@ pub struct TrackKey {
     pub origin: String,
     /// The publishing session's id, raw bytes (the gateway's `SessionId`).
     pub session: [u8; 16],
+    /// The track's name within its session (a data channel's is made by
+    /// [`data_key_name`](crate::data_track::data_key_name)).
     pub name: String,
 }
 
@@ -41,8 +43,11 @@ impl TrackKey {
 /// build does not know cannot be offered to a viewer anyway).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TrackKind {
+    /// An audio track.
     Audio,
+    /// A video track.
     Video,
+    /// A data channel (see [`crate::data_track`]).
     Data,
 }
 
@@ -68,7 +73,9 @@ impl TrackKind {
 /// One track of an announced stream.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StreamTrack {
+    /// The track's name, as in its [`TrackKey::name`].
     pub name: String,
+    /// What the track carries.
     pub kind: TrackKind,
 }
 
@@ -79,7 +86,9 @@ pub struct StreamTrack {
 pub struct StreamOrigin {
     /// Node id of the gateway the publisher is connected to.
     pub node: String,
+    /// The publishing session's id, as in [`TrackKey::session`].
     pub session: [u8; 16],
+    /// The stream's tracks.
     pub tracks: Vec<StreamTrack>,
 }
 
