@@ -129,7 +129,10 @@ struct Client {
     pt: Option<Pt>,
     publisher: u8,
     frames_sent: u32,
-    keyframe_wanted: bool,
+    /// Frames until a requested keyframe.
+    keyframe_in: Option<u32>,
+    /// Simulcast publishers: the layers' rids, top first.
+    rids: Vec<String>,
     /// Viewers: what they decoded, in order.
     got: Vec<Got>,
     connected_at: Option<Instant>,
@@ -196,11 +199,23 @@ impl Sim {
 
     /// A WHIP-like publisher of H264, number `publisher`, adopted by the engine.
     fn publish(&mut self, publisher: u8) -> (usize, Vec<Arc<TrackInfo>>) {
+        self.publish_layers(publisher, &[])
+    }
+
+    /// … sending simulcast with these rids (layer k's frames carry publisher + k).
+    fn publish_layers(&mut self, publisher: u8, rids: &[&str]) -> (usize, Vec<Arc<TrackInfo>>) {
         let mut rtc = self.client_rtc(true);
         let addr = self.addr();
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
         let mut change = rtc.sdp_api();
-        let mid = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let simulcast = (!rids.is_empty()).then(|| {
+            let mut s = str0m::media::Simulcast::new();
+            for r in rids {
+                s.add_send_layer(str0m::media::SimulcastLayer::new(r));
+            }
+            s
+        });
+        let mid = change.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast);
         let (offer, pending) = change.apply().expect("offer");
         let peer = self
             .peers
@@ -223,8 +238,9 @@ impl Sim {
             },
             self.now,
         );
-        self.clients
-            .push(Client::new(rtc, addr, id, mid, publisher));
+        let mut client = Client::new(rtc, addr, id, mid, publisher);
+        client.rids = rids.iter().map(|r| r.to_string()).collect();
+        self.clients.push(client);
         (self.clients.len() - 1, tracks)
     }
 
@@ -289,12 +305,23 @@ impl Sim {
                 let due = (now - at).as_millis() / FRAME.as_millis();
                 while u128::from(c.frames_sent) <= due {
                     let n = c.frames_sent;
-                    let keyframe = n.is_multiple_of(GOP) || c.keyframe_wanted;
-                    c.keyframe_wanted = false;
-                    let data = frame_data(c.publisher, n, keyframe);
+                    // A requested keyframe comes three frames later, as from a real encoder.
+                    let requested = c.keyframe_in == Some(0);
+                    c.keyframe_in = c.keyframe_in.and_then(|k| k.checked_sub(1));
+                    let keyframe = n.is_multiple_of(GOP) || requested;
                     let rtp_time = MediaTime::new(u64::from(n) * 3000, Frequency::NINETY_KHZ);
-                    if let Some(w) = c.rtc.writer(c.mid) {
-                        w.write(pt, now, rtp_time, data).expect("write");
+                    if c.rids.is_empty() {
+                        let data = frame_data(c.publisher, n, keyframe);
+                        if let Some(w) = c.rtc.writer(c.mid) {
+                            w.write(pt, now, rtp_time, data).expect("write");
+                        }
+                    }
+                    for (k, rid) in c.rids.iter().enumerate() {
+                        let data = frame_data(c.publisher + k as u8, n, keyframe);
+                        if let Some(w) = c.rtc.writer(c.mid) {
+                            let w = w.rid(rid.as_str().into());
+                            w.write(pt, now, rtp_time, data).expect("write");
+                        }
                     }
                     c.frames_sent += 1;
                 }
@@ -373,7 +400,8 @@ impl Client {
             pt: None,
             publisher,
             frames_sent: 0,
-            keyframe_wanted: false,
+            keyframe_in: None,
+            rids: Vec::new(),
             got: Vec::new(),
             connected_at: None,
             closed: false,
@@ -430,7 +458,9 @@ impl Client {
                     self.got.push(g);
                 }
             }
-            Event::KeyframeRequest(_) => self.keyframe_wanted = true,
+            Event::KeyframeRequest(_) => {
+                self.keyframe_in.get_or_insert(3);
+            }
             _ => {}
         }
     }
@@ -572,4 +602,48 @@ fn closing_a_viewer_tells_its_client_and_frees_its_session() {
         sim.viewer(other).got.len() > before + 10,
         "the other viewer plays on"
     );
+}
+
+#[test]
+fn a_pinned_simulcast_layer_takes_over_at_its_keyframe() {
+    let mut sim = Sim::new();
+    let (_, tracks) = sim.publish_layers(0, &["h", "l"]);
+    assert_eq!(tracks.len(), 2, "one track per layer");
+    sim.run(500);
+    let v = sim.view(&tracks, false);
+    sim.run(1000);
+    let before = sim.viewer(v).got.len();
+    assert!(before > 10, "the viewer plays");
+    assert!(
+        sim.viewer(v).got.iter().all(|g| g.publisher == 0),
+        "the top layer first"
+    );
+    let id = sim.clients[v].session;
+    let now = sim.now;
+    sim.engine
+        .select_layer(id, None, Some("l".into()), now)
+        .expect("the layer exists");
+    sim.run(1000);
+    let got = &sim.viewer(v).got;
+    let switch = got
+        .iter()
+        .position(|g| g.publisher == 1)
+        .expect("the low layer arrived");
+    assert!(
+        got[switch].keyframe,
+        "the switch is at the low layer's keyframe"
+    );
+    assert!(
+        got[switch].frame < got[before - 1].frame + 15,
+        "the keyframe was asked for, not waited for (a GOP is 60 frames)"
+    );
+    assert!(got[switch..].iter().all(|g| g.publisher == 1));
+    assert!(got.iter().all(|g| g.whole), "every frame whole");
+    for w in got.windows(2) {
+        assert!(
+            w[1].frame > w[0].frame,
+            "the picture never steps back: {w:?}"
+        );
+    }
+    assert_whole_and_in_order(&got[switch..], 1);
 }
