@@ -54,15 +54,16 @@ pub enum RecorderRequest {
     },
 }
 
+/// What a recorded track is written as: video (its sample entry) or Opus.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Codec {
+enum RecordedCodec {
     Video(VideoCodec),
     Opus,
 }
 
 struct TrackRec {
     info: Arc<TrackInfo>,
-    codec: Codec,
+    codec: RecordedCodec,
     mp4_id: u32,
     /// Video only.
     asm: Option<Assembler>,
@@ -83,8 +84,8 @@ struct TrackRec {
 impl TrackRec {
     fn timescale(&self) -> u32 {
         match self.codec {
-            Codec::Video(_) => VIDEO_TIMESCALE,
-            Codec::Opus => AUDIO_TIMESCALE,
+            RecordedCodec::Video(_) => VIDEO_TIMESCALE,
+            RecordedCodec::Opus => AUDIO_TIMESCALE,
         }
     }
 
@@ -327,10 +328,10 @@ impl Recorder {
                 .map(|p| p.spec().codec.to_string())
                 .unwrap_or_default();
             let codec = match relay_proto::Codec::from_name(&name) {
-                relay_proto::Codec::H264 => Codec::Video(VideoCodec::H264),
-                relay_proto::Codec::H265 => Codec::Video(VideoCodec::H265),
-                relay_proto::Codec::Av1 => Codec::Video(VideoCodec::Av1),
-                relay_proto::Codec::Opus => Codec::Opus,
+                relay_proto::Codec::H264 => RecordedCodec::Video(VideoCodec::H264),
+                relay_proto::Codec::H265 => RecordedCodec::Video(VideoCodec::H265),
+                relay_proto::Codec::Av1 => RecordedCodec::Video(VideoCodec::Av1),
+                relay_proto::Codec::Opus => RecordedCodec::Opus,
                 other => {
                     if self.warned.insert(stream.clone()) {
                         tracing::warn!(%stream, codec = ?other, kind = ?info.kind,
@@ -347,15 +348,15 @@ impl Recorder {
                 codec,
                 mp4_id: recs.len() as u32 + 1,
                 asm: match codec {
-                    Codec::Video(c) => Some(Assembler::new(c)),
-                    Codec::Opus => None,
+                    RecordedCodec::Video(c) => Some(Assembler::new(c)),
+                    RecordedCodec::Opus => None,
                 },
                 refused: false,
                 pending: None,
                 ready: Vec::new(),
                 ready_start: 0,
                 next_dts: None,
-                last_duration: if codec == Codec::Opus { 960 } else { 3000 },
+                last_duration: if codec == RecordedCodec::Opus { 960 } else { 3000 },
                 ended: false,
                 wait_keyframe: true,
                 info,
@@ -448,7 +449,7 @@ impl Recording {
     fn has_video(&self) -> bool {
         self.tracks
             .iter()
-            .any(|t| matches!(t.codec, Codec::Video(_)) && !t.refused)
+            .any(|t| matches!(t.codec, RecordedCodec::Video(_)) && !t.refused)
     }
 
     fn on_packet(&mut self, track: TrackId, p: &SharedPacket, dir: &Path, segment: Duration) {
@@ -460,7 +461,7 @@ impl Recording {
             return;
         };
         match self.tracks[i].codec {
-            Codec::Opus => {
+            RecordedCodec::Opus => {
                 if p.payload.is_empty() {
                     return;
                 }
@@ -471,7 +472,7 @@ impl Recording {
                 };
                 self.on_sample(i, p.rtp_time, p.received, sample, false, dir, segment);
             }
-            Codec::Video(_) => {
+            RecordedCodec::Video(_) => {
                 let Some(asm) = self.tracks[i].asm.as_mut() else {
                     return;
                 };
@@ -520,7 +521,7 @@ impl Recording {
         dir: &Path,
         segment: Duration,
     ) {
-        let video = matches!(self.tracks[i].codec, Codec::Video(_));
+        let video = matches!(self.tracks[i].codec, RecordedCodec::Video(_));
         // The first sample of a file: a video keyframe with its parameter sets, or audio when
         // there is no video.
         let opens = if self.has_video() {
@@ -565,7 +566,7 @@ impl Recording {
             t.ready.clear();
             let kind = match t.codec {
                 _ if t.refused => continue,
-                Codec::Video(codec) => match TrackConfig::video(codec, &params) {
+                RecordedCodec::Video(codec) => match TrackConfig::video(codec, &params) {
                     Ok(kind) => kind,
                     Err(why) => {
                         tracing::error!(stream = %self.stream, codec = ?codec,
@@ -575,7 +576,7 @@ impl Recording {
                         continue;
                     }
                 },
-                Codec::Opus => TrackConfig::Opus {
+                RecordedCodec::Opus => TrackConfig::Opus {
                     channels: t
                         .info
                         .params
