@@ -25,15 +25,20 @@ pub enum WorkerMsg {
 
 /// The cluster bridge's inbox (from the workers).
 pub enum BridgeMsg {
+    /// Along a track.
     Track(TrackMsg),
+    /// Along a data channel.
     Channel(ChannelMsg),
+    /// What only a worker tells the bridge.
     Notice(ToBridge),
 }
 
 /// A sender to one task of the node, typed by what the task takes.
 #[derive(Clone)]
 pub enum Mailbox {
+    /// A media worker.
     Worker(UnboundedSender<WorkerMsg>),
+    /// The cluster bridge.
     Bridge(UnboundedSender<BridgeMsg>),
     /// The recorder only subscribes: it takes packets, never requests.
     Recorder(UnboundedSender<FromOrigin>),

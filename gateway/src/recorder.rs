@@ -356,7 +356,11 @@ impl Recorder {
                 ready: Vec::new(),
                 ready_start: 0,
                 next_dts: None,
-                last_duration: if codec == RecordedCodec::Opus { 960 } else { 3000 },
+                last_duration: if codec == RecordedCodec::Opus {
+                    960
+                } else {
+                    3000
+                },
                 ended: false,
                 wait_keyframe: true,
                 info,

@@ -26,7 +26,9 @@ pub enum RefusalKind {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{detail}")]
 pub struct Refusal {
+    /// Why it was refused.
     pub kind: RefusalKind,
+    /// For the human reading the client's log.
     pub detail: String,
     /// Seconds after which trying again may succeed.
     pub retry_after: Option<u32>,
@@ -38,6 +40,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// A refusal of this kind.
     pub fn new(kind: RefusalKind, detail: impl Into<String>) -> Refusal {
         Refusal {
             kind,
@@ -47,30 +50,39 @@ impl Refusal {
             code: None,
         }
     }
+    /// 400: the request is malformed.
     pub fn malformed(detail: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::Malformed, detail)
     }
+    /// 404: no such thing.
     pub fn not_found(detail: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::NotFound, detail)
     }
+    /// 404: no such session.
     pub fn no_session() -> Refusal {
         Refusal::not_found("no such session")
     }
+    /// 409: conflicts with the state it meets.
     pub fn conflict(detail: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::Conflict, detail)
     }
+    /// 412: the caller's view is stale.
     pub fn stale(detail: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::Stale, detail)
     }
+    /// 422: cannot be served as asked.
     pub fn unprocessable(detail: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::Unprocessable, detail)
     }
+    /// 503: try again in 5 s.
     pub fn unavailable(detail: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::Unavailable, detail).retry_after(5)
     }
+    /// 500: a bug.
     pub fn internal(detail: impl Into<String>) -> Refusal {
         Refusal::new(RefusalKind::Internal, detail)
     }
+    /// Try again after `secs` seconds.
     pub fn retry_after(mut self, secs: u32) -> Refusal {
         self.retry_after = Some(secs);
         self

@@ -21,7 +21,9 @@ use crate::udp::UdpShell;
 pub struct WorkerIo {
     /// Every task of the node by index: workers first, then the bridge, recorder, adapters.
     pub mailboxes: Vec<Mailbox>,
+    /// The UDP socket shell that sends batches.
     pub udp: Arc<UdpShell>,
+    /// Routing updates for the UDP and ICE-TCP demultiplexers.
     pub demux: DemuxFeed,
     /// ICE-TCP connections (TCP transmits go there), when it is on.
     pub ice_tcp: Option<Arc<crate::ice_tcp::IceTcp>>,
@@ -35,16 +37,19 @@ pub struct WorkerIo {
 /// one poll per session.
 const INBOX_BATCH: usize = 256;
 
+/// A worker: one engine and the IO around it.
 pub struct Worker {
     engine: Engine,
     io: Arc<WorkerIo>,
 }
 
 impl Worker {
+    /// A worker around `engine`.
     pub fn new(engine: Engine, io: Arc<WorkerIo>) -> Worker {
         Worker { engine, io }
     }
 
+    /// Runs until the inbox closes or `shutdown` is cancelled, then closes every session.
     pub async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<WorkerMsg>,

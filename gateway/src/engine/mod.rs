@@ -55,11 +55,15 @@ use crate::track_link::{FromOrigin, ToOrigin, TrackMsg};
 
 /// A new session for the engine, negotiated by the control plane.
 pub struct Adopt {
+    /// The new session's id.
     pub id: SessionId,
+    /// Its str0m peer connection, negotiated and ready for ICE.
     pub rtc: str0m::Rtc,
     /// Answer this viewer's NACKs from the cache on its media SSRC (it has no RTX).
     pub same_ssrc_repair: bool,
+    /// The tracks it publishes.
     pub pushed: Vec<Arc<TrackInfo>>,
+    /// The tracks it receives, one per m-line.
     pub pulls: Vec<Pull>,
     /// The HTTP request that made the session: when it arrived, its trace (`join_metrics`).
     pub requested: RequestContext,
@@ -68,28 +72,41 @@ pub struct Adopt {
 /// Counters readable from the HTTP side without asking the worker.
 #[derive(Default)]
 pub struct WorkerStats {
+    /// Sessions on this engine.
     pub sessions: AtomicUsize,
+    /// Tracks this engine holds a copy of.
     pub tracks: AtomicUsize,
+    /// RTP packets received from publishers.
     pub packets_in: AtomicU64,
+    /// Packets written to viewers.
     pub packets_out: AtomicU64,
+    /// Packets handed to other workers (once per worker with viewers).
     pub cross_worker_packets: AtomicU64,
+    /// Viewers started from a cached keyframe run.
     pub keyframe_runs_served: AtomicU64,
+    /// Keyframe requests from viewers and joins, before rate limiting.
     pub keyframe_requests_received: AtomicU64,
+    /// PLIs sent to publishers.
     pub keyframe_requests_sent: AtomicU64,
     /// Panics caught inside str0m (each cost one session).
     pub panics: AtomicU64,
     /// Data channel messages a subscriber missed (channel not open, or too much unsent).
     pub channel_drops: AtomicU64,
+    /// Data channel messages received from publishers.
     pub channel_messages_received: AtomicU64,
+    /// Data channel messages written to subscribers.
     pub channel_messages_delivered: AtomicU64,
     /// NACKed packets from viewers without RTX: asked for, resent from the cache, not found.
     pub nacks_received: AtomicU64,
+    /// … resent from the packet cache.
     pub nacks_answered: AtomicU64,
+    /// … no longer in the packet cache.
     pub nacks_missed: AtomicU64,
     /// NACK messages from viewers with RTX (str0m answers those).
     pub nacks_rtx: AtomicU64,
     /// H264 quirks of published tracks (origin worker only): see `TrackState::inspect_h264`.
     pub h264_bframes: AtomicU64,
+    /// IDRs whose SPS/PPS were not sent since the previous one.
     pub h264_idr_without_parameter_sets: AtomicU64,
     /// Simulcast layer switches done for viewers.
     pub layer_switches: AtomicU64,
@@ -98,9 +115,13 @@ pub struct WorkerStats {
 /// What an engine is given and shares with the rest of the node: configuration, the node's
 /// session and track directory, counters. No IO handle.
 pub struct EngineCtx {
+    /// The node's directory of sessions, streams and tracks.
     pub registry: Arc<Registry>,
+    /// The node's configuration.
     pub config: Arc<Config>,
+    /// This engine's counters.
     pub stats: Arc<WorkerStats>,
+    /// Join timing histograms (`join_metrics`).
     pub join: Arc<JoinMetrics>,
     /// Index of the cluster bridge among the node's mailboxes, when the node is in a cluster.
     pub bridge: Option<usize>,
@@ -121,6 +142,7 @@ const SEND_EVERY: usize = 256;
 /// timer set (a bound, so a session that keeps asking for "now" cannot hold the engine).
 const IMMEDIATE_TIMEOUTS: u32 = 4;
 
+/// One worker's sessions and tracks, as a state machine (module docs).
 pub struct Engine {
     /// This engine's index among the node's mailboxes (what a track's `origin_worker` names).
     index: usize,
@@ -146,6 +168,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine with no sessions yet, at `index` among the node's mailboxes.
     pub fn new(index: usize, ctx: Arc<EngineCtx>, now: Instant) -> Engine {
         let stats = ctx.stats.clone();
         Engine {

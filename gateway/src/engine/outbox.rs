@@ -10,11 +10,22 @@ use crate::channel_link::ChannelMsg;
 use crate::demux::DemuxUpdate;
 use crate::track_link::TrackMsg;
 
+/// What leaves the engine besides datagrams.
 pub enum EngineOutput {
-    /// Along a track, to the task at index `to` among the node's mailboxes.
-    Track { to: usize, msg: TrackMsg },
-    /// Along a data channel, to the task at index `to`.
-    Channel { to: usize, msg: ChannelMsg },
+    /// Along a track.
+    Track {
+        /// The index of the task it goes to among the node's mailboxes.
+        to: usize,
+        /// The message.
+        msg: TrackMsg,
+    },
+    /// Along a data channel.
+    Channel {
+        /// The index of the task it goes to among the node's mailboxes.
+        to: usize,
+        /// The message.
+        msg: ChannelMsg,
+    },
     /// To the cluster bridge.
     Bridge(ToBridge),
     /// To the UDP and ICE-TCP demultiplexers.
