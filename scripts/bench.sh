@@ -107,6 +107,10 @@ fi
 
 # --- gateway ------------------------------------------------------------------------------------
 GW_PID=
+# The load tool is one source address standing for many clients: admission's per-source limits
+# (50 POSTs/s, 200 pending) would refuse its ramp, so the gateways run with them off.
+printf '[limits]\nposts_per_second_per_source = 0.0\npost_burst_per_source = 0.0\npending_per_source = 0\n' \
+    >"$OUT/bench-limits.toml"
 GW_WRAPPER=
 # start_gateway NAME [loopback]: on 127.0.0.1, or with NETNS=1 (unless "loopback") on the host's
 # end of the veth pair, where the clients in the namespace reach it.
@@ -114,10 +118,6 @@ start_gateway() {
     local name=$1 ip=127.0.0.1
     [ -n "$NETNS" ] && [ "${2:-}" != loopback ] && ip=$NS_HOST_IP
     rm -f "$OUT/$name.gateway.out"
-    # The load tool is one source address standing for many clients: admission's per-source
-    # limits (50 POSTs/s, 200 pending) would refuse its ramp, so they are off here.
-    printf '[limits]\nposts_per_second_per_source = 0.0\npost_burst_per_source = 0.0\npending_per_source = 0\n' \
-        >"$OUT/bench-limits.toml"
     "$GATEWAY" --config "$OUT/bench-limits.toml" \
         --http-listen "$ip:0" --udp-listen "$ip:0" --candidate-ip "$ip" \
         >"$OUT/$name.gateway.out" 2>"$OUT/$name.gateway.err" &

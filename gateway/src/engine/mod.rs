@@ -210,7 +210,7 @@ impl Engine {
             TrackMsg::FromOrigin(FromOrigin::H264ParameterSets { track, sps, pps }) => {
                 e.learn_parameter_sets(track, &sps, &pps)
             }
-            TrackMsg::FromOrigin(FromOrigin::TrackEnded { track }) => e.on_track_ended(track, now),
+            TrackMsg::FromOrigin(FromOrigin::TrackEnded { track }) => e.end_track(track, now),
             TrackMsg::ToOrigin(ToOrigin::Subscribe { track, worker }) => {
                 e.on_subscribe(track, worker)
             }

@@ -157,13 +157,6 @@ impl Engine {
         }
     }
 
-    /// The origin says the track ended: drop our copy; its viewers wait.
-    pub(super) fn on_track_ended(&mut self, track: TrackId, now: Instant) {
-        if let Some(t) = self.tracks.remove(&track) {
-            self.detach_all(&t.subscribers, track, now);
-        }
-    }
-
     pub(super) fn on_stream_live(&mut self, stream: &str, tracks: &[Arc<TrackInfo>], now: Instant) {
         let mut moves = Vec::new();
         for (id, s) in &self.sessions {
@@ -237,7 +230,8 @@ impl Engine {
         }
     }
 
-    /// A pushed track ends: other workers drop their copies, local viewers wait.
+    /// A track ends here: its publisher on this engine left, or its origin said so. Tasks this
+    /// copy feeds (only an origin's copy feeds any) drop theirs; local viewers wait.
     pub(super) fn end_track(&mut self, track: TrackId, now: Instant) {
         if let Some(t) = self.tracks.remove(&track) {
             for w in &t.remote_workers {
