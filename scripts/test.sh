@@ -15,6 +15,9 @@ bash scripts/setup-prometheus.sh
 # The TURN test: coturn as the TURN server our credentials are for, and its test client.
 bash scripts/setup-coturn.sh
 
+# A fresh clone builds once: the incremental cache would only double target/ on CI's disk.
+export CARGO_INCREMENTAL=0
+
 # The integration tests start this binary as a real process.
 cargo build -p gateway --bin gateway -p relay --bin relay
 
