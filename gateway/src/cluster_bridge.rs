@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay_proto::KeyframeCache;
+use relay_proto::SharedPacket;
 use relay_proto::link::{StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind};
 use relay_shell::cluster::{ClusterEvent, ClusterHandle, Local};
 use str0m::format::{Codec, CodecSpec, FormatParams, PayloadParams};
@@ -32,7 +32,6 @@ use relay_shell::otlp_push::SpanSink;
 
 /// How long a WHEP request waits for the cluster to find a stream and its codecs.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
-const KEYFRAME_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Requests from the HTTP side.
 pub enum BridgeRequest {
@@ -61,10 +60,9 @@ type ResolveReply = oneshot::Sender<Option<Vec<Arc<TrackInfo>>>>;
 struct Remote {
     info: Arc<TrackInfo>,
     workers: HashSet<usize>,
-    keyframes: KeyframeCache,
-    /// H264: the parameter sets seen in what the tree delivered, handed to each later worker
-    /// ahead of the cached run (which may start at a keyframe sent without them).
-    h264: Option<relay_proto::H264Inspector>,
+    /// Workers whose `Subscribe` or `Replay` waits for the tree's next `Run`. The tree hop
+    /// holds this node's one keyframe cache for the track; the bridge keeps none.
+    awaiting_run: Vec<usize>,
 }
 
 struct PendingResolve {
@@ -298,9 +296,16 @@ impl Bridge {
                     self.cluster.send(Local::Unpublish(key));
                 }
             }
-            // Origin side: the tree learns parameter sets in-band (the bridge feeds it from the
-            // publisher's first packet on), and replays them ahead of a run that lacks them.
-            FromOrigin::H264ParameterSets { .. } => {}
+            // Origin side: the run the origin worker answers our subscribe with (the bridge
+            // subscribes when the track is published, so it is short or empty) goes into the
+            // tree ahead of the live packets, like them.
+            FromOrigin::Run { track, packets, .. } => {
+                if let Some((key, _)) = self.local_by_id.get(&track) {
+                    for p in packets.iter() {
+                        self.cluster.send(Local::Packet(key.clone(), p.clone()));
+                    }
+                }
+            }
         }
     }
 
@@ -317,30 +322,32 @@ impl Bridge {
                 let Some(remote) = self.remote_by_key.get_mut(&key) else {
                     return;
                 };
+                // The tree answers each subscribe and replay with one run, in order with the
+                // live packets: the node's first worker subscribes, later ones ask for a replay.
                 let first = remote.workers.is_empty();
-                if !remote.workers.insert(worker) {
-                    return;
-                }
-                // The tree answers every subscribe with its keyframe run, delivered to every
-                // worker of the track: only the node's first worker subscribes; later ones get
-                // the run the bridge cached, once.
+                remote.workers.insert(worker);
+                remote.awaiting_run.push(worker);
                 if first {
                     self.subscribes.asked(&key, Instant::now());
                     self.cluster.send(Local::Subscribe(key));
-                } else if let Some(w) = self.workers.get(worker) {
-                    if let Some((sps, pps)) = remote.h264.as_ref().and_then(|h| h.parameter_sets())
-                    {
-                        w.track(FromOrigin::H264ParameterSets {
-                            track: track.id,
-                            sps: sps.into(),
-                            pps: pps.into(),
-                        });
+                } else {
+                    self.cluster.send(Local::Replay(key));
+                }
+            }
+            ToOrigin::Replay { track, worker } => {
+                let remote = self
+                    .remote_by_id
+                    .get(&track)
+                    .and_then(|key| Some((key.clone(), self.remote_by_key.get_mut(key)?)));
+                match remote {
+                    Some((key, remote)) => {
+                        remote.awaiting_run.push(worker);
+                        self.cluster.send(Local::Replay(key));
                     }
-                    for p in remote.keyframes.run() {
-                        w.track(FromOrigin::Media {
-                            track: track.id,
-                            packet: p.clone(),
-                        });
+                    None => {
+                        if let Some(w) = self.workers.get(worker) {
+                            w.track(FromOrigin::TrackEnded { track });
+                        }
                     }
                 }
             }
@@ -447,15 +454,31 @@ impl Bridge {
                     return;
                 };
                 self.subscribes.delivered(&key, Instant::now());
-                remote.keyframes.push(&packet);
-                if let Some(h) = remote.h264.as_mut() {
-                    h.push(packet.rtp_time, &packet.payload);
-                }
                 for w in &remote.workers {
                     if let Some(tx) = self.workers.get(*w) {
                         tx.track(FromOrigin::Media {
                             track: remote.info.id,
                             packet: packet.clone(),
+                        });
+                    }
+                }
+            }
+            // The tree's answer to a subscribe or replay: it is every waiting worker's start
+            // (each has had every packet delivered since it asked, and gets every one after).
+            ClusterEvent::Run(key, packets) => {
+                let Some(remote) = self.remote_by_key.get_mut(&key) else {
+                    return;
+                };
+                let mut waiting = std::mem::take(&mut remote.awaiting_run);
+                waiting.sort_unstable();
+                waiting.dedup();
+                let packets: Arc<[SharedPacket]> = packets.into();
+                for w in waiting {
+                    if let Some(tx) = self.workers.get(w) {
+                        tx.track(FromOrigin::Run {
+                            track: remote.info.id,
+                            packets: packets.clone(),
+                            parameter_sets: None,
                         });
                     }
                 }
@@ -553,9 +576,7 @@ impl Bridge {
                 Remote {
                     info,
                     workers: HashSet::new(),
-                    keyframes: KeyframeCache::new(KEYFRAME_CACHE_BYTES),
-                    h264: (ok.codec == relay_proto::Codec::H264)
-                        .then(relay_proto::H264Inspector::new),
+                    awaiting_run: Vec::new(),
                 },
             );
         }
@@ -693,113 +714,75 @@ mod tests {
         })
     }
 
-    /// Issue 10: the tree answers each subscribe with its keyframe run, to every worker of the
-    /// track. The node subscribes once; a second worker gets one run, from the bridge's cache,
-    /// and the first worker none again.
+    /// One keyframe cache per track per node: the tree hop's. Each worker's subscribe is
+    /// answered by one run from the tree, to that worker only (the node subscribes once, later
+    /// workers ask for a replay); the live packets go to every worker.
     #[test]
-    fn a_second_worker_gets_one_keyframe_run_and_the_first_none() {
+    fn each_worker_gets_one_run_from_the_tree_and_no_other_workers_run() {
         let (mut bridge, mut cluster_rx, mut rx0, mut rx1, key, info) =
             edge(relay_proto::Codec::Vp8);
-        let subscribes = |rx: &mut mpsc::UnboundedReceiver<Local>| {
+        let asked = |rx: &mut Rx<Local>| -> Vec<&'static str> {
             std::iter::from_fn(|| rx.try_recv().ok())
-                .filter(|l| matches!(l, Local::Subscribe(_)))
-                .count()
-        };
-        let media = |rx: &mut mpsc::UnboundedReceiver<WorkerMsg>| {
-            std::iter::from_fn(|| rx.try_recv().ok())
-                .filter(|m| {
-                    matches!(
-                        m,
-                        WorkerMsg::Track(TrackMsg::FromOrigin(FromOrigin::Media { .. }))
-                    )
+                .filter_map(|l| match l {
+                    Local::Subscribe(_) => Some("subscribe"),
+                    Local::Replay(_) => Some("replay"),
+                    _ => None,
                 })
-                .count()
+                .collect()
+        };
+        // (runs and their lengths, live packets) a worker got.
+        let got = |rx: &mut Rx<WorkerMsg>| {
+            let mut runs = Vec::new();
+            let mut media = 0;
+            while let Ok(m) = rx.try_recv() {
+                match m {
+                    WorkerMsg::Track(TrackMsg::FromOrigin(FromOrigin::Run { packets, .. })) => {
+                        runs.push(packets.len())
+                    }
+                    WorkerMsg::Track(TrackMsg::FromOrigin(FromOrigin::Media { .. })) => media += 1,
+                    _ => {}
+                }
+            }
+            (runs, media)
+        };
+        let subscribe = |bridge: &mut Bridge, worker| {
+            bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
+                track: info.clone(),
+                worker,
+            })))
         };
 
-        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
-            track: info.clone(),
+        subscribe(&mut bridge, 0);
+        assert_eq!(asked(&mut cluster_rx), ["subscribe"]);
+        let run: Vec<_> = (0..3).map(|seq| packet(seq, seq == 0)).collect();
+        bridge.on_event(ClusterEvent::Run(key.clone(), run));
+        bridge.on_event(ClusterEvent::Deliver(key.clone(), packet(3, false)));
+        assert_eq!(got(&mut rx0), (vec![3], 1));
+
+        subscribe(&mut bridge, 1);
+        assert_eq!(asked(&mut cluster_rx), ["replay"], "no second subscribe");
+        // A live packet between the ask and the answer reaches both (the run includes it).
+        bridge.on_event(ClusterEvent::Deliver(key.clone(), packet(4, false)));
+        let run: Vec<_> = (0..5).map(|seq| packet(seq, seq == 0)).collect();
+        bridge.on_event(ClusterEvent::Run(key.clone(), run));
+        assert_eq!(got(&mut rx1), (vec![5], 1));
+        assert_eq!(
+            got(&mut rx0),
+            (vec![], 1),
+            "the first worker gets no run again"
+        );
+
+        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Replay {
+            track: info.id,
             worker: 0,
         })));
-        assert_eq!(subscribes(&mut cluster_rx), 1, "the node subscribes");
-        // The tree's answer: a keyframe run of 3 packets.
-        for seq in 0..3 {
-            bridge.on_event(ClusterEvent::Deliver(key.clone(), packet(seq, seq == 0)));
-        }
-        assert_eq!(media(&mut rx0), 3);
-
-        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
-            track: info.clone(),
-            worker: 1,
-        })));
+        assert_eq!(asked(&mut cluster_rx), ["replay"]);
+        bridge.on_event(ClusterEvent::Run(key.clone(), Vec::new()));
         assert_eq!(
-            subscribes(&mut cluster_rx),
-            0,
-            "no second subscribe, no second replay"
+            got(&mut rx0),
+            (vec![0], 0),
+            "an empty run: wait for a live keyframe"
         );
-        assert_eq!(
-            media(&mut rx1),
-            3,
-            "the second worker gets the cached run once"
-        );
-        assert_eq!(media(&mut rx0), 0, "the first worker gets nothing again");
-        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
-            track: info,
-            worker: 1,
-        })));
-        assert_eq!(media(&mut rx1), 0, "a repeated subscribe replays nothing");
-    }
-
-    /// Issue 10: an edge worker that subscribes after the tree delivered the track's only
-    /// SPS/PPS is handed them before the cached run (it never saw them in-band).
-    #[test]
-    fn a_later_worker_gets_the_parameter_sets_first() {
-        let (mut bridge, _cluster_rx, _rx0, mut rx1, key, info) = edge(relay_proto::Codec::H264);
-        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
-            track: info.clone(),
-            worker: 0,
-        })));
-        let stap_a: Vec<u8> = vec![
-            24, 0, 4, 0x67, 0x42, 0x00, 0x1f, 0, 4, 0x68, 0xce, 0x3c, 0x80,
-        ];
-        let at = std::time::Instant::now();
-        let pkt = |seq: u64, payload: Vec<u8>, keyframe_start: bool| {
-            Arc::new(relay_proto::MediaPacket {
-                seq,
-                rtp_time: seq * 3000,
-                marker: true,
-                pt: 96,
-                payload: payload.into(),
-                keyframe_start,
-                received: at,
-            })
-        };
-        bridge.on_event(ClusterEvent::Deliver(key.clone(), pkt(1, stap_a, true)));
-        bridge.on_event(ClusterEvent::Deliver(
-            key.clone(),
-            pkt(2, vec![0x65, 0x88], true),
-        ));
-        bridge.on_event(ClusterEvent::Deliver(
-            key.clone(),
-            pkt(3, vec![0x41, 0x9a], false),
-        ));
-        // A newer keyframe without parameter sets: the cached run starts there.
-        bridge.on_event(ClusterEvent::Deliver(
-            key.clone(),
-            pkt(4, vec![0x65, 0x88], true),
-        ));
-        bridge.on_worker(BridgeMsg::Track(TrackMsg::ToOrigin(ToOrigin::Subscribe {
-            track: info,
-            worker: 1,
-        })));
-        let got: Vec<WorkerMsg> = std::iter::from_fn(|| rx1.try_recv().ok()).collect();
-        assert!(
-            matches!(got.first(), Some(WorkerMsg::Track(TrackMsg::FromOrigin(FromOrigin::H264ParameterSets { sps, pps, .. })))
-                if sps[..] == [0x67, 0x42, 0x00, 0x1f] && pps[..] == [0x68, 0xce, 0x3c, 0x80]),
-            "the later worker is not given the parameter sets first"
-        );
-        assert!(
-            matches!(got.get(1), Some(WorkerMsg::Track(TrackMsg::FromOrigin(FromOrigin::Media { packet, .. }))) if packet.seq == 4),
-            "then the cached run"
-        );
+        assert_eq!(got(&mut rx1), (vec![], 0));
     }
 }

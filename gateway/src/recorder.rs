@@ -418,16 +418,10 @@ impl Recorder {
 
     fn on_worker(&mut self, msg: FromOrigin) {
         match msg {
-            FromOrigin::Media { track, packet } => {
-                let Some(stream) = self.by_track.get(&track) else {
-                    return;
-                };
-                let Some(rec) = self.recordings.get_mut(stream) else {
-                    return;
-                };
-                let segment = Duration::from_secs(self.settings.segment_secs.max(1));
-                rec.on_packet(track, &packet, &self.settings.dir, segment);
-            }
+            FromOrigin::Media { track, packet } => self.record(track, &[packet]),
+            // The recording starts at the run's keyframe, parameter sets in band in front of it
+            // where the run lacks them: that is what the assembler reads.
+            FromOrigin::Run { track, packets, .. } => self.record(track, &packets),
             FromOrigin::TrackEnded { track } => {
                 let Some(stream) = self.by_track.get(&track).cloned() else {
                     return;
@@ -442,9 +436,19 @@ impl Recorder {
                     self.stop(&stream);
                 }
             }
-            // The origin also sends them in band, as a packet ahead of a keyframe run that
-            // lacks them (`TrackState::parameter_sets_packet`): that is what the assembler reads.
-            FromOrigin::H264ParameterSets { .. } => {}
+        }
+    }
+
+    fn record(&mut self, track: TrackId, packets: &[relay_proto::SharedPacket]) {
+        let Some(stream) = self.by_track.get(&track) else {
+            return;
+        };
+        let Some(rec) = self.recordings.get_mut(stream) else {
+            return;
+        };
+        let segment = Duration::from_secs(self.settings.segment_secs.max(1));
+        for packet in packets {
+            rec.on_packet(track, packet, &self.settings.dir, segment);
         }
     }
 }

@@ -21,7 +21,10 @@ use crate::sender_clock::SwitchAt;
 pub enum PullState {
     /// ICE/DTLS not done: nothing can be sent yet.
     WaitConnect,
-    /// Video waits for a keyframe (from the cache, or live) so the decoder can start.
+    /// Video on a worker that is not the track's origin waits for the origin's `Run` (the one
+    /// keyframe cache on this node) to start from.
+    WaitRun,
+    /// Video waits for a live keyframe so the decoder can start (no cached run to start from).
     WaitKeyframe,
     Live,
 }

@@ -1,6 +1,7 @@
-//! One track as seen by one worker: the packet cache and keyframe cache every worker with viewers
-//! keeps (so viewers start and repair locally), the local viewers, and — on the origin worker
-//! only — the other workers it feeds and the keyframe-request aggregation toward the publisher.
+//! One track as seen by one worker: the packet cache every worker with viewers keeps (so
+//! viewers repair locally), the local viewers, and — on the origin worker only — the track's one
+//! keyframe cache on this node, the other tasks it feeds and the keyframe-request aggregation
+//! toward the publisher.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,12 @@ pub struct TrackState {
     /// True on the worker that owns the publishing session.
     pub origin: bool,
     pub cache: PacketCache,
-    pub keyframes: KeyframeCache,
+    /// Origin only: the node's one keyframe cache for the track. Other workers' viewers start
+    /// from the run it gives them (`FromOrigin::Run`), so they keep none.
+    pub keyframes: Option<KeyframeCache>,
+    /// Not the origin: a `Subscribe` or `Replay` is out and its `Run` not yet here (viewers
+    /// starting meanwhile wait for that one run rather than asking again).
+    pub run_asked: bool,
     pub subscribers: Vec<SessionId>,
     /// Origin only: workers that receive every packet of this track, once each.
     pub remote_workers: Vec<usize>,
@@ -66,7 +72,8 @@ impl TrackState {
             codec,
             origin,
             cache: PacketCache::new(CacheLimits::default()),
-            keyframes: KeyframeCache::new(keyframe_cache_bytes),
+            keyframes: origin.then(|| KeyframeCache::new(keyframe_cache_bytes)),
+            run_asked: false,
             subscribers: Vec::new(),
             remote_workers: Vec::new(),
             keyframe_requests: KeyframeRequests::new(kf_interval),
@@ -167,7 +174,25 @@ impl TrackState {
         relay_proto::parameter_sets_packet(frame, sps, pps)
     }
 
-    /// The latest SPS and PPS, to hand to another worker's copy of the track.
+    /// Origin only: what a new viewer, here or on another worker, starts from (empty without a
+    /// keyframe). Built by `KeyframeCache::start_run`, as a tree hop builds its own.
+    pub fn start_run(&self) -> Vec<SharedPacket> {
+        let Some(keyframes) = &self.keyframes else {
+            return Vec::new();
+        };
+        let h264 = keyframes
+            .run()
+            .next()
+            .is_some_and(|p| self.codec_of(p.pt) == relay_proto::Codec::H264);
+        let sets = self
+            .h264
+            .as_ref()
+            .and_then(|q| q.inspector.parameter_sets());
+        keyframes.start_run(sets.filter(|_| h264))
+    }
+
+    /// The latest SPS and PPS, for another worker's copy of the track: its viewers may have to
+    /// start at a later keyframe sent without them.
     pub fn parameter_sets(&self) -> Option<ParameterSets> {
         let (sps, pps) = self.h264.as_ref()?.inspector.parameter_sets()?;
         Some((sps.into(), pps.into()))

@@ -9,13 +9,22 @@ use relay_proto::SharedPacket;
 
 use crate::ids::TrackId;
 use crate::registry::TrackInfo;
+use crate::track::ParameterSets;
 
 /// Subscriber → origin.
 pub enum ToOrigin {
-    /// Start sending me this track: its cached keyframe run first, then live packets.
+    /// Start sending me this track: one `FromOrigin::Run`, then its live packets.
     Subscribe {
         /// The track (its node-local id).
         track: Arc<TrackInfo>,
+        /// The subscriber's index among the node's mailboxes.
+        worker: usize,
+    },
+    /// A subscriber's new viewer starts: send one `FromOrigin::Run` on the same ordered path as
+    /// the live packets, so the two neither overlap nor leave a gap.
+    Replay {
+        /// The track (its node-local id).
+        track: TrackId,
         /// The subscriber's index among the node's mailboxes.
         worker: usize,
     },
@@ -42,15 +51,18 @@ pub enum FromOrigin {
         /// The packet, shared.
         packet: SharedPacket,
     },
-    /// Ahead of a keyframe run: the H264 track's latest SPS and PPS, for viewers starting at a
-    /// keyframe sent without them.
-    H264ParameterSets {
+    /// The answer to each `Subscribe` and `Replay`: what a new viewer starts from, built by the
+    /// origin's one keyframe cache (`KeyframeCache::start_run`): the run from the latest
+    /// keyframe, behind the H264 parameter sets when it lacks them. Empty when the origin has no
+    /// keyframe yet: the viewer waits for a live one. Subscribers keep no keyframe cache.
+    Run {
         /// The track (its node-local id).
         track: TrackId,
-        /// The sequence parameter set NAL unit.
-        sps: Arc<[u8]>,
-        /// The picture parameter set NAL unit.
-        pps: Arc<[u8]>,
+        /// The run, shared by every subscriber it is sent to.
+        packets: Arc<[SharedPacket]>,
+        /// The H264 track's latest SPS and PPS when the origin knows them: a viewer that must
+        /// start at a later live keyframe sent without them gets them from here.
+        parameter_sets: Option<ParameterSets>,
     },
     /// The publisher is gone.
     TrackEnded {

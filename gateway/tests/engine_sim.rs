@@ -1,6 +1,7 @@
 //! The engine in memory (issue 11): a publisher and viewers are scripted str0m peers that
-//! exchange datagrams with one `Engine` through a simulated network (per-link loss) on a
-//! simulated clock, 1 ms per step. No socket, no task, no sleep: each test is deterministic in
+//! exchange datagrams with the `Engine`s of one node (one per worker, their track messages
+//! routed between them as the node's mailboxes would) through a simulated network (per-link
+//! loss) on a simulated clock, 1 ms per step. No socket, no task, no sleep: each test is deterministic in
 //! its timing and loss and runs in well under a second of real time. The process-level tests
 //! (`whip-tests`) still cover the shell, the HTTP front and real clients.
 //!
@@ -25,6 +26,7 @@ use gateway::ids::SessionId;
 use gateway::join_metrics::RequestContext;
 use gateway::peer::PeerFactory;
 use gateway::registry::{Registry, TrackInfo};
+use gateway::track_link::{FromOrigin, ToOrigin, TrackMsg};
 
 const SERVER: &str = "10.9.0.1:5000";
 const FRAME: Duration = Duration::from_millis(33);
@@ -122,6 +124,8 @@ impl Loss {
 
 struct Client {
     rtc: Rtc,
+    /// The engine (worker) that holds its session.
+    engine: usize,
     addr: SocketAddr,
     session: SessionId,
     mid: Mid,
@@ -141,10 +145,23 @@ struct Client {
     loss: Loss,
 }
 
+/// Track messages routed between the engines, by kind.
+#[derive(Default, Debug)]
+struct Routed {
+    subscribes: u32,
+    replays: u32,
+    runs: u32,
+}
+
 struct Sim {
     start: Instant,
     now: Instant,
-    engine: Engine,
+    engines: Vec<Engine>,
+    routed: Routed,
+    /// Track messages in the node's mailboxes: (due, to, message), in the order sent.
+    mailboxes: std::collections::VecDeque<(Instant, usize, TrackMsg)>,
+    /// How long a message takes from one engine to another (zero: within the step).
+    mailbox_delay: Duration,
     peers: PeerFactory,
     registry: Arc<Registry>,
     clients: Vec<Client>,
@@ -154,6 +171,11 @@ struct Sim {
 
 impl Sim {
     fn new() -> Sim {
+        Sim::with_engines(1)
+    }
+
+    /// A node of `n` workers; publishers are adopted by the first.
+    fn with_engines(n: usize) -> Sim {
         let mut config = Config::load(Cli::default()).expect("defaults");
         let server: SocketAddr = SERVER.parse().expect("addr");
         config.udp_listen = server;
@@ -172,7 +194,10 @@ impl Sim {
         Sim {
             start,
             now: start,
-            engine: Engine::new(0, ctx, start),
+            engines: (0..n).map(|i| Engine::new(i, ctx.clone(), start)).collect(),
+            routed: Routed::default(),
+            mailboxes: Default::default(),
+            mailbox_delay: Duration::ZERO,
             peers,
             registry,
             clients: Vec::new(),
@@ -227,7 +252,7 @@ impl Sim {
             .expect("accepted");
         let id = SessionId::random();
         let tracks = gateway::control::pushed_tracks(&peer, id, 0, &self.registry);
-        self.engine.adopt(
+        self.engines[0].adopt(
             Adopt {
                 id,
                 rtc: peer.rtc,
@@ -244,8 +269,13 @@ impl Sim {
         (self.clients.len() - 1, tracks)
     }
 
-    /// A WHEP-like viewer of `tracks` (following stream "live"), adopted by the engine.
+    /// A WHEP-like viewer of `tracks` (following stream "live"), adopted by the first engine.
     fn view(&mut self, tracks: &[Arc<TrackInfo>], no_rtx: bool) -> usize {
+        self.view_on(0, tracks, no_rtx)
+    }
+
+    /// … adopted by engine `engine`.
+    fn view_on(&mut self, engine: usize, tracks: &[Arc<TrackInfo>], no_rtx: bool) -> usize {
         let mut rtc = self.client_rtc(no_rtx);
         let addr = self.addr();
         rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
@@ -269,7 +299,7 @@ impl Sim {
         let stream: Arc<str> = "live".into();
         let (pulls, _) = gateway::control::viewer_pulls(&peer, &primary, tracks, &stream);
         let id = SessionId::random();
-        self.engine.adopt(
+        self.engines[engine].adopt(
             Adopt {
                 id,
                 rtc: peer.rtc,
@@ -280,7 +310,9 @@ impl Sim {
             },
             self.now,
         );
-        self.clients.push(Client::new(rtc, addr, id, mid, u8::MAX));
+        let mut client = Client::new(rtc, addr, id, mid, u8::MAX);
+        client.engine = engine;
+        self.clients.push(client);
         self.clients.len() - 1
     }
 
@@ -296,7 +328,7 @@ impl Sim {
     fn step(&mut self) {
         let now = self.now;
         // Clients: write media, handle time, send.
-        let mut to_engine = Vec::new();
+        let mut to_engine: Vec<Vec<Datagram>> = self.engines.iter().map(|_| Vec::new()).collect();
         for c in &mut self.clients {
             if c.closed {
                 continue;
@@ -327,32 +359,71 @@ impl Sim {
                 }
             }
             let _ = c.rtc.handle_input(Input::Timeout(now));
-            c.drain(now, self.server, &mut to_engine);
+            c.drain(now, self.server, &mut to_engine[c.engine]);
         }
-        self.engine.handle_datagrams(to_engine);
-        if now >= self.engine.poll_timeout() {
-            self.engine.handle_timeout(now);
+        for (e, batch) in to_engine.into_iter().enumerate() {
+            self.engines[e].handle_datagrams(batch);
+            if now >= self.engines[e].poll_timeout() {
+                self.engines[e].handle_timeout(now);
+            }
+            self.turn(e, now);
         }
-        self.drive(now);
-        self.engine.end_turn(now);
-        self.drive(now);
-        while let Some(out) = self.engine.poll_output() {
-            match out {
-                // One engine: every track's origin is this one; nothing goes to other tasks.
-                EngineOutput::Track { to, .. } | EngineOutput::Channel { to, .. } => {
-                    panic!("a message for task {to}, but the node has one engine")
+        // Track messages between the engines, in order, as the node's mailboxes carry them,
+        // until none is due.
+        loop {
+            for e in &mut self.engines {
+                while let Some(out) = e.poll_output() {
+                    match out {
+                        EngineOutput::Track { to, msg } => {
+                            self.mailboxes
+                                .push_back((now + self.mailbox_delay, to, msg))
+                        }
+                        EngineOutput::Channel { to, .. } => {
+                            panic!("a channel message for task {to}, but no test has channels")
+                        }
+                        EngineOutput::Bridge(_) => panic!("a notice for a bridge the node has not"),
+                        EngineOutput::Demux(_) | EngineOutput::Span(_) => {}
+                    }
                 }
-                EngineOutput::Bridge(_) => panic!("a notice for a bridge the node has not"),
-                EngineOutput::Demux(_) | EngineOutput::Span(_) => {}
+            }
+            let mut due = Vec::new();
+            while self.mailboxes.front().is_some_and(|(at, ..)| *at <= now) {
+                due.extend(self.mailboxes.pop_front());
+            }
+            if due.is_empty() {
+                break;
+            }
+            for (_, to, msg) in due {
+                match &msg {
+                    TrackMsg::ToOrigin(ToOrigin::Subscribe { .. }) => self.routed.subscribes += 1,
+                    TrackMsg::ToOrigin(ToOrigin::Replay { .. }) => self.routed.replays += 1,
+                    TrackMsg::FromOrigin(FromOrigin::Run { .. }) => self.routed.runs += 1,
+                    _ => {}
+                }
+                let engine = self
+                    .engines
+                    .get_mut(to)
+                    .expect("a message for a task the node has");
+                engine.handle_track(msg, now);
+            }
+            for e in 0..self.engines.len() {
+                self.turn(e, now);
             }
         }
     }
 
-    /// Drive the engine and deliver its datagrams (through each client's link loss).
-    fn drive(&mut self, now: Instant) {
+    /// What a worker does after its inputs: drive, flush keyframe requests, drive.
+    fn turn(&mut self, e: usize, now: Instant) {
+        self.drive(e, now);
+        self.engines[e].end_turn(now);
+        self.drive(e, now);
+    }
+
+    /// Drive engine `e` and deliver its datagrams (through each client's link loss).
+    fn drive(&mut self, e: usize, now: Instant) {
         loop {
-            self.engine.drive(now);
-            let out = std::mem::take(self.engine.transmits());
+            self.engines[e].drive(now);
+            let out = std::mem::take(self.engines[e].transmits());
             for t in out {
                 assert_eq!(t.proto, Protocol::Udp);
                 let Some(c) = self.clients.iter_mut().find(|c| c.addr == t.destination) else {
@@ -377,9 +448,9 @@ impl Sim {
                 let _ = c.rtc.handle_input(input);
                 let mut back = Vec::new();
                 c.drain(now, self.server, &mut back);
-                self.engine.handle_datagrams(back);
+                self.engines[e].handle_datagrams(back);
             }
-            if !self.engine.wants_drive() {
+            if !self.engines[e].wants_drive() {
                 break;
             }
         }
@@ -394,6 +465,7 @@ impl Client {
     fn new(rtc: Rtc, addr: SocketAddr, session: SessionId, mid: Mid, publisher: u8) -> Client {
         Client {
             rtc,
+            engine: 0,
             addr,
             session,
             mid,
@@ -562,10 +634,10 @@ fn a_republished_stream_reaches_its_viewers_from_the_new_keyframe() {
     sim.run(1000);
     // The publisher goes (OBS restarting); a new one publishes the same stream.
     let old = sim.clients[first].session;
-    sim.engine.close(old, sim.now);
+    sim.engines[0].close(old, sim.now);
     sim.run(200);
     let (_, new_tracks) = sim.publish(1);
-    sim.engine.stream_live("live", &new_tracks, sim.now);
+    sim.engines[0].stream_live("live", &new_tracks, sim.now);
     sim.run(2000);
     let got = &sim.viewer(v).got;
     assert_whole_and_in_order(got, 0);
@@ -588,11 +660,11 @@ fn closing_a_viewer_tells_its_client_and_frees_its_session() {
     let v = sim.view(&tracks, false);
     let other = sim.view(&tracks, false);
     sim.run(500);
-    assert_eq!(sim.engine.session_count(), 3);
+    assert_eq!(sim.engines[0].session_count(), 3);
     let id = sim.clients[v].session;
-    sim.engine.close(id, sim.now);
+    sim.engines[0].close(id, sim.now);
     sim.run(100);
-    assert_eq!(sim.engine.session_count(), 2);
+    assert_eq!(sim.engines[0].session_count(), 2);
     // str0m's close sent DTLS close_notify: the client's `Rtc` ends without waiting for a
     // consent timeout.
     assert!(sim.viewer(v).closed, "the closed viewer's client was told");
@@ -620,7 +692,7 @@ fn a_pinned_simulcast_layer_takes_over_at_its_keyframe() {
     );
     let id = sim.clients[v].session;
     let now = sim.now;
-    sim.engine
+    sim.engines[0]
         .select_layer(id, None, Some("l".into()), now)
         .expect("the layer exists");
     sim.run(1000);
@@ -646,4 +718,55 @@ fn a_pinned_simulcast_layer_takes_over_at_its_keyframe() {
         );
     }
     assert_whole_and_in_order(&got[switch..], 1);
+}
+
+/// One keyframe cache per track per node: viewers on a worker that is not the track's origin
+/// keep none. Each start is served by the origin, one `Run` per ask, on the ordered path the
+/// live packets take: the viewers start mid-GOP at once, at their GOP's keyframe, and every
+/// frame after it arrives whole and in order (the run and the live packets neither overlap nor
+/// leave a gap).
+#[test]
+fn viewers_on_another_worker_start_from_the_origins_run() {
+    let mut sim = Sim::with_engines(2);
+    // A busy node: messages between workers take longer than a frame, so live packets reach
+    // worker 1 while its viewers wait for their run.
+    sim.mailbox_delay = Duration::from_millis(40);
+    let (p, tracks) = sim.publish(0);
+    sim.run(1500);
+    // Mid first GOP: the first viewer on worker 1 subscribes that worker's copy of the track.
+    let a = sim.view_on(1, &tracks, false);
+    sim.run(1000);
+    // Mid second GOP: two more join the existing copy, one of them without RTX.
+    let b = sim.view_on(1, &tracks, false);
+    let c = sim.view_on(1, &tracks, true);
+    sim.run(1000);
+    let sent = sim.clients[p].frames_sent;
+    let first = |v: usize| sim.viewer(v).got.first().map(|g| (g.frame, g.keyframe));
+    assert_eq!(
+        first(a),
+        Some((0, true)),
+        "the first viewer starts at GOP 1's keyframe"
+    );
+    for v in [b, c] {
+        assert_eq!(
+            first(v),
+            Some((GOP, true)),
+            "a later viewer starts at GOP 2's keyframe"
+        );
+        assert_whole_and_in_order(&sim.viewer(v).got, 0);
+        assert!(
+            sim.viewer(v).got.len() as u32 >= sent - GOP - 3,
+            "viewer {v} caught up: {} frames of {}",
+            sim.viewer(v).got.len(),
+            sent - GOP
+        );
+    }
+    assert_whole_and_in_order(&sim.viewer(a).got, 0);
+    let r = &sim.routed;
+    assert_eq!(r.subscribes, 1, "worker 1 subscribes once: {r:?}");
+    assert!(
+        (1..=2).contains(&r.replays),
+        "later viewers ask for a replay (once if they start in one turn): {r:?}"
+    );
+    assert_eq!(r.runs, r.subscribes + r.replays, "one run per ask: {r:?}");
 }

@@ -225,6 +225,10 @@ impl Node {
                     let mut l = log.lock().expect("log");
                     match e {
                         ClusterEvent::Deliver(_, p) => l.delivered.push((p.seq, Instant::now())),
+                        ClusterEvent::Run(_, run) => {
+                            let now = Instant::now();
+                            l.delivered.extend(run.iter().map(|p| (p.seq, now)));
+                        }
                         ClusterEvent::TrackReady(..) => l.ready += 1,
                         ClusterEvent::TrackEnded(_) => l.ended += 1,
                         ClusterEvent::StreamLocation(s, o) => l.locations.push((s, o)),

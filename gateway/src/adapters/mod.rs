@@ -347,16 +347,34 @@ impl Hub {
     fn on_worker(&mut self, msg: TrackMsg) {
         match msg {
             // A worker with viewers of an ingest track.
+            // Audio has no keyframe run: every subscribe or replay is answered by an empty one.
             TrackMsg::ToOrigin(ToOrigin::Subscribe { track, worker }) => {
-                match self.ingest_track(track.id) {
+                let msg = match self.ingest_track(track.id) {
                     Some(subscribers) => {
                         subscribers.insert(worker);
-                    }
-                    None => {
-                        if let Some(tx) = self.peers.get(worker) {
-                            tx.track(FromOrigin::TrackEnded { track: track.id });
+                        FromOrigin::Run {
+                            track: track.id,
+                            packets: Arc::new([]),
+                            parameter_sets: None,
                         }
                     }
+                    None => FromOrigin::TrackEnded { track: track.id },
+                };
+                if let Some(tx) = self.peers.get(worker) {
+                    tx.track(msg);
+                }
+            }
+            TrackMsg::ToOrigin(ToOrigin::Replay { track, worker }) => {
+                let msg = match self.ingest_track(track) {
+                    Some(_) => FromOrigin::Run {
+                        track,
+                        packets: Arc::new([]),
+                        parameter_sets: None,
+                    },
+                    None => FromOrigin::TrackEnded { track },
+                };
+                if let Some(tx) = self.peers.get(worker) {
+                    tx.track(msg);
                 }
             }
             TrackMsg::ToOrigin(ToOrigin::Unsubscribe { track, worker }) => {
@@ -366,17 +384,11 @@ impl Hub {
             }
             // An egress adapter's track.
             TrackMsg::FromOrigin(FromOrigin::Media { track, packet }) => {
-                let Some(a) = self
-                    .by_track
-                    .get(&track)
-                    .and_then(|id| self.adapters.get(id))
-                else {
-                    return;
-                };
-                if let Direction::Egress { tx, .. } = &a.direction
-                    && tx.try_send(packet).is_err()
-                {
-                    tracing::debug!(?track, "egress adapter behind: packet dropped");
+                self.to_egress(track, packet);
+            }
+            TrackMsg::FromOrigin(FromOrigin::Run { track, packets, .. }) => {
+                for p in packets.iter() {
+                    self.to_egress(track, p.clone());
                 }
             }
             TrackMsg::FromOrigin(FromOrigin::TrackEnded { track }) => {
@@ -384,9 +396,24 @@ impl Hub {
                     self.close(&id);
                 }
             }
-            // Audio has no keyframes to ask for, nor H264 parameter sets.
-            TrackMsg::ToOrigin(ToOrigin::KeyframeRequest { .. })
-            | TrackMsg::FromOrigin(FromOrigin::H264ParameterSets { .. }) => {}
+            // Audio has no keyframes to ask for.
+            TrackMsg::ToOrigin(ToOrigin::KeyframeRequest { .. }) => {}
+        }
+    }
+
+    /// A packet of an egress adapter's track, to its task.
+    fn to_egress(&self, track: TrackId, packet: relay_proto::SharedPacket) {
+        let Some(a) = self
+            .by_track
+            .get(&track)
+            .and_then(|id| self.adapters.get(id))
+        else {
+            return;
+        };
+        if let Direction::Egress { tx, .. } = &a.direction
+            && tx.try_send(packet).is_err()
+        {
+            tracing::debug!(?track, "egress adapter behind: packet dropped");
         }
     }
 }

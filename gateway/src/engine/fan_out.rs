@@ -20,7 +20,9 @@ impl Engine {
             return;
         };
         t.cache.insert(pkt.clone(), now);
-        t.keyframes.push(&pkt);
+        if let Some(k) = t.keyframes.as_mut() {
+            k.push(&pkt);
+        }
         let quirks = t.inspect_h264(&pkt);
         if quirks.b_frames > 0 {
             self.stats
@@ -50,7 +52,7 @@ impl Engine {
         }
         if t.origin {
             t.info.packets.fetch_add(1, Ordering::Relaxed);
-            if pkt.keyframe_start && t.keyframes.has_keyframe() {
+            if pkt.keyframe_start && t.keyframes.as_ref().is_some_and(|k| k.has_keyframe()) {
                 t.info.keyframes.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -127,7 +129,7 @@ impl Engine {
                     continue;
                 }
                 match pull.state {
-                    PullState::WaitConnect => continue,
+                    PullState::WaitConnect | PullState::WaitRun => continue,
                     PullState::WaitKeyframe if !pkt.keyframe_start => continue,
                     PullState::WaitKeyframe => {
                         pull.state = PullState::Live;

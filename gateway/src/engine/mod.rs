@@ -207,13 +207,16 @@ impl Engine {
             TrackMsg::FromOrigin(FromOrigin::Media { track, packet }) => {
                 e.fan_out(track, packet, now)
             }
-            TrackMsg::FromOrigin(FromOrigin::H264ParameterSets { track, sps, pps }) => {
-                e.learn_parameter_sets(track, &sps, &pps)
-            }
+            TrackMsg::FromOrigin(FromOrigin::Run {
+                track,
+                packets,
+                parameter_sets,
+            }) => e.on_run(track, &packets, parameter_sets, now),
             TrackMsg::FromOrigin(FromOrigin::TrackEnded { track }) => e.end_track(track, now),
             TrackMsg::ToOrigin(ToOrigin::Subscribe { track, worker }) => {
                 e.on_subscribe(track, worker)
             }
+            TrackMsg::ToOrigin(ToOrigin::Replay { track, worker }) => e.send_run(track, worker),
             TrackMsg::ToOrigin(ToOrigin::Unsubscribe { track, worker }) => {
                 e.on_unsubscribe(track, worker)
             }

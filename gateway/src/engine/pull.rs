@@ -1,16 +1,24 @@
 //! Pulls and subscriptions: a viewer's m-line attached to this engine's copy of a track, the
-//! copy fed by the track's origin, and serving a new subscriber from the cached keyframe run.
+//! copy fed by the track's origin, and starting a viewer from the origin's keyframe run.
+//!
+//! One owner serves a new subscriber: the track's origin on this node (the engine of its
+//! publisher, or the cluster bridge, whose tree hop holds the run). It answers each
+//! `Subscribe` and `Replay` with one `Run`, on the ordered path the live packets take, so a
+//! viewer's start neither overlaps nor misses a live packet. The origin's own viewers start
+//! from the same `start_run`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use relay_proto::SharedPacket;
 use str0m::media::MediaKind;
 
 use super::Engine;
 use crate::ids::{SessionId, TrackId};
 use crate::registry::TrackInfo;
 use crate::session::PullState;
+use crate::track::ParameterSets;
 use crate::track_link::{FromOrigin, ToOrigin};
 
 impl Engine {
@@ -50,6 +58,9 @@ impl Engine {
                     worker: self.index,
                 },
             );
+            if let Some(t) = self.tracks.get_mut(&track_id) {
+                t.run_asked = true;
+            }
         }
         if let Some(t) = self.tracks.get_mut(&track_id)
             && !t.subscribers.contains(&id)
@@ -71,8 +82,9 @@ impl Engine {
         }
     }
 
-    /// A connected viewer's pull begins: video from the cached keyframe run when there is one,
-    /// otherwise from the next keyframe (and the publisher is asked for one).
+    /// A connected viewer's pull begins. Video starts from the origin's keyframe run: at once
+    /// on the origin, after the origin's `Run` elsewhere (asked for once however many viewers
+    /// wait for it).
     pub(super) fn start_pull(&mut self, id: SessionId, i: usize, now: Instant) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
@@ -81,10 +93,10 @@ impl Engine {
         let Some(pull) = s.pulls.get_mut(i) else {
             return;
         };
-        let Some(track_id) = pull.track_id() else {
+        let Some(track) = pull.track_id() else {
             return;
         };
-        let Some(t) = self.tracks.get(&track_id) else {
+        let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
         if pull.kind == MediaKind::Audio {
@@ -92,68 +104,124 @@ impl Engine {
             return;
         }
         pull.bound_repair_window(&mut s.rtc, self.ctx.config.viewer_repair_window);
-        if t.keyframes.has_keyframe() {
-            pull.state = PullState::Live;
-            // A run without SPS/PPS (encoder sends them only at start) gets the cached ones first.
-            let parameter_sets = t.parameter_sets_packet(t.keyframes.run());
-            let rate = t.info.rate_bps.load(Ordering::Relaxed);
-            let run = parameter_sets.iter().chain(t.keyframes.run());
-            if pull.start_run(&mut s.rtc, run, rate, now) {
-                self.paced.push((id, pull.mid));
-            }
-            self.stats
-                .keyframe_runs_served
-                .fetch_add(1, Ordering::Relaxed);
-            self.mark(id);
-        } else {
-            pull.state = PullState::WaitKeyframe;
-            self.request_keyframe(track_id, now);
+        if t.origin {
+            let run = t.start_run();
+            self.serve_run(id, i, track, &run, now);
+            return;
+        }
+        pull.state = PullState::WaitRun;
+        if !t.run_asked {
+            t.run_asked = true;
+            let origin = t.info.origin_worker;
+            let worker = self.index;
+            self.outbox
+                .track(origin, ToOrigin::Replay { track, worker });
         }
     }
 
-    /// Another task subscribes to a track this engine is the origin of: its keyframe run goes
-    /// first, in order, on the same path the live packets follow (behind the parameter sets it
-    /// lacks, so the other task's run and inspector have them too).
-    pub(super) fn on_subscribe(&mut self, track: Arc<TrackInfo>, worker: usize) {
-        let Some(t) = self.tracks.get_mut(&track.id) else {
-            self.outbox
-                .track(worker, FromOrigin::TrackEnded { track: track.id });
+    /// Start session `id`'s pull `i` from `run`, or, when it is empty, from the next keyframe
+    /// (and ask the publisher for one).
+    fn serve_run(
+        &mut self,
+        id: SessionId,
+        i: usize,
+        track: TrackId,
+        run: &[SharedPacket],
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        if !t.remote_workers.contains(&worker) {
+        let Some(pull) = s.pulls.get_mut(i) else {
+            return;
+        };
+        if run.is_empty() {
+            pull.state = PullState::WaitKeyframe;
+            self.request_keyframe(track, now);
+            return;
+        }
+        pull.state = PullState::Live;
+        let rate = self
+            .tracks
+            .get(&track)
+            .map_or(0, |t| t.info.rate_bps.load(Ordering::Relaxed));
+        if pull.start_run(&mut s.rtc, run.iter(), rate, now) {
+            self.paced.push((id, pull.mid));
+        }
+        self.stats
+            .keyframe_runs_served
+            .fetch_add(1, Ordering::Relaxed);
+        self.mark(id);
+    }
+
+    /// The origin's answer to our `Subscribe` or `Replay`: every local viewer of the track
+    /// waiting for it starts from it. Its packets go into this copy's packet cache, for NACKs.
+    pub(super) fn on_run(
+        &mut self,
+        track: TrackId,
+        run: &[SharedPacket],
+        parameter_sets: Option<ParameterSets>,
+        now: Instant,
+    ) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        t.run_asked = false;
+        if let Some((sps, pps)) = parameter_sets
+            && let Some(q) = t.h264.as_mut()
+            && q.inspector.parameter_sets().is_none()
+        {
+            q.inspector.learn_parameter_sets(&sps, &pps);
+        }
+        for p in run {
+            t.cache.insert(p.clone(), now);
+            t.inspect_h264(p);
+        }
+        let mut waiting = Vec::new();
+        for id in &t.subscribers {
+            if let Some(s) = self.sessions.get(id) {
+                for (i, p) in s.pulls.iter().enumerate() {
+                    if p.track_id() == Some(track) && p.state == PullState::WaitRun {
+                        waiting.push((*id, i));
+                    }
+                }
+            }
+        }
+        for (id, i) in waiting {
+            self.touching = Some(id);
+            self.serve_run(id, i, track, run, now);
+        }
+    }
+
+    /// Another task subscribes to a track this engine is the origin of: it gets the run, then
+    /// every live packet.
+    pub(super) fn on_subscribe(&mut self, track: Arc<TrackInfo>, worker: usize) {
+        if let Some(t) = self.tracks.get_mut(&track.id)
+            && !t.remote_workers.contains(&worker)
+        {
             t.remote_workers.push(worker);
         }
-        if let Some((sps, pps)) = t.parameter_sets() {
-            let track = track.id;
-            self.outbox
-                .track(worker, FromOrigin::H264ParameterSets { track, sps, pps });
-        }
-        let parameter_sets = t.parameter_sets_packet(t.keyframes.run());
-        for p in parameter_sets.iter().chain(t.keyframes.run()) {
-            let packet = p.clone();
-            self.outbox.track(
-                worker,
-                FromOrigin::Media {
-                    track: track.id,
-                    packet,
-                },
-            );
-        }
+        self.send_run(track.id, worker);
+    }
+
+    /// The one place another task's new viewer is served: one `Run`, or `TrackEnded` when the
+    /// track is gone from here.
+    pub(super) fn send_run(&mut self, track: TrackId, worker: usize) {
+        let msg = match self.tracks.get(&track) {
+            Some(t) => FromOrigin::Run {
+                track,
+                packets: t.start_run().into(),
+                parameter_sets: t.parameter_sets(),
+            },
+            None => FromOrigin::TrackEnded { track },
+        };
+        self.outbox.track(worker, msg);
     }
 
     /// Another task no longer subscribes to a track of ours.
     pub(super) fn on_unsubscribe(&mut self, track: TrackId, worker: usize) {
         if let Some(t) = self.tracks.get_mut(&track) {
             t.remote_workers.retain(|w| *w != worker);
-        }
-    }
-
-    /// The origin's H264 parameter sets, ahead of a keyframe run that may lack them.
-    pub(super) fn learn_parameter_sets(&mut self, track: TrackId, sps: &[u8], pps: &[u8]) {
-        if let Some(q) = self.tracks.get_mut(&track).and_then(|t| t.h264.as_mut())
-            && q.inspector.parameter_sets().is_none()
-        {
-            q.inspector.learn_parameter_sets(sps, pps);
         }
     }
 

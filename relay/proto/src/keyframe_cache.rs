@@ -51,6 +51,20 @@ impl KeyframeCache {
         self.run.iter()
     }
 
+    /// What a new subscriber starts from: the run, behind a STAP-A of `parameter_sets` (the
+    /// track's latest H264 SPS and PPS) when its first frame carries no SPS. The one place a
+    /// start is built, at a tree hop and at a gateway's origin alike. Empty without a keyframe.
+    pub fn start_run(&self, parameter_sets: Option<(&[u8], &[u8])>) -> Vec<SharedPacket> {
+        let mut run = Vec::with_capacity(self.run.len() + 1);
+        if let Some((sps, pps)) = parameter_sets
+            && let Some(sets) = crate::parameter_sets_packet(&self.run, sps, pps)
+        {
+            run.push(sets);
+        }
+        run.extend(self.run.iter().cloned());
+        run
+    }
+
     /// True while the cache holds a run that starts at a keyframe, so a new viewer can start from it.
     pub fn has_keyframe(&self) -> bool {
         !self.run.is_empty()

@@ -117,6 +117,14 @@ pub enum TreeOutput {
         /// The packet.
         packet: SharedPacket,
     },
+    /// The answer to every `subscribe` and `replay`: the track's keyframe run as a new local
+    /// viewer starts from it (empty when this node has none yet: live packets bring the next).
+    Run {
+        /// The track.
+        track: TrackKey,
+        /// The run, parameter sets first where needed.
+        packets: Vec<SharedPacket>,
+    },
     /// A locally subscribed track is flowing; its codec description.
     TrackReady {
         /// The track.
@@ -292,13 +300,8 @@ impl NodeTrack {
     /// when its first frame carries no SPS (sequence number just before the run, same
     /// timestamp, so every hop and viewer places it in front of the keyframe).
     fn replay(&self) -> Vec<SharedPacket> {
-        let mut run: Vec<SharedPacket> = self.keyframes.run().cloned().collect();
-        if let Some((sps, pps)) = self.h264.as_ref().and_then(|h| h.parameter_sets())
-            && let Some(sets) = crate::parameter_sets_packet(&run, sps, pps)
-        {
-            run.insert(0, sets);
-        }
-        run
+        let sets = self.h264.as_ref().and_then(|h| h.parameter_sets());
+        self.keyframes.start_run(sets)
     }
 
     fn wanted(&self) -> bool {
@@ -692,14 +695,8 @@ impl TreeNode {
                 track: track.clone(),
                 info,
             });
-            for p in t.replay() {
-                self.stats.delivered += 1;
-                self.out.push_back(TreeOutput::Deliver {
-                    track: track.clone(),
-                    packet: p,
-                });
-            }
         }
+        self.replay(track);
         if created {
             if track.origin == self.config.node_id {
                 self.end_track(track);
@@ -707,6 +704,22 @@ impl TreeNode {
                 self.attach_upstream(track, now);
             }
         }
+    }
+
+    /// Another local viewer starts: answered by one `TreeOutput::Run`, in order with the
+    /// track's `Deliver`s, so the run and the live packets after it neither overlap nor leave a
+    /// gap. This node's keyframe cache is the only one the gateway on it needs.
+    pub fn replay(&mut self, track: &TrackKey) {
+        let packets = self
+            .tracks
+            .get(track)
+            .map(|t| t.replay())
+            .unwrap_or_default();
+        self.stats.delivered += packets.len() as u64;
+        self.out.push_back(TreeOutput::Run {
+            track: track.clone(),
+            packets,
+        });
     }
 
     /// Local viewers no longer want the track: once no child wants it either, it is pruned after the prune

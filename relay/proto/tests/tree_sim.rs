@@ -168,6 +168,16 @@ impl Net {
                             .push(packet.seq);
                         self.packets.entry(id).or_default().push(packet);
                     }
+                    // A subscribe's run: the gateway's viewers start from it, as from live packets.
+                    TreeOutput::Run { packets, .. } => {
+                        for packet in packets {
+                            self.delivered
+                                .entry(id.clone())
+                                .or_default()
+                                .push(packet.seq);
+                            self.packets.entry(id.clone()).or_default().push(packet);
+                        }
+                    }
                     TreeOutput::KeyframeRequest { .. } => self.keyframe_requests_at_origin += 1,
                     TreeOutput::StreamLocation { stream, origin } => {
                         self.locations.entry(id).or_default().push((stream, origin))

@@ -71,6 +71,8 @@ pub enum Local {
     Unpublish(TrackKey),
     /// Local viewers want this track.
     Subscribe(TrackKey),
+    /// One more local viewer starts on this track: answered by one `ClusterEvent::Run`.
+    Replay(TrackKey),
     /// Local viewers no longer want this track.
     Unsubscribe(TrackKey),
     /// A local viewer needs a keyframe of this track.
@@ -91,6 +93,9 @@ pub enum Local {
 pub enum ClusterEvent {
     /// A packet of a track subscribed here.
     Deliver(TrackKey, SharedPacket),
+    /// The answer to each `Local::Subscribe` and `Local::Replay`, in order with the `Deliver`s:
+    /// the keyframe run a new viewer starts from (empty when this node has none yet).
+    Run(TrackKey, Vec<SharedPacket>),
     /// A track subscribed here is flowing; its codec description.
     TrackReady(TrackKey, SubscribeOk),
     /// A track subscribed here is gone.
@@ -426,6 +431,7 @@ impl NodeTask {
             Local::Packet(track, packet) => tree.local_packet(&track, packet, now),
             Local::Unpublish(track) => tree.unpublish(&track),
             Local::Subscribe(track) => tree.subscribe(&track, now),
+            Local::Replay(track) => tree.replay(&track),
             Local::Unsubscribe(track) => tree.unsubscribe(&track, now),
             Local::KeyframeRequest(track) => tree.request_keyframe(&track, now),
             Local::Announce(stream, origin) => tree.announce(stream, origin),
@@ -486,6 +492,7 @@ impl NodeTask {
                 TreeOutput::Deliver { track, packet } => {
                     self.emit(ClusterEvent::Deliver(track, packet))
                 }
+                TreeOutput::Run { track, packets } => self.emit(ClusterEvent::Run(track, packets)),
                 TreeOutput::TrackReady { track, info } => {
                     self.emit(ClusterEvent::TrackReady(track, info))
                 }
