@@ -88,8 +88,8 @@ impl Engine {
                     }
                     // The layer this pull moves to: from its next keyframe on, kept until the
                     // current layer's frame is complete.
-                    // A keyframe run replayed by the origin (this worker's copy of the layer is
-                    // new) is in the past: only a keyframe that is arriving now will do.
+                    // A run a parent hop replays to this node's new copy of the layer arrives as
+                    // a burst of past packets: only a keyframe that is arriving now will do.
                     if pull.state == PullState::WaitConnect
                         || (pull.switch_buf.is_empty()
                             && (!pkt.keyframe_start
