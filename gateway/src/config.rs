@@ -51,6 +51,12 @@ pub struct Cli {
     /// PEM private key for HTTPS.
     #[arg(long, env = "GATEWAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM certificate of the cluster's DTLS identity (ECDSA): give every gateway the same pair.
+    #[arg(long, env = "GATEWAY_DTLS_CERT", requires = "dtls_key")]
+    pub dtls_cert: Option<PathBuf>,
+    /// PEM private key (ECDSA P-256 or P-384) of the cluster's DTLS identity.
+    #[arg(long, env = "GATEWAY_DTLS_KEY", requires = "dtls_cert")]
+    pub dtls_key: Option<PathBuf>,
     /// A bearer token allowed to publish every stream (repeatable).
     #[arg(
         long = "publish-token",
@@ -256,6 +262,11 @@ pub struct Config {
     pub workers: usize,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// The cluster's DTLS certificate and key (`dtls_cert.rs`): every gateway given the same
+    /// pair answers with the same fingerprint. `None`: a certificate of this process's own.
+    pub dtls_cert: Option<PathBuf>,
+    /// Its private key; set with `dtls_cert` or not at all.
+    pub dtls_key: Option<PathBuf>,
     /// `None`: anonymous publishing is allowed only when no token is configured at all.
     pub allow_anonymous_publish: Option<bool>,
     pub allow_anonymous_play: Option<bool>,
@@ -455,6 +466,8 @@ impl Default for Config {
             workers: 0,
             tls_cert: None,
             tls_key: None,
+            dtls_cert: None,
+            dtls_key: None,
             allow_anonymous_publish: None,
             allow_anonymous_play: None,
             tokens: Vec::new(),
@@ -560,6 +573,10 @@ impl Config {
         if cli.tls_cert.is_some() {
             self.tls_cert = cli.tls_cert;
             self.tls_key = cli.tls_key;
+        }
+        if cli.dtls_cert.is_some() {
+            self.dtls_cert = cli.dtls_cert;
+            self.dtls_key = cli.dtls_key;
         }
         for token in cli.publish_tokens {
             self.tokens.push(TokenRule {
@@ -672,6 +689,11 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.dtls_cert.is_some() != self.dtls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "dtls_cert and dtls_key: set both (the cluster's DTLS identity) or neither".into(),
+            ));
+        }
         let window = self.viewer_repair_window;
         if window < Duration::from_millis(100) || window > Duration::from_secs(10) {
             return Err(ConfigError::Invalid(format!(

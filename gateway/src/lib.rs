@@ -19,6 +19,7 @@ pub mod data_channel;
 pub mod datagram;
 pub mod demux;
 pub mod depacketize;
+pub mod dtls_cert;
 #[warn(missing_docs)]
 pub mod engine;
 pub mod fmp4;

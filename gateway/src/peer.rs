@@ -59,10 +59,13 @@ const MAX_MLINES: usize = 16;
 impl PeerFactory {
     pub fn new(config: &Config, udp_local: SocketAddr) -> Result<Self, String> {
         let provider = cached_dtls::crypto_provider();
-        let cert = provider
-            .dtls_provider
-            .generate_certificate()
-            .ok_or("the crypto provider cannot generate a DTLS certificate")?;
+        let cert = match (&config.dtls_cert, &config.dtls_key) {
+            (Some(cert), Some(key)) => crate::dtls_cert::load(cert, key)?,
+            _ => provider
+                .dtls_provider
+                .generate_certificate()
+                .ok_or("the crypto provider cannot generate a DTLS certificate")?,
+        };
         let candidates = candidate_addrs(config, udp_local);
         if candidates.is_empty() {
             return Err("no usable host candidate address; pass --candidate-ip".into());
