@@ -413,7 +413,8 @@ impl Default for TurnSettings {
 pub struct TurnKeyConfig {
     /// Key id, in the credentials API's URLs and in the user names it issues.
     pub id: String,
-    /// The secret: the bearer token for this key's credentials API, and the HMAC key of its user names.
+    /// The secret: the bearer token for this key's credentials API, and the HMAC key of its user
+    /// names.
     pub secret: String,
 }
 

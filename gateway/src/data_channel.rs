@@ -174,7 +174,8 @@ impl AckGate {
         }
     }
 
-    /// What to do with a message (`binary` or text) for the subscriber: pass it, hold it, or drop it.
+    /// What to do with a message (`binary` or text) for the subscriber: pass it, hold it, or drop
+    /// it.
     pub fn offer(&mut self, binary: bool, data: &Arc<[u8]>, now: Instant) -> Gate {
         let AckGate::Waiting { since, held, bytes } = self else {
             return Gate::Pass;
@@ -306,7 +307,8 @@ impl SessionChannels {
         Some(id)
     }
 
-    /// Starts publishing channel `name` (`to_cluster`: also to the cluster bridge), with no subscribers yet.
+    /// Starts publishing channel `name` (`to_cluster`: also to the cluster bridge), with no
+    /// subscribers yet.
     pub fn publish(&mut self, name: String, stream_id: u16, channel: ChannelId, to_cluster: bool) {
         self.published.push(Published {
             name,

@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use aws_lc_rs::hmac;
 
-/// The magic cookie every RFC 8489 STUN header carries (bytes 4–8); also the XOR mask for addresses.
+/// The magic cookie every RFC 8489 STUN header carries (bytes 4–8); also the XOR mask for
+/// addresses.
 pub const MAGIC: u32 = 0x2112_A442;
 /// Length of a STUN header, bytes.
 pub const HEADER: usize = 20;
@@ -225,7 +226,8 @@ impl<'a> TurnMessage<'a> {
     }
 }
 
-/// Unmangles an XOR-MAPPED/PEER/RELAYED-ADDRESS value; `None` when truncated or of an unknown family.
+/// Unmangles an XOR-MAPPED/PEER/RELAYED-ADDRESS value; `None` when truncated or of an unknown
+/// family.
 pub fn xor_address(value: &[u8], txid: &[u8; 12]) -> Option<SocketAddr> {
     let family = *value.get(1)?;
     let port = be16(value, 2)? ^ (MAGIC >> 16) as u16;
@@ -276,7 +278,8 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// A message header of `method` and `class`; the length is kept up to date as attributes are added.
+    /// A message header of `method` and `class`; the length is kept up to date as attributes are
+    /// added.
     pub fn new(method: u16, class: Class, txid: [u8; 12]) -> Builder {
         let c: u16 = match class {
             Class::Request => 0,

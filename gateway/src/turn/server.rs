@@ -93,7 +93,8 @@ pub enum TurnOutput {
 pub struct TurnStats {
     /// Live allocations.
     pub allocations: usize,
-    /// Permissions, channels or sends refused because the peer is outside the allowed networks (403).
+    /// Permissions, channels or sends refused because the peer is outside the allowed networks
+    /// (403).
     pub refused_peers: u64,
     /// Requests with an unknown user name or a failing MESSAGE-INTEGRITY.
     pub auth_failures: u64,
