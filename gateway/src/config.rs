@@ -337,7 +337,7 @@ pub struct TurnSettings {
     pub listen_tls: Option<SocketAddr>,
     /// The TLS listener's PEM certificate chain and key; default: the HTTPS ones.
     pub tls_cert: Option<PathBuf>,
-    /// … see `tls_cert`.
+    /// The TLS listener's PEM private key (see `tls_cert`).
     pub tls_key: Option<PathBuf>,
     /// The address relayed sockets bind (default: the listen address's, or the first candidate).
     pub relay_ip: Option<IpAddr>,

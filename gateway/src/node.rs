@@ -32,7 +32,7 @@ pub struct Node {
     pub auth: Auth,
     /// The node's directory of sessions, streams and tracks.
     pub registry: Arc<Registry>,
-    /// Builds each session's `Rtc` (DTLS certificate, candidates, codecs).
+    /// Builds each session's `Rtc` (the node's DTLS certificate, its host candidates).
     pub peers: PeerFactory,
     /// The node's UDP socket, shared by every WebRTC session.
     pub udp: Arc<UdpShell>,

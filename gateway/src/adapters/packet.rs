@@ -6,9 +6,9 @@
 /// One adapter message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Packet {
-    /// Counts messages, per adapter (field 1).
+    /// Message sequence number (field 1).
     pub sequence_number: u32,
-    /// Media time, in the RTP clock's units (egress: the Opus track's 48 kHz) (field 2).
+    /// Media timestamp (field 2); egress sends the Opus track's RTP time (48 kHz).
     pub timestamp: u32,
     /// PCM samples, or a JPEG (field 5).
     pub payload: Vec<u8>,
