@@ -42,11 +42,20 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Throttled {
     /// 429: this source POSTs too fast.
-    Rate { retry_after: u32 },
+    Rate {
+        /// Seconds to wait before trying again (`Retry-After`).
+        retry_after: u32,
+    },
     /// 429: this source holds too many unconnected sessions.
-    SourcePending { retry_after: u32 },
+    SourcePending {
+        /// Seconds to wait before trying again (`Retry-After`).
+        retry_after: u32,
+    },
     /// 503: the node holds too many unconnected sessions.
-    NodePending { retry_after: u32 },
+    NodePending {
+        /// Seconds to wait before trying again (`Retry-After`).
+        retry_after: u32,
+    },
 }
 
 #[derive(Debug)]
@@ -63,6 +72,7 @@ const MAX_SOURCES: usize = 65_536;
 /// A refused source is told to come back after about this long when its sessions are pending.
 const PENDING_RETRY: u32 = 5;
 
+/// Admission state: each source's POST token bucket and pending sessions, and the node's.
 #[derive(Debug, Default)]
 pub struct Admission {
     limits: Limits,
@@ -71,6 +81,7 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// Admission within `limits`, with nothing pending.
     pub fn new(limits: Limits) -> Self {
         Admission {
             limits,

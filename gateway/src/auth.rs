@@ -8,15 +8,20 @@ use crate::config::{Config, TokenRule};
 /// What a request wants to do to a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// WHIP: publish the stream.
     Publish,
+    /// WHEP: play the stream.
     Play,
 }
 
 /// Outcome of a check, so the HTTP layer can tell 401 (who are you) from 403 (not this stream).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// The request may go ahead.
     Allowed,
+    /// 401: no bearer token, or an unknown one.
     Unauthenticated,
+    /// 403: the token is known but may not do this on this stream.
     Forbidden,
 }
 
@@ -32,6 +37,7 @@ pub struct Auth {
 /// Which streams a request may see on `/v1/streams`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Listing {
+    /// Every stream (an admin token, or anyone may play).
     All,
     /// Those its token may play.
     Playable,
@@ -40,6 +46,7 @@ pub enum Listing {
 }
 
 impl Auth {
+    /// The token rules, apps and anonymous policy of `config`.
     pub fn new(config: &Config) -> Self {
         Auth {
             rules: config.tokens.clone(),
@@ -53,6 +60,7 @@ impl Auth {
         }
     }
 
+    /// Whether `action` needs no token on this node.
     pub fn anonymous(&self, action: Action) -> bool {
         match action {
             Action::Publish => self.anonymous_publish,

@@ -76,6 +76,7 @@ pub struct ClusterChannels {
 }
 
 impl ClusterChannels {
+    /// No channels yet; `node_id` is this node's id in the cluster (it names the tracks).
     pub fn new(node_id: String) -> ClusterChannels {
         ClusterChannels {
             node_id,
@@ -144,6 +145,7 @@ impl ClusterChannels {
         self.announce(cluster, publisher);
     }
 
+    /// A channel published to the cluster from here ends: unpublished from the tree.
     pub fn unpublish(&mut self, cluster: &ClusterHandle, publisher: SessionId, name: &str) {
         let Some(p) = self.published.remove(&(publisher, name.to_string())) else {
             return;
@@ -285,6 +287,7 @@ impl ClusterChannels {
         }
     }
 
+    /// A worker's session stops receiving a channel published elsewhere; the last one unsubscribes.
     pub fn unsubscribe(
         &mut self,
         cluster: &ClusterHandle,

@@ -94,6 +94,7 @@ pub struct Cli {
     /// The cluster certificate and key (PEM) every node holds (`relay cluster-cert` makes them).
     #[arg(long, env = "GATEWAY_CLUSTER_CERT")]
     pub cluster_cert: Option<PathBuf>,
+    /// … and its private key (PEM).
     #[arg(long, env = "GATEWAY_CLUSTER_KEY")]
     pub cluster_key: Option<PathBuf>,
     /// A cluster member as `tier:host:port` (repeatable; tier 0 = gateways, 1.. = relay tiers).
@@ -189,6 +190,7 @@ pub use relay_shell::settings::ClusterSettings;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingSettings {
+    /// Directory the fMP4 files are written to.
     pub dir: PathBuf,
     /// Streams recorded as soon as they are published (patterns as for tokens).
     #[serde(default)]
@@ -207,9 +209,12 @@ fn default_segment_secs() -> u64 {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRule {
+    /// The bearer token as clients send it.
     pub token: String,
+    /// Stream patterns this token may publish (WHIP).
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Stream patterns this token may play (WHEP).
     #[serde(default)]
     pub play: Vec<String>,
     /// May read the node's monitoring JSON (`/v1/stats`, every stream on `/v1/streams`).
@@ -221,7 +226,9 @@ pub struct TokenRule {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct App {
+    /// The app id, in `/v1/apps/{id}/…` paths.
     pub id: String,
+    /// The shared secret, sent as the bearer token.
     pub secret: String,
     /// Origins whose pages may call the API (CORS): `["*"]` (the default) for any, as Calls
     /// does; a list of `scheme://host[:port]` to restrict. The secret is what authorises a call;
@@ -238,8 +245,11 @@ fn any_origin() -> Vec<String> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URL.
     pub url: String,
+    /// TURN user name, if the server needs credentials.
     pub username: Option<String>,
+    /// TURN password, if the server needs credentials.
     pub credential: Option<String>,
 }
 
@@ -247,7 +257,9 @@ pub struct IceServer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// HTTP(S) listen address for the WHIP/WHEP and control API.
     pub http_listen: SocketAddr,
+    /// The one UDP address all WebRTC sessions share.
     pub udp_listen: SocketAddr,
     /// Send a viewer's consecutive equal-sized datagrams as one UDP GSO buffer where the OS can.
     pub udp_gso: bool,
@@ -257,10 +269,15 @@ pub struct Config {
     pub ice_tcp: bool,
     /// Their listen address; `None`: the UDP listen address.
     pub ice_tcp_listen: Option<SocketAddr>,
+    /// Host candidate addresses to advertise; empty: every local interface address.
     pub candidate_ips: Vec<IpAddr>,
+    /// Public addresses of a 1:1 NAT in front of this node, advertised first.
     pub public_ips: Vec<IpAddr>,
+    /// Media worker threads (0: one per core; see [`Config::worker_count`]).
     pub workers: usize,
+    /// PEM certificate chain for HTTPS (none: plain HTTP).
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
     pub tls_key: Option<PathBuf>,
     /// The cluster's DTLS certificate and key (`dtls_cert.rs`): every gateway given the same
     /// pair answers with the same fingerprint. `None`: a certificate of this process's own.
@@ -269,9 +286,13 @@ pub struct Config {
     pub dtls_key: Option<PathBuf>,
     /// `None`: anonymous publishing is allowed only when no token is configured at all.
     pub allow_anonymous_publish: Option<bool>,
+    /// `None`: anonymous playing is allowed only when no token may play.
     pub allow_anonymous_play: Option<bool>,
+    /// Bearer tokens and what they may publish, play and read.
     pub tokens: Vec<TokenRule>,
+    /// Apps allowed to use the session/track API.
     pub apps: Vec<App>,
+    /// STUN/TURN servers announced to WHIP/WHEP clients in `Link` headers.
     pub ice_servers: Vec<IceServer>,
     /// Largest accepted HTTP body (SDP offers are a few KiB; OBS simulcast offers under 16 KiB).
     pub max_body_bytes: usize,
@@ -294,10 +315,15 @@ pub struct Config {
     pub viewer_repair_window: Duration,
     /// Admission of new sessions: POST rate and unconnected sessions per source, and per node.
     pub limits: crate::admission::Limits,
+    /// Cluster membership and node-to-node links (none: a standalone node).
     pub cluster: Option<ClusterSettings>,
+    /// Recording to fMP4 (none: off).
     pub recording: Option<RecordingSettings>,
+    /// Protocol adapters beside WHIP/WHEP.
     pub adapters: AdapterSettings,
+    /// OTLP metrics export.
     pub telemetry: TelemetrySettings,
+    /// TURN credentials handed out and the gateway's own TURN service.
     pub turn: TurnSettings,
 }
 
@@ -322,13 +348,17 @@ pub struct TurnSettings {
     pub listen_tls: Option<SocketAddr>,
     /// The TLS listener's PEM certificate chain and key; default: the HTTPS ones.
     pub tls_cert: Option<PathBuf>,
+    /// The TLS listener's PEM private key (see `tls_cert`).
     pub tls_key: Option<PathBuf>,
     /// The address relayed sockets bind (default: the listen address's, or the first candidate).
     pub relay_ip: Option<IpAddr>,
     /// Networks peers may be in, as CIDR (`10.0.0.0/8`); default: this gateway's candidates.
     pub allowed_peers: Vec<String>,
+    /// Allocations one TURN user name may hold at once.
     pub max_allocations_per_user: usize,
+    /// Allocations one client IP address may hold at once.
     pub max_allocations_per_source: usize,
+    /// Allocations on this node at most.
     pub max_allocations: usize,
     /// Longest allocation lifetime granted (seconds).
     pub max_lifetime_secs: u64,
@@ -388,10 +418,14 @@ impl Default for TurnSettings {
     }
 }
 
+/// A TURN shared secret (`[[turn.keys]]`) credentials are derived from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TurnKeyConfig {
+    /// Key id, in the credentials API's URLs and in the user names it issues.
     pub id: String,
+    /// The secret: the bearer token for this key's credentials API, and the HMAC key of its user
+    /// names.
     pub secret: String,
 }
 
@@ -418,6 +452,7 @@ impl TurnSettings {
 pub struct TelemetrySettings {
     /// Base URL of an OTLP/HTTP receiver; none: no push.
     pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed, ms.
     pub otlp_interval_ms: u64,
     /// The resource's `service.name`.
     pub service_name: String,
@@ -493,18 +528,26 @@ impl Default for Config {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// Why reading failed.
         source: std::io::Error,
     },
+    /// The config file is not valid TOML or does not match the settings.
     #[error("invalid TOML in {path}: {source}")]
     Toml {
+        /// The config file.
         path: PathBuf,
+        /// The parse error.
         source: toml::de::Error,
     },
+    /// An `--app` argument not of the form `id:secret`.
     #[error("invalid --app {0:?}: expected id:secret")]
     App(String),
+    /// A setting out of range or settings that contradict each other.
     #[error("{0}")]
     Invalid(String),
 }
@@ -810,6 +853,7 @@ impl Config {
         Ok(())
     }
 
+    /// Media worker threads to start: `workers`, or one per available core when 0.
     pub fn worker_count(&self) -> usize {
         if self.workers > 0 {
             self.workers
@@ -826,6 +870,7 @@ impl Config {
             .unwrap_or_else(|| self.tokens.iter().all(|t| t.publish.is_empty()))
     }
 
+    /// Anonymous playing: explicit setting, else allowed only when no play token exists.
     pub fn anonymous_play(&self) -> bool {
         self.allow_anonymous_play
             .unwrap_or_else(|| self.tokens.iter().all(|t| t.play.is_empty()))

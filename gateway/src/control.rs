@@ -21,9 +21,13 @@ use crate::session::Pull;
 
 /// A session the HTTP layer can describe to its client.
 pub struct Created {
+    /// The new session's id.
     pub id: SessionId,
+    /// Our SDP answer.
     pub answer: String,
+    /// The ETag of its ICE session (changes on ICE restart).
     pub etag: String,
+    /// The tracks it pushes.
     pub tracks: Vec<Arc<TrackInfo>>,
 }
 
@@ -534,6 +538,7 @@ pub async fn ice_restart(
     Ok((local.ufrag, local.pass, etag))
 }
 
+/// Hands trickled ICE candidates (`candidate:…` lines) to the session's worker.
 pub fn trickle(node: &Node, id: SessionId, candidates: Vec<String>) -> Result<(), Refusal> {
     let entry = node.registry.session(id).ok_or_else(Refusal::no_session)?;
     node.send(

@@ -21,6 +21,7 @@ use crate::token_bucket::TokenBucket;
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Messages per second a published channel may send, with this burst.
 pub const MESSAGES_PER_SECOND: f64 = 200.0;
+/// Burst of messages a published channel may send above [`MESSAGES_PER_SECOND`].
 pub const BURST: f64 = 400.0;
 /// A subscriber whose channel holds more than this unsent is skipped (its message counted as
 /// dropped) rather than let grow: a slow subscriber never holds up the others.
@@ -36,8 +37,11 @@ const FIRST_STREAM_ID: u16 = 100;
 /// channel, to its messages across the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelOptions {
+    /// Delivered in order (`ordered`).
     pub ordered: bool,
+    /// Retransmissions at most before a message is given up (`maxRetransmits`).
     pub max_retransmits: Option<u16>,
+    /// How long a message is retransmitted at most, ms (`maxPacketLifeTime`).
     pub max_packet_life_time: Option<u16>,
 }
 
@@ -99,21 +103,29 @@ impl ChannelOptions {
 /// Where a published channel's messages go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscriber {
+    /// The subscribing session.
     pub session: SessionId,
+    /// The worker that session runs on.
     pub worker: usize,
+    /// The subscriber's channel on its own session.
     pub channel: ChannelId,
 }
 
 /// A channel the session publishes.
 #[derive(Debug)]
 pub struct Published {
+    /// The channel's label.
     pub name: String,
+    /// Its SCTP stream id on the publisher's association.
     pub stream_id: u16,
+    /// str0m's id of the channel.
     pub channel: ChannelId,
+    /// Sessions on this gateway that receive its messages.
     pub subscribers: Vec<Subscriber>,
     /// Its messages also go to the cluster bridge, for subscribers on other gateways.
     pub to_cluster: bool,
     rate: TokenBucket,
+    /// Messages refused (too large or over the rate), for stats.
     pub dropped: u64,
 }
 
@@ -127,11 +139,16 @@ pub const MAX_HELD_BYTES: usize = 256 * 1024;
 /// acknowledgment, consumed here), so that it loses nothing it sent before it was listening.
 #[derive(Debug, Default)]
 pub enum AckGate {
+    /// Delivering as messages come.
     #[default]
     Open,
+    /// Holding messages until the subscriber's first message.
     Waiting {
+        /// When the subscription began: the `ACK_WAIT` deadline runs from here.
         since: Instant,
+        /// The held messages, (binary, payload), in order.
         held: VecDeque<(bool, Arc<[u8]>)>,
+        /// Their total size, bytes.
         bytes: usize,
     },
 }
@@ -141,11 +158,14 @@ pub enum AckGate {
 pub enum Gate {
     /// Write it now.
     Pass,
+    /// Kept until the subscriber acknowledges.
     Held,
+    /// Dropped: the acknowledgment is overdue or too much is held.
     Dropped,
 }
 
 impl AckGate {
+    /// A gate holding messages from `now` until the subscriber acknowledges.
     pub fn waiting(now: Instant) -> AckGate {
         AckGate::Waiting {
             since: now,
@@ -154,6 +174,8 @@ impl AckGate {
         }
     }
 
+    /// What to do with a message (`binary` or text) for the subscriber: pass it, hold it, or drop
+    /// it.
     pub fn offer(&mut self, binary: bool, data: &Arc<[u8]>, now: Instant) -> Gate {
         let AckGate::Waiting { since, held, bytes } = self else {
             return Gate::Pass;
@@ -184,10 +206,13 @@ impl AckGate {
 /// What a session asks to receive (`datachannels/new`, `location: remote`).
 #[derive(Debug, Clone)]
 pub struct Subscription {
+    /// The publishing session.
     pub publisher: SessionId,
+    /// The published channel's label.
     pub name: String,
     /// The peer that serves it: the publisher's worker, or the cluster bridge.
     pub publisher_worker: usize,
+    /// Ordered/reliable delivery settings for the subscriber's channel.
     pub options: ChannelOptions,
     /// Calls' `waitForAck`: nothing is delivered until the subscriber's first message.
     pub wait_for_ack: bool,
@@ -196,9 +221,13 @@ pub struct Subscription {
 /// A channel the session receives from another session's published one.
 #[derive(Debug)]
 pub struct Subscribed {
+    /// The publishing session.
     pub publisher: SessionId,
+    /// The published channel's label.
     pub name: String,
+    /// Its SCTP stream id on the subscriber's association.
     pub stream_id: u16,
+    /// str0m's id of the subscriber's channel.
     pub channel: ChannelId,
     /// Where the publisher's messages come from: its worker, or the cluster bridge.
     pub publisher_worker: usize,
@@ -206,10 +235,12 @@ pub struct Subscribed {
     /// within the same size and rate limits as a published channel.
     pub can_reply: bool,
     reply_rate: TokenBucket,
+    /// Holds messages until the subscriber acknowledges (`waitForAck`).
     pub gate: AckGate,
 }
 
 impl Subscribed {
+    /// A subscription whose replies are off until `canReply` turns them on.
     pub fn new(
         publisher: SessionId,
         name: String,
@@ -239,7 +270,9 @@ impl Subscribed {
 /// A session's channels.
 #[derive(Debug, Default)]
 pub struct SessionChannels {
+    /// Channels the session publishes.
     pub published: Vec<Published>,
+    /// Channels the session subscribes to.
     pub subscribed: Vec<Subscribed>,
     /// A WHEP viewer's in-band channels whose label the stream's publisher has not opened yet
     /// (label, channel): matched on the worker's housekeeping tick.
@@ -248,8 +281,6 @@ pub struct SessionChannels {
 }
 
 impl SessionChannels {
-    /// A stream id not used by this session yet; None once the session has its
-    /// `MAX_CHANNELS_PER_SESSION` (or ran out of ids).
     /// Whether the session may have one more channel.
     pub fn has_room(&self) -> bool {
         self.published.len() + self.subscribed.len() + self.wanted.len() < MAX_CHANNELS_PER_SESSION
@@ -263,6 +294,8 @@ impl SessionChannels {
             || self.wanted.iter().any(|(_, c)| *c == channel)
     }
 
+    /// A stream id not used by this session yet; None once the session has its
+    /// `MAX_CHANNELS_PER_SESSION` (or ran out of ids).
     pub fn next_stream_id(&mut self) -> Option<u16> {
         if !self.has_room() {
             return None;
@@ -274,6 +307,8 @@ impl SessionChannels {
         Some(id)
     }
 
+    /// Starts publishing channel `name` (`to_cluster`: also to the cluster bridge), with no
+    /// subscribers yet.
     pub fn publish(&mut self, name: String, stream_id: u16, channel: ChannelId, to_cluster: bool) {
         self.published.push(Published {
             name,
@@ -286,10 +321,12 @@ impl SessionChannels {
         });
     }
 
+    /// The published channel labelled `name`.
     pub fn published_mut(&mut self, name: &str) -> Option<&mut Published> {
         self.published.iter_mut().find(|p| p.name == name)
     }
 
+    /// The published channel with str0m id `channel`.
     pub fn by_channel(&mut self, channel: ChannelId) -> Option<&mut Published> {
         self.published.iter_mut().find(|p| p.channel == channel)
     }

@@ -26,7 +26,9 @@ use crate::ids::SessionId;
 /// Where a datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
+    /// The worker the session runs on.
     pub worker: usize,
+    /// The session.
     pub session: SessionId,
 }
 
@@ -37,12 +39,18 @@ pub enum DemuxUpdate {
     /// ufrag). `failures` counts the session's forged STUN (shared with the registry, so the
     /// stream list can show it); an ICE restart sends `None` and keeps the session's counter.
     Ufrag {
+        /// Our ufrag for the session (this ICE generation).
         ufrag: String,
+        /// Our ICE password: the MESSAGE-INTEGRITY key.
         pwd: String,
+        /// Where the session's datagrams go.
         route: Route,
+        /// The session's forged-STUN counter; `None` keeps the one it has.
         failures: Option<Arc<AtomicU64>>,
     },
+    /// The session ended: forget its ufrags and bound addresses.
     Remove {
+        /// The session.
         session: SessionId,
     },
 }
@@ -53,10 +61,12 @@ pub enum DemuxUpdate {
 pub struct DemuxFeed(Vec<tokio::sync::mpsc::UnboundedSender<DemuxUpdate>>);
 
 impl DemuxFeed {
+    /// A feed to these tables.
     pub fn new(tables: Vec<tokio::sync::mpsc::UnboundedSender<DemuxUpdate>>) -> DemuxFeed {
         DemuxFeed(tables)
     }
 
+    /// Sends `update` to every table.
     pub fn send(&self, update: DemuxUpdate) {
         for table in &self.0 {
             // A table whose task has stopped (shutdown) needs no more updates.
@@ -113,6 +123,7 @@ pub struct Demux {
 }
 
 impl Demux {
+    /// Learns or forgets a session's ufrag, as the workers announce it.
     pub fn apply(&mut self, update: DemuxUpdate) {
         match update {
             DemuxUpdate::Ufrag {
@@ -231,10 +242,12 @@ impl Demux {
         }
     }
 
+    /// Sessions in the table.
     pub fn sessions(&self) -> usize {
         self.keys.len()
     }
 
+    /// Source addresses bound to sessions.
     pub fn addrs(&self) -> usize {
         self.by_addr.len()
     }

@@ -24,7 +24,9 @@ use relay_proto::MediaPacket;
 /// One picture (an H264/H265 access unit, an AV1 temporal unit), ready to be an MP4 sample.
 #[derive(Debug, Clone)]
 pub struct AccessUnit {
+    /// RTP timestamp of the picture, extended to 64 bits.
     pub rtp_time: u64,
+    /// When its first packet arrived.
     pub received: Instant,
     /// A random access point: IDR/IRAP, or an AV1 key frame with its sequence header.
     pub keyframe: bool,
@@ -59,8 +61,11 @@ trait PayloadFormat: Send {
 /// The video codecs the recorder can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
+    /// H264 (RFC 6184).
     H264,
+    /// H265 (RFC 7798).
     H265,
+    /// AV1 (the AOM RTP payload format).
     Av1,
 }
 
@@ -84,6 +89,7 @@ pub struct Assembler {
 }
 
 impl Assembler {
+    /// An assembler for `codec`'s RTP payload format, with nothing received yet.
     pub fn new(codec: VideoCodec) -> Assembler {
         let format: Box<dyn PayloadFormat> = match codec {
             VideoCodec::H264 => Box::<h264::H264>::default(),

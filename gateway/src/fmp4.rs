@@ -21,14 +21,22 @@ use crate::depacketize::VideoCodec;
 pub enum TrackConfig {
     /// H264 with the parameter sets the stream carried.
     H264 {
+        /// The sequence parameter set NAL unit.
         sps: Vec<u8>,
+        /// The picture parameter set NAL unit.
         pps: Vec<u8>,
+        /// Picture width from the SPS, pixels (0 when it did not parse).
         width: u16,
+        /// Picture height from the SPS, pixels (0 when it did not parse).
         height: u16,
     },
+    /// H265, described from its VPS/SPS/PPS.
     H265(HevcConfig),
+    /// AV1, described from its sequence header.
     Av1(Av1Config),
+    /// Opus audio.
     Opus {
+        /// Audio channels.
         channels: u16,
     },
 }
@@ -70,11 +78,14 @@ impl TrackConfig {
     }
 }
 
+/// A track of the init segment.
 #[derive(Debug, Clone)]
 pub struct TrackDesc {
     /// 1-based track id.
     pub id: u32,
+    /// Ticks per second of its sample times.
     pub timescale: u32,
+    /// Codec and its configuration.
     pub kind: TrackConfig,
 }
 
@@ -82,20 +93,27 @@ pub struct TrackDesc {
 /// Opus), its duration in the track's timescale and whether it is a sync sample.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// The sample's bytes.
     pub data: Vec<u8>,
+    /// Duration, in the track's timescale.
     pub duration: u32,
+    /// A sync sample (for video: a keyframe).
     pub sync: bool,
 }
 
 /// One track's part of a fragment.
 pub struct TrackRun<'a> {
+    /// The track's 1-based id.
     pub track_id: u32,
     /// Decode time of the first sample, in the track's timescale (`tfdt`).
     pub base_time: u64,
+    /// The samples, in decode order.
     pub samples: &'a [Sample],
 }
 
+/// Timescale of video tracks: RTP's 90 kHz clock.
 pub const VIDEO_TIMESCALE: u32 = 90_000;
+/// Timescale of audio tracks: Opus's 48 kHz RTP clock.
 pub const AUDIO_TIMESCALE: u32 = 48_000;
 const MOVIE_TIMESCALE: u32 = 1000;
 const SYNC_FLAGS: u32 = 0x0200_0000; // depends on no other sample

@@ -16,8 +16,11 @@ pub const MAX_GSO_BYTES: usize = 64_000;
 
 /// One datagram as the grouping sees it.
 pub trait Datagram {
+    /// The local address it is sent from.
     fn source(&self) -> SocketAddr;
+    /// Where it goes.
     fn destination(&self) -> SocketAddr;
+    /// Its UDP payload size, bytes.
     fn size(&self) -> usize;
 }
 

@@ -43,10 +43,13 @@ const WRITE_QUEUE: usize = 1024;
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct IceTcpStats {
+    /// Connections accepted.
     pub accepted: AtomicU64,
     /// Closed at accept (over `MAX_CONNECTIONS`) or for proving no session within `VERIFY_WITHIN`.
     pub refused: AtomicU64,
+    /// RFC 4571 frames (STUN, DTLS, SRTP) received from clients.
     pub frames_received: AtomicU64,
+    /// … and sent to them.
     pub frames_sent: AtomicU64,
     /// Frames dropped: unrouted, forged STUN, or a full write queue.
     pub dropped: AtomicU64,
@@ -55,11 +58,17 @@ pub struct IceTcpStats {
 /// [`IceTcpStats`] read at once, with the open connections (`/v1/stats`, `/metrics`).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct IceTcpSnapshot {
+    /// Connections open now.
     pub connections: usize,
+    /// Connections accepted.
     pub accepted: u64,
+    /// Connections refused or closed unverified.
     pub refused: u64,
+    /// Frames received from clients.
     pub frames_received: u64,
+    /// Frames sent to clients.
     pub frames_sent: u64,
+    /// Frames dropped: unrouted, forged STUN, or a full write queue.
     pub dropped: u64,
 }
 
@@ -67,6 +76,7 @@ pub struct IceTcpSnapshot {
 pub struct IceTcp {
     local: SocketAddr,
     writers: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    /// The listener's counters.
     pub stats: IceTcpStats,
 }
 
@@ -100,6 +110,7 @@ impl IceTcp {
         Ok((ice_tcp, listener))
     }
 
+    /// The address the listener is bound to (the passive candidates' port).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
@@ -109,6 +120,7 @@ impl IceTcp {
         self.lock().len()
     }
 
+    /// The counters and open connections, read at once.
     pub fn snapshot(&self) -> IceTcpSnapshot {
         let r = Ordering::Relaxed;
         IceTcpSnapshot {

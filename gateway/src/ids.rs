@@ -28,6 +28,7 @@ impl SessionId {
         self.0.to_be_bytes()
     }
 
+    /// The id whose [`SessionId::to_bytes`] these are.
     pub fn from_bytes(bytes: [u8; 16]) -> SessionId {
         SessionId(u128::from_be_bytes(bytes))
     }

@@ -21,7 +21,9 @@ tokio::task_local! {
 /// When a request arrived and the span it came from.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestContext {
+    /// When the request arrived.
     pub started: Instant,
+    /// The caller's span, from its `traceparent` header.
     pub parent: Option<TraceParent>,
 }
 
@@ -42,15 +44,20 @@ impl RequestContext {
     }
 }
 
+/// Which side of a stream a session joins as; each has its own histograms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// A WHIP (or API) session pushing media: joined at its first packet received.
     Publisher,
+    /// A WHEP (or API) session pulling media: joined at its first packet sent.
     Viewer,
 }
 
 impl Role {
+    /// Both roles, in histogram order.
     pub const ALL: [Role; 2] = [Role::Publisher, Role::Viewer];
 
+    /// The role as a metric label.
     pub fn label(self) -> &'static str {
         match self {
             Role::Publisher => "publisher",
@@ -62,6 +69,7 @@ impl Role {
 /// The phases, in order; each is measured from the end of the one before.
 pub const PHASES: [&str; 4] = ["answer", "ice", "dtls", "first_packet"];
 
+/// Join time histograms per role: each phase's and the whole wait's.
 #[derive(Debug)]
 pub struct JoinMetrics {
     /// Per role, per phase (`PHASES`).
@@ -104,6 +112,7 @@ pub struct JoinClock {
 }
 
 impl JoinClock {
+    /// A session made for `request` at `created`; nothing reported yet.
     pub fn new(request: RequestContext, created: Instant) -> JoinClock {
         JoinClock {
             parent: request.parent,
@@ -115,16 +124,19 @@ impl JoinClock {
         }
     }
 
+    /// ICE connected at `now` (the first time counts).
     pub fn ice_connected(&mut self, now: Instant) {
         self.ice.get_or_insert(now);
     }
 
+    /// DTLS connected at `now` (the first time counts; ICE too if it was not seen).
     pub fn dtls_connected(&mut self, now: Instant) {
         // str0m may report DTLS before (or without) an ICE state change: ICE then ends here.
         self.ice.get_or_insert(now);
         self.dtls.get_or_insert(now);
     }
 
+    /// Whether `role`'s first packet was reported already.
     pub fn reported(&self, role: Role) -> bool {
         self.reported[role as usize]
     }

@@ -26,10 +26,15 @@ use crate::worker::{Worker, WorkerIo};
 
 /// Handle shared by every HTTP handler.
 pub struct Node {
+    /// The merged configuration the node runs with.
     pub config: Arc<Config>,
+    /// Token rules: who may publish, play and read stats.
     pub auth: Auth,
+    /// The node's directory of sessions, streams and tracks.
     pub registry: Arc<Registry>,
+    /// Builds each session's `Rtc` (the node's DTLS certificate, its host candidates).
     pub peers: PeerFactory,
+    /// The node's UDP socket, shared by every WebRTC session.
     pub udp: Arc<UdpShell>,
     /// ICE-TCP's listener, when it is on.
     pub ice_tcp: Option<Arc<IceTcp>>,
@@ -45,6 +50,7 @@ pub struct Node {
     pub adapters: mpsc::UnboundedSender<crate::adapters::AdapterRequest>,
     /// How long clients waited to join (`join_metrics`), and the HTTP requests' durations.
     pub join: Arc<crate::join_metrics::JoinMetrics>,
+    /// HTTP request durations per (method, route).
     pub http_timing: crate::http_timing::HttpTiming,
     /// TURN keys, revoked usernames and the TURN service's TLS handshake failures.
     pub turn: Arc<crate::turn_credentials::TurnShared>,
@@ -52,9 +58,11 @@ pub struct Node {
 
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
 pub struct Cluster {
+    /// Requests from the HTTP side to the cluster bridge.
     pub bridge: mpsc::UnboundedSender<BridgeRequest>,
     /// The bridge's index among the workers' peers (where worker messages for it go).
     pub bridge_peer: usize,
+    /// The running cluster node: links, tree and its counters.
     pub handle: relay_shell::cluster::ClusterHandle,
     /// Remote streams as last found (`remote_streams`), shared with the bridge.
     pub remote_streams: crate::remote_streams::RemoteStreams,
@@ -63,49 +71,71 @@ pub struct Cluster {
 /// Node-wide counters for `/v1/stats`.
 #[derive(Debug, Serialize)]
 pub struct NodeStats {
+    /// Sessions in the registry.
     pub sessions: usize,
+    /// Sessions per worker.
     pub worker_sessions: Vec<usize>,
+    /// Tracks the workers hold a copy of (a track on several workers counts once per worker).
     pub tracks: usize,
+    /// Streams being published.
     pub streams: usize,
+    /// RTP packets received from publishers.
     pub packets_in: u64,
+    /// Packets written to viewers.
     pub packets_out: u64,
+    /// Packets handed to other workers (once per worker with viewers).
     pub cross_worker_packets: u64,
+    /// Viewers started from a cached keyframe run.
     pub keyframe_runs_served: u64,
+    /// Keyframe requests from viewers and joins, before rate limiting.
     pub keyframe_requests_received: u64,
+    /// PLIs sent to publishers.
     pub keyframe_requests_sent: u64,
+    /// NACKed packets from viewers without RTX.
     pub nacks_received: u64,
+    /// … resent from the packet cache.
     pub nacks_answered: u64,
+    /// … no longer in the packet cache.
     pub nacks_missed: u64,
     /// NACK messages (not sequence numbers) from viewers with RTX, which str0m repairs itself;
     /// the three counters above are the gateway's own same-SSRC repairs (sequence numbers).
     pub nacks_rtx: u64,
+    /// Panics caught inside str0m (each cost one session).
     pub panics: u64,
     /// Data channel messages a subscriber missed (its channel not open, or too much unsent).
     pub channel_drops: u64,
     /// Data channel messages received from publishing sessions, and written to subscribers.
     pub channel_messages_received: u64,
+    /// … and written to subscribers.
     pub channel_messages_delivered: u64,
     /// H264 encoder quirks seen on published tracks: access units with B slices, and IDRs sent
     /// without SPS/PPS since the previous IDR.
     pub h264_bframes: u64,
+    /// IDRs whose SPS/PPS were not sent since the previous IDR.
     pub h264_idr_without_parameter_sets: u64,
     /// Simulcast layer switches done for viewers (automatic or pinned).
     pub layer_switches: u64,
+    /// Datagrams received on the UDP socket.
     pub udp_received: u64,
+    /// … bytes.
     pub udp_received_bytes: u64,
     /// Datagrams sent, their bytes (UDP payload), and the GSO buffers that carried several.
     pub udp_sent: u64,
+    /// … bytes.
     pub udp_sent_bytes: u64,
+    /// … GSO buffers.
     pub udp_gso_sends: u64,
     /// Messages sent: GSO buffers and lone datagrams (the kernel's unit of send work).
     pub udp_messages: u64,
     /// Send syscalls that carried datagrams (`sendmmsg` takes many messages per call).
     pub udp_send_calls: u64,
+    /// Datagrams received that the demux routed to no session (dropped).
     pub udp_unrouted: u64,
     /// Sessions answered that have not connected yet (what admission limits).
     pub pending_sessions: usize,
     /// STUN naming a live session's ufrag whose MESSAGE-INTEGRITY failed: dropped by the demux.
     pub stun_integrity_failures: u64,
+    /// UDP sends that failed.
     pub udp_send_errors: u64,
     /// ICE-TCP connections and frames, when it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,6 +416,7 @@ impl Node {
         }
     }
 
+    /// The UDP socket's local address.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp.local_addr()
     }
@@ -395,12 +426,14 @@ impl Node {
         self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len()
     }
 
+    /// Hands `msg` to worker `worker`'s mailbox; false when that worker is gone.
     pub fn send(&self, worker: usize, msg: WorkerMsg) -> bool {
         self.workers
             .get(worker)
             .is_some_and(|w| w.send(msg).is_ok())
     }
 
+    /// Hands a message made by `make` to every worker.
     pub fn broadcast(&self, make: impl Fn() -> WorkerMsg) {
         for w in &self.workers {
             let _ = w.send(make());
@@ -423,6 +456,7 @@ impl Node {
         });
     }
 
+    /// Node-wide counters, summed over the workers, for `/v1/stats`.
     pub fn stats(&self) -> NodeStats {
         let sum = |f: &dyn Fn(&WorkerStats) -> u64| self.stats.iter().map(|s| f(s)).sum::<u64>();
         let r = Ordering::Relaxed;

@@ -25,7 +25,9 @@ use crate::sdp_info::{self, Direction, MLine};
 
 /// A negotiated peer, ready to be handed to a worker.
 pub struct NewPeer {
+    /// str0m's state for the session, with the offer applied.
     pub rtc: Rtc,
+    /// Our SDP answer.
     pub answer: String,
     /// Our ICE credentials: the UDP demux routes STUN by the ufrag and checks it with the pwd.
     pub ice: IceCreds,
@@ -57,6 +59,7 @@ pub struct PeerFactory {
 const MAX_MLINES: usize = 16;
 
 impl PeerFactory {
+    /// A factory with a fresh DTLS certificate, advertising host candidates on `udp_local`'s port.
     pub fn new(config: &Config, udp_local: SocketAddr) -> Result<Self, String> {
         let provider = cached_dtls::crypto_provider();
         let cert = match (&config.dtls_cert, &config.dtls_key) {
@@ -84,6 +87,7 @@ impl PeerFactory {
         self
     }
 
+    /// The host candidate addresses every session advertises.
     pub fn candidates(&self) -> &[SocketAddr] {
         &self.candidates
     }
@@ -406,6 +410,7 @@ fn check_offer(sdp: &str) -> Result<Vec<MLine>, Refusal> {
     Ok(lines)
 }
 
+/// Checks and parses a client's SDP offer: the lines RFC 8866 requires and well-formed m-lines.
 pub fn parse_offer(sdp: &str) -> Result<SdpOffer, Refusal> {
     // RFC 8866 requires v=, o=, s= and t=; str0m is lenient about the last three.
     let has = |prefix: &str| sdp.lines().any(|l| l.starts_with(prefix));

@@ -36,20 +36,27 @@ const FRAGMENT_EVERY: Duration = Duration::from_secs(1);
 pub enum RecorderRequest {
     /// A WHIP stream started publishing here (recorded if the config or the API says so).
     Publish {
+        /// The stream's name.
         stream: Arc<str>,
+        /// The publishing session.
         session: SessionId,
+        /// Its tracks.
         tracks: Vec<Arc<TrackInfo>>,
     },
     /// `POST /v1/streams/{name}/recording`: record it from now on. Replies false for a stream
     /// that is not live.
     Start {
+        /// The stream's name.
         stream: Arc<str>,
+        /// Gets whether the stream is live.
         reply: oneshot::Sender<bool>,
     },
     /// `DELETE …`: stop recording it (until started again). Replies false for a stream that is
     /// neither live nor recording.
     Stop {
+        /// The stream's name.
         stream: Arc<str>,
+        /// Gets whether it was live or recording.
         reply: oneshot::Sender<bool>,
     },
 }
@@ -132,6 +139,7 @@ struct Recording {
     params: Option<Vec<Vec<u8>>>,
 }
 
+/// Writes live streams to fragmented MP4 files; one per node, a peer of the media workers.
 pub struct Recorder {
     index: usize,
     settings: RecordingSettings,
@@ -238,6 +246,7 @@ fn spawn_writer(path: PathBuf) -> std::sync::mpsc::Sender<Vec<u8>> {
 }
 
 impl Recorder {
+    /// A recorder that is peer `index` of the `workers`, writing under `settings.dir`.
     pub fn new(
         index: usize,
         settings: RecordingSettings,
@@ -256,6 +265,7 @@ impl Recorder {
         }
     }
 
+    /// Records what the workers send and serves requests until `shutdown`, then closes every file.
     pub async fn run(
         mut self,
         mut from_workers: mpsc::UnboundedReceiver<FromOrigin>,

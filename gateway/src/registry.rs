@@ -19,9 +19,13 @@ use crate::ids::{SessionId, TrackId};
 /// A pushed track, addressed globally by (session id, track name).
 #[derive(Debug)]
 pub struct TrackInfo {
+    /// The track's node-local handle.
     pub id: TrackId,
+    /// The publishing session.
     pub session: SessionId,
+    /// The track's name, unique within its session.
     pub name: String,
+    /// Audio or video.
     pub kind: MediaKind,
     /// The publisher's m-line carrying it.
     pub mid: Mid,
@@ -37,6 +41,7 @@ pub struct TrackInfo {
     pub rate_bps: AtomicU64,
     /// Counted by the origin worker: packets received, keyframes received and cached.
     pub packets: AtomicU64,
+    /// … keyframes received and cached.
     pub keyframes: AtomicU64,
     /// The publisher's latest sender report for this track (simulcast switches compare layers by it).
     pub sender_clock: crate::sender_clock::SenderClock,
@@ -87,17 +92,24 @@ impl TrackInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// A WHIP publisher.
     Whip,
+    /// A WHEP viewer.
     Whep,
+    /// A session of the session/track API (Calls-style), which may push and pull.
     Api,
 }
 
 /// Registry view of one session.
 #[derive(Debug, Clone)]
 pub struct SessionEntry {
+    /// The worker the session runs on.
     pub worker: usize,
+    /// What the session was created for.
     pub role: Role,
+    /// The stream it publishes or plays (WHIP/WHEP); none for an API session.
     pub stream: Option<Arc<str>>,
+    /// The app that created it (API sessions).
     pub app: Option<String>,
     /// Strong ETag of the ICE session (changes on ICE restart).
     pub etag: String,
@@ -110,6 +122,7 @@ pub struct SessionEntry {
     pub pending_from: Option<IpAddr>,
     /// STUN naming this session's ufrag that failed MESSAGE-INTEGRITY (counted by the demux).
     pub stun_integrity_failures: Arc<AtomicU64>,
+    /// The tracks it pushes.
     pub pushed: Vec<Arc<TrackInfo>>,
     /// Names of the data channels it publishes (subscribers find its worker by them).
     pub published_channels: Vec<String>,
@@ -188,15 +201,20 @@ pub struct Registry {
 /// Why an ETag could not be replaced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum EtagError {
+    /// No such session.
     NoSession,
+    /// The ETag is not the session's current one (`If-Match` failed).
     Stale,
 }
 
 /// A live stream as listed on `/` and `/v1/streams`.
 #[derive(Debug, Serialize)]
 pub struct StreamSummary {
+    /// The stream's name.
     pub name: String,
+    /// WHEP viewers playing it on this node.
     pub viewers: usize,
+    /// Names of the publisher's tracks.
     pub tracks: Vec<String>,
     /// STUN naming the publisher's session that failed MESSAGE-INTEGRITY (forged or broken).
     /// The session id itself is never listed: its resource URL is the capability to end it.
@@ -205,15 +223,22 @@ pub struct StreamSummary {
     pub track_stats: Vec<TrackSummary>,
 }
 
+/// One track of a listed stream, with what its origin worker measured.
 #[derive(Debug, Serialize)]
 pub struct TrackSummary {
+    /// The track's name.
     pub name: String,
+    /// Simulcast: the layer's rid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rid: Option<String>,
+    /// Simulcast: the id its layers share.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layer_group: Option<u64>,
+    /// Bits/s over the last second.
     pub bitrate_bps: u64,
+    /// RTP packets received.
     pub packets: u64,
+    /// Keyframes received and cached.
     pub keyframes: u64,
 }
 
@@ -224,6 +249,7 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A fresh node-local track id (never 0, never reused).
     pub fn next_track_id(&self) -> TrackId {
         TrackId(self.next_track.fetch_add(1, Ordering::Relaxed) + 1)
     }
@@ -303,10 +329,12 @@ impl Registry {
             .count()
     }
 
+    /// Sessions on this node.
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
     }
 
+    /// Adds a session; a WHEP one counts as a viewer of its stream.
     pub fn insert_session(&self, id: SessionId, entry: SessionEntry) {
         let mut inner = self.lock();
         if entry.role == Role::Whep
@@ -458,6 +486,7 @@ impl Registry {
         fits
     }
 
+    /// The registry's view of a session, copied out.
     pub fn session(&self, id: SessionId) -> Option<SessionEntry> {
         self.lock().sessions.get(&id).cloned()
     }
@@ -489,12 +518,14 @@ impl Registry {
         Ok(())
     }
 
+    /// Adds tracks to the session's pushed ones.
     pub fn add_pushed(&self, id: SessionId, tracks: &[Arc<TrackInfo>]) {
         if let Some(s) = self.lock().sessions.get_mut(&id) {
             s.pushed.extend(tracks.iter().cloned());
         }
     }
 
+    /// Removes tracks (by id) from the session's pushed ones.
     pub fn remove_pushed(&self, id: SessionId, tracks: &[Arc<TrackInfo>]) {
         if let Some(s) = self.lock().sessions.get_mut(&id) {
             s.pushed.retain(|t| !tracks.iter().any(|e| e.id == t.id));
@@ -535,6 +566,7 @@ impl Registry {
             .cloned()
     }
 
+    /// The live streams, sorted by name, with their viewers and per-track stats.
     pub fn streams(&self) -> Vec<StreamSummary> {
         let inner = self.lock();
         let mut list: Vec<StreamSummary> = inner

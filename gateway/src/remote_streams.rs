@@ -21,6 +21,7 @@ pub const MAX_STREAMS: u64 = 10_000;
 /// How long an answer is trusted without news from the tree.
 pub const TTL: Duration = Duration::from_secs(2);
 
+/// A remote stream's tracks, shared by every POST that found them.
 pub type Tracks = Arc<Vec<Arc<TrackInfo>>>;
 
 /// Shared by the HTTP handlers (reads) and the cluster bridge (invalidation); clones share.
@@ -61,6 +62,7 @@ impl RemoteStreams {
         tokio::spawn(async move { cache.invalidate(&stream).await });
     }
 
+    /// Streams cached now.
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }

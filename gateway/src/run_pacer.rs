@@ -50,6 +50,7 @@ impl RunPacer {
         self.queue.push_back(packet);
     }
 
+    /// Nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

@@ -4,19 +4,28 @@
 /// Direction attribute of an m-line, from the writer's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// `a=sendrecv`, also the default when none is given.
     SendRecv,
+    /// `a=sendonly`.
     SendOnly,
+    /// `a=recvonly`.
     RecvOnly,
+    /// `a=inactive`.
     Inactive,
 }
 
 /// One m-line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MLine {
+    /// `audio`, `video` or `application`.
     pub kind: String,
+    /// The m-line's port; 0 rejects it (unless bundle-only).
     pub port: u16,
+    /// `a=mid`, if any.
     pub mid: Option<String>,
+    /// The direction attribute.
     pub direction: Direction,
+    /// `a=rid` lines: simulcast layers the writer sends (or receives).
     pub rids: usize,
     /// Port 0 with `a=bundle-only`, the mid in a BUNDLE group (RFC 8843): the m-line is wanted
     /// and shares the group's transport. webrtcbin (GStreamer) and Firefox offer every m-line
@@ -31,6 +40,7 @@ pub struct MLine {
 }
 
 impl MLine {
+    /// An audio or video m-line (not data channels).
     pub fn is_media(&self) -> bool {
         self.kind == "audio" || self.kind == "video"
     }
@@ -193,9 +203,13 @@ pub fn ice_ufrag(sdp: &str) -> Option<String> {
 /// The ICE credentials and candidates of an `application/trickle-ice-sdpfrag` body (RFC 8840).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SdpFrag {
+    /// `a=ice-ufrag`: a new one (with `a=ice-pwd`) is an ICE restart.
     pub ufrag: Option<String>,
+    /// `a=ice-pwd`.
     pub pwd: Option<String>,
+    /// Candidate lines, as `candidate:…` without the `a=`.
     pub candidates: Vec<String>,
+    /// `a=end-of-candidates` was given.
     pub end_of_candidates: bool,
 }
 

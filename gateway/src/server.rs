@@ -21,6 +21,8 @@ use crate::config::Config;
 use crate::front;
 use crate::node::Node;
 
+/// Runs a node with `config` until `shutdown` is cancelled (SIGINT/SIGTERM), then shuts it down in
+/// order.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), String> {
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(crate::tls::server_config(c, k, crate::tls::HTTP_ALPN)?),

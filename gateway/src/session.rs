@@ -26,18 +26,24 @@ pub enum PullState {
     WaitRun,
     /// Video waits for a live keyframe so the decoder can start (no cached run to start from).
     WaitKeyframe,
+    /// Forwarding.
     Live,
 }
 
 /// A track this session receives, on one of its m-lines.
 pub struct Pull {
+    /// The viewer's m-line this pull writes to.
     pub mid: Mid,
+    /// Audio or video.
     pub kind: MediaKind,
     /// None while the followed stream has no publisher.
     pub track: Option<Arc<TrackInfo>>,
     /// WHEP pulls follow a stream name and move to the new publisher when it comes back.
     pub follow: Option<Arc<str>>,
+    /// Where the pull is in its life.
     pub state: PullState,
+    /// Rewrites the source's SSRC, sequence numbers and timestamps into this viewer's
+    /// continuous ones.
     pub rewriter: Rewriter,
     /// Highest sequence number written to this viewer (extends the 16-bit ones in its NACKs).
     last_out: Option<u64>,
@@ -87,6 +93,7 @@ pub const SAME_PICTURE: std::time::Duration = std::time::Duration::from_millis(1
 pub const VIEWER_RTX_PACKETS_PER_SEC: usize = 1024;
 
 impl Pull {
+    /// A pull on `mid`, waiting for the session to connect; `follow` for a WHEP pull of a stream.
     pub fn new(
         mid: Mid,
         kind: MediaKind,
@@ -250,10 +257,12 @@ impl Pull {
         old
     }
 
+    /// Highest (extended) sequence number written to this viewer so far.
     pub fn last_out_seq(&self) -> Option<u64> {
         self.last_out
     }
 
+    /// The id of the source track being forwarded now, if any.
     pub fn track_id(&self) -> Option<TrackId> {
         self.track.as_ref().map(|t| t.id)
     }
@@ -356,6 +365,7 @@ pub struct SessionView {
     pub connected: bool,
     /// Pushed tracks: mid, track name.
     pub pushed: Vec<(Mid, String)>,
+    /// Pulled m-lines and what they forward.
     pub pulls: Vec<PullView>,
     /// Data channels: the publisher (None: this session's own), name, SCTP stream id.
     pub channels: Vec<(Option<SessionId>, String, u16)>,
@@ -364,24 +374,35 @@ pub struct SessionView {
 /// One pulled m-line: the track it forwards (publisher session, track name), if any now.
 #[derive(Debug)]
 pub struct PullView {
+    /// The pulled m-line.
     pub mid: Mid,
+    /// (publisher session, track name) it forwards now, if any.
     pub source: Option<(SessionId, String)>,
 }
 
 /// A session owned by a worker.
 pub struct Session {
+    /// The session's id.
     pub id: SessionId,
+    /// str0m's WebRTC state for the session (ICE, DTLS, SRTP, RTP).
     pub rtc: Rtc,
+    /// When the session was created (for the connect timeout).
     pub created: Instant,
+    /// When a datagram last came from the client (for the idle timeout).
     pub last_input: Instant,
+    /// ICE and DTLS are up.
     pub connected: bool,
     /// Key of this session in the worker's timer set.
     pub timeout: Option<Instant>,
+    /// Packets were written to it since it was last polled: queued for `drive`.
     pub dirty: bool,
+    /// Tracks it publishes.
     pub pushed: Vec<Arc<TrackInfo>>,
     /// Incoming SSRC → pushed track, learned from the first packet of each SSRC.
     pub ssrcs: Vec<(Ssrc, Option<TrackId>)>,
+    /// Tracks it receives, one per pulled m-line.
     pub pulls: Vec<Pull>,
+    /// RTP packets received from the client.
     pub packets_in: u64,
     /// This viewer has no RTX; the worker answers its NACKs (see `Worker::on_viewer_nack`).
     pub same_ssrc_repair: bool,
@@ -393,10 +414,12 @@ pub struct Session {
     pub bwe_bps: Option<u64>,
     /// NACK messages str0m has counted per outgoing mid so far (its stats are running totals).
     pub egress_nacks: Vec<(Mid, u64)>,
+    /// Times the client's join (`join_metrics`).
     pub join: crate::join_metrics::JoinClock,
 }
 
 impl Session {
+    /// What the session/track API shows of it.
     pub fn view(&self) -> SessionView {
         SessionView {
             connected: self.connected,
@@ -437,6 +460,7 @@ impl Session {
         }
     }
 
+    /// A session just created from its offer, not connected yet.
     pub fn new(
         id: SessionId,
         rtc: Rtc,

@@ -21,6 +21,7 @@ struct Pending {
     ready: Option<Instant>,
 }
 
+/// The cluster subscribes in flight, by track, until their first packet makes their span.
 #[derive(Debug)]
 pub struct SubscribeTrace {
     sink: SpanSink,
@@ -29,6 +30,7 @@ pub struct SubscribeTrace {
 }
 
 impl SubscribeTrace {
+    /// Spans go to `sink`, attributed to node `node`.
     pub fn new(sink: SpanSink, node: String) -> SubscribeTrace {
         SubscribeTrace {
             sink,
@@ -37,6 +39,7 @@ impl SubscribeTrace {
         }
     }
 
+    /// The bridge asked the tree for `key` (the span starts; only while spans are exported).
     pub fn asked(&mut self, key: &TrackKey, now: Instant) {
         if self.sink.enabled() && self.pending.len() < MAX_PENDING {
             self.pending.entry(key.clone()).or_insert(Pending {
@@ -46,6 +49,7 @@ impl SubscribeTrace {
         }
     }
 
+    /// `key`'s description (`SubscribeOk`) came down the tree.
     pub fn ready(&mut self, key: &TrackKey, now: Instant) {
         if let Some(p) = self.pending.get_mut(key) {
             p.ready.get_or_insert(now);

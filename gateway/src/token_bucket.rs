@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+/// A rate limit with a burst: tokens refill at `per_second` up to `burst`; each message (or
+/// byte) takes its share.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     per_second: f64,

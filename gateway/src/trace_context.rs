@@ -11,8 +11,11 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 /// The caller's span, from its `traceparent` (and `tracestate`) header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent {
+    /// The trace the caller's span belongs to.
     pub trace_id: [u8; 16],
+    /// The caller's span, parent of ours.
     pub span_id: [u8; 8],
+    /// The caller's sampling flag.
     pub sampled: bool,
 }
 

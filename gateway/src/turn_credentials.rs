@@ -32,10 +32,12 @@ pub fn unix_now() -> u64 {
 /// against (the API issues and revokes them), and the TLS handshakes that failed.
 pub struct TurnShared {
     credentials: Mutex<TurnCredentials>,
+    /// TLS handshakes of `turns:` clients that failed (for stats).
     pub tls_handshake_failures: AtomicU64,
 }
 
 impl TurnShared {
+    /// Shares `credentials`, with no handshake failures counted yet.
     pub fn new(credentials: TurnCredentials) -> TurnShared {
         TurnShared {
             credentials: Mutex::new(credentials),
@@ -43,6 +45,7 @@ impl TurnShared {
         }
     }
 
+    /// The credentials, locked (a poisoned lock is recovered: the maps stay usable).
     pub fn credentials(&self) -> MutexGuard<'_, TurnCredentials> {
         self.credentials.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -52,25 +55,35 @@ impl TurnShared {
 /// also signs the usernames it issues).
 #[derive(Debug, Clone)]
 pub struct TurnKey {
+    /// Key id, in the credentials API's URLs and in the user names it issues.
     pub id: String,
+    /// The secret: the API bearer token, and the HMAC key of the passwords.
     pub secret: String,
 }
 
+/// A TURN credential as handed to a client (WebRTC's `RTCIceServer` username and credential).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
+    /// `{expiry}:{key id}:{random}`.
     pub username: String,
+    /// base64(HMAC-SHA1(key secret, username)).
     pub password: String,
+    /// When it expires, Unix seconds.
     pub expires: u64,
 }
 
+/// Why a user name could not be revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RevokeError {
+    /// The user name is not one this key issued.
     #[error("not a username this key issued")]
     NotIssued,
+    /// The revocation list is full ([`MAX_REVOKED`]).
     #[error("too many revoked usernames")]
     Full,
 }
 
+/// The TURN keys, and the user names revoked before their expiry.
 #[derive(Debug, Default)]
 pub struct TurnCredentials {
     keys: Vec<TurnKey>,
@@ -93,6 +106,7 @@ fn parse(username: &str) -> Option<(u64, &str)> {
 }
 
 impl TurnCredentials {
+    /// Credentials issued with `keys`, none revoked.
     pub fn new(keys: Vec<TurnKey>) -> TurnCredentials {
         TurnCredentials {
             keys,
@@ -100,10 +114,12 @@ impl TurnCredentials {
         }
     }
 
+    /// No keys are configured: no credentials can be issued.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
+    /// The key with id `id`.
     pub fn key(&self, id: &str) -> Option<&TurnKey> {
         self.keys.iter().find(|k| k.id == id)
     }

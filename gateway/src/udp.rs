@@ -53,17 +53,23 @@ pub struct UdpShell {
     gso: AtomicBool,
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     sendmmsg: bool,
+    /// Datagrams sent.
     pub sent: AtomicU64,
     /// GSO buffers sent (each carried several of the datagrams in `sent`).
     pub gso_sends: AtomicU64,
+    /// … their bytes (UDP payload).
     pub sent_bytes: AtomicU64,
     /// Messages sent: a GSO buffer or a lone datagram each (the kernel's unit of work).
     pub messages: AtomicU64,
     /// Send syscalls (`sendmsg` or `sendmmsg`) that carried datagrams.
     pub send_calls: AtomicU64,
+    /// Sends that failed (logged every 1000th).
     pub send_errors: AtomicU64,
+    /// Datagrams received.
     pub received: AtomicU64,
+    /// … their bytes.
     pub received_bytes: AtomicU64,
+    /// Datagrams received that the demux routed to no session (dropped).
     pub unrouted: AtomicU64,
     /// STUN with a live ufrag and a failed MESSAGE-INTEGRITY (see `demux`).
     pub forged: AtomicU64,
@@ -107,6 +113,7 @@ impl UdpShell {
         }))
     }
 
+    /// The socket's bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }

@@ -15,6 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 
+/// An open WebSocket to an adapter's service.
 pub type Socket = WebSocketStream<Box<dyn Transport>>;
 
 /// How long connecting (DNS, TCP, TLS, the upgrade) may take.
@@ -23,17 +24,22 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why an adapter could not connect, as Calls' item `errorCode`s say it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
+    /// Not a `ws://` or `wss://` URL.
     #[error("the endpoint must be a ws:// or wss:// URL: {0}")]
     InvalidUrl(String),
+    /// It resolves to an address that is not public.
     #[error("the endpoint resolves to an address that is not public ({0})")]
     NotPublic(IpAddr),
+    /// TCP, TLS or the upgrade failed.
     #[error("the WebSocket handshake failed: {0}")]
     Handshake(String),
+    /// No connection within [`CONNECT_TIMEOUT`].
     #[error("no connection within {CONNECT_TIMEOUT:?}")]
     Timeout,
 }
 
 impl ConnectError {
+    /// Calls' `errorCode` for it.
     pub fn code(&self) -> &'static str {
         match self {
             ConnectError::InvalidUrl(_) => "invalid_params",

@@ -44,33 +44,49 @@ const OPUS_PT: u8 = 111;
 pub enum AdapterRequest {
     /// A connected service that sends PCM: publish it as `track_name` of a new session.
     Ingest {
+        /// The app creating it (only that app may close it).
         app: String,
+        /// The name the ingest track is published under.
         track_name: String,
+        /// The open WebSocket to the service.
         socket: Socket,
+        /// Gets the adapter id and the new session's id.
         reply: oneshot::Sender<(String, SessionId)>,
     },
     /// A connected service that receives `track` as PCM.
     Egress {
+        /// The app creating it (only that app may close it).
         app: String,
+        /// The track to send to the service.
         track: Arc<TrackInfo>,
+        /// The open WebSocket to the service.
         socket: Socket,
+        /// Gets the adapter id.
         reply: oneshot::Sender<String>,
     },
     /// Close the app's adapter; the bytes it carried, None if there is no such adapter.
     Close {
+        /// The app asking; another app's adapter is not closed.
         app: String,
+        /// The adapter id.
         adapter: String,
+        /// Gets the bytes carried, or None.
         reply: oneshot::Sender<Option<u64>>,
     },
 }
 
 /// From the adapters' tasks to the hub.
 pub enum TaskEvent {
+    /// An ingest adapter's next Opus packet, for the track's subscribers.
     Packet {
+        /// The adapter id.
         adapter: String,
+        /// The encoded packet.
         packet: relay_proto::MediaPacket,
     },
+    /// An adapter's task ended (the socket closed or failed): the adapter goes.
     Ended {
+        /// The adapter id.
         adapter: String,
     },
 }
@@ -94,6 +110,7 @@ struct Adapter {
     stop: CancellationToken,
 }
 
+/// Routes between the adapters' tasks and the media workers; one per node, a peer of the workers.
 pub struct Hub {
     index: usize,
     /// Adapters at most; a request beyond is dropped unanswered (HTTP says so in the item).
@@ -124,6 +141,8 @@ fn opus_track(registry: &Registry, session: SessionId, name: String, index: usiz
 }
 
 impl Hub {
+    /// A hub that is peer `index` of the workers, with at most `max` adapters; also the
+    /// receiver its adapters' tasks report to.
     pub fn new(
         index: usize,
         max: usize,
@@ -145,6 +164,8 @@ impl Hub {
         )
     }
 
+    /// Serves requests, task events and worker messages until `shutdown`, then closes every
+    /// adapter.
     pub async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<TaskEvent>,

@@ -6,18 +6,24 @@
 /// One adapter message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Packet {
+    /// Message sequence number (field 1).
     pub sequence_number: u32,
+    /// Media timestamp (field 2); egress sends the Opus track's RTP time (48 kHz).
     pub timestamp: u32,
+    /// PCM samples, or a JPEG (field 5).
     pub payload: Vec<u8>,
 }
 
 /// Why bytes are not a `Packet`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PacketError {
+    /// The message ends inside a field.
     #[error("the message ends inside a field")]
     Truncated,
+    /// A varint longer than 10 bytes.
     #[error("a varint longer than 10 bytes")]
     Varint,
+    /// A wire type this message never uses.
     #[error("a wire type this message never uses")]
     WireType,
 }
@@ -44,6 +50,7 @@ fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, PacketError> {
 }
 
 impl Packet {
+    /// The protobuf bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.payload.len() + 16);
         out.push(0x08);
@@ -56,6 +63,7 @@ impl Packet {
         out
     }
 
+    /// Reads a message, skipping unknown fields; refuses malformed bytes.
     pub fn decode(bytes: &[u8]) -> Result<Packet, PacketError> {
         let mut p = Packet::default();
         let mut at = 0;

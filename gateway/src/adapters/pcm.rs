@@ -7,7 +7,9 @@ use std::collections::VecDeque;
 
 use opus_rs::{Application, OpusDecoder, OpusEncoder};
 
+/// Calls' PCM sample rate, Hz (also Opus's).
 pub const SAMPLE_RATE: u32 = 48_000;
+/// Calls' PCM is stereo.
 pub const CHANNELS: usize = 2;
 /// Samples per channel in 20 ms.
 pub const FRAME_SAMPLES: usize = 960;
@@ -20,10 +22,12 @@ pub const MAX_BUFFERED_BYTES: usize = 60 * 50 * FRAME_BYTES;
 pub struct PcmToOpus {
     encoder: OpusEncoder,
     buffered: VecDeque<u8>,
+    /// PCM bytes dropped over [`MAX_BUFFERED_BYTES`].
     pub dropped_bytes: u64,
 }
 
 impl PcmToOpus {
+    /// An encoder at 64 kbit/s, with nothing buffered.
     pub fn new() -> Result<PcmToOpus, &'static str> {
         let mut encoder = OpusEncoder::new(SAMPLE_RATE as i32, CHANNELS, Application::Audio)?;
         encoder.bitrate_bps = 64_000;
@@ -76,6 +80,7 @@ pub struct OpusToPcm {
 }
 
 impl OpusToPcm {
+    /// A decoder to 48 kHz stereo.
     pub fn new() -> Result<OpusToPcm, &'static str> {
         Ok(OpusToPcm {
             decoder: OpusDecoder::new(SAMPLE_RATE as i32, CHANNELS)?,

@@ -22,7 +22,9 @@ pub struct Av1Config {
     subsampling_x: bool,
     subsampling_y: bool,
     chroma_sample_position: u8,
+    /// Picture width, pixels (max_frame_width_minus_1 + 1).
     pub width: u16,
+    /// Picture height, pixels.
     pub height: u16,
 }
 

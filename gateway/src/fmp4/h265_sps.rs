@@ -18,7 +18,9 @@ pub struct HevcConfig {
     bit_depth_chroma_minus8: u8,
     max_sub_layers_minus1: u8,
     temporal_id_nesting: bool,
+    /// Picture width after the conformance window, pixels.
     pub width: u16,
+    /// Picture height, pixels.
     pub height: u16,
 }
 

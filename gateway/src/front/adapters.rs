@@ -18,36 +18,50 @@ use crate::adapters::AdapterRequest;
 use crate::adapters::endpoint;
 use crate::ids::SessionId;
 
+/// One track in a WebSocket adapter request or answer.
 #[derive(Debug, Deserialize, Serialize, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AdapterTrack {
+    /// `local` (ingest: the service's PCM becomes a track) or `remote` (egress: a track to the
+    /// service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// Ingest: the new track's name; egress: the track's name in `sessionId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_name: Option<String>,
+    /// Egress: the session pushing the track; ingest: answered, the new session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The service's WebSocket URL, which the gateway dials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Ingest: what the service sends; only `pcm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_codec: Option<String>,
+    /// Egress: what the service receives; only `pcm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_codec: Option<String>,
     /// `buffer` (ingest) or `stream` (egress): the only modes each direction has; echoed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// Answered: the adapter's id, for `close`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter_id: Option<String>,
+    /// `close`: the bytes the adapter carried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_processed: Option<u64>,
+    /// Why this item failed (the request as a whole may succeed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// … in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
 }
 
+/// The body of `adapters/websocket/new` and `…/close`.
 #[derive(Debug, Deserialize, Default)]
 pub struct AdaptersRequest {
+    /// 1 to 4 tracks.
     #[serde(default)]
     pub tracks: Vec<AdapterTrack>,
 }

@@ -31,25 +31,33 @@ pub(super) fn valid_track_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_TRACK_NAME_BYTES && !name.chars().any(char::is_control)
 }
 
+/// An SDP offer or answer as the API carries it (`sessionDescription`).
 #[derive(Debug, Deserialize, Serialize, Clone)]
 pub struct SessionDescription {
+    /// `offer` or `answer`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The SDP.
     pub sdp: String,
 }
 
+/// One track in a `tracks/*` request or answer (Calls' `TrackObject`).
 #[derive(Debug, Deserialize, Serialize, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackObject {
+    /// `local` (pushed by this session) or `remote` (pulled from another session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The m-line carrying it in this session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mid: Option<String>,
+    /// The track's name (a remote one: its name in `sessionId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub track_name: Option<String>,
     /// `audio` or `video`: needed for a local track when we make the offer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Remote tracks: the session that publishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
     /// Remote simulcast tracks: `{"preferredRid": "…"}` pulls (and pins) that layer.
@@ -58,15 +66,19 @@ pub struct TrackObject {
     /// `GET …/sessions/{id}`: `active` or `inactive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// Why this track failed (the request as a whole may succeed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// … in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
 }
 
+/// Which simulcast layer a remote track's pull wants.
 #[derive(Debug, Deserialize, Serialize, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SimulcastPreference {
+    /// The layer (rid) to pull and pin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_rid: Option<String>,
     /// `none` or `asciibetical`: rids in ASCII order are in priority order (f > h > q).
@@ -106,11 +118,14 @@ fn next_priority<'a>(
         .map(|l| Arc::clone(l))
 }
 
+/// The body of `tracks/new`, `tracks/close`, `renegotiate` and the like.
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TracksRequest {
+    /// The client's offer or answer, when it sends one.
     #[serde(default)]
     pub session_description: Option<SessionDescription>,
+    /// The tracks to push, pull or close.
     #[serde(default)]
     pub tracks: Vec<TrackObject>,
     /// `tracks/close`: close without renegotiating.
@@ -325,9 +340,6 @@ fn resolve_remote(
     (found, missing)
 }
 
-/// `POST /v1/apps/{app}/sessions/new`. Without a body: an empty session. With an offer: the
-/// session pushes the offer's tracks, or — when `tracks` lists remote tracks with the mids of
-/// the offer's recvonly m-lines — pulls those.
 /// `sessions/new`'s query: Calls' `correlationId` (a label the app chooses, logged with the
 /// session) and `thirdparty` (the peer is ICE-lite, e.g. another SFU).
 #[derive(Debug, Deserialize, Default)]
@@ -337,6 +349,9 @@ pub struct NewSessionQuery {
     thirdparty: Option<String>,
 }
 
+/// `POST /v1/apps/{app}/sessions/new`. Without a body: an empty session. With an offer: the
+/// session pushes the offer's tracks, or — when `tracks` lists remote tracks with the mids of
+/// the offer's recvonly m-lines — pulls those.
 pub async fn new_session(
     State(node): State<AppState>,
     Path(app): Path<String>,

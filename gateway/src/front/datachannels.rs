@@ -27,41 +27,56 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_control)
 }
 
+/// One data channel in a `datachannels/*` request or answer (Calls' `DataChannelObject`).
 #[derive(Debug, Deserialize, Serialize, Clone, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DataChannelObject {
+    /// `local` (publish) or `remote` (subscribe to another session's channel).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The channel's name (a remote one: its name in `sessionId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_channel_name: Option<String>,
+    /// Remote channels: the publishing session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The SCTP stream id the client opens the channel with (answered; for `close`, given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<u16>,
+    /// Deliver in order (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordered: Option<bool>,
+    /// Retransmissions at most before a message is given up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retransmits: Option<u16>,
+    /// How long a message is retransmitted at most, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_packet_life_time: Option<u16>,
+    /// Remote channels: whether the subscriber may reply to the publisher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub can_reply: Option<bool>,
     /// Remote channels: hold delivery until the subscriber's first message (consumed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_ack: Option<bool>,
+    /// Why this channel failed (the request as a whole may succeed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// … in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
 }
 
+/// The body of the `datachannels/*` calls.
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DataChannelsRequest {
+    /// `establish`: the channel to negotiate with the association (default `server-events`).
     #[serde(default)]
     pub data_channel: Option<DataChannelObject>,
+    /// `new` and `close`: the channels, 1 to 64.
     #[serde(default)]
     pub data_channels: Vec<DataChannelObject>,
+    /// `establish`: the client's offer with an application m-line, if it sends one.
     #[serde(default)]
     pub session_description: Option<SessionDescription>,
 }

@@ -61,6 +61,7 @@ async fn offer_for(
     Ok((name, offer))
 }
 
+/// `POST /whip/{stream}`: a publisher's SDP offer; 201 with our answer and the session resource.
 pub async fn whip_post(
     State(node): State<AppState>,
     Path(stream): Path<String>,
@@ -74,6 +75,7 @@ pub async fn whip_post(
     Ok(created(&node, "whip", &stream, c))
 }
 
+/// `POST /whep/{stream}`: a viewer's SDP offer; 201 with our answer and the session resource.
 pub async fn whep_post(
     State(node): State<AppState>,
     Path(stream): Path<String>,
@@ -120,8 +122,10 @@ pub async fn whep_post(
 #[derive(Debug, serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerRequest {
+    /// The viewer's mid; none: every simulcast m-line.
     #[serde(default)]
     pub media_id: Option<String>,
+    /// The layer's rid; none: back to automatic.
     #[serde(default)]
     pub encoding_id: Option<String>,
 }

@@ -13,6 +13,7 @@ use super::problem::Problem;
 /// The `If-Match` precondition of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IfMatch {
+    /// No `If-Match` header.
     Absent,
     /// `*`: any current representation (RFC 9725 has clients send this for a restart).
     Any,
@@ -50,6 +51,7 @@ impl IfMatch {
 /// The session's ICE state as the HTTP layer knows it.
 #[derive(Debug, Clone, Copy)]
 pub struct IceState<'a> {
+    /// The session's current strong ETag.
     pub etag: &'a str,
     /// The client's ufrag of the live ICE generation (from its offer or last restart).
     pub remote_ufrag: Option<&'a str>,
@@ -66,7 +68,10 @@ pub enum PatchAction {
     StaleTrickle,
     /// New remote credentials: restart ICE (200 with ours). `expected` is the ETag the restart
     /// must still find (None for `*`), checked again under the registry's lock.
-    Restart { expected: Option<String> },
+    Restart {
+        /// The ETag the restart must still find; None for `If-Match: *`.
+        expected: Option<String>,
+    },
 }
 
 /// Decide, or refuse with the status RFC 9725 and RFC 9110 give.

@@ -28,8 +28,11 @@ use crate::auth::{self, Action, Verdict};
 use crate::node::Node;
 use problem::Problem;
 
+/// What every handler gets: the node.
 pub type AppState = Arc<Node>;
 
+/// The HTTP API: WHIP/WHEP, the session/track API, TURN credentials, stats, pages, with CORS and
+/// timing.
 pub fn router(node: Arc<Node>) -> Router {
     let mut router = Router::new();
     // The session/track API, where Calls apps look for it: under `/v1` and, as Orange Meets
@@ -212,6 +215,7 @@ pub async fn read_text(
     String::from_utf8(bytes.to_vec()).map_err(|_| Problem::bad_request("body is not UTF-8"))
 }
 
+/// The token of an `Authorization: Bearer` header, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     auth::bearer(
         headers
@@ -320,6 +324,7 @@ pub fn ice_server_links(node: &Node, with_turn: bool) -> Vec<HeaderValue> {
     links
 }
 
+/// Adds the `Link` headers of [`ice_server_links`] to `response`.
 pub fn with_links(mut response: Response, node: &Node, with_turn: bool) -> Response {
     for link in ice_server_links(node, with_turn) {
         response.headers_mut().append(header::LINK, link);
@@ -327,10 +332,12 @@ pub fn with_links(mut response: Response, node: &Node, with_turn: bool) -> Respo
     response
 }
 
+/// A response with `status` and no body.
 pub fn empty(status: axum::http::StatusCode) -> Response {
     (status, Body::empty()).into_response()
 }
 
+/// A CORS preflight.
 pub fn is_options(method: &Method) -> bool {
     method == Method::OPTIONS
 }

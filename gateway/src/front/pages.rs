@@ -18,14 +18,17 @@ const PUBLISH: &str = include_str!("../../assets/publish.html");
 const COMMON_JS: &str = include_str!("../../assets/common.js");
 const CALLS: &str = include_str!("../../assets/calls.html");
 
+/// `/`: the stream list page.
 pub async fn index() -> Html<&'static str> {
     Html(INDEX)
 }
 
+/// `/watch/{stream}`: the WHEP player page.
 pub async fn watch(Path(_stream): Path<String>) -> Html<&'static str> {
     Html(WATCH)
 }
 
+/// `/publish/{stream}`: the WHIP publisher page (camera and microphone).
 pub async fn publish(Path(_stream): Path<String>) -> Html<&'static str> {
     Html(PUBLISH)
 }
@@ -35,6 +38,7 @@ pub async fn calls() -> Html<&'static str> {
     Html(CALLS)
 }
 
+/// `/assets/{file}`: the pages' shared script.
 pub async fn asset(Path(file): Path<String>) -> Result<Response, Problem> {
     let (body, ct) = match file.as_str() {
         "common.js" => (COMMON_JS, "text/javascript; charset=utf-8"),

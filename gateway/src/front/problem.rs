@@ -8,7 +8,9 @@ use serde::Serialize;
 /// A refused request: status, a short title, a detail for the human reading the client's log.
 #[derive(Debug, Clone)]
 pub struct Problem {
+    /// The response status.
     pub status: StatusCode,
+    /// What was wrong, for the human reading the client's log.
     pub detail: String,
     /// Seconds for `Retry-After` (409 before a publisher exists, 503 when full).
     pub retry_after: Option<u32>,
@@ -25,11 +27,14 @@ pub struct Problem {
 /// render it the way Calls clients read errors (`front::calls`) instead of as problem+json.
 #[derive(Debug, Clone)]
 pub struct Refused {
+    /// What was wrong.
     pub detail: String,
+    /// The Calls `errorCode`, when the status alone does not say it.
     pub code: Option<&'static str>,
 }
 
 impl Problem {
+    /// A refusal with `status` and `detail`, nothing else set.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Problem {
             status,
@@ -45,42 +50,51 @@ impl Problem {
         self.code = Some(code);
         self
     }
+    /// 400: the request is malformed.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, detail)
     }
+    /// 404: no such session, stream or track.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, detail)
     }
+    /// 422: well-formed but cannot be carried out.
     pub fn unprocessable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
     }
+    /// 415: the body is not of the `expected` Content-Type.
     pub fn unsupported_media_type(expected: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type must be {expected}"),
         )
     }
+    /// 401 with `WWW-Authenticate: Bearer`: no valid bearer token.
     pub fn unauthorized() -> Self {
         Problem {
             challenge: true,
             ..Self::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required")
         }
     }
+    /// 403: the token may not do this on this stream.
     pub fn forbidden() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "this token may not do that on this stream",
         )
     }
+    /// 503 with `Retry-After: 5`: the node cannot take it now.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Problem {
             retry_after: Some(5),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
         }
     }
+    /// 500: a bug or an internal failure.
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
     }
+    /// Sets `Retry-After`, seconds.
     pub fn retry_after(mut self, secs: u32) -> Self {
         self.retry_after = Some(secs);
         self

@@ -37,6 +37,7 @@ async fn ask(
     }
 }
 
+/// `POST /v1/streams/{name}/recording`: record the live stream from now on.
 pub async fn start(
     State(node): State<AppState>,
     Path(stream): Path<String>,
@@ -49,6 +50,7 @@ pub async fn start(
     Ok(Json(serde_json::json!({ "stream": stream, "recording": true })).into_response())
 }
 
+/// `DELETE /v1/streams/{name}/recording`: stop recording it.
 pub async fn stop(
     State(node): State<AppState>,
     Path(stream): Path<String>,

@@ -52,6 +52,7 @@ fn kind_of(uri: &axum::http::Uri) -> &'static str {
     }
 }
 
+/// `DELETE` on a session resource: ends the session (200).
 pub async fn delete(
     State(node): State<AppState>,
     Path((stream, session)): Path<(String, String)>,
@@ -81,6 +82,7 @@ pub async fn delete(
     Ok(empty(StatusCode::OK))
 }
 
+/// `GET` on a session resource: 204 if it exists and the request may see it.
 pub async fn get(
     State(node): State<AppState>,
     Path((stream, session)): Path<(String, String)>,
@@ -91,6 +93,7 @@ pub async fn get(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
+/// `OPTIONS` on a session resource: the methods and PATCH body types it accepts.
 pub async fn options() -> Response {
     let mut r = empty(StatusCode::OK);
     r.headers_mut().insert(
@@ -133,6 +136,7 @@ async fn answer_to_counter_offer(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
+/// `PATCH` on a session resource: trickle, ICE restart, or the answer to a WHEP counter-offer.
 pub async fn patch(
     State(node): State<AppState>,
     Path((stream, session)): Path<(String, String)>,

@@ -7,52 +7,90 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use aws_lc_rs::hmac;
 
+/// The magic cookie every RFC 8489 STUN header carries (bytes 4–8); also the XOR mask for
+/// addresses.
 pub const MAGIC: u32 = 0x2112_A442;
+/// Length of a STUN header, bytes.
 pub const HEADER: usize = 20;
 
+/// STUN Binding: a client's ICE connectivity check or a NAT reflexive-address probe.
 pub const BINDING: u16 = 0x001;
+/// TURN Allocate: asks for a relayed transport address.
 pub const ALLOCATE: u16 = 0x003;
+/// TURN Refresh: extends an allocation's lifetime, or with LIFETIME 0 deletes it.
 pub const REFRESH: u16 = 0x004;
+/// TURN Send indication: data from the client to a peer, without a channel.
 pub const SEND: u16 = 0x006;
+/// TURN Data indication: data from a peer to the client, without a channel.
 pub const DATA: u16 = 0x007;
+/// TURN CreatePermission: lets a peer's IP address send to the allocation.
 pub const CREATE_PERMISSION: u16 = 0x008;
+/// TURN ChannelBind: binds a channel number to a peer, for 4-byte ChannelData framing.
 pub const CHANNEL_BIND: u16 = 0x009;
 
+/// The message class, encoded in the type field's C0/C1 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
+    /// Expects a response.
     Request,
+    /// Expects no response.
     Indication,
+    /// A success response.
     Success,
+    /// An error response (carries ERROR-CODE).
     Error,
 }
 
+/// STUN/TURN attribute types (RFC 8489 §18.3, RFC 8656 §18).
 pub mod attr {
+    /// The long-term credential's user name.
     pub const USERNAME: u16 = 0x0006;
+    /// HMAC-SHA1 over the message up to this attribute.
     pub const MESSAGE_INTEGRITY: u16 = 0x0008;
+    /// Error class and number, with a reason phrase.
     pub const ERROR_CODE: u16 = 0x0009;
+    /// The comprehension-required attribute types a 420 response did not understand.
     pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
+    /// The channel number of a ChannelBind.
     pub const CHANNEL_NUMBER: u16 = 0x000C;
+    /// Requested or granted allocation lifetime, seconds.
     pub const LIFETIME: u16 = 0x000D;
+    /// A peer's address, XOR-mangled.
     pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+    /// The application data of a Send or Data indication.
     pub const DATA: u16 = 0x0013;
+    /// The long-term credential's realm.
     pub const REALM: u16 = 0x0014;
+    /// The server's nonce, echoed in authenticated requests.
     pub const NONCE: u16 = 0x0015;
+    /// The allocation's relayed address, XOR-mangled.
     pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+    /// IPv4 or IPv6 relayed address, asked for by the client.
     pub const REQUESTED_ADDRESS_FAMILY: u16 = 0x0017;
+    /// Asks for an even relayed port (and maybe the next one reserved).
     pub const EVEN_PORT: u16 = 0x0018;
+    /// The transport protocol asked for; only UDP (17) is served.
     pub const REQUESTED_TRANSPORT: u16 = 0x0019;
+    /// Asks that the relay set DF on packets to peers.
     pub const DONT_FRAGMENT: u16 = 0x001A;
+    /// The client's address as the server sees it, XOR-mangled.
     pub const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+    /// Names a port reserved by an earlier EVEN-PORT allocation.
     pub const RESERVATION_TOKEN: u16 = 0x0022;
+    /// The server's product name, informational.
     pub const SOFTWARE: u16 = 0x8022;
+    /// CRC-32 of the message up to this attribute, XORed with 0x5354554E.
     pub const FINGERPRINT: u16 = 0x8028;
 }
 
 /// A STUN message read from a datagram: borrowed, validated framing.
 #[derive(Debug)]
 pub struct TurnMessage<'a> {
+    /// Method (e.g. [`ALLOCATE`]), with the class bits removed.
     pub method: u16,
+    /// Request, indication, success or error.
     pub class: Class,
+    /// Transaction ID, echoed in the response.
     pub txid: [u8; 12],
     bytes: &'a [u8],
     /// (type, value offset, value length), in order.
@@ -109,6 +147,7 @@ impl<'a> TurnMessage<'a> {
         })
     }
 
+    /// The value of the first attribute of type `kind`.
     pub fn get(&self, kind: u16) -> Option<&'a [u8]> {
         self.attrs
             .iter()
@@ -116,6 +155,7 @@ impl<'a> TurnMessage<'a> {
             .map(|(_, at, len)| &self.bytes[*at..*at + *len])
     }
 
+    /// The values of every attribute of type `kind`, in order.
     pub fn all(&self, kind: u16) -> impl Iterator<Item = &'a [u8]> + '_ {
         self.attrs
             .iter()
@@ -149,15 +189,18 @@ impl<'a> TurnMessage<'a> {
             .collect()
     }
 
+    /// The first attribute of type `kind` as a big-endian u32 (LIFETIME, REQUESTED-TRANSPORT…).
     pub fn u32_attr(&self, kind: u16) -> Option<u32> {
         let v = self.get(kind)?;
         Some(u32::from_be_bytes(v.get(..4)?.try_into().ok()?))
     }
 
+    /// The first attribute of type `kind` as UTF-8 text (USERNAME, REALM, NONCE).
     pub fn string(&self, kind: u16) -> Option<&'a str> {
         std::str::from_utf8(self.get(kind)?).ok()
     }
 
+    /// An XOR-mangled address attribute's value, unmangled with this message's transaction ID.
     pub fn xor_address(&self, value: &[u8]) -> Option<SocketAddr> {
         xor_address(value, &self.txid)
     }
@@ -183,6 +226,8 @@ impl<'a> TurnMessage<'a> {
     }
 }
 
+/// Unmangles an XOR-MAPPED/PEER/RELAYED-ADDRESS value; `None` when truncated or of an unknown
+/// family.
 pub fn xor_address(value: &[u8], txid: &[u8; 12]) -> Option<SocketAddr> {
     let family = *value.get(1)?;
     let port = be16(value, 2)? ^ (MAGIC >> 16) as u16;
@@ -233,6 +278,8 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// A message header of `method` and `class`; the length is kept up to date as attributes are
+    /// added.
     pub fn new(method: u16, class: Class, txid: [u8; 12]) -> Builder {
         let c: u16 = match class {
             Class::Request => 0,
@@ -253,6 +300,7 @@ impl Builder {
         Builder { buf, txid }
     }
 
+    /// Appends an attribute, padded to four bytes.
     pub fn attr(mut self, kind: u16, value: &[u8]) -> Builder {
         self.buf.extend_from_slice(&kind.to_be_bytes());
         self.buf
@@ -264,15 +312,18 @@ impl Builder {
         self
     }
 
+    /// Appends a big-endian u32 attribute.
     pub fn u32(self, kind: u16, v: u32) -> Builder {
         self.attr(kind, &v.to_be_bytes())
     }
 
+    /// Appends an XOR-mangled address attribute.
     pub fn address(self, kind: u16, addr: SocketAddr) -> Builder {
         let v = xor_address_value(addr, &self.txid);
         self.attr(kind, &v)
     }
 
+    /// Appends ERROR-CODE with the (RFC 8489 §14.8) `code` and reason phrase.
     pub fn error(self, code: u16, reason: &str) -> Builder {
         let mut v = vec![0, 0, (code / 100) as u8, (code % 100) as u8];
         v.extend_from_slice(reason.as_bytes());

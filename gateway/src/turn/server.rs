@@ -19,12 +19,17 @@ use crate::token_bucket::TokenBucket;
 /// Limits and policy.
 #[derive(Debug, Clone)]
 pub struct TurnConfig {
+    /// The realm of the long-term credentials, sent in challenges.
     pub realm: String,
     /// Networks peers may be in (CIDR); nothing else is relayed to.
     pub allowed_peers: Vec<(IpAddr, u8)>,
+    /// Allocations one TURN user name may hold at once.
     pub max_allocations_per_user: usize,
+    /// Allocations one client IP address may hold at once.
     pub max_allocations_per_source: usize,
+    /// Allocations at most.
     pub max_allocations: usize,
+    /// Longest allocation lifetime granted.
     pub max_lifetime: Duration,
     /// Bytes per second each allocation may relay (both directions together); 0 = unlimited.
     pub bandwidth_bytes_per_sec: u64,
@@ -54,34 +59,52 @@ const NONCE_LIFETIME: Duration = Duration::from_secs(600);
 pub enum TurnOutput {
     /// Send to a client from the listening socket.
     ToClient {
+        /// The client's transport address.
         to: SocketAddr,
+        /// The STUN or ChannelData message.
         bytes: Vec<u8>,
     },
     /// Send to a peer from the relayed socket `from`.
     ToPeer {
+        /// The relayed address to send from.
         from: SocketAddr,
+        /// The peer's address.
         to: SocketAddr,
+        /// The application data.
         bytes: Vec<u8>,
     },
     /// Bind a relayed socket for `client` (on an even port when `even`: RTP's, EVEN-PORT), then
     /// call [`TurnServer::relay_bound`].
     BindRelay {
+        /// The client whose Allocate waits for the socket.
         client: SocketAddr,
+        /// Asks for an even port (EVEN-PORT).
         even: bool,
     },
+    /// Close the relayed socket: its allocation is gone, or nobody wanted it any more.
     CloseRelay {
+        /// The relayed socket's address.
         relayed: SocketAddr,
     },
 }
 
+/// The TURN service's counters, for stats and metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TurnStats {
+    /// Live allocations.
     pub allocations: usize,
+    /// Permissions, channels or sends refused because the peer is outside the allowed networks
+    /// (403).
     pub refused_peers: u64,
+    /// Requests with an unknown user name or a failing MESSAGE-INTEGRITY.
     pub auth_failures: u64,
+    /// Allocates refused over the per-user, per-source or total limit (486).
     pub quota_refusals: u64,
+    /// Datagrams relayed (both directions).
     pub relayed_packets: u64,
+    /// … their bytes.
     pub relayed_bytes: u64,
+    /// Datagrams dropped over an allocation's bandwidth.
     pub over_bandwidth: u64,
 }
 
@@ -107,8 +130,10 @@ struct Pending {
     lifetime: Duration,
 }
 
+/// Looks up a TURN user name's password (`turn_credentials`); `None` when it is not valid.
 pub type Passwords<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// The TURN server's state: allocations by client, pending Allocates, queued output.
 #[derive(Debug)]
 pub struct TurnServer {
     config: TurnConfig,
@@ -142,6 +167,7 @@ fn in_network(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {
 }
 
 impl TurnServer {
+    /// A server with no allocations; nonces are signed with a fresh random key.
     pub fn new(config: TurnConfig) -> TurnServer {
         let secret: [u8; 32] = rand::random();
         TurnServer {
@@ -155,6 +181,7 @@ impl TurnServer {
         }
     }
 
+    /// The counters, with the live allocation count.
     pub fn stats(&self) -> TurnStats {
         TurnStats {
             allocations: self.allocations.len(),
@@ -162,6 +189,7 @@ impl TurnServer {
         }
     }
 
+    /// The next datagram to send or relayed socket to bind or close, until `None`.
     pub fn poll_output(&mut self) -> Option<TurnOutput> {
         self.out.pop_front()
     }
