@@ -37,19 +37,27 @@ pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum BridgeRequest {
     /// A stream published here: put its tracks in the tree and announce it.
     Publish {
+        /// The WHIP stream name, when the session publishes one (Calls sessions do not).
         stream: Option<Arc<str>>,
+        /// The publishing session.
         session: SessionId,
+        /// Its tracks, each fed into its own tree.
         tracks: Vec<Arc<TrackInfo>>,
     },
     /// Find a stream published elsewhere: its tracks, described for viewers.
     Resolve {
+        /// The stream name.
         stream: String,
+        /// Its tracks as this node's viewers pull them, or `None` when it is not live anywhere.
         reply: oneshot::Sender<Option<Vec<Arc<TrackInfo>>>>,
     },
     /// Does another gateway publish `publisher`'s data channel `name`?
     FindChannel {
+        /// The publishing session.
         publisher: SessionId,
+        /// The channel's name.
         name: String,
+        /// Whether a gateway of the cluster publishes it.
         reply: oneshot::Sender<bool>,
     },
 }
@@ -71,6 +79,9 @@ struct PendingResolve {
     reply: ResolveReply,
 }
 
+/// The node's one task between its workers and the cluster: origin of tracks published
+/// elsewhere (served to workers from the tree hop), feeder of local tracks into their trees,
+/// stream lookups and data channels across gateways.
 pub struct Bridge {
     index: usize,
     node_id: String,
@@ -131,6 +142,7 @@ pub fn describe(key: TrackKey, info: &TrackInfo) -> Option<SubscribeOk> {
 }
 
 impl Bridge {
+    /// The bridge at mailbox `index`, for node `node_id`, in front of `workers`.
     pub fn new(
         index: usize,
         node_id: String,
@@ -165,10 +177,12 @@ impl Bridge {
     }
 
     /// Export a span per cluster subscribe (`subscribe_trace`).
+    /// Record each remote subscribe (asked, ready, first packet) as a span in `sink`.
     pub fn trace_subscribes(&mut self, sink: SpanSink) {
         self.subscribes = SubscribeTrace::new(sink, self.node_id.clone());
     }
 
+    /// Serve workers, HTTP requests and cluster events until `shutdown`.
     pub async fn run(
         mut self,
         mut from_workers: mpsc::UnboundedReceiver<BridgeMsg>,

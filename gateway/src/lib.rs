@@ -8,7 +8,6 @@ pub mod admission;
 pub mod auth;
 pub mod bridge_link;
 pub mod channel_link;
-#[allow(missing_docs)] // documented in the keyframe-run change
 pub mod cluster_bridge;
 pub mod cluster_channels;
 pub mod command;
@@ -48,7 +47,6 @@ pub mod subscribe_trace;
 pub mod tls;
 pub mod token_bucket;
 pub mod trace_context;
-#[allow(missing_docs)] // documented in the keyframe-run change
 pub mod track;
 pub mod track_link;
 pub mod turn;

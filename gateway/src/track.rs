@@ -13,11 +13,15 @@ use relay_proto::{
 use crate::ids::SessionId;
 use crate::registry::TrackInfo;
 
+/// One worker's copy of one track.
 pub struct TrackState {
+    /// The track as the node's registry knows it (shared with every copy).
     pub info: Arc<TrackInfo>,
+    /// Its first payload type's codec.
     pub codec: relay_proto::Codec,
     /// True on the worker that owns the publishing session.
     pub origin: bool,
+    /// Recent packets, so this worker answers its viewers' NACKs itself.
     pub cache: PacketCache,
     /// Origin only: the node's one keyframe cache for the track. Other workers' viewers start
     /// from the run it gives them (`FromOrigin::Run`), so they keep none.
@@ -25,9 +29,11 @@ pub struct TrackState {
     /// Not the origin: a `Subscribe` or `Replay` is out and its `Run` not yet here (viewers
     /// starting meanwhile wait for that one run rather than asking again).
     pub run_asked: bool,
+    /// Local sessions with a pull of this track (or a simulcast switch to it pending).
     pub subscribers: Vec<SessionId>,
     /// Origin only: workers that receive every packet of this track, once each.
     pub remote_workers: Vec<usize>,
+    /// Origin only: viewers' keyframe requests, merged and rate-limited toward the publisher.
     pub keyframe_requests: KeyframeRequests,
     /// Highest sequence number seen (a jump is logged: loss before this node).
     pub highest_seq: Option<u64>,
@@ -43,6 +49,7 @@ pub type ParameterSets = (Arc<[u8]>, Arc<[u8]>);
 /// Per H264 track: the inspector, and whether each quirk has been warned about (once per track).
 #[derive(Default)]
 pub struct H264Quirks {
+    /// Keeps the latest SPS and PPS and finds B-frames and IDRs without parameter sets.
     pub inspector: H264Inspector,
     warned_b_frames: bool,
     warned_missing_parameter_sets: bool,
@@ -51,11 +58,14 @@ pub struct H264Quirks {
 /// Quirks newly counted by one packet (the caller adds them to the node's counters).
 #[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
 pub struct NewQuirks {
+    /// Frames with B slices.
     pub b_frames: u64,
+    /// IDRs with no SPS/PPS in their access unit nor since the previous IDR.
     pub idr_without_parameter_sets: u64,
 }
 
 impl TrackState {
+    /// A worker's new copy of `info`; `origin` when the worker holds its publisher.
     pub fn new(
         info: Arc<TrackInfo>,
         origin: bool,
