@@ -14,6 +14,8 @@ bash scripts/setup-media-tools.sh
 bash scripts/setup-prometheus.sh
 # The TURN test: coturn as the TURN server our credentials are for, and its test client.
 bash scripts/setup-coturn.sh
+# The one-address rig: gateways in network namespaces behind an nftables load balancer.
+bash scripts/setup-netns.sh
 
 # A fresh clone builds once: the incremental cache would only double target/ on CI's disk.
 export CARGO_INCREMENTAL=0

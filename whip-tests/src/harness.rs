@@ -146,19 +146,38 @@ impl Gateway {
 
     /// Starts the gateway on ephemeral loopback ports with extra `args`.
     pub fn start_with_args(args: &[&str]) -> Result<Self> {
+        let loopback = [
+            "--http-listen",
+            "127.0.0.1:0",
+            "--udp-listen",
+            "127.0.0.1:0",
+            "--candidate-ip",
+            "127.0.0.1",
+        ];
+        Self::spawn(None, &loopback, args)
+    }
+
+    /// Starts the gateway inside network namespace `netns` (`ip netns exec`, root only) with
+    /// only `args`: listen addresses and candidates are the caller's.
+    pub fn start_in_netns(netns: &str, args: &[&str]) -> Result<Self> {
+        Self::spawn(Some(netns), &[], args)
+    }
+
+    fn spawn(netns: Option<&str>, defaults: &[&str], args: &[&str]) -> Result<Self> {
         let bin = gateway_binary()?;
         let log_path = next_log_path()?;
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let mut child = Command::new(&bin)
-            .args([
-                "--http-listen",
-                "127.0.0.1:0",
-                "--udp-listen",
-                "127.0.0.1:0",
-                "--candidate-ip",
-                "127.0.0.1",
-            ])
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
+            .args(defaults)
             .args(args)
             .args(admin_args(args))
             .stdin(Stdio::null())
