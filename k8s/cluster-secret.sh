@@ -4,6 +4,8 @@
 #   wish-cluster  cluster.pem, cluster.key: the cluster certificate and key every node mounts
 #                 (node links are QUIC with mutual TLS pinned to it), made by
 #                 `relay cluster-cert --out DIR`.
+#   wish-dtls     dtls.crt, dtls.key: the cluster's DTLS identity (ECDSA P-256) every gateway
+#                 answers with, so any gateway can finish a handshake another one negotiated.
 #   wish-tokens   publish-tokens (and play-tokens if PLAY_TOKEN is set): bearer tokens for WHIP
 #                 (and WHEP), comma-separated, each at least 8 characters; admin-tokens: for the
 #                 gateways' /v1/stats and /v1/streams (closed to others once tokens exist).
@@ -92,6 +94,16 @@ else
   create secret generic wish-cluster -n "$NAMESPACE" \
     --from-file=cluster.pem="$WORK/cluster/cluster.pem" \
     --from-file=cluster.key="$WORK/cluster/cluster.key"
+fi
+
+if exists secret wish-dtls; then
+  echo "secret $NAMESPACE/wish-dtls exists: keeping it (a new one changes every answer's fingerprint)" >&2
+else
+  # Same generator as the cluster identity, a separate key: one key, one protocol.
+  run_relay cluster-cert --out "$WORK/dtls" >&2
+  create secret generic wish-dtls -n "$NAMESPACE" \
+    --from-file=dtls.crt="$WORK/dtls/cluster.pem" \
+    --from-file=dtls.key="$WORK/dtls/cluster.key"
 fi
 
 if exists secret wish-tokens; then
