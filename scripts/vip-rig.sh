@@ -13,6 +13,7 @@
 #   scripts/vip-rig.sh rehash SEED                 spread flows with another hash seed
 #   scripts/vip-rig.sh pin N                       send every flow to gateway N (1-based)
 #   scripts/vip-rig.sh drop N                      take gateway N out of the table (others share)
+#   scripts/vip-rig.sh split H U                   TCP (HTTP) to gateway H, UDP to gateway U
 #   scripts/vip-rig.sh status                      the balancer's table
 #
 # Addresses: the client is this (root) namespace, 10.210.1.2, which reaches only the VIP
@@ -57,6 +58,22 @@ table ip vip {
         type filter hook prerouting priority raw; policy accept;
         ip daddr { $VIP, 10.210.1.0/24 } notrack
         ip daddr $VIP meta l4proto { tcp, udp } ip daddr set jhash ip saddr . th sport . th dport mod $n seed $seed map { $map }
+        ip saddr 10.210.2.0/24 ip daddr 10.210.1.0/24 th sport { $HTTP_PORT, $UDP_PORT } ip saddr set $VIP
+    }
+}
+NFT
+}
+
+# HTTP (and ICE-TCP) to gateway $1, UDP to gateway $2: the case a 4-tuple hash makes common.
+split() {
+    ip netns exec vip-lb nft -f - <<NFT
+flush ruleset
+table ip vip {
+    chain raw_pre {
+        type filter hook prerouting priority raw; policy accept;
+        ip daddr { $VIP, 10.210.1.0/24 } notrack
+        ip daddr $VIP meta l4proto tcp ip daddr set 10.210.2.$((10 + $1))
+        ip daddr $VIP meta l4proto udp ip daddr set 10.210.2.$((10 + $2))
         ip saddr 10.210.2.0/24 ip daddr 10.210.1.0/24 th sport { $HTTP_PORT, $UDP_PORT } ip saddr set $VIP
     }
 }
@@ -120,9 +137,10 @@ drop)
     # shellcheck disable=SC2046
     balance 1 $(gateway_ips | grep -vx "10.210.2.$((10 + ${2:?gateway}))")
     ;;
+split) split "${2:?http gateway}" "${3:?udp gateway}" ;;
 status) ip netns exec vip-lb nft list ruleset ;;
 *)
-    sed -n '2,21p' "$0"
+    sed -n '2,22p' "$0"
     exit 2
     ;;
 esac
