@@ -48,6 +48,7 @@ pub struct CpuMeter {
 }
 
 impl CpuMeter {
+    /// Start measuring process `pid`'s CPU time (from `/proc/PID/stat`) from now.
     pub fn start(pid: &str) -> Self {
         CpuMeter {
             pid: pid.to_owned(),

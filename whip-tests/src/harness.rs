@@ -267,6 +267,8 @@ impl Gateway {
         self.child.id()
     }
 
+    /// The last `max_bytes` of the gateway's stderr (its log), for failure messages and for
+    /// tests that read what it logged.
     pub fn log_tail(&self, max_bytes: u64) -> String {
         let Ok(mut f) = File::open(&self.log_path) else {
             return String::new();

@@ -12,6 +12,8 @@
 //! frame by a hash of its slice data (see [`annexb::vcl_hash`]), so its report can say whether
 //! the stream arrived whole and in order.
 
+#![warn(missing_docs)]
+
 pub mod annexb;
 pub mod gateway_probe;
 pub mod harness;

@@ -33,6 +33,7 @@ pub struct SharedCrypto {
 }
 
 impl SharedCrypto {
+    /// One crypto provider and DTLS certificate for every light peer of a run.
     pub fn new() -> Result<Self> {
         let provider = gateway::peer::cached_dtls::crypto_provider();
         let cert = provider
@@ -82,15 +83,21 @@ pub struct LightPeer {
 /// Timings of one join, all from the start of the POST.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct JoinTimes {
+    /// The POST's answer (201) arrived.
     pub answer_ms: Option<f64>,
+    /// ICE and DTLS done.
     pub connected_ms: Option<f64>,
+    /// The first RTP datagram arrived.
     pub first_rtp_ms: Option<f64>,
 }
 
 /// A joined session: the peer to keep driving, and the resource to DELETE.
 pub struct Joined {
+    /// The peer, to keep driving.
     pub peer: LightPeer,
+    /// The WHEP resource, to DELETE at the end.
     pub resource: Resource,
+    /// How long each step of the join took.
     pub times: JoinTimes,
 }
 
@@ -185,6 +192,7 @@ impl LightPeer {
         Ok((peer, offer.to_sdp_string(), pending))
     }
 
+    /// Apply the gateway's SDP answer to our pending offer.
     pub fn accept_answer(&mut self, pending: SdpPendingOffer, answer: &str) -> Result<()> {
         let answer = SdpAnswer::from_sdp_string(answer).context("parsing the SDP answer")?;
         self.rtc

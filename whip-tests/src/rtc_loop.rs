@@ -45,10 +45,12 @@ pub struct RtcLoop {
     /// Drop every Nth incoming media datagram (tests of loss repair); counts what was dropped.
     drop_every: Option<u32>,
     media_seen: u64,
+    /// Incoming media datagrams dropped by `drop_every`.
     pub dropped: u64,
     /// Drop every Nth outgoing RTP datagram (first-mile loss); counts what was dropped.
     drop_outgoing_every: Option<u32>,
     media_sent: u64,
+    /// Outgoing RTP datagrams dropped by `drop_outgoing_every`.
     pub dropped_outgoing: u64,
     /// Counts every incoming RTP datagram; shared so that a report can be read while we run.
     rtp: Arc<Mutex<RtpCounter>>,

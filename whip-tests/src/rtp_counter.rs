@@ -118,6 +118,7 @@ pub struct RtpCounts {
     pub repair_packets: u64,
     /// Late and duplicate datagrams, all SSRCs.
     pub reordered: u64,
+    /// Of those, datagrams whose sequence number was already seen.
     pub duplicates: u64,
     /// Datagrams too short or not RTP version 2.
     pub malformed: u64,

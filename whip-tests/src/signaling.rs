@@ -228,8 +228,11 @@ pub async fn post_api_offer(
 /// A remote track to pull through the session/track API.
 #[derive(Debug, Clone)]
 pub struct ApiTrack {
+    /// The publishing session's id.
     pub session_id: String,
+    /// The track's name in that session.
     pub track_name: String,
+    /// The simulcast layer wanted, by rid (Calls' `simulcast.preferredRid`).
     pub preferred_rid: Option<String>,
 }
 
