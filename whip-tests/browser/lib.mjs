@@ -59,9 +59,10 @@ export function remember(buf, line, max = 300) {
 /**
  * Debian's Chromium, headless, with a fake camera and microphone allowed, in a persistent
  * context at `userDataDir` (`extraArgs` after CHROMIUM_ARGS). Belt and braces: its pages may only
- * fetch from 127.0.0.1; anything else is blocked and noted in `logs`.
+ * fetch from `hosts` (127.0.0.1; the rig's VIP in vip.test.mjs); anything else is blocked and
+ * noted in `logs`.
  */
-export async function launchChromium(userDataDir, logs, extraArgs = []) {
+export async function launchChromium(userDataDir, logs, extraArgs = [], hosts = ["127.0.0.1"]) {
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM_BIN,
     headless: true,
@@ -73,7 +74,7 @@ export async function launchChromium(userDataDir, logs, extraArgs = []) {
   context.setDefaultTimeout(10_000);
   await context.route("**/*", (route) => {
     const u = new URL(route.request().url());
-    if (u.hostname === "127.0.0.1" || u.protocol === "data:" || u.protocol === "blob:") return route.continue();
+    if (hosts.includes(u.hostname) || u.protocol === "data:" || u.protocol === "blob:") return route.continue();
     remember(logs, `[route] blocked ${u.href}`);
     return route.abort("blockedbyclient");
   });
@@ -174,8 +175,11 @@ export class Diagnostics {
 export class Gateway {
   /** iceIp: the address the gateway's UDP socket binds and advertises as its one host candidate
    *  (HTTP always stays on 127.0.0.1). */
-  constructor(label, extraArgs = [], iceIp = "127.0.0.1") {
+  constructor(label, extraArgs = [], iceIp = "127.0.0.1", netns = null) {
     this.label = label;
+    // In a network namespace (`ip netns exec`, root only) the listen addresses and candidates are
+    // all in extraArgs, and `base` is the caller's to set.
+    this.netns = netns;
     this.extraArgs = extraArgs;
     this.iceIp = iceIp;
     this.proc = null;
@@ -192,12 +196,14 @@ export class Gateway {
         return;
       }
       const udp = this.iceIp.includes(":") ? `[${this.iceIp}]:0` : `${this.iceIp}:0`;
-      const args = ["--http-listen", "127.0.0.1:0", "--udp-listen", udp, "--candidate-ip", this.iceIp,
-        ...this.extraArgs];
+      const args = this.netns ? this.extraArgs : ["--http-listen", "127.0.0.1:0", "--udp-listen", udp,
+        "--candidate-ip", this.iceIp, ...this.extraArgs];
       const env = { ...process.env };
       if (!env.RUST_LOG) env.RUST_LOG = "info";
       if (!env.NO_COLOR) env.NO_COLOR = "1";
-      const proc = spawn(GATEWAY_BIN, args, { stdio: ["ignore", "pipe", "pipe"], env });
+      const proc = this.netns
+        ? spawn("ip", ["netns", "exec", this.netns, GATEWAY_BIN, ...args], { stdio: ["ignore", "pipe", "pipe"], env })
+        : spawn(GATEWAY_BIN, args, { stdio: ["ignore", "pipe", "pipe"], env });
       this.proc = proc;
       let ready = false;
       const timer = setTimeout(() => {
@@ -220,7 +226,7 @@ export class Gateway {
         if (!ready && m) {
           ready = true;
           clearTimeout(timer);
-          this.base = `http://${m[1]}`;
+          if (!this.base) this.base = `http://${m[1]}`;
           resolve(this);
         } else {
           remember(this.log, `[stdout] ${line}`);
