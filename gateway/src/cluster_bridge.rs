@@ -479,7 +479,7 @@ impl Bridge {
             }
             // The tree's answer to a subscribe or replay: it is every waiting worker's start
             // (each has had every packet delivered since it asked, and gets every one after).
-            ClusterEvent::Run(key, packets) => {
+            ClusterEvent::Run(key, packets, parameter_sets) => {
                 let Some(remote) = self.remote_by_key.get_mut(&key) else {
                     return;
                 };
@@ -492,7 +492,7 @@ impl Bridge {
                         tx.track(FromOrigin::Run {
                             track: remote.info.id,
                             packets: packets.clone(),
-                            parameter_sets: None,
+                            parameter_sets: parameter_sets.clone(),
                         });
                     }
                 }
@@ -769,7 +769,7 @@ mod tests {
         subscribe(&mut bridge, 0);
         assert_eq!(asked(&mut cluster_rx), ["subscribe"]);
         let run: Vec<_> = (0..3).map(|seq| packet(seq, seq == 0)).collect();
-        bridge.on_event(ClusterEvent::Run(key.clone(), run));
+        bridge.on_event(ClusterEvent::Run(key.clone(), run, None));
         bridge.on_event(ClusterEvent::Deliver(key.clone(), packet(3, false)));
         assert_eq!(got(&mut rx0), (vec![3], 1));
 
@@ -778,7 +778,7 @@ mod tests {
         // A live packet between the ask and the answer reaches both (the run includes it).
         bridge.on_event(ClusterEvent::Deliver(key.clone(), packet(4, false)));
         let run: Vec<_> = (0..5).map(|seq| packet(seq, seq == 0)).collect();
-        bridge.on_event(ClusterEvent::Run(key.clone(), run));
+        bridge.on_event(ClusterEvent::Run(key.clone(), run, None));
         assert_eq!(got(&mut rx1), (vec![5], 1));
         assert_eq!(
             got(&mut rx0),
@@ -791,12 +791,23 @@ mod tests {
             worker: 0,
         })));
         assert_eq!(asked(&mut cluster_rx), ["replay"]);
-        bridge.on_event(ClusterEvent::Run(key.clone(), Vec::new()));
-        assert_eq!(
-            got(&mut rx0),
-            (vec![0], 0),
-            "an empty run: wait for a live keyframe"
+        let sets: relay_proto::ParameterSets =
+            (Arc::from(&[0x67u8, 0x42][..]), Arc::from(&[0x68u8][..]));
+        bridge.on_event(ClusterEvent::Run(key.clone(), Vec::new(), Some(sets)));
+        // An empty run (wait for a live keyframe), with the tree hop's parameter sets for it.
+        let msg = rx0.try_recv().ok();
+        assert!(
+            matches!(
+                &msg,
+                Some(WorkerMsg::Track(TrackMsg::FromOrigin(FromOrigin::Run {
+                    packets,
+                    parameter_sets: Some((sps, pps)),
+                    ..
+                }))) if packets.is_empty() && sps[..] == [0x67, 0x42] && pps[..] == [0x68]
+            ),
+            "the tree's parameter sets reach the worker with an empty run"
         );
+        assert_eq!(got(&mut rx0), (vec![], 0));
         assert_eq!(got(&mut rx1), (vec![], 0));
     }
 }

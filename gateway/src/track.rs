@@ -43,8 +43,7 @@ pub struct TrackState {
     rate_window: Option<(std::time::Instant, u64)>,
 }
 
-/// An H264 track's (SPS, PPS) NAL units.
-pub type ParameterSets = (Arc<[u8]>, Arc<[u8]>);
+pub use relay_proto::ParameterSets;
 
 /// Per H264 track: the inspector, and whether each quirk has been warned about (once per track).
 #[derive(Default)]

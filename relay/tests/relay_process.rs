@@ -225,7 +225,7 @@ impl Node {
                     let mut l = log.lock().expect("log");
                     match e {
                         ClusterEvent::Deliver(_, p) => l.delivered.push((p.seq, Instant::now())),
-                        ClusterEvent::Run(_, run) => {
+                        ClusterEvent::Run(_, run, _) => {
                             let now = Instant::now();
                             l.delivered.extend(run.iter().map(|p| (p.seq, now)));
                         }

@@ -255,6 +255,10 @@ impl BitReader<'_> {
     }
 }
 
+/// An H264 track's latest (SPS, PPS) NAL units, shared: handed with a keyframe run to a new
+/// subscriber, which may have to start at a later keyframe sent without them.
+pub type ParameterSets = (std::sync::Arc<[u8]>, std::sync::Arc<[u8]>);
+
 /// A keyframe run is about to be sent to a new subscriber (a viewer, another worker, a child node) and
 /// `frame` is its first frame's packets, first one first. When that frame carries no SPS, the packet to
 /// send ahead of it: a STAP-A of `sps` and `pps` with the frame's timestamp and the sequence number just

@@ -33,7 +33,8 @@ pub use codec::{
 };
 pub use gap_tracker::{Arrival, GapTracker, RepairConfig, RepairStats};
 pub use h264_stream::{
-    H264Inspector, MAX_PARAMETER_SET_BYTES, h264_parameter_sets_stap_a, parameter_sets_packet,
+    H264Inspector, MAX_PARAMETER_SET_BYTES, ParameterSets, h264_parameter_sets_stap_a,
+    parameter_sets_packet,
 };
 pub use keyframe_cache::KeyframeCache;
 pub use keyframe_request::KeyframeRequests;

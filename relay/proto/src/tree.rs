@@ -124,6 +124,9 @@ pub enum TreeOutput {
         track: TrackKey,
         /// The run, parameter sets first where needed.
         packets: Vec<SharedPacket>,
+        /// H264: the latest SPS and PPS this hop saw, for a viewer that must start at a later
+        /// live keyframe sent without them (the run may be empty).
+        parameter_sets: Option<crate::ParameterSets>,
     },
     /// A locally subscribed track is flowing; its codec description.
     TrackReady {
@@ -302,6 +305,11 @@ impl NodeTrack {
     fn replay(&self) -> Vec<SharedPacket> {
         let sets = self.h264.as_ref().and_then(|h| h.parameter_sets());
         self.keyframes.start_run(sets)
+    }
+
+    fn parameter_sets(&self) -> Option<crate::ParameterSets> {
+        let (sps, pps) = self.h264.as_ref()?.parameter_sets()?;
+        Some((sps.into(), pps.into()))
     }
 
     fn wanted(&self) -> bool {
@@ -710,15 +718,16 @@ impl TreeNode {
     /// track's `Deliver`s, so the run and the live packets after it neither overlap nor leave a
     /// gap. This node's keyframe cache is the only one the gateway on it needs.
     pub fn replay(&mut self, track: &TrackKey) {
-        let packets = self
+        let (packets, parameter_sets) = self
             .tracks
             .get(track)
-            .map(|t| t.replay())
+            .map(|t| (t.replay(), t.parameter_sets()))
             .unwrap_or_default();
         self.stats.delivered += packets.len() as u64;
         self.out.push_back(TreeOutput::Run {
             track: track.clone(),
             packets,
+            parameter_sets,
         });
     }
 

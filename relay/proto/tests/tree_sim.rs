@@ -685,9 +685,10 @@ fn a_lookup_whose_home_is_gone_is_answered_not_found() {
 /// An H264 publisher whose encoder sends SPS/PPS once, at the start (x264 without repeat
 /// headers, some hardware encoders): packet 0 is a STAP-A of them, keyframes (IDR) every 100
 /// packets, one packet per frame.
+const SPS: [u8; 4] = [0x67, 0x42, 0x00, 0x1f];
+const PPS: [u8; 4] = [0x68, 0xce, 0x3c, 0x80];
+
 fn h264_packet(seq: u64, now: Instant) -> Arc<MediaPacket> {
-    const SPS: [u8; 4] = [0x67, 0x42, 0x00, 0x1f];
-    const PPS: [u8; 4] = [0x68, 0xce, 0x3c, 0x80];
     let payload: Vec<u8> = if seq == 0 {
         let mut p = vec![24];
         for nal in [&SPS[..], &PPS[..]] {
@@ -748,6 +749,18 @@ fn late_subscribers_get_the_parameter_sets_an_encoder_sent_only_at_start() {
         Some(299),
         "edge-1 starts with the parameter sets before keyframe 300"
     );
+
+    // A later local viewer's replay at edge-1, which saw the parameter sets only in the STAP-A
+    // in front of its run: the run comes with them, for a viewer whose start is a later keyframe.
+    net.node("edge-1").replay(&track());
+    let run = std::iter::from_fn(|| net.node("edge-1").poll_output()).find_map(|o| match o {
+        TreeOutput::Run { parameter_sets, .. } => Some(parameter_sets),
+        _ => None,
+    });
+    let Some(Some((sps, pps))) = run else {
+        panic!("edge-1's replay has no parameter sets: {run:?}");
+    };
+    assert_eq!((&sps[..], &pps[..]), (&SPS[..], &PPS[..]));
 }
 
 /// A chat channel published at the origin, 3 edges below two relays, 5 % loss per hop: 400

@@ -94,8 +94,13 @@ pub enum ClusterEvent {
     /// A packet of a track subscribed here.
     Deliver(TrackKey, SharedPacket),
     /// The answer to each `Local::Subscribe` and `Local::Replay`, in order with the `Deliver`s:
-    /// the keyframe run a new viewer starts from (empty when this node has none yet).
-    Run(TrackKey, Vec<SharedPacket>),
+    /// the keyframe run a new viewer starts from (empty when this node has none yet), and the
+    /// H264 track's latest SPS and PPS when this node has seen them.
+    Run(
+        TrackKey,
+        Vec<SharedPacket>,
+        Option<relay_proto::ParameterSets>,
+    ),
     /// A track subscribed here is flowing; its codec description.
     TrackReady(TrackKey, SubscribeOk),
     /// A track subscribed here is gone.
@@ -492,7 +497,11 @@ impl NodeTask {
                 TreeOutput::Deliver { track, packet } => {
                     self.emit(ClusterEvent::Deliver(track, packet))
                 }
-                TreeOutput::Run { track, packets } => self.emit(ClusterEvent::Run(track, packets)),
+                TreeOutput::Run {
+                    track,
+                    packets,
+                    parameter_sets,
+                } => self.emit(ClusterEvent::Run(track, packets, parameter_sets)),
                 TreeOutput::TrackReady { track, info } => {
                     self.emit(ClusterEvent::TrackReady(track, info))
                 }
