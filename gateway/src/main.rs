@@ -13,6 +13,12 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info,str0m=warn,dimpl=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a log file or collector gets plain
+        // `key=value` fields it can search.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     let config = match Config::load(Cli::parse()) {
         Ok(c) => c,

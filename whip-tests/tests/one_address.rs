@@ -124,7 +124,7 @@ async fn the_vip_spreads_flows_over_the_gateways_and_carries_webrtc() -> Result<
     for g in &gateways {
         let log = g.log_tail(1 << 20);
         let here = (0..POSTS)
-            .filter(|k| log.contains(&format!("spread-{k} ")))
+            .filter(|k| log.contains(&format!("stream=spread-{k} ")))
             .count();
         landed.push(here);
     }
@@ -165,7 +165,7 @@ async fn the_vip_spreads_flows_over_the_gateways_and_carries_webrtc() -> Result<
         report.error
     );
     ensure!(
-        gateways[1].log_tail(1 << 20).contains("pinned "),
+        gateways[1].log_tail(1 << 20).contains("stream=pinned "),
         "the pinned publisher is not on gateway 2"
     );
 
