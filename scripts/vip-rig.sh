@@ -42,7 +42,24 @@ down() {
     rm -f "$STATE"
 }
 
-# The balancer's table: flows to the VIP go to the gateways listed ("10.210.2.11 ..."), by hash.
+# The balancer's table: `$1`, the rule(s) that send flows to the VIP to a gateway, between the
+# rules every table has (no connection tracking; replies from the gateways' VIP ports leave as
+# the VIP).
+table() {
+    ip netns exec vip-lb nft -f - <<NFT
+flush ruleset
+table ip vip {
+    chain raw_pre {
+        type filter hook prerouting priority raw; policy accept;
+        ip daddr { $VIP, 10.210.1.0/24 } notrack
+        $1
+        ip saddr 10.210.2.0/24 ip daddr 10.210.1.0/24 th sport { $HTTP_PORT, $UDP_PORT } ip saddr set $VIP
+    }
+}
+NFT
+}
+
+# Flows to the VIP go to the gateways listed ("10.210.2.11 ..."), by hash of the 4-tuple.
 balance() {
     local seed=$1
     shift
@@ -51,33 +68,13 @@ balance() {
         map+="${map:+, }$i : $ip"
         i=$((i + 1))
     done
-    ip netns exec vip-lb nft -f - <<NFT
-flush ruleset
-table ip vip {
-    chain raw_pre {
-        type filter hook prerouting priority raw; policy accept;
-        ip daddr { $VIP, 10.210.1.0/24 } notrack
-        ip daddr $VIP meta l4proto { tcp, udp } ip daddr set jhash ip saddr . th sport . th dport mod $n seed $seed map { $map }
-        ip saddr 10.210.2.0/24 ip daddr 10.210.1.0/24 th sport { $HTTP_PORT, $UDP_PORT } ip saddr set $VIP
-    }
-}
-NFT
+    table "ip daddr $VIP meta l4proto { tcp, udp } ip daddr set jhash ip saddr . th sport . th dport mod $n seed $seed map { $map }"
 }
 
 # HTTP (and ICE-TCP) to gateway $1, UDP to gateway $2: the case a 4-tuple hash makes common.
 split() {
-    ip netns exec vip-lb nft -f - <<NFT
-flush ruleset
-table ip vip {
-    chain raw_pre {
-        type filter hook prerouting priority raw; policy accept;
-        ip daddr { $VIP, 10.210.1.0/24 } notrack
-        ip daddr $VIP meta l4proto tcp ip daddr set 10.210.2.$((10 + $1))
-        ip daddr $VIP meta l4proto udp ip daddr set 10.210.2.$((10 + $2))
-        ip saddr 10.210.2.0/24 ip daddr 10.210.1.0/24 th sport { $HTTP_PORT, $UDP_PORT } ip saddr set $VIP
-    }
-}
-NFT
+    table "ip daddr $VIP meta l4proto tcp ip daddr set 10.210.2.$((10 + $1))
+        ip daddr $VIP meta l4proto udp ip daddr set 10.210.2.$((10 + $2))"
 }
 
 gateway_ips() {
