@@ -326,18 +326,15 @@ impl Bridge {
     /// Edge side: a worker with viewers of a remote track (the bridge is its origin).
     fn on_to_origin(&mut self, msg: ToOrigin) {
         match msg {
+            // The tree answers each subscribe and replay with one run, in order with the live
+            // packets: the node's first worker subscribes, later ones ask for a replay.
             ToOrigin::Subscribe { track, worker } => {
-                let Some(key) = self.remote_by_id.get(&track.id).cloned() else {
-                    if let Some(w) = self.workers.get(worker) {
-                        w.track(FromOrigin::TrackEnded { track: track.id });
-                    }
+                let Some(key) = self.remote_key(track.id, worker) else {
                     return;
                 };
                 let Some(remote) = self.remote_by_key.get_mut(&key) else {
                     return;
                 };
-                // The tree answers each subscribe and replay with one run, in order with the
-                // live packets: the node's first worker subscribes, later ones ask for a replay.
                 let first = remote.workers.is_empty();
                 remote.workers.insert(worker);
                 remote.awaiting_run.push(worker);
@@ -349,20 +346,12 @@ impl Bridge {
                 }
             }
             ToOrigin::Replay { track, worker } => {
-                let remote = self
-                    .remote_by_id
-                    .get(&track)
-                    .and_then(|key| Some((key.clone(), self.remote_by_key.get_mut(key)?)));
-                match remote {
-                    Some((key, remote)) => {
-                        remote.awaiting_run.push(worker);
-                        self.cluster.send(Local::Replay(key));
-                    }
-                    None => {
-                        if let Some(w) = self.workers.get(worker) {
-                            w.track(FromOrigin::TrackEnded { track });
-                        }
-                    }
+                let Some(key) = self.remote_key(track, worker) else {
+                    return;
+                };
+                if let Some(remote) = self.remote_by_key.get_mut(&key) {
+                    remote.awaiting_run.push(worker);
+                    self.cluster.send(Local::Replay(key));
                 }
             }
             ToOrigin::Unsubscribe { track, worker } => {
@@ -382,6 +371,21 @@ impl Bridge {
                 }
             }
         }
+    }
+
+    /// The key of remote track `track`; `TrackEnded` to `worker` when it is gone from here.
+    fn remote_key(&self, track: TrackId, worker: usize) -> Option<TrackKey> {
+        let key = self
+            .remote_by_id
+            .get(&track)
+            .filter(|k| self.remote_by_key.contains_key(*k))
+            .cloned();
+        if key.is_none()
+            && let Some(w) = self.workers.get(worker)
+        {
+            w.track(FromOrigin::TrackEnded { track });
+        }
+        key
     }
 
     fn on_notice(&mut self, n: ToBridge) {

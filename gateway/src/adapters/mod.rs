@@ -368,35 +368,14 @@ impl Hub {
     fn on_worker(&mut self, msg: TrackMsg) {
         match msg {
             // A worker with viewers of an ingest track.
-            // Audio has no keyframe run: every subscribe or replay is answered by an empty one.
             TrackMsg::ToOrigin(ToOrigin::Subscribe { track, worker }) => {
-                let msg = match self.ingest_track(track.id) {
-                    Some(subscribers) => {
-                        subscribers.insert(worker);
-                        FromOrigin::Run {
-                            track: track.id,
-                            packets: Arc::new([]),
-                            parameter_sets: None,
-                        }
-                    }
-                    None => FromOrigin::TrackEnded { track: track.id },
-                };
-                if let Some(tx) = self.peers.get(worker) {
-                    tx.track(msg);
+                if let Some(subscribers) = self.ingest_track(track.id) {
+                    subscribers.insert(worker);
                 }
+                self.answer_run(track.id, worker);
             }
             TrackMsg::ToOrigin(ToOrigin::Replay { track, worker }) => {
-                let msg = match self.ingest_track(track) {
-                    Some(_) => FromOrigin::Run {
-                        track,
-                        packets: Arc::new([]),
-                        parameter_sets: None,
-                    },
-                    None => FromOrigin::TrackEnded { track },
-                };
-                if let Some(tx) = self.peers.get(worker) {
-                    tx.track(msg);
-                }
+                self.answer_run(track, worker)
             }
             TrackMsg::ToOrigin(ToOrigin::Unsubscribe { track, worker }) => {
                 if let Some(subscribers) = self.ingest_track(track) {
@@ -419,6 +398,22 @@ impl Hub {
             }
             // Audio has no keyframes to ask for.
             TrackMsg::ToOrigin(ToOrigin::KeyframeRequest { .. }) => {}
+        }
+    }
+
+    /// Answers a worker's subscribe or replay of an ingest track: audio has no keyframe run,
+    /// so an empty one; `TrackEnded` when the track is gone.
+    fn answer_run(&mut self, track: TrackId, worker: usize) {
+        let msg = match self.ingest_track(track) {
+            Some(_) => FromOrigin::Run {
+                track,
+                packets: Arc::new([]),
+                parameter_sets: None,
+            },
+            None => FromOrigin::TrackEnded { track },
+        };
+        if let Some(tx) = self.peers.get(worker) {
+            tx.track(msg);
         }
     }
 
