@@ -59,6 +59,32 @@ pub fn http_client_with_header(name: &'static str, value: &str) -> Result<Client
         .context("building HTTP client")
 }
 
+/// As [`http_client`], its connections from local address `local` (a client in a test network
+/// whose other addresses must not be used).
+pub fn http_client_from(local: std::net::IpAddr) -> Result<Client> {
+    client_builder()
+        .local_address(local)
+        .build()
+        .context("building HTTP client")
+}
+
+/// An offer with one send-only video m-line from a fresh str0m `Rtc`: enough for a gateway to
+/// create a WHIP session and answer, for tests that read the answer or see which gateway gave
+/// it. Nothing connects.
+pub fn bare_video_offer() -> Result<String> {
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(
+        str0m::media::MediaKind::Video,
+        str0m::media::Direction::SendOnly,
+        None,
+        None,
+        None,
+    );
+    let (offer, _) = api.apply().context("an offer")?;
+    Ok(offer.to_sdp_string())
+}
+
 fn client_builder() -> reqwest::ClientBuilder {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {

@@ -5,10 +5,10 @@
 //! a player on another. A gateway without the pair has its own; a bad pair stops the start.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use str0m::media::{Direction, MediaKind};
+use whip_tests::signaling::{bare_video_offer, http_client, post_offer};
 use whip_tests::{Gateway, MediaSource, PlayOptions, PublishOptions, WhipPublisher, play};
 
 async fn start(args: Vec<String>) -> Result<Gateway> {
@@ -22,19 +22,10 @@ async fn start(args: Vec<String>) -> Result<Gateway> {
 
 /// The fingerprint a gateway answers a WHIP offer with.
 async fn fingerprint(gw: &Gateway, stream: &str) -> Result<String> {
-    let mut rtc = str0m::Rtc::builder().build(Instant::now());
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let (offer, _) = api.apply().context("an offer")?;
-    let resp = reqwest::Client::new()
-        .post(gw.whip_url(stream))
-        .header("content-type", "application/sdp")
-        .body(offer.to_sdp_string())
-        .send()
-        .await?;
-    ensure!(resp.status() == 201, "WHIP POST: {}", resp.status());
-    let answer = resp.text().await?;
+    let offer = bare_video_offer()?;
+    let answer = post_offer(&http_client()?, &gw.whip_url(stream), None, &offer).await?;
     answer
+        .sdp
         .lines()
         .find_map(|l| l.strip_prefix("a=fingerprint:"))
         .map(|f| f.trim().to_ascii_lowercase())
@@ -44,7 +35,6 @@ async fn fingerprint(gw: &Gateway, stream: &str) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_given_the_cluster_pair_share_one_fingerprint_and_handshake_with_it() -> Result<()>
 {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let cert = rcgen::CertificateParams::new(vec!["cluster".to_string()])?.self_signed(&key)?;

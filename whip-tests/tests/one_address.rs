@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use whip_tests::signaling::{self, bare_video_offer, http_client_from};
 use whip_tests::{Gateway, MediaSource, PlayOptions, PublishOptions, WhipPublisher, play};
 
 const VIP: &str = "10.210.0.1";
@@ -78,36 +79,13 @@ fn url(kind: &str, stream: &str) -> String {
 
 /// A WHIP POST of a bare video offer through the VIP, on a connection of its own.
 async fn post_offer(stream: &str) -> Result<()> {
-    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
-    let mut api = rtc.sdp_api();
-    api.add_media(
-        str0m::media::MediaKind::Video,
-        str0m::media::Direction::SendOnly,
-        None,
-        None,
-        None,
-    );
-    let (offer, _) = api.apply().context("an offer")?;
-    let client = reqwest::Client::builder()
-        .local_address(CLIENT.parse::<std::net::IpAddr>()?)
-        .build()?;
-    let resp = client
-        .post(url("whip", stream))
-        .header("content-type", "application/sdp")
-        .body(offer.to_sdp_string())
-        .send()
-        .await?;
-    ensure!(
-        resp.status() == 201,
-        "WHIP POST {stream}: {}",
-        resp.status()
-    );
+    let client = http_client_from(CLIENT.parse()?)?;
+    signaling::post_offer(&client, &url("whip", stream), None, &bare_video_offer()?).await?;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vip_spreads_flows_over_the_gateways_and_carries_webrtc() -> Result<()> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     rig(&["up", &GATEWAYS.to_string(), "2"])?;
     let _rig = Rig;
     let mut gateways = Vec::new();
