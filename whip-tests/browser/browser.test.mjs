@@ -32,14 +32,7 @@ const diag = new Diagnostics("browser test", OVERALL_MS);
 const { consoleLogs, pages } = diag;
 const withDiagnostics = (name, fn) => diag.run(name, fn);
 
-async function openPage(label, url) {
-  const page = await context.newPage();
-  diag.watch(label, page);
-  const resp = await page.goto(url, { waitUntil: "load", timeout: 10_000 });
-  assert.ok(resp, `no response for ${url}`);
-  assert.equal(resp.status(), 200, `GET ${url} -> ${resp.status()}`);
-  return page;
-}
+const openPage = (label, url) => diag.open(context, label, url);
 
 /** Closes the open pages (so none keeps retrying against a gateway that is about to stop). */
 async function closePages() {

@@ -97,14 +97,9 @@ const kinds = {}; // label -> "firefox" | "chromium"
 const withDiagnostics = (name, fn) => diag.run(name, fn);
 
 /** Opens url in a new tab of Firefox (Puppeteer) or Chromium (Playwright). */
-async function openPage(kind, label, url) {
-  const page = kind === "firefox" ? await firefox.newPage() : await chromiumContext.newPage();
-  diag.watch(label, page);
+function openPage(kind, label, url) {
   kinds[label] = kind;
-  const resp = await page.goto(url, { waitUntil: "load", timeout: 15_000 });
-  assert.ok(resp, `no response for ${url}`);
-  assert.equal(resp.status(), 200, `GET ${url} -> ${resp.status()}`);
-  return page;
+  return diag.open(kind === "firefox" ? firefox : chromiumContext, label, url, 15_000);
 }
 
 /** page.waitForFunction with one argument, in either library's signature. */

@@ -4,7 +4,7 @@
 // (window.whep.pc, window.whip.pc). They only call page.evaluate(fn), page.on(…) and
 // page.isClosed(), which Playwright and Puppeteer pages both have.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -155,6 +155,17 @@ export class Diagnostics {
     console.error(out.join("\n"));
   }
 
+  /** A new page of `context` (a browser context, or a browser), watched under `label`, at `url`,
+   *  which must load with status 200. */
+  async open(context, label, url, timeout = 10_000) {
+    const page = await context.newPage();
+    this.watch(label, page);
+    const resp = await page.goto(url, { waitUntil: "load", timeout });
+    if (!resp) throw new Error(`no response for ${url}`);
+    if (resp.status() !== 200) throw new Error(`GET ${url} -> ${resp.status()}`);
+    return page;
+  }
+
   /** Runs a test body; on failure prints the diagnostics, then rethrows. */
   async run(name, fn) {
     try {
@@ -259,6 +270,37 @@ export class Gateway {
     await exited;
     clearTimeout(t);
   }
+}
+
+// The one-address rig (scripts/vip-rig.sh; root only): gateways in network namespaces behind the
+// VIP, which this (root) namespace reaches through an nftables balancer, and nothing else of theirs.
+export const VIP = "10.210.0.1";
+export const VIP_BASE = `http://${VIP}:8080`;
+const VIP_RIG = path.resolve(HERE, "../../scripts/vip-rig.sh");
+
+/** Runs `scripts/vip-rig.sh ARGS…` (up, pin, down, …). */
+export function vipRig(...args) {
+  execFileSync("bash", [VIP_RIG, ...args], { stdio: ["ignore", "ignore", "inherit"] });
+}
+
+/** Gateway `i` of the rig, reached at VIP_BASE. It advertises the VIP as its public address and
+ *  its own (unreachable from here) as a second candidate: str0m matches a datagram's
+ *  destination, which after the balancer's DNAT is the gateway's own address. */
+export function vipGateway(i) {
+  const gw = new Gateway(`vip-g${i}`, ["--http-listen", "0.0.0.0:8080", "--udp-listen", "0.0.0.0:8189",
+    "--public-ip", VIP, "--candidate-ip", `10.210.2.${10 + i}`], "", `vip-g${i}`);
+  gw.base = VIP_BASE;
+  return gw;
+}
+
+/** Chromium as launchChromium starts it, its pages let through to the VIP only. */
+export function launchChromiumViaVip(userDataDir, logs) {
+  return launchChromium(userDataDir, logs, [
+    // The last of a repeated switch wins: no host name resolves, the VIP is let through.
+    `--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE ${VIP}`,
+    // getUserMedia needs a secure origin; the VIP is plain HTTP.
+    `--unsafely-treat-insecure-origin-as-secure=${VIP_BASE}`,
+  ], [VIP]);
 }
 
 /** Resolves once the page's WHIP or WHEP client (`which`: "whip" or "whep") is connected. */

@@ -15,17 +15,11 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { Gateway, launchChromium, waitConnected } from "./lib.mjs";
+import { VIP, VIP_BASE, launchChromiumViaVip, vipGateway, vipRig, waitConnected } from "./lib.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RIG = path.resolve(HERE, "../../scripts/vip-rig.sh");
-const VIP = "10.210.0.1";
-const BASE = `http://${VIP}:8080`;
 const REPS = Number(process.argv[2] || 5);
 const DROPS = [0, 1, 2, 3, 5, 8];
 
-const rig = (...a) => execFileSync("bash", [RIG, ...a], { stdio: ["ignore", "ignore", "inherit"] });
 const nft = (rule) => execFileSync("ip", ["netns", "exec", "vip-lb", "nft", ...rule.split(" ")]);
 
 /** Times, in the page, from the answer being applied to ICE and DTLS connected. */
@@ -49,34 +43,29 @@ const TIMING = `(() => {
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
 
-rig("up", "1", "0");
-rig("pin", "1");
-const gw = new Gateway("vip-g1", ["--http-listen", "0.0.0.0:8080", "--udp-listen", "0.0.0.0:8189",
-  "--public-ip", VIP, "--candidate-ip", "10.210.2.11"], "", "vip-g1");
-gw.base = BASE;
+vipRig("up", "1", "0");
+vipRig("pin", "1");
+const gw = vipGateway(1);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-vip-figures-"));
 let context = null;
 try {
   await gw.start();
-  context = await launchChromium(dir, [], [
-    `--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE ${VIP}`,
-    `--unsafely-treat-insecure-origin-as-secure=${BASE}`,
-  ], [VIP]);
+  context = await launchChromiumViaVip(dir, []);
   const publisher = await context.newPage();
-  await publisher.goto(`${BASE}/publish/figures`);
+  await publisher.goto(`${VIP_BASE}/publish/figures`);
   await waitConnected(publisher, "whip", 20_000);
   console.log("K dropped | ICE connected p50 (min–max) | DTLS connected p50 (min–max), ms after the answer");
   for (const k of DROPS) {
     const ice = [];
     const dtls = [];
     for (let i = 0; i < REPS; i++) {
-      rig("pin", "1"); // a fresh table: the drop counter starts again
+      vipRig("pin", "1"); // a fresh table: the drop counter starts again
       if (k > 0) {
         nft(`insert rule ip vip raw_pre ip daddr ${VIP} udp dport 8189 @th,64,16 0x0001 numgen inc mod 1000000 < ${k} counter drop`);
       }
       const page = await context.newPage();
       await page.addInitScript(TIMING);
-      await page.goto(`${BASE}/watch/figures`);
+      await page.goto(`${VIP_BASE}/watch/figures`);
       await waitConnected(page, "whep", 30_000);
       const t = await page.evaluate(() => window.__t);
       if (process.env.SHOW_DROPS) {
@@ -94,6 +83,6 @@ try {
 } finally {
   if (context) await context.close().catch(() => {});
   await gw.stop();
-  rig("down");
+  vipRig("down");
   fs.rmSync(dir, { recursive: true, force: true });
 }

@@ -10,17 +10,12 @@
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { CHROMIUM_BIN, Diagnostics, Gateway, launchChromium, pageState, waitConnected, waitFrames } from "./lib.mjs";
+import { CHROMIUM_BIN, Diagnostics, VIP, VIP_BASE, launchChromiumViaVip, pageState, vipGateway, vipRig,
+  waitConnected, waitFrames } from "./lib.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const RIG = path.resolve(HERE, "../../scripts/vip-rig.sh");
-const VIP = "10.210.0.1";
-const BASE = `http://${VIP}:8080`;
 const STREAM = "viptest";
 const MIN_FRAMES = 30;
 
@@ -29,37 +24,18 @@ const { consoleLogs, pages } = diag;
 let context = null;
 let userDataDir = null;
 let rigUp = false;
-const gw = new Gateway("vip-g1", ["--http-listen", "0.0.0.0:8080", "--udp-listen", "0.0.0.0:8189",
-  "--public-ip", VIP, "--candidate-ip", "10.210.2.11"], "", "vip-g1");
-gw.base = BASE;
-
-function rig(...args) {
-  execFileSync("bash", [RIG, ...args], { stdio: ["ignore", "ignore", "inherit"] });
-}
-
-async function openPage(label, url) {
-  const page = await context.newPage();
-  diag.watch(label, page);
-  const resp = await page.goto(url, { waitUntil: "load", timeout: 10_000 });
-  assert.ok(resp, `no response for ${url}`);
-  assert.equal(resp.status(), 200, `GET ${url} -> ${resp.status()}`);
-  return page;
-}
+const gw = vipGateway(1);
+const openPage = (label, url) => diag.open(context, label, url);
 
 before(async () => {
   assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
   assert.equal(process.getuid(), 0, "the one-address rig needs root (network namespaces, nftables)");
-  rig("up", "1", "0");
+  vipRig("up", "1", "0");
   rigUp = true;
-  rig("pin", "1");
+  vipRig("pin", "1");
   await gw.start();
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-vip-profile-"));
-  context = await launchChromium(userDataDir, consoleLogs, [
-    // The last of a repeated switch wins: no host name resolves, the VIP is let through.
-    `--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE ${VIP}`,
-    // getUserMedia needs a secure origin; the VIP is plain HTTP.
-    `--unsafely-treat-insecure-origin-as-secure=${BASE}`,
-  ], [VIP]);
+  context = await launchChromiumViaVip(userDataDir, consoleLogs);
 }, { timeout: 40_000 });
 
 after(async () => {
@@ -67,14 +43,14 @@ after(async () => {
   for (const page of Object.values(pages)) await page.close().catch(() => {});
   if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
   await gw.stop();
-  if (rigUp) rig("down");
+  if (rigUp) vipRig("down");
   if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
 }, { timeout: 20_000 });
 
 describe("Chromium through the VIP", { timeout: 50_000 }, () => {
   it("publishes its camera via WHIP through the balancer", async (t) => {
     await diag.run("publish", async () => {
-      const page = await openPage("publish", `${BASE}/publish/${STREAM}`);
+      const page = await openPage("publish", `${VIP_BASE}/publish/${STREAM}`);
       await waitConnected(page, "whip", 20_000);
       t.diagnostic(`publisher connected: ${await pageState("publish", page)}`);
     });
@@ -82,7 +58,7 @@ describe("Chromium through the VIP", { timeout: 50_000 }, () => {
 
   it("plays it back via WHEP through the balancer", async (t) => {
     await diag.run("watch", async () => {
-      const page = await openPage("watch", `${BASE}/watch/${STREAM}`);
+      const page = await openPage("watch", `${VIP_BASE}/watch/${STREAM}`);
       await waitConnected(page, "whep", 15_000);
       const s = await waitFrames(page, MIN_FRAMES, 20_000);
       t.diagnostic(`viewer: framesDecoded=${s.framesDecoded} ${s.frameWidth}x${s.frameHeight} codec=${s.codec}`);
