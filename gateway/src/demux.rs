@@ -271,6 +271,16 @@ fn verify(msg: &StunMessage<'_>, key: &hmac::Key) -> bool {
     })
 }
 
+/// The local half (ours) of a STUN request's `USERNAME`, if the datagram is one.
+pub fn stun_local_ufrag(datagram: &[u8]) -> Option<String> {
+    if !is_stun(datagram) {
+        return None;
+    }
+    let msg = StunMessage::parse(datagram).ok()?;
+    let (local, _remote) = msg.split_username()?;
+    Some(local.to_string())
+}
+
 /// RFC 7983: STUN starts with 0..=3 and carries the magic cookie.
 fn is_stun(d: &[u8]) -> bool {
     d.len() >= 20 && d[0] < 4 && d[4..8] == [0x21, 0x12, 0xa4, 0x42]

@@ -11,8 +11,12 @@ use rand::TryRngCore;
 pub struct SessionId(u128);
 
 impl SessionId {
-    /// A fresh id from the operating system's CSPRNG.
+    /// A fresh id from the operating system's CSPRNG; in a cluster, an owner tag naming this
+    /// gateway (`owner_tag`), as unguessable.
     pub fn random() -> SessionId {
+        if let Some(one) = crate::owner_tag::installed() {
+            return SessionId::from_bytes(one.tags.mint());
+        }
         let mut bytes = [0u8; 16];
         // The OS RNG failing means the machine cannot do crypto at all (DTLS would fail too).
         rand::rngs::OsRng
@@ -26,6 +30,11 @@ impl SessionId {
     /// The raw 16 bytes, as track keys carry them between nodes.
     pub fn to_bytes(self) -> [u8; 16] {
         self.0.to_be_bytes()
+    }
+
+    /// The other gateway of the cluster that made this id, if another one did.
+    pub fn owner_elsewhere(self) -> Option<crate::owner_tag::Owner> {
+        crate::owner_tag::installed()?.owner_elsewhere(self.to_bytes())
     }
 
     /// The id whose [`SessionId::to_bytes`] these are.

@@ -147,6 +147,59 @@ pub struct NodeStats {
     pub cluster: Option<relay_shell::cluster::ClusterStats>,
 }
 
+/// Makes this gateway one of the cluster's "one address" (see `owner_tag`, `forwarding`): its
+/// session ids and ufrags name it, its socket forwards other gateways' sessions' datagrams, and
+/// the set of gateways follows the membership. Needs an IPv4 node id (`ip:port`), the address
+/// the other gateways reach this one at; without one the gateway serves only its own sessions.
+fn join_one_address(
+    settings: &crate::config::ClusterSettings,
+    node_id: &str,
+    handle: &relay_shell::cluster::ClusterHandle,
+    udp: &Arc<UdpShell>,
+    http_port: u16,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), String> {
+    let Ok(SocketAddr::V4(me)) = node_id.parse::<SocketAddr>() else {
+        tracing::warn!(%node_id, "one address off: the node id is not an IPv4 ip:port, so other gateways cannot forward to this one");
+        return Ok(());
+    };
+    let key = std::fs::read(&settings.key).map_err(|e| {
+        format!(
+            "cannot read the cluster key {}: {e}",
+            settings.key.display()
+        )
+    })?;
+    let secrets = crate::owner_tag::ClusterSecrets::derive(&key);
+    let own = crate::owner_tag::Owner {
+        ip: *me.ip(),
+        udp_port: udp.local_addr().port(),
+        http_port,
+    };
+    let one = crate::owner_tag::install(crate::owner_tag::OneAddress {
+        tags: crate::owner_tag::OwnerTags::new(&secrets.tag_key, own)?,
+        gateways: Default::default(),
+        tunnel_key: secrets.tunnel_key,
+    });
+    udp.join_one_address(&one.tunnel_key, own.udp());
+    let mut members = handle.members();
+    let gateways = one.gateways.clone();
+    tasks.spawn(async move {
+        loop {
+            let tier0: Vec<String> = members
+                .borrow_and_update()
+                .get(&0)
+                .cloned()
+                .unwrap_or_default();
+            gateways.update(tier0.iter().map(String::as_str));
+            if members.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    tracing::info!(udp = %own.udp(), http = %own.http(), "one address: sessions of other gateways are forwarded to them");
+    Ok(())
+}
+
 impl Node {
     /// Bind the UDP socket and start the workers; they stop when `shutdown` is cancelled.
     pub async fn start(
@@ -213,6 +266,14 @@ impl Node {
             let (requests_tx, requests_rx) = mpsc::unbounded_channel();
             let (handle, events, node_id) =
                 crate::cluster_bridge::start_cluster(settings, links.clone()).await?;
+            join_one_address(
+                settings,
+                &node_id,
+                &handle,
+                &udp,
+                config.http_listen.port(),
+                tasks,
+            )?;
             let mut bridge = Bridge::new(
                 n,
                 node_id,

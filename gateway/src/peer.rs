@@ -39,9 +39,14 @@ pub struct NewPeer {
 
 /// Fresh local ICE credentials, from the OS CSPRNG: a 16-character ufrag (~95 bits) and a
 /// 32-character password (~190 bits) over 62 symbols. Used for new sessions and ICE restarts.
+/// In a cluster the ufrag is an owner tag instead (`owner_tag`), so that a gateway that gets the
+/// session's first STUN knows where the session is.
 pub fn local_ice_creds() -> IceCreds {
     IceCreds {
-        ufrag: random_token(16),
+        ufrag: match crate::owner_tag::installed() {
+            Some(one) => one.tags.ufrag(),
+            None => random_token(16),
+        },
         pass: random_token(32),
     }
 }

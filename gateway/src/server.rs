@@ -37,6 +37,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
         .await
         .map_err(|e| format!("cannot bind HTTP {}: {e}", config.http_listen))?;
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The real port (the configured one may be 0): session ids made in a cluster carry it.
+    let mut config = config;
+    config.http_listen = http_addr;
     let mut tasks = JoinSet::new();
     // Not a child of `shutdown`: the media outlives HTTP until HTTP has stopped.
     let media = CancellationToken::new();

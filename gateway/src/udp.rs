@@ -16,9 +16,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::datagram::Datagram;
-use crate::demux::{Demux, DemuxUpdate, Dispatch};
+use crate::demux::{Demux, DemuxUpdate, Dispatch, Route};
+use crate::forwarding::{Forwarding, FrameAction, ViaTable};
 use crate::gso;
 use crate::mailbox::WorkerMsg;
+use crate::peer_tunnel::{Kind, Tunnel};
 
 /// Socket buffers large enough for a keyframe burst to many viewers without kernel drops.
 const SOCKET_BUFFER_BYTES: usize = 8 * 1024 * 1024;
@@ -73,6 +75,14 @@ pub struct UdpShell {
     pub unrouted: AtomicU64,
     /// STUN with a live ufrag and a failed MESSAGE-INTEGRITY (see `demux`).
     pub forged: AtomicU64,
+    /// Clients reached through another gateway of the cluster (`forwarding`): their datagrams
+    /// go back that way.
+    via: Arc<ViaTable>,
+    /// In a cluster: the tunnel to the other gateways and this gateway's own address, which a
+    /// tunnelled datagram is handed to its session as having arrived at.
+    one_address: std::sync::OnceLock<(Tunnel, SocketAddr)>,
+    /// Forwarding counters, copied from the receive loop after each batch.
+    forwarding: std::sync::Mutex<crate::forwarding::ForwardingStats>,
 }
 
 impl UdpShell {
@@ -110,7 +120,21 @@ impl UdpShell {
             received_bytes: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
             forged: AtomicU64::new(0),
+            via: Arc::default(),
+            one_address: std::sync::OnceLock::new(),
+            forwarding: Default::default(),
         }))
+    }
+
+    /// Serves sessions held by other gateways of the cluster through this socket (see
+    /// `forwarding`); `own` is this gateway's address as its sessions' candidates have it.
+    pub fn join_one_address(&self, tunnel_key: &[u8; 32], own: SocketAddr) {
+        let _ = self.one_address.set((Tunnel::new(tunnel_key), own));
+    }
+
+    /// Forwarding counters (zero outside a cluster).
+    pub fn forwarding_stats(&self) -> crate::forwarding::ForwardingStats {
+        *self.forwarding.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The socket's bound address.
@@ -126,6 +150,14 @@ impl UdpShell {
     /// so nothing accepted is lost to it; any other error drops that run's datagrams, as UDP
     /// would, and the rest still go.
     pub async fn send_batch(&self, transmits: &[str0m::net::Transmit]) {
+        let through;
+        let transmits = match self.through_other_gateways(transmits) {
+            Some(t) => {
+                through = t;
+                &through[..]
+            }
+            None => transmits,
+        };
         let mut runs = gso::runs(transmits, self.max_segments());
         let mut next = 0;
         while next < runs.len() {
@@ -161,6 +193,58 @@ impl UdpShell {
     }
 
     /// Segments per GSO message now (1: no GSO).
+    /// The batch with every datagram for a client that reaches us through another gateway
+    /// wrapped for that gateway, or `None` when there is none (the common case: one load).
+    fn through_other_gateways(
+        &self,
+        transmits: &[str0m::net::Transmit],
+    ) -> Option<Vec<str0m::net::Transmit>> {
+        if self.via.is_empty() {
+            return None;
+        }
+        let (tunnel, _) = self.one_address.get()?;
+        let vias: Vec<Option<SocketAddr>> = transmits
+            .iter()
+            .map(|t| self.via.get(t.destination))
+            .collect();
+        if vias.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(
+            transmits
+                .iter()
+                .zip(vias)
+                .map(|(t, via)| match via {
+                    Some(gateway) => str0m::net::Transmit {
+                        proto: t.proto,
+                        source: t.source,
+                        destination: gateway,
+                        contents: tunnel.wrap(Kind::Reply, t.destination, &t.contents).into(),
+                    },
+                    None => str0m::net::Transmit {
+                        proto: t.proto,
+                        source: t.source,
+                        destination: t.destination,
+                        contents: t.contents.to_vec().into(),
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    /// One datagram from the receive loop (tunnel frames, claims, a reply for a client): sent at
+    /// once or dropped, as UDP may.
+    fn send_now(&self, destination: SocketAddr, contents: &[u8]) {
+        match self.socket.try_send_to(contents, destination) {
+            Ok(_) => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
+                self.sent_bytes
+                    .fetch_add(contents.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => self.count_error(destination, &e),
+        }
+    }
+
     fn max_segments(&self) -> usize {
         if self.gso.load(Ordering::Relaxed) {
             self.state.max_gso_segments()
@@ -257,6 +341,9 @@ impl UdpShell {
         shutdown: CancellationToken,
     ) {
         let mut demux = Demux::default();
+        let mut forwarding = crate::owner_tag::installed()
+            .filter(|_| self.one_address.get().is_some())
+            .map(|one| Forwarding::new(one, self.via.clone()));
         let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF_LEN]).collect();
         let mut metas = [RecvMeta::default(); BATCH];
         loop {
@@ -274,7 +361,10 @@ impl UdpShell {
                     while let Ok(u) = updates.try_recv() {
                         demux.apply(u);
                     }
-                    self.drain(&mut demux, &mut bufs, &mut metas, &workers);
+                    self.drain(&mut demux, forwarding.as_mut(), &mut bufs, &mut metas, &workers);
+                    if let Some(f) = &forwarding {
+                        *self.forwarding.lock().unwrap_or_else(|p| p.into_inner()) = f.stats;
+                    }
                 }
             }
         }
@@ -283,6 +373,7 @@ impl UdpShell {
     fn drain(
         &self,
         demux: &mut Demux,
+        mut forwarding: Option<&mut Forwarding>,
         bufs: &mut [Vec<u8>],
         metas: &mut [RecvMeta],
         workers: &[mpsc::UnboundedSender<WorkerMsg>],
@@ -316,23 +407,22 @@ impl UdpShell {
                 for chunk in buf[..meta.len].chunks(stride) {
                     self.received.fetch_add(1, Ordering::Relaxed);
                     let source = normalise(meta.addr);
-                    let route = match demux.route(at, source, chunk) {
-                        Dispatch::To(route) => route,
-                        Dispatch::Unknown => {
-                            self.unrouted.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        Dispatch::Forged => {
-                            self.forged.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
+                    let (route, source, destination, data) = match forwarding.as_deref_mut() {
+                        Some(f) => match self.forward(demux, f, at, source, destination, chunk) {
+                            Some(delivery) => delivery,
+                            None => continue,
+                        },
+                        None => match self.dispatch(demux.route(at, source, chunk)) {
+                            Some(route) => (route, source, destination, chunk),
+                            None => continue,
+                        },
                     };
                     if let Some(batch) = batches.get_mut(route.worker) {
                         batch.push(Datagram {
                             session: route.session,
                             source,
                             destination,
-                            data: chunk.to_vec(),
+                            data: data.to_vec(),
                             at,
                             proto: Protocol::Udp,
                         });
@@ -349,6 +439,86 @@ impl UdpShell {
 }
 
 /// IPv4-mapped IPv6 sources (from a dual-stack socket) as plain IPv4, so they match candidates.
+impl UdpShell {
+    /// The session a demux decision names, counting the datagrams it drops.
+    fn dispatch(&self, dispatch: Dispatch) -> Option<Route> {
+        match dispatch {
+            Dispatch::To(route) => Some(route),
+            Dispatch::Unknown => {
+                self.unrouted.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Dispatch::Forged => {
+                self.forged.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// In a cluster: a datagram for a session here (straight from its client, or through
+    /// another gateway), as (route, client, destination, datagram); everything else (for a
+    /// session elsewhere, a claim, a reply for a client) is sent on here and gives `None`.
+    fn forward<'a>(
+        &self,
+        demux: &mut Demux,
+        f: &mut Forwarding,
+        at: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        chunk: &'a [u8],
+    ) -> Option<(Route, SocketAddr, SocketAddr, &'a [u8])> {
+        if !Tunnel::is_frame(chunk) {
+            return match demux.route(at, source, chunk) {
+                Dispatch::To(route) => {
+                    f.direct(source);
+                    Some((route, source, destination, chunk))
+                }
+                Dispatch::Unknown => {
+                    let frames = f.on_unknown(at, source, chunk);
+                    if frames.is_empty() {
+                        self.unrouted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for (gateway, frame) in frames {
+                        self.send_now(gateway, &frame);
+                    }
+                    None
+                }
+                forged => {
+                    self.dispatch(forged);
+                    None
+                }
+            };
+        }
+        match f.on_frame(at, source, chunk) {
+            FrameAction::Deliver {
+                client,
+                payload,
+                probe,
+            } => {
+                let route = match demux.route(at, client, payload) {
+                    Dispatch::To(route) => route,
+                    // A probe for a session another gateway holds: not ours to count.
+                    Dispatch::Unknown if probe => return None,
+                    other => {
+                        self.dispatch(other);
+                        return None;
+                    }
+                };
+                if let Some((gateway, claim)) = f.delivered(at, client, source, probe) {
+                    self.send_now(gateway, &claim);
+                }
+                let own = self.one_address.get().map_or(destination, |(_, own)| *own);
+                Some((route, client, own, payload))
+            }
+            FrameAction::ToClient { client, payload } => {
+                self.send_now(client, payload);
+                None
+            }
+            FrameAction::Nothing => None,
+        }
+    }
+}
+
 pub(crate) fn normalise(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

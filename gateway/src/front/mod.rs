@@ -6,6 +6,7 @@ pub mod body;
 pub mod calls;
 pub mod datachannels;
 pub mod endpoint;
+pub mod forward;
 pub mod ice_patch;
 pub mod pages;
 pub mod problem;
@@ -131,6 +132,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route_layer(middleware::from_fn(timing::tag_route))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn_with_state(node.clone(), calls::front))
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            forward::to_owner,
+        ))
         .layer(middleware::from_fn_with_state(node.clone(), timing::time))
         .with_state(node)
 }

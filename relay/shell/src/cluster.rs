@@ -120,6 +120,7 @@ pub struct ClusterHandle {
     tx: UnboundedSender<Local>,
     stats: Arc<Mutex<ClusterStats>>,
     local_addr: SocketAddr,
+    members: tokio::sync::watch::Receiver<BTreeMap<u8, Vec<String>>>,
 }
 
 impl ClusterHandle {
@@ -130,6 +131,7 @@ impl ClusterHandle {
             tx,
             stats: Arc::default(),
             local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            members: tokio::sync::watch::channel(BTreeMap::new()).1,
         }
     }
 
@@ -144,6 +146,12 @@ impl ClusterHandle {
             Ok(s) => s.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The membership, per tier (0 gateways, 1.. relay tiers), this node included: static
+    /// members and the latest DNS answers, as the tree has them.
+    pub fn members(&self) -> tokio::sync::watch::Receiver<BTreeMap<u8, Vec<String>>> {
+        self.members.clone()
     }
 
     /// The address the cluster endpoint is bound to (the real port when `listen` had port 0).
@@ -263,6 +271,7 @@ pub async fn start(
             shutdown.clone(),
         ));
     }
+    let (members_tx, members) = tokio::sync::watch::channel(BTreeMap::new());
     let stats = Arc::new(Mutex::new(ClusterStats {
         node_id: config.node_id.clone(),
         tier: config.tier,
@@ -279,6 +288,7 @@ pub async fn start(
         static_members: config.members,
         dns_members: HashMap::new(),
         applied: BTreeMap::new(),
+        members: members_tx,
         stats: stats.clone(),
         hop_latency: Histogram::new(HOP_BUCKETS),
         drained_told: false,
@@ -292,6 +302,7 @@ pub async fn start(
             tx: local_tx,
             stats,
             local_addr,
+            members,
         },
         event_rx,
     ))
@@ -355,6 +366,8 @@ struct NodeTask {
     dns_members: HashMap<(u8, String), Vec<String>>,
     /// Member lists as last given to the tree, per tier.
     applied: BTreeMap<u8, Vec<String>>,
+    /// The membership as applied, for the gateway (`ClusterHandle::members`).
+    members: tokio::sync::watch::Sender<BTreeMap<u8, Vec<String>>>,
     stats: Arc<Mutex<ClusterStats>>,
     hop_latency: Histogram,
     /// `ClusterEvent::Drained` was emitted.
@@ -548,6 +561,9 @@ impl NodeTask {
                 tracing::info!(tier, members = ?ids, "members");
                 self.tree.set_members(*tier, ids.clone(), now);
             }
+        }
+        if self.applied != tiers {
+            self.members.send_replace(tiers.clone());
         }
         self.applied = tiers;
         self.drain();

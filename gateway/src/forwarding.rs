@@ -1,0 +1,462 @@
+//! Where a datagram goes when its session lives on another gateway of the cluster — the UDP half
+//! of "one address" (docs/ARCHITECTURE.md). Sans-IO: the receive loop (`udp.rs`) feeds it
+//! datagrams and time, and sends what it returns.
+//!
+//! Two roles, each gateway playing both:
+//! - **the way in** (the gateway the balancer sends a client to): a datagram no session of its own
+//!   takes is sent on, in a tunnel frame (`peer_tunnel`), to the gateway that holds the session.
+//!   Which one: a STUN binding names it (our ufrags are owner tags); after that the client's
+//!   address is remembered. A client whose flow the balancer moved mid-stream sends DTLS or SRTP,
+//!   which names nobody: it is probed to every other gateway (rate-limited), and the one that
+//!   holds the session claims it.
+//! - **the holder**: a frame's datagram is routed to its session as if it came straight from the
+//!   client, and the client is remembered as reached "via" the way-in gateway, so that the
+//!   session's datagrams for it go back through that gateway ([`ViaTable`], read by the senders)
+//!   and leave from the address the client talks to. A datagram straight from the client ends that.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::owner_tag::OneAddress;
+use crate::peer_tunnel::{Frame, Kind, Tunnel};
+use crate::token_bucket::TokenBucket;
+
+/// A remembered way in or way back is forgotten after this long without a datagram (ICE consent
+/// checks come every few seconds, so a live session never gets there).
+const IDLE: Duration = Duration::from_secs(30);
+/// Most clients remembered as held elsewhere; beyond it the table is swept of idle entries and,
+/// if still full, new clients are not remembered (they are probed again).
+const MAX_ELSEWHERE: usize = 65_536;
+/// Node-wide: client datagrams per second that may be probed (each to every other gateway). A
+/// moved flow needs one answer; garbage from the internet must not become cluster traffic.
+const PROBES_PER_SECOND: f64 = 200.0;
+
+/// The holder's side: clients whose datagrams reach this gateway through another one. Shared by
+/// the receive loop (writer) and the senders (readers); empty, it costs a senders one atomic load.
+#[derive(Default)]
+pub struct ViaTable {
+    map: RwLock<HashMap<SocketAddr, (SocketAddr, Instant)>>,
+    len: AtomicUsize,
+}
+
+impl ViaTable {
+    /// The gateway `client`'s datagrams must go through, if any.
+    pub fn get(&self, client: SocketAddr) -> Option<SocketAddr> {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&client).map(|(via, _)| *via)
+    }
+
+    /// Whether no client is reached through another gateway.
+    pub fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Relaxed) == 0
+    }
+
+    /// `client` now reaches us through `via`; true if that is news (new client or new way in).
+    fn insert(&self, client: SocketAddr, via: SocketAddr, now: Instant) -> bool {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let previous = map.insert(client, (via, now));
+        self.len.store(map.len(), Ordering::Relaxed);
+        previous.is_none_or(|(old, _)| old != via)
+    }
+
+    /// `client` reached us directly.
+    fn remove(&self, client: SocketAddr) {
+        if self.is_empty() {
+            return;
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.remove(&client);
+        self.len.store(map.len(), Ordering::Relaxed);
+    }
+
+    fn sweep(&self, now: Instant) {
+        if self.is_empty() {
+            return;
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, used)| now.saturating_duration_since(*used) < IDLE);
+        self.len.store(map.len(), Ordering::Relaxed);
+    }
+}
+
+/// What the receive loop does with a tunnel frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameAction<'a> {
+    /// Route `payload` as a datagram from `client`; if a session takes it, call
+    /// [`Forwarding::delivered`].
+    Deliver {
+        /// The client it is from.
+        client: SocketAddr,
+        /// The client's datagram.
+        payload: &'a [u8],
+        /// It was probed (the sender does not know who holds the session).
+        probe: bool,
+    },
+    /// Send `payload` to `client` from our own socket.
+    ToClient {
+        /// The client.
+        client: SocketAddr,
+        /// The session's datagram.
+        payload: &'a [u8],
+    },
+    /// Nothing to send (a claim, remembered; or a frame dropped).
+    Nothing,
+}
+
+/// Counters for `/v1/stats` and the metrics.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ForwardingStats {
+    /// Client datagrams sent on to the gateway that holds their session.
+    pub forwarded: u64,
+    /// Client datagrams probed to every other gateway.
+    pub probed: u64,
+    /// Datagrams that came through another gateway and reached a session here.
+    pub delivered: u64,
+    /// Tunnel frames refused (bad HMAC, malformed).
+    pub refused: u64,
+}
+
+/// The receive loop's forwarding state.
+pub struct Forwarding {
+    one: &'static OneAddress,
+    tunnel: Tunnel,
+    /// The way-in side: clients whose session another gateway holds → that gateway.
+    elsewhere: HashMap<SocketAddr, (SocketAddr, Instant)>,
+    probes: TokenBucket,
+    swept: Option<Instant>,
+    /// Shared with the senders.
+    pub via: std::sync::Arc<ViaTable>,
+    /// Counters.
+    pub stats: ForwardingStats,
+}
+
+impl Forwarding {
+    /// Forwarding for the node whose one-address state is `one`, sharing `via` with the senders.
+    pub fn new(one: &'static OneAddress, via: std::sync::Arc<ViaTable>) -> Forwarding {
+        Forwarding {
+            one,
+            tunnel: Tunnel::new(&one.tunnel_key),
+            elsewhere: HashMap::new(),
+            probes: TokenBucket::new(PROBES_PER_SECOND, PROBES_PER_SECOND),
+            swept: None,
+            via,
+            stats: ForwardingStats::default(),
+        }
+    }
+
+    /// The tunnel (the senders wrap with it too).
+    pub fn tunnel(&self) -> &Tunnel {
+        &self.tunnel
+    }
+
+    /// A client datagram no session here took: the frames to send, as (gateway, frame).
+    pub fn on_unknown(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        datagram: &[u8],
+    ) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.sweep(now);
+        if let Some((owner, used)) = self.elsewhere.get_mut(&client) {
+            *used = now;
+            self.stats.forwarded += 1;
+            let owner = *owner;
+            return vec![(owner, self.tunnel.wrap(Kind::Forward, client, datagram))];
+        }
+        if let Some(ufrag) = crate::demux::stun_local_ufrag(datagram) {
+            let Some(owner) = self
+                .one
+                .tags
+                .read_ufrag(&ufrag)
+                .and_then(|o| self.one.gateways.elsewhere(o, self.one.tags.own()))
+            else {
+                return Vec::new();
+            };
+            // Unverified (we do not hold the password): a forger only sends its own datagrams
+            // to the holder, which checks them as it checks any.
+            self.remember(client, owner.udp(), now);
+            self.stats.forwarded += 1;
+            return vec![(
+                owner.udp(),
+                self.tunnel.wrap(Kind::Forward, client, datagram),
+            )];
+        }
+        // DTLS (20..=63) or RTP/RTCP (128..=191) from a client whose flow moved here.
+        let Some(&first) = datagram.first() else {
+            return Vec::new();
+        };
+        if !((20..=63).contains(&first) || (128..=191).contains(&first))
+            || !self.probes.take_n(1.0, now)
+        {
+            return Vec::new();
+        }
+        let own = self.one.tags.own();
+        let frame = self.tunnel.wrap(Kind::Probe, client, datagram);
+        let targets: Vec<SocketAddr> = self
+            .one
+            .gateways
+            .ips()
+            .into_iter()
+            .filter(|ip| *ip != std::net::IpAddr::V4(own.ip))
+            // Gateways of one cluster share their media port (a Deployment's pods do).
+            .map(|ip| SocketAddr::new(ip, own.udp_port))
+            .collect();
+        self.stats.probed += 1;
+        targets.into_iter().map(|t| (t, frame.clone())).collect()
+    }
+
+    /// A tunnel frame from gateway `from`.
+    pub fn on_frame<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &'a [u8],
+    ) -> FrameAction<'a> {
+        self.sweep(now);
+        let frame = match self.tunnel.unwrap(datagram) {
+            Ok(f) => f,
+            Err(_) => {
+                self.stats.refused += 1;
+                return FrameAction::Nothing;
+            }
+        };
+        let Frame {
+            kind,
+            client,
+            payload,
+        } = frame;
+        match kind {
+            Kind::Forward | Kind::Probe => FrameAction::Deliver {
+                client,
+                payload,
+                probe: kind == Kind::Probe,
+            },
+            Kind::Reply => {
+                self.remember(client, from, now);
+                FrameAction::ToClient { client, payload }
+            }
+            Kind::Claim => {
+                self.remember(client, from, now);
+                FrameAction::Nothing
+            }
+        }
+    }
+
+    /// A datagram from `client` that came through gateway `from` reached a session here: the
+    /// session's datagrams for the client go back that way. Returns a claim to send `from` when
+    /// it needs to learn that the session is here.
+    pub fn delivered(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        from: SocketAddr,
+        probe: bool,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        self.stats.delivered += 1;
+        let news = self.via.insert(client, from, now);
+        // The way in may hold an older answer (another gateway); we are the holder now.
+        self.elsewhere.remove(&client);
+        (news || probe).then(|| (from, self.tunnel.wrap(Kind::Claim, client, &[])))
+    }
+
+    /// A datagram straight from `client` reached a session here.
+    pub fn direct(&mut self, client: SocketAddr) {
+        self.via.remove(client);
+    }
+
+    fn remember(&mut self, client: SocketAddr, owner: SocketAddr, now: Instant) {
+        if self.elsewhere.len() >= MAX_ELSEWHERE && !self.elsewhere.contains_key(&client) {
+            self.elsewhere
+                .retain(|_, (_, used)| now.saturating_duration_since(*used) < IDLE);
+            if self.elsewhere.len() >= MAX_ELSEWHERE {
+                return;
+            }
+        }
+        self.elsewhere.insert(client, (owner, now));
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|at| now.saturating_duration_since(at) < IDLE)
+        {
+            return;
+        }
+        self.swept = Some(now);
+        self.elsewhere
+            .retain(|_, (_, used)| now.saturating_duration_since(*used) < IDLE);
+        self.via.sweep(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::owner_tag::{ClusterSecrets, GatewaySet, Owner, OwnerTags};
+    use std::net::Ipv4Addr;
+
+    fn gateway(last: u8, members: &GatewaySet) -> &'static OneAddress {
+        let secrets = ClusterSecrets::derive(b"cluster key");
+        let own = Owner {
+            ip: Ipv4Addr::new(10, 0, 0, last),
+            udp_port: 8189,
+            http_port: 8080,
+        };
+        Box::leak(Box::new(OneAddress {
+            tags: OwnerTags::new(&secrets.tag_key, own).expect("tags"),
+            gateways: members.clone(),
+            tunnel_key: secrets.tunnel_key,
+        }))
+    }
+
+    /// A STUN binding request naming `ufrag` (ours), as a client sends it.
+    fn binding(ufrag: &str) -> Vec<u8> {
+        let username = format!("{ufrag}:theirs");
+        let msg = str0m::ice::StunMessage::binding_request(
+            &username,
+            str0m::ice::TransId::new(),
+            true,
+            1,
+            1,
+            false,
+        );
+        let mut buf = vec![0u8; 512];
+        let n = msg
+            .to_bytes(Some(b"somebody's password"), &mut buf, |_, _| [7u8; 20])
+            .expect("serialises");
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn a_session_elsewhere_is_reached_by_its_ufrag_then_by_the_clients_address() {
+        let members = GatewaySet::default();
+        members.update(["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]);
+        let (a, b) = (gateway(1, &members), gateway(2, &members));
+        let now = Instant::now();
+        let client: SocketAddr = "198.51.100.9:5000".parse().expect("addr");
+        let mut way_in = Forwarding::new(b, Default::default());
+        let mut holder = Forwarding::new(a, Default::default());
+
+        // The first STUN names the holder: forwarded there, and the client remembered.
+        let stun = binding(&a.tags.ufrag());
+        let frames = way_in.on_unknown(now, client, &stun);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].0, a.tags.own().udp());
+        let FrameAction::Deliver {
+            client: c,
+            payload,
+            probe,
+        } = holder.on_frame(now, b.tags.own().udp(), &frames[0].1)
+        else {
+            panic!("a forwarded datagram is delivered");
+        };
+        assert_eq!((c, payload, probe), (client, &stun[..], false));
+        // The session took it: the client is now reached through the way in.
+        let claim = holder.delivered(now, client, b.tags.own().udp(), false);
+        assert!(claim.is_some(), "news is claimed");
+        assert_eq!(holder.via.get(client), Some(b.tags.own().udp()));
+        assert!(
+            holder
+                .delivered(now, client, b.tags.own().udp(), false)
+                .is_none()
+        );
+
+        // DTLS from the same client goes the same way, by address.
+        let dtls = [22u8, 0xfe, 0xfd, 0, 0];
+        let frames = way_in.on_unknown(now, client, &dtls);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].0, a.tags.own().udp());
+
+        // The holder's reply leaves from the way in.
+        let reply = holder.tunnel().wrap(Kind::Reply, client, b"answer");
+        assert_eq!(
+            way_in.on_frame(now, a.tags.own().udp(), &reply),
+            FrameAction::ToClient {
+                client,
+                payload: b"answer"
+            }
+        );
+        // The client comes straight to the holder again: no more detour.
+        holder.direct(client);
+        assert_eq!(holder.via.get(client), None);
+        assert_eq!(way_in.stats.forwarded, 2);
+    }
+
+    #[test]
+    fn a_moved_flow_is_probed_to_the_other_gateways_and_claimed() {
+        let members = GatewaySet::default();
+        members.update(["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]);
+        let (a, c) = (gateway(1, &members), gateway(3, &members));
+        let now = Instant::now();
+        let client: SocketAddr = "198.51.100.9:5000".parse().expect("addr");
+        let mut way_in = Forwarding::new(c, Default::default());
+        let mut holder = Forwarding::new(a, Default::default());
+        let srtp = [0x90u8, 96, 0, 1, 0, 0, 0, 0];
+        let probes = way_in.on_unknown(now, client, &srtp);
+        let mut targets: Vec<SocketAddr> = probes.iter().map(|p| p.0).collect();
+        targets.sort();
+        let expect: Vec<SocketAddr> = vec![
+            "10.0.0.1:8189".parse().expect("addr"),
+            "10.0.0.2:8189".parse().expect("addr"),
+        ];
+        assert_eq!(targets, expect, "every other gateway, not itself");
+        let probe = &probes
+            .iter()
+            .find(|p| p.0 == a.tags.own().udp())
+            .expect("to a")
+            .1;
+        let FrameAction::Deliver { probe: true, .. } =
+            holder.on_frame(now, c.tags.own().udp(), probe)
+        else {
+            panic!("a probe is delivered as one");
+        };
+        let (to, claim) = holder
+            .delivered(now, client, c.tags.own().udp(), true)
+            .expect("a probe that found its session is claimed");
+        assert_eq!(to, c.tags.own().udp());
+        assert_eq!(
+            way_in.on_frame(now, a.tags.own().udp(), &claim),
+            FrameAction::Nothing
+        );
+        let next = way_in.on_unknown(now, client, &srtp);
+        assert_eq!(next.len(), 1, "claimed: forwarded, not probed");
+        assert_eq!(next[0].0, a.tags.own().udp());
+
+        // Garbage is not probed, STUN naming no gateway is dropped, and probes are rate-limited.
+        assert!(
+            way_in
+                .on_unknown(now, "203.0.113.1:1".parse().expect("a"), b"\x05junk")
+                .is_empty()
+        );
+        assert!(
+            way_in
+                .on_unknown(now, "203.0.113.1:1".parse().expect("a"), &binding("abcd"))
+                .is_empty()
+        );
+        let probed = (0..1000)
+            .filter(|i| {
+                let from = SocketAddr::new("203.0.113.2".parse().expect("ip"), 1000 + *i as u16);
+                !way_in.on_unknown(now, from, &srtp).is_empty()
+            })
+            .count();
+        assert!(
+            probed <= PROBES_PER_SECOND as usize,
+            "{probed} probes at one instant"
+        );
+        // A forged frame is refused and counted.
+        let mut forged = holder.tunnel().wrap(Kind::Forward, client, &srtp);
+        forged[40] ^= 1;
+        assert_eq!(
+            holder.on_frame(now, c.tags.own().udp(), &forged),
+            FrameAction::Nothing
+        );
+        assert_eq!(holder.stats.refused, 1);
+    }
+}

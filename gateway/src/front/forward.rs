@@ -1,0 +1,135 @@
+//! HTTP anywhere: a request for a session another gateway of the cluster holds (its id names the
+//! owner, `owner_tag`) is sent on to that gateway and its answer returned as it is, so a client
+//! behind one load-balanced address may PATCH, DELETE or add tracks wherever its request lands.
+//!
+//! Outermost but for timing: the owner applies its own CORS, Calls error shapes, auth and limits,
+//! and this gateway adds nothing to its answer. A forwarded request carries `X-Wish-Forwarded`
+//! and is never forwarded again (ids that name a gateway that no longer holds the session get the
+//! owner's 404, not a loop). The body is read here under the same limit as everywhere.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::AppState;
+use super::problem::Problem;
+use crate::ids::SessionId;
+
+/// Marks a request one gateway sent another.
+pub const FORWARDED: HeaderName = HeaderName::from_static("x-wish-forwarded");
+/// How long the owner has to answer.
+const OWNER_TIMEOUT: Duration = Duration::from_secs(10);
+
+static CLIENT: LazyLock<Client<HttpConnector, Full<Bytes>>> = LazyLock::new(|| {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+});
+
+/// The session a request's path names: `/whip|whep/{stream}/{session}[/…]` and
+/// `[/v1]/apps/{app}/sessions/{session}[/…]`.
+pub fn session_in_path(path: &str) -> Option<SessionId> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let id = match segments.as_slice() {
+        ["whip" | "whep", _stream, id, ..] => id,
+        ["v1", "apps", _app, "sessions", id, ..] | ["apps", _app, "sessions", id, ..] => id,
+        _ => return None,
+    };
+    id.parse().ok()
+}
+
+/// Sends a request for a session held elsewhere to its owner; runs everything else here.
+pub async fn to_owner(State(node): State<AppState>, request: Request, next: Next) -> Response {
+    let owner = match session_in_path(request.uri().path()) {
+        Some(id) if !request.headers().contains_key(&FORWARDED) => id.owner_elsewhere(),
+        _ => None,
+    };
+    let Some(owner) = owner else {
+        return next.run(request).await;
+    };
+    let (mut parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, node.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                .into_response();
+        }
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let Ok(uri) = format!("http://{}{path}", owner.http()).parse::<Uri>() else {
+        return Problem::bad_request("bad request path").into_response();
+    };
+    parts.uri = uri;
+    // The owner's own address: it may serve several names, none of which is the VIP's.
+    if let Ok(host) = HeaderValue::from_str(&owner.http().to_string()) {
+        parts.headers.insert(header::HOST, host);
+    }
+    parts
+        .headers
+        .insert(FORWARDED, HeaderValue::from_static("1"));
+    let method = parts.method.clone();
+    let forwarded = hyper::Request::from_parts(parts, Full::new(body));
+    match tokio::time::timeout(OWNER_TIMEOUT, CLIENT.request(forwarded)).await {
+        Ok(Ok(response)) => {
+            let (parts, body) = response.into_parts();
+            Response::from_parts(parts, Body::new(body))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(owner = %owner.http(), %method, %path, error = %e, "the session's gateway did not answer a forwarded request");
+            Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "the gateway that holds this session cannot be reached",
+            )
+            .into_response()
+        }
+        Err(_) => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the gateway that holds this session did not answer in time",
+        )
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_found_where_routes_put_them() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let parsed: SessionId = id.parse().expect("id");
+        for path in [
+            format!("/whip/live/{id}"),
+            format!("/whep/live/{id}/layer"),
+            format!("/v1/apps/app1/sessions/{id}/tracks/new"),
+            format!("/apps/app1/sessions/{id}"),
+        ] {
+            assert_eq!(session_in_path(&path), Some(parsed), "{path}");
+        }
+        for path in [
+            "/whip/live".to_string(),
+            "/v1/apps/app1/sessions/new".to_string(),
+            format!("/v1/streams/{id}/recording"),
+            "/whip/live/NOT-AN-ID".to_string(),
+        ] {
+            assert_eq!(session_in_path(&path), None, "{path}");
+        }
+    }
+}
