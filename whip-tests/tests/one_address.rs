@@ -10,15 +10,22 @@
 //! - re-pinning moves live flows at once (the balancer keeps no per-flow state), which is what
 //!   the session-moves-mid-stream tests need.
 //!
-//! Needs root (namespaces, nftables); CI runs as root. Gateways here are not clustered yet: a
-//! session whose HTTP and UDP land on different gateways does not connect until a gateway can
-//! serve a session another one negotiated.
+//! Then the same gateways as one cluster (with two relays, in namespaces of their own), which is
+//! what one address is for:
+//! - a session whose HTTP lands on one gateway and UDP on another publishes and plays: the UDP
+//!   gateway tunnels the datagrams to the session's owner (its ufrag names it) and sends the
+//!   owner's replies on; a DELETE that lands on a third gateway is forwarded to the owner;
+//! - flows moved mid-stream (re-pinned twice, then re-hashed) keep playing, every frame whole
+//!   and in order: the gateway a moved flow lands on probes the others, the owner claims it.
+//!
+//! Needs root (namespaces, nftables); CI runs as root.
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{Certs, PRUNE_GRACE_MS, Relay, certs};
 use whip_tests::signaling::{self, bare_video_offer, http_client_from};
 use whip_tests::{Gateway, MediaSource, PlayOptions, PublishOptions, WhipPublisher, play};
 
@@ -26,6 +33,12 @@ const VIP: &str = "10.210.0.1";
 /// This (root) namespace's address on the client side of the balancer.
 const CLIENT: &str = "10.210.1.2";
 const GATEWAYS: usize = 3;
+const RELAYS: usize = 2;
+/// Every node's cluster port, on its own address.
+const CLUSTER_PORT: u16 = 7000;
+
+#[allow(dead_code)]
+mod common;
 
 fn rig(args: &[&str]) -> Result<()> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/vip-rig.sh");
@@ -39,8 +52,19 @@ fn rig(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The rig, taken down again however the test ends.
-struct Rig;
+/// The rig, taken down again however the test ends. One test at a time holds it (nextest runs
+/// this binary's tests one at a time too: `.config/nextest.toml`).
+struct Rig(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+static RIG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Rig {
+    fn up() -> Result<Rig> {
+        let held = RIG.lock().unwrap_or_else(|p| p.into_inner());
+        rig(&["up", &GATEWAYS.to_string(), &RELAYS.to_string()])?;
+        Ok(Rig(held))
+    }
+}
 
 impl Drop for Rig {
     fn drop(&mut self) {
@@ -49,28 +73,84 @@ impl Drop for Rig {
 }
 
 async fn gateway_in(i: usize) -> Result<Gateway> {
+    gateway_with(i, Vec::new()).await
+}
+
+/// Gateway `i` of the rig, with `extra` arguments.
+async fn gateway_with(i: usize, extra: Vec<String>) -> Result<Gateway> {
     tokio::task::spawn_blocking(move || {
         let ns = format!("vip-g{i}");
         let own = format!("10.210.2.{}", 10 + i);
-        Gateway::start_in_netns(
-            &ns,
-            &[
-                "--http-listen",
-                "0.0.0.0:8080",
-                "--udp-listen",
-                "0.0.0.0:8189",
-                // The VIP first, as a node behind a 1:1 NAT advertises its public address; the
-                // gateway's own address (what the balancer's packets arrive at) after it, which
-                // clients cannot reach.
-                "--public-ip",
-                VIP,
-                "--candidate-ip",
-                &own,
-            ],
-        )
+        let mut args: Vec<&str> = extra.iter().map(String::as_str).collect();
+        args.extend([
+            "--http-listen",
+            "0.0.0.0:8080",
+            "--udp-listen",
+            "0.0.0.0:8189",
+            // The VIP first, as a node behind a 1:1 NAT advertises its public address; the
+            // gateway's own address (what the balancer's packets arrive at) after it, which
+            // clients cannot reach.
+            "--public-ip",
+            VIP,
+            "--candidate-ip",
+            &own,
+        ]);
+        Gateway::start_in_netns(&ns, &args)
     })
     .await
     .context("start panicked")?
+}
+
+/// The rig's gateways and relays as one cluster: tier 0 the gateways, tier 1 the relays, each
+/// known by its own address.
+struct RigCluster {
+    _certs: Certs,
+    gateways: Vec<Gateway>,
+    _relays: Vec<Relay>,
+}
+
+async fn rig_cluster() -> Result<RigCluster> {
+    let certs = certs()?;
+    let gateway = |i: usize| format!("10.210.2.{}:{CLUSTER_PORT}", 10 + i);
+    let relay = |i: usize| format!("10.210.2.{}:{CLUSTER_PORT}", 20 + i);
+    let mut members: Vec<String> = (1..=GATEWAYS)
+        .map(|i| format!("0:{}", gateway(i)))
+        .collect();
+    members.extend((1..=RELAYS).map(|i| format!("1:{}", relay(i))));
+    let mut relays = Vec::new();
+    for i in 1..=RELAYS {
+        relays.push(Relay::start_in_netns(
+            &format!("vip-r{i}"),
+            &certs,
+            &relay(i),
+            &members,
+        )?);
+    }
+    let mut gateways = Vec::new();
+    for i in 1..=GATEWAYS {
+        let mut args: Vec<String> = vec![
+            "--cluster-listen".into(),
+            gateway(i),
+            "--node-id".into(),
+            gateway(i),
+            "--cluster-cert".into(),
+            certs.cert.display().to_string(),
+            "--cluster-key".into(),
+            certs.key.display().to_string(),
+            "--cluster-prune-grace-ms".into(),
+            PRUNE_GRACE_MS.into(),
+        ];
+        for m in &members {
+            args.push("--cluster-member".into());
+            args.push(m.clone());
+        }
+        gateways.push(gateway_with(i, args).await?);
+    }
+    Ok(RigCluster {
+        _certs: certs,
+        gateways,
+        _relays: relays,
+    })
 }
 
 fn url(kind: &str, stream: &str) -> String {
@@ -86,8 +166,7 @@ async fn post_offer(stream: &str) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vip_spreads_flows_over_the_gateways_and_carries_webrtc() -> Result<()> {
-    rig(&["up", &GATEWAYS.to_string(), "2"])?;
-    let _rig = Rig;
+    let _rig = Rig::up()?;
     let mut gateways = Vec::new();
     for i in 1..=GATEWAYS {
         gateways.push(gateway_in(i).await?);
@@ -162,6 +241,130 @@ async fn the_vip_spreads_flows_over_the_gateways_and_carries_webrtc() -> Result<
     ensure!(
         third > 0,
         "gateway 3 received none of the moved flow's datagrams"
+    );
+    Ok(())
+}
+
+fn bound_to(bind_ip: &str) -> Result<std::net::SocketAddr> {
+    Ok(std::net::SocketAddr::new(bind_ip.parse()?, 0))
+}
+
+async fn publish_through_vip(stream: &str) -> Result<WhipPublisher> {
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let publish = PublishOptions {
+        bind: bound_to(CLIENT)?,
+        ..PublishOptions::new(url("whip", stream))
+    };
+    let publisher = WhipPublisher::start(media, publish).await?;
+    publisher
+        .wait_for_frames(10, Duration::from_secs(10))
+        .await?;
+    Ok(publisher)
+}
+
+fn play_through_vip(stream: &str, duration: Duration) -> Result<PlayOptions> {
+    Ok(PlayOptions {
+        bind: bound_to(CLIENT)?,
+        duration,
+        ..PlayOptions::new(url("whep", stream))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_whose_http_and_udp_land_on_different_gateways_publish_and_play() -> Result<()> {
+    let _rig = Rig::up()?;
+    let cluster = rig_cluster().await?;
+    let catalog = MediaSource::fixture("short-gop.mp4")?.catalog();
+
+    // The publisher's HTTP to gateway 1 (its owner), its UDP to gateway 2.
+    rig(&["split", "1", "2"])?;
+    let publisher = publish_through_vip("split").await?;
+    ensure!(
+        cluster.gateways[0]
+            .log_tail(1 << 20)
+            .contains("stream=split "),
+        "the publisher's session is not on gateway 1"
+    );
+
+    // The player's HTTP to gateway 3 (its owner; the stream comes through the relays), its UDP
+    // to gateway 2.
+    rig(&["split", "3", "2"])?;
+    let report = play(catalog, play_through_vip("split", Duration::from_secs(4))?).await?;
+    ensure!(
+        report.whole_in_order && report.video_frames >= 30,
+        "the player: {} frames, whole and in order: {} ({:?})",
+        report.video_frames,
+        report.whole_in_order,
+        report.error
+    );
+
+    // HTTP anywhere: a DELETE of the publisher's session lands on gateway 2, which forwards it
+    // to gateway 1. (On a new connection: this balancer keeps no state, so the publisher's own
+    // keep-alive connection to gateway 1 now reaches gateway 2, which resets it.)
+    rig(&["split", "2", "2"])?;
+    let resource = publisher.resource_url().to_string();
+    let client = http_client_from(CLIENT.parse()?)?;
+    let deleted = client.delete(&resource).send().await?;
+    ensure!(
+        deleted.status().is_success(),
+        "DELETE through gateway 2: {}",
+        deleted.status()
+    );
+    let ended = publisher.stats();
+    let _ = publisher.stop().await;
+    let id = resource.rsplit('/').next().unwrap_or_default();
+    ensure!(
+        cluster.gateways[0]
+            .log_tail(1 << 20)
+            .lines()
+            .any(|l| l.contains("session closed") && l.contains(id)),
+        "gateway 1 did not close the session ({ended:?})"
+    );
+    let again = client.delete(&resource).send().await?;
+    ensure!(
+        again.status() == reqwest::StatusCode::NOT_FOUND,
+        "a second DELETE of the ended session: {}",
+        again.status()
+    );
+    ensure!(
+        again
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json")),
+        "the owner's 404 comes back as it is: a problem+json"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_moved_mid_stream_keep_playing_whole_and_in_order() -> Result<()> {
+    let _rig = Rig::up()?;
+    let _cluster = rig_cluster().await?;
+    let catalog = MediaSource::fixture("short-gop.mp4")?.catalog();
+
+    // Both sessions on gateway 1, then their flows moved under them: to gateway 2, to 3, then
+    // spread by a new hash.
+    rig(&["pin", "1"])?;
+    let publisher = publish_through_vip("moved").await?;
+    let player = tokio::spawn(play(
+        catalog,
+        play_through_vip("moved", Duration::from_secs(8))?,
+    ));
+    for step in [["pin", "2"], ["pin", "3"], ["rehash", "7"]] {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rig(&step)?;
+    }
+    let report = player.await.context("player panicked")??;
+    let sent = publisher.stats().video_frames_sent;
+    // Its DELETE goes over its keep-alive connection, which the stateless balancer has moved
+    // to another gateway (a reset): not what this test is about.
+    let _ = publisher.stop().await;
+    ensure!(
+        report.whole_in_order && report.video_frames >= 150,
+        "the player across three moves: {} frames (publisher sent {sent}), whole and in order: {} ({:?})",
+        report.video_frames,
+        report.whole_in_order,
+        report.error
     );
     Ok(())
 }

@@ -90,13 +90,45 @@ impl Relay {
         link_loss: f64,
         extra: &[&str],
     ) -> Result<Relay> {
-        let node = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(relay_binary()?);
+        let mut extra: Vec<&str> = extra.to_vec();
+        let loss = link_loss.to_string();
+        if link_loss > 0.0 {
+            extra.extend(["--test-drop-datagrams", &loss]);
+        }
+        Relay::spawn(None, certs, &format!("127.0.0.1:{port}"), members, &extra)
+    }
+
+    /// A relay inside network namespace `netns`, listening on (and known as) `node`.
+    #[allow(dead_code)]
+    pub(crate) fn start_in_netns(
+        netns: &str,
+        certs: &Certs,
+        node: &str,
+        members: &[String],
+    ) -> Result<Relay> {
+        Relay::spawn(Some(netns), certs, node, members, &[])
+    }
+
+    fn spawn(
+        netns: Option<&str>,
+        certs: &Certs,
+        node: &str,
+        members: &[String],
+        extra: &[&str],
+    ) -> Result<Relay> {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(relay_binary()?);
+                c
+            }
+            None => Command::new(relay_binary()?),
+        };
         cmd.args([
             "--listen",
-            &node,
+            node,
             "--node-id",
-            &node,
+            node,
             "--tier",
             "1",
             "--stats-listen",
@@ -107,14 +139,11 @@ impl Relay {
         .arg("--cluster-key")
         .arg(&certs.key)
         .args(["--prune-grace-ms", PRUNE_GRACE_MS]);
-        if link_loss > 0.0 {
-            cmd.args(["--test-drop-datagrams", &link_loss.to_string()]);
-        }
         for m in members {
             cmd.args(["--member", m]);
         }
         cmd.args(extra);
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("relay-{port}.stderr")))?;
+        let log = std::fs::File::create(relay_log(node))?;
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(log)
@@ -133,10 +162,14 @@ impl Relay {
                     .find_map(|kv| kv.strip_prefix("stats="))
                     .context("READY line without stats=")?
                     .parse()?;
-                return Ok(Relay { child, node, stats });
+                return Ok(Relay {
+                    child,
+                    node: node.to_string(),
+                    stats,
+                });
             }
         }
-        bail!("relay on {port} did not print READY")
+        bail!("relay {node} did not print READY")
     }
 
     /// Sends SIGTERM (the relay drains, then exits) and waits up to `within` for the exit;
@@ -162,9 +195,7 @@ impl Relay {
 
     /// What the relay logged.
     pub(crate) fn log(&self) -> String {
-        let port = self.node.rsplit(':').next().unwrap_or("");
-        std::fs::read_to_string(std::env::temp_dir().join(format!("relay-{port}.stderr")))
-            .unwrap_or_default()
+        std::fs::read_to_string(relay_log(&self.node)).unwrap_or_default()
     }
 
     /// The relay's `/v1/stats`: its `ClusterStats` at the top level.
@@ -178,6 +209,11 @@ impl Relay {
             .await?;
         Ok(serde_json::from_str(&text)?)
     }
+}
+
+/// Where a relay known as `node` logs.
+fn relay_log(node: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("relay-{}.stderr", node.replace([':', '.'], "_")))
 }
 
 pub(crate) struct Cluster {
