@@ -37,7 +37,6 @@ const RELAYS: usize = 2;
 /// Every node's cluster port, on its own address.
 const CLUSTER_PORT: u16 = 7000;
 
-#[allow(dead_code)]
 mod common;
 
 fn rig(args: &[&str]) -> Result<()> {

@@ -99,7 +99,6 @@ impl Relay {
     }
 
     /// A relay inside network namespace `netns`, listening on (and known as) `node`.
-    #[allow(dead_code)]
     pub(crate) fn start_in_netns(
         netns: &str,
         certs: &Certs,
