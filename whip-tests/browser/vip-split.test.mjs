@@ -1,0 +1,108 @@
+// Headless Chromium through one address with a cluster behind it (issue 13): three gateways and
+// two relays in network namespaces (scripts/vip-cluster.sh on scripts/vip-rig.sh), and every
+// session's HTTP on one gateway and its UDP on another (`vip-rig.sh split H U`). Chromium's ICE
+// checks reach a gateway that holds no session for them; it tunnels them, and everything after
+// them, to the gateway whose ufrag they name, and sends that gateway's answers on from the VIP.
+//
+// The publisher: HTTP to gateway 1, UDP to gateway 2. The player: HTTP to gateway 1 as well (its
+// session is made there; Chromium reuses its keep-alive connection, which this stateless
+// balancer would reset if the HTTP mapping changed), UDP to gateway 3. Needs root.
+
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { CHROMIUM_BIN, Diagnostics, GATEWAY_BIN, VIP, VIP_BASE, launchChromiumViaVip, pageState, vipRig,
+  waitConnected, waitFrames } from "./lib.mjs";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
+const STREAM = "vipsplit";
+const MIN_FRAMES = 30;
+
+const diag = new Diagnostics("vip split test", 75_000);
+const { consoleLogs, pages } = diag;
+let context = null;
+let userDataDir = null;
+let clusterUp = false;
+const openPage = (label, url) => diag.open(context, label, url);
+
+function vipCluster(arg) {
+  execFileSync("bash", [VIP_CLUSTER, arg], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, BIN: path.dirname(GATEWAY_BIN) },
+  });
+}
+
+function clusterLogs() {
+  return [1, 2, 3].map((i) => {
+    const log = `/tmp/vip-cluster/gateway-${i}.log`;
+    const text = fs.existsSync(log) ? fs.readFileSync(log, "utf8") : "(no log)";
+    return `----- gateway ${i} -----\n${text.slice(-4000)}`;
+  }).join("\n");
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
+  assert.equal(process.getuid(), 0, "the one-address rig needs root (network namespaces, nftables)");
+  vipCluster("up");
+  clusterUp = true;
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-vip-split-profile-"));
+  context = await launchChromiumViaVip(userDataDir, consoleLogs);
+}, { timeout: 60_000 });
+
+after(async () => {
+  diag.stop();
+  for (const page of Object.values(pages)) await page.close().catch(() => {});
+  if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+  if (clusterUp) vipCluster("down");
+  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+}, { timeout: 20_000 });
+
+async function remoteCandidate(page, pcOf) {
+  return page.evaluate(async (which) => {
+    const stats = await window[which].pc.getStats();
+    for (const r of stats.values()) {
+      if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
+        return stats.get(r.remoteCandidateId)?.address ?? null;
+      }
+    }
+    return null;
+  }, pcOf);
+}
+
+describe("Chromium through the VIP, HTTP and UDP on different gateways", { timeout: 60_000 }, () => {
+  it("publishes its camera: HTTP on gateway 1, UDP on gateway 2", async (t) => {
+    await diag.run("publish", async () => {
+      vipRig("split", "1", "2");
+      const page = await openPage("publish", `${VIP_BASE}/publish/${STREAM}`);
+      try {
+        await waitConnected(page, "whip", 20_000);
+      } catch (e) {
+        throw new Error(`${e.message}\n${clusterLogs()}`);
+      }
+      t.diagnostic(`publisher connected: ${await pageState("publish", page)}`);
+      assert.equal(await remoteCandidate(page, "whip"), VIP);
+    });
+  });
+
+  it("plays it back: HTTP on gateway 1, UDP on gateway 3", async (t) => {
+    await diag.run("watch", async () => {
+      vipRig("split", "1", "3");
+      const page = await openPage("watch", `${VIP_BASE}/watch/${STREAM}`);
+      let s;
+      try {
+        await waitConnected(page, "whep", 15_000);
+        s = await waitFrames(page, MIN_FRAMES, 20_000);
+      } catch (e) {
+        throw new Error(`${e.message}\n${clusterLogs()}`);
+      }
+      t.diagnostic(`viewer: framesDecoded=${s.framesDecoded} ${s.frameWidth}x${s.frameHeight} codec=${s.codec}`);
+      assert.ok(s.framesDecoded > MIN_FRAMES, `framesDecoded ${s.framesDecoded} <= ${MIN_FRAMES}`);
+      assert.equal(await remoteCandidate(page, "whep"), VIP);
+    });
+  });
+});
