@@ -118,6 +118,8 @@ pub struct ForwardingStats {
     pub probed: u64,
     /// Datagrams that came through another gateway and reached a session here.
     pub delivered: u64,
+    /// The holders' datagrams sent on to their clients from here.
+    pub replied: u64,
     /// Tunnel frames refused (bad HMAC, malformed).
     pub refused: u64,
 }
@@ -238,6 +240,7 @@ impl Forwarding {
                 probe: kind == Kind::Probe,
             },
             Kind::Reply => {
+                self.stats.replied += 1;
                 self.remember(client, from, now);
                 FrameAction::ToClient { client, payload }
             }

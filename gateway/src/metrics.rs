@@ -154,6 +154,31 @@ pub fn gather(node: &Node) -> Exposition {
             s.udp_unrouted,
         ),
         (
+            "gateway_forwarded_datagrams_total",
+            "Client datagrams sent on to the gateway that holds their session (one address).",
+            s.forwarding.forwarded,
+        ),
+        (
+            "gateway_probed_datagrams_total",
+            "Client datagrams of an unknown flow probed to every other gateway (a moved flow).",
+            s.forwarding.probed,
+        ),
+        (
+            "gateway_tunnelled_in_datagrams_total",
+            "Datagrams another gateway sent on that reached a session here.",
+            s.forwarding.delivered,
+        ),
+        (
+            "gateway_tunnelled_out_datagrams_total",
+            "Datagrams of sessions other gateways hold, sent on from here to their clients.",
+            s.forwarding.replied,
+        ),
+        (
+            "gateway_tunnel_refused_total",
+            "Tunnel frames refused: not made under the cluster's key, or malformed.",
+            s.forwarding.refused,
+        ),
+        (
             "gateway_stun_integrity_failures_total",
             "STUN naming a session whose MESSAGE-INTEGRITY failed (dropped).",
             s.stun_integrity_failures,

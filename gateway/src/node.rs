@@ -131,6 +131,8 @@ pub struct NodeStats {
     pub udp_send_calls: u64,
     /// Datagrams received that the demux routed to no session (dropped).
     pub udp_unrouted: u64,
+    /// One address: datagrams of sessions other gateways hold, sent on to them and back.
+    pub forwarding: crate::forwarding::ForwardingStats,
     /// Sessions answered that have not connected yet (what admission limits).
     pub pending_sessions: usize,
     /// STUN naming a live session's ufrag whose MESSAGE-INTEGRITY failed: dropped by the demux.
@@ -551,6 +553,7 @@ impl Node {
             udp_messages: self.udp.messages.load(r),
             udp_send_calls: self.udp.send_calls.load(r),
             udp_unrouted: self.udp.unrouted.load(r),
+            forwarding: self.udp.forwarding_stats(),
             pending_sessions: self.registry.pending_count(),
             stun_integrity_failures: self.udp.forged.load(r),
             udp_send_errors: self.udp.send_errors.load(r),
