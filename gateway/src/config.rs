@@ -177,6 +177,10 @@ pub struct Cli {
     /// How far back (ms) a viewer's NACKs are answered with RTX (100-10000).
     #[arg(long, env = "GATEWAY_VIEWER_REPAIR_WINDOW_MS")]
     pub viewer_repair_window_ms: Option<u64>,
+    /// On SIGTERM, how long (ms) live sessions may keep going before the gateway stops anyway
+    /// (default: 30000 in a cluster, 0 alone; 0 stops at once). A second signal stops at once.
+    #[arg(long, env = "GATEWAY_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
     /// TEST ONLY: drop this fraction of outgoing node-link media datagrams (seeded).
     #[arg(long, env = "GATEWAY_TEST_DROP_DATAGRAMS", hide = true)]
     pub test_drop_datagrams: Option<f64>,
@@ -313,6 +317,10 @@ pub struct Config {
     /// viewer grows with it (`session::Pull::bound_repair_window`).
     #[serde(with = "millis")]
     pub viewer_repair_window: Duration,
+    /// On SIGTERM, live sessions keep going this long (ms) at most (`drain.rs`); zero stops at
+    /// once. Unset: 30 s in a cluster (other gateways take the clients' new flows and tunnel
+    /// them here meanwhile), 0 for a gateway alone (a Ctrl-C on a laptop stops it).
+    pub drain_timeout_ms: Option<u64>,
     /// Admission of new sessions: POST rate and unconnected sessions per source, and per node.
     pub limits: crate::admission::Limits,
     /// Cluster membership and node-to-node links (none: a standalone node).
@@ -367,6 +375,13 @@ pub struct TurnSettings {
 }
 
 impl Config {
+    /// How long a drain may take (`drain_timeout_ms`, or its default for a clustered or lone
+    /// gateway).
+    pub fn drain_timeout(&self) -> Duration {
+        let default = if self.cluster.is_some() { 30_000 } else { 0 };
+        Duration::from_millis(self.drain_timeout_ms.unwrap_or(default))
+    }
+
     /// Where the TURN service listens, if it is on.
     pub fn turn_listen(&self) -> Option<SocketAddr> {
         self.turn.listen_udp
@@ -515,6 +530,7 @@ impl Default for Config {
             keyframe_cache_bytes: 16 * 1024 * 1024,
             keyframe_request_interval: Duration::from_millis(500),
             viewer_repair_window: Duration::from_secs(1),
+            drain_timeout_ms: None,
             limits: crate::admission::Limits::default(),
             cluster: None,
             recording: None,
@@ -600,6 +616,9 @@ impl Config {
         }
         if cli.no_udp_sendmmsg {
             self.udp_sendmmsg = false;
+        }
+        if let Some(ms) = cli.drain_timeout_ms {
+            self.drain_timeout_ms = Some(ms);
         }
         if let Some(ms) = cli.viewer_repair_window_ms {
             self.viewer_repair_window = Duration::from_millis(ms);

@@ -17,6 +17,7 @@ pub mod data_channel;
 pub mod datagram;
 pub mod demux;
 pub mod depacketize;
+pub mod drain;
 pub mod dtls_cert;
 pub mod engine;
 pub mod fmp4;

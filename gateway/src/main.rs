@@ -39,13 +39,16 @@ fn main() -> std::process::ExitCode {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
+        let now = CancellationToken::new();
+        let (first, second) = (shutdown.clone(), now.clone());
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
-            signal.cancel();
+            first.cancel();
+            wait_for_signal().await;
+            second.cancel();
         });
-        match gateway::server::run(config, shutdown).await {
+        match gateway::server::run(config, shutdown, now).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");

@@ -52,6 +52,8 @@ pub struct Node {
     pub join: Arc<crate::join_metrics::JoinMetrics>,
     /// HTTP request durations per (method, route).
     pub http_timing: crate::http_timing::HttpTiming,
+    /// Set at the first SIGTERM (`drain`): not ready, no new sessions.
+    pub draining: crate::drain::Draining,
     /// TURN keys, revoked usernames and the TURN service's TLS handshake failures.
     pub turn: Arc<crate::turn_credentials::TurnShared>,
 }
@@ -159,7 +161,7 @@ fn join_one_address(
     handle: &relay_shell::cluster::ClusterHandle,
     udp: &Arc<UdpShell>,
     http_port: u16,
-    tasks: &mut JoinSet<()>,
+    (tasks, shutdown): (&mut JoinSet<()>, CancellationToken),
 ) -> Result<(), String> {
     let Ok(SocketAddr::V4(me)) = node_id.parse::<SocketAddr>() else {
         tracing::warn!(%node_id, "one address off: the node id is not an IPv4 ip:port, so other gateways cannot forward to this one");
@@ -193,8 +195,11 @@ fn join_one_address(
                 .cloned()
                 .unwrap_or_default();
             gateways.update(tier0.iter().map(String::as_str));
-            if members.changed().await.is_err() {
-                return;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = members.changed() => if changed.is_err() {
+                    return;
+                },
             }
         }
     });
@@ -274,13 +279,15 @@ impl Node {
                 &handle,
                 &udp,
                 config.http_listen.port(),
-                tasks,
+                (tasks, shutdown.clone()),
             )?;
+            // The workers' mailboxes only: a bridge holding its own would never see the workers'
+            // side close, which is what tells it to close the links at shutdown.
             let mut bridge = Bridge::new(
                 n,
                 node_id,
                 handle.clone(),
-                peers_of_workers.clone(),
+                peers_of_workers[..n].to_vec(),
                 registry.clone(),
             );
             bridge.trace_subscribes(spans.clone());
@@ -386,6 +393,7 @@ impl Node {
             adapters: adapters_tx,
             join,
             http_timing: Default::default(),
+            draining: Default::default(),
             turn: Arc::new(crate::turn_credentials::TurnShared::new(turn)),
         });
         if let (Some(queue), Some(endpoint)) =

@@ -23,7 +23,14 @@ use crate::node::Node;
 
 /// Runs a node with `config` until `shutdown` is cancelled (SIGINT/SIGTERM), then shuts it down in
 /// order.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), String> {
+///
+/// `shutdown` starts the drain (`drain.rs`): the sessions it holds go on until they end or the
+/// drain timeout passes; `now` (a second signal) cuts it short.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    now: CancellationToken,
+) -> Result<(), String> {
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Some(crate::tls::server_config(c, k, crate::tls::HTTP_ALPN)?),
         _ => None,
@@ -60,7 +67,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
         ),
         None => println!("READY http={http_addr} udp={}", node.udp_addr()),
     }
-    let app = front::router(node);
+    let app = front::router(node.clone());
+    let drained = {
+        let (shutdown, node) = (shutdown.clone(), node.clone());
+        async move {
+            shutdown.cancelled().await;
+            let timeout = node.config.drain_timeout();
+            crate::drain::sessions(&node.draining, &node.registry, timeout, &now).await;
+        }
+    };
 
     match tls {
         None => {
@@ -69,11 +84,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Stri
                 listener,
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .with_graceful_shutdown(drained)
             .await
             .map_err(|e| e.to_string())?;
         }
-        Some(tls) => serve_tls(listener, app, tls, shutdown.clone()).await,
+        Some(tls) => serve_tls(listener, app, tls, drained).await,
     }
     shutdown.cancel();
     media.cancel();
@@ -92,13 +107,14 @@ async fn serve_tls(
     listener: TcpListener,
     app: axum::Router,
     tls: std::sync::Arc<rustls::ServerConfig>,
-    shutdown: CancellationToken,
+    drained: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
+    tokio::pin!(drained);
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = &mut drained => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {

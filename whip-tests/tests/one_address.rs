@@ -16,7 +16,11 @@
 //!   gateway tunnels the datagrams to the session's owner (its ufrag names it) and sends the
 //!   owner's replies on; a DELETE that lands on a third gateway is forwarded to the owner;
 //! - flows moved mid-stream (re-pinned twice, then re-hashed) keep playing, every frame whole
-//!   and in order: the gateway a moved flow lands on probes the others, the owner claims it.
+//!   and in order: the gateway a moved flow lands on probes the others, the owner claims it;
+//! - a gateway drained (SIGTERM) keeps its sessions, whole and in order, while the balancer
+//!   sends their UDP elsewhere, refuses new ones (503, Retry-After), and stops once they end;
+//! - a gateway killed takes its sessions with it (their DTLS keys were there): the publisher
+//!   notices by ICE consent, POSTs again through the same address, and a new viewer plays.
 //!
 //! Needs root (namespaces, nftables); CI runs as root.
 
@@ -361,6 +365,140 @@ async fn flows_moved_mid_stream_keep_playing_whole_and_in_order() -> Result<()> 
     ensure!(
         report.whole_in_order && report.video_frames >= 150,
         "the player across three moves: {} frames (publisher sent {sent}), whole and in order: {} ({:?})",
+        report.video_frames,
+        report.whole_in_order,
+        report.error
+    );
+    Ok(())
+}
+
+fn signal(gateway: &Gateway, signal: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .args([signal, &gateway.pid().to_string()])
+        .status()?;
+    ensure!(status.success(), "kill {signal}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_gateway_keeps_its_sessions_while_their_flows_go_elsewhere() -> Result<()> {
+    let _rig = Rig::up()?;
+    let mut cluster = rig_cluster().await?;
+    let catalog = MediaSource::fixture("short-gop.mp4")?.catalog();
+
+    rig(&["pin", "1"])?;
+    let publisher = publish_through_vip("drained").await?;
+    let player = tokio::spawn(play(
+        catalog,
+        play_through_vip("drained", Duration::from_secs(8))?,
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // SIGTERM: gateway 1 drains. The balancer keeps its TCP connections (as a real one does
+    // for a backend that is draining) but sends UDP to gateway 2, then gateway 3; both tunnel
+    // the flows back to gateway 1, which still holds the sessions.
+    signal(&cluster.gateways[0], "-TERM")?;
+    rig(&["split", "1", "2"])?;
+    // A new session on the draining gateway is refused, with a retry hint.
+    let client = http_client_from(CLIENT.parse()?)?;
+    let refused = client
+        .post(url("whip", "too-late"))
+        .header("content-type", "application/sdp")
+        .body(bare_video_offer()?)
+        .send()
+        .await?;
+    ensure!(
+        refused.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+            && refused.headers().contains_key("retry-after"),
+        "a POST to the draining gateway: {} {:?}",
+        refused.status(),
+        refused.headers()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rig(&["split", "1", "3"])?;
+
+    let report = player.await.context("player panicked")??;
+    let publisher_stats = publisher.stats();
+    publisher.stop().await.context("the publisher's DELETE")?;
+    ensure!(
+        report.whole_in_order && report.video_frames >= 150,
+        "the player through the drain: {} frames, whole and in order: {} ({:?})",
+        report.video_frames,
+        report.whole_in_order,
+        report.error
+    );
+    ensure!(
+        publisher_stats.video_frames_sent > 200,
+        "the publisher kept sending: {publisher_stats:?}"
+    );
+    // Its last session gone, gateway 1 stops.
+    let t0 = std::time::Instant::now();
+    while cluster.gateways[0].is_running() {
+        if t0.elapsed() > Duration::from_secs(5) {
+            let log = cluster.gateways[0].log_tail(1 << 20);
+            bail!(
+                "the drained gateway did not stop after its last session ended (player DELETE: {:?}): {}",
+                report.delete_error,
+                &log[log.len().saturating_sub(3000)..]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = cluster.gateways[0].log_tail(1 << 20);
+    ensure!(
+        log.contains("drained: every session has ended"),
+        "gateway 1 stopped, but not drained: {}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+    println!(
+        "gateway 1 stopped {:?} after its last session ended",
+        t0.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateways_publisher_posts_again_through_the_vip_and_plays() -> Result<()> {
+    let _rig = Rig::up()?;
+    let cluster = rig_cluster().await?;
+    let catalog = MediaSource::fixture("short-gop.mp4")?.catalog();
+
+    rig(&["pin", "1"])?;
+    let first = publish_through_vip("killed").await?;
+    // Gateway 1 dies (SIGKILL: no drain); the balancer takes it out of its table.
+    signal(&cluster.gateways[0], "-KILL")?;
+    let killed = std::time::Instant::now();
+    rig(&["drop", "1"])?;
+    // Its sessions are gone with it (their DTLS keys were there): the publisher is not served.
+    // It learns so from ICE consent (str0m: no answer to its checks); a WHIP client then POSTs
+    // again, through the same address, and lands on a live gateway.
+    let noticed = loop {
+        if first.is_finished() {
+            break Some(killed.elapsed());
+        }
+        if killed.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("the publisher noticed its gateway had gone after {noticed:?}");
+    ensure!(
+        noticed.is_some(),
+        "the publisher did not notice within 30 s that nothing answers its consent checks"
+    );
+    let _ = first.stop().await;
+    let reposted = std::time::Instant::now();
+    let second = publish_through_vip("killed").await?;
+    let published = reposted.elapsed();
+    let report = play(catalog, play_through_vip("killed", Duration::from_secs(3))?).await?;
+    println!(
+        "re-POST to publishing: {published:?}; a new viewer's first frame {:?} ms after its POST",
+        report.first_frame_ms
+    );
+    let _ = second.stop().await;
+    ensure!(
+        report.whole_in_order && report.video_frames >= 30,
+        "the player after the re-POST: {} frames, whole and in order: {} ({:?})",
         report.video_frames,
         report.whole_in_order,
         report.error

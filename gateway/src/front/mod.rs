@@ -5,6 +5,7 @@ pub mod api;
 pub mod body;
 pub mod calls;
 pub mod datachannels;
+pub mod draining;
 pub mod endpoint;
 pub mod forward;
 pub mod ice_patch;
@@ -81,7 +82,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/publish/{stream}", get(pages::publish))
         .route("/calls", get(pages::calls))
         .route("/assets/{file}", get(pages::asset))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(draining::healthz))
         .route("/v1/streams", get(pages::streams))
         .route("/v1/stats", get(pages::stats))
         .route("/metrics", get(pages::metrics))
@@ -130,6 +131,10 @@ pub fn router(node: Arc<Node>) -> Router {
             body::read_first,
         ))
         .route_layer(middleware::from_fn(timing::tag_route))
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            draining::refuse_new_sessions,
+        ))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn_with_state(node.clone(), calls::front))
         .layer(middleware::from_fn_with_state(
