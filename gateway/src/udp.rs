@@ -232,16 +232,28 @@ impl UdpShell {
         )
     }
 
-    /// One datagram from the receive loop (tunnel frames, claims, a reply for a client): sent at
-    /// once or dropped, as UDP may.
-    fn send_now(&self, destination: SocketAddr, contents: &[u8]) {
-        match self.socket.try_send_to(contents, destination) {
-            Ok(_) => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                self.sent_bytes
-                    .fetch_add(contents.len() as u64, Ordering::Relaxed);
+    /// What the receive loop sends (tunnel frames, claims, holders' replies for clients), one
+    /// read batch at a time: GSO runs and `sendmmsg` as the workers' sends get. Never waits: a
+    /// full socket buffer drops the rest, as UDP may.
+    fn send_from_receive_loop(&self, transmits: &[str0m::net::Transmit]) {
+        if transmits.is_empty() {
+            return;
+        }
+        let runs = gso::runs(transmits, self.max_segments());
+        let mut next = 0;
+        while next < runs.len() {
+            match self.try_send_runs(transmits, &runs[next..]) {
+                Ok(n) => {
+                    for run in &runs[next..next + n] {
+                        self.count_sent(&transmits[run.clone()]);
+                    }
+                    next += n;
+                }
+                Err(e) => {
+                    self.count_error(transmits[runs[next].start].destination, &e);
+                    next += 1;
+                }
             }
-            Err(e) => self.count_error(destination, &e),
         }
     }
 
@@ -398,6 +410,7 @@ impl UdpShell {
             // One message per worker per read batch: a frame's packets reach the worker
             // together, so its viewers' copies leave together (GSO, see `gso`).
             let mut batches: Vec<Vec<Datagram>> = workers.iter().map(|_| Vec::new()).collect();
+            let mut outbox = Vec::new();
             for (meta, buf) in metas.iter().zip(bufs.iter()).take(n) {
                 let destination =
                     SocketAddr::new(meta.dst_ip.unwrap_or(self.local.ip()), self.local.port());
@@ -408,7 +421,15 @@ impl UdpShell {
                     self.received.fetch_add(1, Ordering::Relaxed);
                     let source = normalise(meta.addr);
                     let (route, source, destination, data) = match forwarding.as_deref_mut() {
-                        Some(f) => match self.forward(demux, f, at, source, destination, chunk) {
+                        Some(f) => match self.forward(
+                            demux,
+                            f,
+                            at,
+                            source,
+                            destination,
+                            chunk,
+                            &mut outbox,
+                        ) {
                             Some(delivery) => delivery,
                             None => continue,
                         },
@@ -429,6 +450,7 @@ impl UdpShell {
                     }
                 }
             }
+            self.send_from_receive_loop(&outbox);
             for (worker, batch) in workers.iter().zip(batches) {
                 if !batch.is_empty() {
                     let _ = worker.send(WorkerMsg::Datagrams(batch));
@@ -466,6 +488,7 @@ impl UdpShell {
         source: SocketAddr,
         destination: SocketAddr,
         chunk: &'a [u8],
+        outbox: &mut Vec<str0m::net::Transmit>,
     ) -> Option<(Route, SocketAddr, SocketAddr, &'a [u8])> {
         if !Tunnel::is_frame(chunk) {
             return match demux.route(at, source, chunk) {
@@ -479,7 +502,7 @@ impl UdpShell {
                         self.unrouted.fetch_add(1, Ordering::Relaxed);
                     }
                     for (gateway, frame) in frames {
-                        self.send_now(gateway, &frame);
+                        outbox.push(transmit(gateway, frame));
                     }
                     None
                 }
@@ -505,17 +528,32 @@ impl UdpShell {
                     }
                 };
                 if let Some((gateway, claim)) = f.delivered(at, client, source, probe) {
-                    self.send_now(gateway, &claim);
+                    outbox.push(transmit(gateway, claim));
                 }
                 let own = self.one_address.get().map_or(destination, |(_, own)| *own);
                 Some((route, client, own, payload))
             }
             FrameAction::ToClient { client, payload } => {
-                self.send_now(client, payload);
+                outbox.push(transmit(client, payload.to_vec()));
                 None
             }
             FrameAction::Nothing => None,
         }
+    }
+}
+
+/// A datagram the receive loop sends; the kernel picks its source address (the one the client or
+/// gateway reached us at, on a wildcard bind).
+fn transmit(destination: SocketAddr, contents: Vec<u8>) -> str0m::net::Transmit {
+    let any = match destination {
+        SocketAddr::V4(_) => IpAddr::from([0u8; 4]),
+        SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
+    };
+    str0m::net::Transmit {
+        proto: Protocol::Udp,
+        source: SocketAddr::new(any, 0),
+        destination,
+        contents: contents.into(),
     }
 }
 
