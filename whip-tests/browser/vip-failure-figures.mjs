@@ -1,0 +1,79 @@
+// What Chromium sees when its gateway is drained or killed behind one address (issue 13: "say
+// exactly what breaks"). BENCHMARKS.md 11; run by hand as root, not a test:
+//
+//   cargo build -p gateway -p relay && (cd whip-tests/browser && node vip-failure-figures.mjs)
+//
+// scripts/vip-cluster.sh (3 gateways, 2 relays behind the VIP), every flow pinned to gateway 1;
+// Chromium's /publish/ page and a /watch/ page, both sessions on gateway 1. Then, for each case,
+// gateway 1 gets SIGTERM (drain) or SIGKILL and the balancer drops it (`vip-rig.sh drop 1`:
+// every flow to gateways 2 and 3). Sampled every 100 ms: each page's connectionState, and the
+// watch page's decoded frames (the longest time without a new one is the viewer's interruption).
+// The pages reconnect by themselves (a new POST) after 5 s `disconnected` or on `failed`.
+
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { GATEWAY_BIN, VIP_BASE, launchChromiumViaVip, vipRig, waitConnected, waitFrames, watchStats }
+  from "./lib.mjs";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
+const cluster = (arg) => execFileSync("bash", [VIP_CLUSTER, arg],
+  { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, BIN: path.dirname(GATEWAY_BIN) } });
+const gatewayPid = (i) => execFileSync("ip", ["netns", "pids", `vip-g${i}`]).toString().trim().split("\n")[0];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function run(signal, seconds) {
+  cluster("up");
+  vipRig("pin", "1");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-vip-failure-"));
+  const context = await launchChromiumViaVip(dir, []);
+  try {
+    const publisher = await context.newPage();
+    await publisher.goto(`${VIP_BASE}/publish/failure`);
+    await waitConnected(publisher, "whip", 20_000);
+    const viewer = await context.newPage();
+    await viewer.goto(`${VIP_BASE}/watch/failure`);
+    await waitConnected(viewer, "whep", 20_000);
+    await waitFrames(viewer, 30, 20_000);
+    const t0 = Date.now();
+    execFileSync("kill", [signal, gatewayPid(1)]);
+    vipRig("drop", "1");
+    const events = [];
+    const last = { pub: "connected", view: "connected" };
+    let frames = (await watchStats(viewer)).framesDecoded;
+    let lastFrameAt = Date.now();
+    let longestGap = 0;
+    let framesAfter = 0;
+    while (Date.now() - t0 < seconds * 1000) {
+      await sleep(100);
+      const pub = await publisher.evaluate(() => window.whip && window.whip.pc && window.whip.pc.connectionState);
+      const s = await watchStats(viewer);
+      const view = await viewer.evaluate(() => window.whep && window.whep.pc && window.whep.pc.connectionState);
+      const now = Date.now();
+      if (pub !== last.pub) { events.push(`${now - t0} ms publisher ${pub}`); last.pub = pub; }
+      if (view !== last.view) { events.push(`${now - t0} ms viewer ${view}`); last.view = view; }
+      if (s.framesDecoded !== frames) {
+        // A reconnect starts a new PeerConnection whose count starts again.
+        if (s.framesDecoded > frames || s.framesDecoded > 0) {
+          longestGap = Math.max(longestGap, now - lastFrameAt);
+          lastFrameAt = now;
+          framesAfter += Math.max(0, s.framesDecoded - frames);
+        }
+        frames = s.framesDecoded;
+      }
+    }
+    console.log(`${signal}: gateway 1 signalled and dropped by the balancer at 0 ms`);
+    for (const e of events) console.log(`  ${e}`);
+    console.log(`  viewer: ${framesAfter} frames decoded in ${seconds} s after; longest time without a new frame ${longestGap} ms`);
+  } finally {
+    await context.close().catch(() => {});
+    cluster("down");
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await run("-TERM", 15);
+await run("-KILL", 60);
