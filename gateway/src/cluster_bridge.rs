@@ -103,6 +103,16 @@ pub struct Bridge {
     /// when the track ends.
     stream_of_key: HashMap<TrackKey, String>,
     remote_streams: Option<crate::remote_streams::RemoteStreams>,
+    /// Media tracks each local session publishes, listed in the directory under
+    /// [`media_directory_name`] so that a session on another gateway can pull one by
+    /// (session id, track name), as the session/track API does.
+    media_listed: HashMap<SessionId, Vec<StreamTrack>>,
+}
+
+/// The directory name under which a session's media tracks are listed (beside WHIP stream
+/// names and the data channels' `session:` names).
+pub fn media_directory_name(session: SessionId) -> String {
+    format!("media:{session}")
 }
 
 fn session_bytes(id: SessionId) -> [u8; 16] {
@@ -168,6 +178,7 @@ impl Bridge {
             subscribes,
             stream_of_key: HashMap::new(),
             remote_streams: None,
+            media_listed: HashMap::new(),
         }
     }
 
@@ -250,6 +261,12 @@ impl Bridge {
                         name: info.name.clone(),
                         kind,
                     });
+                    let listed = self.media_listed.entry(session).or_default();
+                    listed.retain(|t| t.name != info.name);
+                    listed.push(StreamTrack {
+                        name: info.name.clone(),
+                        kind,
+                    });
                     // Feed the tree from the origin worker, like a worker with viewers would.
                     if let Some(w) = self.workers.get(info.origin_worker) {
                         w.track(ToOrigin::Subscribe {
@@ -269,6 +286,7 @@ impl Bridge {
                     self.cluster
                         .send(Local::Announce(stream.to_string(), origin));
                 }
+                self.list_media(session);
             }
             BridgeRequest::Resolve { stream, reply } => {
                 self.lookups.push((stream.clone(), reply));
@@ -281,6 +299,28 @@ impl Bridge {
             } => self
                 .channels
                 .find(&self.cluster, publisher, name, reply, Instant::now()),
+        }
+    }
+
+    /// (Re)lists a local session's media tracks in the directory, or withdraws the listing once
+    /// it has none.
+    fn list_media(&mut self, session: SessionId) {
+        let name = media_directory_name(session);
+        match self.media_listed.get(&session) {
+            Some(tracks) if !tracks.is_empty() => {
+                let origin = StreamOrigin {
+                    node: self.node_id.clone(),
+                    session: session_bytes(session),
+                    tracks: tracks.clone(),
+                };
+                self.cluster.send(Local::Announce(name, origin));
+            }
+            _ => {
+                self.media_listed.remove(&session);
+                crate::heap_trim::shrink_map(&mut self.media_listed);
+                self.cluster
+                    .send(Local::Withdraw(name, session_bytes(session)));
+            }
         }
     }
 
@@ -303,7 +343,11 @@ impl Bridge {
                 }
             }
             FromOrigin::TrackEnded { track } => {
-                if let Some((key, _)) = self.local_by_id.remove(&track) {
+                if let Some((key, info)) = self.local_by_id.remove(&track) {
+                    if let Some(listed) = self.media_listed.get_mut(&info.session) {
+                        listed.retain(|t| t.name != info.name);
+                        self.list_media(info.session);
+                    }
                     self.local_by_key.remove(&key);
                     crate::heap_trim::shrink_map(&mut self.local_by_id);
                     crate::heap_trim::shrink_map(&mut self.local_by_key);

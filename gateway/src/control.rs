@@ -336,6 +336,26 @@ async fn resolve_in_cluster(node: &Node, stream: &str) -> Option<Vec<Arc<TrackIn
     Some(tracks.as_ref().clone())
 }
 
+/// The media tracks of a session another gateway of the cluster holds, as this node's pulls take
+/// them (the bridge lists every local session's tracks in the directory, `media:{id}`); None
+/// without a cluster or when no gateway lists the session. Not cached: a session may push more
+/// tracks at any time.
+pub async fn session_tracks_elsewhere(
+    node: &Node,
+    session: SessionId,
+) -> Option<Vec<Arc<TrackInfo>>> {
+    let cluster = node.cluster.as_ref()?;
+    let (reply, rx) = oneshot::channel();
+    cluster
+        .bridge
+        .send(BridgeRequest::Resolve {
+            stream: crate::cluster_bridge::media_directory_name(session),
+            reply,
+        })
+        .ok()?;
+    tokio::time::timeout(RESOLVE_TIMEOUT, rx).await.ok()?.ok()?
+}
+
 /// Where `publisher`'s data channel `name` is served from: its session's worker on this node,
 /// or the cluster bridge when another gateway publishes it (asked of the directory). None when
 /// nobody publishes it.

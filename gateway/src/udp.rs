@@ -425,8 +425,7 @@ impl UdpShell {
                             demux,
                             f,
                             at,
-                            source,
-                            destination,
+                            (source, destination),
                             chunk,
                             &mut outbox,
                         ) {
@@ -485,8 +484,7 @@ impl UdpShell {
         demux: &mut Demux,
         f: &mut Forwarding,
         at: Instant,
-        source: SocketAddr,
-        destination: SocketAddr,
+        (source, destination): (SocketAddr, SocketAddr),
         chunk: &'a [u8],
         outbox: &mut Vec<str0m::net::Transmit>,
     ) -> Option<(Route, SocketAddr, SocketAddr, &'a [u8])> {

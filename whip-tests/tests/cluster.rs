@@ -369,3 +369,53 @@ async fn a_tree_is_torn_down_after_its_viewers_leave() -> Result<()> {
     publisher.stop().await?;
     Ok(())
 }
+
+/// The session/track API across gateways: a session on one gateway pulls, by (session id, track
+/// name), a track another gateway's session pushes, as Calls apps do when a load balancer puts
+/// their sessions on different gateways. The pushing session lists its tracks in the cluster's
+/// directory (`media:{id}`); the pulling gateway finds them there and subscribes to the tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_pulls_a_track_pushed_on_another_gateway() -> Result<()> {
+    const APP: &str = "app1";
+    const SECRET: &str = "s3cret-s3cret-s3cret";
+    let app = format!("{APP}:{SECRET}");
+    let c = cluster_with_args(1, 1, 0.0, &["--app", &app]).await?;
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let publisher = WhipPublisher::start(
+        media.clone(),
+        PublishOptions::new(c.gateways[0].whip_url("api-x")),
+    )
+    .await?;
+    publisher
+        .wait_for_frames(10, Duration::from_secs(10))
+        .await?;
+    let session = publisher.session_id().context("publisher session id")?;
+    let base = |g: &Gateway| format!("{}/v1/apps/{APP}", g.base_url());
+    let pull = |g: &Gateway, name: &str| PlayOptions {
+        duration: Duration::from_secs(3),
+        token: Some(SECRET.into()),
+        api_track: Some(whip_tests::signaling::ApiTrack {
+            session_id: session.clone(),
+            track_name: name.into(),
+            preferred_rid: None,
+        }),
+        ..PlayOptions::new(base(g))
+    };
+    let r = whip_tests::play(media.catalog(), pull(&c.gateways[1], "video")).await?;
+    print_report("API pull on the other gateway", &r);
+    ensure!(
+        r.error.is_none() && r.whole_in_order && r.video_frames >= 30,
+        "the pull across gateways: {} frames, whole and in order {} ({:?})",
+        r.video_frames,
+        r.whole_in_order,
+        r.error
+    );
+    // A track the session does not push is still a per-track error, not a hang.
+    let missing = whip_tests::play(media.catalog(), pull(&c.gateways[1], "nope")).await;
+    ensure!(
+        missing.as_ref().map_or(true, |r| r.error.is_some()),
+        "pulling a track nobody pushes played: {missing:?}"
+    );
+    publisher.stop().await?;
+    Ok(())
+}

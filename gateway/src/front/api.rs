@@ -274,8 +274,9 @@ fn is_remote(t: &TrackObject) -> bool {
     t.location.as_deref() == Some("remote")
 }
 
-/// Look up requested remote tracks; unknown ones come back with an error code.
-fn resolve_remote(
+/// Look up requested remote tracks, here or (a session on another gateway of the cluster) in the
+/// cluster's directory; unknown ones come back with an error code.
+async fn resolve_remote(
     node: &Node,
     requested: &[TrackObject],
 ) -> (
@@ -284,14 +285,31 @@ fn resolve_remote(
 ) {
     let mut found = Vec::new();
     let mut missing = Vec::new();
+    // Each session elsewhere is asked of the cluster once per request.
+    let mut elsewhere: std::collections::HashMap<
+        SessionId,
+        Option<Vec<std::sync::Arc<crate::registry::TrackInfo>>>,
+    > = std::collections::HashMap::new();
     for t in requested {
-        let track = match (&t.session_id, &t.track_name) {
-            (Some(sid), Some(name)) => sid
-                .parse::<SessionId>()
-                .ok()
-                .and_then(|sid| node.registry.track(sid, name)),
+        let sid = t
+            .session_id
+            .as_deref()
+            .and_then(|s| s.parse::<SessionId>().ok());
+        let mut track = match (sid, &t.track_name) {
+            (Some(sid), Some(name)) => node.registry.track(sid, name),
             _ => None,
         };
+        if let (None, Some(sid), Some(name)) = (&track, sid, &t.track_name)
+            && node.registry.session(sid).is_none()
+        {
+            if let std::collections::hash_map::Entry::Vacant(e) = elsewhere.entry(sid) {
+                e.insert(crate::control::session_tracks_elsewhere(node, sid).await);
+            }
+            track = elsewhere
+                .get(&sid)
+                .and_then(Option::as_ref)
+                .and_then(|tracks| tracks.iter().find(|i| i.name == *name).cloned());
+        }
         let preferred = t
             .simulcast
             .as_ref()
@@ -422,7 +440,7 @@ async fn create_session(
             "a new session either pushes its offer's tracks or pulls remote ones, not both",
         ));
     }
-    let (found, mut results) = resolve_remote(node, &req.tracks);
+    let (found, mut results) = resolve_remote(node, &req.tracks).await;
     let wanted: Vec<_> = found
         .iter()
         .filter_map(|(t, track)| Some((t.mid.clone()?, track.clone())))
@@ -590,7 +608,7 @@ pub async fn new_tracks(
                 "remote tracks are offered by the server: send them without sessionDescription",
             ));
         }
-        let (found, mut results) = resolve_remote(&node, &req.tracks);
+        let (found, mut results) = resolve_remote(&node, &req.tracks).await;
         if found.is_empty() {
             // A batch call: 200, every item saying why; nothing to negotiate.
             let resp = TracksResponse {
@@ -843,7 +861,7 @@ async fn update_one(
         return Err(Problem::bad_request("each track needs the mid to update"));
     };
     if t.session_id.is_some() || t.track_name.is_some() {
-        let (found, _) = resolve_remote(node, std::slice::from_ref(t));
+        let (found, _) = resolve_remote(node, std::slice::from_ref(t)).await;
         let Some((_, track)) = found.into_iter().next() else {
             return Err(Problem::not_found("no such remote track"));
         };
