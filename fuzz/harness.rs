@@ -29,7 +29,61 @@ pub(crate) const TARGETS: &[Target] = &[
     ("recording", recording),
     ("adapter_packet", adapter_packet),
     ("turn_server", turn_server),
+    ("peer_tunnel", peer_tunnel),
 ];
+
+/// One address's state for `peer_tunnel`: this gateway 10.0.0.1, another 10.0.0.2, under a
+/// fixed cluster key (the seed corpus is made with the same, so it reaches past the HMAC).
+pub(crate) fn one_address() -> &'static gateway::owner_tag::OneAddress {
+    use gateway::owner_tag::{ClusterSecrets, GatewaySet, OneAddress, Owner, OwnerTags};
+    static ONE: std::sync::OnceLock<OneAddress> = std::sync::OnceLock::new();
+    ONE.get_or_init(|| {
+        let secrets = ClusterSecrets::derive(b"fuzz cluster key");
+        let gateways = GatewaySet::default();
+        gateways.update(["10.0.0.1:7000", "10.0.0.2:7000"]);
+        let own = Owner {
+            ip: std::net::Ipv4Addr::new(10, 0, 0, 1),
+            udp_port: 8189,
+            http_port: 8080,
+        };
+        OneAddress {
+            tags: OwnerTags::new(&secrets.tag_key, own).expect("tags"),
+            gateways,
+            tunnel_key: secrets.tunnel_key,
+        }
+    })
+}
+
+/// One address's UDP side (`forwarding`, `peer_tunnel`): datagrams from clients this gateway does
+/// not know and tunnel frames from another gateway, interleaved (first byte of each 1500-byte
+/// chunk: even = from a client, odd = a frame from 10.0.0.2). Nothing panics, what goes out goes
+/// only to gateways of the cluster or (a reply) to the frame's client, and every frame that is
+/// not ours is refused.
+pub(crate) fn peer_tunnel(data: &[u8]) {
+    use gateway::forwarding::{Forwarding, FrameAction};
+    let one = one_address();
+    let mut f = Forwarding::new(one, Default::default());
+    let now = Instant::now();
+    let peer = SocketAddr::from(([10, 0, 0, 2], 8189));
+    for (i, chunk) in data.chunks(1500).enumerate() {
+        let at = now + Duration::from_millis(i as u64);
+        let Some((&first, rest)) = chunk.split_first() else {
+            continue;
+        };
+        let client = SocketAddr::from(([198, 51, 100, first], 40000 + i as u16));
+        if first % 2 == 0 {
+            for (to, _) in f.on_unknown(at, client, rest) {
+                assert!(
+                    one.gateways.contains(to.ip())
+                        && to.ip() != std::net::IpAddr::from([10, 0, 0, 1]),
+                    "sent to {to}, not another gateway"
+                );
+            }
+        } else if let FrameAction::Deliver { client, .. } = f.on_frame(at, peer, rest) {
+            let _ = f.delivered(at, client, peer, false);
+        }
+    }
+}
 
 /// The TURN service (`turn`): a datagram from a client and the same from a peer, into a server
 /// with one allocation's worth of state reachable only with credentials; nothing panics, and

@@ -138,6 +138,42 @@ fn write_seed_corpora() {
         &[&buf[..n], &[0x80u8, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1][..]].concat(),
     );
     put("demux", "stun", &buf[..n]);
+    // One address: a client's STUN naming another gateway's ufrag, then a tunnel frame from it.
+    let one = harness::one_address();
+    let other = gateway::owner_tag::OwnerTags::new(
+        &gateway::owner_tag::ClusterSecrets::derive(b"fuzz cluster key").tag_key,
+        gateway::owner_tag::Owner {
+            ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
+            udp_port: 8189,
+            http_port: 8080,
+        },
+    )
+    .expect("tags");
+    let username = format!("{}:theirs", other.ufrag());
+    let named = str0m::ice::StunMessage::binding_request(
+        &username,
+        str0m::ice::TransId::new(),
+        true,
+        1,
+        1,
+        false,
+    );
+    let mut named_buf = vec![0u8; 512];
+    let m = named
+        .to_bytes(Some(b"somebody's password"), &mut named_buf, hmac)
+        .expect("stun");
+    let tunnel = gateway::peer_tunnel::Tunnel::new(&one.tunnel_key);
+    let frame = tunnel.wrap(
+        gateway::peer_tunnel::Kind::Reply,
+        "198.51.100.1:5000".parse().expect("addr"),
+        &[0x80, 96, 0, 1],
+    );
+    let mut seed = vec![0u8];
+    seed.extend_from_slice(&named_buf[..m]);
+    put("peer_tunnel", "stun-naming-another-gateway", &seed);
+    let mut seed = vec![1u8];
+    seed.extend_from_slice(&frame);
+    put("peer_tunnel", "reply-frame", &seed);
     put(
         "demux",
         "dtls",
