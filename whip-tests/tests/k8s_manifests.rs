@@ -722,54 +722,50 @@ fn check(inputs: &Inputs) -> Vec<String> {
     // variant: a component's objects get the images of the kustomization that includes it).
     // The alternatives are opt-in.
     if let Some(k) = &kustomization {
+        for c in k
+            .get("components")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
         {
-            {
-                for c in k
-                    .get("components")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    r.bad(kpath, format!("lists the component {c}: `kubectl apply -k k8s/` must deploy the Deployment variant only (alternatives are opt-in)"));
-                }
-                let listed = listed_resources(k, "k8s/");
-                let files: BTreeSet<String> = inputs.manifests().map(|(p, _)| p.clone()).collect();
-                for f in files.difference(&listed) {
-                    r.bad(kpath, format!("does not list {f} under resources"));
-                }
-                for f in listed.difference(&files) {
-                    r.bad(kpath, format!("lists {f}, which does not exist"));
-                }
-                let images: BTreeSet<String> = workloads
-                    .iter()
-                    .flat_map(|w| w.containers())
-                    .filter_map(|c| c.get("image").and_then(Value::as_str))
-                    .map(|i| i.split('@').next().unwrap_or(i))
-                    .map(|i| match i.rsplit_once(':') {
-                        Some((name, tag)) if !tag.contains('/') => name.to_string(),
-                        _ => i.to_string(),
-                    })
-                    .collect();
-                let overridden: BTreeSet<String> = k
-                    .get("images")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|i| i.get("name").and_then(Value::as_str))
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for i in overridden.difference(&images) {
-                    r.bad(
-                        kpath,
-                        format!("images entry {i:?} matches no container image"),
-                    );
-                }
-                for i in images.difference(&overridden) {
-                    r.bad(kpath, format!("container image {i:?} has no images entry (it could not be pointed at a registry)"));
-                }
-            }
+            r.bad(kpath, format!("lists the component {c}: `kubectl apply -k k8s/` must deploy the Deployment variant only (alternatives are opt-in)"));
+        }
+        let listed = listed_resources(k, "k8s/");
+        let files: BTreeSet<String> = inputs.manifests().map(|(p, _)| p.clone()).collect();
+        for f in files.difference(&listed) {
+            r.bad(kpath, format!("does not list {f} under resources"));
+        }
+        for f in listed.difference(&files) {
+            r.bad(kpath, format!("lists {f}, which does not exist"));
+        }
+        let images: BTreeSet<String> = workloads
+            .iter()
+            .flat_map(|w| w.containers())
+            .filter_map(|c| c.get("image").and_then(Value::as_str))
+            .map(|i| i.split('@').next().unwrap_or(i))
+            .map(|i| match i.rsplit_once(':') {
+                Some((name, tag)) if !tag.contains('/') => name.to_string(),
+                _ => i.to_string(),
+            })
+            .collect();
+        let overridden: BTreeSet<String> = k
+            .get("images")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i.get("name").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for i in overridden.difference(&images) {
+            r.bad(
+                kpath,
+                format!("images entry {i:?} matches no container image"),
+            );
+        }
+        for i in images.difference(&overridden) {
+            r.bad(kpath, format!("container image {i:?} has no images entry (it could not be pointed at a registry)"));
         }
     }
 
@@ -1412,7 +1408,10 @@ fn check_variant(
             let Some(svc) = find("Service", svc_name, svc_ns) else {
                 r.bad(
                     &at,
-                    format!("member {host:?}: no Service {svc_ns}/{svc_name} in k8s/"),
+                    format!(
+                        "member {host:?}: no Service {svc_ns}/{svc_name} in {}",
+                        v.name
+                    ),
                 );
                 continue;
             };
@@ -1482,7 +1481,7 @@ fn check_variant(
             .filter(|w| selects(&selector, &w.template_labels()))
             .collect();
         if selected.is_empty() {
-            r.bad(&at, "selects no workload in k8s/");
+            r.bad(&at, format!("selects no workload in {}", v.name));
         }
         let headless = svc.str("/spec/clusterIP") == Some("None");
         for p in svc
