@@ -1,6 +1,10 @@
 //! The Kubernetes deployment in `k8s/` agrees with the binaries and with itself.
 //!
-//! Every YAML document of `k8s/*.yaml` is parsed; then:
+//! Every YAML document of `k8s/*.yaml` is parsed, with the ConfigMaps `k8s/kustomization.yaml`
+//! generates: that is the default variant (`kubectl apply -k k8s/`). Each kustomize Component of
+//! `k8s/alternatives/` (e.g. `hostnetwork/`) makes another variant: the default's objects with the
+//! component's resources added and its patches applied (`$patch: delete`, map merges). Every
+//! variant is checked as a whole:
 //! - every workload (Deployment, StatefulSet, DaemonSet): readiness and liveness probes on
 //!   `/healthz` at a port the binary serves HTTP on, resources (CPU and memory requests, a memory
 //!   limit), a non-root security context, an explicit `command` naming a binary the Dockerfile
@@ -15,18 +19,28 @@
 //!   `publishNotReadyAddresses`) that exist, select the workloads of that tier, carry the port,
 //!   and every tier is listed by every node;
 //! - Services select something and their target ports exist with the same protocol; the HPA
-//!   (autoscaling/v2) targets the relay Deployment, which leaves `replicas` to it, and scales on a
-//!   Pods metric (the media) first with CPU as the fallback; PDBs select something; every object
+//!   (autoscaling/v2) targets a Deployment that leaves `replicas` to it, and scales on a Pods
+//!   metric (the media) first with CPU as the fallback; PDBs select something; every object
 //!   is in the one Namespace; Secrets referenced are made by `k8s/cluster-secret.sh`;
-//!   `k8s/kustomization.yaml` lists every file and its images are used;
+//!   `k8s/kustomization.yaml` lists every file, its images are used, and it enables no
+//!   alternative; each alternative is a Component listing its files, whose patches apply;
+//! - every Deployment running a node has an HPA and a PDB; no two workloads select each other's
+//!   pods; no hostNetwork or hostPort under a `restricted`/`baseline` Pod Security namespace;
+//! - gateways: all listen on the same fixed HTTP and UDP ports; LoadBalancer Services in front of
+//!   them have no sessionAffinity and an explicit externalTrafficPolicy. In the default variant
+//!   (one address) a gateway is a Deployment on the pod network with no hostPort, its candidate
+//!   is `$(pod IP)`, `GATEWAY_PUBLIC_IPS` is set (not from a pod field), and every port its
+//!   candidates name (UDP, ICE-TCP unless `GATEWAY_NO_ICE_TCP`) is a LoadBalancer port of the same
+//!   number reaching it, its HTTP port behind one too; in the hostNetwork alternative it is on
+//!   the host network. ConfigMap keys the env reads exist;
 //! - monitoring (`k8s/monitoring/`, its own kustomization): every metric name the Grafana
 //!   dashboard's PromQL and the prometheus-adapter rules use is one `gateway/src/metrics.rs` or
 //!   `relay/shell/src/cluster_metrics.rs` writes (their quoted `"gateway_…"`, `"tree_…"`, `"cluster_…"` names are
 //!   grepped at test time; `_bucket`/`_sum`/`_count` of a histogram count as its name); the
 //!   dashboard parses, has the datasource/namespace/pod variables, and every panel has the
 //!   datasource variable and targets whose selectors follow `$namespace` and `$pod`; the adapter
-//!   rule maps `namespace`/`pod`, rates counters, and makes the HPA's Pods metric out of a metric
-//!   the relay exports; the Prometheus scrape jobs, run (pod discovery and relabelling, with a
+//!   rule maps `namespace`/`pod`, rates counters, and makes each HPA's Pods metric out of a metric
+//!   the binary it scales exports; the Prometheus scrape jobs, run (pod discovery and relabelling, with a
 //!   small RE2 subset) against every container port of the workloads, keep exactly the port each
 //!   binary serves `/metrics` on, label targets with namespace/pod/container, and send the
 //!   gateway's admin token.
@@ -106,6 +120,22 @@ const BINARIES: &[Binary] = &[
     },
 ];
 
+/// Kustomize components, each another way to deploy: opt-in, never in `kubectl apply -k k8s/`.
+const ALTERNATIVES_DIR: &str = "k8s/alternatives/";
+
+/// How a variant runs its gateways.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum GatewayNetwork {
+    /// On the pod network behind LoadBalancer Services, any gateway serving any session.
+    OneAddress,
+    /// On each node's network, each gateway its node's own address.
+    HostNetwork,
+}
+
+/// The alternatives this test knows, and how each runs its gateways (k8s/ itself: one address).
+const ALTERNATIVES: &[(&str, GatewayNetwork)] =
+    &[("k8s/alternatives/hostnetwork/", GatewayNetwork::HostNetwork)];
+
 const WORKLOAD_KINDS: &[&str] = &["Deployment", "StatefulSet", "DaemonSet"];
 /// Monitoring manifests: applied on their own (`kubectl apply -k k8s/monitoring/`).
 const MONITORING: &str = "k8s/monitoring/";
@@ -175,6 +205,23 @@ impl Inputs {
                 }
             }
         }
+        // The components of k8s/alternatives/, one directory each.
+        if let Ok(dirs) = std::fs::read_dir(root.join(ALTERNATIVES_DIR)) {
+            for dir in dirs {
+                let dir = dir.expect("directory entry").path();
+                let dname = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let dname = dname.to_string();
+                for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+                    let path = entry.expect("directory entry").path();
+                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if name.ends_with(".yaml") || name.ends_with(".yml") {
+                        let text = std::fs::read_to_string(&path)
+                            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+                        files.insert(format!("{ALTERNATIVES_DIR}{dname}/{name}"), text);
+                    }
+                }
+            }
+        }
         for rel in [
             "Dockerfile",
             "gateway/src/config.rs",
@@ -228,6 +275,16 @@ impl Inputs {
                 && (p.ends_with(".yaml") || p.ends_with(".yml"))
                 && !is_kustomization(p)
         })
+    }
+
+    /// The directories of k8s/alternatives/ (`k8s/alternatives/<name>/`).
+    fn alternatives(&self) -> BTreeSet<String> {
+        self.files
+            .keys()
+            .filter_map(|p| p.strip_prefix(ALTERNATIVES_DIR))
+            .filter_map(|rest| rest.split_once('/'))
+            .map(|(dir, _)| format!("{ALTERNATIVES_DIR}{dir}/"))
+            .collect()
     }
 
     /// The manifests of `kubectl apply -k k8s/monitoring/`.
@@ -291,6 +348,7 @@ fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
+#[derive(Clone)]
 struct Obj {
     file: String,
     kind: String,
@@ -382,6 +440,11 @@ enum EnvSrc {
         key: String,
         optional: bool,
     },
+    ConfigMap {
+        name: String,
+        key: String,
+        optional: bool,
+    },
     Other,
 }
 
@@ -407,18 +470,18 @@ fn env_of(c: &Value) -> Vec<(String, EnvSrc)> {
             {
                 EnvSrc::Field(f.to_string())
             } else if let Some(s) = e.pointer("/valueFrom/secretKeyRef") {
+                let (name, key, optional) = key_ref(s);
                 EnvSrc::Secret {
-                    name: s
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    key: s
-                        .get("key")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    optional: s.get("optional").and_then(Value::as_bool).unwrap_or(false),
+                    name,
+                    key,
+                    optional,
+                }
+            } else if let Some(s) = e.pointer("/valueFrom/configMapKeyRef") {
+                let (name, key, optional) = key_ref(s);
+                EnvSrc::ConfigMap {
+                    name,
+                    key,
+                    optional,
                 }
             } else {
                 EnvSrc::Other
@@ -426,6 +489,22 @@ fn env_of(c: &Value) -> Vec<(String, EnvSrc)> {
             (name, src)
         })
         .collect()
+}
+
+/// The name, key and `optional` of a `secretKeyRef` or `configMapKeyRef`.
+fn key_ref(r: &Value) -> (String, String, bool) {
+    let s = |f: &str| r.get(f).and_then(Value::as_str).unwrap_or("").to_string();
+    let optional = r.get("optional").and_then(Value::as_bool).unwrap_or(false);
+    (s("name"), s("key"), optional)
+}
+
+/// Listen addresses a flag turns off: not needed (and misleading) when that flag is "true".
+const DISABLED_BY: &[(&str, &str)] = &[("GATEWAY_ICE_TCP_LISTEN", "GATEWAY_NO_ICE_TCP")];
+
+fn disabled(env: &[(String, EnvSrc)], listen: &str) -> bool {
+    DISABLED_BY
+        .iter()
+        .any(|(l, flag)| *l == listen && literal(env, flag) == Some("true"))
 }
 
 fn literal<'a>(env: &'a [(String, EnvSrc)], name: &str) -> Option<&'a str> {
@@ -541,114 +620,7 @@ fn check(inputs: &Inputs) -> Vec<String> {
         }
     }
 
-    // Parse every manifest.
-    let mut objs: Vec<Obj> = Vec::new();
-    for (file, text) in inputs.manifests() {
-        let docs = match parse_yaml(text) {
-            Ok(d) => d,
-            Err(e) => {
-                r.bad(file, format!("not valid YAML: {e}"));
-                continue;
-            }
-        };
-        if docs.is_empty() {
-            r.bad(file, "has no YAML document");
-        }
-        for (i, v) in docs.into_iter().enumerate() {
-            let kind = v
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let name = v
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            if kind.is_empty() || name.is_empty() || v.get("apiVersion").is_none() {
-                r.bad(
-                    file,
-                    format!("document {} lacks apiVersion, kind or metadata.name", i + 1),
-                );
-                continue;
-            }
-            let namespace = v
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            objs.push(Obj {
-                file: file.clone(),
-                kind,
-                name,
-                namespace,
-                v,
-            });
-        }
-    }
-    let find = |kind: &str, name: &str, ns: &str| {
-        objs.iter()
-            .find(|o| o.kind == kind && o.name == name && o.namespace.as_deref() == Some(ns))
-    };
-
-    // One Namespace, and every namespaced object in it.
-    let namespaces: Vec<&Obj> = objs.iter().filter(|o| o.kind == "Namespace").collect();
-    let ns = match namespaces.as_slice() {
-        [one] => one.name.clone(),
-        _ => {
-            r.bad(
-                "k8s/",
-                format!("expected exactly one Namespace, found {}", namespaces.len()),
-            );
-            namespaces
-                .first()
-                .map(|o| o.name.clone())
-                .unwrap_or_default()
-        }
-    };
-    for o in &objs {
-        if !CLUSTER_SCOPED.contains(&o.kind.as_str()) && o.namespace.as_deref() != Some(ns.as_str())
-        {
-            r.bad(
-                &o.at(),
-                format!(
-                    "metadata.namespace is {:?}, not the Namespace {ns:?}",
-                    o.namespace
-                ),
-            );
-        }
-    }
-    // Label, selector and annotation values are strings in the API (`"true"`, not `true`).
-    for o in &objs {
-        for field in [
-            "/metadata/labels",
-            "/metadata/annotations",
-            "/spec/selector",
-            "/spec/selector/matchLabels",
-            "/spec/template/metadata/labels",
-            "/spec/template/spec/nodeSelector",
-        ] {
-            let Some(map) = o.get(field).and_then(Value::as_object) else {
-                continue;
-            };
-            if field == "/spec/selector" && o.kind != "Service" {
-                continue;
-            }
-            for (k, v) in map {
-                if !v.is_string() {
-                    r.bad(
-                        &o.at(),
-                        format!("{field}/{k} is {v}, not a string: quote it"),
-                    );
-                }
-            }
-        }
-    }
-    let mut seen = BTreeSet::new();
-    for o in &objs {
-        if !seen.insert((o.kind.clone(), o.namespace.clone(), o.name.clone())) {
-            r.bad(&o.at(), "defined twice");
-        }
-    }
+    let objs = parse_objects(inputs.manifests(), &mut r);
 
     // Secrets and keys k8s/cluster-secret.sh creates.
     let script = inputs.files.get("k8s/cluster-secret.sh");
@@ -694,14 +666,214 @@ fn check(inputs: &Inputs) -> Vec<String> {
         );
     }
 
-    // Workloads.
     let dockerfile = inputs.files.get("Dockerfile").map(String::as_str);
     if dockerfile.is_none() {
         r.bad("Dockerfile", "missing");
     }
+    let ctx = Ctx {
+        known_env,
+        script_secrets,
+        script_keys,
+        dockerfile,
+    };
+
+    let kpath = "k8s/kustomization.yaml";
+    let kustomization: Option<Value> = match inputs.files.get(kpath) {
+        None => {
+            r.bad(kpath, "missing");
+            None
+        }
+        Some(text) => match parse_yaml(text) {
+            Err(e) => {
+                r.bad(kpath, format!("not valid YAML: {e}"));
+                None
+            }
+            Ok(docs) => Some(docs.into_iter().next().unwrap_or(Value::Null)),
+        },
+    };
+
+    // The variants: k8s/ (with the ConfigMaps its kustomization generates), and k8s/ with each
+    // alternative.
+    let mut base = objs;
+    if let Some(k) = &kustomization {
+        base.extend(generated_config_maps(k, kpath));
+    }
+    let mut variants = alternatives(inputs, &base, &mut r);
+    variants.insert(
+        0,
+        Variant {
+            name: "k8s/".to_string(),
+            network: GatewayNetwork::OneAddress,
+            objs: base,
+        },
+    );
+    let mut hpa_pod_metrics = Vec::new();
+    for v in &variants {
+        hpa_pod_metrics.extend(check_variant(v, &ctx, &mut r));
+    }
+    let mut seen = BTreeSet::new();
+    let workloads: Vec<&Obj> = variants
+        .iter()
+        .flat_map(|v| &v.objs)
+        .filter(|o| o.is_workload() && seen.insert(o.at()))
+        .collect();
+
+    // Kustomization: lists every manifest, nothing else, and its images are used (by every
+    // variant: a component's objects get the images of the kustomization that includes it).
+    // The alternatives are opt-in.
+    if let Some(k) = &kustomization {
+        for c in k
+            .get("components")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            r.bad(kpath, format!("lists the component {c}: `kubectl apply -k k8s/` must deploy the Deployment variant only (alternatives are opt-in)"));
+        }
+        let listed = listed_resources(k, "k8s/");
+        let files: BTreeSet<String> = inputs.manifests().map(|(p, _)| p.clone()).collect();
+        for f in files.difference(&listed) {
+            r.bad(kpath, format!("does not list {f} under resources"));
+        }
+        for f in listed.difference(&files) {
+            r.bad(kpath, format!("lists {f}, which does not exist"));
+        }
+        let images: BTreeSet<String> = workloads
+            .iter()
+            .flat_map(|w| w.containers())
+            .filter_map(|c| c.get("image").and_then(Value::as_str))
+            .map(|i| i.split('@').next().unwrap_or(i))
+            .map(|i| match i.rsplit_once(':') {
+                Some((name, tag)) if !tag.contains('/') => name.to_string(),
+                _ => i.to_string(),
+            })
+            .collect();
+        let overridden: BTreeSet<String> = k
+            .get("images")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i.get("name").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for i in overridden.difference(&images) {
+            r.bad(
+                kpath,
+                format!("images entry {i:?} matches no container image"),
+            );
+        }
+        for i in images.difference(&overridden) {
+            r.bad(kpath, format!("container image {i:?} has no images entry (it could not be pointed at a registry)"));
+        }
+    }
+
+    check_monitoring(inputs, &workloads, &hpa_pod_metrics, &mut r);
+    // A problem found once per port or per target is one problem.
+    let mut seen = BTreeSet::new();
+    r.0.retain(|p| seen.insert(p.clone()));
+    r.0
+}
+
+/// What every variant's checks share: what the binaries read and what the script makes.
+struct Ctx<'a> {
+    known_env: BTreeMap<&'static str, BTreeSet<String>>,
+    script_secrets: BTreeSet<String>,
+    script_keys: BTreeSet<String>,
+    dockerfile: Option<&'a str>,
+}
+
+/// One way to deploy: `kubectl apply -k k8s/`, or k8s/ with one component of k8s/alternatives/.
+struct Variant {
+    /// `k8s/`, or the alternative's directory.
+    name: String,
+    network: GatewayNetwork,
+    objs: Vec<Obj>,
+}
+
+/// The checks of one variant's objects; returns its HPAs' Pods metrics (HPA, metric, binary).
+fn check_variant(
+    v: &Variant,
+    ctx: &Ctx<'_>,
+    r: &mut Report,
+) -> Vec<(String, String, &'static str)> {
+    let objs = &v.objs;
+    let (known_env, script_secrets, script_keys, dockerfile) = (
+        &ctx.known_env,
+        &ctx.script_secrets,
+        &ctx.script_keys,
+        ctx.dockerfile,
+    );
+    let find = |kind: &str, name: &str, ns: &str| {
+        objs.iter()
+            .find(|o| o.kind == kind && o.name == name && o.namespace.as_deref() == Some(ns))
+    };
+
+    // One Namespace, and every namespaced object in it.
+    let namespaces: Vec<&Obj> = objs.iter().filter(|o| o.kind == "Namespace").collect();
+    let ns = match namespaces.as_slice() {
+        [one] => one.name.clone(),
+        _ => {
+            r.bad(
+                &v.name,
+                format!("expected exactly one Namespace, found {}", namespaces.len()),
+            );
+            namespaces
+                .first()
+                .map(|o| o.name.clone())
+                .unwrap_or_default()
+        }
+    };
+    for o in objs {
+        if !CLUSTER_SCOPED.contains(&o.kind.as_str()) && o.namespace.as_deref() != Some(ns.as_str())
+        {
+            r.bad(
+                &o.at(),
+                format!(
+                    "metadata.namespace is {:?}, not the Namespace {ns:?}",
+                    o.namespace
+                ),
+            );
+        }
+    }
+    // Label, selector and annotation values are strings in the API (`"true"`, not `true`).
+    for o in objs {
+        for field in [
+            "/metadata/labels",
+            "/metadata/annotations",
+            "/spec/selector",
+            "/spec/selector/matchLabels",
+            "/spec/template/metadata/labels",
+            "/spec/template/spec/nodeSelector",
+        ] {
+            let Some(map) = o.get(field).and_then(Value::as_object) else {
+                continue;
+            };
+            if field == "/spec/selector" && o.kind != "Service" {
+                continue;
+            }
+            for (k, v) in map {
+                if !v.is_string() {
+                    r.bad(
+                        &o.at(),
+                        format!("{field}/{k} is {v}, not a string: quote it"),
+                    );
+                }
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for o in objs {
+        if !seen.insert((o.kind.clone(), o.namespace.clone(), o.name.clone())) {
+            r.bad(&o.at(), "defined twice");
+        }
+    }
+
+    // Workloads.
     let workloads: Vec<&Obj> = objs.iter().filter(|o| o.is_workload()).collect();
     if workloads.is_empty() {
-        r.bad("k8s/", "no Deployment, StatefulSet or DaemonSet");
+        r.bad(&v.name, "no Deployment, StatefulSet or DaemonSet");
     }
     // One container running a cluster node: its tier, cluster port, DNS members, cluster name.
     struct Node<'a> {
@@ -913,6 +1085,26 @@ fn check(inputs: &Inputs) -> Vec<String> {
                         r.bad(&at, format!("{name} is read by nothing (not the binary's, not used as $({name}))"));
                     }
                 }
+                if let EnvSrc::ConfigMap {
+                    name: cm,
+                    key,
+                    optional: false,
+                } = src
+                    && !objs.iter().any(|o| {
+                        o.kind == "ConfigMap"
+                            && &o.name == cm
+                            && o.namespace == w.namespace
+                            && o.get("/data").and_then(|d| d.get(key)).is_some()
+                    })
+                {
+                    r.bad(
+                        &at,
+                        format!(
+                            "{name} needs ConfigMap {cm} key {key}, which {} does not make",
+                            v.name
+                        ),
+                    );
+                }
                 if let EnvSrc::Secret {
                     name: secret,
                     key,
@@ -930,7 +1122,17 @@ fn check(inputs: &Inputs) -> Vec<String> {
                 bin.key,
                 bin.members_dns,
             ];
-            wanted.extend(bin.listens.iter().map(|(e, _)| *e));
+            wanted.extend(
+                bin.listens
+                    .iter()
+                    .map(|(e, _)| *e)
+                    .filter(|e| !disabled(&env, e)),
+            );
+            for (listen, flag) in DISABLED_BY {
+                if disabled(&env, listen) && env.iter().any(|(n, _)| n == listen) {
+                    r.bad(&at, format!("{listen} is set, but {flag} turns it off"));
+                }
+            }
             for name in wanted {
                 if !env.iter().any(|(n, _)| n == name) {
                     r.bad(&at, format!("{name} is not set"));
@@ -1172,7 +1374,7 @@ fn check(inputs: &Inputs) -> Vec<String> {
             .map(|n| format!("{} = {:?}", n.obj.at(), n.cluster_name))
             .collect();
         r.bad(
-            "k8s/",
+            &v.name,
             format!(
                 "nodes disagree on the cluster name (they would refuse each other): {}",
                 list.join("; ")
@@ -1206,7 +1408,10 @@ fn check(inputs: &Inputs) -> Vec<String> {
             let Some(svc) = find("Service", svc_name, svc_ns) else {
                 r.bad(
                     &at,
-                    format!("member {host:?}: no Service {svc_ns}/{svc_name} in k8s/"),
+                    format!(
+                        "member {host:?}: no Service {svc_ns}/{svc_name} in {}",
+                        v.name
+                    ),
                 );
                 continue;
             };
@@ -1276,7 +1481,7 @@ fn check(inputs: &Inputs) -> Vec<String> {
             .filter(|w| selects(&selector, &w.template_labels()))
             .collect();
         if selected.is_empty() {
-            r.bad(&at, "selects no workload in k8s/");
+            r.bad(&at, format!("selects no workload in {}", v.name));
         }
         let headless = svc.str("/spec/clusterIP") == Some("None");
         for p in svc
@@ -1315,18 +1520,11 @@ fn check(inputs: &Inputs) -> Vec<String> {
         }
     }
 
-    // Autoscaling: the HPA drives the relay Deployment on the media it forwards (a Pods metric,
-    // from prometheus-adapter), with CPU as the fallback.
-    let mut hpa_pod_metrics: Vec<(String, String)> = Vec::new();
-    let hpas: Vec<&Obj> = objs
-        .iter()
-        .filter(|o| o.kind == "HorizontalPodAutoscaler")
-        .collect();
-    if hpas.is_empty() {
-        r.bad("k8s/", "no HorizontalPodAutoscaler");
-    }
-    let mut relay_scaled = false;
-    for h in hpas {
+    // Autoscaling: every Deployment running a node has an HPA (autoscaling/v2) that drives it on
+    // the media it handles (a Pods metric, from prometheus-adapter), with CPU as the fallback.
+    let mut hpa_pod_metrics: Vec<(String, String, &'static str)> = Vec::new();
+    let mut scaled: BTreeSet<String> = BTreeSet::new();
+    for h in objs.iter().filter(|o| o.kind == "HorizontalPodAutoscaler") {
         let at = h.at();
         if h.str("/apiVersion") != Some("autoscaling/v2") {
             r.bad(&at, "apiVersion must be autoscaling/v2");
@@ -1336,21 +1534,14 @@ fn check(inputs: &Inputs) -> Vec<String> {
         let Some(target) = find(kind, name, h.namespace.as_deref().unwrap_or("")) else {
             r.bad(
                 &at,
-                format!("scaleTargetRef {kind}/{name} is not defined in k8s/"),
+                format!("scaleTargetRef {kind}/{name} is not defined in {}", v.name),
             );
             continue;
         };
         if h.str("/spec/scaleTargetRef/apiVersion") != Some("apps/v1") {
             r.bad(&at, "scaleTargetRef.apiVersion must be apps/v1");
         }
-        let scales_relay = target
-            .containers()
-            .iter()
-            .any(|c| binary_of(c).is_some_and(|b| b.name == "relay"))
-            && kind == "Deployment";
-        if scales_relay {
-            relay_scaled = true;
-        }
+        scaled.insert(target.at());
         if target.get("/spec/replicas").is_some() {
             r.bad(
                 &target.at(),
@@ -1372,13 +1563,13 @@ fn check(inputs: &Inputs) -> Vec<String> {
                 "no CPU resource metric (the fallback while the custom metric cannot be read)",
             );
         }
-        if scales_relay {
+        if let Some(bin) = target.containers().into_iter().find_map(binary_of) {
             let pods: Vec<&Value> = metrics
                 .iter()
                 .filter(|m| m.get("type").and_then(Value::as_str) == Some("Pods"))
                 .collect();
             if pods.is_empty() {
-                r.bad(&at, "no Pods metric: relays scale on the media they forward (a per-pod custom metric from prometheus-adapter, AverageValue target), CPU only as the fallback");
+                r.bad(&at, format!("no Pods metric: `{}` pods scale on the media they send (a per-pod custom metric from prometheus-adapter, AverageValue target), CPU only as the fallback", bin.name));
             } else if metrics
                 .first()
                 .and_then(|m| m.get("type"))
@@ -1404,7 +1595,7 @@ fn check(inputs: &Inputs) -> Vec<String> {
                 {
                     r.bad(&at, format!("Pods metric {name}: the target must be type AverageValue with an averageValue (per pod)"));
                 }
-                hpa_pod_metrics.push((at.clone(), name.to_string()));
+                hpa_pod_metrics.push((at.clone(), name.to_string(), bin.name));
             }
         }
         let (min, max) = (
@@ -1415,13 +1606,30 @@ fn check(inputs: &Inputs) -> Vec<String> {
             r.bad(&at, format!("minReplicas {min} > maxReplicas {max}"));
         }
     }
-    if !relay_scaled {
-        r.bad(
-            "k8s/",
-            "no HorizontalPodAutoscaler targets the Deployment running `relay`",
-        );
+    let runs_node = |w: &Obj| w.containers().into_iter().any(|c| binary_of(c).is_some());
+    for w in workloads
+        .iter()
+        .filter(|w| w.kind == "Deployment" && runs_node(w))
+    {
+        if !scaled.contains(&w.at()) {
+            r.bad(&w.at(), "no HorizontalPodAutoscaler targets it");
+        }
+        let budgeted = objs
+            .iter()
+            .filter(|o| o.kind == "PodDisruptionBudget")
+            .any(|pdb| {
+                selects(
+                    &string_map(pdb.get("/spec/selector/matchLabels")),
+                    &w.template_labels(),
+                )
+            });
+        if !budgeted {
+            r.bad(
+                &w.at(),
+                "no PodDisruptionBudget selects its pods: a node drain could stop them all at once",
+            );
+        }
     }
-
     // PodDisruptionBudgets select something.
     for pdb in objs.iter().filter(|o| o.kind == "PodDisruptionBudget") {
         let selector = string_map(pdb.get("/spec/selector/matchLabels"));
@@ -1433,63 +1641,383 @@ fn check(inputs: &Inputs) -> Vec<String> {
         }
     }
 
-    // Kustomization: lists every manifest, nothing else, and its images are used.
-    match inputs
-        .files
-        .iter()
-        .find(|(p, _)| p.as_str() == "k8s/kustomization.yaml")
-    {
-        None => r.bad("k8s/kustomization.yaml", "missing"),
-        Some((kpath, text)) => match parse_yaml(text) {
-            Err(e) => r.bad(kpath, format!("not valid YAML: {e}")),
-            Ok(docs) => {
-                let k = docs.into_iter().next().unwrap_or(Value::Null);
-                let listed = listed_resources(&k, "k8s/");
-                let files: BTreeSet<String> = inputs.manifests().map(|(p, _)| p.clone()).collect();
-                for f in files.difference(&listed) {
-                    r.bad(kpath, format!("does not list {f} under resources"));
-                }
-                for f in listed.difference(&files) {
-                    r.bad(kpath, format!("lists {f}, which does not exist"));
-                }
-                let images: BTreeSet<String> = workloads
-                    .iter()
-                    .flat_map(|w| w.containers())
-                    .filter_map(|c| c.get("image").and_then(Value::as_str))
-                    .map(|i| i.split('@').next().unwrap_or(i))
-                    .map(|i| match i.rsplit_once(':') {
-                        Some((name, tag)) if !tag.contains('/') => name.to_string(),
-                        _ => i.to_string(),
-                    })
-                    .collect();
-                let overridden: BTreeSet<String> = k
-                    .get("images")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|i| i.get("name").and_then(Value::as_str))
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for i in overridden.difference(&images) {
-                    r.bad(
-                        kpath,
-                        format!("images entry {i:?} matches no container image"),
-                    );
-                }
-                for i in images.difference(&overridden) {
-                    r.bad(kpath, format!("container image {i:?} has no images entry (it could not be pointed at a registry)"));
-                }
+    // Two controllers over one set of pods fight over them (e.g. an alternative that adds its
+    // gateways without removing the Deployment).
+    for a in &workloads {
+        let selector = string_map(a.get("/spec/selector/matchLabels"));
+        for b in workloads.iter().filter(|b| b.at() != a.at()) {
+            if selects(&selector, &b.template_labels()) {
+                r.bad(&a.at(), format!("its selector also matches the pods of {}: the two controllers would fight over them", b.at()));
             }
-        },
+        }
     }
 
-    check_monitoring(inputs, &workloads, &hpa_pod_metrics, &mut r);
-    // A problem found once per port or per target is one problem.
-    let mut seen = BTreeSet::new();
-    r.0.retain(|p| seen.insert(p.clone()));
-    r.0
+    // Pod Security: the host's network and ports only where the Namespace admits them.
+    let level = objs
+        .iter()
+        .find(|o| o.kind == "Namespace")
+        .and_then(|n| n.str("/metadata/labels/pod-security.kubernetes.io~1enforce"));
+    if let Some(level @ ("restricted" | "baseline")) = level {
+        for w in &workloads {
+            let host_ports = w
+                .containers()
+                .iter()
+                .any(|c| ports_of(c).iter().any(|p| p.host_port.is_some()));
+            if w.pod().get("hostNetwork") == Some(&Value::Bool(true)) || host_ports {
+                r.bad(&w.at(), format!("uses hostNetwork or hostPort, which the Namespace's Pod Security level {level:?} refuses (in {})", v.name));
+            }
+        }
+    }
+
+    // Gateways: any gateway takes any session's HTTP request and datagrams, so all listen on the
+    // same fixed ports; LoadBalancer Services in front of them need no affinity; and on the pod
+    // network (one address) they advertise the media load balancer's address.
+    let gateway_lbs: Vec<&Obj> = objs
+        .iter()
+        .filter(|o| o.kind == "Service" && o.str("/spec/type") == Some("LoadBalancer"))
+        .filter(|s| {
+            let selector = string_map(s.get("/spec/selector"));
+            workloads.iter().any(|w| {
+                selects(&selector, &w.template_labels())
+                    && w.containers()
+                        .into_iter()
+                        .any(|c| binary_of(c).is_some_and(|b| b.name == "gateway"))
+            })
+        })
+        .collect();
+    for s in &gateway_lbs {
+        if let Some(a) = s.str("/spec/sessionAffinity").filter(|a| *a != "None") {
+            r.bad(&s.at(), format!("sessionAffinity {a}: none is needed (a gateway forwards a session's requests and datagrams to the gateway that holds it), and it would pile every client behind one NAT onto one gateway"));
+        }
+        if s.get("/spec/externalTrafficPolicy").is_none() {
+            r.bad(&s.at(), "no externalTrafficPolicy: choose it (Local keeps the client's address, Cluster SNATs it)");
+        }
+    }
+    let mut gateway_ports: BTreeMap<(Option<u16>, Option<u16>), Vec<String>> = BTreeMap::new();
+    for w in &workloads {
+        let host_network = w.pod().get("hostNetwork") == Some(&Value::Bool(true));
+        for c in w.containers() {
+            if binary_of(c).is_none_or(|b| b.name != "gateway") {
+                continue;
+            }
+            let cname = c.get("name").and_then(Value::as_str).unwrap_or("?");
+            let at = format!("{}, container {cname}", w.at());
+            let env = env_of(c);
+            let ports = ports_of(c);
+            let http = literal(&env, "GATEWAY_HTTP_LISTEN").and_then(port_of);
+            let udp = literal(&env, "GATEWAY_UDP_LISTEN").and_then(port_of);
+            for (var, port) in [("GATEWAY_HTTP_LISTEN", http), ("GATEWAY_UDP_LISTEN", udp)] {
+                if port.is_none_or(|p| p == 0) {
+                    r.bad(&at, format!("{var} is not a fixed port: every gateway listens on the same HTTP and UDP ports"));
+                }
+            }
+            gateway_ports
+                .entry((http, udp))
+                .or_default()
+                .push(at.clone());
+            if v.network == GatewayNetwork::HostNetwork {
+                if !host_network {
+                    r.bad(
+                        &w.at(),
+                        format!("runs `gateway` off the host network, in {}", v.name),
+                    );
+                }
+                continue;
+            }
+            if w.kind != "Deployment" || host_network {
+                r.bad(&w.at(), "one address: gateways are a Deployment on the pod network (no hostNetwork), behind LoadBalancer Services");
+            }
+            for p in ports.iter().filter(|p| p.host_port.is_some()) {
+                r.bad(&at, format!("port {} has a hostPort: one address needs none (clients come through the LoadBalancer Services), and it ties pods to nodes", p.port));
+            }
+            let pod_ip_vars: Vec<&str> = env
+                .iter()
+                .filter_map(|(n, s)| match s {
+                    EnvSrc::Field(f) if f == "status.podIP" => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let candidate = literal(&env, "GATEWAY_CANDIDATE_IPS");
+            let pod_ip = candidate
+                .and_then(|c| c.strip_prefix("$(")?.strip_suffix(')'))
+                .is_some_and(|var| pod_ip_vars.contains(&var));
+            if !pod_ip {
+                r.bad(&at, format!("GATEWAY_CANDIDATE_IPS is {candidate:?}, not $(<env from status.podIP>): the balancer's datagrams arrive at the pod IP, which ICE matches against the candidates"));
+            }
+            match env.iter().find(|(n, _)| n == "GATEWAY_PUBLIC_IPS") {
+                None => r.bad(&at, "GATEWAY_PUBLIC_IPS is not set: gateways must advertise the media load balancer's external address"),
+                Some((_, EnvSrc::Literal(s))) if !references(s).is_empty() => r.bad(&at, format!("GATEWAY_PUBLIC_IPS={s:?}: it is the media load balancer's external address, which no pod field holds")),
+                Some(_) => {}
+            }
+            // Each port a candidate at the public address carries must reach this container on
+            // a LoadBalancer port of the same number: the candidate names that port.
+            let mut advertised = vec![("GATEWAY_UDP_LISTEN", udp, "UDP")];
+            if !disabled(&env, "GATEWAY_ICE_TCP_LISTEN") {
+                let ice_tcp = literal(&env, "GATEWAY_ICE_TCP_LISTEN")
+                    .and_then(port_of)
+                    .or(udp);
+                advertised.push((
+                    "ICE-TCP (GATEWAY_NO_ICE_TCP is not \"true\")",
+                    ice_tcp,
+                    "TCP",
+                ));
+            }
+            let carries = |port: u16, proto: &str, same_number: bool| {
+                gateway_lbs.iter().any(|s| {
+                    selects(&string_map(s.get("/spec/selector")), &w.template_labels())
+                        && s.get("/spec/ports")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .any(|sp| {
+                                let target = sp
+                                    .get("targetPort")
+                                    .or_else(|| sp.get("port"))
+                                    .unwrap_or(&Value::Null);
+                                sp.get("protocol").and_then(Value::as_str).unwrap_or("TCP") == proto
+                                    && (!same_number
+                                        || as_u64(sp.get("port")) == Some(u64::from(port)))
+                                    && resolve_port(&ports, target).is_some_and(|cp| {
+                                        cp.port == u64::from(port) && cp.protocol == proto
+                                    })
+                            })
+                })
+            };
+            for (what, port, proto) in advertised {
+                if let Some(port) = port
+                    && !carries(port, proto, true)
+                {
+                    r.bad(&at, format!("{what}: no LoadBalancer Service selecting it carries {port}/{proto} on port {port}, the port its candidates at GATEWAY_PUBLIC_IPS name"));
+                }
+            }
+            if let Some(http) = http
+                && !carries(http, "TCP", false)
+            {
+                r.bad(
+                    &at,
+                    format!("no LoadBalancer Service selecting it carries its HTTP port {http}"),
+                );
+            }
+        }
+    }
+    if gateway_ports.len() > 1 {
+        r.bad(&v.name, format!("gateways listen on different (HTTP, UDP) ports: {gateway_ports:?}; any gateway must take any session's requests and datagrams"));
+    }
+    hpa_pod_metrics
+}
+
+/// The objects of some manifest files, each problem reported.
+fn parse_objects<'a>(
+    files: impl Iterator<Item = (&'a String, &'a String)>,
+    r: &mut Report,
+) -> Vec<Obj> {
+    let mut objs: Vec<Obj> = Vec::new();
+    for (file, text) in files {
+        let docs = match parse_yaml(text) {
+            Ok(d) => d,
+            Err(e) => {
+                r.bad(file, format!("not valid YAML: {e}"));
+                continue;
+            }
+        };
+        if docs.is_empty() {
+            r.bad(file, "has no YAML document");
+        }
+        for (i, v) in docs.into_iter().enumerate() {
+            let kind = v
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let name = v
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if kind.is_empty() || name.is_empty() || v.get("apiVersion").is_none() {
+                r.bad(
+                    file,
+                    format!("document {} lacks apiVersion, kind or metadata.name", i + 1),
+                );
+                continue;
+            }
+            let namespace = v
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            objs.push(Obj {
+                file: file.clone(),
+                kind,
+                name,
+                namespace,
+                v,
+            });
+        }
+    }
+    objs
+}
+
+/// The ConfigMaps a kustomization's configMapGenerator makes, by their names before the hash
+/// (kustomize rewrites the references to them).
+fn generated_config_maps(k: &Value, file: &str) -> Vec<Obj> {
+    let strs = |g: &Value, field: &str| -> Vec<String> {
+        g.get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
+    k.get("configMapGenerator")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            let name = g.get("name").and_then(Value::as_str)?.to_string();
+            let namespace = g
+                .get("namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let mut data = Map::new();
+            for l in strs(g, "literals") {
+                let (key, value) = l.split_once('=').unwrap_or((&l, ""));
+                data.insert(key.to_string(), Value::from(value));
+            }
+            for f in strs(g, "files") {
+                let key = f
+                    .split_once('=')
+                    .map_or(f.rsplit('/').next().unwrap_or(&f), |(k, _)| k);
+                data.insert(key.to_string(), Value::from(""));
+            }
+            let v = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace},
+                "data": data,
+            });
+            Some(Obj {
+                file: file.to_string(),
+                kind: "ConfigMap".to_string(),
+                name,
+                namespace,
+                v,
+            })
+        })
+        .collect()
+}
+
+/// k8s/ with each component of k8s/alternatives/: its resources added, its patches applied
+/// (`$patch: delete` removes an object; otherwise maps merge into it and anything else
+/// replaces, which is all the patches here need of strategic merge).
+fn alternatives(inputs: &Inputs, base: &[Obj], r: &mut Report) -> Vec<Variant> {
+    let mut out = Vec::new();
+    for dir in inputs.alternatives() {
+        let Some(&(_, network)) = ALTERNATIVES.iter().find(|(d, _)| *d == dir) else {
+            r.bad(
+                &dir,
+                "an alternative this test does not know: add it to ALTERNATIVES",
+            );
+            continue;
+        };
+        let kpath = format!("{dir}kustomization.yaml");
+        let k = match inputs.files.get(&kpath).map(|t| parse_yaml(t)) {
+            None => {
+                r.bad(&kpath, "missing");
+                continue;
+            }
+            Some(Err(e)) => {
+                r.bad(&kpath, format!("not valid YAML: {e}"));
+                continue;
+            }
+            Some(Ok(docs)) => docs.into_iter().next().unwrap_or(Value::Null),
+        };
+        if k.get("kind").and_then(Value::as_str) != Some("Component") {
+            r.bad(&kpath, "not a kustomize Component (kind: Component): an overlay inside k8s/ is refused by kustomize (a cycle), and k8s/ must not deploy it");
+        }
+        let listed = listed_resources(&k, &dir);
+        let files: BTreeSet<String> = inputs
+            .files
+            .keys()
+            .filter(|p| p.starts_with(&dir) && !is_kustomization(p))
+            .cloned()
+            .collect();
+        for f in files.difference(&listed) {
+            r.bad(&kpath, format!("does not list {f} under resources"));
+        }
+        for f in listed.difference(&files) {
+            r.bad(&kpath, format!("lists {f}, which does not exist"));
+        }
+        let mut objs = base.to_vec();
+        objs.extend(parse_objects(
+            inputs.files.iter().filter(|(p, _)| files.contains(*p)),
+            r,
+        ));
+        let patches = k.get("patches").and_then(Value::as_array).cloned();
+        for (i, patch) in patches.into_iter().flatten().enumerate() {
+            let at = format!("{kpath}: patch {}", i + 1);
+            let text = match (
+                patch.get("patch").and_then(Value::as_str),
+                patch.get("path").and_then(Value::as_str),
+            ) {
+                (Some(text), _) => text.to_string(),
+                (None, Some(path)) => match inputs.files.get(&format!("{dir}{path}")) {
+                    Some(text) => text.clone(),
+                    None => {
+                        r.bad(&at, format!("reads {dir}{path}, which does not exist"));
+                        continue;
+                    }
+                },
+                (None, None) => {
+                    r.bad(&at, "has neither patch nor path");
+                    continue;
+                }
+            };
+            let docs = match parse_yaml(&text) {
+                Ok(docs) => docs,
+                Err(e) => {
+                    r.bad(&at, format!("not valid YAML: {e}"));
+                    continue;
+                }
+            };
+            for d in docs {
+                let kind = d.get("kind").and_then(Value::as_str).unwrap_or("");
+                let name = d
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let Some(pos) = objs.iter().position(|o| o.kind == kind && o.name == name) else {
+                    r.bad(
+                        &at,
+                        format!("patches {kind}/{name}, which is not in k8s/ (kustomize fails)"),
+                    );
+                    continue;
+                };
+                if d.get("$patch").and_then(Value::as_str) == Some("delete") {
+                    objs.remove(pos);
+                } else {
+                    merge(&mut objs[pos].v, &d);
+                }
+            }
+        }
+        out.push(Variant {
+            name: dir,
+            network,
+            objs,
+        });
+    }
+    out
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (key, value) in p {
+                merge(t.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2119,7 +2647,7 @@ fn is_datasource_variable(v: Option<&Value>) -> bool {
 fn check_monitoring(
     inputs: &Inputs,
     workloads: &[&Obj],
-    hpa_pod_metrics: &[(String, String)],
+    hpa_pod_metrics: &[(String, String, &'static str)],
     r: &mut Report,
 ) {
     // The names each binary writes.
@@ -2140,7 +2668,11 @@ fn check_monitoring(
         }
     }
     let known: BTreeSet<String> = exported.values().flatten().cloned().collect();
-    let relay_exports = exported.get("relay").cloned().unwrap_or_default();
+    // The gateway exports both files' metrics, the relay only its own.
+    let exported_by = |bin: &str| match bin {
+        "gateway" => known.clone(),
+        _ => exported.get(bin).cloned().unwrap_or_default(),
+    };
 
     // The dashboard.
     match inputs.files.get(DASHBOARD) {
@@ -2152,41 +2684,7 @@ fn check_monitoring(
     }
 
     // The monitoring objects.
-    let mut objs: Vec<Obj> = Vec::new();
-    for (file, text) in inputs.monitoring_manifests() {
-        match parse_yaml(text) {
-            Err(e) => r.bad(file, format!("not valid YAML: {e}")),
-            Ok(docs) => {
-                for v in docs {
-                    let kind = v
-                        .get("kind")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    let name = v
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    if kind.is_empty() || name.is_empty() || v.get("apiVersion").is_none() {
-                        r.bad(file, "a document lacks apiVersion, kind or metadata.name");
-                        continue;
-                    }
-                    let namespace = v
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                        .map(str::to_string);
-                    objs.push(Obj {
-                        file: file.clone(),
-                        kind,
-                        name,
-                        namespace,
-                        v,
-                    });
-                }
-            }
-        }
-    }
+    let objs = parse_objects(inputs.monitoring_manifests(), r);
     // ConfigMap files of a given key, parsed.
     let config_files = |key: &str, r: &mut Report| -> Vec<(String, Value)> {
         let mut out = Vec::new();
@@ -2302,16 +2800,17 @@ fn check_monitoring(
             produced.insert(made.to_string(), (at.clone(), series));
         }
     }
-    for (hpa, metric) in hpa_pod_metrics {
+    for (hpa, metric, bin) in hpa_pod_metrics {
         match produced.get(metric) {
             None => r.bad(hpa, format!(
                 "its Pods metric {metric} is made by no prometheus-adapter rule in {MONITORING} (they make {:?})",
                 produced.keys().collect::<Vec<_>>()
             )),
             Some((at, series)) => {
+                let exports = exported_by(bin);
                 for s in series {
-                    if !relay_exports.contains(s) {
-                        r.bad(at, format!("makes {metric}, which scales the relays, from {s}, which the relay does not export (relay/shell/src/cluster_metrics.rs)"));
+                    if !exports.contains(s) {
+                        r.bad(at, format!("makes {metric}, which scales `{bin}`, from {s}, which `{bin}` does not export"));
                     }
                 }
             }
@@ -2707,7 +3206,7 @@ fn breaking_an_env_name_is_caught() {
     assert_complains(
         &i,
         &[
-            "k8s/gateway.yaml: DaemonSet/gateway, container gateway",
+            "k8s/gateway.yaml: Deployment/gateway, container gateway",
             "GATEWAY_CLUSTER_MEMBER_DNS is not read by `gateway`",
         ],
     );
@@ -2735,7 +3234,7 @@ fn breaking_a_headless_service_is_caught() {
         "0:gateway-cluster.wish.svc.cluster.local:7000",
         "0:gateways.wish.svc.cluster.local:7000",
     );
-    assert_complains(&i, &["DaemonSet/gateway", "no Service wish/gateways"]);
+    assert_complains(&i, &["Deployment/gateway", "no Service wish/gateways"]);
 }
 
 #[test]
@@ -2748,22 +3247,18 @@ fn breaking_probes_resources_or_security_is_caught() {
             "RELAY_DNS_REFRESH_MS value is not a string",
         ],
     );
-    let i = Inputs::load().broken(
-        "k8s/gateway.yaml",
-        "wish/gateway: \"true\"",
-        "wish/gateway: true",
-    );
+    let i = Inputs::load().broken(HOSTNETWORK, "wish/gateway: \"true\"", "wish/gateway: true");
     assert_complains(
         &i,
         &[
-            "DaemonSet/gateway",
+            "k8s/alternatives/hostnetwork/gateway.yaml: DaemonSet/gateway",
             "nodeSelector/wish/gateway is true, not a string",
         ],
     );
     let i = Inputs::load().broken("k8s/gateway.yaml", "readinessProbe:", "startupProbe:");
     assert_complains(
         &i,
-        &["DaemonSet/gateway, container gateway", "no readinessProbe"],
+        &["Deployment/gateway, container gateway", "no readinessProbe"],
     );
     let i = Inputs::load().broken("k8s/relay.yaml", "              memory: 1Gi\n", "");
     assert_complains(
@@ -2783,7 +3278,7 @@ fn breaking_probes_resources_or_security_is_caught() {
         ],
     );
     let i = Inputs::load().broken(
-        "k8s/gateway.yaml",
+        HOSTNETWORK,
         "dnsPolicy: ClusterFirstWithHostNet",
         "dnsPolicy: ClusterFirst",
     );
@@ -2816,7 +3311,7 @@ fn breaking_ports_is_caught() {
         "value: $(POD_IP):7000",
         "value: $(POD_IP):7001",
     );
-    assert_complains(&i, &["DaemonSet/gateway", "GATEWAY_NODE_ID"]);
+    assert_complains(&i, &["Deployment/gateway", "GATEWAY_NODE_ID"]);
 }
 
 #[test]
@@ -2838,7 +3333,7 @@ fn breaking_the_secret_is_caught() {
     assert_complains(
         &i,
         &[
-            "DaemonSet/gateway",
+            "Deployment/gateway",
             "GATEWAY_CLUSTER_KEY=\"/etc/wish/cluster.key\"",
         ],
     );
@@ -2869,6 +3364,180 @@ fn breaking_the_autoscaler_or_kustomization_is_caught() {
         "          value: other\n",
     );
     assert_complains(&i, &["disagree on the cluster name"]);
+}
+
+/// The hostNetwork alternative's DaemonSet.
+const HOSTNETWORK: &str = "k8s/alternatives/hostnetwork/gateway.yaml";
+const HOSTNETWORK_KUSTOMIZATION: &str = "k8s/alternatives/hostnetwork/kustomization.yaml";
+
+#[test]
+fn breaking_one_address_is_caught() {
+    let gateway = "k8s/gateway.yaml";
+    // On the host network, the Deployment would need one pod per node, and a privileged
+    // namespace.
+    let i = Inputs::load().broken(
+        gateway,
+        "      serviceAccountName: gateway\n",
+        "      serviceAccountName: gateway\n      hostNetwork: true\n      dnsPolicy: ClusterFirstWithHostNet\n",
+    );
+    assert_complains(&i, &["k8s/gateway.yaml: Deployment/gateway", "one address"]);
+    assert_complains(
+        &i,
+        &["Deployment/gateway", "Pod Security level \"restricted\""],
+    );
+    let i = Inputs::load().broken(
+        gateway,
+        "containerPort: 8189\n",
+        "containerPort: 8189\n              hostPort: 8189\n",
+    );
+    assert_complains(
+        &i,
+        &[
+            "Deployment/gateway, container gateway",
+            "port 8189 has a hostPort",
+        ],
+    );
+    // Affinity on the HTTP Service (the first LoadBalancer in the file).
+    let i = Inputs::load().broken(
+        gateway,
+        "  type: LoadBalancer\n",
+        "  type: LoadBalancer\n  sessionAffinity: ClientIP\n",
+    );
+    assert_complains(
+        &i,
+        &[
+            "Service/gateway",
+            "sessionAffinity ClientIP: none is needed",
+        ],
+    );
+    let i = Inputs::load().broken(gateway, "  externalTrafficPolicy: Local\n", "");
+    assert_complains(&i, &["Service/gateway", "no externalTrafficPolicy"]);
+    // The media Service on another port than the one the candidates name.
+    let i = Inputs::load().broken(gateway, "      port: 8189\n", "      port: 443\n");
+    assert_complains(
+        &i,
+        &[
+            "Deployment/gateway, container gateway",
+            "GATEWAY_UDP_LISTEN: no LoadBalancer Service selecting it carries 8189/UDP on port 8189",
+        ],
+    );
+    // ICE-TCP on: its candidates would name TCP 8189 at the balancer, which carries no TCP 8189.
+    let i = Inputs::load().broken(
+        gateway,
+        "            - name: GATEWAY_NO_ICE_TCP\n              value: \"true\"\n",
+        "",
+    );
+    assert_complains(&i, &["ICE-TCP", "carries 8189/TCP on port 8189"]);
+    let i = Inputs::load().broken(
+        gateway,
+        "              value: $(POD_IP)\n",
+        "              value: 0.0.0.0\n",
+    );
+    assert_complains(
+        &i,
+        &[
+            "Deployment/gateway",
+            "GATEWAY_CANDIDATE_IPS is Some(\"0.0.0.0\")",
+        ],
+    );
+    let i = Inputs::load().broken(
+        gateway,
+        "            - name: GATEWAY_PUBLIC_IPS\n              valueFrom:\n                configMapKeyRef:\n                  name: wish-gateway\n                  key: public-ips\n",
+        "",
+    );
+    assert_complains(&i, &["Deployment/gateway", "GATEWAY_PUBLIC_IPS is not set"]);
+    let i = Inputs::load().broken("k8s/kustomization.yaml", "- public-ips=", "- public-ip=");
+    assert_complains(
+        &i,
+        &[
+            "Deployment/gateway",
+            "needs ConfigMap wish-gateway key public-ips",
+        ],
+    );
+    // Gateways on different ports: a second gateway Deployment, HTTP on 8081.
+    let text = &Inputs::load().files[gateway];
+    let start = text
+        .find("apiVersion: apps/v1\nkind: Deployment")
+        .expect("the Deployment");
+    let end = start + text[start..].find("\n---\n").expect("a document after it");
+    let second = text[start..end]
+        .replacen("  name: gateway\n", "  name: gateway-b\n", 1)
+        .replace(
+            "app.kubernetes.io/component: gateway",
+            "app.kubernetes.io/component: gateway-b",
+        )
+        .replace("0.0.0.0:8080", "0.0.0.0:8081")
+        .replace("containerPort: 8080", "containerPort: 8081");
+    let mut i = Inputs::load();
+    i.files
+        .get_mut(gateway)
+        .expect("gateway.yaml")
+        .push_str(&format!("---\n{second}\n"));
+    assert_complains(
+        &i,
+        &["k8s/", "gateways listen on different (HTTP, UDP) ports"],
+    );
+}
+
+#[test]
+fn breaking_the_hostnetwork_alternative_is_caught() {
+    // Without its Namespace patch, the restricted level refuses the DaemonSet.
+    let i = Inputs::load().broken(
+        HOSTNETWORK_KUSTOMIZATION,
+        "          pod-security.kubernetes.io/enforce: privileged\n",
+        "          pod-security.kubernetes.io/enforce: restricted\n",
+    );
+    assert_complains(
+        &i,
+        &[
+            "DaemonSet/gateway",
+            "uses hostNetwork or hostPort",
+            "k8s/alternatives/hostnetwork/",
+        ],
+    );
+    // Without removing the Deployment, two controllers would own the gateway pods.
+    let i = Inputs::load().broken(
+        HOSTNETWORK_KUSTOMIZATION,
+        "      $patch: delete\n      apiVersion: apps/v1\n      kind: Deployment\n",
+        "      apiVersion: apps/v1\n      kind: Deployment\n",
+    );
+    assert_complains(
+        &i,
+        &[
+            "k8s/alternatives/hostnetwork/gateway.yaml: DaemonSet/gateway",
+            "also matches the pods of k8s/gateway.yaml: Deployment/gateway",
+        ],
+    );
+    let i = Inputs::load().broken(HOSTNETWORK, "      hostNetwork: true\n", "");
+    assert_complains(&i, &["DaemonSet/gateway", "off the host network"]);
+    let i = Inputs::load().broken(
+        HOSTNETWORK_KUSTOMIZATION,
+        "        name: gateway-media\n",
+        "        name: gateway-udp\n",
+    );
+    assert_complains(
+        &i,
+        &[
+            "patch 4",
+            "patches Service/gateway-udp, which is not in k8s/",
+        ],
+    );
+    // Deployed by default, or not a component.
+    let i = Inputs::load().broken(
+        "k8s/kustomization.yaml",
+        "configMapGenerator:",
+        "components:\n  - alternatives/hostnetwork\nconfigMapGenerator:",
+    );
+    assert_complains(&i, &["k8s/kustomization.yaml", "lists the component"]);
+    let i = Inputs::load().broken(
+        HOSTNETWORK_KUSTOMIZATION,
+        "kind: Component",
+        "kind: Kustomization",
+    );
+    assert_complains(
+        &i,
+        &[HOSTNETWORK_KUSTOMIZATION, "not a kustomize Component"],
+    );
 }
 
 /// The image build sees only what the Dockerfile copies: every local path the workspace manifest
@@ -3133,7 +3802,7 @@ fn breaking_the_adapter_rule_is_caught() {
             "^tree_datagrams_sent_total$",
             "^gateway_udp_sent_bytes_total$",
         );
-    assert_complains(&i, &["rule 1", "which the relay does not export"]);
+    assert_complains(&i, &["rule 1", "which `relay` does not export"]);
 }
 
 #[test]
@@ -3144,13 +3813,16 @@ fn breaking_the_scrape_config_is_caught() {
         "regex: wish;gateway;http",
         "regex: wish;gateway;webrtc",
     );
-    assert_complains(
-        &i,
-        &[
-            "no Prometheus scrape job keeps port 8080/TCP (http) of",
-            "DaemonSet/gateway",
-        ],
-    );
+    // Both variants' gateways: the Deployment and the alternative's DaemonSet.
+    for gateway in ["k8s/gateway.yaml: Deployment/gateway", "DaemonSet/gateway"] {
+        assert_complains(
+            &i,
+            &[
+                "no Prometheus scrape job keeps port 8080/TCP (http) of",
+                gateway,
+            ],
+        );
+    }
     assert_complains(
         &i,
         &[
