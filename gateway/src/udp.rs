@@ -160,36 +160,50 @@ impl UdpShell {
         };
         let mut runs = gso::runs(transmits, self.max_segments());
         let mut next = 0;
-        while next < runs.len() {
-            match self.try_send_runs(transmits, &runs[next..]) {
+        while !self.send_until_full(transmits, &mut runs, &mut next) {
+            if self.socket.writable().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends `runs[*next..]` of `transmits` until all are gone (true) or the socket buffer is full
+    /// (false; `*next` is where to go on). If the kernel refuses segmentation offload, GSO is
+    /// turned off for the socket and the rest goes out one datagram at a time; any other error
+    /// drops that run's datagrams, as UDP would, and the rest still go.
+    fn send_until_full(
+        &self,
+        transmits: &[str0m::net::Transmit],
+        runs: &mut Vec<std::ops::Range<usize>>,
+        next: &mut usize,
+    ) -> bool {
+        while *next < runs.len() {
+            match self.try_send_runs(transmits, &runs[*next..]) {
                 Ok(n) => {
-                    for run in &runs[next..next + n] {
+                    for run in &runs[*next..*next + n] {
                         self.count_sent(&transmits[run.clone()]);
                     }
-                    next += n;
+                    *next += n;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.socket.writable().await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) if runs[next].len() > 1 && e.raw_os_error() == Some(libc::EIO) => {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if runs[*next].len() > 1 && e.raw_os_error() == Some(libc::EIO) => {
                     // The route's device cannot segment: as quinn-udp does, stop asking.
                     tracing::warn!(error = %e, "UDP GSO refused by the kernel; sending datagrams one by one");
                     self.gso.store(false, Ordering::Relaxed);
-                    runs = runs[next..]
+                    *runs = runs[*next..]
                         .iter()
                         .flat_map(|r| r.clone())
                         .map(|i| i..i + 1)
                         .collect();
-                    next = 0;
+                    *next = 0;
                 }
                 Err(e) => {
-                    self.count_error(transmits[runs[next].start].destination, &e);
-                    next += 1;
+                    self.count_error(transmits[runs[*next].start].destination, &e);
+                    *next += 1;
                 }
             }
         }
+        true
     }
 
     /// Segments per GSO message now (1: no GSO).
@@ -239,22 +253,8 @@ impl UdpShell {
         if transmits.is_empty() {
             return;
         }
-        let runs = gso::runs(transmits, self.max_segments());
-        let mut next = 0;
-        while next < runs.len() {
-            match self.try_send_runs(transmits, &runs[next..]) {
-                Ok(n) => {
-                    for run in &runs[next..next + n] {
-                        self.count_sent(&transmits[run.clone()]);
-                    }
-                    next += n;
-                }
-                Err(e) => {
-                    self.count_error(transmits[runs[next].start].destination, &e);
-                    next += 1;
-                }
-            }
-        }
+        let mut runs = gso::runs(transmits, self.max_segments());
+        let _ = self.send_until_full(transmits, &mut runs, &mut 0);
     }
 
     fn max_segments(&self) -> usize {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Certs, PRUNE_GRACE_MS, Relay, certs};
+use common::{Certs, Relay, certs, gateway_cluster_args};
 use whip_tests::signaling::{self, bare_video_offer, http_client_from};
 use whip_tests::{Gateway, MediaSource, PlayOptions, PublishOptions, WhipPublisher, play};
 
@@ -131,22 +131,7 @@ async fn rig_cluster() -> Result<RigCluster> {
     }
     let mut gateways = Vec::new();
     for i in 1..=GATEWAYS {
-        let mut args: Vec<String> = vec![
-            "--cluster-listen".into(),
-            gateway(i),
-            "--node-id".into(),
-            gateway(i),
-            "--cluster-cert".into(),
-            certs.cert.display().to_string(),
-            "--cluster-key".into(),
-            certs.key.display().to_string(),
-            "--cluster-prune-grace-ms".into(),
-            PRUNE_GRACE_MS.into(),
-        ];
-        for m in &members {
-            args.push("--cluster-member".into());
-            args.push(m.clone());
-        }
+        let args = gateway_cluster_args(&gateway(i), &certs, &members);
         gateways.push(gateway_with(i, args).await?);
     }
     Ok(RigCluster {

@@ -210,6 +210,28 @@ impl Relay {
     }
 }
 
+/// A gateway's arguments to join the cluster as `node` (its listen address and id) with the
+/// cluster's certificate and every member.
+pub(crate) fn gateway_cluster_args(node: &str, certs: &Certs, members: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--cluster-listen".into(),
+        node.into(),
+        "--node-id".into(),
+        node.into(),
+        "--cluster-cert".into(),
+        certs.cert.display().to_string(),
+        "--cluster-key".into(),
+        certs.key.display().to_string(),
+        "--cluster-prune-grace-ms".into(),
+        PRUNE_GRACE_MS.into(),
+    ];
+    for m in members {
+        args.push("--cluster-member".into());
+        args.push(m.clone());
+    }
+    args
+}
+
 /// Where a relay known as `node` logs.
 fn relay_log(node: &str) -> PathBuf {
     std::env::temp_dir().join(format!("relay-{}.stderr", node.replace([':', '.'], "_")))
@@ -264,27 +286,11 @@ pub(crate) async fn cluster_with_node_args(
         .collect::<Result<Vec<_>>>()?;
     let mut gateways = Vec::new();
     for port in gw_ports {
-        let node = format!("127.0.0.1:{port}");
-        let mut args: Vec<String> = vec![
-            "--cluster-listen".into(),
-            node.clone(),
-            "--node-id".into(),
-            node,
-            "--cluster-cert".into(),
-            certs.cert.display().to_string(),
-            "--cluster-key".into(),
-            certs.key.display().to_string(),
-            "--cluster-prune-grace-ms".into(),
-            PRUNE_GRACE_MS.into(),
-        ];
+        let mut args = gateway_cluster_args(&format!("127.0.0.1:{port}"), &certs, &members);
         args.extend(extra.iter().map(|a| a.to_string()));
         if link_loss > 0.0 {
             args.push("--test-drop-datagrams".into());
             args.push(link_loss.to_string());
-        }
-        for m in &members {
-            args.push("--cluster-member".into());
-            args.push(m.clone());
         }
         let gw = tokio::task::spawn_blocking(move || {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
