@@ -165,12 +165,8 @@ impl Forwarding {
         datagram: &[u8],
     ) -> Vec<(SocketAddr, Vec<u8>)> {
         self.sweep(now);
-        if let Some((owner, used)) = self.elsewhere.get_mut(&client) {
-            *used = now;
-            self.stats.forwarded += 1;
-            let owner = *owner;
-            return vec![(owner, self.tunnel.wrap(Kind::Forward, client, datagram))];
-        }
+        // A STUN check names its holder: it wins over what the address said before (a new
+        // PeerConnection on a reused port, or a forged check that redirected the address).
         if let Some(ufrag) = crate::demux::stun_local_ufrag(datagram) {
             let Some(owner) = self
                 .one
@@ -181,13 +177,20 @@ impl Forwarding {
                 return Vec::new();
             };
             // Unverified (we do not hold the password): a forger only sends its own datagrams
-            // to the holder, which checks them as it checks any.
+            // to the holder, which checks them as it checks any, and the client's next check
+            // puts its address back.
             self.remember(client, owner.udp(), now);
             self.stats.forwarded += 1;
             return vec![(
                 owner.udp(),
                 self.tunnel.wrap(Kind::Forward, client, datagram),
             )];
+        }
+        if let Some((owner, used)) = self.elsewhere.get_mut(&client) {
+            *used = now;
+            self.stats.forwarded += 1;
+            let owner = *owner;
+            return vec![(owner, self.tunnel.wrap(Kind::Forward, client, datagram))];
         }
         // DTLS (20..=63) or RTP/RTCP (128..=191) from a client whose flow moved here.
         let Some(&first) = datagram.first() else {
@@ -377,6 +380,15 @@ mod tests {
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0].0, a.tags.own().udp());
 
+        // A check naming another holder (a new PeerConnection on the same port) wins over the
+        // remembered address.
+        let c3 = gateway(3, &members);
+        let frames = way_in.on_unknown(now, client, &binding(&c3.tags.ufrag()));
+        assert_eq!(frames[0].0, c3.tags.own().udp());
+        let frames = way_in.on_unknown(now, client, &dtls);
+        assert_eq!(frames[0].0, c3.tags.own().udp());
+        let _ = way_in.on_unknown(now, client, &stun);
+
         // The holder's reply leaves from the way in.
         let reply = holder.tunnel().wrap(Kind::Reply, client, b"answer");
         assert_eq!(
@@ -389,7 +401,7 @@ mod tests {
         // The client comes straight to the holder again: no more detour.
         holder.direct(client);
         assert_eq!(holder.via.get(client), None);
-        assert_eq!(way_in.stats.forwarded, 2);
+        assert_eq!(way_in.stats.forwarded, 5);
     }
 
     #[test]

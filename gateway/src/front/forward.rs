@@ -77,6 +77,18 @@ pub async fn to_owner(State(node): State<AppState>, request: Request, next: Next
         return Problem::bad_request("bad request path").into_response();
     };
     parts.uri = uri;
+    // Hop-by-hop headers describe the client's connection to us, not ours to the owner.
+    for h in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        parts.headers.remove(h);
+    }
+    parts.headers.remove("keep-alive");
     // The owner's own address: it may serve several names, none of which is the VIP's.
     if let Ok(host) = HeaderValue::from_str(&owner.http().to_string()) {
         parts.headers.insert(header::HOST, host);
