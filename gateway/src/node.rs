@@ -160,7 +160,7 @@ fn join_one_address(
     node_id: &str,
     handle: &relay_shell::cluster::ClusterHandle,
     udp: &Arc<UdpShell>,
-    (http_port, tls): (u16, bool),
+    http_port: u16,
     (tasks, shutdown): (&mut JoinSet<()>, CancellationToken),
 ) -> Result<(), String> {
     let Ok(SocketAddr::V4(me)) = node_id.parse::<SocketAddr>() else {
@@ -204,11 +204,6 @@ fn join_one_address(
         }
     });
     tracing::info!(udp = %own.udp(), http = %own.http(), "one address: sessions of other gateways are forwarded to them");
-    if tls {
-        tracing::warn!(
-            "this gateway serves HTTPS itself: requests for sessions on other gateways are forwarded to them over plain HTTP, which their HTTPS port refuses; terminate TLS in front of the gateways (an Ingress or the balancer) for one address"
-        );
-    }
     Ok(())
 }
 
@@ -283,7 +278,7 @@ impl Node {
                 &node_id,
                 &handle,
                 &udp,
-                (config.http_listen.port(), config.tls_cert.is_some()),
+                config.http_listen.port(),
                 (tasks, shutdown.clone()),
             )?;
             // The workers' mailboxes only: a bridge holding its own would never see the workers'

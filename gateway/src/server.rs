@@ -35,6 +35,11 @@ pub async fn run(
         (Some(c), Some(k)) => Some(crate::tls::server_config(c, k, crate::tls::HTTP_ALPN)?),
         _ => None,
     };
+    // One address: requests for sessions on other gateways are forwarded over HTTPS to peers
+    // that present this same certificate.
+    if let (Some(cert), Some(_)) = (&config.tls_cert, &config.cluster) {
+        front::forward::use_tls(crate::tls::leaf_certificate(cert)?)?;
+    }
     if config.anonymous_publish() {
         tracing::warn!(
             "anonymous publishing is allowed: anyone who reaches this port can publish (set tokens to stop it)"

@@ -12,6 +12,15 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// HTTPS's ALPN: HTTP/2 first, so browsers multiplex WHIP/WHEP requests on one connection.
 pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
+/// The first (leaf) certificate of a PEM chain file.
+pub fn leaf_certificate(cert: &Path) -> Result<CertificateDer<'static>, String> {
+    CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
+        .next()
+        .ok_or_else(|| format!("no certificate in {}", cert.display()))?
+        .map_err(|e| format!("bad certificate PEM in {}: {e}", cert.display()))
+}
+
 /// TLS 1.2 and 1.3 with the PEM chain and key, advertising `alpn`. rustls refuses a client whose
 /// ALPN list has none of them, and serves one that offers no ALPN at all.
 pub fn server_config(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, String> {

@@ -419,3 +419,67 @@ async fn the_api_pulls_a_track_pushed_on_another_gateway() -> Result<()> {
     publisher.stop().await?;
     Ok(())
 }
+
+/// One address with gateways that serve HTTPS themselves: a request for a session another
+/// gateway holds is forwarded over HTTPS, to a peer that must present the same certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_session_elsewhere_are_forwarded_over_https() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    let (c, k) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let cluster = cluster_with_args(1, 1, 0.0, &["--tls-cert", &c, "--tls-key", &k]).await?;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let to = |g: &Gateway| -> Result<(reqwest::Client, String)> {
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes())?)
+            .resolve("localhost", g.http_addr())
+            .build()?;
+        Ok((
+            client,
+            format!("https://localhost:{}", g.http_addr().port()),
+        ))
+    };
+    let (first, first_base) = to(&cluster.gateways[0])?;
+    let created = first
+        .post(format!("{first_base}/whip/tls-forward"))
+        .header("content-type", "application/sdp")
+        .body(whip_tests::signaling::bare_video_offer()?)
+        .send()
+        .await?;
+    ensure!(created.status() == 201, "POST: {}", created.status());
+    let location = created
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .context("no Location")?
+        .to_string();
+    // The DELETE reaches the other gateway, which forwards it over HTTPS to the owner.
+    let (second, second_base) = to(&cluster.gateways[1])?;
+    let deleted = second
+        .delete(format!("{second_base}{location}"))
+        .send()
+        .await?;
+    ensure!(
+        deleted.status() == 200,
+        "DELETE through the other gateway: {} {}",
+        deleted.status(),
+        deleted.text().await.unwrap_or_default()
+    );
+    let again = second
+        .delete(format!("{second_base}{location}"))
+        .send()
+        .await?;
+    ensure!(
+        again.status() == 404,
+        "the session is gone on its owner: {}",
+        again.status()
+    );
+    Ok(())
+}

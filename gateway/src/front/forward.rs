@@ -5,9 +5,10 @@
 //! Outermost but for timing: the owner applies its own CORS, Calls error shapes, auth and limits,
 //! and this gateway adds nothing to its answer. A forwarded request carries `X-Wish-Forwarded`
 //! and is never forwarded again (ids that name a gateway that no longer holds the session get the
-//! owner's 404, not a loop). The body is read here under the same limit as everywhere.
+//! owner's 404, not a loop). The body is read here under the same limit as everywhere. Gateways
+//! that serve HTTPS forward over HTTPS, trusting exactly the certificate they all serve.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -30,14 +31,47 @@ pub const FORWARDED: HeaderName = HeaderName::from_static("x-wish-forwarded");
 /// How long the owner has to answer.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(10);
 
-static CLIENT: LazyLock<Client<HttpConnector, Full<Bytes>>> = LazyLock::new(|| {
+fn tcp() -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.enforce_http(false);
+    connector
+}
+
+static CLIENT: LazyLock<Client<HttpConnector, Full<Bytes>>> = LazyLock::new(|| {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+        .build(tcp())
 });
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Set when the gateways serve HTTPS themselves: forwarded requests go over HTTPS, and the owner
+/// must present the very certificate this gateway serves (every gateway has the same one), so
+/// no CA and no name is trusted, only that certificate and its key.
+static TLS_CLIENT: OnceLock<HttpsClient> = OnceLock::new();
+
+/// Forward over HTTPS to peers presenting `cert` (this gateway's own leaf certificate).
+pub fn use_tls(cert: rustls_pki_types::CertificateDer<'static>) -> Result<(), String> {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(relay_shell::cluster_tls::pinned_server_verifier(cert))
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .wrap_connector(tcp());
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector);
+    let _ = TLS_CLIENT.set(client);
+    Ok(())
+}
 
 /// The session a request's path names: `/whip|whep/{stream}/{session}[/…]` and
 /// `[/v1]/apps/{app}/sessions/{session}[/…]`.
@@ -73,7 +107,12 @@ pub async fn to_owner(State(node): State<AppState>, request: Request, next: Next
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let Ok(uri) = format!("http://{}{path}", owner.http()).parse::<Uri>() else {
+    let scheme = if TLS_CLIENT.get().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let Ok(uri) = format!("{scheme}://{}{path}", owner.http()).parse::<Uri>() else {
         return Problem::bad_request("bad request path").into_response();
     };
     parts.uri = uri;
@@ -98,7 +137,11 @@ pub async fn to_owner(State(node): State<AppState>, request: Request, next: Next
         .insert(FORWARDED, HeaderValue::from_static("1"));
     let method = parts.method.clone();
     let forwarded = hyper::Request::from_parts(parts, Full::new(body));
-    match tokio::time::timeout(OWNER_TIMEOUT, CLIENT.request(forwarded)).await {
+    let sent = match TLS_CLIENT.get() {
+        Some(tls) => tls.request(forwarded),
+        None => CLIENT.request(forwarded),
+    };
+    match tokio::time::timeout(OWNER_TIMEOUT, sent).await {
         Ok(Ok(response)) => {
             let (parts, body) = response.into_parts();
             Response::from_parts(parts, Body::new(body))

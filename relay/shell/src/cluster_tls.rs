@@ -141,6 +141,15 @@ impl ClusterIdentity {
     }
 }
 
+/// A verifier that accepts a server presenting exactly `cert` (and proving it holds its key):
+/// for nodes that share one certificate, such as gateways forwarding HTTPS to each other.
+pub fn pinned_server_verifier(cert: CertificateDer<'static>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(Pinned {
+        cert,
+        algorithms: ClusterIdentity::provider().signature_verification_algorithms,
+    })
+}
+
 /// Accepts exactly one certificate; signatures are still verified, so presenting the
 /// certificate without its key fails.
 #[derive(Debug)]
