@@ -27,6 +27,8 @@ use crate::token_bucket::TokenBucket;
 /// A remembered way in or way back is forgotten after this long without a datagram (ICE consent
 /// checks come every few seconds, so a live session never gets there).
 const IDLE: Duration = Duration::from_secs(30);
+/// How stale a via entry may get before a datagram refreshes it (far below `IDLE`).
+const REFRESH: Duration = Duration::from_secs(1);
 /// Most clients remembered as held elsewhere; beyond it the table is swept of idle entries and,
 /// if still full, new clients are not remembered (they are probed again).
 const MAX_ELSEWHERE: usize = 65_536;
@@ -58,7 +60,18 @@ impl ViaTable {
     }
 
     /// `client` now reaches us through `via`; true if that is news (new client or new way in).
+    /// Every tunnelled datagram says so: the write lock (which the senders' reads wait for) is
+    /// only taken when it is news or the entry is a second old.
     fn insert(&self, client: SocketAddr, via: SocketAddr, now: Instant) -> bool {
+        {
+            let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((known, used)) = map.get(&client)
+                && *known == via
+                && now.saturating_duration_since(*used) < REFRESH
+            {
+                return false;
+            }
+        }
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         let previous = map.insert(client, (via, now));
         self.len.store(map.len(), Ordering::Relaxed);
