@@ -471,7 +471,25 @@ async fn a_killed_gateways_publisher_posts_again_through_the_vip_and_plays() -> 
         noticed.is_some(),
         "the publisher did not notice within 30 s that nothing answers its consent checks"
     );
+    // Its resource answers from wherever the request lands: the gateway that got it cannot reach
+    // the owner, and says so (502, problem+json). Once the membership no longer lists the dead
+    // gateway (Kubernetes DNS), the id names nobody and the answer is a plain 404.
+    let resource = first.resource_url().to_string();
     let _ = first.stop().await;
+    let gone = http_client_from(CLIENT.parse()?)?
+        .delete(&resource)
+        .send()
+        .await?;
+    ensure!(
+        gone.status() == reqwest::StatusCode::BAD_GATEWAY
+            && gone
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json")),
+        "a DELETE of the dead gateway's session: {} {:?}",
+        gone.status(),
+        gone.headers()
+    );
     let reposted = std::time::Instant::now();
     let second = publish_through_vip("killed").await?;
     let published = reposted.elapsed();
