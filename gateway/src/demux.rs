@@ -53,6 +53,10 @@ pub enum DemuxUpdate {
         /// The session.
         session: SessionId,
     },
+    /// The node starts draining (one address): tell the cluster's other gateways now that every
+    /// bound client is held here, so that flows the balancer moves to them are forwarded at once
+    /// instead of probed. The UDP receive loop acts on it; a table has nothing to change.
+    ClaimAll,
 }
 
 /// Every routing table that must learn of each session: the UDP socket's and, when ICE-TCP is
@@ -126,6 +130,7 @@ impl Demux {
     /// Learns or forgets a session's ufrag, as the workers announce it.
     pub fn apply(&mut self, update: DemuxUpdate) {
         match update {
+            DemuxUpdate::ClaimAll => {}
             DemuxUpdate::Ufrag {
                 ufrag,
                 pwd,
@@ -250,6 +255,11 @@ impl Demux {
     /// Source addresses bound to sessions.
     pub fn addrs(&self) -> usize {
         self.by_addr.len()
+    }
+
+    /// Every source address bound to a session.
+    pub fn bound(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.by_addr.keys().copied()
     }
 }
 

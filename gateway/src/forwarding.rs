@@ -33,8 +33,12 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// if still full, new clients are not remembered (they are probed again).
 const MAX_ELSEWHERE: usize = 65_536;
 /// Node-wide: client datagrams per second that may be probed (each to every other gateway). A
-/// moved flow needs one answer; garbage from the internet must not become cluster traffic.
-const PROBES_PER_SECOND: f64 = 200.0;
+/// moved flow needs one answer (a balancer that drops a gateway moves all its flows at once);
+/// garbage from the internet must not become much cluster traffic.
+const PROBES_PER_SECOND: f64 = 1000.0;
+/// A client just probed is not probed again for this long: its holder's claim is on its way
+/// (one round trip in the cluster), and the flow's next datagrams must not eat the budget.
+const PROBE_WAIT: Duration = Duration::from_millis(50);
 
 /// The holder's side: clients whose datagrams reach this gateway through another one. Shared by
 /// the receive loop (writer) and the senders (readers); empty, it costs a senders one atomic load.
@@ -144,6 +148,8 @@ pub struct Forwarding {
     /// The way-in side: clients whose session another gateway holds → that gateway.
     elsewhere: HashMap<SocketAddr, (SocketAddr, Instant)>,
     probes: TokenBucket,
+    /// Clients probed in the last `PROBE_WAIT`.
+    probing: HashMap<SocketAddr, Instant>,
     swept: Option<Instant>,
     /// Shared with the senders.
     pub via: std::sync::Arc<ViaTable>,
@@ -159,6 +165,7 @@ impl Forwarding {
             tunnel: Tunnel::new(&one.tunnel_key),
             elsewhere: HashMap::new(),
             probes: TokenBucket::new(PROBES_PER_SECOND, PROBES_PER_SECOND),
+            probing: HashMap::new(),
             swept: None,
             via,
             stats: ForwardingStats::default(),
@@ -210,23 +217,50 @@ impl Forwarding {
             return Vec::new();
         };
         if !((20..=63).contains(&first) || (128..=191).contains(&first))
+            || self
+                .probing
+                .get(&client)
+                .is_some_and(|at| now.saturating_duration_since(*at) < PROBE_WAIT)
             || !self.probes.take_n(1.0, now)
         {
             return Vec::new();
         }
-        let own = self.one.tags.own();
+        if self.probing.len() >= MAX_ELSEWHERE {
+            self.probing
+                .retain(|_, at| now.saturating_duration_since(*at) < PROBE_WAIT);
+        }
+        self.probing.insert(client, now);
         let frame = self.tunnel.wrap(Kind::Probe, client, datagram);
-        let targets: Vec<SocketAddr> = self
-            .one
+        self.stats.probed += 1;
+        self.other_gateways().map(|t| (t, frame.clone())).collect()
+    }
+
+    /// The cluster's other gateways' media sockets (gateways of one cluster share their media
+    /// port, as a Deployment's pods do).
+    fn other_gateways(&self) -> impl Iterator<Item = SocketAddr> + use<> {
+        let own = self.one.tags.own();
+        self.one
             .gateways
             .ips()
             .into_iter()
-            .filter(|ip| *ip != std::net::IpAddr::V4(own.ip))
-            // Gateways of one cluster share their media port (a Deployment's pods do).
-            .map(|ip| SocketAddr::new(ip, own.udp_port))
-            .collect();
-        self.stats.probed += 1;
-        targets.into_iter().map(|t| (t, frame.clone())).collect()
+            .filter(move |ip| *ip != std::net::IpAddr::V4(own.ip))
+            .map(move |ip| SocketAddr::new(ip, own.udp_port))
+    }
+
+    /// Claims for these clients (every one bound here), to every other gateway: sent when this
+    /// gateway starts draining, so that the flows the balancer is about to move are forwarded
+    /// back here from their first datagram, not probed.
+    pub fn claim_all(
+        &self,
+        clients: impl Iterator<Item = SocketAddr>,
+    ) -> Vec<(SocketAddr, Vec<u8>)> {
+        let gateways: Vec<SocketAddr> = self.other_gateways().collect();
+        clients
+            .flat_map(|client| {
+                let frame = self.tunnel.wrap(Kind::Claim, client, &[]);
+                gateways.iter().map(move |g| (*g, frame.clone()))
+            })
+            .collect()
     }
 
     /// A tunnel frame from gateway `from`.
@@ -310,6 +344,8 @@ impl Forwarding {
         self.swept = Some(now);
         self.elsewhere
             .retain(|_, (_, used)| now.saturating_duration_since(*used) < IDLE);
+        self.probing
+            .retain(|_, at| now.saturating_duration_since(*at) < PROBE_WAIT);
         self.via.sweep(now);
     }
 }
@@ -428,6 +464,10 @@ mod tests {
         let mut holder = Forwarding::new(a, Default::default());
         let srtp = [0x90u8, 96, 0, 1, 0, 0, 0, 0];
         let probes = way_in.on_unknown(now, client, &srtp);
+        assert!(
+            way_in.on_unknown(now, client, &srtp).is_empty(),
+            "the flow's next datagram waits for the claim instead of probing again"
+        );
         let mut targets: Vec<SocketAddr> = probes.iter().map(|p| p.0).collect();
         targets.sort();
         let expect: Vec<SocketAddr> = vec![
@@ -478,6 +518,23 @@ mod tests {
             probed <= PROBES_PER_SECOND as usize,
             "{probed} probes at one instant"
         );
+        // A draining holder claims its clients ahead of the move: the way in forwards a moved
+        // flow from its first datagram.
+        let moved: SocketAddr = "198.51.100.50:6000".parse().expect("addr");
+        let claims = holder.claim_all([moved].into_iter());
+        assert_eq!(claims.len(), 2, "one claim per other gateway");
+        let to_c = claims
+            .iter()
+            .find(|(g, _)| *g == c.tags.own().udp())
+            .expect("to c");
+        assert_eq!(
+            way_in.on_frame(now, a.tags.own().udp(), &to_c.1),
+            FrameAction::Nothing
+        );
+        let first = way_in.on_unknown(now, moved, &srtp);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].0, a.tags.own().udp());
+
         // A forged frame is refused and counted.
         let mut forged = holder.tunnel().wrap(Kind::Forward, client, &srtp);
         forged[40] ^= 1;

@@ -487,6 +487,12 @@ impl Node {
         }
     }
 
+    /// A drain starts: the cluster's other gateways are told which clients are held here (one
+    /// address), before the balancer moves their flows.
+    pub fn claim_clients(&self) {
+        self.demux.send(DemuxUpdate::ClaimAll);
+    }
+
     /// The UDP socket's local address.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp.local_addr()

@@ -77,6 +77,9 @@ pub async fn run(
         let (shutdown, node) = (shutdown.clone(), node.clone());
         async move {
             shutdown.cancelled().await;
+            // The balancer is about to move this gateway's flows: the other gateways learn
+            // now where they go, instead of probing for each.
+            node.claim_clients();
             let timeout = node.config.drain_timeout();
             crate::drain::sessions(&node.draining, &node.registry, timeout, &now).await;
         }

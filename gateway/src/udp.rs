@@ -362,7 +362,7 @@ impl UdpShell {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 update = updates.recv() => match update {
-                    Some(u) => demux.apply(u),
+                    Some(u) => self.apply(&mut demux, forwarding.as_ref(), u),
                     None => return,
                 },
                 ready = self.socket.readable() => {
@@ -371,7 +371,7 @@ impl UdpShell {
                     }
                     // New sessions' ufrags must be known before their first STUN is routed.
                     while let Ok(u) = updates.try_recv() {
-                        demux.apply(u);
+                        self.apply(&mut demux, forwarding.as_ref(), u);
                     }
                     self.drain(&mut demux, forwarding.as_mut(), &mut bufs, &mut metas, &workers);
                     if let Some(f) = &forwarding {
@@ -461,6 +461,27 @@ impl UdpShell {
 
 /// IPv4-mapped IPv6 sources (from a dual-stack socket) as plain IPv4, so they match candidates.
 impl UdpShell {
+    /// A routing update; at the start of a drain, the claims of every bound client to the
+    /// cluster's other gateways (`Forwarding::claim_all`).
+    fn apply(&self, demux: &mut Demux, forwarding: Option<&Forwarding>, update: DemuxUpdate) {
+        match (update, forwarding) {
+            (DemuxUpdate::ClaimAll, Some(f)) => {
+                let claims: Vec<str0m::net::Transmit> = f
+                    .claim_all(demux.bound())
+                    .into_iter()
+                    .map(|(gateway, frame)| transmit(gateway, frame))
+                    .collect();
+                tracing::info!(
+                    clients = demux.addrs(),
+                    frames = claims.len(),
+                    "draining: the other gateways told which clients are held here"
+                );
+                self.send_from_receive_loop(&claims);
+            }
+            (update, _) => demux.apply(update),
+        }
+    }
+
     /// The session a demux decision names, counting the datagrams it drops.
     fn dispatch(&self, dispatch: Dispatch) -> Option<Route> {
         match dispatch {

@@ -431,6 +431,10 @@ async fn a_draining_gateway_keeps_its_sessions_while_their_flows_go_elsewhere() 
     }
     let log = cluster.gateways[0].log_tail(1 << 20);
     ensure!(
+        log.contains("draining: the other gateways told which clients are held here"),
+        "gateway 1 did not claim its clients to the other gateways when it began to drain"
+    );
+    ensure!(
         log.contains("drained: every session has ended"),
         "gateway 1 stopped, but not drained: {}",
         &log[log.len().saturating_sub(2000)..]
