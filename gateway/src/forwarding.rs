@@ -188,12 +188,7 @@ impl Forwarding {
         // A STUN check names its holder: it wins over what the address said before (a new
         // PeerConnection on a reused port, or a forged check that redirected the address).
         if let Some(ufrag) = crate::demux::stun_local_ufrag(datagram) {
-            let Some(owner) = self
-                .one
-                .tags
-                .read_ufrag(&ufrag)
-                .and_then(|o| self.one.gateways.elsewhere(o, self.one.tags.own()))
-            else {
+            let Some(owner) = self.one.ufrag_owner_elsewhere(&ufrag) else {
                 return Vec::new();
             };
             // Unverified (we do not hold the password): a forger only sends its own datagrams

@@ -164,18 +164,15 @@ impl GatewaySet {
             .filter_map(|id| id.parse::<SocketAddr>().ok())
             .map(|a| a.ip())
             .collect();
-        match self.0.write() {
-            Ok(mut set) => *set = ips,
-            Err(poisoned) => *poisoned.into_inner() = ips,
-        }
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = ips;
     }
 
     /// Whether `ip` is a gateway of the cluster.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match self.0.read() {
-            Ok(set) => set.contains(&ip),
-            Err(poisoned) => poisoned.into_inner().contains(&ip),
-        }
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ip)
     }
 
     /// `owner`, if it is another gateway of the cluster (not this one, `own`).
@@ -185,10 +182,8 @@ impl GatewaySet {
 
     /// The gateways' addresses, this one's included.
     pub fn ips(&self) -> Vec<IpAddr> {
-        match self.0.read() {
-            Ok(set) => set.iter().copied().collect(),
-            Err(poisoned) => poisoned.into_inner().iter().copied().collect(),
-        }
+        let set = self.0.read().unwrap_or_else(|p| p.into_inner());
+        set.iter().copied().collect()
     }
 }
 
@@ -207,6 +202,11 @@ impl OneAddress {
     pub fn owner_elsewhere(&self, tag: [u8; 16]) -> Option<Owner> {
         self.gateways
             .elsewhere(self.tags.read(tag), self.tags.own())
+    }
+
+    /// The other gateway a ufrag of ours names, if it names one.
+    pub fn ufrag_owner_elsewhere(&self, ufrag: &str) -> Option<Owner> {
+        parse_hex16(ufrag).and_then(|tag| self.owner_elsewhere(tag))
     }
 }
 
