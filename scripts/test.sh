@@ -33,5 +33,8 @@ fi
 # The vendored, patched dimpl (str0m's DTLS) is no workspace member: its unit tests run here.
 bash scripts/test-vendored-dimpl.sh
 
+# The vendored str0m's patch is small (vendor/str0m/PATCHES.md); the committed diff must match it.
+bash scripts/str0m-patch.sh --check
+
 # Real browser: headless Chromium publishes through /publish/… and plays through /watch/….
 (cd whip-tests/browser && GATEWAY_BIN="$ROOT/target/debug/gateway" npm test)

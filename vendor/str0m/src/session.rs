@@ -276,6 +276,22 @@ impl Session {
         self.srtp_tx = Some(SrtpContext::new(crypto, srtp_profile, &mat, left));
     }
 
+    // PATCH(resume): the outgoing SRTCP index, read and set (`DirectApi::srtcp_tx_index`).
+    pub fn srtcp_tx_index(&self) -> Option<u32> {
+        self.srtp_tx.as_ref().map(|c| c.srtcp_index())
+    }
+
+    // PATCH(resume): see `srtcp_tx_index`.
+    pub fn set_srtcp_tx_index(&mut self, index: u32) -> bool {
+        match &mut self.srtp_tx {
+            Some(c) => {
+                c.set_srtcp_index(index);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn handle_timeout(&mut self, now: Instant, wake: &mut Wake) -> Result<(), RtcError> {
         if self.rtp_closing {
             // Closing only drains previously queued BYEs; this timeout changes nothing.

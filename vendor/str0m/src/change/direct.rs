@@ -123,6 +123,22 @@ impl<'a> DirectApi<'a> {
         self.rtc.remote_fingerprint = Some(dtls_fingerprint);
     }
 
+    // PATCH(resume): a gateway that resumes another gateway's session (same SRTP keys) must
+    // continue its SRTCP numbering: the peer's replay window drops SRTCP packets whose index is
+    // more than 128 behind the highest it has seen (RFC 3711 §3.3.2), so a context starting at
+    // 0 again would have its feedback (NACK, PLI, TWCC) discarded.
+    /// The index the next outgoing SRTCP packet gets; None before the SRTP keys are set.
+    pub fn srtcp_tx_index(&self) -> Option<u32> {
+        self.rtc.session.srtcp_tx_index()
+    }
+
+    // PATCH(resume): see `srtcp_tx_index`.
+    /// Set the index of the next outgoing SRTCP packet (modulo 2^31). False, and nothing
+    /// changes, before the SRTP keys are set.
+    pub fn set_srtcp_tx_index(&mut self, index: u32) -> bool {
+        self.rtc.session.set_srtcp_tx_index(index)
+    }
+
     /// Start the DTLS subsystem.
     pub fn start_dtls(&mut self, active: bool) -> Result<(), RtcError> {
         self.rtc.init_dtls(active)

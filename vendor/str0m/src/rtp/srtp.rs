@@ -461,6 +461,16 @@ impl SrtpContext {
         }
     }
 
+    // PATCH(resume): the SRTCP index, for a session resumed elsewhere with the same keys.
+    pub fn srtcp_index(&self) -> u32 {
+        self.srtcp_index
+    }
+
+    // PATCH(resume): see `srtcp_index`. The index is 31 bits.
+    pub fn set_srtcp_index(&mut self, index: u32) {
+        self.srtcp_index = index % 2_u32.pow(31);
+    }
+
     pub fn protect_rtcp(&mut self, buf: &[u8]) -> Vec<u8> {
         let srtcp_index = self.srtcp_index;
 
