@@ -50,6 +50,7 @@ pub(crate) fn one_address() -> &'static gateway::owner_tag::OneAddress {
             tags: OwnerTags::new(&secrets.tag_key, own).expect("tags"),
             gateways,
             tunnel_key: secrets.tunnel_key,
+            replica_key: secrets.replica_key,
         }
     })
 }

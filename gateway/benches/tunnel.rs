@@ -35,6 +35,7 @@ fn one_address() -> &'static OneAddress {
         tags: OwnerTags::new(&secrets.tag_key, own).expect("tags"),
         gateways,
         tunnel_key: secrets.tunnel_key,
+        replica_key: secrets.replica_key,
     }))
 }
 

@@ -60,9 +60,77 @@ pub fn push(
     app: Option<String>,
     offer: &str,
 ) -> Result<Created, Refusal> {
+    push_resumed(node, stream, role, app, offer, None)
+}
+
+/// A session another gateway held, resumed here (`resume`): its id, its credentials and DTLS
+/// outcome, and where its streams were.
+pub struct Resumed {
+    /// The session's id (kept: the client's resource URL names it).
+    pub id: SessionId,
+    /// ICE credentials and DTLS outcome.
+    pub peer: crate::peer::Resume,
+    /// Its streams' progress, as the old holder last reported it.
+    pub progress: crate::replica::Progress,
+    /// How long ago that report arrived.
+    pub progress_age: std::time::Duration,
+}
+
+/// Replication for a new session: WHIP and WHEP sessions of a node in a cluster are replicated
+/// to the other gateways (the session/track API's are not: they renegotiate, and carry data
+/// channels, which cannot be resumed).
+fn replicate(
+    node: &Node,
+    id: SessionId,
+    (role, stream): (&Role, Option<&Arc<str>>),
+    offer: &str,
+    peer: &NewPeer,
+    resumed: Option<&Resumed>,
+) -> Option<Box<crate::engine::SessionReplication>> {
+    let tx = node.replication.as_ref()?;
+    let role = match role {
+        Role::Whip => crate::replica::ReplicaRole::Publisher,
+        Role::Whep => crate::replica::ReplicaRole::Viewer,
+        Role::Api => return None,
+    };
+    let _ = tx.send(crate::replication::ReplicationMsg::Started(Box::new(
+        crate::replication::Seed {
+            id,
+            role,
+            stream: stream?.to_string(),
+            offer: offer.to_string(),
+            ice: peer.ice.clone(),
+            dtls: peer.dtls.clone(),
+        },
+    )));
+    Some(Box::new(match resumed {
+        Some(r) => crate::engine::SessionReplication::resumed(&r.progress),
+        None => crate::engine::SessionReplication::default(),
+    }))
+}
+
+/// `push`, or a publisher resumed from another gateway.
+pub fn push_resumed(
+    node: &Node,
+    stream: Option<Arc<str>>,
+    role: Role,
+    app: Option<String>,
+    offer: &str,
+    resumed: Option<Resumed>,
+) -> Result<Created, Refusal> {
     check_capacity(node)?;
-    let peer = node.peers.publisher(offer, Instant::now())?;
-    let id = SessionId::random();
+    let peer =
+        node.peers
+            .publisher_resumed(offer, Instant::now(), resumed.as_ref().map(|r| &r.peer))?;
+    let id = resumed.as_ref().map_or_else(SessionId::random, |r| r.id);
+    let replication = replicate(
+        node,
+        id,
+        (&role, stream.as_ref()),
+        offer,
+        &peer,
+        resumed.as_ref(),
+    );
     let worker = node.pick_worker();
     let tracks = pushed_tracks(&peer, id, worker, &node.registry);
     let etag = random_token(16);
@@ -85,6 +153,7 @@ pub fn push(
             pushed: tracks.clone(),
             pulls: vec![],
             requested: crate::join_metrics::RequestContext::now(),
+            replication,
         },
     );
     let stream_for_cluster = stream.clone();
@@ -216,6 +285,17 @@ pub fn viewer_pulls(
 
 /// A session that pulls a stream's current tracks and follows the stream across republishes.
 pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<Created, Refusal> {
+    pull_stream_resumed(node, stream, offer, None).await
+}
+
+/// `pull_stream`, or a viewer resumed from another gateway: its m-lines keep their SSRCs, and
+/// each continues its numbering past what the old holder sent (`replica::SEQ_JUMP`).
+pub async fn pull_stream_resumed(
+    node: &Node,
+    stream: Arc<str>,
+    offer: &str,
+    resumed: Option<Resumed>,
+) -> Result<Created, Refusal> {
     check_capacity(node)?;
     let Some(tracks) = live_tracks(node, &stream).await else {
         return Err(
@@ -224,9 +304,25 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
     };
     // A simulcast m-line is one track to the viewer: its top layer stands for the group.
     let primary: Vec<Arc<TrackInfo>> = tracks.iter().filter(|t| t.is_primary()).cloned().collect();
-    let peer = node.peers.viewer(offer, &primary, Instant::now())?;
-    let (pulls, assigned) = viewer_pulls(&peer, &primary, &tracks, &stream);
-    let id = SessionId::random();
+    let mut peer = node.peers.viewer_resumed(
+        offer,
+        &primary,
+        Instant::now(),
+        resumed.as_ref().map(|r| &r.peer),
+    )?;
+    let (mut pulls, assigned) = viewer_pulls(&peer, &primary, &tracks, &stream);
+    if let Some(r) = &resumed {
+        crate::resume::continue_streams(&mut peer.rtc, &mut pulls, r);
+    }
+    let id = resumed.as_ref().map_or_else(SessionId::random, |r| r.id);
+    let replication = replicate(
+        node,
+        id,
+        (&Role::Whep, Some(&stream)),
+        offer,
+        &peer,
+        resumed.as_ref(),
+    );
     let worker = node.pick_worker();
     let etag = random_token(16);
     start_session(
@@ -248,6 +344,7 @@ pub async fn pull_stream(node: &Node, stream: Arc<str>, offer: &str) -> Result<C
             pushed: vec![],
             pulls,
             requested: crate::join_metrics::RequestContext::now(),
+            replication,
         },
     );
     tracing::info!(%stream, session = %id, "playing");
@@ -291,6 +388,7 @@ pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Ref
             pushed: vec![],
             pulls: vec![],
             requested: crate::join_metrics::RequestContext::now(),
+            replication: None,
         },
     );
     let offered = negotiate(node, id, Negotiation::Pull { tracks: primary }).await;
@@ -430,6 +528,7 @@ pub fn pull_tracks(
             pushed: vec![],
             pulls,
             requested: crate::join_metrics::RequestContext::now(),
+            replication: None,
         },
     );
     Ok(Created {
@@ -465,6 +564,7 @@ pub fn create_empty(node: &Node, app: String) -> Result<SessionId, Refusal> {
             pushed: vec![],
             pulls: vec![],
             requested: crate::join_metrics::RequestContext::now(),
+            replication: None,
         },
     );
     Ok(id)

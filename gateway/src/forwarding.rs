@@ -13,6 +13,11 @@
 //!   client, and the client is remembered as reached "via" the way-in gateway, so that the
 //!   session's datagrams for it go back through that gateway ([`ViaTable`], read by the senders)
 //!   and leave from the address the client talks to. A datagram straight from the client ends that.
+//!
+//! And a third: **the resumer**. A STUN check forwarded to a holder is answered within a round
+//! trip. When the holder is gone from the cluster, or the previous check forwarded to it got no
+//! answer (and nothing else came back) for `HOLDER_SILENT`, the way in resumes the session itself
+//! from its replica (`resume`), if it has one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +25,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::owner_tag::OneAddress;
+use crate::owner_tag::{OneAddress, Owner};
 use crate::peer_tunnel::{Frame, Kind, Tunnel};
 use crate::token_bucket::TokenBucket;
 
@@ -39,6 +44,12 @@ const PROBES_PER_SECOND: f64 = 1000.0;
 /// A client just probed is not probed again for this long: its holder's claim is on its way
 /// (one round trip in the cluster), and the flow's next datagrams must not eat the budget.
 const PROBE_WAIT: Duration = Duration::from_millis(50);
+/// A holder that has not answered a forwarded STUN check (nor sent anything else back) for this
+/// long is taken for dead: a live one answers within a round trip, and clients check again
+/// every few seconds, faster once their checks go unanswered.
+pub const HOLDER_SILENT: Duration = Duration::from_secs(1);
+/// A resume asked for a client is not asked again for this long (it takes milliseconds).
+const RESUME_WAIT: Duration = Duration::from_secs(1);
 
 /// The holder's side: clients whose datagrams reach this gateway through another one. Shared by
 /// the receive loop (writer) and the senders (readers); empty, it costs a senders one atomic load.
@@ -150,6 +161,10 @@ pub struct Forwarding {
     probes: TokenBucket,
     /// Clients probed in the last `PROBE_WAIT`.
     probing: HashMap<SocketAddr, Instant>,
+    /// Clients whose STUN check went to their holder with nothing back since: when it went.
+    unanswered: HashMap<SocketAddr, Instant>,
+    /// Clients whose session a resume was asked for, and when.
+    resuming: HashMap<SocketAddr, Instant>,
     swept: Option<Instant>,
     /// Shared with the senders.
     pub via: std::sync::Arc<ViaTable>,
@@ -166,6 +181,8 @@ impl Forwarding {
             elsewhere: HashMap::new(),
             probes: TokenBucket::new(PROBES_PER_SECOND, PROBES_PER_SECOND),
             probing: HashMap::new(),
+            unanswered: HashMap::new(),
+            resuming: HashMap::new(),
             swept: None,
             via,
             stats: ForwardingStats::default(),
@@ -191,15 +208,7 @@ impl Forwarding {
             let Some(owner) = self.one.ufrag_owner_elsewhere(&ufrag) else {
                 return Vec::new();
             };
-            // Unverified (we do not hold the password): a forger only sends its own datagrams
-            // to the holder, which checks them as it checks any, and the client's next check
-            // puts its address back.
-            self.remember(client, owner.udp(), now);
-            self.stats.forwarded += 1;
-            return vec![(
-                owner.udp(),
-                self.tunnel.wrap(Kind::Forward, client, datagram),
-            )];
+            return self.check_to(now, client, datagram, owner);
         }
         if let Some((owner, used)) = self.elsewhere.get_mut(&client) {
             *used = now;
@@ -228,6 +237,60 @@ impl Forwarding {
         let frame = self.tunnel.wrap(Kind::Probe, client, datagram);
         self.stats.probed += 1;
         self.other_gateways().map(|t| (t, frame.clone())).collect()
+    }
+
+    /// A client's STUN check, to the gateway that holds its session (named by the ufrag, or by
+    /// the session's replica once another gateway resumed it).
+    pub fn check_to(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        datagram: &[u8],
+        holder: Owner,
+    ) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.sweep(now);
+        // Unverified (we do not hold the password): a forger only sends its own datagrams to
+        // the holder, which checks them as it checks any, and the client's next check puts its
+        // address back.
+        self.remember(client, holder.udp(), now);
+        if self.unanswered.len() < MAX_ELSEWHERE {
+            self.unanswered.entry(client).or_insert(now);
+        }
+        self.stats.forwarded += 1;
+        vec![(
+            holder.udp(),
+            self.tunnel.wrap(Kind::Forward, client, datagram),
+        )]
+    }
+
+    /// Is `holder` gone for `client`'s session: no longer a gateway of the cluster, or silent
+    /// since a check of this client went to it `HOLDER_SILENT` ago?
+    pub fn holder_gone(&self, now: Instant, client: SocketAddr, holder: Owner) -> bool {
+        !self.one.gateways.contains(std::net::IpAddr::V4(holder.ip))
+            || self
+                .unanswered
+                .get(&client)
+                .is_some_and(|at| now.saturating_duration_since(*at) >= HOLDER_SILENT)
+    }
+
+    /// Whether to ask for `client`'s session to be resumed now (not while an earlier ask is
+    /// under way).
+    pub fn ask_resume(&mut self, now: Instant, client: SocketAddr) -> bool {
+        if self
+            .resuming
+            .get(&client)
+            .is_some_and(|at| now.saturating_duration_since(*at) < RESUME_WAIT)
+        {
+            return false;
+        }
+        if self.resuming.len() >= MAX_ELSEWHERE {
+            self.resuming
+                .retain(|_, at| now.saturating_duration_since(*at) < RESUME_WAIT);
+        }
+        self.resuming.insert(client, now);
+        self.unanswered.remove(&client);
+        self.elsewhere.remove(&client);
+        true
     }
 
     /// The cluster's other gateways' media sockets (gateways of one cluster share their media
@@ -286,6 +349,7 @@ impl Forwarding {
             },
             Kind::Reply => {
                 self.stats.replied += 1;
+                self.unanswered.remove(&client);
                 self.remember(client, from, now);
                 FrameAction::ToClient { client, payload }
             }
@@ -341,6 +405,10 @@ impl Forwarding {
             .retain(|_, (_, used)| now.saturating_duration_since(*used) < IDLE);
         self.probing
             .retain(|_, at| now.saturating_duration_since(*at) < PROBE_WAIT);
+        self.unanswered
+            .retain(|_, at| now.saturating_duration_since(*at) < IDLE);
+        self.resuming
+            .retain(|_, at| now.saturating_duration_since(*at) < RESUME_WAIT);
         self.via.sweep(now);
     }
 }
@@ -362,6 +430,7 @@ mod tests {
             tags: OwnerTags::new(&secrets.tag_key, own).expect("tags"),
             gateways: members.clone(),
             tunnel_key: secrets.tunnel_key,
+            replica_key: secrets.replica_key,
         }))
     }
 

@@ -99,6 +99,21 @@ pub fn valid_stream_name(name: &str) -> bool {
         && name != ".."
 }
 
+/// As its 32 hex digits (session replicas between gateways carry it).
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom("a session id is 32 lowercase hex digits"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

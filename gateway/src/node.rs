@@ -56,6 +56,10 @@ pub struct Node {
     pub draining: crate::drain::Draining,
     /// TURN keys, revoked usernames and the TURN service's TLS handshake failures.
     pub turn: Arc<crate::turn_credentials::TurnShared>,
+    /// Where new replicated sessions are announced (in a cluster with one address).
+    pub replication: Option<mpsc::UnboundedSender<crate::replication::ReplicationMsg>>,
+    /// Replicas of the other gateways' sessions (`replica`, `resume`).
+    pub replicas: Arc<std::sync::Mutex<crate::replica::ReplicaStore>>,
 }
 
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
@@ -183,6 +187,7 @@ fn join_one_address(
         tags: crate::owner_tag::OwnerTags::new(&secrets.tag_key, own)?,
         gateways: Default::default(),
         tunnel_key: secrets.tunnel_key,
+        replica_key: secrets.replica_key,
     });
     udp.join_one_address(&one.tunnel_key, own.udp());
     let mut members = handle.members();
@@ -328,6 +333,15 @@ impl Node {
             tasks.spawn(hub.run(events, hub_rx, adapters_rx, shutdown.clone()));
         }
         let join = Arc::new(crate::join_metrics::JoinMetrics::default());
+        // Sessions are replicated when other gateways can reach this one (one address).
+        let replication = match crate::owner_tag::installed() {
+            Some(one) if cluster.is_some() => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tasks.spawn(crate::replication::run(rx, one, shutdown.clone()));
+                Some(tx)
+            }
+            _ => None,
+        };
         let io = Arc::new(WorkerIo {
             mailboxes: peers_of_workers,
             udp: udp.clone(),
@@ -335,6 +349,7 @@ impl Node {
             ice_tcp: ice_tcp.as_ref().map(|(t, _, _)| t.clone()),
             bridge: cluster.as_ref().map(|_| n),
             spans: spans.clone(),
+            replication: replication.clone(),
         });
         for (i, rx) in receivers.into_iter().enumerate() {
             let ctx = Arc::new(EngineCtx {
@@ -395,7 +410,17 @@ impl Node {
             http_timing: Default::default(),
             draining: Default::default(),
             turn: Arc::new(crate::turn_credentials::TurnShared::new(turn)),
+            replication,
+            replicas: Default::default(),
         });
+        if node.replication.is_some() {
+            let (requests, rx) = mpsc::unbounded_channel();
+            node.udp.set_resume_hook(crate::resume::ResumeHook {
+                replicas: node.replicas.clone(),
+                requests,
+            });
+            tasks.spawn(crate::resume::run(node.clone(), rx, shutdown.clone()));
+        }
         if let (Some(queue), Some(endpoint)) =
             (span_queue, node.config.telemetry.otlp_endpoint.clone())
         {

@@ -19,7 +19,7 @@ use aws_lc_rs::hmac;
 use rand::TryRngCore;
 
 /// Where a session's owner gateway is reached from inside the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Owner {
     /// The gateway's own (pod) address.
     pub ip: Ipv4Addr,
@@ -47,22 +47,28 @@ pub struct ClusterSecrets {
     pub tag_key: [u8; 16],
     /// HMAC-SHA256 key that authenticates tunnelled datagrams between gateways.
     pub tunnel_key: [u8; 32],
+    /// AES-256-GCM key that seals session replicas between gateways (`replica`).
+    pub replica_key: [u8; 32],
 }
 
 impl ClusterSecrets {
-    /// Derives both keys from `cluster_key` (the PEM private key's bytes), one label each, so
-    /// neither key says anything about the other or about the cluster key.
+    /// Derives the keys from `cluster_key` (the PEM private key's bytes), one label each, so
+    /// no key says anything about another or about the cluster key.
     pub fn derive(cluster_key: &[u8]) -> ClusterSecrets {
         let key = hmac::Key::new(hmac::HMAC_SHA256, cluster_key);
         let tag = hmac::sign(&key, b"wish one-address owner tag v1");
         let tunnel = hmac::sign(&key, b"wish one-address peer tunnel v1");
+        let replica = hmac::sign(&key, b"wish one-address session replica v1");
         let mut tag_key = [0u8; 16];
         tag_key.copy_from_slice(&tag.as_ref()[..16]);
         let mut tunnel_key = [0u8; 32];
         tunnel_key.copy_from_slice(tunnel.as_ref());
+        let mut replica_key = [0u8; 32];
+        replica_key.copy_from_slice(replica.as_ref());
         ClusterSecrets {
             tag_key,
             tunnel_key,
+            replica_key,
         }
     }
 }
@@ -195,6 +201,8 @@ pub struct OneAddress {
     pub gateways: GatewaySet,
     /// The key that authenticates tunnelled datagrams.
     pub tunnel_key: [u8; 32],
+    /// The key that seals session replicas.
+    pub replica_key: [u8; 32],
 }
 
 impl OneAddress {

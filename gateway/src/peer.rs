@@ -5,6 +5,7 @@
 //! process: `cached_dtls`), and host candidates for every configured address.
 
 pub mod cached_dtls;
+pub mod dtls_outcome;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -35,6 +36,18 @@ pub struct NewPeer {
     pub media: Vec<(Mid, MediaKind)>,
     /// The viewer has no RTX: we answer its NACKs ourselves, resending on the media SSRC.
     pub same_ssrc_repair: bool,
+    /// Where the DTLS handshake's outcome appears (what another gateway needs to resume it).
+    pub dtls: dtls_outcome::OutcomeSlot,
+}
+
+/// What a session resumed from another gateway keeps: its ICE credentials (the client checks
+/// with them) and its DTLS outcome (the client will not shake hands again).
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// Our side's ICE credentials, as the first gateway answered them.
+    pub ice: IceCreds,
+    /// The handshake the client did with the first gateway.
+    pub dtls: dtls_outcome::DtlsOutcome,
 }
 
 /// Fresh local ICE credentials, from the OS CSPRNG: a 16-character ufrag (~95 bits) and a
@@ -97,8 +110,8 @@ impl PeerFactory {
         &self.candidates
     }
 
-    fn base(&self) -> (RtcConfig, IceCreds) {
-        let creds = local_ice_creds();
+    fn base(&self, resume: Option<&Resume>) -> (RtcConfig, IceCreds) {
+        let creds = resume.map_or_else(local_ice_creds, |r| r.ice.clone());
         let ice = creds.clone();
         let config = Rtc::builder()
             .set_rtp_mode(true)
@@ -111,7 +124,15 @@ impl PeerFactory {
         (config, ice)
     }
 
-    fn finish(&self, mut rtc: Rtc, offer: SdpOffer, ice: IceCreds) -> Result<NewPeer, Refusal> {
+    fn finish(
+        &self,
+        config: RtcConfig,
+        now: Instant,
+        offer: SdpOffer,
+        ice: IceCreds,
+        resume: Option<&Resume>,
+    ) -> Result<NewPeer, Refusal> {
+        let (mut rtc, dtls) = dtls_outcome::build(config, now, resume.map(|r| r.dtls.clone()));
         self.add_candidates(&mut rtc);
         let (answer, media) = answer_offer(&mut rtc, offer)?;
         Ok(NewPeer {
@@ -120,6 +141,7 @@ impl PeerFactory {
             ice,
             media,
             same_ssrc_repair: false,
+            dtls,
         })
     }
 
@@ -153,7 +175,7 @@ impl PeerFactory {
     /// A viewer session that makes the offer itself (the WHEP counter-offer): only the codecs
     /// of `tracks`.
     pub fn offering_viewer(&self, tracks: &[Arc<TrackInfo>], now: Instant) -> (Rtc, IceCreds) {
-        let (mut config, ice) = self.base();
+        let (mut config, ice) = self.base(None);
         viewer_codecs(&mut config, tracks);
         let mut rtc = config.build(now);
         self.add_candidates(&mut rtc);
@@ -163,7 +185,7 @@ impl PeerFactory {
     /// A session with nothing negotiated yet (the session/track API creates these); it can
     /// push and pull any codec str0m knows.
     pub fn empty(&self, now: Instant) -> (Rtc, IceCreds) {
-        let (mut config, ice) = self.base();
+        let (mut config, ice) = self.base(None);
         add_publisher_codecs(&mut config);
         let mut rtc = config.build(now);
         self.add_candidates(&mut rtc);
@@ -173,6 +195,16 @@ impl PeerFactory {
     /// A publisher (WHIP, or pushing tracks through the API): every media m-line must send, and
     /// every one must be accepted — a partial answer would leave the encoder sending into nothing.
     pub fn publisher(&self, offer_sdp: &str, now: Instant) -> Result<NewPeer, Refusal> {
+        self.publisher_resumed(offer_sdp, now, None)
+    }
+
+    /// A publisher, resumed from another gateway when `resume` is given (`resume.rs`).
+    pub fn publisher_resumed(
+        &self,
+        offer_sdp: &str,
+        now: Instant,
+        resume: Option<&Resume>,
+    ) -> Result<NewPeer, Refusal> {
         let offer = parse_offer(offer_sdp)?;
         let lines = check_offer(offer_sdp)?;
         if let Some(m) = lines.iter().find(|m| {
@@ -190,7 +222,7 @@ impl PeerFactory {
         // the publisher negotiated, so a longer list would let a viewer pick a codec the
         // publisher never sends (browsers and GStreamer offer several).
         let chosen = self.publisher_codecs(offer, &lines, now)?;
-        let (mut config, ice) = self.base();
+        let (mut config, ice) = self.base(resume);
         let codecs = config.codec_config();
         codecs.clear();
         for (pt, resend, spec) in chosen {
@@ -203,7 +235,7 @@ impl PeerFactory {
                 spec.format,
             );
         }
-        let peer = self.finish(config.build(now), parse_offer(offer_sdp)?, ice)?;
+        let peer = self.finish(config, now, parse_offer(offer_sdp)?, ice, resume)?;
         let offered = lines
             .iter()
             .filter(|m| m.is_media() && !m.rejected())
@@ -226,7 +258,7 @@ impl PeerFactory {
         lines: &[MLine],
         now: Instant,
     ) -> Result<Vec<(Pt, Option<Pt>, CodecSpec)>, Refusal> {
-        let (mut config, _) = self.base();
+        let (mut config, _) = self.base(None);
         add_publisher_codecs(&mut config);
         let mut probe = config.build(now);
         self.add_candidates(&mut probe);
@@ -269,6 +301,17 @@ impl PeerFactory {
         tracks: &[Arc<TrackInfo>],
         now: Instant,
     ) -> Result<NewPeer, Refusal> {
+        self.viewer_resumed(offer_sdp, tracks, now, None)
+    }
+
+    /// A viewer, resumed from another gateway when `resume` is given (`resume.rs`).
+    pub fn viewer_resumed(
+        &self,
+        offer_sdp: &str,
+        tracks: &[Arc<TrackInfo>],
+        now: Instant,
+        resume: Option<&Resume>,
+    ) -> Result<NewPeer, Refusal> {
         let offer = parse_offer(offer_sdp)?;
         let lines = check_offer(offer_sdp)?;
         if let Some(m) = lines.iter().find(|m| {
@@ -281,7 +324,7 @@ impl PeerFactory {
                 m.kind
             )));
         }
-        let (mut config, ice) = self.base();
+        let (mut config, ice) = self.base(resume);
         // str0m repairs only through RTX. A player that offers video without it gets its NACKs
         // answered by the worker, which needs to see the viewer's RTCP.
         let same_ssrc_repair = lines.iter().any(|m| m.kind == "video" && !m.rejected())
@@ -294,7 +337,7 @@ impl PeerFactory {
             config = config.enable_bwe(Some(str0m::bwe::Bitrate::kbps(VIEWER_INITIAL_BWE_KBPS)));
         }
         viewer_codecs(&mut config, tracks);
-        let mut peer = self.finish(config.build(now), offer, ice)?;
+        let mut peer = self.finish(config, now, offer, ice, resume)?;
         peer.same_ssrc_repair = same_ssrc_repair;
         if peer.media.is_empty() {
             return Err(Refusal {

@@ -416,6 +416,8 @@ pub struct Session {
     pub egress_nacks: Vec<(Mid, u64)>,
     /// Times the client's join (`join_metrics`).
     pub join: crate::join_metrics::JoinClock,
+    /// Replicated to the cluster's other gateways, so that one can resume it (`replica`).
+    pub replication: Option<Box<crate::engine::SessionReplication>>,
 }
 
 impl Session {
@@ -492,6 +494,7 @@ impl Session {
                 },
                 now,
             ),
+            replication: None,
         }
     }
 

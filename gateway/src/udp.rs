@@ -81,6 +81,8 @@ pub struct UdpShell {
     /// In a cluster: the tunnel to the other gateways and this gateway's own address, which a
     /// tunnelled datagram is handed to its session as having arrived at.
     one_address: std::sync::OnceLock<(Tunnel, SocketAddr)>,
+    /// Resuming sessions of gateways that are gone (`resume`), once the node has replicas.
+    resume: std::sync::OnceLock<crate::resume::ResumeHook>,
     /// Forwarding counters, copied from the receive loop after each batch.
     forwarding: std::sync::Mutex<crate::forwarding::ForwardingStats>,
 }
@@ -122,8 +124,46 @@ impl UdpShell {
             forged: AtomicU64::new(0),
             via: Arc::default(),
             one_address: std::sync::OnceLock::new(),
+            resume: std::sync::OnceLock::new(),
             forwarding: Default::default(),
         }))
+    }
+
+    /// Resume sessions of gateways that are gone, from the node's replicas (`resume`).
+    pub fn set_resume_hook(&self, hook: crate::resume::ResumeHook) {
+        let _ = self.resume.set(hook);
+    }
+
+    /// A STUN check for a session another gateway replicated here: to the session's holder, or,
+    /// when that holder is gone, a resume of the session here. None when there is no replica.
+    fn replicated_check(
+        &self,
+        f: &mut Forwarding,
+        at: Instant,
+        (source, destination): (SocketAddr, SocketAddr),
+        chunk: &[u8],
+    ) -> Option<Vec<(SocketAddr, Vec<u8>)>> {
+        let hook = self.resume.get()?;
+        let ufrag = crate::demux::stun_local_ufrag(chunk)?;
+        let stored = hook
+            .replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_ufrag(&ufrag)?
+            .clone();
+        let holder = stored.replica.holder;
+        if !f.holder_gone(at, source, holder) {
+            return Some(f.check_to(at, source, chunk, holder));
+        }
+        if f.ask_resume(at, source) {
+            let _ = hook.requests.send(crate::resume::ResumeRequest {
+                stored,
+                client: source,
+                destination,
+                first: chunk.to_vec(),
+            });
+        }
+        Some(Vec::new())
     }
 
     /// Serves sessions held by other gateways of the cluster through this socket (see
@@ -516,7 +556,10 @@ impl UdpShell {
                     Some((route, source, destination, chunk))
                 }
                 Dispatch::Unknown => {
-                    let frames = f.on_unknown(at, source, chunk);
+                    let frames = match self.replicated_check(f, at, (source, destination), chunk) {
+                        Some(frames) => frames,
+                        None => f.on_unknown(at, source, chunk),
+                    };
                     if frames.is_empty() {
                         self.unrouted.fetch_add(1, Ordering::Relaxed);
                     }

@@ -31,6 +31,8 @@ pub struct WorkerIo {
     pub bridge: Option<usize>,
     /// Finished setup spans go here (OTLP), when an endpoint is configured.
     pub spans: relay_shell::otlp_push::SpanSink,
+    /// Session progress and ends go here, when sessions are replicated (`replication`).
+    pub replication: Option<mpsc::UnboundedSender<crate::replication::ReplicationMsg>>,
 }
 
 /// Messages taken from the inbox per turn before the engine is driven, so that a burst costs
@@ -79,8 +81,12 @@ impl Worker {
             self.engine.end_turn(now);
             self.drive_and_send(now).await;
         }
-        // Shutdown: every client is told (RTCP BYE, DTLS close_notify) before the node goes.
-        self.engine.shutdown(Instant::now());
+        // Shutdown: every client is told (RTCP BYE, DTLS close_notify) before the node goes;
+        // in a cluster, replicated sessions are handed off instead (another gateway resumes them).
+        match self.io.replication {
+            Some(_) => self.engine.hand_off(Instant::now()),
+            None => self.engine.shutdown(Instant::now()),
+        }
         self.deliver();
         self.send().await;
     }
@@ -175,6 +181,16 @@ impl Worker {
                 }
                 EngineOutput::Demux(update) => io.demux.send(update),
                 EngineOutput::Span(span) => io.spans.send(span),
+                EngineOutput::Progress(p) => {
+                    if let Some(tx) = &io.replication {
+                        let _ = tx.send(crate::replication::ReplicationMsg::Progress(p));
+                    }
+                }
+                EngineOutput::Ended(id) => {
+                    if let Some(tx) = &io.replication {
+                        let _ = tx.send(crate::replication::ReplicationMsg::Ended(id));
+                    }
+                }
             }
         }
     }

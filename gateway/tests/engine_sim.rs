@@ -260,6 +260,7 @@ impl Sim {
                 pushed: tracks.clone(),
                 pulls: vec![],
                 requested: RequestContext::now(),
+                replication: None,
             },
             self.now,
         );
@@ -307,6 +308,7 @@ impl Sim {
                 pushed: vec![],
                 pulls,
                 requested: RequestContext::now(),
+                replication: None,
             },
             self.now,
         );
@@ -382,7 +384,10 @@ impl Sim {
                             panic!("a channel message for task {to}, but no test has channels")
                         }
                         EngineOutput::Bridge(_) => panic!("a notice for a bridge the node has not"),
-                        EngineOutput::Demux(_) | EngineOutput::Span(_) => {}
+                        EngineOutput::Demux(_)
+                        | EngineOutput::Span(_)
+                        | EngineOutput::Progress(_)
+                        | EngineOutput::Ended(_) => {}
                     }
                 }
             }

@@ -513,6 +513,102 @@ async fn a_killed_gateways_publisher_posts_again_through_the_vip_and_plays() -> 
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateways_sessions_are_resumed_where_their_packets_land() -> Result<()> {
+    let _rig = Rig::up()?;
+    let cluster = rig_cluster().await?;
+    let catalog = MediaSource::fixture("short-gop.mp4")?.catalog();
+
+    // Publisher and player on gateway 1; their replicas on gateways 2 and 3.
+    rig(&["pin", "1"])?;
+    let publisher = publish_through_vip("resumed").await?;
+    let player = tokio::spawn(play(
+        catalog,
+        play_through_vip("resumed", Duration::from_secs(14))?,
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = publisher.stats().video_frames_sent;
+
+    // Gateway 1 dies (SIGKILL: nothing handed off); the balancer spreads its flows over 2 and 3.
+    signal(&cluster.gateways[0], "-KILL")?;
+    let killed = std::time::Instant::now();
+    let killed_at = seconds_of_day(std::time::SystemTime::now());
+    rig(&["drop", "1"])?;
+    let report = player.await.context("player panicked")??;
+    let publisher_stats = publisher.stats();
+    let resumed: Vec<String> = cluster.gateways[1..]
+        .iter()
+        .flat_map(|g| {
+            g.log_tail(1 << 20)
+                .lines()
+                .filter(|l| l.contains("resumed a session of another gateway"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let after: Vec<f64> = resumed
+        .iter()
+        .filter_map(|l| log_seconds_of_day(l))
+        .map(|at| at - killed_at)
+        .collect();
+    println!(
+        "killed {:?} ago; sessions resumed {after:.2?} s after the kill: {resumed:#?}; player {} frames {:?}; publisher {publisher_stats:?}",
+        killed.elapsed(),
+        report.video_frames,
+        report.sequence
+    );
+    ensure!(
+        !publisher.is_finished(),
+        "the publisher's session ended: it would have had to POST again"
+    );
+    let s = &report.sequence;
+    ensure!(
+        report.error.is_none()
+            && s.first_is_keyframe
+            && s.unknown == 0
+            && s.out_of_order == 0
+            && s.duplicates == 0
+            && s.undecodable == 0
+            && s.restarts == 0,
+        "the player across the kill: frames not whole and in order: {s:?} ({:?})",
+        report.error
+    );
+    // 14 s of 25 fps; the 3 s before the kill are 75 of them, the outage a few seconds.
+    ensure!(
+        report.video_frames >= 150 && publisher_stats.video_frames_sent > before + 200,
+        "the player got {} frames across the kill (publisher sent {} since), resumes: {resumed:?}",
+        report.video_frames,
+        publisher_stats.video_frames_sent - before
+    );
+    ensure!(resumed.len() >= 2, "both sessions resumed: {resumed:?}");
+    // The player's DELETE, through whatever gateway its HTTP lands on, reached the gateway
+    // that resumed its session.
+    ensure!(
+        report.delete_error.is_none(),
+        "the player's DELETE: {:?}",
+        report.delete_error
+    );
+    let _ = publisher.stop().await;
+    Ok(())
+}
+
+/// Seconds since midnight (UTC) of `t`, as the gateways' log lines have it.
+fn seconds_of_day(t: std::time::SystemTime) -> f64 {
+    let since = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    since % 86_400.0
+}
+
+/// Seconds since midnight of a log line's `…THH:MM:SS.ffffffZ` timestamp.
+fn log_seconds_of_day(line: &str) -> Option<f64> {
+    let time = line.split_whitespace().next()?.split('T').nth(1)?;
+    let mut parts = time.trim_end_matches('Z').split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
 /// UDP datagrams the namespace's kernel delivered to sockets (`/proc/net/snmp` Udp InDatagrams).
 fn udp_datagrams_in(ns: &str) -> Result<u64> {
     let out = Command::new("ip")

@@ -21,11 +21,15 @@ use crate::join_metrics::Role;
 
 impl Engine {
     pub(super) fn on_datagram(&mut self, d: Datagram) {
-        let Some(s) = self.sessions.get_mut(&d.session) else {
+        if !self.sessions.contains_key(&d.session) {
             return;
-        };
+        }
         self.touching = Some(d.session);
         let Ok(contents) = d.data.as_slice().try_into() else {
+            return;
+        };
+        self.before_input(d.session, &d.data);
+        let Some(s) = self.sessions.get_mut(&d.session) else {
             return;
         };
         let input = Input::Receive(
@@ -146,6 +150,7 @@ impl Engine {
                     self.start_pull(id, i, now);
                 }
                 self.choose_layers(id, now);
+                self.replication_connected(id, now);
             }
             Event::IceConnectionStateChange(IceConnectionState::Connected) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
@@ -214,6 +219,12 @@ impl Engine {
         {
             super::lifecycle::export_setup(&self.ctx, &mut self.outbox, s, Role::Publisher, marks);
         }
+        if s.replication.is_some() {
+            self.note_received(id, rtp.header.ssrc, *rtp.seq_no);
+        }
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
         let Some(track) = s.track_for_ssrc(rtp.header.ssrc) else {
             return;
         };

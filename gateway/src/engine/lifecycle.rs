@@ -32,6 +32,7 @@ impl Engine {
         let mut session = Session::new(id, a.rtc, a.pushed, a.pulls, now);
         session.join = JoinClock::new(a.requested, now);
         session.same_ssrc_repair = a.same_ssrc_repair;
+        session.replication = a.replication;
         tracing::debug!(session = %id, same_ssrc_repair = a.same_ssrc_repair, "adopted");
         self.sessions.insert(id, Box::new(session));
         for (i, track) in attach {
@@ -80,6 +81,9 @@ impl Engine {
         // A session still registered here ends without a DELETE (after one, control::close has
         // already removed it): the registry remembers it for the client's DELETE that may follow.
         let entry = self.ctx.registry.end_session(id);
+        if s.replication.is_some() {
+            self.outbox.ended(id);
+        }
         if let (Some(_), Some(e)) = (self.ctx.bridge, entry)
             && let (crate::registry::Role::Whip, Some(stream)) = (e.role, e.stream)
         {

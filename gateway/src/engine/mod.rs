@@ -24,6 +24,7 @@ mod outbox;
 mod panic_guard;
 mod pull;
 mod repair;
+mod replication;
 mod simulcast;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use str0m::media::Mid;
 use str0m::net::Transmit;
 
 pub use outbox::EngineOutput;
+pub use replication::SessionReplication;
 pub use simulcast::pick_layer;
 
 use crate::channel_link::ChannelMsg;
@@ -67,6 +69,8 @@ pub struct Adopt {
     pub pulls: Vec<Pull>,
     /// The HTTP request that made the session: when it arrived, its trace (`join_metrics`).
     pub requested: RequestContext,
+    /// Replicated so that another gateway can resume it; resumed here from a replica.
+    pub replication: Option<Box<SessionReplication>>,
 }
 
 /// Counters readable from the HTTP side without asking the worker.
@@ -332,6 +336,27 @@ impl Engine {
         self.latest = self.latest.max(now);
         for id in self.sessions.keys().copied().collect::<Vec<_>>() {
             self.guarded(|e| e.close_and_reap(id, now));
+        }
+    }
+
+    /// Shutdown in a cluster: replicated sessions are handed off, not ended. Their latest
+    /// progress goes out, and they are dropped without RTCP BYE or DTLS close_notify, so their
+    /// clients carry on with whichever gateway resumes them. The others are closed as above.
+    pub fn hand_off(&mut self, now: Instant) {
+        self.latest = self.latest.max(now);
+        for id in self.sessions.keys().copied().collect::<Vec<_>>() {
+            let replicated = self
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.connected && s.replication.is_some());
+            if !replicated {
+                self.guarded(|e| e.close_and_reap(id, now));
+                continue;
+            }
+            if let Some(p) = self.progress(id) {
+                self.outbox.progress(p);
+            }
+            self.sessions.remove(&id);
         }
     }
 

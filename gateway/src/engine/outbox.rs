@@ -32,6 +32,10 @@ pub enum EngineOutput {
     Demux(DemuxUpdate),
     /// A session's setup as a span, for the trace exporter.
     Span(SpanRecord),
+    /// A replicated session's progress, for the other gateways (`replication`).
+    Progress(crate::replica::Progress),
+    /// A replicated session ended: no gateway may resume it.
+    Ended(crate::ids::SessionId),
 }
 
 /// A field of its own, so that concept files can queue while they hold a session or a track.
@@ -56,6 +60,12 @@ impl Outbox {
     }
     pub(super) fn span(&mut self, s: SpanRecord) {
         self.0.push_back(EngineOutput::Span(s));
+    }
+    pub(super) fn progress(&mut self, p: crate::replica::Progress) {
+        self.0.push_back(EngineOutput::Progress(p));
+    }
+    pub(super) fn ended(&mut self, id: crate::ids::SessionId) {
+        self.0.push_back(EngineOutput::Ended(id));
     }
     pub(super) fn pop(&mut self) -> Option<EngineOutput> {
         self.0.pop_front()

@@ -43,6 +43,7 @@ fn adopt(w: &mut Engine, peers: &PeerFactory, id: SessionId, pulls: Vec<Pull>, n
             pushed: vec![],
             pulls,
             requested: RequestContext::now(),
+            replication: None,
         },
         now,
     );

@@ -82,6 +82,7 @@ impl Engine {
         for id in dead {
             self.close_and_reap(id, now);
         }
+        self.report_progress(now);
         // WHEP viewers' channels whose publisher channel was not open yet.
         let waiting: Vec<SessionId> = self
             .sessions

@@ -8,6 +8,7 @@
 //! owner's 404, not a loop). The body is read here under the same limit as everywhere. Gateways
 //! that serve HTTPS forward over HTTPS, trusting exactly the certificate they all serve.
 
+use std::net::SocketAddr;
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -85,10 +86,25 @@ pub fn session_in_path(path: &str) -> Option<SessionId> {
     id.parse().ok()
 }
 
+/// The other gateway that holds session `id`: none when it is here (made or resumed here); the
+/// gateway that resumed it, when its replica says so; else the one its id names.
+fn holder_elsewhere(node: &AppState, id: SessionId) -> Option<crate::owner_tag::Owner> {
+    if node.registry.session(id).is_some() {
+        return None;
+    }
+    let resumed = node
+        .replicas
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .map(|s| s.replica.holder);
+    resumed.or_else(|| id.owner_elsewhere())
+}
+
 /// Sends a request for a session held elsewhere to its owner; runs everything else here.
 pub async fn to_owner(State(node): State<AppState>, request: Request, next: Next) -> Response {
     let owner = match session_in_path(request.uri().path()) {
-        Some(id) if !request.headers().contains_key(&FORWARDED) => id.owner_elsewhere(),
+        Some(id) if !request.headers().contains_key(&FORWARDED) => holder_elsewhere(&node, id),
         _ => None,
     };
     let Some(owner) = owner else {
@@ -160,6 +176,29 @@ pub async fn to_owner(State(node): State<AppState>, request: Request, next: Next
         )
         .into_response(),
     }
+}
+
+/// POST `body` to `path` on another gateway of the cluster (HTTPS when the gateways serve it):
+/// the session replicas (`replication`). Returns the status.
+pub async fn post(peer: SocketAddr, path: &str, body: Bytes) -> Result<StatusCode, String> {
+    let scheme = if TLS_CLIENT.get().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let uri: Uri = format!("{scheme}://{peer}{path}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let request = hyper::Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(FORWARDED, "1")
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let sent = match TLS_CLIENT.get() {
+        Some(tls) => tls.request(request),
+        None => CLIENT.request(request),
+    };
+    sent.await.map(|r| r.status()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

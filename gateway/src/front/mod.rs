@@ -12,6 +12,7 @@ pub mod ice_patch;
 pub mod pages;
 pub mod problem;
 pub mod recording;
+pub mod replicas;
 pub mod resource;
 pub mod timing;
 pub mod turn;
@@ -130,6 +131,8 @@ pub fn router(node: Arc<Node>) -> Router {
             node.config.max_body_bytes,
             body::read_first,
         ))
+        // After the body limit: a batch of replicas is larger than any client's request.
+        .route(crate::replication::PATH, post(replicas::take))
         .route_layer(middleware::from_fn(timing::tag_route))
         .layer(middleware::from_fn_with_state(
             node.clone(),

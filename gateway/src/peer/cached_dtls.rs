@@ -82,6 +82,11 @@ impl DtlsProvider for CachedDtls {
         dtls_version: DtlsVersion,
         mtu: Option<usize>,
     ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        if let Some(outcome) = super::dtls_outcome::take_resume() {
+            let slot = super::dtls_outcome::new_slot();
+            let _ = slot.set(outcome.clone());
+            return Ok(Box::new(super::dtls_outcome::Resumed::new(outcome)));
+        }
         let config = self.config(mtu)?;
         let cert = dimpl::DtlsCertificate {
             certificate: cert.certificate.clone(),
@@ -97,12 +102,14 @@ impl DtlsProvider for CachedDtls {
                 )));
             }
         };
-        Ok(Box::new(Instance(dtls)))
+        let capture = super::dtls_outcome::Capture::new(super::dtls_outcome::new_slot());
+        Ok(Box::new(Instance(dtls, capture)))
     }
 }
 
-/// One session's DTLS engine: dimpl's, passed through (what the stock provider wraps too).
-struct Instance(dimpl::Dtls);
+/// One session's DTLS engine: dimpl's, passed through (what the stock provider wraps too), and
+/// watched for the handshake's outcome (`dtls_outcome`), which a resuming gateway needs.
+struct Instance(dimpl::Dtls, super::dtls_outcome::Capture);
 
 impl std::fmt::Debug for Instance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -120,7 +127,9 @@ impl DtlsInstance for Instance {
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        self.0.poll_output(buf)
+        let output = self.0.poll_output(buf);
+        self.1.see(&output);
+        output
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {

@@ -97,6 +97,27 @@ impl Rewriter {
         self.mapping = None;
     }
 
+    /// The latest RTP time emitted (0 before the first packet).
+    pub fn last_out_time(&self) -> u64 {
+        self.last_out_time
+    }
+
+    /// A rewriter that continues a stream another process wrote up to `last_out_seq` and
+    /// `last_out_time`, `elapsed` ago: its first packet follows at `last_out_seq + 1` and that
+    /// much RTP time later, as after [`Rewriter::switch_source`].
+    pub fn resumed(
+        clock_rate: u32,
+        last_out_seq: u64,
+        last_out_time: u64,
+        elapsed: Duration,
+    ) -> Self {
+        let mut r = Rewriter::new(clock_rate, 0);
+        r.last_out_seq = Some(last_out_seq);
+        r.last_out_time = last_out_time;
+        r.switch_gap = Some(r.ticks(elapsed).max(1));
+        r
+    }
+
     /// Must be fed the send wallclock of each rewritten packet to support switch_source's elapsed computation.
     pub fn note_sent(&mut self, now: Instant) {
         if self.last_sent.is_none_or(|sent| now > sent) {

@@ -1,0 +1,356 @@
+//! Session replicas: what a gateway must know to resume another gateway's session when that one
+//! dies or drains (`resume`), and the sealed batches they travel in between gateways.
+//!
+//! A replica is the session's negotiation (the client's offer, our ICE credentials), its DTLS
+//! outcome (the SRTP keying material and the client's certificate: the client never shakes hands
+//! again), and its progress: the highest sequence number per stream in each direction and the
+//! SRTCP index, which SRTP needs to pick the right rollover counter and to pass the client's
+//! replay window. The holder sends each replica once in full and its progress every
+//! `PROGRESS_EVERY`; a resuming gateway starts far enough ahead of the last progress it has
+//! (`SEQ_JUMP`, `SRTCP_JUMP`) that whatever the holder sent since lies behind it.
+//!
+//! Batches are sealed (AES-256-GCM under a key derived from the cluster key): they carry SRTP
+//! keys, and the endpoint that takes them is on the gateways' public HTTP port. Sans-IO.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use serde::{Deserialize, Serialize};
+use str0m::crypto::dtls::SrtpProfile;
+
+use crate::ids::SessionId;
+use crate::owner_tag::Owner;
+use crate::peer::dtls_outcome::DtlsOutcome;
+
+/// How often a holder sends its sessions' progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How often it sends every replica in full again (a gateway that joined late learns them).
+pub const FULL_EVERY: Duration = Duration::from_secs(10);
+/// A replica not refreshed for this long is dropped: its holder is gone and nobody resumed it.
+pub const KEEP: Duration = Duration::from_secs(60);
+/// A resumed sender continues this far past the last sequence number it knows was sent. Safe
+/// while the holder sends fewer packets than this per `PROGRESS_EVERY` (8,192/s), and within
+/// the 2^15 a receiver's rollover estimate allows (RFC 3711 §3.3.1).
+pub const SEQ_JUMP: u64 = 1 << 14;
+/// Same for SRTCP: past anything the holder may have sent since (the index is 31 bits).
+pub const SRTCP_JUMP: u32 = 1 << 16;
+/// Largest sealed batch taken (an offer is at most `max_body_bytes`; a batch holds many).
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Most replicas a gateway keeps from others.
+pub const MAX_STORED: usize = 200_000;
+
+/// What the session does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaRole {
+    /// WHIP: publishes `stream`.
+    Publisher,
+    /// WHEP: plays `stream`.
+    Viewer,
+}
+
+/// A session's negotiation and DTLS outcome: all that never changes while it lives.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    /// The session's id (its owner tag names the gateway that made it).
+    pub id: SessionId,
+    /// The gateway that holds it now.
+    pub holder: Owner,
+    /// Publisher or viewer.
+    pub role: ReplicaRole,
+    /// The WHIP/WHEP stream name.
+    pub stream: String,
+    /// The client's SDP offer.
+    pub offer: String,
+    /// Our ICE ufrag.
+    pub ufrag: String,
+    /// Our ICE password.
+    pub pwd: String,
+    /// The DTLS-SRTP exporter's output.
+    #[serde(with = "hex_bytes")]
+    pub keying_material: Vec<u8>,
+    /// The SRTP profile (RFC 5764 ids: 1, 7, 8).
+    pub profile: u16,
+    /// The client's DTLS certificate (DER).
+    #[serde(with = "hex_bytes")]
+    pub peer_cert: Vec<u8>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Replica({} {:?} {} at {})",
+            self.id,
+            self.role,
+            self.stream,
+            self.holder.http()
+        )
+    }
+}
+
+impl Replica {
+    /// The DTLS outcome it carries, if its profile is one str0m knows.
+    pub fn dtls(&self) -> Option<DtlsOutcome> {
+        let profile = match self.profile {
+            1 => SrtpProfile::AES128_CM_SHA1_80,
+            7 => SrtpProfile::AEAD_AES_128_GCM,
+            8 => SrtpProfile::AEAD_AES_256_GCM,
+            _ => return None,
+        };
+        Some(DtlsOutcome {
+            keying_material: self.keying_material.clone(),
+            profile,
+            peer_cert: self.peer_cert.clone(),
+        })
+    }
+
+    /// The RFC 5764 id of a profile.
+    pub fn profile_id(profile: SrtpProfile) -> u16 {
+        match profile {
+            SrtpProfile::AES128_CM_SHA1_80 => 1,
+            SrtpProfile::AEAD_AES_128_GCM => 7,
+            SrtpProfile::AEAD_AES_256_GCM => 8,
+            _ => 0,
+        }
+    }
+}
+
+/// Where a session's streams are: what changes while it lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The session.
+    pub id: SessionId,
+    /// Per stream we send (viewer m-lines): mid, SSRC, RTX SSRC, highest extended sequence
+    /// number written, and its RTP time.
+    pub sent: Vec<SentStream>,
+    /// Per stream we receive (publisher): SSRC, mid, highest extended sequence number.
+    pub received: Vec<ReceivedStream>,
+    /// The next SRTCP index.
+    pub srtcp: Option<u32>,
+}
+
+/// One stream we send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentStream {
+    /// Its m-line.
+    pub mid: String,
+    /// Its SSRC (the client's receiver is bound to it).
+    pub ssrc: u32,
+    /// Its RTX SSRC.
+    pub rtx: Option<u32>,
+    /// Highest extended sequence number written.
+    pub seq: u64,
+    /// The RTP time of the latest packet written.
+    pub time: u64,
+}
+
+/// One stream we receive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedStream {
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// Its m-line.
+    pub mid: String,
+    /// Highest extended sequence number received.
+    pub seq: u64,
+}
+
+/// What one gateway tells the others in one go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Batch {
+    /// The sender.
+    pub from: Option<Owner>,
+    /// New and refreshed replicas.
+    pub replicas: Vec<Replica>,
+    /// Progress of sessions whose replicas were sent before.
+    pub progress: Vec<Progress>,
+    /// Sessions that ended: never to be resumed.
+    pub gone: Vec<SessionId>,
+}
+
+/// Why a sealed batch was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    /// Too short, too long, or not sealed under the cluster's key.
+    #[error("not a batch sealed under this cluster's key")]
+    Unsealed,
+    /// Sealed, but not a batch.
+    #[error("malformed batch")]
+    Malformed,
+}
+
+fn key(replica_key: &[u8; 32]) -> LessSafeKey {
+    // 32 bytes is AES-256's key length: this cannot fail.
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, replica_key).expect("AES-256 key"))
+}
+
+/// A batch sealed under `replica_key`: a random nonce, then the sealed JSON.
+pub fn seal(replica_key: &[u8; 32], batch: &Batch) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    // The OS RNG failing means the machine cannot do crypto at all.
+    aws_lc_rs::rand::fill(&mut nonce).expect("operating system random number generator");
+    let mut body = serde_json::to_vec(batch).unwrap_or_default();
+    // Sealing in memory with a valid key and nonce does not fail.
+    let _ = key(replica_key).seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::empty(),
+        &mut body,
+    );
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The batch sealed in `bytes`, if sealed under `replica_key`.
+pub fn open(replica_key: &[u8; 32], bytes: &[u8]) -> Result<Batch, BatchError> {
+    if bytes.len() < NONCE_LEN + 16 || bytes.len() > MAX_BATCH_BYTES {
+        return Err(BatchError::Unsealed);
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| BatchError::Unsealed)?;
+    let mut sealed = sealed.to_vec();
+    let plain = key(replica_key)
+        .open_in_place(nonce, Aad::empty(), &mut sealed)
+        .map_err(|_| BatchError::Unsealed)?;
+    serde_json::from_slice(plain).map_err(|_| BatchError::Malformed)
+}
+
+/// The extended sequence number a received 16-bit `seq` stands for, given the highest one the
+/// holder last reported: the candidate nearest a little past it, since the stream has moved on
+/// since (by less than `SEQ_JUMP`) and packets may arrive slightly out of order.
+pub fn extend_from(last_known: u64, seq: u16) -> u64 {
+    let aim = last_known + SEQ_JUMP / 2;
+    let roc = aim >> 16;
+    [roc.saturating_sub(1), roc, roc + 1]
+        .into_iter()
+        .map(|r| (r << 16) | u64::from(seq))
+        .min_by_key(|v| v.abs_diff(aim))
+        .unwrap_or(u64::from(seq))
+}
+
+/// Replicas of other gateways' sessions, as this gateway received them.
+#[derive(Default)]
+pub struct ReplicaStore {
+    by_id: HashMap<SessionId, Stored>,
+    by_ufrag: HashMap<String, SessionId>,
+}
+
+/// One stored replica.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The replica.
+    pub replica: Replica,
+    /// Its latest progress (default until one arrives).
+    pub progress: Progress,
+    /// When that progress arrived (the resumer adds the time since to RTP times).
+    pub progress_at: Instant,
+    /// When the replica was last sent in full or refreshed.
+    pub refreshed: Instant,
+}
+
+impl ReplicaStore {
+    /// Take a batch in; returns how many replicas it added or refreshed.
+    pub fn apply(&mut self, batch: Batch, now: Instant) -> usize {
+        self.sweep(now);
+        let mut taken = 0;
+        for replica in batch.replicas {
+            if self.by_id.len() >= MAX_STORED && !self.by_id.contains_key(&replica.id) {
+                break;
+            }
+            taken += 1;
+            let id = replica.id;
+            self.by_ufrag.insert(replica.ufrag.clone(), id);
+            match self.by_id.get_mut(&id) {
+                Some(s) => {
+                    if s.replica.ufrag != replica.ufrag {
+                        self.by_ufrag.remove(&s.replica.ufrag);
+                        self.by_ufrag.insert(replica.ufrag.clone(), id);
+                    }
+                    s.replica = replica;
+                    s.refreshed = now;
+                }
+                None => {
+                    self.by_id.insert(
+                        id,
+                        Stored {
+                            replica,
+                            progress: Progress {
+                                id,
+                                sent: Vec::new(),
+                                received: Vec::new(),
+                                srtcp: None,
+                            },
+                            progress_at: now,
+                            refreshed: now,
+                        },
+                    );
+                }
+            }
+        }
+        for p in batch.progress {
+            if let Some(s) = self.by_id.get_mut(&p.id) {
+                s.progress = p;
+                s.progress_at = now;
+                s.refreshed = now;
+            }
+        }
+        for id in batch.gone {
+            self.remove(id);
+        }
+        taken
+    }
+
+    /// The replica whose ICE ufrag is `ufrag`.
+    pub fn by_ufrag(&self, ufrag: &str) -> Option<&Stored> {
+        self.by_id.get(self.by_ufrag.get(ufrag)?)
+    }
+
+    /// The replica of session `id`.
+    pub fn get(&self, id: SessionId) -> Option<&Stored> {
+        self.by_id.get(&id)
+    }
+
+    /// Forget session `id` (it ended, or it is resumed here).
+    pub fn remove(&mut self, id: SessionId) -> Option<Stored> {
+        let s = self.by_id.remove(&id)?;
+        self.by_ufrag.remove(&s.replica.ufrag);
+        Some(s)
+    }
+
+    /// How many replicas are kept.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when none are.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let stale: Vec<SessionId> = self
+            .by_id
+            .iter()
+            .filter(|(_, s)| now.saturating_duration_since(s.refreshed) > KEEP)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.remove(id);
+        }
+    }
+}
+
+/// Byte strings as hex in JSON.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}

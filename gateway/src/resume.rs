@@ -1,0 +1,179 @@
+//! Resuming a session another gateway held, when that gateway died or handed its sessions off
+//! at shutdown, and the client's packets now reach this one (behind one load-balanced address).
+//!
+//! The replica (`replica`) has everything the client and we agreed on: the offer, our ICE
+//! credentials, the DTLS-SRTP keys and the client's certificate. The session is built again from
+//! the offer, exactly as the first gateway built it, but with those credentials and with a DTLS
+//! engine that starts where the handshake ended (`peer::dtls_outcome`): the client sees the same
+//! ICE agent answer its checks and the same SRTP keys, and carries on without a new POST, a new
+//! handshake or an ICE restart. Its streams continue past whatever the old holder may have sent
+//! (`replica::SEQ_JUMP`, `SRTCP_JUMP`), a viewer's with the SSRCs its receivers are bound to.
+//!
+//! The receive loop asks for a resume (`ResumeHook`) when a STUN check for a replicated session
+//! reaches it and the session's holder is gone from the cluster or did not answer the previous
+//! check it forwarded (`forwarding`). The check itself is handed to the new session, which answers
+//! it: consent from this gateway, at once.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use str0m::media::{MediaKind, Mid};
+use str0m::rtp::Ssrc;
+use str0m::{IceCreds, Rtc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::control::Resumed;
+use crate::datagram::Datagram;
+use crate::mailbox::WorkerMsg;
+use crate::node::Node;
+use crate::replica::{ReplicaRole, ReplicaStore, SEQ_JUMP, Stored};
+use crate::session::Pull;
+
+/// A request from the receive loop.
+pub struct ResumeRequest {
+    /// The replica, as stored when the request was made.
+    pub stored: Stored,
+    /// The client.
+    pub client: SocketAddr,
+    /// Our address it sent to.
+    pub destination: SocketAddr,
+    /// The datagram that asked (a STUN check): the new session answers it.
+    pub first: Vec<u8>,
+}
+
+/// What the receive loop needs to ask for resumes.
+pub struct ResumeHook {
+    /// Replicas of the other gateways' sessions.
+    pub replicas: Arc<Mutex<ReplicaStore>>,
+    /// Where requests go.
+    pub requests: mpsc::UnboundedSender<ResumeRequest>,
+}
+
+/// Runs the resumes the receive loop asks for, one at a time, until `shutdown`.
+pub async fn run(
+    node: Arc<Node>,
+    mut requests: mpsc::UnboundedReceiver<ResumeRequest>,
+    shutdown: CancellationToken,
+) {
+    let mut done: HashSet<crate::ids::SessionId> = HashSet::new();
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = requests.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let id = request.stored.replica.id;
+        if done.contains(&id) || node.registry.session(id).is_some() || node.draining.is_on() {
+            continue;
+        }
+        let started = Instant::now();
+        match resume(&node, request).await {
+            Ok(()) => {
+                done.insert(id);
+                tracing::info!(session = %id, took_us = started.elapsed().as_micros() as u64, "resumed a session of another gateway");
+            }
+            Err(e) => tracing::warn!(session = %id, error = %e.detail, "cannot resume session"),
+        }
+        if done.len() > 100_000 {
+            done.clear();
+        }
+    }
+}
+
+async fn resume(node: &Node, request: ResumeRequest) -> Result<(), crate::refusal::Refusal> {
+    let ResumeRequest {
+        stored,
+        client,
+        destination,
+        first,
+    } = request;
+    let replica = stored.replica;
+    let Some(dtls) = replica.dtls() else {
+        return Err(crate::refusal::Refusal::unprocessable(
+            "unknown SRTP profile",
+        ));
+    };
+    let resumed = Resumed {
+        id: replica.id,
+        peer: crate::peer::Resume {
+            ice: IceCreds {
+                ufrag: replica.ufrag.clone(),
+                pass: replica.pwd.clone(),
+            },
+            dtls,
+        },
+        progress: stored.progress,
+        progress_age: stored.progress_at.elapsed(),
+    };
+    let stream: Arc<str> = replica.stream.as_str().into();
+    match replica.role {
+        ReplicaRole::Publisher => {
+            crate::control::push_resumed(
+                node,
+                Some(stream),
+                crate::registry::Role::Whip,
+                None,
+                &replica.offer,
+                Some(resumed),
+            )?;
+        }
+        ReplicaRole::Viewer => {
+            crate::control::pull_stream_resumed(node, stream, &replica.offer, Some(resumed))
+                .await?;
+        }
+    }
+    node.replicas
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(replica.id);
+    // The check that asked: the new session answers it (its worker has the session by now: the
+    // adoption went into the same mailbox first).
+    if let Some(entry) = node.registry.session(replica.id) {
+        node.send(
+            entry.worker,
+            WorkerMsg::Datagrams(vec![Datagram {
+                session: replica.id,
+                source: client,
+                destination,
+                data: first,
+                at: Instant::now(),
+                proto: str0m::net::Protocol::Udp,
+            }]),
+        );
+    }
+    Ok(())
+}
+
+/// A resumed viewer's m-lines: the SSRCs its receivers are bound to, and numbering that
+/// continues past the old holder's (`SEQ_JUMP` on, and the RTP time since its last report).
+pub fn continue_streams(rtc: &mut Rtc, pulls: &mut [Pull], resumed: &Resumed) {
+    for sent in &resumed.progress.sent {
+        let mid = Mid::from(sent.mid.as_str());
+        if rtc.media(mid).is_none() {
+            continue;
+        }
+        let mut api = rtc.direct_api();
+        if let Some(ssrc) = api.stream_tx_by_mid(mid, None).map(|tx| tx.ssrc()) {
+            api.remove_stream_tx(ssrc);
+        }
+        api.declare_stream_tx(Ssrc::from(sent.ssrc), sent.rtx.map(Ssrc::from), mid, None);
+        if let Some(pull) = pulls.iter_mut().find(|p| p.mid == mid) {
+            let clock = if pull.kind == MediaKind::Audio {
+                48_000
+            } else {
+                90_000
+            };
+            pull.rewriter = relay_proto::Rewriter::resumed(
+                clock,
+                sent.seq + SEQ_JUMP,
+                sent.time,
+                resumed.progress_age,
+            );
+        }
+    }
+}
