@@ -57,6 +57,17 @@ pub enum DemuxUpdate {
     /// bound client is held here, so that flows the balancer moves to them are forwarded at once
     /// instead of probed. The UDP receive loop acts on it; a table has nothing to change.
     ClaimAll,
+    /// A client datagram the UDP receive loop handed over while the session it asked for was
+    /// resumed here (`resume`): routed again once the session's ufrag is known, which binds the
+    /// client's address as any first STUN check does. A table has nothing to change.
+    Replay {
+        /// The client.
+        source: std::net::SocketAddr,
+        /// Our address it was sent to.
+        destination: std::net::SocketAddr,
+        /// The datagram (a STUN check).
+        datagram: Vec<u8>,
+    },
 }
 
 /// Every routing table that must learn of each session: the UDP socket's and, when ICE-TCP is
@@ -130,7 +141,7 @@ impl Demux {
     /// Learns or forgets a session's ufrag, as the workers announce it.
     pub fn apply(&mut self, update: DemuxUpdate) {
         match update {
-            DemuxUpdate::ClaimAll => {}
+            DemuxUpdate::ClaimAll | DemuxUpdate::Replay { .. } => {}
             DemuxUpdate::Ufrag {
                 ufrag,
                 pwd,

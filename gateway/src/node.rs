@@ -518,6 +518,16 @@ impl Node {
         self.demux.send(DemuxUpdate::ClaimAll);
     }
 
+    /// Route `datagram` from `source` again, now that the session it asked for is in place
+    /// (`resume`).
+    pub fn replay_datagram(&self, source: SocketAddr, destination: SocketAddr, datagram: Vec<u8>) {
+        self.demux.send(DemuxUpdate::Replay {
+            source,
+            destination,
+            datagram,
+        });
+    }
+
     /// The UDP socket's local address.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp.local_addr()

@@ -167,6 +167,10 @@ pub struct Batch {
     pub progress: Vec<Progress>,
     /// Sessions that ended: never to be resumed.
     pub gone: Vec<SessionId>,
+    /// The sender is leaving (its last batch, at shutdown): its sessions are to be resumed by
+    /// the next gateway their packets reach, at once.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// Why a sealed batch was refused.
@@ -247,6 +251,8 @@ pub struct Stored {
     pub progress_at: Instant,
     /// When the replica was last sent in full or refreshed.
     pub refreshed: Instant,
+    /// Its holder said it was leaving: resume it without waiting for the holder to go silent.
+    pub orphaned: bool,
 }
 
 impl ReplicaStore {
@@ -267,6 +273,7 @@ impl ReplicaStore {
                         self.by_ufrag.remove(&s.replica.ufrag);
                         self.by_ufrag.insert(replica.ufrag.clone(), id);
                     }
+                    s.orphaned &= s.replica.holder == replica.holder;
                     s.replica = replica;
                     s.refreshed = now;
                 }
@@ -283,6 +290,7 @@ impl ReplicaStore {
                             },
                             progress_at: now,
                             refreshed: now,
+                            orphaned: false,
                         },
                     );
                 }
@@ -297,6 +305,13 @@ impl ReplicaStore {
         }
         for id in batch.gone {
             self.remove(id);
+        }
+        if batch.leaving
+            && let Some(from) = batch.from
+        {
+            for s in self.by_id.values_mut() {
+                s.orphaned |= s.replica.holder == from;
+            }
         }
         taken
     }

@@ -92,7 +92,8 @@ pub async fn run(
         take(&mut sessions, &mut gone, m);
     }
     let handed = sessions.len();
-    if let Some(batch) = next_batch(one, &mut sessions, &mut gone, Instant::now()) {
+    if let Some(mut batch) = next_batch(one, &mut sessions, &mut gone, Instant::now()) {
+        batch.leaving = true;
         post_all(one, batch).await;
     }
     tracing::info!(sessions = handed, "sessions handed off to the cluster");

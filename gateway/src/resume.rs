@@ -26,8 +26,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::Resumed;
-use crate::datagram::Datagram;
-use crate::mailbox::WorkerMsg;
 use crate::node::Node;
 use crate::replica::{ReplicaRole, ReplicaStore, SEQ_JUMP, Stored};
 use crate::session::Pull;
@@ -131,21 +129,9 @@ async fn resume(node: &Node, request: ResumeRequest) -> Result<(), crate::refusa
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(replica.id);
-    // The check that asked: the new session answers it (its worker has the session by now: the
-    // adoption went into the same mailbox first).
-    if let Some(entry) = node.registry.session(replica.id) {
-        node.send(
-            entry.worker,
-            WorkerMsg::Datagrams(vec![Datagram {
-                session: replica.id,
-                source: client,
-                destination,
-                data: first,
-                at: Instant::now(),
-                proto: str0m::net::Protocol::Udp,
-            }]),
-        );
-    }
+    // The check that asked: routed again behind the session's ufrag (sent to the receive loop
+    // first), which binds the client's address here, and answered by the new session.
+    node.replay_datagram(client, destination, first);
     Ok(())
 }
 
@@ -168,6 +154,7 @@ pub fn continue_streams(rtc: &mut Rtc, pulls: &mut [Pull], resumed: &Resumed) {
             } else {
                 90_000
             };
+            pull.resumed = true;
             pull.rewriter = relay_proto::Rewriter::resumed(
                 clock,
                 sent.seq + SEQ_JUMP,

@@ -77,6 +77,10 @@ pub struct Pull {
     pub pacer: Option<RunPacer>,
     /// When the first packet was written to this viewer (`join_metrics`).
     pub first_write: Option<Instant>,
+    /// Resumed from another gateway (`resume`): the viewer has decoded up to some recent frame,
+    /// so it starts again at the next live keyframe, never at a cached run that would take it
+    /// back in time.
+    pub resumed: bool,
 }
 
 /// Before both layers have sent a sender report: frames of two simulcast layers arriving this
@@ -125,6 +129,7 @@ impl Pull {
             repair_window_bound: false,
             pacer: None,
             first_write: None,
+            resumed: false,
         }
     }
 

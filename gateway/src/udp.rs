@@ -152,7 +152,7 @@ impl UdpShell {
             .by_ufrag(&ufrag)?
             .clone();
         let holder = stored.replica.holder;
-        if !f.holder_gone(at, source, holder) {
+        if !stored.orphaned && !f.holder_gone(at, source, holder) {
             return Some(f.check_to(at, source, chunk, holder));
         }
         if f.ask_resume(at, source) {
@@ -402,7 +402,7 @@ impl UdpShell {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 update = updates.recv() => match update {
-                    Some(u) => self.apply(&mut demux, forwarding.as_ref(), u),
+                    Some(u) => self.apply(&mut demux, forwarding.as_mut(), u, &workers),
                     None => return,
                 },
                 ready = self.socket.readable() => {
@@ -411,7 +411,7 @@ impl UdpShell {
                     }
                     // New sessions' ufrags must be known before their first STUN is routed.
                     while let Ok(u) = updates.try_recv() {
-                        self.apply(&mut demux, forwarding.as_ref(), u);
+                        self.apply(&mut demux, forwarding.as_mut(), u, &workers);
                     }
                     self.drain(&mut demux, forwarding.as_mut(), &mut bufs, &mut metas, &workers);
                     if let Some(f) = &forwarding {
@@ -503,8 +503,40 @@ impl UdpShell {
 impl UdpShell {
     /// A routing update; at the start of a drain, the claims of every bound client to the
     /// cluster's other gateways (`Forwarding::claim_all`).
-    fn apply(&self, demux: &mut Demux, forwarding: Option<&Forwarding>, update: DemuxUpdate) {
+    fn apply(
+        &self,
+        demux: &mut Demux,
+        forwarding: Option<&mut Forwarding>,
+        update: DemuxUpdate,
+        workers: &[mpsc::UnboundedSender<WorkerMsg>],
+    ) {
         match (update, forwarding) {
+            (
+                DemuxUpdate::Replay {
+                    source,
+                    destination,
+                    datagram,
+                },
+                f,
+            ) => {
+                let at = Instant::now();
+                let Dispatch::To(route) = demux.route(at, source, &datagram) else {
+                    return;
+                };
+                if let Some(f) = f {
+                    f.direct(source);
+                }
+                if let Some(worker) = workers.get(route.worker) {
+                    let _ = worker.send(WorkerMsg::Datagrams(vec![Datagram {
+                        session: route.session,
+                        source,
+                        destination,
+                        data: datagram,
+                        at,
+                        proto: Protocol::Udp,
+                    }]));
+                }
+            }
             (DemuxUpdate::ClaimAll, Some(f)) => {
                 let claims: Vec<str0m::net::Transmit> = f
                     .claim_all(demux.bound())

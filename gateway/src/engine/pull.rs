@@ -104,6 +104,10 @@ impl Engine {
             return;
         }
         pull.bound_repair_window(&mut s.rtc, self.ctx.config.viewer_repair_window);
+        if pull.resumed {
+            self.serve_run(id, i, track, &[], now);
+            return;
+        }
         if t.origin {
             let run = t.start_run();
             self.serve_run(id, i, track, &run, now);
