@@ -65,6 +65,7 @@ pub fn push(
 
 /// A session another gateway held, resumed here (`resume`): its id, its credentials and DTLS
 /// outcome, and where its streams were.
+#[derive(Clone)]
 pub struct Resumed {
     /// The session's id (kept: the client's resource URL names it).
     pub id: SessionId,

@@ -161,8 +161,9 @@ pub struct Forwarding {
     probes: TokenBucket,
     /// Clients probed in the last `PROBE_WAIT`.
     probing: HashMap<SocketAddr, Instant>,
-    /// Clients whose STUN check went to their holder with nothing back since: when it went.
-    unanswered: HashMap<SocketAddr, Instant>,
+    /// Clients whose STUN check went to their holder with nothing back since: the holder, and
+    /// when the first such check went.
+    unanswered: HashMap<SocketAddr, (SocketAddr, Instant)>,
     /// Clients whose session a resume was asked for, and when.
     resuming: HashMap<SocketAddr, Instant>,
     swept: Option<Instant>,
@@ -254,7 +255,11 @@ impl Forwarding {
         // address back.
         self.remember(client, holder.udp(), now);
         if self.unanswered.len() < MAX_ELSEWHERE {
-            self.unanswered.entry(client).or_insert(now);
+            let since = self.unanswered.entry(client).or_insert((holder.udp(), now));
+            // Another holder (the session was resumed elsewhere): its silence starts now.
+            if since.0 != holder.udp() {
+                *since = (holder.udp(), now);
+            }
         }
         self.stats.forwarded += 1;
         vec![(
@@ -267,10 +272,9 @@ impl Forwarding {
     /// since a check of this client went to it `HOLDER_SILENT` ago?
     pub fn holder_gone(&self, now: Instant, client: SocketAddr, holder: Owner) -> bool {
         !self.one.gateways.contains(std::net::IpAddr::V4(holder.ip))
-            || self
-                .unanswered
-                .get(&client)
-                .is_some_and(|at| now.saturating_duration_since(*at) >= HOLDER_SILENT)
+            || self.unanswered.get(&client).is_some_and(|(to, at)| {
+                *to == holder.udp() && now.saturating_duration_since(*at) >= HOLDER_SILENT
+            })
     }
 
     /// Whether to ask for `client`'s session to be resumed now (not while an earlier ask is
@@ -406,7 +410,7 @@ impl Forwarding {
         self.probing
             .retain(|_, at| now.saturating_duration_since(*at) < PROBE_WAIT);
         self.unanswered
-            .retain(|_, at| now.saturating_duration_since(*at) < IDLE);
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < IDLE);
         self.resuming
             .retain(|_, at| now.saturating_duration_since(*at) < RESUME_WAIT);
         self.via.sweep(now);

@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::{MediaKind, Mid};
 use str0m::rtp::Ssrc;
@@ -26,7 +26,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::Resumed;
+use crate::ids::SessionId;
 use crate::node::Node;
+use crate::refusal::RefusalKind;
 use crate::replica::{ReplicaRole, ReplicaStore, SEQ_JUMP, Stored};
 use crate::session::Pull;
 
@@ -50,13 +52,18 @@ pub struct ResumeHook {
     pub requests: mpsc::UnboundedSender<ResumeRequest>,
 }
 
-/// Runs the resumes the receive loop asks for, one at a time, until `shutdown`.
+/// How long a viewer's resume waits for its stream's publisher to be resumed too (the viewer's
+/// check may come first; the publisher's own check comes within a few seconds).
+const PUBLISHER_WAIT: Duration = Duration::from_secs(4);
+
+/// Runs the resumes the receive loop asks for, each in a task of its own (a viewer's may wait
+/// for its publisher), until `shutdown`.
 pub async fn run(
     node: Arc<Node>,
     mut requests: mpsc::UnboundedReceiver<ResumeRequest>,
     shutdown: CancellationToken,
 ) {
-    let mut done: HashSet<crate::ids::SessionId> = HashSet::new();
+    let busy: Arc<Mutex<HashSet<SessionId>>> = Arc::default();
     loop {
         let request = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -66,20 +73,24 @@ pub async fn run(
             },
         };
         let id = request.stored.replica.id;
-        if done.contains(&id) || node.registry.session(id).is_some() || node.draining.is_on() {
+        if node.registry.session(id).is_some() || node.draining.is_on() {
             continue;
         }
-        let started = Instant::now();
-        match resume(&node, request).await {
-            Ok(()) => {
-                done.insert(id);
-                tracing::info!(session = %id, took_us = started.elapsed().as_micros() as u64, "resumed a session of another gateway");
+        if !busy.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
+            continue;
+        }
+        let (node, busy, shutdown) = (node.clone(), busy.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                done = resume(&node, request) => match done {
+                    Ok(()) => tracing::info!(session = %id, took_us = started.elapsed().as_micros() as u64, "resumed a session of another gateway"),
+                    Err(e) => tracing::warn!(session = %id, error = %e.detail, "cannot resume session"),
+                },
             }
-            Err(e) => tracing::warn!(session = %id, error = %e.detail, "cannot resume session"),
-        }
-        if done.len() > 100_000 {
-            done.clear();
-        }
+            busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        });
     }
 }
 
@@ -121,8 +132,24 @@ async fn resume(node: &Node, request: ResumeRequest) -> Result<(), crate::refusa
             )?;
         }
         ReplicaRole::Viewer => {
-            crate::control::pull_stream_resumed(node, stream, &replica.offer, Some(resumed))
-                .await?;
+            // Its stream's publisher may be resumed a moment later, elsewhere or here.
+            let deadline = Instant::now() + PUBLISHER_WAIT;
+            loop {
+                let attempt = crate::control::pull_stream_resumed(
+                    node,
+                    stream.clone(),
+                    &replica.offer,
+                    Some(resumed.clone()),
+                )
+                .await;
+                match attempt {
+                    Ok(_) => break,
+                    Err(e) if e.kind == RefusalKind::Conflict && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
     node.replicas

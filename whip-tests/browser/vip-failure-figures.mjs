@@ -20,13 +20,13 @@ import { GATEWAY_BIN, VIP_BASE, launchChromiumViaVip, vipRig, waitConnected, wai
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
-const cluster = (arg) => execFileSync("bash", [VIP_CLUSTER, arg],
-  { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, BIN: path.dirname(GATEWAY_BIN) } });
+const cluster = (arg, env = {}) => execFileSync("bash", [VIP_CLUSTER, arg],
+  { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, ...env, BIN: path.dirname(GATEWAY_BIN) } });
 const gatewayPid = (i) => execFileSync("ip", ["netns", "pids", `vip-g${i}`]).toString().trim().split("\n")[0];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function run(signal, seconds) {
-  cluster("up");
+async function run(signal, seconds, env = {}) {
+  cluster("up", env);
   vipRig("pin", "1");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-vip-failure-"));
   const context = await launchChromiumViaVip(dir, []);
@@ -38,6 +38,9 @@ async function run(signal, seconds) {
     await viewer.goto(`${VIP_BASE}/watch/failure`);
     await waitConnected(viewer, "whep", 20_000);
     await waitFrames(viewer, 30, 20_000);
+    // Tag both PeerConnections: a page that reconnects (a new POST) makes a new, untagged one.
+    await publisher.evaluate(() => { window.whip.pc.__first = true; });
+    await viewer.evaluate(() => { window.whep.pc.__first = true; });
     const t0 = Date.now();
     execFileSync("kill", [signal, gatewayPid(1)]);
     vipRig("drop", "1");
@@ -49,9 +52,9 @@ async function run(signal, seconds) {
     let framesAfter = 0;
     while (Date.now() - t0 < seconds * 1000) {
       await sleep(100);
-      const pub = await publisher.evaluate(() => window.whip && window.whip.pc && window.whip.pc.connectionState);
+      const pub = await publisher.evaluate(() => { const w = window.whip; return w && w.pc && `${w.pc.connectionState}${w.pc.__first ? "" : " (a new POST)"}`; });
       const s = await watchStats(viewer);
-      const view = await viewer.evaluate(() => window.whep && window.whep.pc && window.whep.pc.connectionState);
+      const view = await viewer.evaluate(() => { const w = window.whep; return w && w.pc && `${w.pc.connectionState}${w.pc.__first ? "" : " (a new POST)"}`; });
       const now = Date.now();
       if (pub !== last.pub) { events.push(`${now - t0} ms publisher ${pub}`); last.pub = pub; }
       if (view !== last.view) { events.push(`${now - t0} ms viewer ${view}`); last.view = view; }
@@ -65,15 +68,24 @@ async function run(signal, seconds) {
         frames = s.framesDecoded;
       }
     }
-    console.log(`${signal}: gateway 1 signalled and dropped by the balancer at 0 ms`);
+    console.log(`${signal} ${JSON.stringify(env)}: gateway 1 signalled and dropped by the balancer at 0 ms`);
     for (const e of events) console.log(`  ${e}`);
     console.log(`  viewer: ${framesAfter} frames decoded in ${seconds} s after; longest time without a new frame ${longestGap} ms`);
   } finally {
     await context.close().catch(() => {});
+    // The nodes' logs, kept for a look after the run.
+    const keep = path.join(os.tmpdir(), `vip-failure-logs${signal}${Object.keys(env).length ? "-timeout" : ""}`);
+    fs.rmSync(keep, { recursive: true, force: true });
+    fs.cpSync("/tmp/vip-cluster", keep, { recursive: true });
     cluster("down");
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
-await run("-TERM", 15);
-await run("-KILL", 60);
+const only = process.argv[2];
+// A drain whose sessions end before its timeout (30 s in a cluster): nothing moves.
+if (!only || only === "drain") await run("-TERM", 15);
+// A drain that reaches its timeout: the sessions are handed off and resumed elsewhere.
+if (!only || only === "handoff") await run("-TERM", 15, { GATEWAY_DRAIN_TIMEOUT_MS: "2000" });
+// A kill: the sessions are resumed from their replicas.
+if (!only || only === "kill") await run("-KILL", 20);
