@@ -29,7 +29,7 @@ use crate::control::Resumed;
 use crate::ids::SessionId;
 use crate::node::Node;
 use crate::refusal::RefusalKind;
-use crate::replica::{ReplicaRole, ReplicaStore, SEQ_JUMP, Stored};
+use crate::replica::{ReceivedStream, ReplicaRole, ReplicaStore, SEQ_JUMP, Stored};
 use crate::session::Pull;
 
 /// A request from the receive loop.
@@ -160,6 +160,23 @@ async fn resume(node: &Node, request: ResumeRequest) -> Result<(), crate::refusa
     // first), which binds the client's address here, and answered by the new session.
     node.replay_datagram(client, destination, first);
     Ok(())
+}
+
+/// A stream a resumed session receives: its rollover counter, from the first packet that arrives
+/// here (`seq`) and the highest sequence number the old holder reported (`replica::extend_from`).
+pub fn set_rollover(rtc: &mut Rtc, stream: &ReceivedStream, seq: u16) {
+    let ssrc = Ssrc::from(stream.ssrc);
+    let roc = crate::replica::extend_from(stream.seq, seq) >> 16;
+    let mid = Mid::from(stream.mid.as_str());
+    // The mid comes from another process: str0m panics on a mid it does not have.
+    let known = rtc.media(mid).is_some();
+    let mut api = rtc.direct_api();
+    if api.stream_rx(&ssrc).is_none() && known {
+        api.expect_stream_rx(ssrc, None, mid, None);
+    }
+    if let Some(rx) = api.stream_rx(&ssrc) {
+        rx.reset_roc(roc);
+    }
 }
 
 /// A resumed viewer's m-lines: the SSRCs its receivers are bound to, and numbering that

@@ -6,7 +6,6 @@
 
 use std::time::Instant;
 
-use str0m::media::Mid;
 use str0m::rtp::Ssrc;
 
 use super::Engine;
@@ -71,14 +70,7 @@ impl Engine {
             return;
         };
         let stream = r.pending_roc.swap_remove(i);
-        let roc = crate::replica::extend_from(stream.seq, seq) >> 16;
-        let mut api = s.rtc.direct_api();
-        if api.stream_rx(&Ssrc::from(ssrc)).is_none() {
-            api.expect_stream_rx(Ssrc::from(ssrc), None, Mid::from(stream.mid.as_str()), None);
-        }
-        if let Some(rx) = api.stream_rx(&Ssrc::from(ssrc)) {
-            rx.reset_roc(roc);
-        }
+        crate::resume::set_rollover(&mut s.rtc, &stream, seq);
     }
 
     /// A received packet's extended sequence number, for the next progress report.
