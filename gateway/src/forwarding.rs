@@ -458,6 +458,54 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_that_leaves_the_cluster_or_stays_silent_after_a_check_is_gone() {
+        let members = GatewaySet::default();
+        members.update(["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]);
+        let (a, b, c) = (
+            gateway(1, &members),
+            gateway(2, &members),
+            gateway(3, &members),
+        );
+        let t0 = Instant::now();
+        let client: SocketAddr = "198.51.100.9:5000".parse().expect("addr");
+        let mut way_in = Forwarding::new(b, Default::default());
+        let holder = a.tags.own();
+        let check = binding(&a.tags.ufrag());
+
+        // A live holder answers: never gone, however long the session lasts.
+        assert!(!way_in.holder_gone(t0, client, holder));
+        let frames = way_in.check_to(t0, client, &check, holder);
+        assert_eq!(frames.len(), 1);
+        let reply = Tunnel::new(&a.tunnel_key).wrap(Kind::Reply, client, b"answer");
+        assert!(matches!(
+            way_in.on_frame(t0, holder.udp(), &reply),
+            FrameAction::ToClient { .. }
+        ));
+        let later = t0 + HOLDER_SILENT * 3;
+        assert!(!way_in.holder_gone(later, client, holder));
+
+        // A check with nothing back for `HOLDER_SILENT`: gone.
+        way_in.check_to(later, client, &check, holder);
+        assert!(!way_in.holder_gone(later + HOLDER_SILENT / 2, client, holder));
+        assert!(way_in.holder_gone(later + HOLDER_SILENT, client, holder));
+
+        // Resumed on gateway 3 meanwhile: its silence starts with the first check sent to it.
+        let resumer = c.tags.own();
+        let t1 = later + HOLDER_SILENT * 2;
+        way_in.check_to(t1, client, &check, resumer);
+        assert!(!way_in.holder_gone(t1 + HOLDER_SILENT / 2, client, resumer));
+
+        // One resume asked per client at a time.
+        assert!(way_in.ask_resume(t1, client));
+        assert!(!way_in.ask_resume(t1 + Duration::from_millis(10), client));
+        assert!(way_in.ask_resume(t1 + Duration::from_secs(2), client));
+
+        // A holder the membership no longer lists is gone at once.
+        members.update(["10.0.0.2:7000", "10.0.0.3:7000"]);
+        assert!(way_in.holder_gone(t1, client, holder));
+    }
+
+    #[test]
     fn a_session_elsewhere_is_reached_by_its_ufrag_then_by_the_clients_address() {
         let members = GatewaySet::default();
         members.update(["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"]);

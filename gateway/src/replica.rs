@@ -369,3 +369,178 @@ mod hex_bytes {
         hex::decode(text).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn owner(last: u8) -> Owner {
+        Owner {
+            ip: Ipv4Addr::new(10, 0, 0, last),
+            udp_port: 8189,
+            http_port: 8080,
+        }
+    }
+
+    fn replica(id: u8, holder: u8) -> Replica {
+        Replica {
+            id: SessionId::from_bytes([id; 16]),
+            holder: owner(holder),
+            role: ReplicaRole::Viewer,
+            stream: "live".into(),
+            offer: "v=0\r\n".into(),
+            ufrag: format!("ufrag{id}"),
+            pwd: "pwd".into(),
+            keying_material: vec![1, 2, 3],
+            profile: 7,
+            peer_cert: vec![4, 5],
+        }
+    }
+
+    fn progress(id: u8, seq: u64) -> Progress {
+        Progress {
+            id: SessionId::from_bytes([id; 16]),
+            sent: vec![],
+            received: vec![ReceivedStream {
+                ssrc: 1,
+                mid: "0".into(),
+                seq,
+            }],
+            srtcp: Some(9),
+        }
+    }
+
+    #[test]
+    fn batches_open_only_under_the_key_they_were_sealed_with() {
+        let key = [7u8; 32];
+        let batch = Batch {
+            from: Some(owner(1)),
+            replicas: vec![replica(1, 1)],
+            progress: vec![progress(1, 5)],
+            gone: vec![SessionId::from_bytes([2; 16])],
+            leaving: true,
+        };
+        let sealed = seal(&key, &batch);
+        let opened = open(&key, &sealed).expect("opens");
+        assert_eq!(opened.replicas, batch.replicas);
+        assert_eq!(opened.progress, batch.progress);
+        assert_eq!(opened.gone, batch.gone);
+        assert!(opened.leaving);
+        assert_eq!(open(&[8u8; 32], &sealed).err(), Some(BatchError::Unsealed));
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 20;
+        tampered[last] ^= 1;
+        assert_eq!(open(&key, &tampered).err(), Some(BatchError::Unsealed));
+        assert_eq!(open(&key, &sealed[..20]).err(), Some(BatchError::Unsealed));
+        assert_eq!(open(&key, b"").err(), Some(BatchError::Unsealed));
+        // Sealed under the key but not a batch.
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).expect("rng");
+        let mut body = b"[1,2,3]".to_vec();
+        key_of(&key)
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut body)
+            .expect("seal");
+        let mut garbage = nonce.to_vec();
+        garbage.extend_from_slice(&body);
+        assert_eq!(open(&key, &garbage).err(), Some(BatchError::Malformed));
+    }
+
+    fn key_of(k: &[u8; 32]) -> LessSafeKey {
+        key(k)
+    }
+
+    #[test]
+    fn a_replica_does_not_show_its_keys_in_logs() {
+        let text = format!("{:?}", replica(1, 1));
+        assert!(!text.contains("keying") && !text.contains("pwd"), "{text}");
+        let outcome = replica(1, 1).dtls().expect("profile 7");
+        assert_eq!(format!("{outcome:?}"), "DtlsOutcome(SRTP_AEAD_AES_128_GCM)");
+        assert!(
+            Replica {
+                profile: 3,
+                ..replica(1, 1)
+            }
+            .dtls()
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn the_rollover_counter_is_the_one_nearest_just_past_the_last_report() {
+        // Moved on a little, same rollover.
+        assert_eq!(extend_from(1_000, 1_500), 1_500);
+        // The report was just below a wrap; the stream wrapped since.
+        assert_eq!(extend_from(65_000, 200), 65_536 + 200);
+        // Just past a wrap, a late packet from before it.
+        assert_eq!(extend_from(65_536 + 10, 65_530), 65_530);
+        // Far into a later rollover.
+        assert_eq!(
+            extend_from(5 * 65_536 + 40_000, 45_000),
+            5 * 65_536 + 45_000
+        );
+        // The very start.
+        assert_eq!(extend_from(0, 3), 3);
+    }
+
+    #[test]
+    fn the_store_finds_replicas_by_ufrag_and_forgets_ended_and_stale_ones() {
+        let mut store = ReplicaStore::default();
+        let t0 = Instant::now();
+        let a = SessionId::from_bytes([1; 16]);
+        let taken = store.apply(
+            Batch {
+                from: Some(owner(1)),
+                replicas: vec![replica(1, 1), replica(2, 1)],
+                progress: vec![progress(1, 77), progress(9, 1)],
+                ..Batch::default()
+            },
+            t0,
+        );
+        assert_eq!(taken, 2);
+        assert_eq!(store.by_ufrag("ufrag1").map(|s| s.replica.id), Some(a));
+        assert_eq!(store.get(a).map(|s| s.progress.received[0].seq), Some(77));
+        assert!(!store.get(a).is_some_and(|s| s.orphaned));
+        // Resumed by gateway 2: the holder changes, the ufrag still finds it.
+        store.apply(
+            Batch {
+                from: Some(owner(2)),
+                replicas: vec![replica(1, 2)],
+                ..Batch::default()
+            },
+            t0,
+        );
+        assert_eq!(
+            store.by_ufrag("ufrag1").map(|s| s.replica.holder),
+            Some(owner(2))
+        );
+        // Gateway 1 leaves: what it still holds is orphaned, not what gateway 2 took over.
+        store.apply(
+            Batch {
+                from: Some(owner(1)),
+                leaving: true,
+                ..Batch::default()
+            },
+            t0,
+        );
+        assert!(!store.get(a).is_some_and(|s| s.orphaned));
+        assert!(
+            store
+                .get(SessionId::from_bytes([2; 16]))
+                .is_some_and(|s| s.orphaned)
+        );
+        // Ended: gone for good.
+        store.apply(
+            Batch {
+                from: Some(owner(2)),
+                gone: vec![a],
+                ..Batch::default()
+            },
+            t0,
+        );
+        assert!(store.get(a).is_none() && store.by_ufrag("ufrag1").is_none());
+        // Not refreshed for `KEEP`: dropped with the next batch.
+        store.apply(Batch::default(), t0 + KEEP + Duration::from_secs(1));
+        assert!(store.is_empty());
+    }
+}
