@@ -30,6 +30,7 @@ pub(crate) const TARGETS: &[Target] = &[
     ("adapter_packet", adapter_packet),
     ("turn_server", turn_server),
     ("peer_tunnel", peer_tunnel),
+    ("replica_batch", replica_batch),
 ];
 
 /// One address's state for `peer_tunnel`: this gateway 10.0.0.1, another 10.0.0.2, under a
@@ -84,6 +85,37 @@ pub(crate) fn peer_tunnel(data: &[u8]) {
             let _ = f.delivered(at, client, peer, false);
         }
     }
+}
+
+/// Session replicas as another gateway sends them (`replica`), once opened: any JSON into the
+/// store, then what a resume reads from it. The batch is authenticated by the cluster key before
+/// this, but nothing a peer sends is trusted: no panic, no overflow.
+pub(crate) fn replica_batch(data: &[u8]) {
+    use gateway::replica::{Batch, ReplicaStore, extend_from, open, seal};
+    let Ok(batch) = serde_json::from_slice::<Batch>(data) else {
+        return;
+    };
+    let key = [9u8; 32];
+    let reopened = open(&key, &seal(&key, &batch)).expect("a sealed batch opens");
+    assert_eq!(reopened.replicas.len(), batch.replicas.len());
+    let mut store = ReplicaStore::default();
+    let now = Instant::now();
+    store.apply(batch.clone(), now);
+    for r in &batch.replicas {
+        if let Some(s) = store.by_ufrag(&r.ufrag) {
+            let _ = s.replica.dtls();
+            for p in &s.progress.received {
+                let _ = extend_from(p.seq, (p.ssrc & 0xffff) as u16);
+            }
+            for p in &s.progress.sent {
+                let _ =
+                    relay_proto::Rewriter::resumed(90_000, p.seq, p.time, Duration::from_secs(1))
+                        .rewrite(p.seq, p.time);
+            }
+        }
+    }
+    store.apply(Batch::default(), now + Duration::from_secs(3600));
+    assert!(store.is_empty(), "stale replicas are dropped");
 }
 
 /// The TURN service (`turn`): a datagram from a client and the same from a peer, into a server

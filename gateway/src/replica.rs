@@ -224,7 +224,7 @@ pub fn open(replica_key: &[u8; 32], bytes: &[u8]) -> Result<Batch, BatchError> {
 /// holder last reported: the candidate nearest a little past it, since the stream has moved on
 /// since (by less than `SEQ_JUMP`) and packets may arrive slightly out of order.
 pub fn extend_from(last_known: u64, seq: u16) -> u64 {
-    let aim = last_known + SEQ_JUMP / 2;
+    let aim = last_known.saturating_add(SEQ_JUMP / 2);
     let roc = aim >> 16;
     [roc.saturating_sub(1), roc, roc + 1]
         .into_iter()

@@ -201,7 +201,7 @@ pub fn continue_streams(rtc: &mut Rtc, pulls: &mut [Pull], resumed: &Resumed) {
             pull.resumed = true;
             pull.rewriter = relay_proto::Rewriter::resumed(
                 clock,
-                sent.seq + SEQ_JUMP,
+                sent.seq.saturating_add(SEQ_JUMP),
                 sent.time,
                 resumed.progress_age,
             );

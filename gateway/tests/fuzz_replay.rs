@@ -174,6 +174,30 @@ fn write_seed_corpora() {
     let mut seed = vec![1u8];
     seed.extend_from_slice(&frame);
     put("peer_tunnel", "reply-frame", &seed);
+    // Session replicas: a batch as a gateway sends it, once opened.
+    let batch = serde_json::json!({
+        "from": {"ip": "10.0.0.2", "udp_port": 8189, "http_port": 8080},
+        "replicas": [{
+            "id": "0123456789abcdef0123456789abcdef",
+            "holder": {"ip": "10.0.0.2", "udp_port": 8189, "http_port": 8080},
+            "role": "Viewer", "stream": "live", "offer": "v=0\r\n",
+            "ufrag": "0123456789abcdef0123456789abcdef", "pwd": "secret",
+            "keying_material": "00112233", "profile": 7, "peer_cert": "3082"
+        }],
+        "progress": [{
+            "id": "0123456789abcdef0123456789abcdef",
+            "sent": [{"mid": "0", "ssrc": 1, "rtx": 2, "seq": 18446744073709551615u64, "time": 90000}],
+            "received": [{"ssrc": 3, "mid": "1", "seq": 65535}],
+            "srtcp": 2147483647
+        }],
+        "gone": [],
+        "leaving": true
+    });
+    put(
+        "replica_batch",
+        "batch",
+        serde_json::to_string(&batch).expect("json").as_bytes(),
+    );
     put(
         "demux",
         "dtls",

@@ -129,7 +129,7 @@ impl Rewriter {
         let (out_start, out_time) = match self.last_out_seq {
             None => (u64::from(self.initial_seq), source_time),
             Some(last) => (
-                last + 1,
+                last.saturating_add(1),
                 self.last_out_time
                     .wrapping_add(self.switch_gap.take().unwrap_or(1)),
             ),
