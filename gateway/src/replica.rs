@@ -25,10 +25,13 @@ use crate::peer::dtls_outcome::DtlsOutcome;
 
 /// How often a holder sends its sessions' progress.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-/// How often it sends every replica in full again (a gateway that joined late learns them).
-pub const FULL_EVERY: Duration = Duration::from_secs(10);
-/// A replica not refreshed for this long is dropped: its holder is gone and nobody resumed it.
-pub const KEEP: Duration = Duration::from_secs(60);
+/// How often it sends every replica in full again, so that a gateway that joined late learns
+/// them (a full replica is ~8 KB with a browser's offer: `benches/replica.rs`; progress, which
+/// also keeps a replica fresh, ~200 bytes).
+pub const FULL_EVERY: Duration = Duration::from_secs(60);
+/// A replica neither refreshed nor advanced for this long is dropped: its holder is gone and
+/// nobody resumed it.
+pub const KEEP: Duration = Duration::from_secs(90);
 /// A resumed sender continues this far past the last sequence number it knows was sent. Safe
 /// while the holder sends fewer packets than this per `PROGRESS_EVERY` (8,192/s), and within
 /// the 2^15 a receiver's rollover estimate allows (RFC 3711 §3.3.1).
