@@ -50,6 +50,12 @@ const PROBE_WAIT: Duration = Duration::from_millis(50);
 pub const HOLDER_SILENT: Duration = Duration::from_secs(1);
 /// A resume asked for a client is not asked again for this long (it takes milliseconds).
 const RESUME_WAIT: Duration = Duration::from_secs(1);
+/// How often a gateway tells every other one it is up (`Kind::Alive`).
+pub const ALIVE_EVERY: Duration = Duration::from_millis(250);
+/// A gateway not heard from for this long (six heartbeats) is taken for dead, and the sessions
+/// it held are resumed on their clients' next datagrams: a lost heartbeat or two on a cluster
+/// network must not make two gateways serve one session.
+pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
 
 /// The holder's side: clients whose datagrams reach this gateway through another one. Shared by
 /// the receive loop (writer) and the senders (readers); empty, it costs a senders one atomic load.
@@ -166,6 +172,11 @@ pub struct Forwarding {
     unanswered: HashMap<SocketAddr, (SocketAddr, Instant)>,
     /// Clients whose session a resume was asked for, and when.
     resuming: HashMap<SocketAddr, Instant>,
+    /// Each client's latest STUN check sent to a holder: what a resume replays when the holder
+    /// dies between checks (it carries the nomination the new session needs).
+    last_check: HashMap<SocketAddr, (Vec<u8>, Instant)>,
+    /// When each other gateway was last heard from (`Kind::Alive`).
+    heard: HashMap<SocketAddr, Instant>,
     swept: Option<Instant>,
     /// Shared with the senders.
     pub via: std::sync::Arc<ViaTable>,
@@ -184,6 +195,8 @@ impl Forwarding {
             probing: HashMap::new(),
             unanswered: HashMap::new(),
             resuming: HashMap::new(),
+            last_check: HashMap::new(),
+            heard: HashMap::new(),
             swept: None,
             via,
             stats: ForwardingStats::default(),
@@ -254,6 +267,9 @@ impl Forwarding {
         // the holder, which checks them as it checks any, and the client's next check puts its
         // address back.
         self.remember(client, holder.udp(), now);
+        if self.last_check.len() < MAX_ELSEWHERE || self.last_check.contains_key(&client) {
+            self.last_check.insert(client, (datagram.to_vec(), now));
+        }
         if self.unanswered.len() < MAX_ELSEWHERE {
             let since = self.unanswered.entry(client).or_insert((holder.udp(), now));
             // Another holder (the session was resumed elsewhere): its silence starts now.
@@ -268,13 +284,35 @@ impl Forwarding {
         )]
     }
 
-    /// Is `holder` gone for `client`'s session: no longer a gateway of the cluster, or silent
-    /// since a check of this client went to it `HOLDER_SILENT` ago?
+    /// Is `holder` gone for `client`'s session: no longer a gateway of the cluster, not heard
+    /// from for `DEAD_AFTER`, or silent since a check of this client went to it
+    /// `HOLDER_SILENT` ago?
     pub fn holder_gone(&self, now: Instant, client: SocketAddr, holder: Owner) -> bool {
         !self.one.gateways.contains(std::net::IpAddr::V4(holder.ip))
+            || self.dead(now, holder.udp())
             || self.unanswered.get(&client).is_some_and(|(to, at)| {
                 *to == holder.udp() && now.saturating_duration_since(*at) >= HOLDER_SILENT
             })
+    }
+
+    /// A gateway that was heard from, but not for `DEAD_AFTER` (one never heard from, an older
+    /// version, is judged by its answers only).
+    fn dead(&self, now: Instant, gateway: SocketAddr) -> bool {
+        self.heard
+            .get(&gateway)
+            .is_some_and(|at| now.saturating_duration_since(*at) >= DEAD_AFTER)
+    }
+
+    /// A datagram (not a check) from `client`, whose session another gateway held: when that
+    /// gateway is dead, the client's latest check, for a resume to replay.
+    pub fn check_of_orphan(&self, now: Instant, client: SocketAddr) -> Option<&[u8]> {
+        let (holder, _) = self.elsewhere.get(&client)?;
+        if !self.dead(now, *holder) {
+            return None;
+        }
+        self.last_check
+            .get(&client)
+            .map(|(check, _)| check.as_slice())
     }
 
     /// Whether to ask for `client`'s session to be resumed now (not while an earlier ask is
@@ -300,13 +338,7 @@ impl Forwarding {
     /// The cluster's other gateways' media sockets (gateways of one cluster share their media
     /// port, as a Deployment's pods do).
     fn other_gateways(&self) -> impl Iterator<Item = SocketAddr> + use<> {
-        let own = self.one.tags.own();
-        self.one
-            .gateways
-            .ips()
-            .into_iter()
-            .filter(move |ip| *ip != std::net::IpAddr::V4(own.ip))
-            .map(move |ip| SocketAddr::new(ip, own.udp_port))
+        other_gateways(self.one)
     }
 
     /// Claims for these clients (every one bound here), to every other gateway: sent when this
@@ -361,6 +393,12 @@ impl Forwarding {
                 self.remember(client, from, now);
                 FrameAction::Nothing
             }
+            Kind::Alive => {
+                if self.heard.len() < MAX_ELSEWHERE || self.heard.contains_key(&from) {
+                    self.heard.insert(from, now);
+                }
+                FrameAction::Nothing
+            }
         }
     }
 
@@ -413,8 +451,26 @@ impl Forwarding {
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < IDLE);
         self.resuming
             .retain(|_, at| now.saturating_duration_since(*at) < RESUME_WAIT);
+        self.last_check
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < IDLE);
         self.via.sweep(now);
     }
+}
+
+/// The media sockets of `one`'s cluster's other gateways.
+fn other_gateways(one: &OneAddress) -> impl Iterator<Item = SocketAddr> + use<> {
+    let own = one.tags.own();
+    one.gateways
+        .ips()
+        .into_iter()
+        .filter(move |ip| *ip != std::net::IpAddr::V4(own.ip))
+        .map(move |ip| SocketAddr::new(ip, own.udp_port))
+}
+
+/// The heartbeat (`Kind::Alive`) for each other gateway of `one`'s cluster.
+pub fn alive_frames(one: &OneAddress, tunnel: &Tunnel) -> Vec<(SocketAddr, Vec<u8>)> {
+    let frame = tunnel.wrap(Kind::Alive, SocketAddr::from(([0, 0, 0, 0], 0)), &[]);
+    other_gateways(one).map(|g| (g, frame.clone())).collect()
 }
 
 #[cfg(test)]
@@ -503,6 +559,50 @@ mod tests {
         // A holder the membership no longer lists is gone at once.
         members.update(["10.0.0.2:7000", "10.0.0.3:7000"]);
         assert!(way_in.holder_gone(t1, client, holder));
+    }
+
+    #[test]
+    fn a_holder_whose_heartbeat_stops_is_dead_and_its_clients_media_replays_their_check() {
+        let members = GatewaySet::default();
+        members.update(["10.0.0.1:7000", "10.0.0.2:7000"]);
+        let (a, b) = (gateway(1, &members), gateway(2, &members));
+        let t0 = Instant::now();
+        let client: SocketAddr = "198.51.100.9:5000".parse().expect("addr");
+        let mut way_in = Forwarding::new(b, Default::default());
+        let holder = a.tags.own();
+        let check = binding(&a.tags.ufrag());
+        way_in.check_to(t0, client, &check, holder);
+        let reply = Tunnel::new(&a.tunnel_key).wrap(Kind::Reply, client, b"answer");
+        way_in.on_frame(t0, holder.udp(), &reply);
+
+        // Never heard from: judged by its answers only.
+        let later = t0 + DEAD_AFTER * 2;
+        assert!(!way_in.holder_gone(later, client, holder));
+        assert_eq!(way_in.check_of_orphan(later, client), None);
+
+        // Heartbeats from gateway 1 (made as it makes them), then none for `DEAD_AFTER`.
+        let alive = alive_frames(a, &Tunnel::new(&a.tunnel_key));
+        assert_eq!(alive.len(), 1, "one other gateway");
+        assert_eq!(alive[0].0, b.tags.own().udp());
+        assert_eq!(
+            way_in.on_frame(later, holder.udp(), &alive[0].1),
+            FrameAction::Nothing
+        );
+        assert!(!way_in.holder_gone(later + DEAD_AFTER / 2, client, holder));
+        assert_eq!(way_in.check_of_orphan(later + DEAD_AFTER / 2, client), None);
+        let dead = later + DEAD_AFTER;
+        assert!(way_in.holder_gone(dead, client, holder));
+        // The client's media now brings back its last check, to resume with.
+        assert_eq!(way_in.check_of_orphan(dead, client), Some(check.as_slice()));
+        assert!(way_in.ask_resume(dead, client));
+        assert_eq!(way_in.check_of_orphan(dead, client), None, "asked once");
+        // A heartbeat forged without the cluster key is refused.
+        let forged = Tunnel::new(&[0u8; 32]).wrap(Kind::Alive, client, &[]);
+        assert_eq!(
+            way_in.on_frame(dead, holder.udp(), &forged),
+            FrameAction::Nothing
+        );
+        assert!(way_in.holder_gone(dead, client, holder));
     }
 
     #[test]

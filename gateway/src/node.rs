@@ -367,6 +367,9 @@ impl Node {
             udp.clone()
                 .receive_loop(demux_rx, senders.clone(), shutdown.clone()),
         );
+        if replication.is_some() {
+            tasks.spawn(udp.clone().heartbeat(shutdown.clone()));
+        }
         let ice_tcp = ice_tcp.map(|(ice_tcp, listener, rx)| {
             tracing::info!(local = %ice_tcp.local_addr(), "ICE-TCP: passive candidates");
             tasks.spawn(

@@ -37,6 +37,9 @@ pub enum Kind {
     Reply = 3,
     /// "This client's session is mine": send its datagrams here.
     Claim = 4,
+    /// "I am up", every `forwarding::ALIVE_EVERY` to every other gateway (no client, no
+    /// payload): a way-in gateway that stops hearing it resumes the sender's sessions.
+    Alive = 5,
 }
 
 impl Kind {
@@ -46,6 +49,7 @@ impl Kind {
             2 => Kind::Probe,
             3 => Kind::Reply,
             4 => Kind::Claim,
+            5 => Kind::Alive,
             _ => return None,
         })
     }

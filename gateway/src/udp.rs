@@ -129,6 +129,27 @@ impl UdpShell {
         }))
     }
 
+    /// In a cluster with one address: tell every other gateway every `ALIVE_EVERY` that this one
+    /// is up (`Kind::Alive`), until `shutdown`. A task of its own, not a branch of the receive
+    /// loop, which a flood can keep busy for longer than `DEAD_AFTER`.
+    pub async fn heartbeat(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(one) = crate::owner_tag::installed() else {
+            return;
+        };
+        let tunnel = Tunnel::new(&one.tunnel_key);
+        let mut tick = tokio::time::interval(crate::forwarding::ALIVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for (gateway, frame) in crate::forwarding::alive_frames(one, &tunnel) {
+                let _ = self.socket.send_to(&frame, gateway).await;
+            }
+        }
+    }
+
     /// Resume sessions of gateways that are gone, from the node's replicas (`resume`).
     pub fn set_resume_hook(&self, hook: crate::resume::ResumeHook) {
         let _ = self.resume.set(hook);
@@ -588,9 +609,17 @@ impl UdpShell {
                     Some((route, source, destination, chunk))
                 }
                 Dispatch::Unknown => {
-                    let frames = match self.replicated_check(f, at, (source, destination), chunk) {
+                    let addrs = (source, destination);
+                    let frames = match self.replicated_check(f, at, addrs, chunk) {
                         Some(frames) => frames,
-                        None => f.on_unknown(at, source, chunk),
+                        // Media from a client whose holder died since its last check: that
+                        // check, replayed, resumes the session now.
+                        None => match f.check_of_orphan(at, source).map(<[u8]>::to_vec) {
+                            Some(check) => self
+                                .replicated_check(f, at, addrs, &check)
+                                .unwrap_or_default(),
+                            None => f.on_unknown(at, source, chunk),
+                        },
                     };
                     if frames.is_empty() {
                         self.unrouted.fetch_add(1, Ordering::Relaxed);
