@@ -16,9 +16,7 @@ use std::time::Instant;
 use criterion::Criterion;
 use gateway::ids::SessionId;
 use gateway::owner_tag::Owner;
-use gateway::replica::{
-    Batch, Progress, ReceivedStream, Replica, ReplicaRole, SentStream, open, seal,
-};
+use gateway::replica::{Batch, Progress, Replica, ReplicaRole, SentStream, open, seal};
 
 fn batches() -> (Batch, Batch) {
     let offer = std::fs::read_to_string(concat!(
