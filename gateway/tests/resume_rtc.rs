@@ -6,7 +6,6 @@
 //!
 //! A str0m client and two gateway-side `Rtc`s in memory with a simulated clock: deterministic.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,102 +14,12 @@ use gateway::peer::dtls_outcome::{self, DtlsOutcome};
 use gateway::replica::{ReceivedStream, SRTCP_JUMP};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, Ssrc};
-use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
+use str0m::{IceCreds, Rtc, RtcConfig};
 
-struct Peer {
-    rtc: Rtc,
-    addr: SocketAddr,
-    timeout: Instant,
-    outbox: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
-    /// (extended sequence number, payload) of each RTP packet received.
-    rtp: Vec<(u64, Vec<u8>)>,
-    connected: bool,
-    keyframe_requests: usize,
-}
+mod mem_peer;
 
-impl Peer {
-    fn new(mut rtc: Rtc, port: u16, now: Instant) -> Peer {
-        let addr = SocketAddr::from(([10, 0, 0, 1], port));
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
-        Peer {
-            rtc,
-            addr,
-            timeout: now,
-            outbox: Vec::new(),
-            rtp: Vec::new(),
-            connected: false,
-            keyframe_requests: 0,
-        }
-    }
-
-    fn drain(&mut self) {
-        loop {
-            match self.rtc.poll_output().expect("poll_output") {
-                Output::Timeout(t) => {
-                    self.timeout = t;
-                    return;
-                }
-                Output::Transmit(t) => {
-                    self.outbox
-                        .push((t.source, t.destination, t.contents.to_vec()))
-                }
-                Output::Event(Event::Connected) => self.connected = true,
-                Output::Event(Event::RtpPacket(p)) => {
-                    self.rtp.push((*p.seq_no, p.payload.to_vec()))
-                }
-                Output::Event(Event::KeyframeRequest(_)) => self.keyframe_requests += 1,
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    fn receive(
-        &mut self,
-        now: Instant,
-        (source, destination, contents): (SocketAddr, SocketAddr, Vec<u8>),
-    ) {
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents: contents.as_slice().try_into().expect("contents"),
-            },
-        );
-        // A datagram the gateway cannot use is refused, not fatal.
-        let _ = self.rtc.handle_input(input);
-        self.drain();
-    }
-}
-
-/// Datagrams delivered both ways until neither sends, then the clock to the next timeout.
-fn settle(client: &mut Peer, gateway: &mut Peer, now: &mut Instant) {
-    client.drain();
-    gateway.drain();
-    while !client.outbox.is_empty() || !gateway.outbox.is_empty() {
-        for d in std::mem::take(&mut client.outbox) {
-            gateway.receive(*now, d);
-        }
-        for d in std::mem::take(&mut gateway.outbox) {
-            client.receive(*now, d);
-        }
-    }
-    *now = client
-        .timeout
-        .min(gateway.timeout)
-        .max(*now + Duration::from_millis(1));
-    client
-        .rtc
-        .handle_input(Input::Timeout(*now))
-        .expect("timeout");
-    gateway
-        .rtc
-        .handle_input(Input::Timeout(*now))
-        .expect("timeout");
-}
+use mem_peer::{Peer, settle};
 
 /// The gateway's side, as `PeerFactory` builds it: RTP mode, ICE-lite, preset credentials, the
 /// gateway's DTLS provider.
@@ -183,7 +92,12 @@ fn a_session_resumed_from_its_dtls_outcome_carries_on_with_the_same_client() {
     for _ in 0..20 {
         settle(&mut client, &mut a, &mut now);
     }
-    let last_at_a = a.rtp.iter().map(|(s, _)| *s).max().expect("A got packets");
+    let last_at_a = a
+        .rtp
+        .iter()
+        .map(|(_, s, _)| *s)
+        .max()
+        .expect("A got packets");
     assert_eq!(last_at_a, 65_529);
     let ssrc: Ssrc = client
         .rtc
@@ -246,14 +160,16 @@ fn a_session_resumed_from_its_dtls_outcome_carries_on_with_the_same_client() {
         assert!(now - start < Duration::from_secs(30), "B never nominated");
         settle(&mut client, &mut b, &mut now);
     }
-    let got: Vec<u64> = b.rtp.iter().map(|(s, _)| *s).collect();
+    let got: Vec<u64> = b.rtp.iter().map(|(_, s, _)| *s).collect();
     assert_eq!(
         got,
         (first..first + 20).collect::<Vec<_>>(),
         "every packet, across the rollover"
     );
     assert!(
-        b.rtp.iter().all(|(s, p)| p.as_slice() == s.to_be_bytes()),
+        b.rtp
+            .iter()
+            .all(|(_, s, p)| p.as_slice() == s.to_be_bytes()),
         "payloads intact"
     );
 
