@@ -23,6 +23,13 @@ pub enum Command {
         /// The session it is about.
         session: SessionId,
     },
+    /// Another gateway serves this session too (both resumed it) and keeps it: drop it here
+    /// without a word to the client (no BYE, no close_notify: the client goes on with the other
+    /// gateway) and without a tombstone.
+    Release {
+        /// The session it is about.
+        session: SessionId,
+    },
     /// Trickled ICE candidates (`a=candidate` lines).
     Trickle {
         /// The session it is about.

@@ -37,6 +37,12 @@ pub enum ReplicationMsg {
     Progress(Progress),
     /// A session ended here: no gateway may resume it.
     Ended(SessionId),
+    /// A session another gateway serves too was dropped here (`Command::Release`): forgotten,
+    /// no tombstone.
+    Released(SessionId),
+    /// Another gateway resumed a session this one serves, and gives it up: send this one's
+    /// replica again, so that every gateway's store names this one as the holder.
+    Reclaim(SessionId),
 }
 
 /// What is known of a session when it is created.
@@ -116,6 +122,14 @@ fn take(sessions: &mut HashMap<SessionId, Local>, gone: &mut Vec<SessionId>, msg
             if let Some(l) = sessions.get_mut(&p.id) {
                 l.progress = Some(p);
                 l.progress_new = true;
+            }
+        }
+        ReplicationMsg::Released(id) => {
+            sessions.remove(&id);
+        }
+        ReplicationMsg::Reclaim(id) => {
+            if let Some(l) = sessions.get_mut(&id) {
+                l.full_sent = None;
             }
         }
         ReplicationMsg::Ended(id) => {

@@ -108,6 +108,7 @@ impl Worker {
         match c {
             Command::Adopt(a) => e.adopt(*a, now),
             Command::Close { session } => e.close(session, now),
+            Command::Release { session } => e.release(session, now),
             Command::Trickle {
                 session,
                 candidates,

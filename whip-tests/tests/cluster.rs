@@ -483,3 +483,123 @@ async fn requests_for_a_session_elsewhere_are_forwarded_over_https() -> Result<(
     );
     Ok(())
 }
+
+/// Two gateways that both resumed one session (two checks of one client reached both in one
+/// turn) settle it from each other's replicas: the lower address keeps it, the other drops it
+/// without a word to the client. Replicas are taken only when sealed under the cluster's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_resumed_twice_is_kept_by_one_gateway() -> Result<()> {
+    use gateway::owner_tag::{ClusterSecrets, Owner};
+    use gateway::replica::{Batch, Replica, ReplicaRole, seal};
+    let cluster = cluster(1, 1, 0.0).await?;
+    let secrets = ClusterSecrets::derive(&std::fs::read(&cluster.certs.key)?);
+    let owner = |g: &Gateway| -> Result<Owner> {
+        let std::net::IpAddr::V4(ip) = g.http_addr().ip() else {
+            bail!("IPv4 gateways");
+        };
+        Ok(Owner {
+            ip,
+            udp_port: g.udp_addr().port(),
+            http_port: g.http_addr().port(),
+        })
+    };
+    let (a, b) = (&cluster.gateways[0], &cluster.gateways[1]);
+    let (low, high) = if (owner(a)?.ip, owner(a)?.udp_port) < (owner(b)?.ip, owner(b)?.udp_port) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let session_on = |g: &Gateway, stream: &'static str| {
+        let (http, base) = (http.clone(), format!("http://{}", g.http_addr()));
+        async move {
+            let created = http
+                .post(format!("{base}/whip/{stream}"))
+                .header("content-type", "application/sdp")
+                .body(whip_tests::signaling::bare_video_offer()?)
+                .send()
+                .await?;
+            ensure!(created.status() == 201, "POST: {}", created.status());
+            let location = created
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .context("no Location")?
+                .to_string();
+            let id = location.rsplit('/').next().unwrap_or_default().to_string();
+            Ok::<_, anyhow::Error>(id)
+        }
+    };
+    let on_low = session_on(low, "twice-low").await?;
+    let on_high = session_on(high, "twice-high").await?;
+    let claim = |id: &str, holder: Owner| -> Result<Vec<u8>> {
+        let replica = Replica {
+            id: id.parse().map_err(|_| anyhow::anyhow!("id"))?,
+            holder,
+            role: ReplicaRole::Publisher,
+            stream: "twice".into(),
+            offer: whip_tests::signaling::bare_video_offer()?,
+            ufrag: "0123456789abcdef0123456789abcdef".into(),
+            pwd: "0123456789abcdef0123456789abcdef".into(),
+            keying_material: vec![1; 60],
+            profile: 1,
+            peer_cert: vec![2; 100],
+        };
+        Ok(seal(
+            &secrets.replica_key,
+            &Batch {
+                from: Some(holder),
+                replicas: vec![replica],
+                ..Batch::default()
+            },
+        ))
+    };
+    let post = |g: &Gateway, body: Vec<u8>| {
+        http.post(format!("http://{}/internal/v1/replicas", g.http_addr()))
+            .body(body)
+            .send()
+    };
+
+    // The higher gateway learns that the lower one serves its session too: it gives it up.
+    let taken = post(high, claim(&on_high, owner(low)?)?).await?;
+    ensure!(taken.status() == 204, "batch: {}", taken.status());
+    // The lower one learns that the higher one serves its session too: it keeps it.
+    let taken = post(low, claim(&on_low, owner(high)?)?).await?;
+    ensure!(taken.status() == 204, "batch: {}", taken.status());
+    let t0 = std::time::Instant::now();
+    while !high.log_tail(1 << 20).contains("released here") {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the higher gateway kept the session: {}",
+            high.log_tail(4000)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let high_log = high.log_tail(1 << 20);
+    ensure!(
+        high_log
+            .lines()
+            .any(|l| l.contains("session closed") && l.contains(&on_high)),
+        "the released session is gone from the higher gateway"
+    );
+    let low_log = low.log_tail(1 << 20);
+    ensure!(
+        low_log.contains("gives way") && !low_log.contains("session closed"),
+        "the lower gateway keeps its session: {}",
+        &low_log[low_log.len().saturating_sub(3000)..]
+    );
+
+    // Not sealed under the cluster's key: refused, and nothing changes.
+    let forged = post(low, seal(&[7u8; 32], &Batch::default())).await?;
+    ensure!(
+        forged.status() == 403
+            && forged
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json")),
+        "a forged batch: {}",
+        forged.status()
+    );
+    Ok(())
+}

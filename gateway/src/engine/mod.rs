@@ -267,6 +267,16 @@ impl Engine {
         self.guarded_for(session, |e| e.close_and_reap(session, now));
     }
 
+    /// Drop a session another gateway serves too (`Command::Release`).
+    pub fn release(&mut self, session: SessionId, now: Instant) {
+        self.latest = self.latest.max(now);
+        if let Some(s) = self.sessions.get_mut(&session) {
+            // Not ended: no tombstone may tell the cluster it is gone.
+            s.replication = None;
+        }
+        self.guarded_for(session, |e| e.reap(session, now));
+    }
+
     /// Trickled candidates for a session.
     pub fn trickle(&mut self, session: SessionId, candidates: Vec<String>) {
         self.guarded_for(session, |e| e.add_candidates(session, candidates));

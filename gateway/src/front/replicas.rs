@@ -11,7 +11,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::problem::Problem;
+use crate::command::Command;
+use crate::mailbox::WorkerMsg;
+use crate::owner_tag::Owner;
 use crate::replica::{self, BatchError, MAX_BATCH_BYTES};
+use crate::replication::ReplicationMsg;
 
 /// Takes a sealed batch into the node's replica store.
 pub async fn take(State(node): State<AppState>, body: Body) -> Response {
@@ -40,6 +44,7 @@ pub async fn take(State(node): State<AppState>, body: Body) -> Response {
         // Our own sessions come back only through a misconfigured peer list; never stored.
         return Problem::bad_request("replicas of this gateway's own sessions").into_response();
     }
+    settle_double_resumes(&node, own, &batch);
     let taken = node
         .replicas
         .lock()
@@ -47,4 +52,34 @@ pub async fn take(State(node): State<AppState>, body: Body) -> Response {
         .apply(batch, Instant::now());
     tracing::debug!(taken, "session replicas");
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Sessions this gateway serves that the batch's sender resumed too (two checks of one client
+/// reached two gateways in the same turn): the gateway with the lower address keeps the session,
+/// the other drops it without a word to the client (`Command::Release`). Both see each other's
+/// replica, so exactly one gives way; the keeper sends its replica again, so that every store
+/// names it.
+fn settle_double_resumes(node: &AppState, own: Owner, batch: &replica::Batch) {
+    let rank = |o: &Owner| (o.ip, o.udp_port);
+    for r in &batch.replicas {
+        if r.holder == own || node.registry.session(r.id).is_none() {
+            continue;
+        }
+        let Some(tx) = &node.replication else {
+            return;
+        };
+        if rank(&r.holder) < rank(&own) {
+            tracing::info!(session = %r.id, keeper = %r.holder.http(), "another gateway serves this session too and keeps it: released here");
+            let _ = tx.send(ReplicationMsg::Released(r.id));
+            if let Some(entry) = node.registry.session(r.id) {
+                node.send(
+                    entry.worker,
+                    WorkerMsg::Command(Command::Release { session: r.id }),
+                );
+            }
+        } else {
+            tracing::info!(session = %r.id, other = %r.holder.http(), "another gateway resumed a session this one serves: it gives way");
+            let _ = tx.send(ReplicationMsg::Reclaim(r.id));
+        }
+    }
 }
