@@ -44,6 +44,7 @@ fn batches() -> (Batch, Batch) {
                 keying_material: vec![7; 88],
                 profile: 8,
                 peer_cert: vec![9; 400],
+                fingerprint: "sha-256 AB".into(),
             })
             .collect(),
         ..Batch::default()

@@ -23,12 +23,14 @@ pub enum Command {
         /// The session it is about.
         session: SessionId,
     },
-    /// Another gateway serves this session too (both resumed it) and keeps it: drop it here
-    /// without a word to the client (no BYE, no close_notify: the client goes on with the other
-    /// gateway) and without a tombstone.
+    /// Another gateway serves this session too (both resumed or adopted it): drop it here,
+    /// when `when` says so, without a word to the client (no BYE, no close_notify: the client
+    /// goes on with the other gateway) and without a tombstone.
     Release {
         /// The session it is about.
         session: SessionId,
+        /// On what condition.
+        when: ReleaseWhen,
     },
     /// Trickled ICE candidates (`a=candidate` lines).
     Trickle {
@@ -81,4 +83,16 @@ pub enum Command {
         /// The stream's tracks, from its new publisher.
         tracks: Vec<Arc<TrackInfo>>,
     },
+}
+
+/// When a session another gateway serves too is dropped here (`Command::Release`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseWhen {
+    /// Always: the other gateway keeps it (both connected; the lower address wins).
+    Always,
+    /// Unless it connected here: the other gateway finished the handshake.
+    NotConnected,
+    /// Only if the client never reached it here: the other gateway adopted it before its
+    /// handshake, and the client talks to that one.
+    Untouched,
 }

@@ -29,6 +29,10 @@ pub struct Created {
     pub etag: String,
     /// The tracks it pushes.
     pub tracks: Vec<Arc<TrackInfo>>,
+    /// Fires once the other gateways have the session's replica (`replication`): the answer
+    /// waits for it (briefly), so that whichever gateway the client's first check reaches
+    /// knows the session and can adopt it.
+    pub announced: Option<oneshot::Receiver<()>>,
 }
 
 /// Make a negotiated session live: registered (so HTTP finds it), routable (so its first STUN
@@ -85,29 +89,58 @@ fn replicate(
     id: SessionId,
     (role, stream): (&Role, Option<&Arc<str>>),
     offer: &str,
-    peer: &NewPeer,
+    peer: &mut NewPeer,
     resumed: Option<&Resumed>,
-) -> Option<Box<crate::engine::SessionReplication>> {
-    let tx = node.replication.as_ref()?;
+) -> (
+    Option<Box<crate::engine::SessionReplication>>,
+    Option<oneshot::Receiver<()>>,
+) {
+    let Some(tx) = node.replication.as_ref() else {
+        return (None, None);
+    };
     let role = match role {
         Role::Whip => crate::replica::ReplicaRole::Publisher,
         Role::Whep => crate::replica::ReplicaRole::Viewer,
-        Role::Api => return None,
+        Role::Api => return (None, None),
     };
+    let Some(stream) = stream else {
+        return (None, None);
+    };
+    let mut api = peer.rtc.direct_api();
+    let fingerprint = api.local_dtls_fingerprint().to_string();
+    let sent = peer
+        .media
+        .iter()
+        .filter_map(|(mid, _)| {
+            let tx = api.stream_tx_by_mid(*mid, None)?;
+            Some(crate::replica::SentStream {
+                mid: mid.to_string(),
+                ssrc: *tx.ssrc(),
+                rtx: tx.rtx().map(|r| *r),
+                seq: 0,
+                time: 0,
+            })
+        })
+        .collect();
+    let (announced, on_announced) = oneshot::channel();
     let _ = tx.send(crate::replication::ReplicationMsg::Started(Box::new(
         crate::replication::Seed {
             id,
             role,
-            stream: stream?.to_string(),
+            stream: stream.to_string(),
             offer: offer.to_string(),
             ice: peer.ice.clone(),
             dtls: peer.dtls.clone(),
+            fingerprint,
+            sent,
+            announced: Some(announced),
         },
     )));
-    Some(Box::new(match resumed {
+    let replication = Box::new(match resumed {
         Some(r) => crate::engine::SessionReplication::resumed(&r.progress),
         None => crate::engine::SessionReplication::default(),
-    }))
+    });
+    (Some(replication), Some(on_announced))
 }
 
 /// `push`, or a publisher resumed from another gateway.
@@ -120,16 +153,16 @@ pub fn push_resumed(
     resumed: Option<Resumed>,
 ) -> Result<Created, Refusal> {
     check_capacity(node)?;
-    let peer =
+    let mut peer =
         node.peers
             .publisher_resumed(offer, Instant::now(), resumed.as_ref().map(|r| &r.peer))?;
     let id = resumed.as_ref().map_or_else(SessionId::random, |r| r.id);
-    let replication = replicate(
+    let (replication, announced) = replicate(
         node,
         id,
         (&role, stream.as_ref()),
         offer,
-        &peer,
+        &mut peer,
         resumed.as_ref(),
     );
     let worker = node.pick_worker();
@@ -191,6 +224,7 @@ pub fn push_resumed(
         answer: peer.answer,
         etag,
         tracks,
+        announced,
     })
 }
 
@@ -316,12 +350,12 @@ pub async fn pull_stream_resumed(
         crate::resume::continue_streams(&mut peer.rtc, &mut pulls, r);
     }
     let id = resumed.as_ref().map_or_else(SessionId::random, |r| r.id);
-    let replication = replicate(
+    let (replication, announced) = replicate(
         node,
         id,
         (&Role::Whep, Some(&stream)),
         offer,
-        &peer,
+        &mut peer,
         resumed.as_ref(),
     );
     let worker = node.pick_worker();
@@ -354,6 +388,7 @@ pub async fn pull_stream_resumed(
         answer: crate::sdp_info::unify_msid(&peer.answer, &stream),
         etag,
         tracks: assigned,
+        announced,
     })
 }
 
@@ -405,6 +440,7 @@ pub async fn counter_offer(node: &Node, stream: Arc<str>) -> Result<Created, Ref
         answer: crate::sdp_info::unify_msid(&sdp, &stream),
         etag,
         tracks: pulls.into_iter().map(|(_, t)| t).collect(),
+        announced: None,
     })
 }
 
@@ -537,6 +573,7 @@ pub fn pull_tracks(
         answer: peer.answer,
         etag,
         tracks: assigned,
+        announced: None,
     })
 }
 

@@ -315,6 +315,11 @@ impl Forwarding {
             .map(|(check, _)| check.as_slice())
     }
 
+    /// Nothing from `client` was sent on to another gateway yet (it is not remembered there).
+    pub fn first_from(&self, client: SocketAddr) -> bool {
+        !self.elsewhere.contains_key(&client) && !self.last_check.contains_key(&client)
+    }
+
     /// Whether to ask for `client`'s session to be resumed now (not while an earlier ask is
     /// under way).
     pub fn ask_resume(&mut self, now: Instant, client: SocketAddr) -> bool {

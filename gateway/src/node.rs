@@ -418,9 +418,12 @@ impl Node {
         });
         if node.replication.is_some() {
             let (requests, rx) = mpsc::unbounded_channel();
+            let (mut probe, _) = node.peers.empty(std::time::Instant::now());
+            let fingerprint = probe.direct_api().local_dtls_fingerprint().to_string();
             node.udp.set_resume_hook(crate::resume::ResumeHook {
                 replicas: node.replicas.clone(),
                 requests,
+                fingerprint,
             });
             tasks.spawn(crate::resume::run(node.clone(), rx, shutdown.clone()));
         }

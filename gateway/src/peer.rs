@@ -41,13 +41,15 @@ pub struct NewPeer {
 }
 
 /// What a session resumed from another gateway keeps: its ICE credentials (the client checks
-/// with them) and its DTLS outcome (the client will not shake hands again).
+/// with them) and its DTLS outcome (the client will not shake hands again), if it has one.
 #[derive(Debug, Clone)]
 pub struct Resume {
     /// Our side's ICE credentials, as the first gateway answered them.
     pub ice: IceCreds,
-    /// The handshake the client did with the first gateway.
-    pub dtls: dtls_outcome::DtlsOutcome,
+    /// The handshake the client did with the first gateway; None when it has not shaken hands
+    /// yet (the session is adopted: this gateway does the handshake, with the same
+    /// certificate).
+    pub dtls: Option<dtls_outcome::DtlsOutcome>,
 }
 
 /// Fresh local ICE credentials, from the OS CSPRNG: a 16-character ufrag (~95 bits) and a
@@ -132,7 +134,7 @@ impl PeerFactory {
         ice: IceCreds,
         resume: Option<&Resume>,
     ) -> Result<NewPeer, Refusal> {
-        let (mut rtc, dtls) = dtls_outcome::build(config, now, resume.map(|r| r.dtls.clone()));
+        let (mut rtc, dtls) = dtls_outcome::build(config, now, resume.and_then(|r| r.dtls.clone()));
         self.add_candidates(&mut rtc);
         let (answer, media) = answer_offer(&mut rtc, offer)?;
         Ok(NewPeer {

@@ -9,6 +9,10 @@
 //! `PROGRESS_EVERY`; a resuming gateway starts far enough ahead of the last progress it has
 //! (`SEQ_JUMP`, `SRTCP_JUMP`) that whatever the holder sent since lies behind it.
 //!
+//! A replica also goes out the moment its session is created, before any handshake ("pending":
+//! no keys): the gateway that gets the session's first check can then adopt it, and do the
+//! handshake itself, when every gateway has the cluster's DTLS certificate (`resume`).
+//!
 //! Batches are sealed (AES-256-GCM under a key derived from the cluster key): they carry SRTP
 //! keys, and the endpoint that takes them is on the gateways' public HTTP port. Sans-IO.
 
@@ -77,6 +81,10 @@ pub struct Replica {
     /// The client's DTLS certificate (DER).
     #[serde(with = "hex_bytes")]
     pub peer_cert: Vec<u8>,
+    /// Our `a=fingerprint` in the answer (`sha-256 AB:…`): a gateway with the same DTLS
+    /// certificate can adopt the session before its handshake.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 impl std::fmt::Debug for Replica {
@@ -93,6 +101,12 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
+    /// Sent before the handshake (no keys yet): another gateway can adopt the session and do
+    /// the handshake itself, if it has the same DTLS certificate.
+    pub fn is_pending(&self) -> bool {
+        self.keying_material.is_empty()
+    }
+
     /// The DTLS outcome it carries, if its profile is one str0m knows.
     pub fn dtls(&self) -> Option<DtlsOutcome> {
         let profile = match self.profile {
@@ -398,6 +412,7 @@ mod tests {
             keying_material: vec![1, 2, 3],
             profile: 7,
             peer_cert: vec![4, 5],
+            fingerprint: "sha-256 00".into(),
         }
     }
 

@@ -59,6 +59,12 @@ pub struct Seed {
     pub ice: IceCreds,
     /// Its DTLS outcome, once the handshake is done.
     pub dtls: OutcomeSlot,
+    /// Our `a=fingerprint` (`Replica::fingerprint`).
+    pub fingerprint: String,
+    /// The answer's send streams (a viewer's SSRCs), for a gateway that adopts it.
+    pub sent: Vec<crate::replica::SentStream>,
+    /// Fired once the other gateways have the replica (the answer waits for it).
+    pub announced: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 struct Local {
@@ -66,6 +72,8 @@ struct Local {
     progress: Option<Progress>,
     progress_new: bool,
     full_sent: Option<Instant>,
+    /// The replica went out before the handshake (`Replica::is_pending`).
+    pending_sent: bool,
 }
 
 /// Runs until `shutdown`, then sends what the workers hand off and stops.
@@ -82,7 +90,27 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             msg = rx.recv() => match msg {
-                Some(m) => take(&mut sessions, &mut gone, m),
+                Some(mut m) => {
+                    // A new session goes out at once, so that the gateway its first check
+                    // reaches can adopt it (the check comes within a round trip of the answer,
+                    // which waits for `announced`).
+                    let announced = match &mut m {
+                        ReplicationMsg::Started(seed) => Some(seed.announced.take()),
+                        _ => None,
+                    };
+                    take(&mut sessions, &mut gone, m);
+                    if let Some(announced) = announced {
+                        let batch = next_batch(one, &mut sessions, &mut gone, Instant::now());
+                        tokio::spawn(async move {
+                            if let Some(batch) = batch {
+                                post_all(one, batch).await;
+                            }
+                            if let Some(a) = announced {
+                                let _ = a.send(());
+                            }
+                        });
+                    }
+                }
                 None => break,
             },
             _ = tick.tick() => {
@@ -115,6 +143,7 @@ fn take(sessions: &mut HashMap<SessionId, Local>, gone: &mut Vec<SessionId>, msg
                     progress: None,
                     progress_new: false,
                     full_sent: None,
+                    pending_sent: false,
                 },
             );
         }
@@ -156,6 +185,18 @@ fn next_batch(
     };
     for l in sessions.values_mut() {
         let Some(dtls) = l.seed.dtls.get() else {
+            if !l.pending_sent {
+                l.pending_sent = true;
+                batch.replicas.push(replica_of(&l.seed, own, None));
+                if !l.seed.sent.is_empty() {
+                    batch.progress.push(Progress {
+                        id: l.seed.id,
+                        sent: l.seed.sent.clone(),
+                        received: Vec::new(),
+                        srtcp: None,
+                    });
+                }
+            }
             continue;
         };
         let due = l
@@ -163,18 +204,7 @@ fn next_batch(
             .is_none_or(|at| now.saturating_duration_since(at) >= FULL_EVERY);
         if due {
             l.full_sent = Some(now);
-            batch.replicas.push(Replica {
-                id: l.seed.id,
-                holder: own,
-                role: l.seed.role,
-                stream: l.seed.stream.clone(),
-                offer: l.seed.offer.clone(),
-                ufrag: l.seed.ice.ufrag.clone(),
-                pwd: l.seed.ice.pass.clone(),
-                keying_material: dtls.keying_material.clone(),
-                profile: Replica::profile_id(dtls.profile),
-                peer_cert: dtls.peer_cert.clone(),
-            });
+            batch.replicas.push(replica_of(&l.seed, own, Some(dtls)));
             l.progress_new |= l.progress.is_some();
         }
         if l.progress_new
@@ -189,6 +219,27 @@ fn next_batch(
         return None;
     }
     Some(batch)
+}
+
+/// The replica of `seed`, held by `own`; pending (no keys) before the handshake.
+fn replica_of(
+    seed: &Seed,
+    own: crate::owner_tag::Owner,
+    dtls: Option<&crate::peer::dtls_outcome::DtlsOutcome>,
+) -> Replica {
+    Replica {
+        id: seed.id,
+        holder: own,
+        role: seed.role,
+        stream: seed.stream.clone(),
+        offer: seed.offer.clone(),
+        ufrag: seed.ice.ufrag.clone(),
+        pwd: seed.ice.pass.clone(),
+        keying_material: dtls.map(|d| d.keying_material.clone()).unwrap_or_default(),
+        profile: dtls.map_or(0, |d| Replica::profile_id(d.profile)),
+        peer_cert: dtls.map(|d| d.peer_cert.clone()).unwrap_or_default(),
+        fingerprint: seed.fingerprint.clone(),
+    }
 }
 
 /// Seal `batch` once and POST it to every other gateway.

@@ -50,6 +50,9 @@ pub struct ResumeHook {
     pub replicas: Arc<Mutex<ReplicaStore>>,
     /// Where requests go.
     pub requests: mpsc::UnboundedSender<ResumeRequest>,
+    /// This gateway's DTLS fingerprint: sessions answered with the same one can be adopted
+    /// before their handshake.
+    pub fingerprint: String,
 }
 
 /// How long a viewer's resume waits for its stream's publisher to be resumed too (the viewer's
@@ -85,7 +88,8 @@ pub async fn run(
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 done = resume(&node, request) => match done {
-                    Ok(()) => tracing::info!(session = %id, took_us = started.elapsed().as_micros() as u64, "resumed a session of another gateway"),
+                    Ok(true) => tracing::info!(session = %id, took_us = started.elapsed().as_micros() as u64, "adopted a session another gateway negotiated"),
+                    Ok(false) => tracing::info!(session = %id, took_us = started.elapsed().as_micros() as u64, "resumed a session of another gateway"),
                     Err(e) => tracing::warn!(session = %id, error = %e.detail, "cannot resume session"),
                 },
             }
@@ -94,7 +98,8 @@ pub async fn run(
     }
 }
 
-async fn resume(node: &Node, request: ResumeRequest) -> Result<(), crate::refusal::Refusal> {
+/// Resumes (or, before its handshake, adopts: true) the session of `request`.
+async fn resume(node: &Node, request: ResumeRequest) -> Result<bool, crate::refusal::Refusal> {
     let ResumeRequest {
         stored,
         client,
@@ -102,11 +107,16 @@ async fn resume(node: &Node, request: ResumeRequest) -> Result<(), crate::refusa
         first,
     } = request;
     let replica = stored.replica;
-    let Some(dtls) = replica.dtls() else {
-        return Err(crate::refusal::Refusal::unprocessable(
-            "unknown SRTP profile",
-        ));
+    // Adopted before its handshake: no keys, the handshake is done here.
+    let dtls = match replica.is_pending() {
+        true => None,
+        false => Some(
+            replica
+                .dtls()
+                .ok_or_else(|| crate::refusal::Refusal::unprocessable("unknown SRTP profile"))?,
+        ),
     };
+    let adopted = dtls.is_none();
     let resumed = Resumed {
         id: replica.id,
         peer: crate::peer::Resume {
@@ -159,7 +169,7 @@ async fn resume(node: &Node, request: ResumeRequest) -> Result<(), crate::refusa
     // The check that asked: routed again behind the session's ufrag (sent to the receive loop
     // first), which binds the client's address here, and answered by the new session.
     node.replay_datagram(client, destination, first);
-    Ok(())
+    Ok(adopted)
 }
 
 /// A stream a resumed session receives: its rollover counter, from the first packet that arrives
@@ -181,7 +191,9 @@ pub fn set_rollover(rtc: &mut Rtc, stream: &ReceivedStream, seq: u16) {
 
 /// A resumed viewer's m-lines: the SSRCs its receivers are bound to, and numbering that
 /// continues past the old holder's (`SEQ_JUMP` on, and the RTP time since its last report).
+/// An adopted viewer (no handshake yet, nothing sent) only takes the SSRCs of the answer.
 pub fn continue_streams(rtc: &mut Rtc, pulls: &mut [Pull], resumed: &Resumed) {
+    let adopted = resumed.peer.dtls.is_none();
     for sent in &resumed.progress.sent {
         let mid = Mid::from(sent.mid.as_str());
         if rtc.media(mid).is_none() {
@@ -192,6 +204,9 @@ pub fn continue_streams(rtc: &mut Rtc, pulls: &mut [Pull], resumed: &Resumed) {
             api.remove_stream_tx(ssrc);
         }
         api.declare_stream_tx(Ssrc::from(sent.ssrc), sent.rtx.map(Ssrc::from), mid, None);
+        if adopted {
+            continue;
+        }
         if let Some(pull) = pulls.iter_mut().find(|p| p.mid == mid) {
             let clock = if pull.kind == MediaKind::Audio {
                 48_000

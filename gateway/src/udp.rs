@@ -173,7 +173,17 @@ impl UdpShell {
             .by_ufrag(&ufrag)?
             .clone();
         let holder = stored.replica.holder;
-        if !stored.orphaned && !f.holder_gone(at, source, holder) {
+        if stored.replica.is_pending() {
+            // Not shaken hands yet: adopted here, where its checks arrive, when the answer
+            // carried our certificate's fingerprint and this is the client's first datagram here
+            // (never one in the middle of a handshake the holder does through this gateway), or
+            // the holder is gone.
+            let adoptable = stored.replica.fingerprint == hook.fingerprint
+                && (f.first_from(source) || f.holder_gone(at, source, holder));
+            if !adoptable {
+                return Some(f.check_to(at, source, chunk, holder));
+            }
+        } else if !stored.orphaned && !f.holder_gone(at, source, holder) {
             return Some(f.check_to(at, source, chunk, holder));
         }
         if f.ask_resume(at, source) {

@@ -108,7 +108,7 @@ impl Worker {
         match c {
             Command::Adopt(a) => e.adopt(*a, now),
             Command::Close { session } => e.close(session, now),
-            Command::Release { session } => e.release(session, now),
+            Command::Release { session, when } => e.release(session, when, now),
             Command::Trickle {
                 session,
                 candidates,
@@ -190,6 +190,11 @@ impl Worker {
                 EngineOutput::Ended(id) => {
                     if let Some(tx) = &io.replication {
                         let _ = tx.send(crate::replication::ReplicationMsg::Ended(id));
+                    }
+                }
+                EngineOutput::Released(id) => {
+                    if let Some(tx) = &io.replication {
+                        let _ = tx.send(crate::replication::ReplicationMsg::Released(id));
                     }
                 }
             }

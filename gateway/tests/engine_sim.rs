@@ -387,7 +387,8 @@ impl Sim {
                         EngineOutput::Demux(_)
                         | EngineOutput::Span(_)
                         | EngineOutput::Progress(_)
-                        | EngineOutput::Ended(_) => {}
+                        | EngineOutput::Ended(_)
+                        | EngineOutput::Released(_) => {}
                     }
                 }
             }

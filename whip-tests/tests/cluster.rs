@@ -484,11 +484,14 @@ async fn requests_for_a_session_elsewhere_are_forwarded_over_https() -> Result<(
     Ok(())
 }
 
-/// Two gateways that both resumed one session (two checks of one client reached both in one
-/// turn) settle it from each other's replicas: the lower address keeps it, the other drops it
-/// without a word to the client. Replicas are taken only when sealed under the cluster's key.
+/// Two gateways that both serve one session (both resumed it: two checks of one client reached
+/// both in one turn; or one adopted it before its handshake) settle it from each other's
+/// replicas: a session that connected is kept over one that did not, between two connected ones
+/// the lower address keeps it, and one the client never reached yields to an adopter. The loser
+/// drops it without a word to the client. Replicas are taken only when sealed under the
+/// cluster's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_resumed_twice_is_kept_by_one_gateway() -> Result<()> {
+async fn a_session_served_by_two_gateways_is_kept_by_one() -> Result<()> {
     use gateway::owner_tag::{ClusterSecrets, Owner};
     use gateway::replica::{Batch, Replica, ReplicaRole, seal};
     let cluster = cluster(1, 1, 0.0).await?;
@@ -511,7 +514,9 @@ async fn a_session_resumed_twice_is_kept_by_one_gateway() -> Result<()> {
     };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let http = reqwest::Client::new();
-    let session_on = |g: &Gateway, stream: &'static str| {
+    let id_of = |url: &str| url.rsplit('/').next().unwrap_or_default().to_string();
+    // A session the client never reached (a bare offer) on each gateway…
+    let bare_on = |g: &Gateway, stream: &'static str| {
         let (http, base) = (http.clone(), format!("http://{}", g.http_addr()));
         async move {
             let created = http
@@ -527,13 +532,21 @@ async fn a_session_resumed_twice_is_kept_by_one_gateway() -> Result<()> {
                 .and_then(|v| v.to_str().ok())
                 .context("no Location")?
                 .to_string();
-            let id = location.rsplit('/').next().unwrap_or_default().to_string();
-            Ok::<_, anyhow::Error>(id)
+            Ok::<_, anyhow::Error>(location)
         }
     };
-    let on_low = session_on(low, "twice-low").await?;
-    let on_high = session_on(high, "twice-high").await?;
-    let claim = |id: &str, holder: Owner| -> Result<Vec<u8>> {
+    let untouched_high = id_of(&bare_on(high, "bare-high").await?);
+    let untouched_low = id_of(&bare_on(low, "bare-low").await?);
+    // …and a connected one on the higher gateway.
+    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+    let publisher =
+        WhipPublisher::start(media, PublishOptions::new(high.whip_url("twice"))).await?;
+    publisher
+        .wait_for_frames(5, Duration::from_secs(10))
+        .await?;
+    let connected_high = id_of(publisher.resource_url().as_str());
+
+    let claim = |id: &str, holder: Owner, pending: bool| -> Result<Vec<u8>> {
         let replica = Replica {
             id: id.parse().map_err(|_| anyhow::anyhow!("id"))?,
             holder,
@@ -542,9 +555,10 @@ async fn a_session_resumed_twice_is_kept_by_one_gateway() -> Result<()> {
             offer: whip_tests::signaling::bare_video_offer()?,
             ufrag: "0123456789abcdef0123456789abcdef".into(),
             pwd: "0123456789abcdef0123456789abcdef".into(),
-            keying_material: vec![1; 60],
-            profile: 1,
+            keying_material: if pending { vec![] } else { vec![1; 60] },
+            profile: if pending { 0 } else { 1 },
             peer_cert: vec![2; 100],
+            fingerprint: String::new(),
         };
         Ok(seal(
             &secrets.replica_key,
@@ -560,35 +574,32 @@ async fn a_session_resumed_twice_is_kept_by_one_gateway() -> Result<()> {
             .body(body)
             .send()
     };
-
-    // The higher gateway learns that the lower one serves its session too: it gives it up.
-    let taken = post(high, claim(&on_high, owner(low)?)?).await?;
-    ensure!(taken.status() == 204, "batch: {}", taken.status());
-    // The lower one learns that the higher one serves its session too: it keeps it.
-    let taken = post(low, claim(&on_low, owner(high)?)?).await?;
-    ensure!(taken.status() == 204, "batch: {}", taken.status());
-    let t0 = std::time::Instant::now();
-    while !high.log_tail(1 << 20).contains("released here") {
-        ensure!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the higher gateway kept the session: {}",
-            high.log_tail(4000)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let high_log = high.log_tail(1 << 20);
+    // A connected copy elsewhere (the lower address) beats an untouched one here.
     ensure!(
-        high_log
-            .lines()
-            .any(|l| l.contains("session closed") && l.contains(&on_high)),
-        "the released session is gone from the higher gateway"
+        post(high, claim(&untouched_high, owner(low)?, false)?)
+            .await?
+            .status()
+            == 204
     );
-    let low_log = low.log_tail(1 << 20);
+    ensure!(settled(high, &untouched_high).await? == "released");
+    // A connected copy on the higher address still beats one that never connected.
     ensure!(
-        low_log.contains("gives way") && !low_log.contains("session closed"),
-        "the lower gateway keeps its session: {}",
-        &low_log[low_log.len().saturating_sub(3000)..]
+        post(low, claim(&untouched_low, owner(high)?, false)?)
+            .await?
+            .status()
+            == 204
     );
+    ensure!(settled(low, &untouched_low).await? == "released");
+    // A session connected here stays, against an adopter's claim and a higher address's.
+    ensure!(
+        post(high, claim(&connected_high, owner(low)?, true)?)
+            .await?
+            .status()
+            == 204
+    );
+    ensure!(settled(high, &connected_high).await? == "kept");
+    ensure!(!publisher.is_finished(), "the kept session goes on");
+    let _ = publisher.stop().await;
 
     // Not sealed under the cluster's key: refused, and nothing changes.
     let forged = post(low, seal(&[7u8; 32], &Batch::default())).await?;
@@ -602,4 +613,29 @@ async fn a_session_resumed_twice_is_kept_by_one_gateway() -> Result<()> {
         forged.status()
     );
     Ok(())
+}
+
+/// What gateway `g` decided about session `id` served elsewhere too: "released" or "kept".
+async fn settled(g: &Gateway, id: &str) -> Result<&'static str> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let log = g.log_tail(1 << 20);
+        let decided = log.lines().filter(|l| l.contains(id)).find_map(|l| {
+            if l.contains("released here") {
+                Some("released")
+            } else if l.contains("kept here") {
+                Some("kept")
+            } else {
+                None
+            }
+        });
+        if let Some(d) = decided {
+            return Ok(d);
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{id}: nothing decided"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

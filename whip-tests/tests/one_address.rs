@@ -349,6 +349,119 @@ async fn sessions_whose_http_and_udp_land_on_different_gateways_publish_and_play
     Ok(())
 }
 
+/// With the cluster's DTLS certificate on every gateway, the gateway a session's first check
+/// reaches adopts the session before its handshake and serves the PeerConnection itself: no
+/// tunnel. The gateway that answered the POST gives it up; HTTP for it follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_a_sessions_first_check_reaches_adopts_it() -> Result<()> {
+    let _rig = Rig::up()?;
+    let dir = tempfile::tempdir()?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["wish-dtls".to_string()])?.self_signed(&key)?;
+    let (cert_path, key_path) = (dir.path().join("dtls.pem"), dir.path().join("dtls.key"));
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    let (c, k) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let cluster = rig_cluster_with(certs()?, &["--dtls-cert", &c, "--dtls-key", &k]).await?;
+    let catalog = MediaSource::fixture("short-gop.mp4")?.catalog();
+
+    // The publisher's POST to gateway 1, its UDP to gateway 2; the player's POST to gateway 3,
+    // its UDP to gateway 2 as well.
+    rig(&["split", "1", "2"])?;
+    let publisher = publish_through_vip("adopted").await?;
+    rig(&["split", "3", "2"])?;
+    let played = play(
+        catalog,
+        play_through_vip("adopted", Duration::from_secs(4))?,
+    )
+    .await;
+    if let Err(e) = &played {
+        for (i, g) in cluster.gateways.iter().enumerate() {
+            for l in g.log_tail(1 << 20).lines().filter(|l| {
+                [
+                    "adopted",
+                    "released",
+                    "publishing",
+                    "playing",
+                    "stream",
+                    "serves",
+                    "connected",
+                ]
+                .iter()
+                .any(|w| l.contains(w))
+            }) {
+                eprintln!("gateway {}: {l}", i + 1);
+            }
+        }
+        eprintln!("player: {e}");
+    }
+    let report = played?;
+    let logs: Vec<String> = cluster
+        .gateways
+        .iter()
+        .map(|g| g.log_tail(1 << 20))
+        .collect();
+    let adopted = logs[1]
+        .lines()
+        .filter(|l| l.contains("adopted a session another gateway negotiated"))
+        .count();
+    let story: Vec<String> = logs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, log)| {
+            log.lines()
+                .filter(|l| {
+                    [
+                        "adopted",
+                        "released",
+                        "resumed",
+                        "publishing",
+                        "playing",
+                        "serves",
+                        "cannot",
+                        "connected",
+                    ]
+                    .iter()
+                    .any(|w| l.contains(w))
+                })
+                .map(move |l| format!("gateway {}: {l}", i + 1))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ensure!(
+        adopted == 2,
+        "gateway 2 adopted {adopted} sessions: {story:#?}"
+    );
+    ensure!(
+        logs[0].contains("released here") && logs[2].contains("released here"),
+        "gateways 1 and 3 gave their sessions up"
+    );
+    ensure!(
+        report.whole_in_order && report.video_frames >= 30,
+        "the player: {} frames, whole and in order: {} ({:?})",
+        report.video_frames,
+        report.whole_in_order,
+        report.error
+    );
+    // The publisher's DELETE lands on gateway 3, which sends it to gateway 2.
+    rig(&["split", "3", "2"])?;
+    let resource = publisher.resource_url().to_string();
+    let deleted = http_client_from(CLIENT.parse()?)?
+        .delete(&resource)
+        .send()
+        .await?;
+    let _ = publisher.stop().await;
+    ensure!(
+        deleted.status().is_success(),
+        "DELETE through gateway 3: {}",
+        deleted.status()
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flows_moved_mid_stream_keep_playing_whole_and_in_order() -> Result<()> {
     let _rig = Rig::up()?;

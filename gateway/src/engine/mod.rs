@@ -267,13 +267,26 @@ impl Engine {
         self.guarded_for(session, |e| e.close_and_reap(session, now));
     }
 
-    /// Drop a session another gateway serves too (`Command::Release`).
-    pub fn release(&mut self, session: SessionId, now: Instant) {
+    /// Drop a session another gateway serves too (`Command::Release`), if `when` says so.
+    pub fn release(&mut self, session: SessionId, when: crate::command::ReleaseWhen, now: Instant) {
+        use crate::command::ReleaseWhen;
         self.latest = self.latest.max(now);
-        if let Some(s) = self.sessions.get_mut(&session) {
-            // Not ended: no tombstone may tell the cluster it is gone.
-            s.replication = None;
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let keep = match when {
+            ReleaseWhen::Always => false,
+            ReleaseWhen::NotConnected => s.connected,
+            ReleaseWhen::Untouched => s.connected || s.last_input > s.created,
+        };
+        if keep {
+            tracing::info!(%session, ?when, "another gateway serves this session too; kept here");
+            return;
         }
+        tracing::info!(%session, ?when, "another gateway serves this session: released here");
+        // Not ended: no tombstone may tell the cluster it is gone.
+        s.replication = None;
+        self.outbox.released(session);
         self.guarded_for(session, |e| e.reap(session, now));
     }
 

@@ -36,6 +36,8 @@ pub enum EngineOutput {
     Progress(crate::replica::Progress),
     /// A replicated session ended: no gateway may resume it.
     Ended(crate::ids::SessionId),
+    /// A replicated session was dropped because another gateway serves it (no tombstone).
+    Released(crate::ids::SessionId),
 }
 
 /// A field of its own, so that concept files can queue while they hold a session or a track.
@@ -63,6 +65,9 @@ impl Outbox {
     }
     pub(super) fn progress(&mut self, p: crate::replica::Progress) {
         self.0.push_back(EngineOutput::Progress(p));
+    }
+    pub(super) fn released(&mut self, id: crate::ids::SessionId) {
+        self.0.push_back(EngineOutput::Released(id));
     }
     pub(super) fn ended(&mut self, id: crate::ids::SessionId) {
         self.0.push_back(EngineOutput::Ended(id));

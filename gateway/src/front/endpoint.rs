@@ -61,6 +61,18 @@ async fn offer_for(
     Ok((name, offer))
 }
 
+/// How long an answer waits for the other gateways to have its session's replica: a round trip
+/// in the cluster, normally; never long, should a gateway be slow (the session is then tunnelled,
+/// as before replicas).
+const ANNOUNCE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Wait (at most `ANNOUNCE_WAIT`) until the other gateways know the new session.
+async fn announced(c: &mut control::Created) {
+    if let Some(rx) = c.announced.take() {
+        let _ = tokio::time::timeout(ANNOUNCE_WAIT, rx).await;
+    }
+}
+
 /// `POST /whip/{stream}`: a publisher's SDP offer; 201 with our answer and the session resource.
 pub async fn whip_post(
     State(node): State<AppState>,
@@ -71,7 +83,8 @@ pub async fn whip_post(
 ) -> Result<Response, Problem> {
     let (name, offer) = offer_for(&node, &stream, Action::Publish, &headers, body).await?;
     let push = async { control::push(&node, Some(name), Role::Whip, None, &offer) };
-    let c = admitted(&node, &peer, push, |c| c.id).await?;
+    let mut c = admitted(&node, &peer, push, |c| c.id).await?;
+    announced(&mut c).await;
     Ok(created(&node, "whip", &stream, c))
 }
 
@@ -102,6 +115,8 @@ pub async fn whep_post(
         }
         Err(p) => return Err(p),
     };
+    let mut c = c;
+    announced(&mut c).await;
     let simulcast = c.tracks.iter().any(|t| t.layer_group.is_some());
     let layer = format!("/whep/{stream}/{}/layer", c.id);
     let mut r = created(&node, "whep", &stream, c);

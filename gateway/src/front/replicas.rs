@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::problem::Problem;
-use crate::command::Command;
+use crate::command::{Command, ReleaseWhen};
 use crate::mailbox::WorkerMsg;
 use crate::owner_tag::Owner;
 use crate::replica::{self, BatchError, MAX_BATCH_BYTES};
@@ -54,32 +54,40 @@ pub async fn take(State(node): State<AppState>, body: Body) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// Sessions this gateway serves that the batch's sender resumed too (two checks of one client
-/// reached two gateways in the same turn): the gateway with the lower address keeps the session,
-/// the other drops it without a word to the client (`Command::Release`). Both see each other's
-/// replica, so exactly one gives way; the keeper sends its replica again, so that every store
-/// names it.
+/// Sessions this gateway serves that the batch's sender serves too: it resumed them as well
+/// (two checks of one client reached two gateways in one turn), or adopted them before their
+/// handshake. Who keeps a session: the gateway that finished its handshake; between two that
+/// did, the lower address; a session adopted before its handshake, by the adopter, unless the
+/// client reached this one first. The loser drops it without a word to the client
+/// (`Command::Release`); a keeper sends its replica again, so that every store names it.
 fn settle_double_resumes(node: &AppState, own: Owner, batch: &replica::Batch) {
     let rank = |o: &Owner| (o.ip, o.udp_port);
+    let Some(tx) = &node.replication else {
+        return;
+    };
     for r in &batch.replicas {
-        if r.holder == own || node.registry.session(r.id).is_none() {
+        if r.holder == own {
             continue;
         }
-        let Some(tx) = &node.replication else {
-            return;
+        let Some(entry) = node.registry.session(r.id) else {
+            continue;
         };
-        if rank(&r.holder) < rank(&own) {
-            tracing::info!(session = %r.id, keeper = %r.holder.http(), "another gateway serves this session too and keeps it: released here");
-            let _ = tx.send(ReplicationMsg::Released(r.id));
-            if let Some(entry) = node.registry.session(r.id) {
-                node.send(
-                    entry.worker,
-                    WorkerMsg::Command(Command::Release { session: r.id }),
-                );
-            }
+        let when = if r.is_pending() {
+            ReleaseWhen::Untouched
+        } else if rank(&r.holder) < rank(&own) {
+            ReleaseWhen::Always
         } else {
-            tracing::info!(session = %r.id, other = %r.holder.http(), "another gateway resumed a session this one serves: it gives way");
-            let _ = tx.send(ReplicationMsg::Reclaim(r.id));
-        }
+            ReleaseWhen::NotConnected
+        };
+        tracing::info!(session = %r.id, other = %r.holder.http(), ?when, "another gateway serves a session this one serves too");
+        // Should this one keep it, every store must name it again.
+        let _ = tx.send(ReplicationMsg::Reclaim(r.id));
+        node.send(
+            entry.worker,
+            WorkerMsg::Command(Command::Release {
+                session: r.id,
+                when,
+            }),
+        );
     }
 }

@@ -772,7 +772,7 @@ impl TreeNode {
                     && self
                         .directory
                         .get(stream)
-                        .is_some_and(|o| o.session == session) =>
+                        .is_some_and(|o| o.session == session && o.node == self.config.node_id) =>
             {
                 self.directory.remove(stream);
             }
@@ -909,10 +909,13 @@ impl TreeNode {
                 self.directory.insert(stream, origin);
             }
             ControlMessage::StreamWithdraw { stream, session } => {
+                // The session and the node: a session resumed on another gateway keeps its id,
+                // and the old gateway's withdraw must not take the new one's announcement.
+                let peer = self.links.get(&link).map(|l| l.peer.as_str());
                 if self
                     .directory
                     .get(&stream)
-                    .is_some_and(|o| o.session == session)
+                    .is_some_and(|o| o.session == session && Some(o.node.as_str()) == peer)
                 {
                     self.directory.remove(&stream);
                 }

@@ -604,6 +604,28 @@ fn streams_are_found_through_their_home_node() {
     net.run(Duration::from_millis(50), |_| {});
     let last = net.locations["edge-1"].last().cloned();
     assert_eq!(last, Some(("concert".to_string(), None)));
+
+    // The session resumed on edge-2 (same session id): the origin's late withdraw of its own
+    // announcement leaves edge-2's in place.
+    let moved = StreamOrigin {
+        node: "edge-2".into(),
+        ..origin.clone()
+    };
+    net.node("origin")
+        .announce("concert".into(), origin.clone());
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    net.node("edge-2").announce("concert".into(), moved.clone());
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    net.node("origin").withdraw("concert", [7; 16]);
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    net.node("edge-1").lookup("concert");
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    let last = net.locations["edge-1"].last().cloned();
+    assert_eq!(last, Some(("concert".to_string(), Some(moved))));
 }
 
 #[test]
