@@ -27,6 +27,14 @@ up() {
     bash scripts/vip-rig.sh up "$GATEWAYS" "$RELAYS"
     mkdir -p "$DIR"
     "$BIN/relay" cluster-cert --out "$DIR" >/dev/null
+    # DTLS_SHARED=1: every gateway gets the same DTLS certificate (as k8s/ deploys them), so the
+    # gateway a session's first check reaches adopts it instead of tunnelling it.
+    local dtls=()
+    if [ "${DTLS_SHARED:-0}" = 1 ]; then
+        mkdir -p "$DIR/dtls"
+        "$BIN/relay" cluster-cert --out "$DIR/dtls" >/dev/null
+        dtls=(--dtls-cert "$DIR/dtls/cluster.pem" --dtls-key "$DIR/dtls/cluster.key")
+    fi
     local members=()
     for i in $(seq 1 "$GATEWAYS"); do members+=(--cluster-member "0:10.210.2.$((10 + i)):$PORT"); done
     for i in $(seq 1 "$RELAYS"); do members+=(--cluster-member "1:10.210.2.$((20 + i)):$PORT"); done
@@ -41,7 +49,7 @@ up() {
         ip netns exec "vip-g$i" "$BIN/gateway" --http-listen 0.0.0.0:8080 --udp-listen 0.0.0.0:8189 \
             --public-ip 10.210.0.1 --candidate-ip "$own" \
             --cluster-listen "$own:$PORT" --node-id "$own:$PORT" \
-            --cluster-cert "$DIR/cluster.pem" --cluster-key "$DIR/cluster.key" \
+            --cluster-cert "$DIR/cluster.pem" --cluster-key "$DIR/cluster.key" "${dtls[@]}" \
             "${members[@]}" >"$DIR/gateway-$i.out" 2>"$DIR/gateway-$i.log" &
     done
     for i in $(seq 1 "$GATEWAYS"); do
