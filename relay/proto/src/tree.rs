@@ -219,6 +219,8 @@ const MAX_EARLY: usize = 4096;
 const TAIL_PROBES: [Duration; 2] = [Duration::from_millis(60), Duration::from_millis(300)];
 /// Child NACKs forwarded upstream and not yet answered, per track at most.
 const MAX_UPSTREAM: usize = 4096;
+/// How often a node sends all its stream announcements to their homes again.
+const REANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct NodeTrack {
@@ -344,6 +346,8 @@ pub struct TreeNode {
     members: BTreeMap<u8, Vec<String>>,
     failed: HashMap<String, Instant>,
     connecting: HashSet<String>,
+    /// When every announcement was last sent to its home again (`REANNOUNCE_EVERY`).
+    reannounced: Option<Instant>,
     tracks: HashMap<TrackKey, NodeTrack>,
     /// As a stream's home node: where its publisher is.
     directory: HashMap<String, StreamOrigin>,
@@ -368,6 +372,7 @@ impl TreeNode {
             members: BTreeMap::new(),
             failed: HashMap::new(),
             connecting: HashSet::new(),
+            reannounced: None,
             tracks: HashMap::new(),
             directory: HashMap::new(),
             announced: HashMap::new(),
@@ -1439,6 +1444,20 @@ impl TreeNode {
             .collect();
         for s in unsent {
             self.send_announce(&s);
+        }
+        // Every announcement again, now and then: the directory is soft state, and an
+        // announcement lost on its way (a link that went down with it, two links racing) or
+        // withdrawn by a session's old gateway after the session moved (a resumed or adopted
+        // session keeps its id) must come back without a publisher reconnecting.
+        if self
+            .reannounced
+            .is_none_or(|at| now.saturating_duration_since(at) >= REANNOUNCE_EVERY)
+        {
+            self.reannounced = Some(now);
+            let streams: Vec<String> = self.announced.keys().cloned().collect();
+            for s in streams {
+                self.send_announce(&s);
+            }
         }
         self.stats.keyframe_requests_aggregated = self
             .tracks
