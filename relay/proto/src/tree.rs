@@ -222,6 +222,45 @@ const MAX_UPSTREAM: usize = 4096;
 /// How often a node sends all its stream announcements to their homes again.
 const REANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 
+/// A home node's directory: per stream, what each node announced, the latest first. One stream
+/// may be announced by two nodes for a moment (a session resumed or adopted elsewhere keeps its
+/// id; the old node's announcement may arrive after the new one's): a lookup gets the latest, and
+/// a withdraw removes only the withdrawing node's, so the other's is found again at once.
+#[derive(Debug, Default)]
+struct Directory(HashMap<String, Vec<StreamOrigin>>);
+
+impl Directory {
+    fn insert(&mut self, stream: String, origin: StreamOrigin) {
+        let list = self.0.entry(stream).or_default();
+        list.retain(|o| o.node != origin.node);
+        list.insert(0, origin);
+        // Bounded: a stream has one publisher, two for a moment.
+        list.truncate(4);
+    }
+
+    fn get(&self, stream: &str) -> Option<StreamOrigin> {
+        self.0.get(stream).and_then(|l| l.first()).cloned()
+    }
+
+    /// `node`'s announcement of `stream` for `session`, if that is what it announced.
+    fn withdraw(&mut self, stream: &str, node: &str, session: [u8; 16]) {
+        if let Some(list) = self.0.get_mut(stream) {
+            list.retain(|o| !(o.node == node && o.session == session));
+            if list.is_empty() {
+                self.0.remove(stream);
+            }
+        }
+    }
+
+    /// A node that went away: its announcements go with it.
+    fn forget_node(&mut self, node: &str) {
+        self.0.retain(|_, list| {
+            list.retain(|o| o.node != node);
+            !list.is_empty()
+        });
+    }
+}
+
 #[derive(Debug)]
 struct NodeTrack {
     hash_key: Vec<u8>,
@@ -350,7 +389,7 @@ pub struct TreeNode {
     reannounced: Option<Instant>,
     tracks: HashMap<TrackKey, NodeTrack>,
     /// As a stream's home node: where its publisher is.
-    directory: HashMap<String, StreamOrigin>,
+    directory: Directory,
     /// As an origin: what we announced, re-sent when a home link comes (back) up.
     announced: HashMap<String, StreamOrigin>,
     lookups: HashSet<String>,
@@ -374,7 +413,7 @@ impl TreeNode {
             connecting: HashSet::new(),
             reannounced: None,
             tracks: HashMap::new(),
-            directory: HashMap::new(),
+            directory: Directory::default(),
             announced: HashMap::new(),
             lookups: HashSet::new(),
             draining: false,
@@ -553,7 +592,7 @@ impl TreeNode {
             return;
         }
         self.failed.insert(l.peer.clone(), now);
-        self.directory.retain(|_, o| o.node != l.peer);
+        self.directory.forget_node(&l.peer);
         self.unreachable(&l.peer, now);
     }
 
@@ -772,14 +811,9 @@ impl TreeNode {
             self.announced.remove(stream);
         }
         match self.home(stream) {
-            Some(home)
-                if home == self.config.node_id
-                    && self
-                        .directory
-                        .get(stream)
-                        .is_some_and(|o| o.session == session && o.node == self.config.node_id) =>
-            {
-                self.directory.remove(stream);
+            Some(home) if home == self.config.node_id => {
+                let own = self.config.node_id.clone();
+                self.directory.withdraw(stream, &own, session);
             }
             Some(home) => {
                 if let Some(link) = self.by_peer.get(&home).copied() {
@@ -798,7 +832,7 @@ impl TreeNode {
     pub fn lookup(&mut self, stream: &str) {
         match self.home(stream) {
             Some(home) if home == self.config.node_id => {
-                let origin = self.directory.get(stream).cloned();
+                let origin = self.directory.get(stream);
                 self.out.push_back(TreeOutput::StreamLocation {
                     stream: stream.to_string(),
                     origin,
@@ -916,17 +950,12 @@ impl TreeNode {
             ControlMessage::StreamWithdraw { stream, session } => {
                 // The session and the node: a session resumed on another gateway keeps its id,
                 // and the old gateway's withdraw must not take the new one's announcement.
-                let peer = self.links.get(&link).map(|l| l.peer.as_str());
-                if self
-                    .directory
-                    .get(&stream)
-                    .is_some_and(|o| o.session == session && Some(o.node.as_str()) == peer)
-                {
-                    self.directory.remove(&stream);
+                if let Some(peer) = self.links.get(&link).map(|l| l.peer.clone()) {
+                    self.directory.withdraw(&stream, &peer, session);
                 }
             }
             ControlMessage::StreamLookup { stream } => {
-                let origin = self.directory.get(&stream).cloned();
+                let origin = self.directory.get(&stream);
                 self.out.push_back(TreeOutput::Send {
                     link,
                     msg: ControlMessage::StreamLocation { stream, origin },

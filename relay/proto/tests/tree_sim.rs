@@ -625,6 +625,21 @@ fn streams_are_found_through_their_home_node() {
     net.pump();
     net.run(Duration::from_millis(50), |_| {});
     let last = net.locations["edge-1"].last().cloned();
+    assert_eq!(last, Some(("concert".to_string(), Some(moved.clone()))));
+
+    // The other order: the old node's announcement arrives after the new one's (it was in
+    // flight), then its withdraw: the new one's is found again at once.
+    net.node("origin")
+        .announce("concert".into(), origin.clone());
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    net.node("origin").withdraw("concert", [7; 16]);
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    net.node("edge-1").lookup("concert");
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    let last = net.locations["edge-1"].last().cloned();
     assert_eq!(last, Some(("concert".to_string(), Some(moved))));
 }
 

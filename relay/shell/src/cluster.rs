@@ -386,8 +386,15 @@ impl NodeTask {
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The handles may all be dropped (a relay has no local users); the node keeps serving.
         let mut local_open = true;
+        // The tree's housekeeping runs at least every MAX_WAIT: a deadline computed afresh from
+        // "now" on every wake-up would move ahead forever under a steady flow of messages (a
+        // publisher's packets every few ms), and the timers behind it would never run.
+        let mut housekeeping = Instant::now() + MAX_WAIT;
         loop {
-            let deadline = self.tree.poll_timeout(Instant::now(), MAX_WAIT);
+            let deadline = self
+                .tree
+                .poll_timeout(Instant::now(), MAX_WAIT)
+                .min(housekeeping);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 e = link_rx.recv() => {
@@ -432,6 +439,7 @@ impl NodeTask {
             let now = Instant::now();
             if now >= deadline {
                 self.tree.handle_timeout(now);
+                housekeeping = now + MAX_WAIT;
             }
             self.drain();
             if !self.drained_told && self.tree.is_drained() {
