@@ -8,6 +8,9 @@
 #
 # Then e.g. `scripts/vip-rig.sh split 1 2` and
 #   target/release/whip-load --base http://10.210.0.1:8080 --bind-ip 10.210.1.2 ...
+# (BENCHMARKS.md 11: `--publish whip-tests/fixtures/short-gop.mp4 --viewers 100 --full-viewers 10
+# --ramp-per-sec 20 --duration 10 --report r.json`, one cluster per round, DTLS_SHARED=1 for
+# adoption.)
 # Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
