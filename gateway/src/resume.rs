@@ -9,10 +9,16 @@
 //! handshake or an ICE restart. Its streams continue past whatever the old holder may have sent
 //! (`replica::SEQ_JUMP`, `SRTCP_JUMP`), a viewer's with the SSRCs its receivers are bound to.
 //!
-//! The receive loop asks for a resume (`ResumeHook`) when a STUN check for a replicated session
-//! reaches it and the session's holder is gone from the cluster or did not answer the previous
-//! check it forwarded (`forwarding`). The check itself is handed to the new session, which answers
-//! it: consent from this gateway, at once.
+//! The receive loop asks for a resume (`ResumeHook`) when a datagram for a replicated session
+//! reaches it and the session's holder is gone: left the membership, said it was leaving, stopped
+//! its heartbeat, or did not answer the previous check forwarded to it (`forwarding`). The
+//! client's check (that one, or its last one, kept by the way in) is handed to the new session,
+//! which answers it: consent from this gateway, at once.
+//!
+//! The same path adopts a session before its handshake (`Replica::is_pending`): when every gateway
+//! has the cluster's DTLS certificate, the gateway a session's first check reaches builds it from
+//! the offer and does the handshake itself, instead of tunnelling it to the gateway that answered
+//! the POST.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

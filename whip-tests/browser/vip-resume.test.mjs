@@ -1,0 +1,120 @@
+// Headless Chromium through one address when the gateway holding its sessions dies (issue 13):
+// scripts/vip-cluster.sh (three gateways, two relays, in network namespaces behind the VIP), the
+// publish and watch pages both on gateway 1 (`vip-rig.sh pin 1`), then gateway 1 gets SIGKILL and
+// the balancer spreads its flows over gateways 2 and 3 (`vip-rig.sh drop 1`). The gateways their
+// packets now reach resume both sessions from their replicas (`gateway/src/resume.rs`): same ICE
+// credentials, same SRTP keys. Both pages keep their first RTCPeerConnection (no new POST), stay
+// connected, and the viewer decodes video again. Needs root.
+
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { CHROMIUM_BIN, Diagnostics, GATEWAY_BIN, VIP_BASE, launchChromiumViaVip, vipRig, waitConnected,
+  waitFrames, watchStats } from "./lib.mjs";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
+const STREAM = "vipresume";
+// Frames the viewer must decode after the kill, on its first PeerConnection.
+const MIN_FRAMES_AFTER = 60;
+const AFTER_KILL_MS = 20_000;
+
+const diag = new Diagnostics("vip resume test", 90_000);
+const { consoleLogs } = diag;
+let context = null;
+let userDataDir = null;
+let clusterUp = false;
+
+function vipCluster(arg) {
+  execFileSync("bash", [VIP_CLUSTER, arg], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, BIN: path.dirname(GATEWAY_BIN) },
+  });
+}
+
+function gatewayLog(i) {
+  const log = `/tmp/vip-cluster/gateway-${i}.log`;
+  return fs.existsSync(log) ? fs.readFileSync(log, "utf8") : "";
+}
+
+function clusterLogs() {
+  return [1, 2, 3].map((i) => `----- gateway ${i} -----\n${gatewayLog(i).slice(-4000)}`).join("\n");
+}
+
+const gatewayPid = (i) => execFileSync("ip", ["netns", "pids", `vip-g${i}`]).toString().trim().split("\n")[0];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// The page's PeerConnection: its state, and whether it is still the first one.
+const pcState = (page, which) => page.evaluate((w) => {
+  const s = window[w];
+  return s && s.pc ? { state: s.pc.connectionState, first: s.pc.__first === true } : null;
+}, which);
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
+  assert.equal(process.getuid(), 0, "the one-address rig needs root (network namespaces, nftables)");
+  vipCluster("up");
+  clusterUp = true;
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-vip-resume-profile-"));
+  context = await launchChromiumViaVip(userDataDir, consoleLogs);
+}, { timeout: 60_000 });
+
+after(async () => {
+  diag.stop();
+  if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+  if (clusterUp) vipCluster("down");
+  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+}, { timeout: 20_000 });
+
+describe("Chromium through the VIP when its gateway is killed", { timeout: 90_000 }, () => {
+  it("publisher and viewer go on, resumed elsewhere, without a new POST", async (t) => {
+    vipRig("pin", "1");
+    const publisher = await context.newPage();
+    await publisher.goto(`${VIP_BASE}/publish/${STREAM}`);
+    await waitConnected(publisher, "whip", 20_000);
+    const viewer = await context.newPage();
+    await viewer.goto(`${VIP_BASE}/watch/${STREAM}`);
+    await waitConnected(viewer, "whep", 20_000);
+    await waitFrames(viewer, 30, 20_000);
+    await publisher.evaluate(() => { window.whip.pc.__first = true; });
+    await viewer.evaluate(() => { window.whep.pc.__first = true; });
+    const before = (await watchStats(viewer)).framesDecoded;
+
+    const killedAt = Date.now();
+    execFileSync("kill", ["-KILL", gatewayPid(1)]);
+    vipRig("drop", "1");
+    const events = [];
+    let last = { pub: "connected", view: "connected" };
+    let frames = before;
+    let lastFrameAt = Date.now();
+    let longestGap = 0;
+    while (Date.now() - killedAt < AFTER_KILL_MS) {
+      await sleep(100);
+      const pub = await pcState(publisher, "whip");
+      const view = await pcState(viewer, "whep");
+      const now = Date.now();
+      const label = (s) => (s ? `${s.state}${s.first ? "" : " (a new PeerConnection)"}` : "none");
+      if (label(pub) !== last.pub) { events.push(`${now - killedAt} ms publisher ${label(pub)}`); last.pub = label(pub); }
+      if (label(view) !== last.view) { events.push(`${now - killedAt} ms viewer ${label(view)}`); last.view = label(view); }
+      const decoded = (await watchStats(viewer)).framesDecoded;
+      if (decoded > frames) {
+        longestGap = Math.max(longestGap, now - lastFrameAt);
+        lastFrameAt = now;
+        frames = decoded;
+      }
+    }
+    t.diagnostic(`after the kill: ${frames - before} frames decoded in ${AFTER_KILL_MS} ms; longest time without a new frame ${longestGap} ms; ${events.join("; ") || "no state change"}`);
+    const resumed = [2, 3].map((i) => (gatewayLog(i).match(/resumed a session of another gateway/g) || []).length)
+      .reduce((a, b) => a + b, 0);
+    const pub = await pcState(publisher, "whip");
+    const view = await pcState(viewer, "whep");
+    assert.ok(pub && pub.first && pub.state === "connected", `publisher: ${JSON.stringify(pub)}; ${events.join("; ")}`);
+    assert.ok(view && view.first && view.state === "connected", `viewer: ${JSON.stringify(view)}; ${events.join("; ")}`);
+    assert.ok(frames - before >= MIN_FRAMES_AFTER,
+      `the viewer decoded ${frames - before} frames after the kill (wanted ${MIN_FRAMES_AFTER})\n${clusterLogs()}`);
+    assert.ok(resumed >= 2, `gateways 2 and 3 resumed ${resumed} sessions\n${clusterLogs()}`);
+  });
+});
