@@ -25,6 +25,7 @@ COPY whip-tests/Cargo.toml whip-tests/Cargo.toml
 COPY whip-tests/src whip-tests/src
 # dimpl (str0m's DTLS) is vendored and patched ([patch.crates-io] in Cargo.toml).
 COPY vendor/dimpl vendor/dimpl
+COPY vendor/str0m vendor/str0m
 # aws-lc-sys builds its C code with the image's gcc (no cmake needed). Cache mounts keep the
 # registry and the target dir between builds; the binaries are copied out of the cached target.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

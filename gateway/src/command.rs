@@ -30,7 +30,7 @@ pub enum Command {
         /// The session it is about.
         session: SessionId,
         /// On what condition.
-        when: ReleaseWhen,
+        when: crate::replica::ReleaseWhen,
     },
     /// Trickled ICE candidates (`a=candidate` lines).
     Trickle {
@@ -83,16 +83,4 @@ pub enum Command {
         /// The stream's tracks, from its new publisher.
         tracks: Vec<Arc<TrackInfo>>,
     },
-}
-
-/// When a session another gateway serves too is dropped here (`Command::Release`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReleaseWhen {
-    /// Always: the other gateway keeps it (both connected; the lower address wins).
-    Always,
-    /// Unless it connected here: the other gateway finished the handshake.
-    NotConnected,
-    /// Only if the client never reached it here: the other gateway adopted it before its
-    /// handshake, and the client talks to that one.
-    Untouched,
 }

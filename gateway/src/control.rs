@@ -67,20 +67,6 @@ pub fn push(
     push_resumed(node, stream, role, app, offer, None)
 }
 
-/// A session another gateway held, resumed here (`resume`): its id, its credentials and DTLS
-/// outcome, and where its streams were.
-#[derive(Clone)]
-pub struct Resumed {
-    /// The session's id (kept: the client's resource URL names it).
-    pub id: SessionId,
-    /// ICE credentials and DTLS outcome.
-    pub peer: crate::peer::Resume,
-    /// Its streams' progress, as the old holder last reported it.
-    pub progress: crate::replica::Progress,
-    /// How long ago that report arrived.
-    pub progress_age: std::time::Duration,
-}
-
 /// Replication for a new session: WHIP and WHEP sessions of a node in a cluster are replicated
 /// to the other gateways (the session/track API's are not: they renegotiate, and carry data
 /// channels, which cannot be resumed).
@@ -90,9 +76,9 @@ fn replicate(
     (role, stream): (&Role, Option<&Arc<str>>),
     offer: &str,
     peer: &mut NewPeer,
-    resumed: Option<&Resumed>,
+    resumed: Option<&crate::resume_streams::Resumed>,
 ) -> (
-    Option<Box<crate::engine::SessionReplication>>,
+    Option<Box<crate::replica::SessionReplication>>,
     Option<oneshot::Receiver<()>>,
 ) {
     let Some(tx) = node.replication.as_ref() else {
@@ -137,8 +123,8 @@ fn replicate(
         },
     )));
     let replication = Box::new(match resumed {
-        Some(r) => crate::engine::SessionReplication::resumed(&r.progress),
-        None => crate::engine::SessionReplication::default(),
+        Some(r) => crate::replica::SessionReplication::resumed(&r.progress),
+        None => crate::replica::SessionReplication::default(),
     });
     (Some(replication), Some(on_announced))
 }
@@ -150,7 +136,7 @@ pub fn push_resumed(
     role: Role,
     app: Option<String>,
     offer: &str,
-    resumed: Option<Resumed>,
+    resumed: Option<crate::resume_streams::Resumed>,
 ) -> Result<Created, Refusal> {
     check_capacity(node)?;
     let mut peer =
@@ -329,7 +315,7 @@ pub async fn pull_stream_resumed(
     node: &Node,
     stream: Arc<str>,
     offer: &str,
-    resumed: Option<Resumed>,
+    resumed: Option<crate::resume_streams::Resumed>,
 ) -> Result<Created, Refusal> {
     check_capacity(node)?;
     let Some(tracks) = live_tracks(node, &stream).await else {
@@ -347,7 +333,7 @@ pub async fn pull_stream_resumed(
     )?;
     let (mut pulls, assigned) = viewer_pulls(&peer, &primary, &tracks, &stream);
     if let Some(r) = &resumed {
-        crate::resume::continue_streams(&mut peer.rtc, &mut pulls, r);
+        crate::resume_streams::continue_streams(&mut peer.rtc, &mut pulls, r);
     }
     let id = resumed.as_ref().map_or_else(SessionId::random, |r| r.id);
     let (replication, announced) = replicate(

@@ -60,6 +60,9 @@ pub struct Node {
     pub replication: Option<mpsc::UnboundedSender<crate::replication::ReplicationMsg>>,
     /// Replicas of the other gateways' sessions (`replica`, `resume`).
     pub replicas: Arc<std::sync::Mutex<crate::replica::ReplicaStore>>,
+    /// Resumes the UDP receive loop asks for, until `resume::run` takes them.
+    pub resume_requests:
+        std::sync::Mutex<Option<mpsc::UnboundedReceiver<crate::resume_hook::ResumeRequest>>>,
 }
 
 /// The node's cluster membership: requests to its bridge, and its link/tree counters.
@@ -415,17 +418,22 @@ impl Node {
             turn: Arc::new(crate::turn_credentials::TurnShared::new(turn)),
             replication,
             replicas: Default::default(),
+            resume_requests: Default::default(),
         });
         if node.replication.is_some() {
             let (requests, rx) = mpsc::unbounded_channel();
             let (mut probe, _) = node.peers.empty(std::time::Instant::now());
             let fingerprint = probe.direct_api().local_dtls_fingerprint().to_string();
-            node.udp.set_resume_hook(crate::resume::ResumeHook {
+            node.udp.set_resume_hook(crate::resume_hook::ResumeHook {
                 replicas: node.replicas.clone(),
                 requests,
                 fingerprint,
             });
-            tasks.spawn(crate::resume::run(node.clone(), rx, shutdown.clone()));
+            // `server` starts the task that serves them (it needs the node).
+            *node
+                .resume_requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(rx);
         }
         if let (Some(queue), Some(endpoint)) =
             (span_queue, node.config.telemetry.otlp_endpoint.clone())

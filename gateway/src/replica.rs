@@ -250,6 +250,43 @@ pub fn extend_from(last_known: u64, seq: u16) -> u64 {
         .unwrap_or(u64::from(seq))
 }
 
+/// The replication state of one session, kept by its engine (`engine/replication.rs`).
+#[derive(Debug, Default)]
+pub struct SessionReplication {
+    /// Highest sequence number per received stream.
+    pub(crate) received: Vec<ReceivedStream>,
+    /// When the next progress report is due.
+    pub(crate) next_progress: Option<Instant>,
+    /// Resumed here: incoming streams whose rollover counter is set from their first packet.
+    pub(crate) pending_roc: Vec<ReceivedStream>,
+    /// Resumed here: the SRTCP index the old holder last reported.
+    pub(crate) resume_srtcp: Option<u32>,
+}
+
+impl SessionReplication {
+    /// For a session resumed from `progress`.
+    pub fn resumed(progress: &Progress) -> SessionReplication {
+        SessionReplication {
+            received: Vec::new(),
+            next_progress: None,
+            pending_roc: progress.received.clone(),
+            resume_srtcp: progress.srtcp,
+        }
+    }
+}
+
+/// When a session another gateway serves too is dropped here (`Command::Release`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseWhen {
+    /// Always: the other gateway keeps it (both connected; the lower address wins).
+    Always,
+    /// Unless it connected here: the other gateway finished the handshake.
+    NotConnected,
+    /// Only if the client never reached it here: the other gateway adopted it before its
+    /// handshake, and the client talks to that one.
+    Untouched,
+}
+
 /// Replicas of other gateways' sessions, as this gateway received them.
 #[derive(Default)]
 pub struct ReplicaStore {

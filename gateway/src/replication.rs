@@ -257,7 +257,7 @@ async fn post_all(one: &'static OneAddress, batch: Batch) {
     for peer in peers {
         let body = sealed.clone();
         posts.spawn(async move {
-            let sent = crate::front::forward::post(peer, PATH, body);
+            let sent = crate::cluster_http::post(peer, PATH, body);
             match tokio::time::timeout(POST_TIMEOUT, sent).await {
                 Ok(Ok(status)) if status.is_success() => {}
                 Ok(Ok(status)) => {

@@ -21,45 +21,19 @@
 //! the POST.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use str0m::media::{MediaKind, Mid};
-use str0m::rtp::Ssrc;
-use str0m::{IceCreds, Rtc};
+use str0m::IceCreds;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::Resumed;
 use crate::ids::SessionId;
 use crate::node::Node;
 use crate::refusal::RefusalKind;
-use crate::replica::{ReceivedStream, ReplicaRole, ReplicaStore, SEQ_JUMP, Stored};
-use crate::session::Pull;
-
-/// A request from the receive loop.
-pub struct ResumeRequest {
-    /// The replica, as stored when the request was made.
-    pub stored: Stored,
-    /// The client.
-    pub client: SocketAddr,
-    /// Our address it sent to.
-    pub destination: SocketAddr,
-    /// The datagram that asked (a STUN check): the new session answers it.
-    pub first: Vec<u8>,
-}
-
-/// What the receive loop needs to ask for resumes.
-pub struct ResumeHook {
-    /// Replicas of the other gateways' sessions.
-    pub replicas: Arc<Mutex<ReplicaStore>>,
-    /// Where requests go.
-    pub requests: mpsc::UnboundedSender<ResumeRequest>,
-    /// This gateway's DTLS fingerprint: sessions answered with the same one can be adopted
-    /// before their handshake.
-    pub fingerprint: String,
-}
+use crate::replica::ReplicaRole;
+use crate::resume_hook::ResumeRequest;
+use crate::resume_streams::Resumed;
 
 /// How long a viewer's resume waits for its stream's publisher to be resumed too (the viewer's
 /// check may come first; the publisher's own check comes within a few seconds).
@@ -176,56 +150,4 @@ async fn resume(node: &Node, request: ResumeRequest) -> Result<bool, crate::refu
     // first), which binds the client's address here, and answered by the new session.
     node.replay_datagram(client, destination, first);
     Ok(adopted)
-}
-
-/// A stream a resumed session receives: its rollover counter, from the first packet that arrives
-/// here (`seq`) and the highest sequence number the old holder reported (`replica::extend_from`).
-pub fn set_rollover(rtc: &mut Rtc, stream: &ReceivedStream, seq: u16) {
-    let ssrc = Ssrc::from(stream.ssrc);
-    let roc = crate::replica::extend_from(stream.seq, seq) >> 16;
-    let mid = Mid::from(stream.mid.as_str());
-    // The mid comes from another process: str0m panics on a mid it does not have.
-    let known = rtc.media(mid).is_some();
-    let mut api = rtc.direct_api();
-    if api.stream_rx(&ssrc).is_none() && known {
-        api.expect_stream_rx(ssrc, None, mid, None);
-    }
-    if let Some(rx) = api.stream_rx(&ssrc) {
-        rx.reset_roc(roc);
-    }
-}
-
-/// A resumed viewer's m-lines: the SSRCs its receivers are bound to, and numbering that
-/// continues past the old holder's (`SEQ_JUMP` on, and the RTP time since its last report).
-/// An adopted viewer (no handshake yet, nothing sent) only takes the SSRCs of the answer.
-pub fn continue_streams(rtc: &mut Rtc, pulls: &mut [Pull], resumed: &Resumed) {
-    let adopted = resumed.peer.dtls.is_none();
-    for sent in &resumed.progress.sent {
-        let mid = Mid::from(sent.mid.as_str());
-        if rtc.media(mid).is_none() {
-            continue;
-        }
-        let mut api = rtc.direct_api();
-        if let Some(ssrc) = api.stream_tx_by_mid(mid, None).map(|tx| tx.ssrc()) {
-            api.remove_stream_tx(ssrc);
-        }
-        api.declare_stream_tx(Ssrc::from(sent.ssrc), sent.rtx.map(Ssrc::from), mid, None);
-        if adopted {
-            continue;
-        }
-        if let Some(pull) = pulls.iter_mut().find(|p| p.mid == mid) {
-            let clock = if pull.kind == MediaKind::Audio {
-                48_000
-            } else {
-                90_000
-            };
-            pull.resumed = true;
-            pull.rewriter = relay_proto::Rewriter::resumed(
-                clock,
-                sent.seq.saturating_add(SEQ_JUMP),
-                sent.time,
-                resumed.progress_age,
-            );
-        }
-    }
 }

@@ -38,7 +38,7 @@ pub async fn run(
     // One address: requests for sessions on other gateways are forwarded over HTTPS to peers
     // that present this same certificate.
     if let (Some(cert), Some(_)) = (&config.tls_cert, &config.cluster) {
-        front::forward::use_tls(crate::tls::leaf_certificate(cert)?)?;
+        crate::cluster_http::use_tls(crate::tls::leaf_certificate(cert)?)?;
     }
     if config.anonymous_publish() {
         tracing::warn!(
@@ -56,6 +56,14 @@ pub async fn run(
     // Not a child of `shutdown`: the media outlives HTTP until HTTP has stopped.
     let media = CancellationToken::new();
     let node = Node::start(config, media.clone(), &mut tasks, crate::metrics::gather).await?;
+    let resumes = node
+        .resume_requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(requests) = resumes {
+        tasks.spawn(crate::resume::run(node.clone(), requests, media.clone()));
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         "gateway ready: {scheme}://{http_addr}/ (WHIP {scheme}://<host>:{}/whip/<stream>), WebRTC on UDP {}, candidates {:?}",

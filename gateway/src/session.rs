@@ -422,7 +422,7 @@ pub struct Session {
     /// Times the client's join (`join_metrics`).
     pub join: crate::join_metrics::JoinClock,
     /// Replicated to the cluster's other gateways, so that one can resume it (`replica`).
-    pub replication: Option<Box<crate::engine::SessionReplication>>,
+    pub replication: Option<Box<crate::replica::SessionReplication>>,
 }
 
 impl Session {

@@ -82,7 +82,7 @@ pub struct UdpShell {
     /// tunnelled datagram is handed to its session as having arrived at.
     one_address: std::sync::OnceLock<(Tunnel, SocketAddr)>,
     /// Resuming sessions of gateways that are gone (`resume`), once the node has replicas.
-    resume: std::sync::OnceLock<crate::resume::ResumeHook>,
+    resume: std::sync::OnceLock<crate::resume_hook::ResumeHook>,
     /// Forwarding counters, copied from the receive loop after each batch.
     forwarding: std::sync::Mutex<crate::forwarding::ForwardingStats>,
 }
@@ -151,7 +151,7 @@ impl UdpShell {
     }
 
     /// Resume sessions of gateways that are gone, from the node's replicas (`resume`).
-    pub fn set_resume_hook(&self, hook: crate::resume::ResumeHook) {
+    pub fn set_resume_hook(&self, hook: crate::resume_hook::ResumeHook) {
         let _ = self.resume.set(hook);
     }
 
@@ -187,7 +187,7 @@ impl UdpShell {
             return Some(f.check_to(at, source, chunk, holder));
         }
         if f.ask_resume(at, source) {
-            let _ = hook.requests.send(crate::resume::ResumeRequest {
+            let _ = hook.requests.send(crate::resume_hook::ResumeRequest {
                 stored,
                 client: source,
                 destination,

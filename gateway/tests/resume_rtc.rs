@@ -138,7 +138,7 @@ fn a_session_resumed_from_its_dtls_outcome_carries_on_with_the_same_client() {
         mid: mid.to_string(),
         seq: last_at_a,
     };
-    gateway::resume::set_rollover(&mut b.rtc, &stream, first as u16);
+    gateway::resume_streams::set_rollover(&mut b.rtc, &stream, first as u16);
     for seq in first..first + 20 {
         write(&mut client, mid, pt, seq, now);
     }

@@ -39,8 +39,8 @@ use str0m::IceCreds;
 use str0m::media::Mid;
 use str0m::net::Transmit;
 
+pub use crate::replica::SessionReplication;
 pub use outbox::EngineOutput;
-pub use replication::SessionReplication;
 pub use simulcast::pick_layer;
 
 use crate::channel_link::ChannelMsg;
@@ -268,8 +268,8 @@ impl Engine {
     }
 
     /// Drop a session another gateway serves too (`Command::Release`), if `when` says so.
-    pub fn release(&mut self, session: SessionId, when: crate::command::ReleaseWhen, now: Instant) {
-        use crate::command::ReleaseWhen;
+    pub fn release(&mut self, session: SessionId, when: crate::replica::ReleaseWhen, now: Instant) {
+        use crate::replica::ReleaseWhen;
         self.latest = self.latest.max(now);
         let Some(s) = self.sessions.get_mut(&session) else {
             return;

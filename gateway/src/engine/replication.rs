@@ -12,31 +12,6 @@ use super::Engine;
 use crate::ids::SessionId;
 use crate::replica::{PROGRESS_EVERY, Progress, ReceivedStream, SRTCP_JUMP, SentStream};
 
-/// The replication state of one session.
-#[derive(Debug, Default)]
-pub struct SessionReplication {
-    /// Highest sequence number per received stream.
-    received: Vec<ReceivedStream>,
-    /// When the next progress report is due.
-    next_progress: Option<Instant>,
-    /// Resumed here: incoming streams whose rollover counter is set from their first packet.
-    pending_roc: Vec<ReceivedStream>,
-    /// Resumed here: the SRTCP index the old holder last reported.
-    resume_srtcp: Option<u32>,
-}
-
-impl SessionReplication {
-    /// For a session resumed from `progress`.
-    pub fn resumed(progress: &Progress) -> SessionReplication {
-        SessionReplication {
-            received: Vec::new(),
-            next_progress: None,
-            pending_roc: progress.received.clone(),
-            resume_srtcp: progress.srtcp,
-        }
-    }
-}
-
 /// The SSRC and sequence number of an SRTP (not SRTCP) datagram, from its clear header.
 fn rtp_ssrc_seq(data: &[u8]) -> Option<(u32, u16)> {
     let first = *data.first()?;
@@ -70,7 +45,7 @@ impl Engine {
             return;
         };
         let stream = r.pending_roc.swap_remove(i);
-        crate::resume::set_rollover(&mut s.rtc, &stream, seq);
+        crate::resume_streams::set_rollover(&mut s.rtc, &stream, seq);
     }
 
     /// A received packet's extended sequence number, for the next progress report.

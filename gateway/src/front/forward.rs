@@ -6,10 +6,9 @@
 //! and this gateway adds nothing to its answer. A forwarded request carries `X-Wish-Forwarded`
 //! and is never forwarded again (ids that name a gateway that no longer holds the session get the
 //! owner's 404, not a loop). The body is read here under the same limit as everywhere. Gateways
-//! that serve HTTPS forward over HTTPS, trusting exactly the certificate they all serve.
+//! that serve HTTPS forward over HTTPS, trusting exactly the certificate they all serve
+//! (`cluster_http`).
 
-use std::net::SocketAddr;
-use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,11 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::AppState;
 use super::problem::Problem;
@@ -31,48 +26,6 @@ use crate::ids::SessionId;
 pub const FORWARDED: HeaderName = HeaderName::from_static("x-wish-forwarded");
 /// How long the owner has to answer.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn tcp() -> HttpConnector {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector.enforce_http(false);
-    connector
-}
-
-static CLIENT: LazyLock<Client<HttpConnector, Full<Bytes>>> = LazyLock::new(|| {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(tcp())
-});
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// Set when the gateways serve HTTPS themselves: forwarded requests go over HTTPS, and the owner
-/// must present the very certificate this gateway serves (every gateway has the same one), so
-/// no CA and no name is trusted, only that certificate and its key.
-static TLS_CLIENT: OnceLock<HttpsClient> = OnceLock::new();
-
-/// Forward over HTTPS to peers presenting `cert` (this gateway's own leaf certificate).
-pub fn use_tls(cert: rustls_pki_types::CertificateDer<'static>) -> Result<(), String> {
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(relay_shell::cluster_tls::pinned_server_verifier(cert))
-        .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .wrap_connector(tcp());
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector);
-    let _ = TLS_CLIENT.set(client);
-    Ok(())
-}
 
 /// The session a request's path names: `/whip|whep/{stream}/{session}[/…]` and
 /// `[/v1]/apps/{app}/sessions/{session}[/…]`.
@@ -123,11 +76,7 @@ pub async fn to_owner(State(node): State<AppState>, request: Request, next: Next
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let scheme = if TLS_CLIENT.get().is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = crate::cluster_http::scheme();
     let Ok(uri) = format!("{scheme}://{}{path}", owner.http()).parse::<Uri>() else {
         return Problem::bad_request("bad request path").into_response();
     };
@@ -153,10 +102,7 @@ pub async fn to_owner(State(node): State<AppState>, request: Request, next: Next
         .insert(FORWARDED, HeaderValue::from_static("1"));
     let method = parts.method.clone();
     let forwarded = hyper::Request::from_parts(parts, Full::new(body));
-    let sent = match TLS_CLIENT.get() {
-        Some(tls) => tls.request(forwarded),
-        None => CLIENT.request(forwarded),
-    };
+    let sent = crate::cluster_http::request(forwarded);
     match tokio::time::timeout(OWNER_TIMEOUT, sent).await {
         Ok(Ok(response)) => {
             let (parts, body) = response.into_parts();
@@ -176,29 +122,6 @@ pub async fn to_owner(State(node): State<AppState>, request: Request, next: Next
         )
         .into_response(),
     }
-}
-
-/// POST `body` to `path` on another gateway of the cluster (HTTPS when the gateways serve it):
-/// the session replicas (`replication`). Returns the status.
-pub async fn post(peer: SocketAddr, path: &str, body: Bytes) -> Result<StatusCode, String> {
-    let scheme = if TLS_CLIENT.get().is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    let uri: Uri = format!("{scheme}://{peer}{path}")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let request = hyper::Request::post(uri)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(FORWARDED, "1")
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
-    let sent = match TLS_CLIENT.get() {
-        Some(tls) => tls.request(request),
-        None => CLIENT.request(request),
-    };
-    sent.await.map(|r| r.status()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

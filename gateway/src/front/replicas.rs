@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::problem::Problem;
-use crate::command::{Command, ReleaseWhen};
+use crate::command::Command;
 use crate::mailbox::WorkerMsg;
 use crate::owner_tag::Owner;
+use crate::replica::ReleaseWhen;
 use crate::replica::{self, BatchError, MAX_BATCH_BYTES};
 use crate::replication::ReplicationMsg;
 
