@@ -1,10 +1,11 @@
-// Headless Chromium through one address when the gateway holding its sessions dies (issue 13):
+// Headless Chromium through one address when the gateway holding its sessions goes (issue 13):
 // scripts/vip-cluster.sh (three gateways, two relays, in network namespaces behind the VIP), the
-// publish and watch pages both on gateway 1 (`vip-rig.sh pin 1`), then gateway 1 gets SIGKILL and
-// the balancer spreads its flows over gateways 2 and 3 (`vip-rig.sh drop 1`). The gateways their
-// packets now reach resume both sessions from their replicas (`gateway/src/resume.rs`): same ICE
-// credentials, same SRTP keys. Both pages keep their first RTCPeerConnection (no new POST), stay
-// connected, and the viewer decodes video again. Needs root.
+// publish and watch pages both on gateway 1 (`vip-rig.sh pin 1`), then gateway 1 is killed
+// (SIGKILL), or drained past its drain timeout (SIGTERM with a 2 s timeout: it hands its sessions
+// off), and the balancer spreads its flows over gateways 2 and 3 (`vip-rig.sh drop 1`). The
+// gateways their packets now reach resume both sessions from their replicas
+// (`gateway/src/resume.rs`): same ICE credentials, same SRTP keys. Both pages keep their first
+// RTCPeerConnection (no new POST), stay connected, and the viewer decodes video again. Needs root.
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -29,10 +30,10 @@ let context = null;
 let userDataDir = null;
 let clusterUp = false;
 
-function vipCluster(arg) {
+function vipCluster(arg, env = {}) {
   execFileSync("bash", [VIP_CLUSTER, arg], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, BIN: path.dirname(GATEWAY_BIN) },
+    env: { ...process.env, ...env, BIN: path.dirname(GATEWAY_BIN) },
   });
 }
 
@@ -56,8 +57,6 @@ const pcState = (page, which) => page.evaluate((w) => {
 before(async () => {
   assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
   assert.equal(process.getuid(), 0, "the one-address rig needs root (network namespaces, nftables)");
-  vipCluster("up");
-  clusterUp = true;
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-vip-resume-profile-"));
   context = await launchChromiumViaVip(userDataDir, consoleLogs);
 }, { timeout: 60_000 });
@@ -69,8 +68,20 @@ after(async () => {
   if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
 }, { timeout: 20_000 });
 
-describe("Chromium through the VIP when its gateway is killed", { timeout: 90_000 }, () => {
-  it("publisher and viewer go on, resumed elsewhere, without a new POST", async (t) => {
+/** Both pages on gateway 1, then gateway 1 gets `signal`; asserts both sessions went on elsewhere. */
+async function survive(t, signal, env) {
+  vipCluster("up", env);
+  clusterUp = true;
+  try {
+    await surviveOnCluster(t, signal);
+  } finally {
+    for (const page of context.pages()) await page.close().catch(() => {});
+    vipCluster("down");
+    clusterUp = false;
+  }
+}
+
+async function surviveOnCluster(t, signal) {
     vipRig("pin", "1");
     const publisher = await context.newPage();
     await publisher.goto(`${VIP_BASE}/publish/${STREAM}`);
@@ -84,7 +95,7 @@ describe("Chromium through the VIP when its gateway is killed", { timeout: 90_00
     const before = (await watchStats(viewer)).framesDecoded;
 
     const killedAt = Date.now();
-    execFileSync("kill", ["-KILL", gatewayPid(1)]);
+    execFileSync("kill", [signal, gatewayPid(1)]);
     vipRig("drop", "1");
     const events = [];
     let last = { pub: "connected", view: "connected" };
@@ -106,7 +117,7 @@ describe("Chromium through the VIP when its gateway is killed", { timeout: 90_00
         frames = decoded;
       }
     }
-    t.diagnostic(`after the kill: ${frames - before} frames decoded in ${AFTER_KILL_MS} ms; longest time without a new frame ${longestGap} ms; ${events.join("; ") || "no state change"}`);
+    t.diagnostic(`${signal}: after it ${frames - before} frames decoded in ${AFTER_KILL_MS} ms; longest time without a new frame ${longestGap} ms; ${events.join("; ") || "no state change"}`);
     const resumed = [2, 3].map((i) => (gatewayLog(i).match(/resumed a session of another gateway/g) || []).length)
       .reduce((a, b) => a + b, 0);
     const pub = await pcState(publisher, "whip");
@@ -116,5 +127,13 @@ describe("Chromium through the VIP when its gateway is killed", { timeout: 90_00
     assert.ok(frames - before >= MIN_FRAMES_AFTER,
       `the viewer decoded ${frames - before} frames after the kill (wanted ${MIN_FRAMES_AFTER})\n${clusterLogs()}`);
     assert.ok(resumed >= 2, `gateways 2 and 3 resumed ${resumed} sessions\n${clusterLogs()}`);
+}
+
+describe("Chromium through the VIP when its gateway goes", { timeout: 180_000 }, () => {
+  it("is killed: publisher and viewer go on, resumed elsewhere, without a new POST", async (t) => {
+    await survive(t, "-KILL", {});
+  });
+  it("drains past its timeout: its sessions are handed off and go on elsewhere", async (t) => {
+    await survive(t, "-TERM", { GATEWAY_DRAIN_TIMEOUT_MS: "2000" });
   });
 });
