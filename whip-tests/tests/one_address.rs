@@ -122,10 +122,9 @@ async fn rig_cluster() -> Result<RigCluster> {
 
 /// The rig cluster, its gateways started with `extra` arguments too.
 async fn rig_cluster_with(certs: Certs, extra: &[&str]) -> Result<RigCluster> {
-    let gateway = |i: usize| format!("10.210.2.{}:{CLUSTER_PORT}", 10 + i);
     let relay = |i: usize| format!("10.210.2.{}:{CLUSTER_PORT}", 20 + i);
     let mut members: Vec<String> = (1..=GATEWAYS)
-        .map(|i| format!("0:{}", gateway(i)))
+        .map(|i| format!("0:{}", gateway_id(i)))
         .collect();
     members.extend((1..=RELAYS).map(|i| format!("1:{}", relay(i))));
     let mut relays = Vec::new();
@@ -139,7 +138,7 @@ async fn rig_cluster_with(certs: Certs, extra: &[&str]) -> Result<RigCluster> {
     }
     let mut gateways = Vec::new();
     for i in 1..=GATEWAYS {
-        let mut args = gateway_cluster_args(&gateway(i), &certs, &members);
+        let mut args = gateway_cluster_args(&gateway_id(i), &certs, &members);
         args.extend(extra.iter().map(|a| a.to_string()));
         gateways.push(gateway_with(i, args).await?);
     }
@@ -148,6 +147,20 @@ async fn rig_cluster_with(certs: Certs, extra: &[&str]) -> Result<RigCluster> {
         gateways,
         _relays: relays,
     })
+}
+
+/// Gateway `i`'s cluster address, its node id (1-based).
+fn gateway_id(i: usize) -> String {
+    format!("10.210.2.{}:{CLUSTER_PORT}", 10 + i)
+}
+
+/// A stream name whose directory home, among the rig's gateways, is gateway `i` (1-based).
+fn homed_on_gateway(prefix: &str, i: usize) -> String {
+    let ids: Vec<String> = (1..=GATEWAYS).map(gateway_id).collect();
+    (0..)
+        .map(|n| format!("{prefix}-{n}"))
+        .find(|s| relay_proto::placement::home_node(s, &ids) == Some(ids[i - 1].as_str()))
+        .unwrap_or_default()
 }
 
 fn url(kind: &str, stream: &str) -> String {
@@ -590,12 +603,14 @@ async fn a_killed_gateways_sessions_are_resumed_where_their_packets_land() -> Re
     let cluster = rig_cluster().await?;
     let catalog = MediaSource::fixture("long-gop.mp4")?.catalog();
 
-    // Publisher and player on gateway 1; their replicas on gateways 2 and 3.
+    // Publisher and player on gateway 1; their replicas on gateways 2 and 3. The stream's
+    // directory entry is on gateway 1 too (its home): the survivors must choose another home.
+    let stream = homed_on_gateway("resumed", 1);
     rig(&["pin", "1"])?;
-    let publisher = publish_answering_plis("resumed").await?;
+    let publisher = publish_answering_plis(&stream).await?;
     let player = tokio::spawn(play(
         catalog,
-        play_through_vip("resumed", Duration::from_secs(14))?,
+        play_through_vip(&stream, Duration::from_secs(14))?,
     ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = publisher.stats();
@@ -660,11 +675,27 @@ async fn a_killed_gateways_sessions_are_resumed_where_their_packets_land() -> Re
         "the player's DELETE: {:?}",
         report.delete_error
     );
-    // A new viewer joins the resumed publisher, and the publisher's own DELETE (on a new
-    // connection: its keep-alive one went to the dead gateway) finds its session.
+    // A new viewer joins the resumed publisher through the gateway that does not hold it (its
+    // HTTP there; its UDP, like the publisher's, to the holder): that gateway finds the stream
+    // at its new home. The publisher's own DELETE (on a new connection: its keep-alive one went
+    // to the dead gateway) finds its session.
+    let resource = publisher.resource_url().to_string();
+    let session = resource.rsplit('/').next().unwrap_or_default().to_string();
+    let holder = (2..=GATEWAYS)
+        .find(|i| {
+            cluster.gateways[i - 1]
+                .log_tail(1 << 20)
+                .lines()
+                .any(|l| l.contains("resumed a session of another gateway") && l.contains(&session))
+        })
+        .with_context(|| format!("no gateway resumed the publisher {session}"))?;
+    let other = (2..=GATEWAYS)
+        .find(|i| *i != holder)
+        .context("a third gateway")?;
+    rig(&["split", &other.to_string(), &holder.to_string()])?;
     let late = play(
         MediaSource::fixture("long-gop.mp4")?.catalog(),
-        play_through_vip("resumed", Duration::from_secs(3))?,
+        play_through_vip(&stream, Duration::from_secs(3))?,
     )
     .await?;
     ensure!(
@@ -674,7 +705,6 @@ async fn a_killed_gateways_sessions_are_resumed_where_their_packets_land() -> Re
         late.sequence,
         late.error
     );
-    let resource = publisher.resource_url().to_string();
     let deleted = http_client_from(CLIENT.parse()?)?
         .delete(&resource)
         .send()
@@ -695,10 +725,12 @@ async fn a_drained_gateway_hands_its_sessions_off_at_the_drain_timeout() -> Resu
     let catalog = MediaSource::fixture("long-gop.mp4")?.catalog();
 
     rig(&["pin", "1"])?;
-    let publisher = publish_answering_plis("handed").await?;
+    // The stream's directory home is the gateway that leaves, too.
+    let stream = homed_on_gateway("handed", 1);
+    let publisher = publish_answering_plis(&stream).await?;
     let player = tokio::spawn(play(
         catalog,
-        play_through_vip("handed", Duration::from_secs(10))?,
+        play_through_vip(&stream, Duration::from_secs(10))?,
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
 

@@ -10,6 +10,7 @@
 
 mod codec;
 pub mod data_track;
+pub mod directory;
 mod gap_tracker;
 mod h264_stream;
 pub mod histogram;

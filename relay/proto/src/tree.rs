@@ -11,8 +11,11 @@
 //! pruned upward after a grace period.
 //!
 //! Streams are found through a directory with no central database: a stream's home node is the
-//! rendezvous choice among tier-0 members (the gateways); the origin announces there and any
-//! gateway looks it up there.
+//! rendezvous choice among the tier-0 members (the gateways) this node can reach; the origin
+//! announces there and any gateway looks it up there. A gateway whose link failed drops out of
+//! every node's choice as each notices (its links time out within a second), so its streams'
+//! origins announce at the next choice and lookups go there; failed gateways are dialled again
+//! every `failed_peer_backoff`, and one that answers is home again.
 //!
 //! The shell (QUIC) exchanges `Hello`s before reporting a link up, measures RTT, and carries the
 //! outputs; this type never sees a socket or a clock.
@@ -24,6 +27,7 @@ use bytes::Bytes;
 
 use crate::Codec;
 use crate::data_track::DataTrackParams;
+use crate::directory::{Answer, Asker, Directory};
 use crate::gap_tracker::{Arrival, GapTracker, RepairConfig};
 use crate::h264_stream::H264Inspector;
 use crate::keyframe_cache::KeyframeCache;
@@ -222,45 +226,6 @@ const MAX_UPSTREAM: usize = 4096;
 /// How often a node sends all its stream announcements to their homes again.
 const REANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 
-/// A home node's directory: per stream, what each node announced, the latest first. One stream
-/// may be announced by two nodes for a moment (a session resumed or adopted elsewhere keeps its
-/// id; the old node's announcement may arrive after the new one's): a lookup gets the latest, and
-/// a withdraw removes only the withdrawing node's, so the other's is found again at once.
-#[derive(Debug, Default)]
-struct Directory(HashMap<String, Vec<StreamOrigin>>);
-
-impl Directory {
-    fn insert(&mut self, stream: String, origin: StreamOrigin) {
-        let list = self.0.entry(stream).or_default();
-        list.retain(|o| o.node != origin.node);
-        list.insert(0, origin);
-        // Bounded: a stream has one publisher, two for a moment.
-        list.truncate(4);
-    }
-
-    fn get(&self, stream: &str) -> Option<StreamOrigin> {
-        self.0.get(stream).and_then(|l| l.first()).cloned()
-    }
-
-    /// `node`'s announcement of `stream` for `session`, if that is what it announced.
-    fn withdraw(&mut self, stream: &str, node: &str, session: [u8; 16]) {
-        if let Some(list) = self.0.get_mut(stream) {
-            list.retain(|o| !(o.node == node && o.session == session));
-            if list.is_empty() {
-                self.0.remove(stream);
-            }
-        }
-    }
-
-    /// A node that went away: its announcements go with it.
-    fn forget_node(&mut self, node: &str) {
-        self.0.retain(|_, list| {
-            list.retain(|o| o.node != node);
-            !list.is_empty()
-        });
-    }
-}
-
 #[derive(Debug)]
 struct NodeTrack {
     hash_key: Vec<u8>,
@@ -389,7 +354,7 @@ pub struct TreeNode {
     reannounced: Option<Instant>,
     tracks: HashMap<TrackKey, NodeTrack>,
     /// As a stream's home node: where its publisher is.
-    directory: Directory,
+    directory: Directory<LinkId>,
     /// As an origin: what we announced, re-sent when a home link comes (back) up.
     announced: HashMap<String, StreamOrigin>,
     lookups: HashSet<String>,
@@ -458,21 +423,25 @@ impl TreeNode {
     pub fn set_members(&mut self, tier: u8, mut ids: Vec<String>, now: Instant) {
         ids.sort();
         ids.dedup();
+        let changed = self.members.get(&tier) != Some(&ids);
         self.members.insert(tier, ids);
-        if tier == 0 {
+        if tier == 0 && changed {
+            self.directory.view_changed(now);
             // A stream's home may have moved.
             let streams: Vec<String> = self.announced.keys().cloned().collect();
             for s in streams {
                 self.send_announce(&s);
             }
         }
-        let _ = now;
     }
 
     /// The shell connected to `peer` (Hellos exchanged).
     pub fn link_up(&mut self, link: LinkId, peer: String, now: Instant) {
         self.connecting.remove(&peer);
-        self.failed.remove(&peer);
+        if self.failed.remove(&peer).is_some() && self.is_gateway(&peer) {
+            // A gateway back from the dead is a stream home again.
+            self.directory.view_changed(now);
+        }
         self.by_peer.insert(peer.clone(), link);
         self.links.insert(
             link,
@@ -524,25 +493,25 @@ impl TreeNode {
             // The peer dialled us meanwhile: there is a link, nothing failed.
             return;
         }
-        self.failed.insert(peer.to_string(), now);
         self.unreachable(peer, now);
     }
 
-    /// `peer` cannot be reached: its tracks re-parent, lookups waiting on it (as a stream's home)
-    /// are answered "not found" rather than left hanging.
+    /// `peer` cannot be reached: it is no stream's home any more (announcements and lookups homed
+    /// there go to the next choice, rather than wait for it or be answered "not found"), and its
+    /// tracks re-parent.
     fn unreachable(&mut self, peer: &str, now: Instant) {
-        let stuck: Vec<String> = self
-            .lookups
-            .iter()
-            .filter(|s| self.home(s).as_deref() == Some(peer))
-            .cloned()
-            .collect();
-        for stream in stuck {
+        let homed = |s: &&String| self.home(s).as_deref() == Some(peer);
+        let lookups: Vec<String> = self.lookups.iter().filter(homed).cloned().collect();
+        let announced: Vec<String> = self.announced.keys().filter(homed).cloned().collect();
+        if self.failed.insert(peer.to_string(), now).is_none() && self.is_gateway(peer) {
+            self.directory.view_changed(now);
+        }
+        for stream in lookups {
             self.lookups.remove(&stream);
-            self.out.push_back(TreeOutput::StreamLocation {
-                stream,
-                origin: None,
-            });
+            self.lookup(&stream, now);
+        }
+        for stream in announced {
+            self.send_announce(&stream);
         }
         self.reparent_from(peer, now);
     }
@@ -560,6 +529,7 @@ impl TreeNode {
         if self.by_peer.get(&l.peer) == Some(&link) {
             self.by_peer.remove(&l.peer);
         }
+        self.directory.forget_link(link);
         let other = self.by_peer.get(&l.peer).copied();
         // Children behind this link are gone.
         let keys: Vec<TrackKey> = self.tracks.keys().cloned().collect();
@@ -591,7 +561,6 @@ impl TreeNode {
             }
             return;
         }
-        self.failed.insert(l.peer.clone(), now);
         self.directory.forget_node(&l.peer);
         self.unreachable(&l.peer, now);
     }
@@ -829,14 +798,12 @@ impl TreeNode {
     }
 
     /// Where is this stream published? Answered with `TreeOutput::StreamLocation`.
-    pub fn lookup(&mut self, stream: &str) {
+    pub fn lookup(&mut self, stream: &str, now: Instant) {
         match self.home(stream) {
             Some(home) if home == self.config.node_id => {
-                let origin = self.directory.get(stream);
-                self.out.push_back(TreeOutput::StreamLocation {
-                    stream: stream.to_string(),
-                    origin,
-                });
+                if let Some(a) = self.directory.lookup(stream, Asker::Local, true, now) {
+                    self.answer(a);
+                }
             }
             Some(home) => {
                 self.lookups.insert(stream.to_string());
@@ -854,9 +821,37 @@ impl TreeNode {
         }
     }
 
+    /// A directory lookup's answer, to this node or to the peer that asked.
+    fn answer(&mut self, a: Answer<LinkId>) {
+        let (stream, origin) = (a.stream, a.origin);
+        match a.asker {
+            Asker::Local => self
+                .out
+                .push_back(TreeOutput::StreamLocation { stream, origin }),
+            Asker::Peer(link) => self.out.push_back(TreeOutput::Send {
+                link,
+                msg: ControlMessage::StreamLocation { stream, origin },
+            }),
+        }
+    }
+
+    fn is_gateway(&self, peer: &str) -> bool {
+        self.members
+            .get(&0)
+            .is_some_and(|g| g.iter().any(|m| m == peer))
+    }
+
+    /// The stream's home: the rendezvous choice among the gateways not known to have failed.
+    /// A failed gateway stays out until a link to it comes up again (not merely until its
+    /// backoff ends), so that the choice does not flap while it is dead.
     fn home(&self, stream: &str) -> Option<String> {
         let gateways = self.members.get(&0)?;
-        placement::home_node(stream, gateways).map(str::to_string)
+        let reachable: Vec<&str> = gateways
+            .iter()
+            .map(String::as_str)
+            .filter(|g| !self.failed.contains_key(*g))
+            .collect();
+        placement::home_node(stream, &reachable[..]).map(str::to_string)
     }
 
     fn send_announce(&mut self, stream: &str) {
@@ -865,7 +860,9 @@ impl TreeNode {
         };
         match self.home(stream) {
             Some(home) if home == self.config.node_id => {
-                self.directory.insert(stream.to_string(), origin);
+                for a in self.directory.insert(stream.to_string(), origin) {
+                    self.answer(a);
+                }
             }
             Some(home) => {
                 if let Some(link) = self.link_to(&home) {
@@ -945,7 +942,9 @@ impl TreeNode {
             }
             ControlMessage::Nack { channel, seqs } => self.on_nack(link, channel, &seqs, now),
             ControlMessage::StreamAnnounce { stream, origin } => {
-                self.directory.insert(stream, origin);
+                for a in self.directory.insert(stream, origin) {
+                    self.answer(a);
+                }
             }
             ControlMessage::StreamWithdraw { stream, session } => {
                 // The session and the node: a session resumed on another gateway keeps its id,
@@ -955,11 +954,13 @@ impl TreeNode {
                 }
             }
             ControlMessage::StreamLookup { stream } => {
-                let origin = self.directory.get(&stream);
-                self.out.push_back(TreeOutput::Send {
-                    link,
-                    msg: ControlMessage::StreamLocation { stream, origin },
-                });
+                let agrees = self.home(&stream).as_deref() == Some(self.config.node_id.as_str());
+                if let Some(a) = self
+                    .directory
+                    .lookup(&stream, Asker::Peer(link), agrees, now)
+                {
+                    self.answer(a);
+                }
             }
             ControlMessage::StreamLocation { stream, origin } => {
                 if self.lookups.remove(&stream) {
@@ -1474,6 +1475,28 @@ impl TreeNode {
         for s in unsent {
             self.send_announce(&s);
         }
+        for a in self.directory.expire(now) {
+            self.answer(a);
+        }
+        // Failed gateways, dialled again now and then: one that came back is a home again (and
+        // the others must agree on that for its streams to be found), but nothing else would
+        // dial a gateway that is no home and no parent.
+        let revived: Vec<String> = self
+            .members
+            .get(&0)
+            .into_iter()
+            .flatten()
+            .filter(|g| {
+                self.failed.get(*g).is_some_and(|t| {
+                    now.saturating_duration_since(*t) >= self.config.failed_peer_backoff
+                }) && !self.connecting.contains(*g)
+                    && !self.by_peer.contains_key(*g)
+            })
+            .cloned()
+            .collect();
+        for g in revived {
+            self.link_to(&g);
+        }
         // Every announcement again, now and then: the directory is soft state, and an
         // announcement lost on its way (a link that went down with it, two links racing) or
         // withdrawn by a session's old gateway after the session moved (a resumed or adopted
@@ -1512,6 +1535,9 @@ impl TreeNode {
             if let Some((probe, _)) = t.tail_probe {
                 at = at.min(probe);
             }
+        }
+        if let Some(held) = self.directory.poll_timeout() {
+            at = at.min(held);
         }
         at
     }

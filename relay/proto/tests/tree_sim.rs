@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use relay_proto::data_track::{DataTrackParams, Fragmenter, data_key_name};
+use relay_proto::directory::SETTLE;
 use relay_proto::link::{
     ControlMessage, StreamOrigin, StreamTrack, SubscribeOk, TrackKey, TrackKind,
 };
@@ -84,6 +85,11 @@ impl Net {
                 node.set_members(*tier, ids.iter().map(|s| s.to_string()).collect(), now);
             }
         }
+    }
+
+    fn lookup(&mut self, id: &str, stream: &str) {
+        let now = self.now;
+        self.node(id).lookup(stream, now);
     }
 
     fn node(&mut self, id: &str) -> &mut TreeNode {
@@ -561,28 +567,33 @@ fn a_tree_is_pruned_after_its_viewers_leave() {
     assert_eq!(origin_children, 0);
 }
 
-#[test]
-fn streams_are_found_through_their_home_node() {
-    let mut net = cluster(3, 0.0, 5);
-    let origin = StreamOrigin {
+/// A stream of one video track published on "origin" by `session`.
+fn video_on_origin(session: [u8; 16]) -> StreamOrigin {
+    StreamOrigin {
         node: "origin".into(),
-        session: [7; 16],
+        session,
         tracks: vec![StreamTrack {
             name: "video".into(),
             kind: TrackKind::Video,
         }],
-    };
+    }
+}
+
+#[test]
+fn streams_are_found_through_their_home_node() {
+    let mut net = cluster(3, 0.0, 5);
+    let origin = video_on_origin([7; 16]);
     net.node("origin")
         .announce("concert".into(), origin.clone());
     net.pump();
     net.run(Duration::from_millis(50), |_| {});
     for i in 0..3 {
-        net.node(&format!("edge-{i}")).lookup("concert");
-        net.node(&format!("edge-{i}"))
-            .lookup("nobody-publishes-this");
+        net.lookup(&format!("edge-{i}"), "concert");
+        net.lookup(&format!("edge-{i}"), "nobody-publishes-this");
     }
     net.pump();
-    net.run(Duration::from_millis(50), |_| {});
+    // A home that just heard of its gateways is not yet sure what is not published.
+    net.run(SETTLE + Duration::from_millis(50), |_| {});
     for i in 0..3 {
         let id = format!("edge-{i}");
         let answers = net.locations.get(&id).cloned().unwrap_or_default();
@@ -595,11 +606,11 @@ fn streams_are_found_through_their_home_node() {
             "{id}: {answers:?}"
         );
     }
-    // Withdrawn by the publishing session: gone.
+    // Withdrawn by the publishing session: gone, and in a settled cluster said at once.
     net.node("origin").withdraw("concert", [7; 16]);
     net.pump();
     net.run(Duration::from_millis(50), |_| {});
-    net.node("edge-1").lookup("concert");
+    net.lookup("edge-1", "concert");
     net.pump();
     net.run(Duration::from_millis(50), |_| {});
     let last = net.locations["edge-1"].last().cloned();
@@ -621,7 +632,7 @@ fn streams_are_found_through_their_home_node() {
     net.node("origin").withdraw("concert", [7; 16]);
     net.pump();
     net.run(Duration::from_millis(50), |_| {});
-    net.node("edge-1").lookup("concert");
+    net.lookup("edge-1", "concert");
     net.pump();
     net.run(Duration::from_millis(50), |_| {});
     let last = net.locations["edge-1"].last().cloned();
@@ -636,7 +647,7 @@ fn streams_are_found_through_their_home_node() {
     net.node("origin").withdraw("concert", [7; 16]);
     net.pump();
     net.run(Duration::from_millis(50), |_| {});
-    net.node("edge-1").lookup("concert");
+    net.lookup("edge-1", "concert");
     net.pump();
     net.run(Duration::from_millis(50), |_| {});
     let last = net.locations["edge-1"].last().cloned();
@@ -696,27 +707,102 @@ fn a_full_relay_redirects_children_to_the_next_choice() {
     }
 }
 
-#[test]
-fn a_lookup_whose_home_is_gone_is_answered_not_found() {
-    let mut net = cluster(3, 0.0, 13);
+/// The last answer `node` got for `stream`.
+fn last_location(net: &Net, node: &str, stream: &str) -> Option<Option<StreamOrigin>> {
+    net.locations
+        .get(node)?
+        .iter()
+        .rev()
+        .find(|(s, _)| s == stream)
+        .map(|(_, o)| o.clone())
+}
+
+/// A stream name whose home, among all four gateways of `cluster(3, ..)`, is `edge-0`: the
+/// gateway the tests kill.
+fn homed_on_edge_0() -> String {
     let gateways = ["origin", "edge-0", "edge-1", "edge-2"];
-    let home = relay_proto::placement::home_node("lonely", &gateways[..])
-        .expect("a home")
-        .to_string();
-    net.kill(&home);
-    let asker = ["origin", "edge-0", "edge-1", "edge-2"]
-        .into_iter()
-        .find(|g| *g != home)
-        .expect("another gateway");
-    net.node(asker).lookup("lonely");
+    (0..)
+        .map(|i| format!("stream-{i}"))
+        .find(|s| relay_proto::placement::home_node(s, &gateways[..]) == Some("edge-0"))
+        .expect("some name hashes there")
+}
+
+#[test]
+fn a_lookup_whose_home_is_gone_is_answered_by_the_next_home() {
+    let mut net = cluster(3, 0.0, 13);
+    let stream = homed_on_edge_0();
+    net.kill("edge-0");
+    // Asked before anyone noticed: the lookup waits on the dead home, then goes to the next one
+    // (which has never heard of the stream).
+    net.lookup("edge-1", &stream);
     net.pump();
-    // The asker's link to the dead home is noticed after DEAD_AFTER; then it is answered.
+    // The next home holds "not found" back until the origins have had time to announce there.
     net.run(DEAD_AFTER + Duration::from_millis(50), |_| {});
-    let answers = net.locations.get(asker).cloned().unwrap_or_default();
-    assert!(
-        answers.contains(&("lonely".to_string(), None)),
-        "{asker} got {answers:?}"
+    assert_eq!(last_location(&net, "edge-1", &stream), None);
+    net.run(SETTLE, |_| {});
+    assert_eq!(last_location(&net, "edge-1", &stream), Some(None));
+}
+
+#[test]
+fn a_stream_whose_home_dies_is_found_at_the_next_home() {
+    let mut net = cluster(3, 0.0, 17);
+    let stream = homed_on_edge_0();
+    let origin = video_on_origin([9; 16]);
+    net.node("origin").announce(stream.clone(), origin.clone());
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    net.lookup("edge-1", &stream);
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    assert_eq!(
+        last_location(&net, "edge-1", &stream),
+        Some(Some(origin.clone()))
     );
+
+    // The home dies with the directory entry. edge-1 has a link to it (it asked there), so it
+    // notices; the origin announced there, so it notices and announces at the next home. A
+    // lookup in flight at the death is answered by the next home, not "not found".
+    net.kill("edge-0");
+    net.lookup("edge-1", &stream);
+    net.pump();
+    net.run(DEAD_AFTER + Duration::from_millis(50), |_| {});
+    assert_eq!(
+        last_location(&net, "edge-1", &stream),
+        Some(Some(origin.clone())),
+        "found at the next home right after the death was noticed"
+    );
+    // edge-2 never linked to the dead home: its first lookup dials it, fails, goes on.
+    net.lookup("edge-2", &stream);
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    assert_eq!(
+        last_location(&net, "edge-2", &stream),
+        Some(Some(origin.clone()))
+    );
+
+    // The dead gateway comes back (a restarted pod with the same name): the others dial it
+    // again within their backoff, it is the home again, and the origin announces there.
+    net.add("edge-0", 0);
+    let gateways = ["origin", "edge-0", "edge-1", "edge-2"];
+    let now = net.now;
+    net.node("edge-0")
+        .set_members(0, gateways.iter().map(|s| s.to_string()).collect(), now);
+    net.node("edge-0")
+        .set_members(1, vec!["relay-a".into(), "relay-b".into()], now);
+    net.run(
+        TreeConfig::new("x", 0).failed_peer_backoff + Duration::from_secs(3),
+        |_| {},
+    );
+    net.lookup("edge-0", &stream);
+    net.lookup("edge-2", &stream);
+    net.pump();
+    net.run(Duration::from_millis(50), |_| {});
+    assert_eq!(
+        last_location(&net, "edge-0", &stream),
+        Some(Some(origin.clone())),
+        "the revived home holds the entry again"
+    );
+    assert_eq!(last_location(&net, "edge-2", &stream), Some(Some(origin)));
 }
 
 /// An H264 publisher whose encoder sends SPS/PPS once, at the start (x264 without repeat

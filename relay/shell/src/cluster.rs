@@ -462,7 +462,7 @@ impl NodeTask {
             Local::KeyframeRequest(track) => tree.request_keyframe(&track, now),
             Local::Announce(stream, origin) => tree.announce(stream, origin),
             Local::Withdraw(stream, session) => tree.withdraw(&stream, session),
-            Local::Lookup(stream) => tree.lookup(&stream),
+            Local::Lookup(stream) => tree.lookup(&stream, now),
             Local::Drain => tree.drain(),
         }
         // Outputs are drained per input: the tree queues them, but a long batch of packets

@@ -94,6 +94,11 @@ impl ClusterIdentity {
         // start where they fit instead of waiting for MTU discovery (which may never succeed on
         // some paths). 1400 stays under the usual overlay-network MTU of 1450.
         t.initial_mtu(1400);
+        // Cluster links stay inside one network: a dial nobody answers must fail within about the
+        // idle timeout. QUIC stretches the idle timeout to 3 PTOs, and with the default initial
+        // RTT (333 ms) that is 3 s before the first RTT sample, which a lookup at a dead stream
+        // home would wait out; the real RTT replaces this estimate on the first reply.
+        t.initial_rtt(timing.idle_timeout / 10);
         t.keep_alive_interval(Some(timing.keep_alive));
         t.max_idle_timeout(Some(
             timing
