@@ -19,12 +19,12 @@ import { CHROMIUM_BIN, Diagnostics, GATEWAY_BIN, VIP_BASE, launchChromiumViaVip,
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
-// The stream's directory entry lives on its home node: the rendezvous choice among the gateways
-// (relay_proto::placement::home_node over their cluster ids). "vipresumed" is homed on gateway 3,
-// which survives. A stream homed on the gateway that goes ("vipresume" is homed on gateway 1) cannot be
-// found by the other gateways after it goes: the viewer is resumed only when its packets reach the
-// gateway that resumed the publisher. VIP_RESUME_STREAM=vipresume shows that.
-const STREAM = process.env.VIP_RESUME_STREAM || "vipresumed";
+// The stream's directory entry lives on its home node: the rendezvous choice among the gateways a
+// node can reach (relay_proto::placement::home_node over their cluster ids). "vipresume" is homed
+// on gateway 1, the one that goes: the survivors choose another home, the publisher's gateway
+// announces there, and a viewer resumed on the other survivor finds it there.
+// VIP_RESUME_STREAM=vipresumed (homed on gateway 3, which survives) is the easier case.
+const STREAM = process.env.VIP_RESUME_STREAM || "vipresume";
 // Frames the viewer must decode after the kill, on its first PeerConnection.
 const MIN_FRAMES_AFTER = 60;
 const AFTER_KILL_MS = 20_000;
