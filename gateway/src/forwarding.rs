@@ -250,7 +250,7 @@ impl Forwarding {
         self.probing.insert(client, now);
         let frame = self.tunnel.wrap(Kind::Probe, client, datagram);
         self.stats.probed += 1;
-        self.other_gateways().map(|t| (t, frame.clone())).collect()
+        others_media(self.one).map(|t| (t, frame.clone())).collect()
     }
 
     /// A client's STUN check, to the gateway that holds its session (named by the ufrag, or by
@@ -340,12 +340,6 @@ impl Forwarding {
         true
     }
 
-    /// The cluster's other gateways' media sockets (gateways of one cluster share their media
-    /// port, as a Deployment's pods do).
-    fn other_gateways(&self) -> impl Iterator<Item = SocketAddr> + use<> {
-        other_gateways(self.one)
-    }
-
     /// Claims for these clients (every one bound here), to every other gateway: sent when this
     /// gateway starts draining, so that the flows the balancer is about to move are forwarded
     /// back here from their first datagram, not probed.
@@ -353,7 +347,7 @@ impl Forwarding {
         &self,
         clients: impl Iterator<Item = SocketAddr>,
     ) -> Vec<(SocketAddr, Vec<u8>)> {
-        let gateways: Vec<SocketAddr> = self.other_gateways().collect();
+        let gateways: Vec<SocketAddr> = others_media(self.one).collect();
         clients
             .flat_map(|client| {
                 let frame = self.tunnel.wrap(Kind::Claim, client, &[]);
@@ -462,20 +456,15 @@ impl Forwarding {
     }
 }
 
-/// The media sockets of `one`'s cluster's other gateways.
-fn other_gateways(one: &OneAddress) -> impl Iterator<Item = SocketAddr> + use<> {
-    let own = one.tags.own();
-    one.gateways
-        .ips()
-        .into_iter()
-        .filter(move |ip| *ip != std::net::IpAddr::V4(own.ip))
-        .map(move |ip| SocketAddr::new(ip, own.udp_port))
+/// The other gateways' media sockets.
+fn others_media(one: &OneAddress) -> impl Iterator<Item = SocketAddr> + use<> {
+    one.others(one.tags.own().udp_port)
 }
 
 /// The heartbeat (`Kind::Alive`) for each other gateway of `one`'s cluster.
 pub fn alive_frames(one: &OneAddress, tunnel: &Tunnel) -> Vec<(SocketAddr, Vec<u8>)> {
     let frame = tunnel.wrap(Kind::Alive, SocketAddr::from(([0, 0, 0, 0], 0)), &[]);
-    other_gateways(one).map(|g| (g, frame.clone())).collect()
+    others_media(one).map(|g| (g, frame.clone())).collect()
 }
 
 #[cfg(test)]

@@ -206,6 +206,17 @@ pub struct OneAddress {
 }
 
 impl OneAddress {
+    /// The cluster's other gateways, each at `port` of its address (gateways of one cluster
+    /// share their ports, as a Deployment's pods do): their media sockets or their HTTP.
+    pub fn others(&self, port: u16) -> impl Iterator<Item = std::net::SocketAddr> + use<> {
+        let own = std::net::IpAddr::V4(self.tags.own().ip);
+        self.gateways
+            .ips()
+            .into_iter()
+            .filter(move |ip| *ip != own)
+            .map(move |ip| std::net::SocketAddr::new(ip, port))
+    }
+
     /// The other gateway a tag names, if it names one.
     pub fn owner_elsewhere(&self, tag: [u8; 16]) -> Option<Owner> {
         self.gateways

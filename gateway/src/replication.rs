@@ -8,7 +8,6 @@
 //! resumes the session (`resume`).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::IceCreds;
@@ -245,16 +244,8 @@ fn replica_of(
 /// Seal `batch` once and POST it to every other gateway.
 async fn post_all(one: &'static OneAddress, batch: Batch) {
     let sealed = bytes::Bytes::from(replica::seal(&one.replica_key, &batch));
-    let own = one.tags.own();
-    let peers: Vec<SocketAddr> = one
-        .gateways
-        .ips()
-        .into_iter()
-        .filter(|ip| *ip != std::net::IpAddr::V4(own.ip))
-        .map(|ip| SocketAddr::new(ip, own.http_port))
-        .collect();
     let mut posts = tokio::task::JoinSet::new();
-    for peer in peers {
+    for peer in one.others(one.tags.own().http_port) {
         let body = sealed.clone();
         posts.spawn(async move {
             let sent = crate::cluster_http::post(peer, PATH, body);
