@@ -1,8 +1,13 @@
 // Headless Chromium through one address with a cluster behind it (issue 13): three gateways and
 // two relays in network namespaces (scripts/vip-cluster.sh on scripts/vip-rig.sh), and every
-// session's HTTP on one gateway and its UDP on another (`vip-rig.sh split H U`). Chromium's ICE
-// checks reach a gateway that holds no session for them; it tunnels them, and everything after
-// them, to the gateway whose ufrag they name, and sends that gateway's answers on from the VIP.
+// session's HTTP on one gateway and its UDP on another (`vip-rig.sh split H U`). Run twice:
+// - **tunnelled**: each gateway has its own DTLS certificate. Chromium's ICE checks reach a
+//   gateway that holds no session for them; it tunnels them, and everything after them, to the
+//   gateway whose ufrag they name, and sends that gateway's answers on from the VIP.
+// - **adopted**: the gateways share the cluster's DTLS certificate (as k8s/ deploys them:
+//   `DTLS_SHARED=1 scripts/vip-cluster.sh`). The gateway a session's first ICE check reaches
+//   adopts the session (its replica arrived with the answer) and serves the PeerConnection itself,
+//   DTLS handshake included; the gateway that answered the POST gives it up.
 //
 // The publisher: HTTP to gateway 1, UDP to gateway 2. The player: HTTP to gateway 1 as well (its
 // session is made there; Chromium reuses its keep-alive connection, which this stateless
@@ -20,47 +25,25 @@ import { CHROMIUM_BIN, Diagnostics, GATEWAY_BIN, VIP, VIP_BASE, launchChromiumVi
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
-const STREAM = "vipsplit";
 const MIN_FRAMES = 30;
+const ADOPTED = "adopted a session another gateway negotiated";
 
-const diag = new Diagnostics("vip split test", 75_000);
-const { consoleLogs, pages } = diag;
-let context = null;
-let userDataDir = null;
-let clusterUp = false;
-const openPage = (label, url) => diag.open(context, label, url);
-
-function vipCluster(arg) {
+function vipCluster(arg, shared) {
   execFileSync("bash", [VIP_CLUSTER, arg], {
     stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, BIN: path.dirname(GATEWAY_BIN) },
+    env: { ...process.env, BIN: path.dirname(GATEWAY_BIN), DTLS_SHARED: shared ? "1" : "" },
   });
 }
 
-function clusterLogs() {
-  return [1, 2, 3].map((i) => {
-    const log = `/tmp/vip-cluster/gateway-${i}.log`;
-    const text = fs.existsSync(log) ? fs.readFileSync(log, "utf8") : "(no log)";
-    return `----- gateway ${i} -----\n${text.slice(-4000)}`;
-  }).join("\n");
+function gatewayLog(i) {
+  const log = `/tmp/vip-cluster/gateway-${i}.log`;
+  return fs.existsSync(log) ? fs.readFileSync(log, "utf8") : "";
 }
 
-before(async () => {
-  assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
-  assert.equal(process.getuid(), 0, "the one-address rig needs root (network namespaces, nftables)");
-  vipCluster("up");
-  clusterUp = true;
-  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-vip-split-profile-"));
-  context = await launchChromiumViaVip(userDataDir, consoleLogs);
-}, { timeout: 60_000 });
-
-after(async () => {
-  diag.stop();
-  for (const page of Object.values(pages)) await page.close().catch(() => {});
-  if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-  if (clusterUp) vipCluster("down");
-  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
-}, { timeout: 20_000 });
+function clusterLogs() {
+  return [1, 2, 3].map((i) => `----- gateway ${i} -----\n${(gatewayLog(i) || "(no log)").slice(-4000)}`)
+    .join("\n");
+}
 
 async function remoteCandidate(page, pcOf) {
   return page.evaluate(async (which) => {
@@ -74,35 +57,70 @@ async function remoteCandidate(page, pcOf) {
   }, pcOf);
 }
 
-describe("Chromium through the VIP, HTTP and UDP on different gateways", { timeout: 60_000 }, () => {
-  it("publishes its camera: HTTP on gateway 1, UDP on gateway 2", async (t) => {
-    await diag.run("publish", async () => {
-      vipRig("split", "1", "2");
-      const page = await openPage("publish", `${VIP_BASE}/publish/${STREAM}`);
-      try {
-        await waitConnected(page, "whip", 20_000);
-      } catch (e) {
-        throw new Error(`${e.message}\n${clusterLogs()}`);
-      }
-      t.diagnostic(`publisher connected: ${await pageState("publish", page)}`);
-      assert.equal(await remoteCandidate(page, "whip"), VIP);
-    });
-  });
+for (const shared of [false, true]) {
+  const how = shared ? "adopted" : "tunnelled";
+  const stream = shared ? "vipadopt" : "vipsplit";
 
-  it("plays it back: HTTP on gateway 1, UDP on gateway 3", async (t) => {
-    await diag.run("watch", async () => {
-      vipRig("split", "1", "3");
-      const page = await openPage("watch", `${VIP_BASE}/watch/${STREAM}`);
-      let s;
-      try {
-        await waitConnected(page, "whep", 15_000);
-        s = await waitFrames(page, MIN_FRAMES, 20_000);
-      } catch (e) {
-        throw new Error(`${e.message}\n${clusterLogs()}`);
-      }
-      t.diagnostic(`viewer: framesDecoded=${s.framesDecoded} ${s.frameWidth}x${s.frameHeight} codec=${s.codec}`);
-      assert.ok(s.framesDecoded > MIN_FRAMES, `framesDecoded ${s.framesDecoded} <= ${MIN_FRAMES}`);
-      assert.equal(await remoteCandidate(page, "whep"), VIP);
+  describe(`Chromium through the VIP, HTTP and UDP on different gateways (${how})`, { timeout: 60_000 }, () => {
+    // Made when this half starts: its overall timeout counts from then.
+    let diag = null;
+    let context = null;
+    let userDataDir = null;
+    let clusterUp = false;
+    const openPage = (label, url) => diag.open(context, label, url);
+
+    before(async () => {
+      assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
+      assert.equal(process.getuid(), 0, "the one-address rig needs root (network namespaces, nftables)");
+      diag = new Diagnostics(`vip split test (${how})`, 75_000);
+      vipCluster("up", shared);
+      clusterUp = true;
+      userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), `whip-vip-${how}-profile-`));
+      context = await launchChromiumViaVip(userDataDir, diag.consoleLogs);
+    }, { timeout: 60_000 });
+
+    after(async () => {
+      diag?.stop();
+      for (const page of Object.values(diag?.pages ?? {})) await page.close().catch(() => {});
+      if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+      if (clusterUp) vipCluster("down", shared);
+      if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+    }, { timeout: 20_000 });
+
+    it("publishes its camera: HTTP on gateway 1, UDP on gateway 2", async (t) => {
+      await diag.run("publish", async () => {
+        vipRig("split", "1", "2");
+        const page = await openPage("publish", `${VIP_BASE}/publish/${stream}`);
+        try {
+          await waitConnected(page, "whip", 20_000);
+        } catch (e) {
+          throw new Error(`${e.message}\n${clusterLogs()}`);
+        }
+        t.diagnostic(`publisher connected: ${await pageState("publish", page)}`);
+        assert.equal(await remoteCandidate(page, "whip"), VIP);
+        assert.equal(gatewayLog(2).includes(ADOPTED), shared,
+          `gateway 2 adopted the publisher's session: expected ${shared}\n${clusterLogs()}`);
+        if (shared) assert.ok(gatewayLog(1).includes("released here"), "gateway 1 kept the publisher's session");
+      });
+    });
+
+    it("plays it back: HTTP on gateway 1, UDP on gateway 3", async (t) => {
+      await diag.run("watch", async () => {
+        vipRig("split", "1", "3");
+        const page = await openPage("watch", `${VIP_BASE}/watch/${stream}`);
+        let s;
+        try {
+          await waitConnected(page, "whep", 15_000);
+          s = await waitFrames(page, MIN_FRAMES, 20_000);
+        } catch (e) {
+          throw new Error(`${e.message}\n${clusterLogs()}`);
+        }
+        t.diagnostic(`viewer: framesDecoded=${s.framesDecoded} ${s.frameWidth}x${s.frameHeight} codec=${s.codec}`);
+        assert.ok(s.framesDecoded > MIN_FRAMES, `framesDecoded ${s.framesDecoded} <= ${MIN_FRAMES}`);
+        assert.equal(await remoteCandidate(page, "whep"), VIP);
+        assert.equal(gatewayLog(3).includes(ADOPTED), shared,
+          `gateway 3 adopted the player's session: expected ${shared}\n${clusterLogs()}`);
+      });
     });
   });
-});
+}
