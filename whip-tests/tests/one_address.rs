@@ -35,7 +35,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use common::{Certs, Relay, certs, gateway_cluster_args};
 use whip_tests::signaling::{self, bare_video_offer, http_client_from};
-use whip_tests::{Gateway, MediaSource, PlayOptions, PublishOptions, WhipPublisher, play};
+use whip_tests::{
+    Gateway, MediaSource, PlayOptions, PlayReport, PublishOptions, WhipPublisher, play,
+};
 
 const VIP: &str = "10.210.0.1";
 /// This (root) namespace's address on the client side of the balancer.
@@ -259,10 +261,31 @@ fn bound_to(bind_ip: &str) -> Result<std::net::SocketAddr> {
     Ok(std::net::SocketAddr::new(bind_ip.parse()?, 0))
 }
 
-async fn publish_through_vip(stream: &str) -> Result<WhipPublisher> {
-    let media = Arc::new(MediaSource::fixture("short-gop.mp4")?);
+/// What a test publishes through the VIP.
+#[derive(Clone, Copy)]
+enum Source {
+    /// The short-GOP file; keyframe requests are not answered (as OBS does not).
+    ShortGop,
+    /// The long-GOP file (keyframes 8 s apart), jumping to its next keyframe when asked for one,
+    /// as browsers answer a PLI: a viewer whose session moved gets a keyframe at once.
+    LongGopAnsweringPlis,
+}
+
+impl Source {
+    fn fixture(self) -> &'static str {
+        match self {
+            Source::ShortGop => "short-gop.mp4",
+            Source::LongGopAnsweringPlis => "long-gop.mp4",
+        }
+    }
+}
+
+/// A publisher of `source` to `stream` through the VIP, once it has sent 10 frames.
+async fn publish(stream: &str, source: Source) -> Result<WhipPublisher> {
+    let media = Arc::new(MediaSource::fixture(source.fixture())?);
     let publish = PublishOptions {
         bind: bound_to(CLIENT)?,
+        ignore_keyframe_requests: matches!(source, Source::ShortGop),
         ..PublishOptions::new(url("whip", stream))
     };
     let publisher = WhipPublisher::start(media, publish).await?;
@@ -272,20 +295,19 @@ async fn publish_through_vip(stream: &str) -> Result<WhipPublisher> {
     Ok(publisher)
 }
 
-/// A publisher of the long-GOP file through the VIP that answers keyframe requests (as browsers
-/// do: it jumps to the file's next keyframe), once it has sent 10 frames.
-async fn publish_answering_plis(stream: &str) -> Result<WhipPublisher> {
-    let media = Arc::new(MediaSource::fixture("long-gop.mp4")?);
-    let publish = PublishOptions {
-        bind: bound_to(CLIENT)?,
-        ignore_keyframe_requests: false,
-        ..PublishOptions::new(url("whip", stream))
-    };
-    let publisher = WhipPublisher::start(media, publish).await?;
-    publisher
-        .wait_for_frames(10, Duration::from_secs(10))
-        .await?;
-    Ok(publisher)
+/// A publisher and a player of `stream` with every flow on gateway 1 (`pin 1`), the player
+/// playing for `play_for` in a task of its own: where the tests that move, drain or kill
+/// start from.
+async fn playing_on_gateway_1(
+    stream: &str,
+    source: Source,
+    play_for: Duration,
+) -> Result<(WhipPublisher, tokio::task::JoinHandle<Result<PlayReport>>)> {
+    rig(&["pin", "1"])?;
+    let publisher = publish(stream, source).await?;
+    let catalog = MediaSource::fixture(source.fixture())?.catalog();
+    let player = tokio::spawn(play(catalog, play_through_vip(stream, play_for)?));
+    Ok((publisher, player))
 }
 
 fn play_through_vip(stream: &str, duration: Duration) -> Result<PlayOptions> {
@@ -304,7 +326,7 @@ async fn sessions_whose_http_and_udp_land_on_different_gateways_publish_and_play
 
     // The publisher's HTTP to gateway 1 (its owner), its UDP to gateway 2.
     rig(&["split", "1", "2"])?;
-    let publisher = publish_through_vip("split").await?;
+    let publisher = publish("split", Source::ShortGop).await?;
     ensure!(
         cluster.gateways[0]
             .log_tail(1 << 20)
@@ -384,7 +406,7 @@ async fn the_gateway_a_sessions_first_check_reaches_adopts_it() -> Result<()> {
     // The publisher's POST to gateway 1, its UDP to gateway 2; the player's POST to gateway 3,
     // its UDP to gateway 2 as well.
     rig(&["split", "1", "2"])?;
-    let publisher = publish_through_vip("adopted").await?;
+    let publisher = publish("adopted", Source::ShortGop).await?;
     rig(&["split", "3", "2"])?;
     let played = play(
         catalog,
@@ -479,16 +501,11 @@ async fn the_gateway_a_sessions_first_check_reaches_adopts_it() -> Result<()> {
 async fn flows_moved_mid_stream_keep_playing_whole_and_in_order() -> Result<()> {
     let _rig = Rig::up()?;
     let _cluster = rig_cluster().await?;
-    let catalog = MediaSource::fixture("short-gop.mp4")?.catalog();
 
     // Both sessions on gateway 1, then their flows moved under them: to gateway 2, to 3, then
     // spread by a new hash.
-    rig(&["pin", "1"])?;
-    let publisher = publish_through_vip("moved").await?;
-    let player = tokio::spawn(play(
-        catalog,
-        play_through_vip("moved", Duration::from_secs(8))?,
-    ));
+    let (publisher, player) =
+        playing_on_gateway_1("moved", Source::ShortGop, Duration::from_secs(8)).await?;
     for step in [["pin", "2"], ["pin", "3"], ["rehash", "7"]] {
         tokio::time::sleep(Duration::from_secs(2)).await;
         rig(&step)?;
@@ -520,14 +537,8 @@ fn signal(gateway: &Gateway, signal: &str) -> Result<()> {
 async fn a_draining_gateway_keeps_its_sessions_while_their_flows_go_elsewhere() -> Result<()> {
     let _rig = Rig::up()?;
     let mut cluster = rig_cluster().await?;
-    let catalog = MediaSource::fixture("short-gop.mp4")?.catalog();
-
-    rig(&["pin", "1"])?;
-    let publisher = publish_through_vip("drained").await?;
-    let player = tokio::spawn(play(
-        catalog,
-        play_through_vip("drained", Duration::from_secs(8))?,
-    ));
+    let (publisher, player) =
+        playing_on_gateway_1("drained", Source::ShortGop, Duration::from_secs(8)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // SIGTERM: gateway 1 drains. The balancer keeps its TCP connections (as a real one does
@@ -601,17 +612,16 @@ async fn a_draining_gateway_keeps_its_sessions_while_their_flows_go_elsewhere() 
 async fn a_killed_gateways_sessions_are_resumed_where_their_packets_land() -> Result<()> {
     let _rig = Rig::up()?;
     let cluster = rig_cluster().await?;
-    let catalog = MediaSource::fixture("long-gop.mp4")?.catalog();
 
     // Publisher and player on gateway 1; their replicas on gateways 2 and 3. The stream's
     // directory entry is on gateway 1 too (its home): the survivors must choose another home.
     let stream = homed_on_gateway("resumed", 1);
-    rig(&["pin", "1"])?;
-    let publisher = publish_answering_plis(&stream).await?;
-    let player = tokio::spawn(play(
-        catalog,
-        play_through_vip(&stream, Duration::from_secs(14))?,
-    ));
+    let (publisher, player) = playing_on_gateway_1(
+        &stream,
+        Source::LongGopAnsweringPlis,
+        Duration::from_secs(14),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = publisher.stats();
 
@@ -722,16 +732,14 @@ async fn a_killed_gateways_sessions_are_resumed_where_their_packets_land() -> Re
 async fn a_drained_gateway_hands_its_sessions_off_at_the_drain_timeout() -> Result<()> {
     let _rig = Rig::up()?;
     let mut cluster = rig_cluster_with(certs()?, &["--drain-timeout-ms", "2000"]).await?;
-    let catalog = MediaSource::fixture("long-gop.mp4")?.catalog();
-
-    rig(&["pin", "1"])?;
     // The stream's directory home is the gateway that leaves, too.
     let stream = homed_on_gateway("handed", 1);
-    let publisher = publish_answering_plis(&stream).await?;
-    let player = tokio::spawn(play(
-        catalog,
-        play_through_vip(&stream, Duration::from_secs(10))?,
-    ));
+    let (publisher, player) = playing_on_gateway_1(
+        &stream,
+        Source::LongGopAnsweringPlis,
+        Duration::from_secs(10),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // SIGTERM, and the balancer sends the flows to gateway 2 (which tunnels them back to the
