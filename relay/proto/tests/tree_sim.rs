@@ -92,6 +92,13 @@ impl Net {
         self.node(id).lookup(stream, now);
     }
 
+    /// `id` looks `stream` up and gets its answer (None: no answer yet; Some(None): not found).
+    fn ask(&mut self, id: &str, stream: &str) -> Option<Option<StreamOrigin>> {
+        self.lookup(id, stream);
+        self.settle();
+        last_location(self, id, stream)
+    }
+
     fn node(&mut self, id: &str) -> &mut TreeNode {
         self.nodes.get_mut(id).expect("node exists")
     }
@@ -192,6 +199,12 @@ impl Net {
                 }
             }
         }
+    }
+
+    /// Carry what is queued and give it 50 ms (ten link latencies) to arrive and be answered.
+    fn settle(&mut self) {
+        self.pump();
+        self.run(Duration::from_millis(50), |_| {});
     }
 
     /// Advance simulated time by `d`, delivering what is due and firing timers.
@@ -585,8 +598,7 @@ fn streams_are_found_through_their_home_node() {
     let origin = video_on_origin([7; 16]);
     net.node("origin")
         .announce("concert".into(), origin.clone());
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
+    net.settle();
     for i in 0..3 {
         net.lookup(&format!("edge-{i}"), "concert");
         net.lookup(&format!("edge-{i}"), "nobody-publishes-this");
@@ -608,13 +620,8 @@ fn streams_are_found_through_their_home_node() {
     }
     // Withdrawn by the publishing session: gone, and in a settled cluster said at once.
     net.node("origin").withdraw("concert", [7; 16]);
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
-    net.lookup("edge-1", "concert");
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
-    let last = net.locations["edge-1"].last().cloned();
-    assert_eq!(last, Some(("concert".to_string(), None)));
+    net.settle();
+    assert_eq!(net.ask("edge-1", "concert"), Some(None));
 
     // The session resumed on edge-2 (same session id): the origin's late withdraw of its own
     // announcement leaves edge-2's in place.
@@ -624,34 +631,21 @@ fn streams_are_found_through_their_home_node() {
     };
     net.node("origin")
         .announce("concert".into(), origin.clone());
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
+    net.settle();
     net.node("edge-2").announce("concert".into(), moved.clone());
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
+    net.settle();
     net.node("origin").withdraw("concert", [7; 16]);
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
-    net.lookup("edge-1", "concert");
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
-    let last = net.locations["edge-1"].last().cloned();
-    assert_eq!(last, Some(("concert".to_string(), Some(moved.clone()))));
+    net.settle();
+    assert_eq!(net.ask("edge-1", "concert"), Some(Some(moved.clone())));
 
     // The other order: the old node's announcement arrives after the new one's (it was in
     // flight), then its withdraw: the new one's is found again at once.
     net.node("origin")
         .announce("concert".into(), origin.clone());
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
+    net.settle();
     net.node("origin").withdraw("concert", [7; 16]);
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
-    net.lookup("edge-1", "concert");
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
-    let last = net.locations["edge-1"].last().cloned();
-    assert_eq!(last, Some(("concert".to_string(), Some(moved))));
+    net.settle();
+    assert_eq!(net.ask("edge-1", "concert"), Some(Some(moved)));
 }
 
 #[test]
@@ -749,15 +743,8 @@ fn a_stream_whose_home_dies_is_found_at_the_next_home() {
     let stream = homed_on_edge_0();
     let origin = video_on_origin([9; 16]);
     net.node("origin").announce(stream.clone(), origin.clone());
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
-    net.lookup("edge-1", &stream);
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
-    assert_eq!(
-        last_location(&net, "edge-1", &stream),
-        Some(Some(origin.clone()))
-    );
+    net.settle();
+    assert_eq!(net.ask("edge-1", &stream), Some(Some(origin.clone())));
 
     // The home dies with the directory entry. edge-1 has a link to it (it asked there), so it
     // notices; the origin announced there, so it notices and announces at the next home. A
@@ -772,13 +759,7 @@ fn a_stream_whose_home_dies_is_found_at_the_next_home() {
         "found at the next home right after the death was noticed"
     );
     // edge-2 never linked to the dead home: its first lookup dials it, fails, goes on.
-    net.lookup("edge-2", &stream);
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
-    assert_eq!(
-        last_location(&net, "edge-2", &stream),
-        Some(Some(origin.clone()))
-    );
+    assert_eq!(net.ask("edge-2", &stream), Some(Some(origin.clone())));
 
     // The dead gateway comes back (a restarted pod with the same name): the others dial it
     // again within their backoff, it is the home again, and the origin announces there.
@@ -793,16 +774,12 @@ fn a_stream_whose_home_dies_is_found_at_the_next_home() {
         TreeConfig::new("x", 0).failed_peer_backoff + Duration::from_secs(3),
         |_| {},
     );
-    net.lookup("edge-0", &stream);
-    net.lookup("edge-2", &stream);
-    net.pump();
-    net.run(Duration::from_millis(50), |_| {});
     assert_eq!(
-        last_location(&net, "edge-0", &stream),
+        net.ask("edge-0", &stream),
         Some(Some(origin.clone())),
         "the revived home holds the entry again"
     );
-    assert_eq!(last_location(&net, "edge-2", &stream), Some(Some(origin)));
+    assert_eq!(net.ask("edge-2", &stream), Some(Some(origin)));
 }
 
 /// An H264 publisher whose encoder sends SPS/PPS once, at the start (x264 without repeat
