@@ -45,6 +45,7 @@ fn batches() -> (Batch, Batch) {
                 profile: 8,
                 peer_cert: vec![9; 400],
                 fingerprint: "sha-256 AB".into(),
+                etag: "0123456789abcdef".into(),
             })
             .collect(),
         ..Batch::default()

@@ -67,6 +67,14 @@ pub fn push(
     push_resumed(node, stream, role, app, offer, None)
 }
 
+/// A new session's ETag; a resumed one keeps the ETag its client holds.
+fn session_etag(resumed: Option<&crate::resume_streams::Resumed>) -> String {
+    resumed
+        .map(|r| r.etag.clone())
+        .filter(|e| !e.is_empty())
+        .unwrap_or_else(|| random_token(16))
+}
+
 /// Replication for a new session: WHIP and WHEP sessions of a node in a cluster are replicated
 /// to the other gateways (the session/track API's are not: they renegotiate, and carry data
 /// channels, which cannot be resumed).
@@ -74,7 +82,7 @@ fn replicate(
     node: &Node,
     id: SessionId,
     (role, stream): (&Role, Option<&Arc<str>>),
-    offer: &str,
+    (offer, etag): (&str, &str),
     peer: &mut NewPeer,
     resumed: Option<&crate::resume_streams::Resumed>,
 ) -> (
@@ -116,6 +124,7 @@ fn replicate(
             stream: stream.to_string(),
             offer: offer.to_string(),
             ice: peer.ice.clone(),
+            etag: etag.to_string(),
             dtls: peer.dtls.clone(),
             fingerprint,
             sent,
@@ -143,17 +152,17 @@ pub fn push_resumed(
         node.peers
             .publisher_resumed(offer, Instant::now(), resumed.as_ref().map(|r| &r.peer))?;
     let id = resumed.as_ref().map_or_else(SessionId::random, |r| r.id);
+    let etag = session_etag(resumed.as_ref());
     let (replication, announced) = replicate(
         node,
         id,
         (&role, stream.as_ref()),
-        offer,
+        (offer, &etag),
         &mut peer,
         resumed.as_ref(),
     );
     let worker = node.pick_worker();
     let tracks = pushed_tracks(&peer, id, worker, &node.registry);
-    let etag = random_token(16);
     start_session(
         node,
         SessionEntry::new(
@@ -336,16 +345,16 @@ pub async fn pull_stream_resumed(
         crate::resume_streams::continue_streams(&mut peer.rtc, &mut pulls, r);
     }
     let id = resumed.as_ref().map_or_else(SessionId::random, |r| r.id);
+    let etag = session_etag(resumed.as_ref());
     let (replication, announced) = replicate(
         node,
         id,
         (&Role::Whep, Some(&stream)),
-        offer,
+        (offer, &etag),
         &mut peer,
         resumed.as_ref(),
     );
     let worker = node.pick_worker();
-    let etag = random_token(16);
     start_session(
         node,
         SessionEntry::new(
@@ -666,6 +675,7 @@ pub async fn ice_restart(
     }
     let (tx, rx) = oneshot::channel();
     let remote = str0m::IceCreds { ufrag, pass: pwd };
+    let replica_remote = remote.clone();
     node.send(
         entry.worker,
         WorkerMsg::Command(Command::IceRestart {
@@ -679,6 +689,14 @@ pub async fn ice_restart(
         .ok()
         .flatten()
         .ok_or_else(|| Refusal::not_found("session ended"))?;
+    if let Some(tx) = node.replication.as_ref() {
+        let _ = tx.send(crate::replication::ReplicationMsg::IceRestarted {
+            id,
+            local: local.clone(),
+            remote: replica_remote,
+            etag: etag.clone(),
+        });
+    }
     Ok((local.ufrag, local.pass, etag))
 }
 

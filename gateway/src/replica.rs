@@ -85,6 +85,10 @@ pub struct Replica {
     /// certificate can adopt the session before its handshake.
     #[serde(default)]
     pub fingerprint: String,
+    /// The session resource's ETag, which a resumed session keeps: the client's next ICE
+    /// restart PATCH carries it in `If-Match`. Empty from a gateway that did not send it.
+    #[serde(default)]
+    pub etag: String,
 }
 
 impl std::fmt::Debug for Replica {
@@ -450,6 +454,7 @@ mod tests {
             profile: 7,
             peer_cert: vec![4, 5],
             fingerprint: "sha-256 00".into(),
+            etag: "e1".into(),
         }
     }
 

@@ -42,6 +42,19 @@ pub enum ReplicationMsg {
     /// Another gateway resumed a session this one serves, and gives it up: send this one's
     /// replica again, so that every gateway's store names this one as the holder.
     Reclaim(SessionId),
+    /// A session's ICE restarted (a PATCH): its replica goes out again with both sides' new
+    /// credentials and the new ETag, so that a gateway resuming it later answers the client's
+    /// new checks and its next PATCH.
+    IceRestarted {
+        /// The session.
+        id: SessionId,
+        /// Our new credentials.
+        local: IceCreds,
+        /// The client's new credentials.
+        remote: IceCreds,
+        /// The session's new ETag.
+        etag: String,
+    },
 }
 
 /// What is known of a session when it is created.
@@ -52,10 +65,12 @@ pub struct Seed {
     pub role: ReplicaRole,
     /// Its stream.
     pub stream: String,
-    /// The client's offer.
+    /// The client's offer (its ICE credentials the client's current ones).
     pub offer: String,
     /// Our ICE credentials.
     pub ice: IceCreds,
+    /// The session resource's ETag (`Replica::etag`).
+    pub etag: String,
     /// Its DTLS outcome, once the handshake is done.
     pub dtls: OutcomeSlot,
     /// Our `a=fingerprint` (`Replica::fingerprint`).
@@ -160,6 +175,20 @@ fn take(sessions: &mut HashMap<SessionId, Local>, gone: &mut Vec<SessionId>, msg
                 l.full_sent = None;
             }
         }
+        ReplicationMsg::IceRestarted {
+            id,
+            local,
+            remote,
+            etag,
+        } => {
+            if let Some(l) = sessions.get_mut(&id) {
+                l.seed.offer = crate::sdp_info::with_ice_credentials(&l.seed.offer, &remote);
+                l.seed.ice = local;
+                l.seed.etag = etag;
+                l.full_sent = None;
+                l.pending_sent = false;
+            }
+        }
         ReplicationMsg::Ended(id) => {
             // Only sessions whose replica may have gone out need a tombstone.
             if sessions.remove(&id).is_some_and(|l| l.full_sent.is_some()) {
@@ -238,6 +267,7 @@ fn replica_of(
         profile: dtls.map_or(0, |d| Replica::profile_id(d.profile)),
         peer_cert: dtls.map(|d| d.peer_cert.clone()).unwrap_or_default(),
         fingerprint: seed.fingerprint.clone(),
+        etag: seed.etag.clone(),
     }
 }
 
@@ -260,4 +290,92 @@ async fn post_all(one: &'static OneAddress, batch: Batch) {
         });
     }
     while posts.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::owner_tag::{ClusterSecrets, GatewaySet, Owner, OwnerTags};
+    use crate::peer::dtls_outcome::DtlsOutcome;
+    use std::net::Ipv4Addr;
+
+    fn one() -> OneAddress {
+        let secrets = ClusterSecrets::derive(b"cluster key");
+        let own = Owner {
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            udp_port: 8189,
+            http_port: 8080,
+        };
+        OneAddress {
+            tags: OwnerTags::new(&secrets.tag_key, own).expect("tags"),
+            gateways: GatewaySet::default(),
+            tunnel_key: secrets.tunnel_key,
+            replica_key: secrets.replica_key,
+        }
+    }
+
+    fn creds(ufrag: &str, pass: &str) -> IceCreds {
+        IceCreds {
+            ufrag: ufrag.into(),
+            pass: pass.into(),
+        }
+    }
+
+    #[test]
+    fn an_ice_restart_sends_the_replica_again_with_the_new_credentials_and_etag() {
+        let one = one();
+        let t0 = Instant::now();
+        let id = SessionId::random();
+        let dtls = OutcomeSlot::default();
+        let _ = dtls.set(DtlsOutcome {
+            keying_material: vec![1; 60],
+            profile: str0m::crypto::dtls::SrtpProfile::AEAD_AES_128_GCM,
+            peer_cert: vec![2; 10],
+        });
+        let offer = "v=0\r\na=ice-ufrag:cold\r\na=ice-pwd:clientpassword0000000\r\n";
+        let (mut sessions, mut gone) = (HashMap::new(), Vec::new());
+        take(
+            &mut sessions,
+            &mut gone,
+            ReplicationMsg::Started(Box::new(Seed {
+                id,
+                role: ReplicaRole::Publisher,
+                stream: "s".into(),
+                offer: offer.into(),
+                ice: creds("ours1", "ourpassword1"),
+                etag: "etag1".into(),
+                dtls,
+                fingerprint: String::new(),
+                sent: Vec::new(),
+                announced: None,
+            })),
+        );
+        let first = next_batch(&one, &mut sessions, &mut gone, t0).expect("the full replica");
+        assert_eq!(first.replicas[0].etag, "etag1");
+        assert!(next_batch(&one, &mut sessions, &mut gone, t0).is_none());
+
+        take(
+            &mut sessions,
+            &mut gone,
+            ReplicationMsg::IceRestarted {
+                id,
+                local: creds("ours2", "ourpassword2"),
+                remote: creds("cnew", "clientpassword1111111"),
+                etag: "etag2".into(),
+            },
+        );
+        let again = next_batch(&one, &mut sessions, &mut gone, t0).expect("sent again at once");
+        let r = &again.replicas[0];
+        assert_eq!(
+            (r.ufrag.as_str(), r.pwd.as_str()),
+            ("ours2", "ourpassword2")
+        );
+        assert_eq!(r.etag, "etag2");
+        assert_eq!(
+            crate::sdp_info::ice_ufrag(&r.offer).as_deref(),
+            Some("cnew")
+        );
+        assert!(r.offer.contains("a=ice-pwd:clientpassword1111111\r\n"));
+        assert!(!r.is_pending(), "with the keys");
+    }
 }

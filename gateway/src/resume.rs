@@ -108,6 +108,7 @@ async fn resume(node: &Node, request: ResumeRequest) -> Result<bool, crate::refu
         },
         progress: stored.progress,
         progress_age: stored.progress_at.elapsed(),
+        etag: replica.etag.clone(),
     };
     let stream: Arc<str> = replica.stream.as_str().into();
     match replica.role {

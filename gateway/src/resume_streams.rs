@@ -22,6 +22,8 @@ pub struct Resumed {
     pub progress: crate::replica::Progress,
     /// How long ago that report arrived.
     pub progress_age: std::time::Duration,
+    /// The resource's ETag, as its client holds it (empty: unknown, a new one is made).
+    pub etag: String,
 }
 
 /// A stream a resumed session receives: its rollover counter, from the first packet that arrives

@@ -200,6 +200,28 @@ pub fn ice_ufrag(sdp: &str) -> Option<String> {
         .map(|u| u.trim().to_string())
 }
 
+/// `sdp` with every `a=ice-ufrag` and `a=ice-pwd` replaced by `creds`: a client's offer as it
+/// stands after an ICE restart (RFC 8840 changes the credentials, nothing else), from which a
+/// resumed session is built. Line endings are kept as they were.
+pub fn with_ice_credentials(sdp: &str, creds: &str0m::IceCreds) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    for line in sdp.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        if body.trim_start().starts_with("a=ice-ufrag:") {
+            out.push_str("a=ice-ufrag:");
+            out.push_str(&creds.ufrag);
+        } else if body.trim_start().starts_with("a=ice-pwd:") {
+            out.push_str("a=ice-pwd:");
+            out.push_str(&creds.pass);
+        } else {
+            out.push_str(body);
+        }
+        out.push_str(ending);
+    }
+    out
+}
+
 /// The ICE credentials and candidates of an `application/trickle-ice-sdpfrag` body (RFC 8840).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SdpFrag {
@@ -310,5 +332,25 @@ mod tests {
         assert!(sdpfrag("garbage").is_err());
         assert!(sdpfrag("a=ice-ufrag:abcd\r\n").is_err());
         assert!(sdpfrag("a=ice-ufrag:ab\r\na=ice-pwd:0123456789012345678901\r\n").is_err());
+    }
+
+    #[test]
+    fn ice_credentials_are_replaced_everywhere_and_nothing_else() {
+        let offer = "v=0\r\na=ice-ufrag:old1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:old1\r\na=ice-pwd:oldpassword\r\na=mid:0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-pwd:oldpassword\r\n";
+        let creds = str0m::IceCreds {
+            ufrag: "new2".into(),
+            pass: "newpassword".into(),
+        };
+        let out = with_ice_credentials(offer, &creds);
+        assert_eq!(
+            out,
+            offer
+                .replace("old1", "new2")
+                .replace("oldpassword", "newpassword")
+        );
+        assert_eq!(ice_ufrag(&out).as_deref(), Some("new2"));
+        // A bare-LF offer stays bare LF.
+        let lf = offer.replace("\r\n", "\n");
+        assert_eq!(with_ice_credentials(&lf, &creds), out.replace("\r\n", "\n"));
     }
 }

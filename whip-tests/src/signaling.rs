@@ -126,6 +126,51 @@ impl Resource {
         }
         Ok(status.as_u16())
     }
+
+    /// An ICE restart (RFC 9725 §4.3): PATCHes our new credentials with `If-Match` (the ETag we
+    /// hold), insists on 200, keeps the new ETag and returns the server's new credentials. On a
+    /// connection of its own: a restart usually follows a network change, which leaves the old
+    /// keep-alive connection dead.
+    pub async fn ice_restart(&mut self, ours: &str0m::IceCreds) -> Result<str0m::IceCreds> {
+        let etag = self.etag.clone().context("the server sent no ETag")?;
+        let mut req = http_client()?
+            .patch(self.url.clone())
+            .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+            .header(
+                reqwest::header::IF_MATCH,
+                format!("\"{}\"", etag.trim_matches('"')),
+            )
+            .body(format!(
+                "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+                ours.ufrag, ours.pass
+            ));
+        if let Some(t) = &self.token {
+            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("PATCH {}", self.url))?;
+        if resp.status() != StatusCode::OK {
+            return Err(status_error("ICE restart", resp).await.into());
+        }
+        self.etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.text().await?;
+        let line = |key: &str| {
+            body.lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .map(str::to_string)
+                .with_context(|| format!("no {key} in the ICE restart answer: {body}"))
+        };
+        Ok(str0m::IceCreds {
+            ufrag: line("a=ice-ufrag:")?,
+            pass: line("a=ice-pwd:")?,
+        })
+    }
 }
 
 /// What the endpoint answered.

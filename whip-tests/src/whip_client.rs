@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use reqwest::Url;
 use serde::Serialize;
+use str0m::IceCreds;
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
@@ -127,6 +128,8 @@ pub struct WhipPublisher {
     counters: Arc<Counters>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
+    /// New ICE credentials (ours, the server's) for the sending task to switch to.
+    restart: Arc<std::sync::Mutex<Option<(IceCreds, IceCreds)>>>,
 }
 
 impl WhipPublisher {
@@ -214,7 +217,9 @@ impl WhipPublisher {
 
         let counters = Arc::new(Counters::default());
         let (stop, stop_rx) = watch::channel(false);
+        let restart = Arc::default();
         let send = Sender {
+            restart: Arc::clone(&restart),
             lp,
             media,
             opts,
@@ -231,7 +236,22 @@ impl WhipPublisher {
             counters,
             stop,
             task,
+            restart,
         })
+    }
+
+    /// Restarts ICE (RFC 9725 §4.3): new credentials of ours PATCHed with the ETag we hold; the
+    /// sending task switches both sides' credentials within a frame, and str0m checks the pair
+    /// again with them. Fails unless the server answers 200.
+    pub async fn restart_ice(&mut self) -> Result<()> {
+        let ours = IceCreds {
+            ufrag: format!("r{:08x}", rand::random::<u32>()),
+            pass: format!("{:032x}", rand::random::<u128>()),
+        };
+        let theirs = self.resource.ice_restart(&ours).await?;
+        self.ice_username = format!("{}:{}", theirs.ufrag, ours.ufrag);
+        *self.restart.lock().unwrap_or_else(|e| e.into_inner()) = Some((ours, theirs));
+        Ok(())
     }
 
     /// The STUN USERNAME of this publisher's connectivity checks (`<server ufrag>:<ours>`): what
@@ -342,6 +362,8 @@ fn pick_pt(rtc: &mut Rtc, mid: Mid, codec: Codec) -> Option<Pt> {
 
 /// The background half: paces samples out of the file into str0m.
 struct Sender {
+    /// An ICE restart to apply (`WhipPublisher::restart_ice`).
+    restart: Arc<std::sync::Mutex<Option<(IceCreds, IceCreds)>>>,
     lp: RtcLoop,
     media: Arc<MediaSource>,
     opts: PublishOptions,
@@ -363,6 +385,16 @@ impl Sender {
         self.lp.drain(&mut events).await?;
 
         loop {
+            let restart = self
+                .restart
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some((ours, theirs)) = restart {
+                let mut api = self.lp.rtc.direct_api();
+                api.set_local_ice_credentials(ours);
+                api.set_remote_ice_credentials(theirs);
+            }
             self.counters
                 .outgoing_dropped
                 .store(self.lp.dropped_outgoing, Ordering::Relaxed);

@@ -559,6 +559,7 @@ async fn a_session_served_by_two_gateways_is_kept_by_one() -> Result<()> {
             profile: if pending { 0 } else { 1 },
             peer_cert: vec![2; 100],
             fingerprint: String::new(),
+            etag: String::new(),
         };
         Ok(seal(
             &secrets.replica_key,

@@ -616,13 +616,16 @@ async fn a_killed_gateways_sessions_are_resumed_where_their_packets_land() -> Re
     // Publisher and player on gateway 1; their replicas on gateways 2 and 3. The stream's
     // directory entry is on gateway 1 too (its home): the survivors must choose another home.
     let stream = homed_on_gateway("resumed", 1);
-    let (publisher, player) = playing_on_gateway_1(
+    let (mut publisher, player) = playing_on_gateway_1(
         &stream,
         Source::LongGopAnsweringPlis,
         Duration::from_secs(14),
     )
     .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The publisher restarts ICE first: its replica must carry both sides' new credentials.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    publisher.restart_ice().await.context("ICE restart")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let before = publisher.stats();
 
     // Gateway 1 dies (SIGKILL: nothing handed off); the balancer spreads its flows over 2 and 3.
@@ -703,6 +706,13 @@ async fn a_killed_gateways_sessions_are_resumed_where_their_packets_land() -> Re
         .find(|i| *i != holder)
         .context("a third gateway")?;
     rig(&["split", &other.to_string(), &holder.to_string()])?;
+    // Another ICE restart, its PATCH on the other gateway (forwarded to the holder), with the
+    // ETag the publisher holds: the resumed session kept it. The late viewer below gets the
+    // media that flows with the new credentials.
+    publisher
+        .restart_ice()
+        .await
+        .context("an ICE restart after the kill")?;
     let late = play(
         MediaSource::fixture("long-gop.mp4")?.catalog(),
         play_through_vip(&stream, Duration::from_secs(3))?,
