@@ -1478,22 +1478,29 @@ impl TreeNode {
         for a in self.directory.expire(now) {
             self.answer(a);
         }
-        // Failed gateways, dialled again now and then: one that came back is a home again (and
-        // the others must agree on that for its streams to be found), but nothing else would
-        // dial a gateway that is no home and no parent.
-        let revived: Vec<String> = self
-            .members
-            .get(&0)
-            .into_iter()
-            .flatten()
-            .filter(|g| {
-                self.failed.get(*g).is_some_and(|t| {
-                    now.saturating_duration_since(*t) >= self.config.failed_peer_backoff
-                }) && !self.connecting.contains(*g)
-                    && !self.by_peer.contains_key(*g)
-            })
-            .cloned()
-            .collect();
+        // A gateway keeps a link to every other gateway (the one with the lower id dials, so a
+        // pair makes one link): each then notices a gateway's death by its link's idle timeout,
+        // all within about a second of each other, so they agree on the next stream homes before
+        // the dead gateway's sessions are resumed; and a lookup never waits on a dial. A failed
+        // gateway is dialled again every `failed_peer_backoff`: one that came back is a home again.
+        let revived: Vec<String> = match self.config.tier {
+            0 => self
+                .members
+                .get(&0)
+                .into_iter()
+                .flatten()
+                .filter(|g| {
+                    g.as_str() > self.config.node_id.as_str()
+                        && !self.connecting.contains(*g)
+                        && !self.by_peer.contains_key(*g)
+                        && self.failed.get(*g).is_none_or(|t| {
+                            now.saturating_duration_since(*t) >= self.config.failed_peer_backoff
+                        })
+                })
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
         for g in revived {
             self.link_to(&g);
         }

@@ -746,9 +746,9 @@ fn a_stream_whose_home_dies_is_found_at_the_next_home() {
     net.settle();
     assert_eq!(net.ask("edge-1", &stream), Some(Some(origin.clone())));
 
-    // The home dies with the directory entry. edge-1 has a link to it (it asked there), so it
-    // notices; the origin announced there, so it notices and announces at the next home. A
-    // lookup in flight at the death is answered by the next home, not "not found".
+    // The home dies with the directory entry. Every gateway's link to it times out: the origin
+    // announces at the next home. A lookup in flight at the death is answered by the next
+    // home, not "not found".
     net.kill("edge-0");
     net.lookup("edge-1", &stream);
     net.pump();
@@ -758,7 +758,7 @@ fn a_stream_whose_home_dies_is_found_at_the_next_home() {
         Some(Some(origin.clone())),
         "found at the next home right after the death was noticed"
     );
-    // edge-2 never linked to the dead home: its first lookup dials it, fails, goes on.
+    // edge-2 noticed as well: every gateway keeps a link to every other.
     assert_eq!(net.ask("edge-2", &stream), Some(Some(origin.clone())));
 
     // The dead gateway comes back (a restarted pod with the same name): the others dial it
