@@ -168,7 +168,14 @@ impl Relay {
                 });
             }
         }
-        bail!("relay {node} did not print READY")
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(relay_log(node)).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        bail!(
+            "relay {node} did not print READY; its log's last lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 
     /// Sends SIGTERM (the relay drains, then exits) and waits up to `within` for the exit;
@@ -261,7 +268,30 @@ pub(crate) async fn cluster_with_args(
 }
 
 /// As [`cluster_with_args`], the relays also started with `relay_extra`.
+///
+/// Cluster ports must be chosen before any node starts, so another test may bind one of them
+/// first (seen once in CI under load: "cannot bind cluster listener … Address already in use").
+/// Then the whole cluster is started again on new ports, up to three times.
 pub(crate) async fn cluster_with_node_args(
+    edges: usize,
+    relays: usize,
+    link_loss: f64,
+    extra: &[&str],
+    relay_extra: &[&str],
+) -> Result<Cluster> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match start_cluster(edges, relays, link_loss, extra, relay_extra).await {
+            Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => {
+                eprintln!("a cluster port was taken meanwhile; starting again: {e:#}");
+            }
+            started => return started,
+        }
+    }
+}
+
+async fn start_cluster(
     edges: usize,
     relays: usize,
     link_loss: f64,
