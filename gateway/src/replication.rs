@@ -108,8 +108,11 @@ pub async fn run(
                     // A new session goes out at once, so that the gateway its first check
                     // reaches can adopt it (the check comes within a round trip of the answer,
                     // which waits for `announced`).
+                    // So does a session's ICE restart: the client is about to use the new
+                    // credentials, and any gateway may have to resume it with them.
                     let announced = match &mut m {
                         ReplicationMsg::Started(seed) => Some(seed.announced.take()),
+                        ReplicationMsg::IceRestarted { .. } => Some(None),
                         _ => None,
                     };
                     take(&mut sessions, &mut gone, m);
