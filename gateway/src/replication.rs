@@ -110,13 +110,13 @@ pub async fn run(
                     // which waits for `announced`).
                     // So does a session's ICE restart: the client is about to use the new
                     // credentials, and any gateway may have to resume it with them.
-                    let announced = match &mut m {
-                        ReplicationMsg::Started(seed) => Some(seed.announced.take()),
-                        ReplicationMsg::IceRestarted { .. } => Some(None),
-                        _ => None,
+                    let (at_once, announced) = match &mut m {
+                        ReplicationMsg::Started(seed) => (true, seed.announced.take()),
+                        ReplicationMsg::IceRestarted { .. } => (true, None),
+                        _ => (false, None),
                     };
                     take(&mut sessions, &mut gone, m);
-                    if let Some(announced) = announced {
+                    if at_once {
                         let batch = next_batch(one, &mut sessions, &mut gone, Instant::now());
                         tokio::spawn(async move {
                             if let Some(batch) = batch {

@@ -112,10 +112,7 @@ impl Resource {
     /// Ends the session. Returns the status; anything but 200 is an error, because the WHIP RFC
     /// says DELETE answers 200.
     pub async fn delete(&self) -> Result<u16> {
-        let mut req = self.client.delete(self.url.clone());
-        if let Some(t) = &self.token {
-            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
-        }
+        let req = with_bearer(self.client.delete(self.url.clone()), self.token.as_deref());
         let resp = req
             .send()
             .await
@@ -133,7 +130,7 @@ impl Resource {
     /// keep-alive connection dead.
     pub async fn ice_restart(&mut self, ours: &str0m::IceCreds) -> Result<str0m::IceCreds> {
         let etag = self.etag.clone().context("the server sent no ETag")?;
-        let mut req = http_client()?
+        let req = http_client()?
             .patch(self.url.clone())
             .header(CONTENT_TYPE, "application/trickle-ice-sdpfrag")
             .header(
@@ -144,10 +141,7 @@ impl Resource {
                 "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
                 ours.ufrag, ours.pass
             ));
-        if let Some(t) = &self.token {
-            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let resp = req
+        let resp = with_bearer(req, self.token.as_deref())
             .send()
             .await
             .with_context(|| format!("PATCH {}", self.url))?;
@@ -161,16 +155,33 @@ impl Resource {
             .map(str::to_owned);
         let body = resp.text().await?;
         let line = |key: &str| {
-            body.lines()
-                .find_map(|l| l.trim().strip_prefix(key))
+            sdp_attribute(&body, key)
                 .map(str::to_string)
                 .with_context(|| format!("no {key} in the ICE restart answer: {body}"))
         };
         Ok(str0m::IceCreds {
-            ufrag: line("a=ice-ufrag:")?,
-            pass: line("a=ice-pwd:")?,
+            ufrag: line("ice-ufrag")?,
+            pass: line("ice-pwd")?,
         })
     }
+}
+
+/// `req` with `Authorization: Bearer …` when there is a token.
+fn with_bearer(req: reqwest::RequestBuilder, token: Option<&str>) -> reqwest::RequestBuilder {
+    match token {
+        Some(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
+        None => req,
+    }
+}
+
+/// The value of the first `a=<key>:` line of an SDP or SDP fragment (`key` like `ice-ufrag`).
+pub fn sdp_attribute<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
+    sdp.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("a=")?
+            .strip_prefix(key)?
+            .strip_prefix(':')
+    })
 }
 
 /// What the endpoint answered.
@@ -191,14 +202,14 @@ pub async fn post_offer(
     offer: &str,
 ) -> Result<Answer> {
     let url = Url::parse(endpoint).with_context(|| format!("invalid endpoint URL {endpoint:?}"))?;
-    let mut req = client
+    let req = client
         .post(url.clone())
         .header(CONTENT_TYPE, "application/sdp")
         .body(offer.to_owned());
-    if let Some(t) = token {
-        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+    let resp = with_bearer(req, token)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
     if resp.status() != StatusCode::CREATED {
         return Err(status_error("POST offer", resp).await.into());
     }
@@ -264,14 +275,14 @@ pub async fn post_api_offer(
         "sessionDescription": { "type": "offer", "sdp": offer },
         "tracks": [remote],
     });
-    let mut req = client
+    let req = client
         .post(url.clone())
         .header(CONTENT_TYPE, "application/json")
         .body(body.to_string());
-    if let Some(t) = token {
-        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+    let resp = with_bearer(req, token)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
     if resp.status() != StatusCode::CREATED {
         return Err(status_error("POST sessions/new", resp).await.into());
     }

@@ -185,8 +185,7 @@ impl WhipPublisher {
         let t0 = Instant::now();
         let answer = post_offer(&client, &opts.url, opts.token.as_deref(), &offer_sdp).await?;
         let ufrag = |sdp: &str| {
-            sdp.lines()
-                .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            crate::signaling::sdp_attribute(sdp, "ice-ufrag")
                 .unwrap_or_default()
                 .to_owned()
         };

@@ -1493,9 +1493,7 @@ impl TreeNode {
                     g.as_str() > self.config.node_id.as_str()
                         && !self.connecting.contains(*g)
                         && !self.by_peer.contains_key(*g)
-                        && self.failed.get(*g).is_none_or(|t| {
-                            now.saturating_duration_since(*t) >= self.config.failed_peer_backoff
-                        })
+                        && self.usable(g, now)
                 })
                 .cloned()
                 .collect(),
