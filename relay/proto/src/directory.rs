@@ -83,18 +83,7 @@ impl<L: Copy + PartialEq> Directory<L> {
         list.insert(0, origin.clone());
         // Bounded: a stream has one publisher, two for a moment.
         list.truncate(4);
-        let (answered, held) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|h| h.stream == stream);
-        self.held = held;
-        answered
-            .into_iter()
-            .map(|h: Held<L>| Answer {
-                asker: h.asker,
-                stream: h.stream,
-                origin: Some(origin.clone()),
-            })
-            .collect()
+        self.release(|h| h.stream == stream, Some(origin))
     }
 
     /// Where `stream` is published, if anyone announced it.
@@ -165,15 +154,23 @@ impl<L: Copy + PartialEq> Directory<L> {
 
     /// Held lookups whose deadline passed: "not found".
     pub fn expire(&mut self, now: Instant) -> Vec<Answer<L>> {
-        let (due, held) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|h| h.until <= now);
+        self.release(|h| h.until <= now, None)
+    }
+
+    /// The held lookups `which` picks, answered with `origin`.
+    fn release(
+        &mut self,
+        which: impl Fn(&Held<L>) -> bool,
+        origin: Option<StreamOrigin>,
+    ) -> Vec<Answer<L>> {
+        let (due, held): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.held).into_iter().partition(which);
         self.held = held;
         due.into_iter()
-            .map(|h: Held<L>| Answer {
+            .map(|h| Answer {
                 asker: h.asker,
                 stream: h.stream,
-                origin: None,
+                origin: origin.clone(),
             })
             .collect()
     }
