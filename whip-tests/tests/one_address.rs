@@ -693,7 +693,9 @@ async fn a_killed_gateways_sessions_are_resumed_where_their_packets_land() -> Re
     // at its new home. The publisher's own DELETE (on a new connection: its keep-alive one went
     // to the dead gateway) finds its session.
     let resource = publisher.resource_url().to_string();
-    let session = resource.rsplit('/').next().unwrap_or_default().to_string();
+    let session = publisher
+        .session_id()
+        .context("the publisher's resource names no session")?;
     let holder = (2..=GATEWAYS)
         .find(|i| {
             cluster.gateways[i - 1]
