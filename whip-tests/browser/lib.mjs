@@ -283,6 +283,33 @@ export function vipRig(...args) {
   execFileSync("bash", [VIP_RIG, ...args], { stdio: ["ignore", "ignore", "inherit"] });
 }
 
+const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
+const VIP_CLUSTER_LOGS = "/tmp/vip-cluster";
+
+/** scripts/vip-cluster.sh `arg` ("up" or "down") with GATEWAY_BIN's directory for the binaries and
+ *  `env` on top (e.g. `{ DTLS_SHARED: "1" }`). */
+export function vipCluster(arg, env = {}) {
+  execFileSync("bash", [VIP_CLUSTER, arg], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, ...env, BIN: path.dirname(GATEWAY_BIN) },
+  });
+}
+
+/** Gateway `i`'s log in the vip-cluster ("" when there is none). */
+export function vipGatewayLog(i) {
+  const log = `${VIP_CLUSTER_LOGS}/gateway-${i}.log`;
+  return fs.existsSync(log) ? fs.readFileSync(log, "utf8") : "";
+}
+
+/** The last 4000 characters of each vip-cluster gateway's log, for a failure message. */
+export function vipClusterLogs() {
+  return [1, 2, 3].map((i) => `----- gateway ${i} -----\n${(vipGatewayLog(i) || "(no log)").slice(-4000)}`)
+    .join("\n");
+}
+
+/** The pid of gateway `i` of the rig (the first process in its namespace). */
+export const vipGatewayPid = (i) => execFileSync("ip", ["netns", "pids", `vip-g${i}`]).toString().trim().split("\n")[0];
+
 /** Gateway `i` of the rig, reached at VIP_BASE. It advertises the VIP as its public address and
  *  its own (unreachable from here) as a second candidate: str0m matches a datagram's
  *  destination, which after the balancer's DNAT is the gateway's own address. */

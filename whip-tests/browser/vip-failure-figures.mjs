@@ -14,19 +14,13 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { GATEWAY_BIN, VIP_BASE, launchChromiumViaVip, vipRig, waitConnected, waitFrames, watchStats }
-  from "./lib.mjs";
+import { VIP_BASE, launchChromiumViaVip, vipCluster, vipGatewayPid, vipRig, waitConnected, waitFrames,
+  watchStats } from "./lib.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
-const cluster = (arg, env = {}) => execFileSync("bash", [VIP_CLUSTER, arg],
-  { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, ...env, BIN: path.dirname(GATEWAY_BIN) } });
-const gatewayPid = (i) => execFileSync("ip", ["netns", "pids", `vip-g${i}`]).toString().trim().split("\n")[0];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function run(signal, seconds, env = {}) {
-  cluster("up", env);
+  vipCluster("up", env);
   vipRig("pin", "1");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "whip-vip-failure-"));
   const context = await launchChromiumViaVip(dir, []);
@@ -42,7 +36,7 @@ async function run(signal, seconds, env = {}) {
     await publisher.evaluate(() => { window.whip.pc.__first = true; });
     await viewer.evaluate(() => { window.whep.pc.__first = true; });
     const t0 = Date.now();
-    execFileSync("kill", [signal, gatewayPid(1)]);
+    execFileSync("kill", [signal, vipGatewayPid(1)]);
     vipRig("drop", "1");
     const events = [];
     const last = { pub: "connected", view: "connected" };
@@ -77,7 +71,7 @@ async function run(signal, seconds, env = {}) {
     const keep = path.join(os.tmpdir(), `vip-failure-logs${signal}${Object.keys(env).length ? "-timeout" : ""}`);
     fs.rmSync(keep, { recursive: true, force: true });
     fs.cpSync("/tmp/vip-cluster", keep, { recursive: true });
-    cluster("down");
+    vipCluster("down");
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -13,12 +13,9 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { CHROMIUM_BIN, Diagnostics, GATEWAY_BIN, VIP_BASE, launchChromiumViaVip, vipRig, waitConnected,
-  waitFrames, watchStats } from "./lib.mjs";
+import { CHROMIUM_BIN, Diagnostics, VIP_BASE, launchChromiumViaVip, vipCluster, vipClusterLogs, vipGatewayLog,
+  vipGatewayPid, vipRig, waitConnected, waitFrames, watchStats } from "./lib.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
 // The stream's directory entry lives on its home node: the rendezvous choice among the gateways a
 // node can reach (relay_proto::placement::home_node over their cluster ids). "vipresume" is homed
 // on gateway 1, the one that goes: the survivors choose another home, the publisher's gateway
@@ -35,23 +32,6 @@ let context = null;
 let userDataDir = null;
 let clusterUp = false;
 
-function vipCluster(arg, env = {}) {
-  execFileSync("bash", [VIP_CLUSTER, arg], {
-    stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, ...env, BIN: path.dirname(GATEWAY_BIN) },
-  });
-}
-
-function gatewayLog(i) {
-  const log = `/tmp/vip-cluster/gateway-${i}.log`;
-  return fs.existsSync(log) ? fs.readFileSync(log, "utf8") : "";
-}
-
-function clusterLogs() {
-  return [1, 2, 3].map((i) => `----- gateway ${i} -----\n${gatewayLog(i).slice(-4000)}`).join("\n");
-}
-
-const gatewayPid = (i) => execFileSync("ip", ["netns", "pids", `vip-g${i}`]).toString().trim().split("\n")[0];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // The page's PeerConnection: its state, and whether it is still the first one.
 const pcState = (page, which) => page.evaluate((w) => {
@@ -104,7 +84,7 @@ async function surviveOnCluster(t, signal) {
     const before = (await watchStats(viewer)).framesDecoded;
 
     const killedAt = Date.now();
-    execFileSync("kill", [signal, gatewayPid(1)]);
+    execFileSync("kill", [signal, vipGatewayPid(1)]);
     vipRig("drop", "1");
     const events = [];
     let last = { pub: "connected", view: "connected" };
@@ -130,15 +110,15 @@ async function surviveOnCluster(t, signal) {
     for (const e of events) console.log(`  ${e}`);
     console.log(`  viewer: ${frames - before} frames decoded in ${AFTER_KILL_MS} ms after; longest time without a new frame ${longestGap} ms`);
     t.diagnostic(`${signal}: after it ${frames - before} frames decoded in ${AFTER_KILL_MS} ms; longest time without a new frame ${longestGap} ms; ${events.join("; ") || "no state change"}`);
-    const resumed = [2, 3].map((i) => (gatewayLog(i).match(/resumed a session of another gateway/g) || []).length)
+    const resumed = [2, 3].map((i) => (vipGatewayLog(i).match(/resumed a session of another gateway/g) || []).length)
       .reduce((a, b) => a + b, 0);
     const pub = await pcState(publisher, "whip");
     const view = await pcState(viewer, "whep");
     assert.ok(pub && pub.first && pub.state === "connected", `publisher: ${JSON.stringify(pub)}; ${events.join("; ")}`);
     assert.ok(view && view.first && view.state === "connected", `viewer: ${JSON.stringify(view)}; ${events.join("; ")}`);
     assert.ok(frames - before >= MIN_FRAMES_AFTER,
-      `the viewer decoded ${frames - before} frames after the kill (wanted ${MIN_FRAMES_AFTER})\n${clusterLogs()}`);
-    assert.ok(resumed >= 2, `gateways 2 and 3 resumed ${resumed} sessions\n${clusterLogs()}`);
+      `the viewer decoded ${frames - before} frames after the kill (wanted ${MIN_FRAMES_AFTER})\n${vipClusterLogs()}`);
+    assert.ok(resumed >= 2, `gateways 2 and 3 resumed ${resumed} sessions\n${vipClusterLogs()}`);
 }
 
 describe("Chromium through the VIP when its gateway goes", { timeout: 180_000 }, () => {

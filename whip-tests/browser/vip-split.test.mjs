@@ -15,35 +15,14 @@
 
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { CHROMIUM_BIN, Diagnostics, GATEWAY_BIN, VIP, VIP_BASE, launchChromiumViaVip, pageState, vipRig,
-  waitConnected, waitFrames } from "./lib.mjs";
+import { CHROMIUM_BIN, Diagnostics, VIP, VIP_BASE, launchChromiumViaVip, pageState, vipCluster, vipClusterLogs,
+  vipGatewayLog, vipRig, waitConnected, waitFrames } from "./lib.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const VIP_CLUSTER = path.resolve(HERE, "../../scripts/vip-cluster.sh");
 const MIN_FRAMES = 30;
 const ADOPTED = "adopted a session another gateway negotiated";
-
-function vipCluster(arg, shared) {
-  execFileSync("bash", [VIP_CLUSTER, arg], {
-    stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, BIN: path.dirname(GATEWAY_BIN), DTLS_SHARED: shared ? "1" : "" },
-  });
-}
-
-function gatewayLog(i) {
-  const log = `/tmp/vip-cluster/gateway-${i}.log`;
-  return fs.existsSync(log) ? fs.readFileSync(log, "utf8") : "";
-}
-
-function clusterLogs() {
-  return [1, 2, 3].map((i) => `----- gateway ${i} -----\n${(gatewayLog(i) || "(no log)").slice(-4000)}`)
-    .join("\n");
-}
 
 async function remoteCandidate(page, pcOf) {
   return page.evaluate(async (which) => {
@@ -73,7 +52,7 @@ for (const shared of [false, true]) {
       assert.ok(fs.existsSync(CHROMIUM_BIN), `${CHROMIUM_BIN} missing: run scripts/setup-browser.sh`);
       assert.equal(process.getuid(), 0, "the one-address rig needs root (network namespaces, nftables)");
       diag = new Diagnostics(`vip split test (${how})`, 75_000);
-      vipCluster("up", shared);
+      vipCluster("up", { DTLS_SHARED: shared ? "1" : "" });
       clusterUp = true;
       userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), `whip-vip-${how}-profile-`));
       context = await launchChromiumViaVip(userDataDir, diag.consoleLogs);
@@ -83,7 +62,7 @@ for (const shared of [false, true]) {
       diag?.stop();
       for (const page of Object.values(diag?.pages ?? {})) await page.close().catch(() => {});
       if (context) await Promise.race([context.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-      if (clusterUp) vipCluster("down", shared);
+      if (clusterUp) vipCluster("down");
       if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
     }, { timeout: 20_000 });
 
@@ -94,13 +73,13 @@ for (const shared of [false, true]) {
         try {
           await waitConnected(page, "whip", 20_000);
         } catch (e) {
-          throw new Error(`${e.message}\n${clusterLogs()}`);
+          throw new Error(`${e.message}\n${vipClusterLogs()}`);
         }
         t.diagnostic(`publisher connected: ${await pageState("publish", page)}`);
         assert.equal(await remoteCandidate(page, "whip"), VIP);
-        assert.equal(gatewayLog(2).includes(ADOPTED), shared,
-          `gateway 2 adopted the publisher's session: expected ${shared}\n${clusterLogs()}`);
-        if (shared) assert.ok(gatewayLog(1).includes("released here"), "gateway 1 kept the publisher's session");
+        assert.equal(vipGatewayLog(2).includes(ADOPTED), shared,
+          `gateway 2 adopted the publisher's session: expected ${shared}\n${vipClusterLogs()}`);
+        if (shared) assert.ok(vipGatewayLog(1).includes("released here"), "gateway 1 kept the publisher's session");
       });
     });
 
@@ -113,13 +92,13 @@ for (const shared of [false, true]) {
           await waitConnected(page, "whep", 15_000);
           s = await waitFrames(page, MIN_FRAMES, 20_000);
         } catch (e) {
-          throw new Error(`${e.message}\n${clusterLogs()}`);
+          throw new Error(`${e.message}\n${vipClusterLogs()}`);
         }
         t.diagnostic(`viewer: framesDecoded=${s.framesDecoded} ${s.frameWidth}x${s.frameHeight} codec=${s.codec}`);
         assert.ok(s.framesDecoded > MIN_FRAMES, `framesDecoded ${s.framesDecoded} <= ${MIN_FRAMES}`);
         assert.equal(await remoteCandidate(page, "whep"), VIP);
-        assert.equal(gatewayLog(3).includes(ADOPTED), shared,
-          `gateway 3 adopted the player's session: expected ${shared}\n${clusterLogs()}`);
+        assert.equal(vipGatewayLog(3).includes(ADOPTED), shared,
+          `gateway 3 adopted the player's session: expected ${shared}\n${vipClusterLogs()}`);
       });
     });
   });
